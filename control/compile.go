@@ -1,0 +1,161 @@
+package control
+
+import (
+	"net/netip"
+
+	"github.com/dsrlb/dsrlb/pipeline"
+)
+
+// Neighbors resolves next-hop MACs (the kernel's neighbour table, or a
+// fake). Lookup must not block.
+type Neighbors interface {
+	Lookup(ip netip.Addr) (pipeline.MAC, bool)
+}
+
+// HealthView tells whether a backend passes its service's health monitor.
+// Backends of services without a monitor are healthy.
+type HealthView interface {
+	Healthy(service string, backend netip.Addr) bool
+}
+
+// BackendKey names a backend of a service.
+type BackendKey struct {
+	Service string
+	IP      netip.Addr
+}
+
+// IDs hands out the stable counter IDs of services and backends. An ID stays
+// with its object for as long as the object exists, so per-worker counters
+// survive snapshot swaps. IDs are not safe for concurrent use (the Store
+// serialises changes).
+type IDs struct {
+	services map[string]uint32
+	backends map[BackendKey]uint32
+	nextS    uint32
+	nextB    uint32
+}
+
+// NewIDs returns an empty allocator.
+func NewIDs() *IDs {
+	return &IDs{services: map[string]uint32{}, backends: map[BackendKey]uint32{}}
+}
+
+// Service returns the ID of service name, allocating one if new.
+func (ids *IDs) Service(name string) uint32 {
+	if id, ok := ids.services[name]; ok {
+		return id
+	}
+	id := ids.nextS
+	ids.nextS++
+	ids.services[name] = id
+	return id
+}
+
+// Backend returns the ID of backend k, allocating one if new.
+func (ids *IDs) Backend(k BackendKey) uint32 {
+	if id, ok := ids.backends[k]; ok {
+		return id
+	}
+	id := ids.nextB
+	ids.nextB++
+	ids.backends[k] = id
+	return id
+}
+
+// LookupService returns the ID of service name if it has one.
+func (ids *IDs) LookupService(name string) (uint32, bool) {
+	id, ok := ids.services[name]
+	return id, ok
+}
+
+// LookupBackend returns the ID of backend k if it has one.
+func (ids *IDs) LookupBackend(k BackendKey) (uint32, bool) {
+	id, ok := ids.backends[k]
+	return id, ok
+}
+
+// retain forgets the IDs of objects not in t. IDs are never reused, so a
+// re-added object starts with fresh counters; the cost is counter arrays that
+// grow by a few bytes per worker for every backend ever added.
+func (ids *IDs) retain(t *Typed) {
+	liveS := map[string]bool{}
+	liveB := map[BackendKey]bool{}
+	for _, s := range t.Services {
+		liveS[s.Name] = true
+		for _, b := range s.Backends {
+			liveB[BackendKey{s.Name, b.IP}] = true
+		}
+	}
+	for n := range ids.services {
+		if !liveS[n] {
+			delete(ids.services, n)
+		}
+	}
+	for k := range ids.backends {
+		if !liveB[k] {
+			delete(ids.backends, k)
+		}
+	}
+}
+
+// NextHop returns the address whose MAC a packet to backend ip is sent to,
+// and the port index: ip itself when on a port's subnet, else the gateway.
+func (t *Typed) NextHop(ip netip.Addr) (netip.Addr, int) {
+	i := t.portFor(ip, true)
+	if i < 0 {
+		return netip.Addr{}, -1
+	}
+	if t.Ports[i].Prefix.Contains(ip) {
+		return ip, i
+	}
+	return t.Ports[i].Gateway, i
+}
+
+// Compile builds the snapshot spec for t: stable IDs, next-hop MACs (static
+// backend MAC, then static neighbors, then nb), and backend states from the
+// config state and health. portMACs are the ports' actual MACs.
+func Compile(gen uint64, t *Typed, ids *IDs, portMACs []pipeline.MAC, nb Neighbors, hv HealthView) pipeline.SnapshotSpec {
+	ids.retain(t)
+	spec := pipeline.SnapshotSpec{Generation: gen, MaglevSize: t.MaglevSz, MaglevSeed: t.Seed}
+	for i, p := range t.Ports {
+		mac := p.MAC
+		if mac.IsZero() && i < len(portMACs) {
+			mac = portMACs[i]
+		}
+		spec.Ports = append(spec.Ports, pipeline.PortSpec{MAC: mac, IP: p.Addr, MTU: p.MTU})
+	}
+	for _, s := range t.Services {
+		ss := pipeline.ServiceSpec{ID: ids.Service(s.Name), Name: s.Name, VIP: s.VIP, Proto: s.Proto, Port: s.Port, Mode: s.Mode}
+		for _, b := range s.Backends {
+			hop, port := t.NextHop(b.IP)
+			bs := pipeline.BackendSpec{ID: ids.Backend(BackendKey{s.Name, b.IP}), IP: b.IP, Weight: b.Weight, Port: port}
+			bs.NextHop = t.resolve(b, hop, nb)
+			switch {
+			case b.State == "disabled":
+				bs.State = pipeline.BackendDown
+			case hv != nil && !hv.Healthy(s.Name, b.IP):
+				bs.State = pipeline.BackendDown
+			case b.State == "drain" || b.Weight == 0:
+				bs.State = pipeline.BackendDrain
+			}
+			ss.Backends = append(ss.Backends, bs)
+		}
+		spec.Services = append(spec.Services, ss)
+	}
+	return spec
+}
+
+func (t *Typed) resolve(b TypedBackend, hop netip.Addr, nb Neighbors) pipeline.MAC {
+	if !b.MAC.IsZero() && hop == b.IP {
+		return b.MAC
+	}
+	if m, ok := t.Neighbors[hop]; ok {
+		return m
+	}
+	if nb != nil {
+		if m, ok := nb.Lookup(hop); ok {
+			return m
+		}
+	}
+	return pipeline.MAC{}
+}

@@ -1,0 +1,114 @@
+package pipeline
+
+// ServiceCounters count one service's traffic on one worker.
+type ServiceCounters struct {
+	Packets, Bytes uint64
+	// NoBackend counts packets dropped because no backend took new flows.
+	NoBackend uint64
+}
+
+// BackendCounters count one backend's traffic on one worker.
+type BackendCounters struct {
+	Packets, Bytes uint64
+	// NewFlows counts flows assigned to this backend by Maglev.
+	NewFlows uint64
+}
+
+// Counters are one worker's counters. Only the owning worker writes them;
+// others read a published copy (Worker.Counters) and sum them with Add.
+type Counters struct {
+	RxPackets, RxBytes uint64
+	TxPackets, TxBytes uint64
+	// ToKernel counts packets handed to the kernel (or, without a tap port,
+	// counted and freed); FromKernel counts what the kernel sent out.
+	ToKernel, FromKernel uint64
+	// FragNeededSent counts ICMP fragmentation-needed replies generated;
+	// ICMPErrorsForwarded counts ICMP errors sent to a flow's backend.
+	FragNeededSent, ICMPErrorsForwarded uint64
+	// IPOptions counts forwarded VIP packets that carried IPv4 options.
+	IPOptions uint64
+	Drops     [NumDropReasons]uint64
+
+	FlowEntries, FlowHits, FlowMisses, FlowEvictions, FlowExpired uint64
+	// FlowRemapped counts flows moved because their backend went down or
+	// left the service.
+	FlowRemapped uint64
+
+	// Polls and BusyPolls give the worker busy ratio.
+	Polls, BusyPolls uint64
+
+	Services []ServiceCounters // indexed by Service.ID
+	Backends []BackendCounters // indexed by Backend.ID
+}
+
+// Dropped returns the sum of all drops.
+func (c *Counters) Dropped() uint64 {
+	var n uint64
+	for _, d := range c.Drops {
+		n += d
+	}
+	return n
+}
+
+// grow makes room for service and backend IDs up to the given maxima. It
+// allocates only when a snapshot brings larger IDs, never per packet.
+func (c *Counters) grow(maxService, maxBackend uint32) {
+	if int(maxService) >= len(c.Services) {
+		s := make([]ServiceCounters, maxService+1+16)
+		copy(s, c.Services)
+		c.Services = s
+	}
+	if int(maxBackend) >= len(c.Backends) {
+		b := make([]BackendCounters, maxBackend+1+64)
+		copy(b, c.Backends)
+		c.Backends = b
+	}
+}
+
+// CopyTo copies c into dst, reusing dst's slices where they are big enough.
+func (c *Counters) CopyTo(dst *Counters) {
+	svc, be := dst.Services, dst.Backends
+	*dst = *c
+	dst.Services = append(svc[:0], c.Services...)
+	dst.Backends = append(be[:0], c.Backends...)
+}
+
+// Add adds o into c (for summing workers).
+func (c *Counters) Add(o *Counters) {
+	c.RxPackets += o.RxPackets
+	c.RxBytes += o.RxBytes
+	c.TxPackets += o.TxPackets
+	c.TxBytes += o.TxBytes
+	c.ToKernel += o.ToKernel
+	c.FromKernel += o.FromKernel
+	c.FragNeededSent += o.FragNeededSent
+	c.ICMPErrorsForwarded += o.ICMPErrorsForwarded
+	c.IPOptions += o.IPOptions
+	for i := range c.Drops {
+		c.Drops[i] += o.Drops[i]
+	}
+	c.FlowEntries += o.FlowEntries
+	c.FlowHits += o.FlowHits
+	c.FlowMisses += o.FlowMisses
+	c.FlowEvictions += o.FlowEvictions
+	c.FlowExpired += o.FlowExpired
+	c.FlowRemapped += o.FlowRemapped
+	c.Polls += o.Polls
+	c.BusyPolls += o.BusyPolls
+	if len(o.Services) > len(c.Services) {
+		c.Services = append(c.Services, make([]ServiceCounters, len(o.Services)-len(c.Services))...)
+	}
+	for i, s := range o.Services {
+		c.Services[i].Packets += s.Packets
+		c.Services[i].Bytes += s.Bytes
+		c.Services[i].NoBackend += s.NoBackend
+	}
+	if len(o.Backends) > len(c.Backends) {
+		c.Backends = append(c.Backends, make([]BackendCounters, len(o.Backends)-len(c.Backends))...)
+	}
+	for i, b := range o.Backends {
+		c.Backends[i].Packets += b.Packets
+		c.Backends[i].Bytes += b.Bytes
+		c.Backends[i].NewFlows += b.NewFlows
+	}
+}

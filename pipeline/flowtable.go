@@ -1,0 +1,161 @@
+package pipeline
+
+import "time"
+
+// FlowTimeouts are the idle timeouts of flow table entries. DSR sees only
+// the client half of a TCP connection, so "established" means the client
+// has sent a segment without SYN.
+type FlowTimeouts struct {
+	TCPSyn         time.Duration // only SYNs seen
+	TCPEstablished time.Duration
+	TCPClosing     time.Duration // after FIN or RST from the client
+	UDP            time.Duration
+}
+
+// DefaultFlowTimeouts are the timeouts used when config leaves them out.
+var DefaultFlowTimeouts = FlowTimeouts{
+	TCPSyn:         5 * time.Second,
+	TCPEstablished: 300 * time.Second,
+	TCPClosing:     10 * time.Second,
+	UDP:            30 * time.Second,
+}
+
+// DefaultFlowCapacity is the flow table size per worker.
+const DefaultFlowCapacity = 1 << 20
+
+const flowWays = 4
+
+const (
+	flowStateSyn uint8 = iota + 1
+	flowStateEstablished
+	flowStateClosing
+	flowStateUDP
+)
+
+// flowEntry is one 32-byte slot. used == 0 marks a free slot.
+type flowEntry struct {
+	src, dst uint32
+	ports    uint32 // src port << 16 | dst port
+	service  uint32 // Service.ID
+	backend  uint32 // backend IP, host order
+	expires  uint32 // milliseconds on the table clock
+	lastUsed uint32 // milliseconds, for LRU eviction within a bucket
+	proto    uint8
+	state    uint8
+	used     uint8
+	_        uint8
+}
+
+// FlowTable maps flows to the backend they were given. It belongs to one
+// worker: no locks, no allocation after NewFlowTable. It is set-associative
+// (4 ways per bucket, the bucket chosen by the flow hash); when a bucket is
+// full the least recently used of its entries is evicted.
+type FlowTable struct {
+	buckets [][flowWays]flowEntry
+	mask    uint32
+	tmo     [5]uint32 // milliseconds, indexed by state
+
+	// Entries is the number of live (possibly expired, not yet reused)
+	// entries; Hits, Misses, Evictions and Expired count lookups and
+	// replacements.
+	Entries, Hits, Misses, Evictions, Expired uint64
+}
+
+// NewFlowTable returns a table holding at least capacity flows (rounded up
+// to a power of two multiple of the bucket size).
+func NewFlowTable(capacity int, t FlowTimeouts) *FlowTable {
+	if capacity < flowWays {
+		capacity = flowWays
+	}
+	nb := 1
+	for nb*flowWays < capacity {
+		nb <<= 1
+	}
+	ft := &FlowTable{buckets: make([][flowWays]flowEntry, nb), mask: uint32(nb - 1)}
+	ms := func(d time.Duration) uint32 { return uint32(d / time.Millisecond) }
+	ft.tmo[flowStateSyn] = ms(t.TCPSyn)
+	ft.tmo[flowStateEstablished] = ms(t.TCPEstablished)
+	ft.tmo[flowStateClosing] = ms(t.TCPClosing)
+	ft.tmo[flowStateUDP] = ms(t.UDP)
+	return ft
+}
+
+// Capacity returns how many flows the table can hold.
+func (ft *FlowTable) Capacity() int { return len(ft.buckets) * flowWays }
+
+func (e *flowEntry) matches(k *FlowKey) bool {
+	return e.used != 0 && e.src == k.Src && e.dst == k.Dst &&
+		e.ports == uint32(k.SrcPort)<<16|uint32(k.DstPort) && e.proto == k.Proto
+}
+
+// Lookup returns the live entry for k, or nil. It counts a hit or a miss.
+func (ft *FlowTable) Lookup(k *FlowKey, hash uint32, now uint32) *flowEntry {
+	b := &ft.buckets[hash&ft.mask]
+	for i := range b {
+		e := &b[i]
+		if e.matches(k) {
+			if int32(e.expires-now) <= 0 {
+				ft.Expired++
+				ft.Entries--
+				e.used = 0
+				break
+			}
+			ft.Hits++
+			return e
+		}
+	}
+	ft.Misses++
+	return nil
+}
+
+// Insert records k as going to backend of service and returns the entry.
+// It reuses a free or expired way, else evicts the bucket's least recently
+// used entry.
+func (ft *FlowTable) Insert(k *FlowKey, hash uint32, now uint32, service, backend uint32) *flowEntry {
+	b := &ft.buckets[hash&ft.mask]
+	victim := -1
+	for i := range b {
+		if b[i].used == 0 {
+			victim = i
+			break
+		}
+		if int32(b[i].expires-now) <= 0 {
+			ft.Expired++
+			ft.Entries--
+			b[i].used = 0
+			victim = i
+			break
+		}
+	}
+	if victim < 0 {
+		victim = 0
+		for i := 1; i < flowWays; i++ {
+			if int32(b[i].lastUsed-b[victim].lastUsed) < 0 {
+				victim = i
+			}
+		}
+		ft.Evictions++
+		ft.Entries--
+	}
+	e := &b[victim]
+	*e = flowEntry{src: k.Src, dst: k.Dst, ports: uint32(k.SrcPort)<<16 | uint32(k.DstPort),
+		proto: k.Proto, service: service, backend: backend, used: 1}
+	ft.Entries++
+	return e
+}
+
+// touch refreshes e for a packet with the given TCP flags (ignored for UDP).
+func (ft *FlowTable) touch(e *flowEntry, tcpFlags uint8, now uint32) {
+	switch {
+	case e.proto != ProtoTCP:
+		e.state = flowStateUDP
+	case tcpFlags&(TCPFlagFIN|TCPFlagRST) != 0:
+		e.state = flowStateClosing
+	case tcpFlags&TCPFlagSYN != 0 && e.state == 0:
+		e.state = flowStateSyn
+	case tcpFlags&TCPFlagSYN == 0 && e.state != flowStateClosing:
+		e.state = flowStateEstablished
+	}
+	e.lastUsed = now
+	e.expires = now + ft.tmo[e.state]
+}

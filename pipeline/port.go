@@ -1,0 +1,36 @@
+package pipeline
+
+// BurstSize is the most packets one rx or tx burst moves.
+const BurstSize = 32
+
+// Packet is one frame of a burst. Buf is the buffer's whole data room: the
+// frame is Buf[Off:Off+Len] and Buf[:Off] is headroom that rewriters may
+// prepend into. Handle identifies the underlying buffer (a DPDK mbuf
+// pointer) and is opaque to this package.
+//
+// A Packet MUST NOT be kept past the burst it came in: its memory goes back
+// to the pool when the packet is sent or freed.
+type Packet struct {
+	Buf    []byte
+	Off    int
+	Len    int
+	Handle uintptr
+}
+
+// Data returns the frame bytes.
+func (p *Packet) Data() []byte { return p.Buf[p.Off : p.Off+p.Len] }
+
+// Port is one queue-addressable packet port: a DPDK ethdev (NIC or tap) or a
+// test fake. Each method is one burst operation; implementations cross into
+// C at most once per call.
+type Port interface {
+	// RxBurst fills pkts with up to len(pkts) received packets from queue q
+	// and returns how many.
+	RxBurst(q uint16, pkts []Packet) int
+	// TxBurst queues pkts for transmission on queue q, writing each Off and
+	// Len back to its buffer first, and returns how many were taken. The
+	// caller still owns (and must free) pkts[n:].
+	TxBurst(q uint16, pkts []Packet) int
+	// Free returns pkts to their pool.
+	Free(pkts []Packet)
+}

@@ -1,0 +1,397 @@
+package pipeline
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"sort"
+)
+
+// Mode is how a service hands packets to its backends.
+type Mode uint8
+
+// Forwarding modes (../shared/DESIGN.md, "Rewrites").
+const (
+	// ModeL2 rewrites the Ethernet addresses only; backends are on-link.
+	ModeL2 Mode = iota + 1
+	// ModeIPIP prepends an outer IPv4 header, protocol 4 (RFC 2003).
+	ModeIPIP
+	// ModeGRE prepends an outer IPv4 header, protocol 47, and a 4-byte GRE
+	// header (RFC 2784).
+	ModeGRE
+)
+
+// String returns the config name of m.
+func (m Mode) String() string {
+	switch m {
+	case ModeL2:
+		return "l2"
+	case ModeIPIP:
+		return "ipip"
+	case ModeGRE:
+		return "gre"
+	}
+	return "unknown"
+}
+
+// Overhead returns the bytes the mode adds in front of the IP packet.
+func (m Mode) Overhead() int {
+	switch m {
+	case ModeIPIP:
+		return IPv4MinSize
+	case ModeGRE:
+		return IPv4MinSize + greSize
+	}
+	return 0
+}
+
+// BackendState is whether a backend takes new flows.
+type BackendState uint8
+
+const (
+	// BackendActive takes new flows and keeps its old ones.
+	BackendActive BackendState = iota
+	// BackendDrain keeps its established flows and takes no new ones.
+	BackendDrain
+	// BackendDown takes nothing: disabled, failed its health check, or its
+	// next-hop MAC is unknown. Its flows move to the Maglev choice at once.
+	BackendDown
+)
+
+// String returns the API name of s.
+func (s BackendState) String() string {
+	switch s {
+	case BackendActive:
+		return "active"
+	case BackendDrain:
+		return "drain"
+	}
+	return "down"
+}
+
+const greSize = 4
+
+// PortSpec describes a NIC port to NewSnapshot.
+type PortSpec struct {
+	MAC MAC
+	IP  netip.Addr // the appliance's own address on this port
+	MTU int        // largest IP packet the port sends; 0 means 1500
+}
+
+// BackendSpec describes one backend of a service to NewSnapshot.
+type BackendSpec struct {
+	// ID is a stable index for this backend's counters, unique within the
+	// snapshot and kept while the backend exists.
+	ID     uint32
+	IP     netip.Addr
+	Weight uint32
+	State  BackendState
+	// NextHop is the destination MAC of rewritten packets: the backend's own
+	// MAC when on-link, else the gateway's. Zero means unresolved, which
+	// makes the backend take no new flows.
+	NextHop MAC
+	// Port is the index (into SnapshotSpec.Ports) of the egress port.
+	Port int
+}
+
+// ServiceSpec describes one virtual service to NewSnapshot.
+type ServiceSpec struct {
+	ID       uint32 // stable counter index, unique within the snapshot
+	Name     string
+	VIP      netip.Addr
+	Proto    uint8  // ProtoTCP or ProtoUDP
+	Port     uint16 // 0 = every port
+	Mode     Mode
+	Backends []BackendSpec
+}
+
+// SnapshotSpec is everything NewSnapshot compiles.
+type SnapshotSpec struct {
+	Generation uint64
+	Ports      []PortSpec
+	Services   []ServiceSpec
+	// MaglevSize is the lookup table size (a prime of MaglevSizes); 0 means
+	// DefaultMaglevSize.
+	MaglevSize uint32
+	// MaglevSeed seeds the Maglev permutations. Every appliance behind the
+	// same ECMP group MUST use the same seed.
+	MaglevSeed uint32
+}
+
+// Snapshot is an immutable, compiled forwarding state. Control builds one
+// with NewSnapshot and publishes it; workers load it once per burst.
+// Nothing in a published Snapshot may be modified.
+type Snapshot struct {
+	Generation uint64
+	Ports      []PortState
+	Services   []Service
+
+	vipSlots []vipSlot // open-addressing index of (VIP, proto, port)
+	vipMask  uint32
+	// vipAddrs holds every VIP address (sorted) so that packets to a VIP on
+	// an unserved protocol (ICMP echo) can be told from strangers.
+	vipAddrs []uint32
+
+	// MaxServiceID and MaxBackendID bound the IDs, for counter arrays.
+	MaxServiceID uint32
+	MaxBackendID uint32
+}
+
+// PortState is a compiled port.
+type PortState struct {
+	MAC MAC
+	IP  uint32 // host order
+	MTU int
+}
+
+// Service is a compiled virtual service.
+type Service struct {
+	ID    uint32
+	Name  string
+	VIP   uint32 // host order
+	Proto uint8
+	Port  uint16
+	Mode  Mode
+	// Backends are sorted by IP, the stable key.
+	Backends []Backend
+	// Table is the Maglev lookup table: indexes into Backends, MaglevNone
+	// when no backend takes new flows.
+	Table []uint16
+}
+
+// Backend is a compiled backend with its prebuilt headers.
+type Backend struct {
+	ID     uint32
+	IP     uint32 // host order
+	Addr   netip.Addr
+	Weight uint32
+	State  BackendState
+	Port   int
+	// hdr is the Ethernet header, then for IPIP/GRE the outer IPv4 header
+	// with TOS, total length, ID, flags and checksum zero, then GRE.
+	hdr    [EthernetMinSize + IPv4MinSize + greSize]byte
+	hdrLen int
+	// outerSum is the unfolded checksum of the outer IPv4 template.
+	outerSum uint32
+}
+
+// Usable reports whether b may carry packets of established flows.
+func (b *Backend) Usable() bool { return b.State != BackendDown }
+
+type vipSlot struct {
+	key uint64 // vipKey(...) | 1<<63 when used
+	svc int32
+}
+
+func vipKey(vip uint32, proto uint8, port uint16) uint64 {
+	return 1<<63 | uint64(vip)<<24 | uint64(proto)<<16 | uint64(port)
+}
+
+func mixKey(k uint64) uint32 {
+	k ^= k >> 33
+	k *= 0xff51afd7ed558ccd
+	k ^= k >> 33
+	return uint32(k)
+}
+
+func addrU32(a netip.Addr) uint32 {
+	b := a.As4()
+	return binary.BigEndian.Uint32(b[:])
+}
+
+// NewSnapshot compiles spec: validates it, builds every service's Maglev
+// table and every backend's header template, and indexes the VIPs. Specs
+// are expected to come from control's validated config; errors here are
+// programming or consistency errors.
+func NewSnapshot(spec SnapshotSpec) (*Snapshot, error) {
+	size := spec.MaglevSize
+	if size == 0 {
+		size = DefaultMaglevSize
+	}
+	s := &Snapshot{Generation: spec.Generation}
+	for i, p := range spec.Ports {
+		if !p.IP.Is4() {
+			return nil, fmt.Errorf("port %d: ip %v is not IPv4", i, p.IP)
+		}
+		mtu := p.MTU
+		if mtu == 0 {
+			mtu = 1500
+		}
+		s.Ports = append(s.Ports, PortState{MAC: p.MAC, IP: addrU32(p.IP), MTU: mtu})
+	}
+	n := 16
+	for n < 2*len(spec.Services) {
+		n <<= 1
+	}
+	s.vipSlots = make([]vipSlot, n)
+	s.vipMask = uint32(n - 1)
+	vips := map[uint32]bool{}
+	for _, ss := range spec.Services {
+		svc, err := s.compileService(ss, size, spec.MaglevSeed)
+		if err != nil {
+			return nil, fmt.Errorf("service %q: %w", ss.Name, err)
+		}
+		key := vipKey(svc.VIP, svc.Proto, svc.Port)
+		if s.findVIP(key) >= 0 {
+			return nil, fmt.Errorf("service %q: duplicate (vip, protocol, port)", ss.Name)
+		}
+		s.insertVIP(key, int32(len(s.Services)))
+		s.Services = append(s.Services, svc)
+		if svc.ID > s.MaxServiceID {
+			s.MaxServiceID = svc.ID
+		}
+		for _, b := range svc.Backends {
+			if b.ID > s.MaxBackendID {
+				s.MaxBackendID = b.ID
+			}
+		}
+		if !vips[svc.VIP] {
+			vips[svc.VIP] = true
+			s.vipAddrs = append(s.vipAddrs, svc.VIP)
+		}
+	}
+	sort.Slice(s.vipAddrs, func(i, j int) bool { return s.vipAddrs[i] < s.vipAddrs[j] })
+	return s, nil
+}
+
+func (s *Snapshot) compileService(ss ServiceSpec, size, seed uint32) (Service, error) {
+	if !ss.VIP.Is4() {
+		return Service{}, fmt.Errorf("vip %v is not IPv4", ss.VIP)
+	}
+	if ss.Proto != ProtoTCP && ss.Proto != ProtoUDP {
+		return Service{}, fmt.Errorf("protocol %d is not tcp or udp", ss.Proto)
+	}
+	if ss.Mode < ModeL2 || ss.Mode > ModeGRE {
+		return Service{}, fmt.Errorf("mode %d unknown", ss.Mode)
+	}
+	svc := Service{ID: ss.ID, Name: ss.Name, VIP: addrU32(ss.VIP), Proto: ss.Proto, Port: ss.Port, Mode: ss.Mode}
+	bs := append([]BackendSpec(nil), ss.Backends...)
+	sort.Slice(bs, func(i, j int) bool { return bs[i].IP.Less(bs[j].IP) })
+	mb := make([]MaglevBackend, len(bs))
+	for i, bsp := range bs {
+		if !bsp.IP.Is4() {
+			return Service{}, fmt.Errorf("backend %v is not IPv4", bsp.IP)
+		}
+		if bsp.Port < 0 || bsp.Port >= len(s.Ports) {
+			return Service{}, fmt.Errorf("backend %v: port index %d out of range", bsp.IP, bsp.Port)
+		}
+		b := Backend{ID: bsp.ID, IP: addrU32(bsp.IP), Addr: bsp.IP, Weight: bsp.Weight, State: bsp.State, Port: bsp.Port}
+		if bsp.NextHop.IsZero() {
+			b.State = BackendDown
+		}
+		b.buildTemplate(ss.Mode, bsp.NextHop, s.Ports[bsp.Port])
+		svc.Backends = append(svc.Backends, b)
+		w := bsp.Weight
+		if b.State != BackendActive {
+			w = 0
+		}
+		mb[i] = MaglevBackend{Key: bsp.IP.String(), Weight: w}
+	}
+	table, err := BuildMaglev(mb, size, seed)
+	if err != nil {
+		return Service{}, err
+	}
+	svc.Table = table
+	return svc, nil
+}
+
+// buildTemplate prebuilds the headers the rewriter prepends (STYLE.md 6).
+func (b *Backend) buildTemplate(m Mode, nextHop MAC, port PortState) {
+	h := b.hdr[:]
+	copy(h[0:6], nextHop[:])
+	copy(h[6:12], port.MAC[:])
+	binary.BigEndian.PutUint16(h[12:], EtherTypeIPv4)
+	b.hdrLen = EthernetMinSize
+	if m == ModeL2 {
+		return
+	}
+	ip := h[EthernetMinSize:]
+	ip[ipv4VersIHL] = 0x45
+	ip[ipv4TTL] = outerTTL
+	ip[ipv4Protocol] = ProtoIPIP
+	if m == ModeGRE {
+		ip[ipv4Protocol] = ProtoGRE
+		// GRE (RFC 2784): no checksum, version 0; protocol set per packet.
+	}
+	binary.BigEndian.PutUint32(ip[ipv4Src:], port.IP)
+	binary.BigEndian.PutUint32(ip[ipv4Dst:], b.IP)
+	b.outerSum = sum(ip[:IPv4MinSize], 0)
+	b.hdrLen = EthernetMinSize + m.Overhead()
+}
+
+// outerTTL is the TTL of outer IPv4 headers.
+const outerTTL = 64
+
+func (s *Snapshot) insertVIP(key uint64, svc int32) {
+	i := mixKey(key) & s.vipMask
+	for s.vipSlots[i].key != 0 {
+		i = (i + 1) & s.vipMask
+	}
+	s.vipSlots[i] = vipSlot{key: key, svc: svc}
+}
+
+func (s *Snapshot) findVIP(key uint64) int32 {
+	i := mixKey(key) & s.vipMask
+	for {
+		sl := &s.vipSlots[i]
+		if sl.key == key {
+			return sl.svc
+		}
+		if sl.key == 0 {
+			return -1
+		}
+		i = (i + 1) & s.vipMask
+	}
+}
+
+// LookupService returns the index of the service for (vip, proto, port),
+// trying the exact port first and then the all-ports service, or -1.
+func (s *Snapshot) LookupService(vip uint32, proto uint8, port uint16) int {
+	if i := s.findVIP(vipKey(vip, proto, port)); i >= 0 {
+		return int(i)
+	}
+	return int(s.findVIP(vipKey(vip, proto, 0)))
+}
+
+// IsVIP reports whether a is the address of any service.
+func (s *Snapshot) IsVIP(a uint32) bool {
+	lo, hi := 0, len(s.vipAddrs)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if s.vipAddrs[m] < a {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo < len(s.vipAddrs) && s.vipAddrs[lo] == a
+}
+
+// BackendIndex returns the index in svc.Backends of the backend with address
+// ip, or -1 (binary search over the sorted backends).
+func (svc *Service) BackendIndex(ip uint32) int {
+	bs := svc.Backends
+	lo, hi := 0, len(bs)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if bs[m].IP < ip {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	if lo < len(bs) && bs[lo].IP == ip {
+		return lo
+	}
+	return -1
+}
+
+// FindService returns the service named name, or nil.
+func (s *Snapshot) FindService(name string) *Service {
+	for i := range s.Services {
+		if s.Services[i].Name == name {
+			return &s.Services[i]
+		}
+	}
+	return nil
+}

@@ -1,0 +1,73 @@
+package pipeline
+
+// Verdict is what the fast path decided for one packet.
+type Verdict uint8
+
+const (
+	// VerdictDrop frees the packet; the DropReason says why.
+	VerdictDrop Verdict = iota
+	// VerdictTx sends the (rewritten) packet out of a NIC port.
+	VerdictTx
+	// VerdictKernel hands the packet unchanged to the kernel (tap port).
+	VerdictKernel
+)
+
+// DropReason says why a packet was dropped. Every drop is counted under
+// exactly one reason.
+type DropReason uint8
+
+// Drop reasons. Their names (DropReason.String) are stable: they appear in
+// replay and bench JSON, the API and metrics labels.
+const (
+	DropNone DropReason = iota
+	DropTruncated
+	DropNotIP
+	DropBadVersion
+	DropBadIHL
+	DropBadTotalLen
+	DropBadChecksum
+	DropTruncatedL4
+	DropTTL
+	DropFragment
+	DropNoService
+	DropNoBackend
+	DropTooBig
+	DropNoRoute
+	DropTxFull
+	DropMultiSegment
+	DropNoKernel
+	DropICMPUnrelated
+	NumDropReasons
+)
+
+var dropReasonNames = [NumDropReasons]string{
+	DropNone:          "none",
+	DropTruncated:     "truncated",
+	DropNotIP:         "not_ip",
+	DropBadVersion:    "bad_version",
+	DropBadIHL:        "bad_ihl",
+	DropBadTotalLen:   "bad_total_length",
+	DropBadChecksum:   "bad_checksum",
+	DropTruncatedL4:   "truncated_l4",
+	DropTTL:           "ttl_exceeded",
+	DropFragment:      "fragment",
+	DropNoService:     "no_service",
+	DropNoBackend:     "no_backend",
+	DropTooBig:        "too_big",
+	DropNoRoute:       "no_route",
+	DropTxFull:        "tx_full",
+	DropMultiSegment:  "multi_segment",
+	DropNoKernel:      "no_kernel_port",
+	DropICMPUnrelated: "icmp_unrelated",
+}
+
+// String returns the stable name of r.
+func (r DropReason) String() string {
+	if r < NumDropReasons {
+		return dropReasonNames[r]
+	}
+	return "unknown"
+}
+
+// DropReasonNames lists every reason's name in order, for reports.
+func DropReasonNames() []string { return dropReasonNames[:] }

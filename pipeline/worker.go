@@ -1,0 +1,201 @@
+package pipeline
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// WorkerPort is one NIC port as a worker sees it: the queue it owns on the
+// NIC and, optionally, the kernel tap port of the same link and the queue it
+// owns there.
+type WorkerPort struct {
+	NIC      Port
+	Queue    uint16
+	Tap      Port // nil: kernel-bound packets are counted and freed (replay)
+	TapQueue uint16
+}
+
+// Worker is the burst loop of one lcore: it polls each of its ports' queues,
+// runs Process on every packet and sends the verdicts in bursts.
+type Worker struct {
+	Forwarder
+	ports []WorkerPort
+	snap  *atomic.Pointer[Snapshot]
+	start time.Time
+
+	rx   [BurstSize]Packet
+	tx   [][BurstSize]Packet // per egress port
+	txN  []int
+	kern [BurstSize]Packet
+	drop [BurstSize]Packet
+
+	stop    atomic.Bool
+	running atomic.Bool
+	pubReq  atomic.Uint64
+	pubSeq  atomic.Uint64
+	pub     Counters
+	readMu  sync.Mutex // serialises readers of pub, never taken by Poll
+}
+
+// NewWorker returns a worker over ports, reading snapshots from snap.
+func NewWorker(ports []WorkerPort, snap *atomic.Pointer[Snapshot], flowCapacity int, t FlowTimeouts, seed uint32) *Worker {
+	return &Worker{
+		Forwarder: *NewForwarder(flowCapacity, t, seed),
+		ports:     ports,
+		snap:      snap,
+		start:     time.Now(),
+		tx:        make([][BurstSize]Packet, len(ports)),
+		txN:       make([]int, len(ports)),
+	}
+}
+
+// Poll runs one round over every port: one rx burst per NIC queue and per
+// tap queue. It returns how many packets it handled.
+func (w *Worker) Poll() int {
+	s := w.snap.Load()
+	w.Use(s)
+	w.Now = uint32(time.Since(w.start) / time.Millisecond)
+	total := 0
+	for pi := range w.ports {
+		wp := &w.ports[pi]
+		n := wp.NIC.RxBurst(wp.Queue, w.rx[:])
+		total += n
+		nk, nd := 0, 0
+		for i := 0; i < n; i++ {
+			p := &w.rx[i]
+			v, out := w.Process(s, p, pi)
+			switch v {
+			case VerdictTx:
+				w.tx[out][w.txN[out]] = *p
+				w.txN[out]++
+			case VerdictKernel:
+				w.kern[nk] = *p
+				nk++
+			default:
+				w.drop[nd] = *p
+				nd++
+			}
+		}
+		for o := range w.ports {
+			w.flushTx(o)
+		}
+		if nk > 0 {
+			w.toKernel(wp, nk)
+		}
+		if nd > 0 {
+			wp.NIC.Free(w.drop[:nd])
+		}
+		if wp.Tap != nil {
+			m := wp.Tap.RxBurst(wp.TapQueue, w.rx[:])
+			if m > 0 {
+				total += m
+				w.C.FromKernel += uint64(m)
+				sent := wp.NIC.TxBurst(wp.Queue, w.rx[:m])
+				w.countTx(w.rx[:sent])
+				if sent < m {
+					w.C.Drops[DropTxFull] += uint64(m - sent)
+					wp.NIC.Free(w.rx[sent:m])
+				}
+			}
+		}
+	}
+	w.C.Polls++
+	if total > 0 {
+		w.C.BusyPolls++
+	}
+	w.syncFlowCounters()
+	if w.pubReq.Load() != w.pubSeq.Load() {
+		w.publish()
+	}
+	return total
+}
+
+func (w *Worker) flushTx(o int) {
+	n := w.txN[o]
+	if n == 0 {
+		return
+	}
+	wp := &w.ports[o]
+	sent := wp.NIC.TxBurst(wp.Queue, w.tx[o][:n])
+	w.countTx(w.tx[o][:sent])
+	if sent < n {
+		w.C.Drops[DropTxFull] += uint64(n - sent)
+		wp.NIC.Free(w.tx[o][sent:n])
+	}
+	w.txN[o] = 0
+}
+
+func (w *Worker) countTx(pkts []Packet) {
+	w.C.TxPackets += uint64(len(pkts))
+	for i := range pkts {
+		w.C.TxBytes += uint64(pkts[i].Len)
+	}
+}
+
+func (w *Worker) toKernel(wp *WorkerPort, n int) {
+	if wp.Tap == nil {
+		wp.NIC.Free(w.kern[:n])
+		return
+	}
+	sent := wp.Tap.TxBurst(wp.TapQueue, w.kern[:n])
+	if sent < n {
+		w.C.ToKernel -= uint64(n - sent)
+		w.C.Drops[DropNoKernel] += uint64(n - sent)
+		wp.Tap.Free(w.kern[sent:n])
+	}
+}
+
+func (w *Worker) syncFlowCounters() {
+	ft := w.Flows
+	w.C.FlowEntries = ft.Entries
+	w.C.FlowHits = ft.Hits
+	w.C.FlowMisses = ft.Misses
+	w.C.FlowEvictions = ft.Evictions
+	w.C.FlowExpired = ft.Expired
+}
+
+// publish copies the private counters for a reader waiting in Counters.
+func (w *Worker) publish() {
+	w.C.CopyTo(&w.pub)
+	w.pubSeq.Store(w.pubReq.Load())
+}
+
+// Run polls until Stop is called. It is the body of a worker lcore.
+func (w *Worker) Run() {
+	w.running.Store(true)
+	defer w.running.Store(false)
+	for !w.stop.Load() {
+		w.Poll()
+	}
+	w.syncFlowCounters()
+	w.publish()
+}
+
+// Stop asks Run to return after the current round.
+func (w *Worker) Stop() { w.stop.Store(true) }
+
+// Counters returns a copy of the worker's counters. While Run is active it
+// asks the worker to publish at the end of its current round and waits for
+// it (no lock on the fast path: one atomic load per round); otherwise it
+// reads the last published or private copy.
+func (w *Worker) Counters() Counters {
+	w.readMu.Lock()
+	defer w.readMu.Unlock()
+	var c Counters
+	if w.running.Load() {
+		req := w.pubReq.Add(1)
+		deadline := time.Now().Add(time.Second)
+		for w.pubSeq.Load() < req && w.running.Load() && time.Now().Before(deadline) {
+			runtime.Gosched()
+		}
+		if w.pubSeq.Load() >= req {
+			w.pub.CopyTo(&c)
+			return c
+		}
+	}
+	w.syncFlowCounters()
+	w.C.CopyTo(&c)
+	return c
+}
