@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-
-	"github.com/spaolacci/murmur3"
 )
 
 // Maglev consistent hashing: Eisenbud et al., "Maglev: A Fast and Reliable
@@ -18,10 +16,10 @@ import (
 // backend. Changing any of the following re-shuffles every service during a
 // rolling upgrade; they MUST NOT change (TestMaglevGolden pins them):
 //
-//  1. Hash: MurmurHash3 x86_32 (github.com/spaolacci/murmur3 Sum32WithSeed)
-//     over the bytes of MaglevBackend.Key. That package reads 4-byte blocks
-//     in native byte order: tables are defined as computed on a
-//     little-endian host (amd64, arm64).
+//  1. Hash: MurmurHash3 x86_32 (maglevHash) over the bytes of
+//     MaglevBackend.Key, 4-byte blocks read little-endian. It equals
+//     github.com/spaolacci/murmur3 Sum32WithSeed on little-endian hosts
+//     (TestMaglevHash checks both against the SMHasher vectors).
 //  2. Seeds: the offset hash uses seed; the skip hash uses
 //     seed2 = seed ^ maglevSkipSeedXor (0x9E3779B9).
 //  3. Permutation (Pseudocode 1): offset = h(key, seed) % M,
@@ -154,16 +152,6 @@ func buildMaglev(table []uint16, backends []MaglevBackend, seed uint32, sched ma
 		}
 	}
 
-	// The keys are hashed from one buffer with spare capacity:
-	// murmur3 v1.1.0 computes a pointer one past its input's last 4-byte
-	// block, which -race (checkptr) rejects when that is the end of the
-	// allocation (spaolacci/murmur3#34).
-	maxKey := 0
-	for i := range backends {
-		maxKey = max(maxKey, len(backends[i].Key))
-	}
-	key := make([]byte, 0, maxKey+1)
-
 	perms := make([]maglevPerm, 0, len(backends))
 	var maxW, sumW uint64
 	seed2 := seed ^ maglevSkipSeedXor
@@ -172,10 +160,9 @@ func buildMaglev(table []uint16, backends []MaglevBackend, seed uint32, sched ma
 		if b.Weight == 0 {
 			continue
 		}
-		key = append(key[:0], b.Key...)
 		perms = append(perms, maglevPerm{
-			pos:    murmur3.Sum32WithSeed(key, seed) % m,
-			skip:   murmur3.Sum32WithSeed(key, seed2)%(m-1) + 1,
+			pos:    maglevHash(b.Key, seed) % m,
+			skip:   maglevHash(b.Key, seed2)%(m-1) + 1,
 			weight: uint64(b.Weight),
 			index:  i,
 		})
@@ -306,4 +293,50 @@ func maglevFillHeap(table []uint16, perms []maglevPerm, maxW uint64) {
 		p.round = ((p.turns+1)*maxW + p.weight - 1) / p.weight
 		down(0)
 	}
+}
+
+// maglevHash is MurmurHash3 x86_32 (Austin Appleby, SMHasher) of key's
+// bytes, 4-byte blocks read little-endian on every host (contract item 1).
+//
+// It is written out rather than calling github.com/spaolacci/murmur3: that
+// package's Sum32WithSeed turns a uintptr back into a pointer, which the
+// checkptr instrumentation of -race rejects for any input of 4 bytes or more
+// held on the heap or stack ("pointer arithmetic result points to invalid
+// allocation", spaolacci/murmur3#34), and it reads blocks in native byte
+// order. It also hashes the string without converting it to []byte.
+func maglevHash(key string, seed uint32) uint32 {
+	const c1, c2 = 0xcc9e2d51, 0x1b873593
+	h := seed
+	n := len(key) &^ 3
+	for i := 0; i < n; i += 4 {
+		k := uint32(key[i]) | uint32(key[i+1])<<8 | uint32(key[i+2])<<16 | uint32(key[i+3])<<24
+		k *= c1
+		k = k<<15 | k>>17
+		k *= c2
+		h ^= k
+		h = h<<13 | h>>19
+		h = h*5 + 0xe6546b64
+	}
+	var k uint32
+	switch len(key) & 3 {
+	case 3:
+		k ^= uint32(key[n+2]) << 16
+		fallthrough
+	case 2:
+		k ^= uint32(key[n+1]) << 8
+		fallthrough
+	case 1:
+		k ^= uint32(key[n])
+		k *= c1
+		k = k<<15 | k>>17
+		k *= c2
+		h ^= k
+	}
+	h ^= uint32(len(key))
+	h ^= h >> 16
+	h *= 0x85ebca6b
+	h ^= h >> 13
+	h *= 0xc2b2ae35
+	h ^= h >> 16
+	return h
 }

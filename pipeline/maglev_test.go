@@ -103,10 +103,9 @@ func TestMaglevSizes(t *testing.T) {
 	}
 }
 
-// TestMaglevMurmur3 pins the hash of contract item 1 to the reference
-// MurmurHash3_x86_32 vectors (SMHasher): a different implementation, or a
-// big-endian host, fails here before it builds a different table.
-func TestMaglevMurmur3(t *testing.T) {
+// TestMaglevHash pins the hash of contract item 1 to the reference
+// MurmurHash3_x86_32 vectors (SMHasher) and to github.com/spaolacci/murmur3.
+func TestMaglevHash(t *testing.T) {
 	tests := []struct {
 		in   string
 		seed uint32
@@ -115,15 +114,34 @@ func TestMaglevMurmur3(t *testing.T) {
 		{"", 0, 0x00000000},
 		{"", 1, 0x514e28b7},
 		{"hello", 0, 0x248bfa47},
+		{"hello, world", 0, 0x149bbb7f},
 		{"hello, world", 1, 0x6f5cb2e9},
+		{"19 Jan 2038 at 3:14:07 AM", 0x2a, 0x58f745f6},
 		{"The quick brown fox jumps over the lazy dog.", 0x2a, 0xc02d1434},
 	}
-	for _, tt := range tests {
-		in := append(make([]byte, 0, len(tt.in)+1), tt.in...) // spaolacci/murmur3#34 under -race
-		if got := murmur3.Sum32WithSeed(in, tt.seed); got != tt.want {
-			t.Errorf("murmur3(%q, %#x): got %#08x, want %#08x", tt.in, tt.seed, got, tt.want)
+	t.Run("SMHasher vectors", func(t *testing.T) {
+		for _, tt := range tests {
+			if got := maglevHash(tt.in, tt.seed); got != tt.want {
+				t.Errorf("maglevHash(%q, %#x): got %#08x, want %#08x", tt.in, tt.seed, got, tt.want)
+			}
 		}
-	}
+	})
+	t.Run("equals spaolacci/murmur3", func(t *testing.T) {
+		if raceEnabled() {
+			t.Skip("murmur3.Sum32WithSeed fails checkptr under -race (spaolacci/murmur3#34)")
+		}
+		rng := rand.New(rand.NewPCG(5, 6))
+		for run := range 2000 {
+			b := make([]byte, rng.IntN(40))
+			for i := range b {
+				b[i] = byte(rng.Uint32())
+			}
+			seed := rng.Uint32()
+			if got, want := maglevHash(string(b), seed), murmur3.Sum32WithSeed(b, seed); got != want {
+				t.Fatalf("run %d: maglevHash(%x, %#x): got %#08x, want murmur3 %#08x", run, b, seed, got, want)
+			}
+		}
+	})
 }
 
 func TestMaglevErrors(t *testing.T) {
@@ -450,26 +468,25 @@ func TestMaglevWeightedShares(t *testing.T) {
 	}
 }
 
-// raceOrCover reports whether the test binary is instrumented, which makes
-// timings meaningless.
-func raceOrCover() bool {
-	if testing.CoverMode() != "" {
-		return true
-	}
+// buildSetting returns a setting of the test binary's build info.
+func buildSetting(key string) string {
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range bi.Settings {
-			if s.Key == "-race" && s.Value == "true" {
-				return true
+			if s.Key == key {
+				return s.Value
 			}
 		}
 	}
-	return false
+	return ""
 }
+
+// raceEnabled reports whether the test binary was built with -race.
+func raceEnabled() bool { return buildSetting("-race") == "true" }
 
 // TestMaglevBuildTime: a default-size table for 1000 backends builds in
 // under 5 ms (best of several runs, so a busy machine does not fail it).
 func TestMaglevBuildTime(t *testing.T) {
-	if testing.Short() || raceOrCover() {
+	if testing.Short() || raceEnabled() || testing.CoverMode() != "" {
 		t.Skip("timing test: skipped with -short, -race or -cover")
 	}
 	const limit = 5 * time.Millisecond
