@@ -1,0 +1,50 @@
+# dsrlb: `make demo` runs the appliance in the namespace testbed,
+# `make test` runs every test, `make bench` measures the data plane.
+# Every target installs what it needs (Debian packages, Go modules) itself.
+
+SHELL := /bin/bash
+GO ?= go
+BIN := bin
+PKGS := libdpdk-dev dpdk-dev libpcap-dev pkg-config tshark iproute2 frr wrk curl \
+        iputils-ping tcpdump procps
+export DEBIAN_FRONTEND := noninteractive
+# Go tests of packages using DPDK or namespaces share the machine's 2 cores:
+# run packages one after another.
+GOTEST_FLAGS ?= -p 1 -count=1 -timeout 30m
+
+.PHONY: all deps build test unit e2e demo bench fuzz vet clean
+
+all: build
+
+# deps installs the Debian packages the build, tests and demo use. It is
+# idempotent and skips apt entirely when everything is present.
+deps:
+	@missing=$$(for p in $(PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "deps: installing $$missing"; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@$(GO) mod download
+
+build: deps
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/dsrlb ./cmd/dsrlb
+	$(GO) build -o $(BIN)/dsrctl ./cmd/dsrctl
+
+vet: deps
+	$(GO) vet ./...
+
+test: build vet
+	$(GO) test $(GOTEST_FLAGS) ./...
+
+demo: build
+	bash testbed/demo.sh
+
+bench: build
+	bash testbed/bench.sh
+
+fuzz: deps
+	$(GO) test ./pipeline/ -run XXX -fuzz FuzzProcess -fuzztime 60s
+
+clean:
+	rm -rf $(BIN)
