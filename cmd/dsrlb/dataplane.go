@@ -1,0 +1,241 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"sync/atomic"
+
+	"github.com/rs/zerolog"
+
+	"github.com/dsrlb/dsrlb/dpdk"
+	"github.com/dsrlb/dsrlb/pipeline"
+)
+
+// dpPort is one NIC port to bring up.
+type dpPort struct {
+	Name   string
+	Device string // DPDK devargs or PCI address
+	MTU    int
+	MAC    pipeline.MAC // zero: keep the device's
+	// Tap, when set, is the kernel interface name of this port's
+	// exception-path tap (net_tap); "" means no kernel side (replay, bench).
+	Tap string
+	// TxOnly ports get no rx queues (a bench sink).
+	TxOnly bool
+}
+
+// dpOptions configure startDataplane.
+type dpOptions struct {
+	EALArgs  []string
+	Workers  int
+	Ports    []dpPort
+	Snap     *atomic.Pointer[pipeline.Snapshot]
+	FlowCap  int
+	Timeouts pipeline.FlowTimeouts
+	Seed     uint32
+	// PoolMbufs is the mbuf pool size; 0 computes one from the queues.
+	PoolMbufs uint32
+	// DataRoom is the mbuf data room; 0 means 2048 + headroom.
+	DataRoom uint16
+	Log      zerolog.Logger
+	// Ready, if set, is called with the ports' MACs after the ports start
+	// and before any worker runs (to publish a snapshot that has them).
+	Ready func(macs []pipeline.MAC)
+}
+
+// dataplane is the running DPDK side: ports, taps and worker lcores.
+type dataplane struct {
+	nics    []*dpdk.Port
+	taps    []*dpdk.Port
+	workers []*pipeline.Worker
+	lcores  []uint
+	pool    *dpdk.Mempool
+	log     zerolog.Logger
+	stopped bool
+}
+
+// ealArgs completes the configured EAL arguments: a per-process file prefix
+// and an lcore list of one main plus one per worker unless given.
+func ealArgs(args []string, workers int) []string {
+	out := append([]string(nil), args...)
+	joined := " " + strings.Join(args, " ") + " "
+	if !strings.Contains(joined, "--file-prefix") {
+		out = append(out, "--file-prefix", fmt.Sprintf("dsrlb-%d", os.Getpid()))
+	}
+	if !strings.Contains(joined, " -l ") && !strings.Contains(joined, " -c ") && !strings.Contains(joined, "--lcores") {
+		l := "0"
+		for i := 1; i <= workers; i++ {
+			l += fmt.Sprintf(",%d", i)
+		}
+		out = append(out, "-l", l)
+	}
+	if !strings.Contains(joined, "--log-level") {
+		out = append(out, "--log-level", "*:warning")
+	}
+	return out
+}
+
+// startDataplane initialises the EAL, attaches and starts every port (and
+// its tap), and launches one worker per worker lcore. Worker w polls rx
+// queue w of every port and of every tap.
+func startDataplane(o dpOptions) (*dataplane, error) {
+	if o.Workers < 1 {
+		o.Workers = 1
+	}
+	args := ealArgs(o.EALArgs, o.Workers)
+	o.Log.Info().Str("event", "eal_init").Strs("args", args).Msg("starting DPDK")
+	if err := dpdk.Init(args); err != nil {
+		return nil, err
+	}
+	d := &dataplane{log: o.Log}
+	d.lcores = dpdk.WorkerLcores()
+	if len(d.lcores) < o.Workers {
+		return nil, fmt.Errorf("EAL has %d worker lcores, want %d (check -l in dataplane.eal_args)", len(d.lcores), o.Workers)
+	}
+	d.lcores = d.lcores[:o.Workers]
+	nq := uint16(o.Workers)
+	if o.PoolMbufs == 0 {
+		o.PoolMbufs = uint32(len(o.Ports))*2*uint32(nq)*2*dpdk.DefaultRxDesc + 8192
+	}
+	if o.DataRoom == 0 {
+		o.DataRoom = 2048 + dpdk.Headroom
+	}
+	pool, err := dpdk.NewPktMbufPool("dsrlb", o.PoolMbufs, 256, o.DataRoom, dpdk.SocketAny)
+	if err != nil {
+		return nil, err
+	}
+	d.pool = pool
+	for i, p := range o.Ports {
+		nic, err := d.openPort(p.Device, p.TxOnly, nq, p.MTU, pool)
+		if err != nil {
+			d.close()
+			return nil, fmt.Errorf("port %s (%s): %w", p.Name, p.Device, err)
+		}
+		d.nics = append(d.nics, nic)
+		var tap *dpdk.Port
+		if p.Tap != "" {
+			mac, err := nic.MAC()
+			if err != nil {
+				d.close()
+				return nil, err
+			}
+			if !p.MAC.IsZero() {
+				mac = p.MAC
+			}
+			dev := fmt.Sprintf("net_tap%d,iface=%s,mac=%s", i, p.Tap, pipeline.MAC(mac).String())
+			tap, err = d.openPort(dev, false, nq, p.MTU, pool)
+			if err != nil {
+				d.close()
+				return nil, fmt.Errorf("port %s: tap %s: %w", p.Name, p.Tap, err)
+			}
+		}
+		d.taps = append(d.taps, tap)
+	}
+	for w := 0; w < o.Workers; w++ {
+		var wps []pipeline.WorkerPort
+		for i, nic := range d.nics {
+			wp := pipeline.WorkerPort{NIC: nic, Queue: uint16(w)}
+			if o.Ports[i].TxOnly {
+				wp.NIC = txOnly{nic}
+			}
+			if d.taps[i] != nil {
+				wp.Tap, wp.TapQueue = d.taps[i], uint16(w)
+			}
+			wps = append(wps, wp)
+		}
+		d.workers = append(d.workers, pipeline.NewWorker(wps, o.Snap, o.FlowCap, o.Timeouts, o.Seed))
+	}
+	if o.Ready != nil {
+		o.Ready(d.PortMACs(o.Ports))
+	}
+	for i, w := range d.workers {
+		if err := dpdk.Launch(d.lcores[i], w.Run); err != nil {
+			d.Stop()
+			return nil, err
+		}
+	}
+	o.Log.Info().Str("event", "dataplane_started").Int("workers", o.Workers).Int("ports", len(d.nics)).Msg("data plane running")
+	return d, nil
+}
+
+func (d *dataplane) openPort(dev string, txOnly bool, nq uint16, mtu int, pool *dpdk.Mempool) (*dpdk.Port, error) {
+	id, err := dpdk.AttachPort(dev)
+	if err != nil {
+		return nil, err
+	}
+	nrx := nq
+	if txOnly {
+		nrx = 0
+	}
+	p, err := dpdk.Configure(id, nrx, nq, dpdk.PortConfig{Pool: pool})
+	if err != nil {
+		return nil, err
+	}
+	if mtu > 0 {
+		// Virtual devices may not support MTU changes; the snapshot's MTU
+		// is what the fast path enforces.
+		_ = id.SetMTU(uint16(mtu))
+	}
+	if err := id.Start(); err != nil {
+		return nil, err
+	}
+	_ = id.SetPromiscuous(true)
+	return p, nil
+}
+
+// txOnly is a port polled for nothing: a sink without rx queues.
+type txOnly struct{ *dpdk.Port }
+
+func (txOnly) RxBurst(uint16, []pipeline.Packet) int { return 0 }
+
+// PortMACs returns the NIC ports' MACs, with configured overrides.
+func (d *dataplane) PortMACs(ports []dpPort) []pipeline.MAC {
+	out := make([]pipeline.MAC, len(d.nics))
+	for i, n := range d.nics {
+		if i < len(ports) && !ports[i].MAC.IsZero() {
+			out[i] = ports[i].MAC
+			continue
+		}
+		if m, err := n.MAC(); err == nil {
+			out[i] = m
+		}
+	}
+	return out
+}
+
+// Counters returns each worker's counters.
+func (d *dataplane) Counters() []pipeline.Counters {
+	out := make([]pipeline.Counters, len(d.workers))
+	for i, w := range d.workers {
+		out[i] = w.Counters()
+	}
+	return out
+}
+
+// Stop stops the workers, waits for their lcores and closes the ports (a
+// net_pcap port flushes its output file when stopped).
+func (d *dataplane) Stop() {
+	if d.stopped {
+		return
+	}
+	d.stopped = true
+	for _, w := range d.workers {
+		w.Stop()
+	}
+	if err := dpdk.WaitAll(); err != nil {
+		d.log.Error().Err(err).Str("event", "worker_failed").Msg("worker lcore failed")
+	}
+	d.close()
+}
+
+func (d *dataplane) close() {
+	for _, ps := range [][]*dpdk.Port{d.nics, d.taps} {
+		for _, p := range ps {
+			if p != nil {
+				_ = p.Stop()
+				_ = p.Close()
+			}
+		}
+	}
+}

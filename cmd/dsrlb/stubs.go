@@ -1,0 +1,5 @@
+package main
+
+func cmdRun(args []string) int   { return 2 }
+func cmdBench(args []string) int { return 2 }
+func cmdGen(args []string) int   { return 2 }
