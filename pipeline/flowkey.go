@@ -2,8 +2,7 @@ package pipeline
 
 import (
 	"encoding/binary"
-
-	"github.com/spaolacci/murmur3"
+	"math/bits"
 )
 
 // FlowKey is the 5-tuple of a client-to-VIP flow, addresses in host order.
@@ -13,16 +12,48 @@ type FlowKey struct {
 	Proto            uint8
 }
 
-// Hash returns the murmur3 (x86, 32-bit) hash of k under seed. The byte
-// layout hashed is src, dst (big-endian), src port, dst port, protocol and
-// three zero bytes. It MUST NOT change: appliances behind the same ECMP group
-// must pick the same backend for a flow.
-func (k *FlowKey) Hash(seed uint32) uint32 {
-	var b [16]byte
+// Bytes returns the 16 bytes Hash hashes: src, dst (big-endian), src port,
+// dst port, protocol and three zero bytes.
+func (k *FlowKey) Bytes() (b [16]byte) {
 	binary.BigEndian.PutUint32(b[0:], k.Src)
 	binary.BigEndian.PutUint32(b[4:], k.Dst)
 	binary.BigEndian.PutUint16(b[8:], k.SrcPort)
 	binary.BigEndian.PutUint16(b[10:], k.DstPort)
 	b[12] = k.Proto
-	return murmur3.Sum32WithSeed(b[:], seed)
+	return b
+}
+
+// Hash returns MurmurHash3 x86_32 (the same value as
+// murmur3.Sum32WithSeed(k.Bytes(), seed), pinned by a test) computed on the
+// four 32-bit blocks directly, without a byte slice. It MUST NOT change:
+// appliances behind the same ECMP group must pick the same backend for a
+// flow. (The murmur3 package itself trips the race detector's pointer
+// checks, spaolacci/murmur3#34, and reads blocks in host byte order.)
+func (k *FlowKey) Hash(seed uint32) uint32 {
+	b := k.Bytes()
+	h := seed
+	for i := 0; i < 16; i += 4 {
+		h = murmurMix(h, binary.LittleEndian.Uint32(b[i:]))
+	}
+	return murmurFinal(h, 16)
+}
+
+func murmurMix(h, k uint32) uint32 {
+	const c1, c2 = 0xcc9e2d51, 0x1b873593
+	k *= c1
+	k = bits.RotateLeft32(k, 15)
+	k *= c2
+	h ^= k
+	h = bits.RotateLeft32(h, 13)
+	return h*5 + 0xe6546b64
+}
+
+func murmurFinal(h uint32, n uint32) uint32 {
+	h ^= n
+	h ^= h >> 16
+	h *= 0x85ebca6b
+	h ^= h >> 13
+	h *= 0xc2b2ae35
+	h ^= h >> 16
+	return h
 }

@@ -35,7 +35,7 @@ import (
 //     of MaglevNone.
 
 // DefaultMaglevSize is the default number of slots of a Maglev lookup table.
-// The paper (section 5.3) keeps M > 100*N for under 1% imbalance, so 65537
+// The paper (section 3.4) picks M > 100*N for at most 1% imbalance, so 65537
 // fits services of up to about 650 backends.
 const DefaultMaglevSize uint32 = 65537
 
