@@ -138,18 +138,23 @@ func (s *Store) Update(fn func(c *Config) error) error {
 			return err
 		}
 	}
-	old := s.cfg
+	oldCfg, oldTyped := s.cfg, s.typed
 	s.cfg, s.typed = n, t
+	// Subscribers (health monitors, kernel VIPs, neighbours) see the new
+	// config before it is compiled, so a new monitored backend is compiled
+	// as not yet healthy rather than briefly taking flows.
+	for _, fn := range s.subs {
+		fn(t)
+	}
 	if err := s.publishLocked(); err != nil {
-		s.cfg = old
-		s.typed, _ = old.Validate()
+		s.cfg, s.typed = oldCfg, oldTyped
+		for _, fn := range s.subs {
+			fn(oldTyped)
+		}
 		s.rejected.Add(1)
 		return err
 	}
 	s.accepted.Add(1)
-	for _, fn := range s.subs {
-		fn(t)
-	}
 	return nil
 }
 
