@@ -148,6 +148,11 @@ func (s *Store) Update(fn func(c *Config) error) error {
 	}
 	if err := s.publishLocked(); err != nil {
 		s.cfg, s.typed = oldCfg, oldTyped
+		if s.opts.StatePath != "" {
+			if werr := WriteState(s.opts.StatePath, oldCfg); werr != nil {
+				s.opts.Log.Error().Err(werr).Str("event", "state_restore_failed").Msg("could not restore the state file")
+			}
+		}
 		for _, fn := range s.subs {
 			fn(oldTyped)
 		}

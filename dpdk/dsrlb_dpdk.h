@@ -54,14 +54,6 @@ static inline int dsrlb_eal_init(int argc, uintptr_t argv, int *err)
 	return rc;
 }
 
-/* Worker lcore entry; defined in lcore.c, calls the exported Go function. */
-int dsrlb_lcore_entry(void *arg);
-
-static inline int dsrlb_launch(unsigned int lcore)
-{
-	return rte_eal_remote_launch(dsrlb_lcore_entry, (void *)(uintptr_t)lcore, lcore);
-}
-
 /* Registers the mbuf dynamic field that Free uses to chain mbufs. */
 static inline int dsrlb_register_free_link(int *err)
 {
@@ -88,6 +80,11 @@ static inline struct rte_mempool *dsrlb_pool_create(const char *name, unsigned i
 static inline uintptr_t dsrlb_mbuf_alloc(uintptr_t pool)
 {
 	return (uintptr_t)rte_pktmbuf_alloc((struct rte_mempool *)pool);
+}
+
+static inline void dsrlb_mbuf_free(uintptr_t m)
+{
+	rte_pktmbuf_free((struct rte_mbuf *)m);
 }
 
 /*
