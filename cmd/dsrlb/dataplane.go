@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 
@@ -53,6 +55,19 @@ type dataplane struct {
 	pool    *dpdk.Mempool
 	log     zerolog.Logger
 	stopped bool
+	prefix  string // EAL --file-prefix, for removing its runtime directory
+}
+
+func filePrefix(args []string) string {
+	for i, a := range args {
+		if a == "--file-prefix" && i+1 < len(args) {
+			return args[i+1]
+		}
+		if v, ok := strings.CutPrefix(a, "--file-prefix="); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // ealArgs completes the configured EAL arguments: a per-process file prefix
@@ -83,12 +98,16 @@ func startDataplane(o dpOptions) (*dataplane, error) {
 	if o.Workers < 1 {
 		o.Workers = 1
 	}
+	// Each busy worker lcore holds a Go P: leave room for the control plane.
+	if runtime.GOMAXPROCS(0) < o.Workers+2 {
+		runtime.GOMAXPROCS(o.Workers + 2)
+	}
 	args := ealArgs(o.EALArgs, o.Workers)
 	o.Log.Info().Str("event", "eal_init").Strs("args", args).Msg("starting DPDK")
 	if err := dpdk.Init(args); err != nil {
 		return nil, err
 	}
-	d := &dataplane{log: o.Log}
+	d := &dataplane{log: o.Log, prefix: filePrefix(args)}
 	d.lcores = dpdk.WorkerLcores()
 	if len(d.lcores) < o.Workers {
 		return nil, fmt.Errorf("EAL has %d worker lcores, want %d (check -l in dataplane.eal_args)", len(d.lcores), o.Workers)
@@ -227,6 +246,13 @@ func (d *dataplane) Stop() {
 		d.log.Error().Err(err).Str("event", "worker_failed").Msg("worker lcore failed")
 	}
 	d.close()
+	if err := dpdk.Cleanup(); err != nil {
+		d.log.Warn().Err(err).Str("event", "eal_cleanup").Msg("EAL cleanup failed")
+	}
+	if d.prefix != "" {
+		// The EAL leaves its runtime directory behind; it is ours alone.
+		_ = os.RemoveAll(filepath.Join("/var/run/dpdk", d.prefix))
+	}
 }
 
 func (d *dataplane) close() {
