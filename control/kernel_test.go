@@ -1,0 +1,353 @@
+package control
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/dsrlb/dsrlb/pipeline"
+)
+
+// TestKernelMirror feeds notifications straight into the mirror: which
+// entries Lookup uses and when OnChange is due.
+func TestKernelMirror(t *testing.T) {
+	k := NewKernel(KernelOptions{Log: zerolog.New(zerolog.NewTestWriter(t))})
+	t.Cleanup(k.Close)
+	ip := netip.MustParseAddr("192.0.2.7")
+	other := netip.MustParseAddr("192.0.2.8")
+	macA, macB := pipeline.MAC{2, 0, 0, 0, 0, 0xa}, pipeline.MAC{2, 0, 0, 0, 0, 0xb}
+	neigh := func(typ uint16, link int, ip netip.Addr, mac pipeline.MAC, state, flags int) netlink.NeighUpdate {
+		n := netlink.Neigh{LinkIndex: link, Family: netlink.FAMILY_V4, State: state, Flags: flags, IP: ip.AsSlice()}
+		if !mac.IsZero() {
+			n.HardwareAddr = net.HardwareAddr(mac[:])
+		}
+		return netlink.NeighUpdate{Type: typ, Neigh: n}
+	}
+	k.Want([]netip.Addr{ip})
+	k.mu.Lock()
+	k.tapIdx = map[int]bool{5: true, 6: true}
+	k.mu.Unlock()
+
+	steps := []struct {
+		desc    string
+		u       netlink.NeighUpdate
+		want    neighHop
+		changed bool
+	}{
+		{"incomplete has no MAC", neigh(unix.RTM_NEWNEIGH, 5, ip, pipeline.MAC{}, netlink.NUD_INCOMPLETE, 0), neighHop{}, false},
+		{"non-tap link ignored", neigh(unix.RTM_NEWNEIGH, 2, ip, macB, netlink.NUD_REACHABLE, 0), neighHop{}, false},
+		{"proxy entry ignored", neigh(unix.RTM_NEWNEIGH, 5, ip, macB, netlink.NUD_PERMANENT, netlink.NTF_PROXY), neighHop{}, false},
+		{"reachable on tap", neigh(unix.RTM_NEWNEIGH, 6, ip, macB, netlink.NUD_REACHABLE, 0), neighHop{macB, true}, true},
+		{"stale still usable", neigh(unix.RTM_NEWNEIGH, 6, ip, macB, netlink.NUD_STALE, 0), neighHop{macB, true}, false},
+		{"lower ifindex preferred", neigh(unix.RTM_NEWNEIGH, 5, ip, macA, netlink.NUD_DELAY, 0), neighHop{macA, true}, true},
+		{"failed drops entry", neigh(unix.RTM_NEWNEIGH, 5, ip, pipeline.MAC{}, netlink.NUD_FAILED, 0), neighHop{macB, true}, true},
+		{"unwanted address", neigh(unix.RTM_NEWNEIGH, 5, other, macA, netlink.NUD_REACHABLE, 0), neighHop{macB, true}, false},
+		{"delete", neigh(unix.RTM_DELNEIGH, 6, ip, macB, netlink.NUD_STALE, 0), neighHop{}, true},
+	}
+	for _, s := range steps {
+		k.apply(s.u)
+		mac, ok := k.Lookup(ip)
+		if got := (neighHop{mac, ok}); got != s.want {
+			t.Errorf("%s: Lookup = %v %v, want %v %v", s.desc, got.mac, got.ok, s.want.mac, s.want.ok)
+		}
+		k.mu.Lock()
+		changed := k.pending
+		k.pending = false
+		k.mu.Unlock()
+		if changed != s.changed {
+			t.Errorf("%s: change noted = %v, want %v", s.desc, changed, s.changed)
+		}
+	}
+	if mac, ok := k.Lookup(other); !ok || mac != macA {
+		t.Errorf("Lookup(unwanted %s) = %v %v, want %v true", other, mac, ok, macA)
+	}
+}
+
+// TestKernel runs the Kernel against real kernels: a private namespace
+// holds the "tap" (one end of a veth) and a peer namespace holds a
+// neighbour at 10.254.0.2. No packet leaves the two namespaces.
+func TestKernel(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespaces)")
+	}
+	name := fmt.Sprintf("dsrkern-%d", os.Getpid())
+	nsA := kernNewNetNS(t, name+"-a")
+	nsB := kernNewNetNS(t, name+"-b")
+	hA, hB := kernHandle(t, nsA), kernHandle(t, nsB)
+
+	const tap, peerName = "dsr-t0", "peer0"
+	mac1 := net.HardwareAddr{0x02, 0x00, 0x5e, 0x00, 0x00, 0x02}
+	mac2 := net.HardwareAddr{0x02, 0x00, 0x5e, 0x00, 0x00, 0x03}
+	mac3 := net.HardwareAddr{0x02, 0x00, 0x5e, 0x00, 0x00, 0x04}
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: tap}, PeerName: peerName,
+		PeerHardwareAddr: mac1, PeerNamespace: netlink.NsFd(int(nsB))}
+	if err := hA.LinkAdd(veth); err != nil {
+		t.Fatalf("create veth: %v", err)
+	}
+	peer, err := hB.LinkByName(peerName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The peer announces a MAC change with a gratuitous ARP, as real hosts
+	// with arp_notify (or keepalived, or a failover NIC) do.
+	if err := runInNetNS(nsB, func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/conf/"+peerName+"/arp_notify", []byte("1"), 0o644)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := hB.AddrAdd(peer, kernMustAddr(t, "10.254.0.2/24")); err != nil {
+		t.Fatal(err)
+	}
+	if err := hB.LinkSetUp(peer); err != nil {
+		t.Fatal(err)
+	}
+
+	var changes atomic.Int32
+	k := NewKernel(KernelOptions{
+		Log:      zerolog.New(zerolog.NewTestWriter(t)),
+		OnChange: func() { changes.Add(1) },
+		NetNS:    nsA,
+	})
+	t.Cleanup(k.Close)
+
+	portAddr := netip.MustParsePrefix("10.254.0.1/24")
+	gw := netip.MustParseAddr("10.254.0.254")
+
+	t.Run("ConfigureTap", func(t *testing.T) {
+		for i := range 2 { // idempotent
+			if err := k.ConfigureTap(tap, portAddr, gw, 1400); err != nil {
+				t.Fatalf("ConfigureTap #%d: %v", i+1, err)
+			}
+		}
+		link, err := hA.LinkByName(tap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := link.Attrs().MTU; got != 1400 {
+			t.Errorf("MTU = %d, want 1400", got)
+		}
+		if link.Attrs().Flags&net.FlagUp == 0 {
+			t.Errorf("tap is not up")
+		}
+		if got := kernIfAddrs(t, hA, tap, false); !slices.Equal(got, []string{"10.254.0.1/24"}) {
+			t.Errorf("addresses = %v, want [10.254.0.1/24]", got)
+		}
+		routes, err := hA.RouteList(nil, netlink.FAMILY_V4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var defaults []string
+		for _, r := range routes {
+			if isDefaultRoute(r.Dst) {
+				defaults = append(defaults, fmt.Sprintf("via %s dev %d src %s", r.Gw, r.LinkIndex, r.Src))
+			}
+		}
+		wantRoute := fmt.Sprintf("via %s dev %d src %s", gw, link.Attrs().Index, portAddr.Addr())
+		if !slices.Equal(defaults, []string{wantRoute}) {
+			t.Errorf("default routes = %q, want [%q]", defaults, wantRoute)
+		}
+		for _, s := range []struct{ path, want string }{
+			{"ipv4/conf/" + tap + "/arp_ignore", "0"},
+			{"ipv4/conf/" + tap + "/arp_announce", "2"},
+			{"ipv4/conf/" + tap + "/send_redirects", "0"},
+			{"ipv4/conf/all/send_redirects", "0"},
+			{"ipv6/conf/" + tap + "/disable_ipv6", "1"},
+		} {
+			if got := kernReadSysctl(t, nsA, s.path); got != s.want {
+				t.Errorf("sysctl %s = %q, want %q", s.path, got, s.want)
+			}
+		}
+	})
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	t.Run("SetVIPs", func(t *testing.T) {
+		if err := k.SetVIPs("dsr-nope", nil); err == nil {
+			t.Errorf("SetVIPs on an unconfigured tap: no error")
+		}
+		steps := []struct {
+			desc string
+			vips []string
+			want []string
+		}{
+			{"add two", []string{"10.0.0.11", "10.0.0.10"}, []string{"10.0.0.10/32", "10.0.0.11/32"}},
+			{"again", []string{"10.0.0.10", "10.0.0.11"}, []string{"10.0.0.10/32", "10.0.0.11/32"}},
+			{"replace one, port address ignored", []string{"10.0.0.12", "10.0.0.11", "10.254.0.1"}, []string{"10.0.0.11/32", "10.0.0.12/32"}},
+			{"ipv6 vip", []string{"10.0.0.11", "2001:db8::10"}, []string{"10.0.0.11/32", "2001:db8::10/128"}},
+			{"none", nil, nil},
+			{"none again", nil, nil},
+		}
+		for _, s := range steps {
+			var vips []netip.Addr
+			for _, v := range s.vips {
+				vips = append(vips, netip.MustParseAddr(v))
+			}
+			if err := k.SetVIPs(tap, vips); err != nil {
+				t.Fatalf("%s: SetVIPs(%v): %v", s.desc, s.vips, err)
+			}
+			if got := kernIfAddrs(t, hA, tap, true); !slices.Equal(got, s.want) {
+				t.Errorf("%s: VIPs on tap = %v, want %v", s.desc, got, s.want)
+			}
+			if got := kernIfAddrs(t, hA, tap, false); !slices.Contains(got, portAddr.String()) {
+				t.Errorf("%s: port address gone: %v", s.desc, got)
+			}
+		}
+	})
+
+	t.Run("Neighbors", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- k.Run(ctx) }()
+		defer func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		}()
+
+		backend := netip.MustParseAddr("10.254.0.2")
+		if mac, ok := k.Lookup(backend); ok {
+			t.Fatalf("Lookup(%s) before Want = %v, want nothing", backend, mac)
+		}
+		k.Want([]netip.Addr{backend})
+		kernWaitFor(t, 2*time.Second, fmt.Sprintf("Lookup(%s) = %s and OnChange", backend, mac1), func() bool {
+			mac, ok := k.Lookup(backend)
+			return ok && net.HardwareAddr(mac[:]).String() == mac1.String() && changes.Load() > 0
+		})
+
+		before := changes.Load()
+		if err := hB.LinkSetHardwareAddr(peer, mac2); err != nil {
+			t.Fatal(err)
+		}
+		kernWaitFor(t, 2*time.Second, fmt.Sprintf("Lookup(%s) = %s after the MAC change, and OnChange", backend, mac2), func() bool {
+			mac, ok := k.Lookup(backend)
+			return ok && net.HardwareAddr(mac[:]).String() == mac2.String() && changes.Load() > before
+		})
+
+		// No longer wanted: the mirror follows, OnChange stays quiet.
+		k.Want(nil)
+		before = changes.Load()
+		if err := hB.LinkSetHardwareAddr(peer, mac3); err != nil {
+			t.Fatal(err)
+		}
+		kernWaitFor(t, 2*time.Second, fmt.Sprintf("Lookup(%s) = %s", backend, mac3), func() bool {
+			mac, ok := k.Lookup(backend)
+			return ok && net.HardwareAddr(mac[:]).String() == mac3.String()
+		})
+		time.Sleep(100 * time.Millisecond)
+		if got := changes.Load(); got != before {
+			t.Errorf("OnChange calls for an unwanted neighbour: %d, want 0", got-before)
+		}
+	})
+}
+
+// kernNewNetNS creates a named network namespace, removed in t.Cleanup.
+// NewNamed switches the calling thread into the new namespace, so it runs
+// on a throwaway locked thread.
+func kernNewNetNS(t *testing.T, name string) netns.NsHandle {
+	t.Helper()
+	_ = netns.DeleteNamed(name) // left over by a crashed run with the same pid
+	type result struct {
+		h   netns.NsHandle
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with this goroutine
+		h, err := netns.NewNamed(name)
+		ch <- result{h, err}
+	}()
+	r := <-ch
+	if r.err != nil {
+		t.Skipf("cannot create network namespace %s: %v", name, r.err)
+	}
+	t.Cleanup(func() {
+		r.h.Close()
+		if err := netns.DeleteNamed(name); err != nil {
+			t.Errorf("delete netns %s: %v", name, err)
+		}
+	})
+	return r.h
+}
+
+func kernHandle(t *testing.T, ns netns.NsHandle) *netlink.Handle {
+	t.Helper()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	return h
+}
+
+// kernIfAddrs lists the global addresses of ifname as prefixes, sorted: host
+// routes (/32, /128) only, or all but those.
+func kernIfAddrs(t *testing.T, h *netlink.Handle, ifname string, host bool) []string {
+	t.Helper()
+	link, err := h.LinkByName(ifname)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs, err := h.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, a := range addrs {
+		ones, bits := a.Mask.Size()
+		if a.IP.IsLinkLocalUnicast() || (ones == bits) != host {
+			continue
+		}
+		out = append(out, a.IPNet.String())
+	}
+	slices.Sort(out)
+	return out
+}
+
+func kernReadSysctl(t *testing.T, ns netns.NsHandle, path string) string {
+	t.Helper()
+	var v []byte
+	err := runInNetNS(ns, func() (err error) {
+		v, err = os.ReadFile(filepath.Join("/proc/sys/net", path))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(v))
+}
+
+func kernMustAddr(t *testing.T, s string) *netlink.Addr {
+	t.Helper()
+	a, err := netlink.ParseAddr(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func kernWaitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: no %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
