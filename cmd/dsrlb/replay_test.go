@@ -78,10 +78,10 @@ func replayInput() (pkts [][]byte, vipPkts int, drops map[string]uint64) {
 	bad := func(fn func([]byte) []byte) []byte { return fn(append([]byte(nil), good...)) }
 	pkts = append(pkts,
 		good[:20], // truncated IP
-		bad(func(b []byte) []byte { b[14] = 0x43; return b }),                                       // IHL 3
-		bad(func(b []byte) []byte { binary.BigEndian.PutUint16(b[16:], 2000); return b }),           // total length beyond frame
-		bad(func(b []byte) []byte { b[14] = 0x65; return b }),                                       // version 6 in an IPv4 frame
-		bad(func(b []byte) []byte { b[12], b[13] = 0x88, 0xb5; return b }),                          // not IP
+		bad(func(b []byte) []byte { b[14] = 0x43; return b }),                             // IHL 3
+		bad(func(b []byte) []byte { binary.BigEndian.PutUint16(b[16:], 2000); return b }), // total length beyond frame
+		bad(func(b []byte) []byte { b[14] = 0x65; return b }),                             // version 6 in an IPv4 frame
+		bad(func(b []byte) []byte { b[12], b[13] = 0x88, 0xb5; return b }),                // not IP
 		testpkt.Packet{SrcMAC: clientMAC, DstMAC: lbMAC, Src: netip.MustParseAddr("198.51.100.9"), // ping to the VIP: kernel
 			Dst: vip, Proto: 1, ICMPType: 8}.Build(),
 	)

@@ -1,5 +1,4 @@
 package main
 
-func cmdRun(args []string) int   { return 2 }
 func cmdBench(args []string) int { return 2 }
 func cmdGen(args []string) int   { return 2 }
