@@ -139,13 +139,14 @@ func (ft *FlowTable) Insert(k *FlowKey, hash uint32, now uint32, service, backen
 	}
 	e := &b[victim]
 	*e = flowEntry{src: k.Src, dst: k.Dst, ports: uint32(k.SrcPort)<<16 | uint32(k.DstPort),
-		proto: k.Proto, service: service, backend: backend, used: 1}
+		proto: k.Proto, service: service, backend: backend, used: 1,
+		lastUsed: now, expires: now + ft.tmo[flowStateSyn]}
 	ft.Entries++
 	return e
 }
 
-// touch refreshes e for a packet with the given TCP flags (ignored for UDP).
-func (ft *FlowTable) touch(e *flowEntry, tcpFlags uint8, now uint32) {
+// Touch refreshes e for a packet with the given TCP flags (ignored for UDP).
+func (ft *FlowTable) Touch(e *flowEntry, tcpFlags uint8, now uint32) {
 	switch {
 	case e.proto != ProtoTCP:
 		e.state = flowStateUDP

@@ -217,7 +217,7 @@ func (f *Forwarder) toService(s *Snapshot, svc *Service, p *Packet, l3 int, ip I
 		}
 	}
 	if e != nil && !icmpErr {
-		f.Flows.touch(e, tcpFlags, f.Now)
+		f.Flows.Touch(e, tcpFlags, f.Now)
 	}
 	b := &svc.Backends[bi]
 	port := &s.Ports[b.Port]
