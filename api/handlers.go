@@ -1,0 +1,250 @@
+package api
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/http"
+	"net/netip"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/dsrlb/dsrlb/api/types"
+	"github.com/dsrlb/dsrlb/control"
+	"github.com/dsrlb/dsrlb/pipeline"
+)
+
+func (s *Server) healthz(c *gin.Context) {
+	c.JSON(http.StatusOK, gin.H{"status": "ok", "generation": s.opts.Store.Generation()})
+}
+
+func (s *Server) listServices(c *gin.Context) {
+	svcs := s.opts.Store.Config().Services
+	if svcs == nil {
+		svcs = []control.Service{}
+	}
+	c.JSON(http.StatusOK, types.ServiceList{Services: svcs})
+}
+
+func (s *Server) getService(c *gin.Context) {
+	svc, err := s.opts.Store.Config().Service(c.Param("name"))
+	if err != nil {
+		s.failErr(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, svc)
+}
+
+// serviceResult answers with the stored service name.
+func serviceResult(name string) func(*control.Config) any {
+	return func(cfg *control.Config) any {
+		svc, _ := cfg.Service(name)
+		return svc
+	}
+}
+
+func (s *Server) createService(c *gin.Context) {
+	var svc control.Service
+	if !s.decode(c, &svc) {
+		return
+	}
+	c.Set(keyService, svc.Name)
+	s.commit(c, http.StatusCreated, func(cfg *control.Config) error { return cfg.AddService(svc) }, serviceResult(svc.Name))
+}
+
+func (s *Server) replaceService(c *gin.Context) {
+	var svc control.Service
+	if !s.decode(c, &svc) {
+		return
+	}
+	name := c.Param("name")
+	if svc.Name == "" {
+		svc.Name = name
+	}
+	if svc.Name != name {
+		s.fail(c, http.StatusBadRequest, types.CodeValidation, "name",
+			fmt.Sprintf("name %q in the body does not match %q in the path (renaming is delete and create)", svc.Name, name))
+		return
+	}
+	s.commit(c, http.StatusOK, func(cfg *control.Config) error { return cfg.ReplaceService(svc) }, serviceResult(name))
+}
+
+func (s *Server) deleteService(c *gin.Context) {
+	name := c.Param("name")
+	s.commit(c, http.StatusNoContent, func(cfg *control.Config) error { return cfg.RemoveService(name) }, nil)
+}
+
+func (s *Server) createBackend(c *gin.Context) {
+	var b control.Backend
+	if !s.decode(c, &b) {
+		return
+	}
+	c.Set(keyBackend, b.IP)
+	name := c.Param("name")
+	s.commit(c, http.StatusCreated, func(cfg *control.Config) error { return cfg.AddBackend(name, b) },
+		func(*control.Config) any { return b })
+}
+
+// pathIP parses the :ip path parameter, answering 400 when it is bad.
+func (s *Server) pathIP(c *gin.Context) (netip.Addr, bool) {
+	ip, err := netip.ParseAddr(c.Param("ip"))
+	if err != nil {
+		s.fail(c, http.StatusBadRequest, types.CodeInvalidPath, "ip", fmt.Sprintf("not an IP address: %q", c.Param("ip")))
+		return netip.Addr{}, false
+	}
+	return ip, true
+}
+
+func (s *Server) patchBackend(c *gin.Context) {
+	ip, ok := s.pathIP(c)
+	if !ok {
+		return
+	}
+	var p control.BackendPatch
+	if !s.decode(c, &p) {
+		return
+	}
+	if p.Weight == nil && p.State == nil {
+		s.fail(c, http.StatusBadRequest, types.CodeValidation, "", `set "weight" and/or "state"`)
+		return
+	}
+	name := c.Param("name")
+	var out control.Backend
+	s.commit(c, http.StatusOK, func(cfg *control.Config) (err error) {
+		out, err = cfg.PatchBackend(name, ip, p)
+		return err
+	}, func(*control.Config) any { return out })
+}
+
+func (s *Server) deleteBackend(c *gin.Context) {
+	ip, ok := s.pathIP(c)
+	if !ok {
+		return
+	}
+	name := c.Param("name")
+	s.commit(c, http.StatusNoContent, func(cfg *control.Config) error { return cfg.RemoveBackend(name, ip) }, nil)
+}
+
+// counters returns the per-worker counters and their sum.
+func (s *Server) counters() ([]pipeline.Counters, pipeline.Counters) {
+	var per []pipeline.Counters
+	if s.opts.Stats != nil {
+		per = s.opts.Stats.Counters()
+	}
+	var sum pipeline.Counters
+	for i := range per {
+		sum.Add(&per[i])
+	}
+	return per, sum
+}
+
+// at returns xs[i], or the zero value when i is out of range (an object
+// newer than the counters).
+func at[T any](xs []T, i uint32) T {
+	if int(i) < len(xs) {
+		return xs[i]
+	}
+	var zero T
+	return zero
+}
+
+func (s *Server) status(c *gin.Context) {
+	t := s.opts.Store.Typed()
+	snap := s.opts.Store.Snapshots().Load()
+	_, sum := s.counters()
+	st := types.Status{Generation: snap.Generation, Services: make([]types.ServiceStatus, 0, len(t.Services))}
+	for i := range t.Services {
+		ts := &t.Services[i]
+		ss := types.ServiceStatus{
+			Name: ts.Name, VIP: ts.VIP.String(), Protocol: control.ProtoName(ts.Proto), Port: int(ts.Port),
+			Mode: ts.Mode.String(), MinHealthy: ts.MinHealthy, Reason: "no BGP speaker",
+			Backends: make([]types.BackendStatus, 0, len(ts.Backends)),
+		}
+		if s.opts.Announcer != nil {
+			ss.Announced, ss.Reason = s.opts.Announcer.Status(ts.VIP)
+		}
+		psvc := snap.FindService(ts.Name)
+		for _, tb := range ts.Backends {
+			bs := types.BackendStatus{IP: tb.IP.String(), Weight: tb.Weight, State: tb.State, Forwarding: "pending",
+				Health: s.health(ts, tb.IP)}
+			if hop, mac := t.NextHopMAC(tb, s.opts.Neighbors); hop.IsValid() {
+				bs.NextHop = hop.String()
+				if !mac.IsZero() {
+					bs.NextHopMAC = mac.String()
+				}
+			}
+			if psvc != nil {
+				a := tb.IP.As4()
+				if j := psvc.BackendIndex(binary.BigEndian.Uint32(a[:])); j >= 0 {
+					pb := &psvc.Backends[j]
+					bs.Forwarding = pb.State.String()
+					bs.NewFlows = at(sum.Backends, pb.ID).NewFlows
+					if pb.State == pipeline.BackendActive {
+						ss.Usable++
+					}
+				}
+			}
+			ss.Backends = append(ss.Backends, bs)
+		}
+		st.Services = append(st.Services, ss)
+	}
+	c.JSON(http.StatusOK, st)
+}
+
+func (s *Server) health(ts *control.TypedService, ip netip.Addr) string {
+	switch {
+	case ts.Health == nil:
+		return "unchecked"
+	case s.opts.Health == nil:
+		return "unknown"
+	case s.opts.Health.Healthy(ts.Name, ip):
+		return "healthy"
+	}
+	return "unhealthy"
+}
+
+func (s *Server) stats(c *gin.Context) {
+	per, sum := s.counters()
+	snap := s.opts.Store.Snapshots().Load()
+	acc, rej := s.opts.Store.Changes()
+	st := types.Stats{
+		Generation: snap.Generation,
+		Totals: types.Totals{
+			RxPackets: sum.RxPackets, RxBytes: sum.RxBytes, TxPackets: sum.TxPackets, TxBytes: sum.TxBytes,
+			ToKernel: sum.ToKernel, FromKernel: sum.FromKernel, Dropped: sum.Dropped(),
+			FragNeededSent: sum.FragNeededSent, ICMPErrorsForwarded: sum.ICMPErrorsForwarded, IPOptions: sum.IPOptions,
+		},
+		Drops: map[string]uint64{},
+		Flows: types.FlowStats{Entries: sum.FlowEntries, Hits: sum.FlowHits, Misses: sum.FlowMisses,
+			Evictions: sum.FlowEvictions, Expired: sum.FlowExpired, Remapped: sum.FlowRemapped},
+		Services: make([]types.ServiceStats, 0, len(snap.Services)),
+		Workers:  make([]types.WorkerStats, 0, len(per)),
+		Changes:  types.Changes{Accepted: acc, Rejected: rej},
+	}
+	for r := pipeline.DropReason(1); r < pipeline.NumDropReasons; r++ {
+		st.Drops[r.String()] = sum.Drops[r]
+	}
+	for _, svc := range snap.Services {
+		sc := at(sum.Services, svc.ID)
+		ss := types.ServiceStats{Name: svc.Name, Packets: sc.Packets, Bytes: sc.Bytes, NoBackend: sc.NoBackend,
+			Backends: make([]types.BackendStats, 0, len(svc.Backends))}
+		for _, b := range svc.Backends {
+			bc := at(sum.Backends, b.ID)
+			ss.Backends = append(ss.Backends, types.BackendStats{IP: b.Addr.String(), Packets: bc.Packets, Bytes: bc.Bytes, NewFlows: bc.NewFlows})
+		}
+		st.Services = append(st.Services, ss)
+	}
+	for i := range per {
+		w := &per[i]
+		st.Workers = append(st.Workers, types.WorkerStats{Worker: i, RxPackets: w.RxPackets, TxPackets: w.TxPackets,
+			Dropped: w.Dropped(), FlowEntries: w.FlowEntries, Polls: w.Polls, BusyPolls: w.BusyPolls, BusyRatio: busyRatio(w)})
+	}
+	c.JSON(http.StatusOK, st)
+}
+
+// busyRatio is the share of polls that found packets.
+func busyRatio(c *pipeline.Counters) float64 {
+	if c.Polls == 0 {
+		return 0
+	}
+	return float64(c.BusyPolls) / float64(c.Polls)
+}

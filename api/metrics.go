@@ -1,0 +1,123 @@
+package api
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/dsrlb/dsrlb/pipeline"
+)
+
+// Metric descriptions. Counters stay per lcore in the fast path; collector
+// sums them on each scrape.
+var (
+	mServicePackets  = desc("service_packets_total", "Packets received for the service.", "service")
+	mServiceBytes    = desc("service_bytes_total", "Bytes received for the service.", "service")
+	mServiceNoBE     = desc("service_no_backend_drops_total", "Packets of the service dropped because no backend took new flows.", "service")
+	mBackendPackets  = desc("backend_packets_total", "Packets forwarded to the backend.", "service", "backend")
+	mBackendBytes    = desc("backend_bytes_total", "Bytes forwarded to the backend.", "service", "backend")
+	mBackendNewFlows = desc("backend_new_flows_total", "Flows Maglev assigned to the backend.", "service", "backend")
+	mDrops           = desc("drops_total", "Dropped packets by reason.", "reason")
+	mRxPackets       = desc("rx_packets_total", "Packets received from the NICs.")
+	mRxBytes         = desc("rx_bytes_total", "Bytes received from the NICs.")
+	mTxPackets       = desc("tx_packets_total", "Packets sent out of the NICs.")
+	mTxBytes         = desc("tx_bytes_total", "Bytes sent out of the NICs.")
+	mToKernel        = desc("to_kernel_packets_total", "Packets handed to the kernel (tap).")
+	mFromKernel      = desc("from_kernel_packets_total", "Packets the kernel sent out through the tap.")
+	mFragNeeded      = desc("frag_needed_sent_total", "ICMP fragmentation-needed replies generated.")
+	mICMPForwarded   = desc("icmp_errors_forwarded_total", "ICMP errors sent to the backend owning the flow.")
+	mFlowEntries     = desc("flow_entries", "Flow table entries in use.")
+	mFlowHits        = desc("flow_hits_total", "Flow table hits.")
+	mFlowMisses      = desc("flow_misses_total", "Flow table misses.")
+	mFlowEvictions   = desc("flow_evictions_total", "Flow table entries evicted to make room.")
+	mFlowExpired     = desc("flow_expired_total", "Flow table entries expired.")
+	mFlowRemapped    = desc("flow_remapped_total", "Flows moved because their backend went down or left.")
+	mWorkerPolls     = desc("worker_polls_total", "Poll rounds of the worker.", "worker")
+	mWorkerBusy      = desc("worker_busy_polls_total", "Poll rounds of the worker that found packets.", "worker")
+	mWorkerRatio     = desc("worker_busy_ratio", "Busy polls / polls of the worker since it started.", "worker")
+	mGeneration      = desc("snapshot_generation", "Generation of the published forwarding snapshot.")
+	mChanges         = desc("config_changes_total", "Config changes by result (accepted, rejected).", "result")
+)
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc("dsrlb_"+name, help, labels, nil)
+}
+
+// collector is the prometheus.Collector of the data plane and the store.
+type collector struct{ s *Server }
+
+// Describe sends every metric description.
+func (m collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{mServicePackets, mServiceBytes, mServiceNoBE, mBackendPackets, mBackendBytes,
+		mBackendNewFlows, mDrops, mRxPackets, mRxBytes, mTxPackets, mTxBytes, mToKernel, mFromKernel, mFragNeeded,
+		mICMPForwarded, mFlowEntries, mFlowHits, mFlowMisses, mFlowEvictions, mFlowExpired, mFlowRemapped,
+		mWorkerPolls, mWorkerBusy, mWorkerRatio, mGeneration, mChanges} {
+		ch <- d
+	}
+}
+
+// Collect reads the workers' counters once and sends every metric.
+func (m collector) Collect(ch chan<- prometheus.Metric) {
+	per, sum := m.s.counters()
+	snap := m.s.opts.Store.Snapshots().Load()
+	emit := func(d *prometheus.Desc, t prometheus.ValueType, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, t, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		emit(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	for _, svc := range snap.Services {
+		sc := at(sum.Services, svc.ID)
+		counter(mServicePackets, sc.Packets, svc.Name)
+		counter(mServiceBytes, sc.Bytes, svc.Name)
+		counter(mServiceNoBE, sc.NoBackend, svc.Name)
+		for _, b := range svc.Backends {
+			bc, ip := at(sum.Backends, b.ID), b.Addr.String()
+			counter(mBackendPackets, bc.Packets, svc.Name, ip)
+			counter(mBackendBytes, bc.Bytes, svc.Name, ip)
+			counter(mBackendNewFlows, bc.NewFlows, svc.Name, ip)
+		}
+	}
+	for r := pipeline.DropReason(1); r < pipeline.NumDropReasons; r++ {
+		counter(mDrops, sum.Drops[r], r.String())
+	}
+	counter(mRxPackets, sum.RxPackets)
+	counter(mRxBytes, sum.RxBytes)
+	counter(mTxPackets, sum.TxPackets)
+	counter(mTxBytes, sum.TxBytes)
+	counter(mToKernel, sum.ToKernel)
+	counter(mFromKernel, sum.FromKernel)
+	counter(mFragNeeded, sum.FragNeededSent)
+	counter(mICMPForwarded, sum.ICMPErrorsForwarded)
+	emit(mFlowEntries, prometheus.GaugeValue, float64(sum.FlowEntries))
+	counter(mFlowHits, sum.FlowHits)
+	counter(mFlowMisses, sum.FlowMisses)
+	counter(mFlowEvictions, sum.FlowEvictions)
+	counter(mFlowExpired, sum.FlowExpired)
+	counter(mFlowRemapped, sum.FlowRemapped)
+	for i := range per {
+		w := strconv.Itoa(i)
+		counter(mWorkerPolls, per[i].Polls, w)
+		counter(mWorkerBusy, per[i].BusyPolls, w)
+		emit(mWorkerRatio, prometheus.GaugeValue, busyRatio(&per[i]), w)
+	}
+	emit(mGeneration, prometheus.GaugeValue, float64(snap.Generation))
+	acc, rej := m.s.opts.Store.Changes()
+	counter(mChanges, acc, "accepted")
+	counter(mChanges, rej, "rejected")
+}
+
+// newRegistry returns a private registry with s's collector and the Go and
+// process collectors.
+func newRegistry(s *Server) *prometheus.Registry {
+	r := prometheus.NewRegistry()
+	r.MustRegister(collector{s}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return r
+}
+
+func metricsHandler(r *prometheus.Registry) http.Handler {
+	return promhttp.HandlerFor(r, promhttp.HandlerOpts{Registry: r})
+}

@@ -1,0 +1,163 @@
+// Package types holds the JSON documents of the dsrlb REST API (/api/v1)
+// that are not config objects, shared by the server (package api) and its
+// client (dsrctl) without pulling the server's dependencies into the client.
+// Services and backends travel as control.Service and control.Backend, with
+// the field names of the YAML config.
+package types
+
+import "github.com/dsrlb/dsrlb/control"
+
+// ErrorResponse is the body of every 4xx and 5xx answer.
+type ErrorResponse struct {
+	Error Error `json:"error"`
+}
+
+// Error describes why a request failed.
+type Error struct {
+	// Code is a stable machine-readable name, e.g. "validation_failed".
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	// Field is the offending config field or request part, when known,
+	// e.g. "services[web].backends[192.0.2.21].weight".
+	Field string `json:"field,omitempty"`
+}
+
+// Error codes.
+const (
+	CodeInvalidJSON      = "invalid_json"
+	CodeUnknownField     = "unknown_field"
+	CodeInvalidPath      = "invalid_path"
+	CodeValidation       = "validation_failed"
+	CodeUnauthorized     = "unauthorized"
+	CodeForbidden        = "changes_disabled"
+	CodeNotFound         = "not_found"
+	CodeMethodNotAllowed = "method_not_allowed"
+	CodeConflict         = "conflict"
+	CodeTooLarge         = "body_too_large"
+	CodeMediaType        = "unsupported_media_type"
+	CodeInternal         = "internal"
+)
+
+// ServiceList is the body of GET /api/v1/services; it has the shape of the
+// config file's services section.
+type ServiceList struct {
+	Services []control.Service `json:"services" yaml:"services"`
+}
+
+// Status is the body of GET /api/v1/status.
+type Status struct {
+	// Generation is the published snapshot's generation.
+	Generation uint64          `json:"generation"`
+	Services   []ServiceStatus `json:"services"`
+}
+
+// ServiceStatus is one service's live state.
+type ServiceStatus struct {
+	Name     string `json:"name"`
+	VIP      string `json:"vip"`
+	Protocol string `json:"protocol"`
+	Port     int    `json:"port"`
+	Mode     string `json:"mode"`
+	// MinHealthy is the number of usable backends BGP needs to announce.
+	MinHealthy int `json:"min_healthy"`
+	// Usable counts backends that take new flows.
+	Usable int `json:"usable_backends"`
+	// Announced tells whether the VIP is announced by BGP; Reason says why
+	// (not).
+	Announced bool            `json:"announced"`
+	Reason    string          `json:"announce_reason,omitempty"`
+	Backends  []BackendStatus `json:"backends"`
+}
+
+// BackendStatus is one backend's live state.
+type BackendStatus struct {
+	IP     string `json:"ip"`
+	Weight uint32 `json:"weight"`
+	// State is the configured state: enabled, drain or disabled.
+	State string `json:"state"`
+	// Forwarding is the state in the published snapshot: active (takes new
+	// flows), drain (keeps old flows only) or down; pending before the
+	// backend reaches a snapshot.
+	Forwarding string `json:"forwarding"`
+	// Health is healthy or unhealthy; unchecked when the service has no
+	// monitor, unknown when the daemon runs no health checker.
+	Health string `json:"health"`
+	// NextHop is the address whose MAC frames are sent to (the backend or
+	// the gateway); NextHopMAC is empty while unresolved.
+	NextHop    string `json:"next_hop,omitempty"`
+	NextHopMAC string `json:"next_hop_mac,omitempty"`
+	// NewFlows counts flows Maglev assigned to the backend (all workers).
+	NewFlows uint64 `json:"new_flows"`
+}
+
+// Stats is the body of GET /api/v1/stats: counters summed over workers.
+type Stats struct {
+	Generation uint64 `json:"generation"`
+	Totals     Totals `json:"totals"`
+	// Drops counts dropped packets by reason (pipeline.DropReason names).
+	Drops    map[string]uint64 `json:"drops"`
+	Flows    FlowStats         `json:"flows"`
+	Services []ServiceStats    `json:"services"`
+	Workers  []WorkerStats     `json:"workers"`
+	Changes  Changes           `json:"changes"`
+}
+
+// Totals are appliance-wide packet counters.
+type Totals struct {
+	RxPackets           uint64 `json:"rx_packets"`
+	RxBytes             uint64 `json:"rx_bytes"`
+	TxPackets           uint64 `json:"tx_packets"`
+	TxBytes             uint64 `json:"tx_bytes"`
+	ToKernel            uint64 `json:"to_kernel_packets"`
+	FromKernel          uint64 `json:"from_kernel_packets"`
+	Dropped             uint64 `json:"dropped_packets"`
+	FragNeededSent      uint64 `json:"frag_needed_sent"`
+	ICMPErrorsForwarded uint64 `json:"icmp_errors_forwarded"`
+	IPOptions           uint64 `json:"ip_options"`
+}
+
+// FlowStats are flow table counters.
+type FlowStats struct {
+	Entries   uint64 `json:"entries"`
+	Hits      uint64 `json:"hits"`
+	Misses    uint64 `json:"misses"`
+	Evictions uint64 `json:"evictions"`
+	Expired   uint64 `json:"expired"`
+	Remapped  uint64 `json:"remapped"`
+}
+
+// ServiceStats are one service's counters.
+type ServiceStats struct {
+	Name      string         `json:"name"`
+	Packets   uint64         `json:"packets"`
+	Bytes     uint64         `json:"bytes"`
+	NoBackend uint64         `json:"no_backend_drops"`
+	Backends  []BackendStats `json:"backends"`
+}
+
+// BackendStats are one backend's counters.
+type BackendStats struct {
+	IP       string `json:"ip"`
+	Packets  uint64 `json:"packets"`
+	Bytes    uint64 `json:"bytes"`
+	NewFlows uint64 `json:"new_flows"`
+}
+
+// WorkerStats are one worker lcore's counters.
+type WorkerStats struct {
+	Worker      int    `json:"worker"`
+	RxPackets   uint64 `json:"rx_packets"`
+	TxPackets   uint64 `json:"tx_packets"`
+	Dropped     uint64 `json:"dropped_packets"`
+	FlowEntries uint64 `json:"flow_entries"`
+	Polls       uint64 `json:"polls"`
+	BusyPolls   uint64 `json:"busy_polls"`
+	// BusyRatio is BusyPolls/Polls since the worker started.
+	BusyRatio float64 `json:"busy_ratio"`
+}
+
+// Changes count config changes through the store since start.
+type Changes struct {
+	Accepted uint64 `json:"accepted"`
+	Rejected uint64 `json:"rejected"`
+}

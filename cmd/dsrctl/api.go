@@ -1,0 +1,467 @@
+package main
+
+// The REST API client commands: get, apply, delete, drain, stats.
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"reflect"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/dsrlb/dsrlb/api/types"
+	"github.com/dsrlb/dsrlb/control"
+)
+
+// apiCommands are the API subcommands; each gets its parsed flags and
+// positional arguments in c.
+var apiCommands = map[string]func(c *apiCmd) error{
+	"get":    (*apiCmd).get,
+	"apply":  (*apiCmd).apply,
+	"delete": (*apiCmd).delete,
+	"drain":  (*apiCmd).drain,
+	"stats":  (*apiCmd).stats,
+}
+
+func init() {
+	for name := range apiCommands {
+		commands[name] = func(args []string) int { return runAPI(name, args, os.Stdout, os.Stderr, os.Getenv) }
+	}
+}
+
+// apiCmd is one API command invocation.
+type apiCmd struct {
+	args                     []string // positional arguments
+	api, token, output, file string
+	prune                    bool
+	out, errOut              io.Writer
+	client                   *http.Client
+}
+
+// usageError is a bad command line (exit code 2).
+type usageError string
+
+func (e usageError) Error() string { return string(e) }
+
+// apiError is an error document returned by the API.
+type apiError struct {
+	status int
+	body   types.Error
+}
+
+func (e *apiError) Error() string {
+	msg := fmt.Sprintf("%d %s: %s", e.status, e.body.Code, e.body.Message)
+	if e.body.Field != "" {
+		msg += " (field " + e.body.Field + ")"
+	}
+	return msg
+}
+
+// runAPI runs API command name and returns its exit code: 0 ok, 1 API or
+// transport error, 2 usage error.
+func runAPI(name string, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	c := &apiCmd{out: stdout, errOut: stderr, client: &http.Client{Timeout: 30 * time.Second}}
+	fs := flag.NewFlagSet("dsrctl "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.api, "api", "", "API base URL (env DSRLB_API, default http://127.0.0.1:8080)")
+	fs.StringVar(&c.token, "token", "", "bearer token for changes (env DSRLB_API_TOKEN)")
+	fs.StringVar(&c.output, "o", "table", "output format: table or json")
+	if name == "apply" {
+		fs.StringVar(&c.file, "f", "", "YAML file with a services: list (a whole config file works; only services are applied)")
+		fs.BoolVar(&c.prune, "prune", false, "delete services that are not in the file")
+	}
+	pos, err := parseInterspersed(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		return 2 // the flag package printed why
+	}
+	c.args = pos
+	c.api = strings.TrimRight(firstOf(c.api, getenv("DSRLB_API"), "http://127.0.0.1:8080"), "/")
+	c.token = firstOf(c.token, getenv("DSRLB_API_TOKEN"))
+	if c.output != "table" && c.output != "json" {
+		err = usageError(fmt.Sprintf("-o must be table or json, got %q", c.output))
+	} else {
+		err = apiCommands[name](c)
+	}
+	var ue usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "dsrctl %s: %v\n", name, err)
+		fs.Usage()
+		return 2
+	default:
+		fmt.Fprintf(stderr, "dsrctl %s: %v\n", name, err)
+		return 1
+	}
+}
+
+func firstOf(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// parseInterspersed parses flags anywhere among the positional arguments
+// (dsrctl get service web -o json) and returns the positional ones.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+// call sends a request to the API and returns the response body; error
+// documents become *apiError.
+func (c *apiCmd) call(method, path string, in any) ([]byte, error) {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return nil, err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, c.api+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" && method != http.MethodGet {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if resp.StatusCode >= 400 {
+		var er types.ErrorResponse
+		if json.Unmarshal(b, &er) == nil && er.Error.Code != "" {
+			return nil, &apiError{resp.StatusCode, er.Error}
+		}
+		return nil, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b)))
+	}
+	return b, nil
+}
+
+// fetch GETs path and decodes it into out, returning the raw body too.
+func (c *apiCmd) fetch(path string, out any) ([]byte, error) {
+	b, err := c.call(http.MethodGet, path, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return nil, fmt.Errorf("GET %s: bad response: %w", path, err)
+	}
+	return b, nil
+}
+
+// show prints raw as indented JSON with -o json, else calls table on a
+// tabwriter.
+func (c *apiCmd) show(raw []byte, table func(w io.Writer)) error {
+	if c.output == "json" {
+		var buf bytes.Buffer
+		if err := json.Indent(&buf, raw, "", "  "); err != nil {
+			return err
+		}
+		buf.WriteByte('\n')
+		_, err := c.out.Write(buf.Bytes())
+		return err
+	}
+	tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+	table(tw)
+	return tw.Flush()
+}
+
+func (c *apiCmd) nargs(n int, usage string) error {
+	if len(c.args) != n {
+		return usageError("usage: dsrctl " + usage)
+	}
+	return nil
+}
+
+func servicePath(name string) string { return "/api/v1/services/" + url.PathEscape(name) }
+
+func backendPath(name, ip string) string {
+	return servicePath(name) + "/backends/" + url.PathEscape(ip)
+}
+
+func (c *apiCmd) get() error {
+	if len(c.args) == 0 {
+		return usageError("usage: dsrctl get services|service NAME|status|stats")
+	}
+	what := c.args[0]
+	c.args = c.args[1:]
+	switch what {
+	case "services":
+		if err := c.nargs(0, "get services"); err != nil {
+			return err
+		}
+		var l types.ServiceList
+		raw, err := c.fetch("/api/v1/services", &l)
+		if err != nil {
+			return err
+		}
+		return c.show(raw, func(w io.Writer) {
+			fmt.Fprintln(w, "NAME\tVIP\tPROTOCOL\tPORT\tMODE\tBACKENDS")
+			for _, s := range l.Services {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\n", s.Name, s.VIP, s.Protocol, portName(s.Port), s.Mode, len(s.Backends))
+			}
+		})
+	case "service":
+		if err := c.nargs(1, "get service NAME"); err != nil {
+			return err
+		}
+		var s control.Service
+		raw, err := c.fetch(servicePath(c.args[0]), &s)
+		if err != nil {
+			return err
+		}
+		return c.show(raw, func(w io.Writer) {
+			fmt.Fprintf(w, "service %s: %s %s port %s, mode %s\n\n", s.Name, s.VIP, s.Protocol, portName(s.Port), s.Mode)
+			fmt.Fprintln(w, "BACKEND\tWEIGHT\tSTATE\tMAC")
+			for _, b := range s.Backends {
+				weight := 1
+				if b.Weight != nil {
+					weight = *b.Weight
+				}
+				fmt.Fprintf(w, "%s\t%d\t%s\t%s\n", b.IP, weight, firstOf(b.State, "enabled"), firstOf(b.MAC, "-"))
+			}
+		})
+	case "status":
+		if err := c.nargs(0, "get status"); err != nil {
+			return err
+		}
+		return c.status()
+	case "stats":
+		return c.stats()
+	}
+	return usageError(fmt.Sprintf("cannot get %q: want services, service NAME, status or stats", what))
+}
+
+func portName(p int) string {
+	if p == 0 {
+		return "all"
+	}
+	return fmt.Sprint(p)
+}
+
+func (c *apiCmd) status() error {
+	var st types.Status
+	raw, err := c.fetch("/api/v1/status", &st)
+	if err != nil {
+		return err
+	}
+	return c.show(raw, func(w io.Writer) {
+		fmt.Fprintln(w, "SERVICE\tVIP\tPROTOCOL\tPORT\tMODE\tUSABLE\tANNOUNCED\tREASON")
+		for _, s := range st.Services {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%v\t%s\n", s.Name, s.VIP, s.Protocol, portName(s.Port), s.Mode,
+				s.Usable, len(s.Backends), s.Announced, s.Reason)
+		}
+		fmt.Fprintln(w, "\nSERVICE\tBACKEND\tWEIGHT\tSTATE\tFORWARDING\tHEALTH\tNEXT-HOP\tMAC\tNEW-FLOWS")
+		for _, s := range st.Services {
+			for _, b := range s.Backends {
+				fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%d\n", s.Name, b.IP, b.Weight, b.State, b.Forwarding,
+					b.Health, firstOf(b.NextHop, "-"), firstOf(b.NextHopMAC, "unresolved"), b.NewFlows)
+			}
+		}
+	})
+}
+
+func (c *apiCmd) stats() error {
+	if err := c.nargs(0, "stats"); err != nil {
+		return err
+	}
+	var st types.Stats
+	raw, err := c.fetch("/api/v1/stats", &st)
+	if err != nil {
+		return err
+	}
+	return c.show(raw, func(w io.Writer) {
+		t := st.Totals
+		fmt.Fprintf(w, "generation %d, changes accepted %d, rejected %d\n\n", st.Generation, st.Changes.Accepted, st.Changes.Rejected)
+		fmt.Fprintln(w, "RX-PACKETS\tRX-BYTES\tTX-PACKETS\tTX-BYTES\tTO-KERNEL\tFROM-KERNEL\tDROPPED")
+		fmt.Fprintf(w, "%d\t%d\t%d\t%d\t%d\t%d\t%d\n", t.RxPackets, t.RxBytes, t.TxPackets, t.TxBytes, t.ToKernel, t.FromKernel, t.Dropped)
+		f := st.Flows
+		fmt.Fprintln(w, "\nFLOWS\tHITS\tMISSES\tEVICTIONS\tEXPIRED\tREMAPPED")
+		fmt.Fprintf(w, "%d\t%d\t%d\t%d\t%d\t%d\n", f.Entries, f.Hits, f.Misses, f.Evictions, f.Expired, f.Remapped)
+		reasons := make([]string, 0, len(st.Drops))
+		for r, n := range st.Drops {
+			if n > 0 {
+				reasons = append(reasons, r)
+			}
+		}
+		if len(reasons) > 0 {
+			sort.Strings(reasons)
+			fmt.Fprintln(w, "\nDROP-REASON\tPACKETS")
+			for _, r := range reasons {
+				fmt.Fprintf(w, "%s\t%d\n", r, st.Drops[r])
+			}
+		}
+		fmt.Fprintln(w, "\nSERVICE\tBACKEND\tPACKETS\tBYTES\tNEW-FLOWS")
+		for _, s := range st.Services {
+			fmt.Fprintf(w, "%s\t*\t%d\t%d\t\n", s.Name, s.Packets, s.Bytes)
+			for _, b := range s.Backends {
+				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\n", s.Name, b.IP, b.Packets, b.Bytes, b.NewFlows)
+			}
+		}
+		fmt.Fprintln(w, "\nWORKER\tRX-PACKETS\tTX-PACKETS\tDROPPED\tFLOWS\tBUSY")
+		for _, k := range st.Workers {
+			fmt.Fprintf(w, "%d\t%d\t%d\t%d\t%d\t%.1f%%\n", k.Worker, k.RxPackets, k.TxPackets, k.Dropped, k.FlowEntries, 100*k.BusyRatio)
+		}
+	})
+}
+
+// apply makes the API's services match the file: PUT for existing ones that
+// differ, POST for new ones, and with --prune DELETE for the rest. Deletes
+// go first so that a new service may take a pruned one's VIP. Each change is
+// atomic on its own, not the whole apply: on an error it stops and says
+// what was done.
+func (c *apiCmd) apply() error {
+	if c.file == "" || len(c.args) != 0 {
+		return usageError("usage: dsrctl apply -f FILE [--prune]")
+	}
+	want, err := readServices(c.file)
+	if err != nil {
+		return err
+	}
+	var have types.ServiceList
+	if _, err := c.fetch("/api/v1/services", &have); err != nil {
+		return err
+	}
+	existing := map[string]control.Service{}
+	for _, s := range have.Services {
+		existing[s.Name] = s
+	}
+	inFile := map[string]bool{}
+	for _, s := range want {
+		inFile[s.Name] = true
+	}
+	if c.prune {
+		for _, s := range have.Services {
+			if !inFile[s.Name] {
+				if err := c.change(http.MethodDelete, servicePath(s.Name), nil, s.Name, "deleted"); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	for _, s := range want {
+		old, ok := existing[s.Name]
+		switch {
+		case !ok:
+			continue
+		case reflect.DeepEqual(old.Clone(), s.Clone()):
+			fmt.Fprintf(c.out, "service/%s unchanged\n", s.Name)
+		default:
+			if err := c.change(http.MethodPut, servicePath(s.Name), s, s.Name, "replaced"); err != nil {
+				return err
+			}
+		}
+	}
+	for _, s := range want {
+		if _, ok := existing[s.Name]; !ok {
+			if err := c.change(http.MethodPost, "/api/v1/services", s, s.Name, "created"); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// change sends one change of service name and reports it.
+func (c *apiCmd) change(method, path string, in any, name, done string) error {
+	if _, err := c.call(method, path, in); err != nil {
+		return fmt.Errorf("service/%s: %w", name, err)
+	}
+	fmt.Fprintf(c.out, "service/%s %s\n", name, done)
+	return nil
+}
+
+// readServices reads the services of a YAML file strictly: unknown keys,
+// a missing services key and duplicate names are errors. The file may be a
+// whole config file; only its services are returned.
+func readServices(path string) ([]control.Service, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var doc control.Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	var probe map[string]any
+	_ = yaml.Unmarshal(b, &probe) // decoded strictly above
+	if _, ok := probe["services"]; !ok {
+		return nil, fmt.Errorf("%s: no services: list (write services: [] to mean none)", path)
+	}
+	seen := map[string]bool{}
+	for _, s := range doc.Services {
+		if seen[s.Name] {
+			return nil, fmt.Errorf("%s: service %q appears twice", path, s.Name)
+		}
+		seen[s.Name] = true
+	}
+	return doc.Services, nil
+}
+
+func (c *apiCmd) delete() error {
+	switch {
+	case len(c.args) == 2 && c.args[0] == "service":
+		return c.change(http.MethodDelete, servicePath(c.args[1]), nil, c.args[1], "deleted")
+	case len(c.args) == 3 && c.args[0] == "backend":
+		if _, err := c.call(http.MethodDelete, backendPath(c.args[1], c.args[2]), nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.out, "backend %s of service/%s deleted\n", c.args[2], c.args[1])
+		return nil
+	}
+	return usageError("usage: dsrctl delete service NAME | delete backend NAME IP")
+}
+
+func (c *apiCmd) drain() error {
+	if err := c.nargs(2, "drain NAME IP"); err != nil {
+		return err
+	}
+	state := "drain"
+	raw, err := c.call(http.MethodPatch, backendPath(c.args[0], c.args[1]), control.BackendPatch{State: &state})
+	if err != nil {
+		return err
+	}
+	return c.show(raw, func(w io.Writer) {
+		fmt.Fprintf(w, "backend %s of service/%s draining: established flows stay, no new ones\n", c.args[1], c.args[0])
+	})
+}
