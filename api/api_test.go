@@ -482,24 +482,24 @@ func TestStats(t *testing.T) {
 	f.do("PATCH", "/api/v1/services/web/backends/192.0.2.22", `{"weight":3}`)
 	f.do("PATCH", "/api/v1/services/web/backends/192.0.2.22", `{"weight":3000}`)
 	w := f.do("GET", "/api/v1/stats", "")
-	got := decodeJSON[types.Stats](t, w)
+	got := decodeJSON[control.Stats](t, w)
 	if w.Code != 200 {
 		t.Fatalf("stats = %d %s", w.Code, w.Body)
 	}
-	wantTotals := types.Totals{RxPackets: 200, RxBytes: 20000, TxPackets: 180, TxBytes: 18000, ToKernel: 10, FromKernel: 8, Dropped: 7}
+	wantTotals := control.Totals{RxPackets: 200, RxBytes: 20000, TxPackets: 180, TxBytes: 18000, ToKernel: 10, FromKernel: 8, Dropped: 7}
 	if got.Totals != wantTotals {
 		t.Errorf("totals = %+v, want %+v", got.Totals, wantTotals)
 	}
 	if len(got.Drops) != int(pipeline.NumDropReasons)-1 || got.Drops["no_service"] != 7 || got.Drops["ttl_exceeded"] != 0 {
 		t.Errorf("drops = %v", got.Drops)
 	}
-	if want := (types.FlowStats{Entries: 20, Hits: 160, Misses: 20, Evictions: 2}); got.Flows != want {
+	if want := (control.FlowStats{Entries: 20, Hits: 160, Misses: 20, Evictions: 2}); got.Flows != want {
 		t.Errorf("flows = %+v, want %+v", got.Flows, want)
 	}
-	wantSvc := []types.ServiceStats{
-		{Name: "web", Packets: 120, Bytes: 12000, Backends: []types.BackendStats{
+	wantSvc := []control.ServiceStats{
+		{Name: "web", Packets: 120, Bytes: 12000, Backends: []control.BackendStats{
 			{IP: "192.0.2.21", Packets: 120, Bytes: 12000, NewFlows: 14}, {IP: "192.0.2.22"}}},
-		{Name: "dns", Packets: 60, Bytes: 6000, NoBackend: 4, Backends: []types.BackendStats{
+		{Name: "dns", Packets: 60, Bytes: 6000, NoBackend: 4, Backends: []control.BackendStats{
 			{IP: "203.0.113.5", Packets: 60, Bytes: 6000, NewFlows: 6}}},
 	}
 	if !reflect.DeepEqual(got.Services, wantSvc) {
@@ -508,7 +508,7 @@ func TestStats(t *testing.T) {
 	if len(got.Workers) != 2 || got.Workers[0].BusyRatio != 0.5 || got.Workers[1].BusyRatio != 1 || got.Workers[1].Dropped != 4 || got.Workers[1].Worker != 1 {
 		t.Errorf("workers = %+v", got.Workers)
 	}
-	if got.Changes != (types.Changes{Accepted: 1, Rejected: 1}) || got.Generation != f.store.Generation() {
+	if got.Changes == nil || *got.Changes != (control.Changes{Accepted: 1, Rejected: 1}) || got.Generation != f.store.Generation() {
 		t.Errorf("changes = %+v, generation %d", got.Changes, got.Generation)
 	}
 }

@@ -203,48 +203,9 @@ func (s *Server) health(ts *control.TypedService, ip netip.Addr) string {
 }
 
 func (s *Server) stats(c *gin.Context) {
-	per, sum := s.counters()
-	snap := s.opts.Store.Snapshots().Load()
+	per, _ := s.counters()
+	st := control.BuildStats(s.opts.Store.Snapshots().Load(), per)
 	acc, rej := s.opts.Store.Changes()
-	st := types.Stats{
-		Generation: snap.Generation,
-		Totals: types.Totals{
-			RxPackets: sum.RxPackets, RxBytes: sum.RxBytes, TxPackets: sum.TxPackets, TxBytes: sum.TxBytes,
-			ToKernel: sum.ToKernel, FromKernel: sum.FromKernel, Dropped: sum.Dropped(),
-			FragNeededSent: sum.FragNeededSent, ICMPErrorsForwarded: sum.ICMPErrorsForwarded, IPOptions: sum.IPOptions,
-		},
-		Drops: map[string]uint64{},
-		Flows: types.FlowStats{Entries: sum.FlowEntries, Hits: sum.FlowHits, Misses: sum.FlowMisses,
-			Evictions: sum.FlowEvictions, Expired: sum.FlowExpired, Remapped: sum.FlowRemapped},
-		Services: make([]types.ServiceStats, 0, len(snap.Services)),
-		Workers:  make([]types.WorkerStats, 0, len(per)),
-		Changes:  types.Changes{Accepted: acc, Rejected: rej},
-	}
-	for r := pipeline.DropReason(1); r < pipeline.NumDropReasons; r++ {
-		st.Drops[r.String()] = sum.Drops[r]
-	}
-	for _, svc := range snap.Services {
-		sc := at(sum.Services, svc.ID)
-		ss := types.ServiceStats{Name: svc.Name, Packets: sc.Packets, Bytes: sc.Bytes, NoBackend: sc.NoBackend,
-			Backends: make([]types.BackendStats, 0, len(svc.Backends))}
-		for _, b := range svc.Backends {
-			bc := at(sum.Backends, b.ID)
-			ss.Backends = append(ss.Backends, types.BackendStats{IP: b.Addr.String(), Packets: bc.Packets, Bytes: bc.Bytes, NewFlows: bc.NewFlows})
-		}
-		st.Services = append(st.Services, ss)
-	}
-	for i := range per {
-		w := &per[i]
-		st.Workers = append(st.Workers, types.WorkerStats{Worker: i, RxPackets: w.RxPackets, TxPackets: w.TxPackets,
-			Dropped: w.Dropped(), FlowEntries: w.FlowEntries, Polls: w.Polls, BusyPolls: w.BusyPolls, BusyRatio: busyRatio(w)})
-	}
+	st.Changes = &control.Changes{Accepted: acc, Rejected: rej}
 	c.JSON(http.StatusOK, st)
-}
-
-// busyRatio is the share of polls that found packets.
-func busyRatio(c *pipeline.Counters) float64 {
-	if c.Polls == 0 {
-		return 0
-	}
-	return float64(c.BusyPolls) / float64(c.Polls)
 }

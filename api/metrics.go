@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/dsrlb/dsrlb/control"
 	"github.com/dsrlb/dsrlb/pipeline"
 )
 
@@ -102,7 +103,7 @@ func (m collector) Collect(ch chan<- prometheus.Metric) {
 		w := strconv.Itoa(i)
 		counter(mWorkerPolls, per[i].Polls, w)
 		counter(mWorkerBusy, per[i].BusyPolls, w)
-		emit(mWorkerRatio, prometheus.GaugeValue, busyRatio(&per[i]), w)
+		emit(mWorkerRatio, prometheus.GaugeValue, control.BusyRatio(&per[i]), w)
 	}
 	emit(mGeneration, prometheus.GaugeValue, float64(snap.Generation))
 	acc, rej := m.s.opts.Store.Changes()

@@ -4,35 +4,36 @@ import (
 	"github.com/dsrlb/dsrlb/pipeline"
 )
 
-// Stats is the JSON view of the workers' counters, summed, named by the
-// snapshot: totals, drops by reason, per service and per backend. It is the
-// last line of `dsrlb replay` and `dsrlb bench` and the body of
-// GET /api/v1/stats.
+// Stats is the JSON view of the workers' counters, summed and named after
+// the snapshot's services and backends: the body of GET /api/v1/stats and
+// the last stdout line of `dsrlb replay` and `dsrlb bench`.
 type Stats struct {
 	Generation uint64 `json:"generation"`
 	Totals     Totals `json:"totals"`
-	// Drops has every reason, zero or not, so scripts can rely on the keys.
-	Drops    map[string]uint64       `json:"drops"`
-	Flows    FlowStats               `json:"flows"`
-	Services map[string]ServiceStats `json:"services"`
-	Workers  []WorkerStats           `json:"workers,omitempty"`
+	// Drops counts dropped packets by reason (pipeline.DropReason names);
+	// every reason is present, zero or not, so scripts can rely on the keys.
+	Drops    map[string]uint64 `json:"drops"`
+	Flows    FlowStats         `json:"flows"`
+	Services []ServiceStats    `json:"services"`
+	Workers  []WorkerStats     `json:"workers"`
+	Changes  *Changes          `json:"changes,omitempty"`
 }
 
-// Totals are appliance-wide packet counts.
+// Totals are appliance-wide packet counters.
 type Totals struct {
 	RxPackets           uint64 `json:"rx_packets"`
 	RxBytes             uint64 `json:"rx_bytes"`
 	TxPackets           uint64 `json:"tx_packets"`
 	TxBytes             uint64 `json:"tx_bytes"`
-	ToKernel            uint64 `json:"to_kernel"`
-	FromKernel          uint64 `json:"from_kernel"`
-	Dropped             uint64 `json:"dropped"`
+	ToKernel            uint64 `json:"to_kernel_packets"`
+	FromKernel          uint64 `json:"from_kernel_packets"`
+	Dropped             uint64 `json:"dropped_packets"`
 	FragNeededSent      uint64 `json:"frag_needed_sent"`
 	ICMPErrorsForwarded uint64 `json:"icmp_errors_forwarded"`
 	IPOptions           uint64 `json:"ip_options"`
 }
 
-// FlowStats are the flow tables' counters, summed over workers.
+// FlowStats are flow table counters, summed over workers.
 type FlowStats struct {
 	Entries   uint64 `json:"entries"`
 	Hits      uint64 `json:"hits"`
@@ -44,40 +45,68 @@ type FlowStats struct {
 
 // ServiceStats are one service's counters.
 type ServiceStats struct {
-	Packets   uint64                  `json:"packets"`
-	Bytes     uint64                  `json:"bytes"`
-	NoBackend uint64                  `json:"no_backend"`
-	Backends  map[string]BackendStats `json:"backends"`
+	Name      string         `json:"name"`
+	Packets   uint64         `json:"packets"`
+	Bytes     uint64         `json:"bytes"`
+	NoBackend uint64         `json:"no_backend_drops"`
+	Backends  []BackendStats `json:"backends"`
 }
 
 // BackendStats are one backend's counters.
 type BackendStats struct {
+	IP       string `json:"ip"`
 	Packets  uint64 `json:"packets"`
 	Bytes    uint64 `json:"bytes"`
 	NewFlows uint64 `json:"new_flows"`
-	State    string `json:"state"`
 }
 
-// WorkerStats are one worker's own numbers.
+// WorkerStats are one worker lcore's counters.
 type WorkerStats struct {
-	RxPackets uint64  `json:"rx_packets"`
-	TxPackets uint64  `json:"tx_packets"`
+	Worker      int    `json:"worker"`
+	RxPackets   uint64 `json:"rx_packets"`
+	TxPackets   uint64 `json:"tx_packets"`
+	Dropped     uint64 `json:"dropped_packets"`
+	FlowEntries uint64 `json:"flow_entries"`
+	Polls       uint64 `json:"polls"`
+	BusyPolls   uint64 `json:"busy_polls"`
+	// BusyRatio is BusyPolls/Polls since the worker started.
 	BusyRatio float64 `json:"busy_ratio"`
+}
+
+// Changes count config changes through the store since start.
+type Changes struct {
+	Accepted uint64 `json:"accepted"`
+	Rejected uint64 `json:"rejected"`
+}
+
+// Service returns the stats of the service named name, if present.
+func (st *Stats) Service(name string) (ServiceStats, bool) {
+	for _, s := range st.Services {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return ServiceStats{}, false
+}
+
+// BusyRatio is the share of c's polls that found packets.
+func BusyRatio(c *pipeline.Counters) float64 {
+	if c.Polls == 0 {
+		return 0
+	}
+	return float64(c.BusyPolls) / float64(c.Polls)
 }
 
 // BuildStats sums per-worker counters and names them after snap's services
 // and backends. Objects no longer in snap are left out.
 func BuildStats(snap *pipeline.Snapshot, workers []pipeline.Counters) Stats {
 	var sum pipeline.Counters
-	st := Stats{Drops: map[string]uint64{}, Services: map[string]ServiceStats{}}
+	st := Stats{Drops: map[string]uint64{}, Services: []ServiceStats{}, Workers: []WorkerStats{}}
 	for i := range workers {
 		w := &workers[i]
 		sum.Add(w)
-		ws := WorkerStats{RxPackets: w.RxPackets, TxPackets: w.TxPackets}
-		if w.Polls > 0 {
-			ws.BusyRatio = float64(w.BusyPolls) / float64(w.Polls)
-		}
-		st.Workers = append(st.Workers, ws)
+		st.Workers = append(st.Workers, WorkerStats{Worker: i, RxPackets: w.RxPackets, TxPackets: w.TxPackets,
+			Dropped: w.Dropped(), FlowEntries: w.FlowEntries, Polls: w.Polls, BusyPolls: w.BusyPolls, BusyRatio: BusyRatio(w)})
 	}
 	st.Totals = Totals{RxPackets: sum.RxPackets, RxBytes: sum.RxBytes, TxPackets: sum.TxPackets, TxBytes: sum.TxBytes,
 		ToKernel: sum.ToKernel, FromKernel: sum.FromKernel, Dropped: sum.Dropped(), FragNeededSent: sum.FragNeededSent,
@@ -93,20 +122,24 @@ func BuildStats(snap *pipeline.Snapshot, workers []pipeline.Counters) Stats {
 	st.Generation = snap.Generation
 	for i := range snap.Services {
 		svc := &snap.Services[i]
-		ss := ServiceStats{Backends: map[string]BackendStats{}}
-		if int(svc.ID) < len(sum.Services) {
-			c := sum.Services[svc.ID]
-			ss.Packets, ss.Bytes, ss.NoBackend = c.Packets, c.Bytes, c.NoBackend
-		}
+		sc := at(sum.Services, svc.ID)
+		ss := ServiceStats{Name: svc.Name, Packets: sc.Packets, Bytes: sc.Bytes, NoBackend: sc.NoBackend,
+			Backends: make([]BackendStats, 0, len(svc.Backends))}
 		for _, b := range svc.Backends {
-			bs := BackendStats{State: b.State.String()}
-			if int(b.ID) < len(sum.Backends) {
-				c := sum.Backends[b.ID]
-				bs.Packets, bs.Bytes, bs.NewFlows = c.Packets, c.Bytes, c.NewFlows
-			}
-			ss.Backends[b.Addr.String()] = bs
+			bc := at(sum.Backends, b.ID)
+			ss.Backends = append(ss.Backends, BackendStats{IP: b.Addr.String(), Packets: bc.Packets, Bytes: bc.Bytes, NewFlows: bc.NewFlows})
 		}
-		st.Services[svc.Name] = ss
+		st.Services = append(st.Services, ss)
 	}
 	return st
+}
+
+// at returns s[id], or the zero value when a worker has not yet grown its
+// counters to id.
+func at[T any](s []T, id uint32) T {
+	var zero T
+	if int(id) < len(s) {
+		return s[id]
+	}
+	return zero
 }

@@ -303,7 +303,7 @@ func (c *apiCmd) stats() error {
 	if err := c.nargs(0, "stats"); err != nil {
 		return err
 	}
-	var st types.Stats
+	var st control.Stats
 	raw, err := c.fetch("/api/v1/stats", &st)
 	if err != nil {
 		return err
