@@ -89,4 +89,3 @@ type BackendStatus struct {
 	// NewFlows counts flows Maglev assigned to the backend (all workers).
 	NewFlows uint64 `json:"new_flows"`
 }
-
