@@ -1,8 +1,8 @@
+//go:debug multipathtcp=0
+
 // Command dsrlb is the dsrlb appliance: `run` forwards on the configured
 // DPDK ports, `replay` runs the same data plane over a pcap file, `bench`
 // measures it. This file only wires flags and parts.
-//go:debug multipathtcp=0
-
 package main
 
 import (
