@@ -437,7 +437,7 @@ func TestStatus(t *testing.T) {
 	f.setCounters()
 	w := f.do("GET", "/api/v1/status", "")
 	got := decodeJSON[types.Status](t, w)
-	want := types.Status{Generation: f.store.Generation(), Services: []types.ServiceStatus{
+	want := types.Status{Generation: f.store.Generation(), BGP: []types.BGPPeer{}, Services: []types.ServiceStatus{
 		{Name: "web", VIP: "198.51.100.1", Protocol: "tcp", Port: 80, Mode: "l2", MinHealthy: 1, Usable: 1,
 			Announced: true, Reason: "2 healthy backends >= min_healthy 1",
 			Backends: []types.BackendStatus{

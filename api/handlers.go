@@ -151,7 +151,10 @@ func (s *Server) status(c *gin.Context) {
 	t := s.opts.Store.Typed()
 	snap := s.opts.Store.Snapshots().Load()
 	_, sum := s.counters()
-	st := types.Status{Generation: snap.Generation, Services: make([]types.ServiceStatus, 0, len(t.Services))}
+	st := types.Status{Generation: snap.Generation, Services: make([]types.ServiceStatus, 0, len(t.Services)), BGP: []types.BGPPeer{}}
+	if s.opts.BGP != nil {
+		st.BGP = s.opts.BGP.BGPPeers()
+	}
 	for i := range t.Services {
 		ts := &t.Services[i]
 		ss := types.ServiceStatus{

@@ -2,6 +2,7 @@ package api
 
 import (
 	"net/http"
+	"net/netip"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,6 +42,9 @@ var (
 	mWorkerRatio     = desc("worker_busy_ratio", "Busy polls / polls of the worker since it started.", "worker")
 	mGeneration      = desc("snapshot_generation", "Generation of the published forwarding snapshot.")
 	mChanges         = desc("config_changes_total", "Config changes by result (accepted, rejected).", "result")
+	mBackendUp       = desc("backend_up", "1 while the backend takes flows in the published snapshot (enabled, healthy, next hop resolved).", "service", "backend")
+	mVIPAnnounced    = desc("vip_announced", "1 while the VIP is to be announced over BGP.", "vip")
+	mBGPEstablished  = desc("bgp_session_established", "1 while the BGP session with the peer is established.", "peer")
 )
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
@@ -70,6 +74,7 @@ func (m collector) Collect(ch chan<- prometheus.Metric) {
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		emit(d, prometheus.CounterValue, float64(v), labels...)
 	}
+	announced := map[netip.Addr]bool{}
 	for _, svc := range snap.Services {
 		sc := at(sum.Services, svc.ID)
 		counter(mServicePackets, sc.Packets, svc.Name)
@@ -80,6 +85,12 @@ func (m collector) Collect(ch chan<- prometheus.Metric) {
 			counter(mBackendPackets, bc.Packets, svc.Name, ip)
 			counter(mBackendBytes, bc.Bytes, svc.Name, ip)
 			counter(mBackendNewFlows, bc.NewFlows, svc.Name, ip)
+			emit(mBackendUp, prometheus.GaugeValue, boolGauge(b.State != pipeline.BackendDown), svc.Name, ip)
+		}
+		if m.s.opts.Announcer != nil {
+			vip := netip.AddrFrom4(svc.VIPBytes())
+			ok, _ := m.s.opts.Announcer.Status(vip)
+			announced[vip] = ok
 		}
 	}
 	for r := pipeline.DropReason(1); r < pipeline.NumDropReasons; r++ {
@@ -105,6 +116,14 @@ func (m collector) Collect(ch chan<- prometheus.Metric) {
 		counter(mWorkerBusy, per[i].BusyPolls, w)
 		emit(mWorkerRatio, prometheus.GaugeValue, control.BusyRatio(&per[i]), w)
 	}
+	for vip, ok := range announced {
+		emit(mVIPAnnounced, prometheus.GaugeValue, boolGauge(ok), vip.String())
+	}
+	if m.s.opts.BGP != nil {
+		for _, p := range m.s.opts.BGP.BGPPeers() {
+			emit(mBGPEstablished, prometheus.GaugeValue, boolGauge(p.State == "established"), p.Address)
+		}
+	}
 	emit(mGeneration, prometheus.GaugeValue, float64(snap.Generation))
 	acc, rej := m.s.opts.Store.Changes()
 	counter(mChanges, acc, "accepted")
@@ -121,4 +140,11 @@ func newRegistry(s *Server) *prometheus.Registry {
 
 func metricsHandler(r *prometheus.Registry) http.Handler {
 	return promhttp.HandlerFor(r, promhttp.HandlerOpts{Registry: r})
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -63,6 +63,11 @@ type Announcer interface {
 	Status(vip netip.Addr) (announced bool, reason string)
 }
 
+// BGPStatus reports the BGP sessions of the embedded speaker.
+type BGPStatus interface {
+	BGPPeers() []types.BGPPeer
+}
+
 // Options are the Server's configuration and dependencies.
 type Options struct {
 	// Store holds the live config; required.
@@ -77,7 +82,9 @@ type Options struct {
 	Health    HealthStatus
 	Announcer Announcer
 	Neighbors control.Neighbors
-	Log       zerolog.Logger
+	// BGP may be nil: no sessions are shown.
+	BGP BGPStatus
+	Log zerolog.Logger
 }
 
 // Server is the REST API. Build it with New.

@@ -175,6 +175,13 @@ type Backend struct {
 	outerSum uint32
 }
 
+// VIPBytes returns the VIP as four bytes.
+func (svc *Service) VIPBytes() [4]byte {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], svc.VIP)
+	return b
+}
+
 // Usable reports whether b may carry packets of established flows.
 func (b *Backend) Usable() bool { return b.State != BackendDown }
 

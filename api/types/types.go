@@ -49,6 +49,18 @@ type Status struct {
 	// Generation is the published snapshot's generation.
 	Generation uint64          `json:"generation"`
 	Services   []ServiceStatus `json:"services"`
+	// BGP lists the BGP sessions; empty without a speaker.
+	BGP []BGPPeer `json:"bgp"`
+}
+
+// BGPPeer is one BGP session's state.
+type BGPPeer struct {
+	Address string `json:"address"`
+	ASN     uint32 `json:"asn"`
+	// State is the RFC 4271 FSM state in lower case, e.g. "established".
+	State         string  `json:"state"`
+	UptimeSeconds float64 `json:"uptime_seconds"`
+	PrefixesSent  int     `json:"prefixes_sent"`
 }
 
 // ServiceStatus is one service's live state.

@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dsrlb/dsrlb/api"
+	"github.com/dsrlb/dsrlb/api/types"
 	"github.com/dsrlb/dsrlb/bgp"
 	"github.com/dsrlb/dsrlb/control"
 )
@@ -124,7 +125,11 @@ func run(ctx context.Context, cfg *control.Config, statePath string, log zerolog
 	if env := os.Getenv("DSRLB_API_TOKEN"); env != "" {
 		token = env
 	}
-	srv := api.New(api.Options{Store: store, Token: token, Stats: dp, Health: health, Announcer: board, Neighbors: kern, Log: log})
+	opts := api.Options{Store: store, Token: token, Stats: dp, Health: health, Announcer: board, Neighbors: kern, Log: log}
+	if speaker != nil {
+		opts.BGP = bgpPeers{speaker}
+	}
+	srv := api.New(opts)
 	apiErr := make(chan error, 1)
 	go func() { apiErr <- srv.Run(ctx, t.APIListen) }()
 	log.Info().Str("event", "started").Str("api", t.APIListen).Msg("dsrlb running")
@@ -192,4 +197,16 @@ func bgpConfig(t *control.Typed) bgp.Config {
 			HoldTime: time.Duration(p.HoldTime) * time.Second, Password: p.Password, Port: p.Port})
 	}
 	return c
+}
+
+// bgpPeers shows the speaker's sessions in the API.
+type bgpPeers struct{ s *bgp.Speaker }
+
+func (b bgpPeers) BGPPeers() []types.BGPPeer {
+	var out []types.BGPPeer
+	for _, p := range b.s.Peers() {
+		out = append(out, types.BGPPeer{Address: p.Address.String(), ASN: p.ASN, State: p.State,
+			UptimeSeconds: p.Uptime.Seconds(), PrefixesSent: p.PrefixesSent})
+	}
+	return out
 }
