@@ -1,0 +1,601 @@
+//go:build linux
+
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/dsrlb/dsrlb/cmd/dsrctl/decap"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// backendLink is what setup needs to know about one interface.
+type backendLink struct {
+	Name     string
+	Index    int
+	Kind     string // netlink kind: "veth", "device", "ipip", "gre", ...
+	Up       bool   // administratively up
+	Loopback bool
+	Ether    bool // Ethernet framing: the decapsulator parses a 14-byte header
+	Enslaved bool // a bridge or bond port: its master receives the traffic
+}
+
+// errBackendNoTunnel says the kernel cannot create a tunnel device of a kind.
+var errBackendNoTunnel = errors.New("kernel has no support for this tunnel kind")
+
+// backendHost is the part of the host that setup and teardown change: the
+// current network namespace's links, addresses and IPv4 sysctls, and the
+// pinned eBPF decapsulators. Tests replace it with a fake.
+type backendHost interface {
+	Links() ([]backendLink, error)
+	Addrs(dev string) ([]netip.Prefix, error)
+	AddAddr(dev string, p netip.Prefix) error
+	DelAddr(dev string, p netip.Prefix) error
+	SetUp(dev string, up bool) error
+	// CreateTunnel creates the catch-all tunnel device dev of kind ("ipip"
+	// or "gre"); errBackendNoTunnel when the kernel lacks the kind.
+	CreateTunnel(dev, kind string) error
+	// SetSysctl sets net.ipv4.conf.<dev>.<key> and returns the old value.
+	SetSysctl(dev, key, value string) (old string, err error)
+	// DecapOpen prepares the decapsulator store (BPF filesystem), so that
+	// setup fails before it changes anything when the store is unusable.
+	DecapOpen() error
+	DecapAttach(l backendLink, vip netip.Addr, mode decap.Mode) (decap.AttachResult, error)
+	DecapDetach(ifname string, vip netip.Addr, mode decap.Mode) (decap.DetachResult, error)
+	// DecapList returns the attached decapsulators; it mounts nothing.
+	DecapList() ([]decap.Attachment, error)
+}
+
+func backendDecapMode(mode string) decap.Mode {
+	switch mode {
+	case backendModeIPIP:
+		return decap.IPIP
+	case backendModeGRE:
+		return decap.GRE
+	}
+	return 0
+}
+
+func backendSetup(cfg backendConfig, w io.Writer) error {
+	return backendApply(&backendNetlinkHost{bpffs: cfg.BPFFS}, cfg, w)
+}
+
+func backendTeardown(cfg backendConfig, w io.Writer) error {
+	return backendUndo(&backendNetlinkHost{bpffs: cfg.BPFFS}, cfg, w)
+}
+
+func backendStatus(cfg backendConfig, w io.Writer) error {
+	return backendShowStatus(&backendNetlinkHost{bpffs: cfg.BPFFS}, cfg, w)
+}
+
+// backendDataLinks returns the interfaces that face the load balancer: --dev,
+// or every up, non-loopback Ethernet interface that is not a bridge or bond
+// port and not a tunnel device.
+func backendDataLinks(links []backendLink, dev string) ([]backendLink, error) {
+	if dev != "" {
+		for _, l := range links {
+			if l.Name == dev {
+				if l.Loopback {
+					return nil, fmt.Errorf("--dev %s is the loopback device", dev)
+				}
+				return []backendLink{l}, nil
+			}
+		}
+		return nil, fmt.Errorf("--dev %s: no such interface in this network namespace", dev)
+	}
+	var out []backendLink
+	for _, l := range links {
+		if l.Up && !l.Loopback && l.Ether && !l.Enslaved {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
+
+// backendApply is `backend setup`: it brings the host to the DSR backend
+// state for cfg, changing only what differs, and reports each step.
+func backendApply(h backendHost, cfg backendConfig, w io.Writer) error {
+	links, err := h.Links()
+	if err != nil {
+		return fmt.Errorf("list interfaces: %w", err)
+	}
+	data, err := backendDataLinks(links, cfg.Dev)
+	if err != nil {
+		return err
+	}
+
+	vipDev := "lo"
+	var decapOn []backendLink // eBPF fallback: interfaces to attach to
+	var rpDevs []string       // where decapsulated packets arrive
+	if cfg.Mode != backendModeL2 {
+		tun, kind := backendTunnel(cfg.Mode)
+		kernel, err := backendEnsureTunnel(h, links, tun, kind, w)
+		if err != nil {
+			return err
+		}
+		if kernel {
+			vipDev = tun
+			rpDevs = []string{tun}
+			if err := h.SetUp(tun, true); err != nil {
+				return fmt.Errorf("set %s up: %w", tun, err)
+			}
+		} else {
+			if len(data) == 0 {
+				return fmt.Errorf("no up Ethernet interface to attach the eBPF decapsulator to; pass --dev")
+			}
+			if err := h.DecapOpen(); err != nil {
+				return err
+			}
+			decapOn = data
+			for _, l := range data {
+				rpDevs = append(rpDevs, l.Name)
+			}
+		}
+	}
+
+	if err := backendEnsureAddr(h, vipDev, cfg.VIP, w); err != nil {
+		return err
+	}
+	// lo is down in a fresh network namespace; a VIP on it would be dead.
+	for _, l := range links {
+		if l.Loopback && !l.Up {
+			if err := h.SetUp(l.Name, true); err != nil {
+				return fmt.Errorf("set %s up: %w", l.Name, err)
+			}
+			fmt.Fprintf(w, "link %s: set up\n", l.Name)
+		}
+	}
+
+	arpDevs := []string{"all", "lo"}
+	for _, l := range data {
+		arpDevs = append(arpDevs, l.Name)
+	}
+	for _, d := range arpDevs {
+		if err := backendSysctl(h, d, "arp_ignore", "1", w); err != nil {
+			return err
+		}
+		if err := backendSysctl(h, d, "arp_announce", "2", w); err != nil {
+			return err
+		}
+	}
+	if cfg.Mode != backendModeL2 {
+		for _, d := range append([]string{"all"}, rpDevs...) {
+			if err := backendSysctl(h, d, "rp_filter", "0", w); err != nil {
+				return err
+			}
+		}
+	}
+
+	mode := backendDecapMode(cfg.Mode)
+	for _, l := range decapOn {
+		res, err := h.DecapAttach(l, cfg.VIP, mode)
+		if err != nil {
+			return fmt.Errorf("decapsulator on %s: %w", l.Name, err)
+		}
+		var what []string
+		switch {
+		case res.Replaced:
+			what = append(what, "replaced a stale link")
+		case res.Attached:
+			what = append(what, "attached to TCX ingress")
+		case res.Upgraded:
+			what = append(what, "program upgraded")
+		default:
+			what = append(what, "already attached")
+		}
+		if res.Added {
+			what = append(what, fmt.Sprintf("%s %s added", cfg.VIP, cfg.Mode))
+		} else {
+			what = append(what, fmt.Sprintf("%s %s already present", cfg.VIP, cfg.Mode))
+		}
+		fmt.Fprintf(w, "decap %s: %s (pins %s)\n", l.Name, strings.Join(what, ", "), res.Dir)
+	}
+	how := "VIP on " + vipDev
+	if len(decapOn) > 0 {
+		how += ", eBPF decapsulator"
+	}
+	fmt.Fprintf(w, "backend ready: VIP %s mode %s (%s)\n", cfg.VIP, cfg.Mode, how)
+	return nil
+}
+
+// backendEnsureTunnel makes sure the kernel's catch-all tunnel device exists.
+// It reports false, without error, when the kernel cannot create it.
+func backendEnsureTunnel(h backendHost, links []backendLink, tun, kind string, w io.Writer) (bool, error) {
+	for _, l := range links {
+		if l.Name == tun {
+			if l.Kind != kind {
+				return false, fmt.Errorf("interface %s exists but is of kind %q, not %s", tun, l.Kind, kind)
+			}
+			fmt.Fprintf(w, "tunnel %s: present\n", tun)
+			return true, nil
+		}
+	}
+	err := h.CreateTunnel(tun, kind)
+	switch {
+	case err == nil:
+		fmt.Fprintf(w, "tunnel %s: created\n", tun)
+		return true, nil
+	case errors.Is(err, errBackendNoTunnel):
+		fmt.Fprintf(w, "tunnel %s: the kernel has no %s support, using the eBPF decapsulator\n", tun, kind)
+		return false, nil
+	case errors.Is(err, unix.EEXIST):
+		// Loading the module created the fallback device first.
+		fmt.Fprintf(w, "tunnel %s: present\n", tun)
+		return true, nil
+	}
+	return false, fmt.Errorf("create tunnel %s: %w", tun, err)
+}
+
+func backendVIPPrefix(vip netip.Addr) netip.Prefix { return netip.PrefixFrom(vip, 32) }
+
+func backendHasAddr(h backendHost, dev string, vip netip.Addr) (bool, error) {
+	addrs, err := h.Addrs(dev)
+	if err != nil {
+		return false, fmt.Errorf("addresses of %s: %w", dev, err)
+	}
+	return slices.Contains(addrs, backendVIPPrefix(vip)), nil
+}
+
+func backendEnsureAddr(h backendHost, dev string, vip netip.Addr, w io.Writer) error {
+	has, err := backendHasAddr(h, dev, vip)
+	if err != nil {
+		return err
+	}
+	if has {
+		fmt.Fprintf(w, "address %s/32 on %s: present\n", vip, dev)
+		return nil
+	}
+	if err := h.AddAddr(dev, backendVIPPrefix(vip)); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("add %s/32 to %s: %w", vip, dev, err)
+	}
+	fmt.Fprintf(w, "address %s/32 on %s: added\n", vip, dev)
+	return nil
+}
+
+func backendSysctl(h backendHost, dev, key, value string, w io.Writer) error {
+	old, err := h.SetSysctl(dev, key, value)
+	if err != nil {
+		return fmt.Errorf("sysctl %s=%s: %w", backendSysctlName(dev, key), value, err)
+	}
+	if old == value {
+		fmt.Fprintf(w, "sysctl %s=%s: unchanged\n", backendSysctlName(dev, key), value)
+	} else {
+		fmt.Fprintf(w, "sysctl %s=%s: was %s\n", backendSysctlName(dev, key), value, old)
+	}
+	return nil
+}
+
+// backendUndo is `backend teardown`. It removes what setup added for this
+// VIP and mode: the VIP address (unless the decapsulator still serves the VIP
+// in another mode) and the decapsulator's map entry, and the decapsulator
+// itself with its last VIP. Sysctls stay as they are: they are host-wide and
+// shared by every VIP, other services may rely on them, and arp_ignore=1,
+// arp_announce=2 are harmless on a backend.
+func backendUndo(h backendHost, cfg backendConfig, w io.Writer) error {
+	links, err := h.Links()
+	if err != nil {
+		return fmt.Errorf("list interfaces: %w", err)
+	}
+	if cfg.Dev != "" && !slices.ContainsFunc(links, func(l backendLink) bool { return l.Name == cfg.Dev }) {
+		// The interface may be gone; its pins can still be removed.
+		fmt.Fprintf(w, "note: interface %s does not exist\n", cfg.Dev)
+	}
+	changed := false
+	removeFromLo := cfg.Mode == backendModeL2
+	if cfg.Mode != backendModeL2 {
+		tun, kind := backendTunnel(cfg.Mode)
+		if slices.ContainsFunc(links, func(l backendLink) bool { return l.Name == tun && l.Kind == kind }) {
+			has, err := backendHasAddr(h, tun, cfg.VIP)
+			if err != nil {
+				return err
+			}
+			if has {
+				if err := h.DelAddr(tun, backendVIPPrefix(cfg.VIP)); err != nil {
+					return fmt.Errorf("remove %s/32 from %s: %w", cfg.VIP, tun, err)
+				}
+				fmt.Fprintf(w, "address %s/32 on %s: removed\n", cfg.VIP, tun)
+				changed = true
+				if left, err := h.Addrs(tun); err == nil && len(left) == 0 {
+					if err := h.SetUp(tun, false); err != nil {
+						return fmt.Errorf("set %s down: %w", tun, err)
+					}
+					fmt.Fprintf(w, "tunnel %s: down (no address left)\n", tun)
+				}
+			}
+		}
+		atts, err := h.DecapList()
+		if err != nil {
+			return err
+		}
+		mode := backendDecapMode(cfg.Mode)
+		for _, a := range atts {
+			if cfg.Dev != "" && a.Ifname != cfg.Dev {
+				continue
+			}
+			if a.VIPs[cfg.VIP]&mode == 0 {
+				continue
+			}
+			res, err := h.DecapDetach(a.Ifname, cfg.VIP, mode)
+			if err != nil {
+				return fmt.Errorf("decapsulator on %s: %w", a.Ifname, err)
+			}
+			if res.Removed {
+				removeFromLo = true
+				changed = true
+				msg := fmt.Sprintf("%s %s removed", cfg.VIP, cfg.Mode)
+				if res.Detached {
+					msg += ", last VIP: detached and unpinned"
+				}
+				fmt.Fprintf(w, "decap %s: %s\n", a.Ifname, msg)
+			}
+		}
+	}
+
+	if removeFromLo {
+		atts, err := h.DecapList()
+		if err != nil {
+			return err
+		}
+		var users []string
+		for _, a := range atts {
+			if m := a.VIPs[cfg.VIP]; m != 0 {
+				users = append(users, a.Ifname+" ("+m.String()+")")
+			}
+		}
+		has, err := backendHasAddr(h, "lo", cfg.VIP)
+		if err != nil {
+			return err
+		}
+		switch {
+		case !has:
+		case len(users) > 0:
+			fmt.Fprintf(w, "address %s/32 on lo: kept, still decapsulated on %s\n", cfg.VIP, strings.Join(users, ", "))
+		default:
+			if err := h.DelAddr("lo", backendVIPPrefix(cfg.VIP)); err != nil {
+				return fmt.Errorf("remove %s/32 from lo: %w", cfg.VIP, err)
+			}
+			fmt.Fprintf(w, "address %s/32 on lo: removed\n", cfg.VIP)
+			changed = true
+		}
+	}
+	if !changed {
+		fmt.Fprintf(w, "nothing to undo for VIP %s mode %s\n", cfg.VIP, cfg.Mode)
+	}
+	fmt.Fprintln(w, "sysctls (arp_ignore, arp_announce, rp_filter) left as they are: they are shared by every VIP")
+	return nil
+}
+
+// backendStatusJSON is the -o json form of `backend status`.
+type backendStatusJSON struct {
+	Decapsulators []backendDecapJSON `json:"decapsulators"`
+}
+
+type backendDecapJSON struct {
+	Interface    string            `json:"interface"`
+	Ifindex      int               `json:"ifindex"`
+	Stale        bool              `json:"stale"`
+	LinkID       uint32            `json:"link_id"`
+	ProgramID    uint32            `json:"program_id"`
+	Pins         string            `json:"pins"`
+	VIPs         map[string]string `json:"vips"`
+	IPIPPackets  uint64            `json:"ipip_packets"`
+	GREPackets   uint64            `json:"gre_packets"`
+	AdjustErrors uint64            `json:"adjust_errors"`
+}
+
+func backendShowStatus(h backendHost, cfg backendConfig, w io.Writer) error {
+	atts, err := h.DecapList()
+	if err != nil {
+		return err
+	}
+	if cfg.Output == "json" {
+		out := backendStatusJSON{Decapsulators: []backendDecapJSON{}}
+		for _, a := range atts {
+			d := backendDecapJSON{
+				Interface: a.Ifname, Ifindex: a.Ifindex, Stale: a.Stale(),
+				LinkID: a.LinkID, ProgramID: a.ProgID, Pins: a.Dir,
+				VIPs:         map[string]string{},
+				IPIPPackets:  a.Counters.IPIP,
+				GREPackets:   a.Counters.GRE,
+				AdjustErrors: a.Counters.AdjustErrors,
+			}
+			for v, m := range a.VIPs {
+				d.VIPs[v.String()] = m.String()
+			}
+			out.Decapsulators = append(out.Decapsulators, d)
+		}
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	if len(atts) == 0 {
+		fmt.Fprintln(w, "no eBPF decapsulator in this network namespace")
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "INTERFACE\tIFINDEX\tLINK\tPROG\tVIPS\tIPIP PKTS\tGRE PKTS\tERRORS")
+	for _, a := range atts {
+		var vips []string
+		for _, v := range a.SortedVIPs() {
+			vips = append(vips, v.String()+"/"+a.VIPs[v].String())
+		}
+		idx := fmt.Sprint(a.Ifindex)
+		if a.Stale() {
+			idx = "gone"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%d\t%d\t%d\n", a.Ifname, idx, a.LinkID, a.ProgID,
+			strings.Join(vips, ","), a.Counters.IPIP, a.Counters.GRE, a.Counters.AdjustErrors)
+	}
+	return tw.Flush()
+}
+
+// backendNetlinkHost is the real host: netlink in the current network
+// namespace, /proc/sys/net/ipv4/conf, and the decap store under bpffs.
+type backendNetlinkHost struct {
+	bpffs string
+	store *decap.Store
+}
+
+func (h *backendNetlinkHost) Links() ([]backendLink, error) {
+	ls, err := netlink.LinkList()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]backendLink, 0, len(ls))
+	for _, l := range ls {
+		a := l.Attrs()
+		out = append(out, backendLink{
+			Name:     a.Name,
+			Index:    a.Index,
+			Kind:     l.Type(),
+			Up:       a.Flags&net.FlagUp != 0,
+			Loopback: a.Flags&net.FlagLoopback != 0,
+			Ether:    a.EncapType == "ether",
+			Enslaved: a.MasterIndex != 0,
+		})
+	}
+	return out, nil
+}
+
+func (h *backendNetlinkHost) Addrs(dev string) ([]netip.Prefix, error) {
+	l, err := netlink.LinkByName(dev)
+	if err != nil {
+		return nil, err
+	}
+	as, err := netlink.AddrList(l, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Prefix
+	for _, a := range as {
+		ip, ok := netip.AddrFromSlice(a.IP.To4())
+		if !ok {
+			continue
+		}
+		ones, _ := a.Mask.Size()
+		out = append(out, netip.PrefixFrom(ip, ones))
+	}
+	return out, nil
+}
+
+func backendNetlinkAddr(p netip.Prefix) *netlink.Addr {
+	return &netlink.Addr{IPNet: &net.IPNet{
+		IP:   net.IP(p.Addr().AsSlice()),
+		Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen()),
+	}}
+}
+
+func (h *backendNetlinkHost) AddAddr(dev string, p netip.Prefix) error {
+	l, err := netlink.LinkByName(dev)
+	if err != nil {
+		return err
+	}
+	return netlink.AddrAdd(l, backendNetlinkAddr(p))
+}
+
+func (h *backendNetlinkHost) DelAddr(dev string, p netip.Prefix) error {
+	l, err := netlink.LinkByName(dev)
+	if err != nil {
+		return err
+	}
+	return netlink.AddrDel(l, backendNetlinkAddr(p))
+}
+
+func (h *backendNetlinkHost) SetUp(dev string, up bool) error {
+	l, err := netlink.LinkByName(dev)
+	if err != nil {
+		return err
+	}
+	if up {
+		return netlink.LinkSetUp(l)
+	}
+	return netlink.LinkSetDown(l)
+}
+
+func (h *backendNetlinkHost) CreateTunnel(dev, kind string) error {
+	attrs := netlink.LinkAttrs{Name: dev}
+	var l netlink.Link
+	switch kind {
+	case "ipip":
+		l = &netlink.Iptun{LinkAttrs: attrs, Local: net.IPv4zero, Remote: net.IPv4zero, PMtuDisc: 1}
+	case "gre":
+		// An IPv4 Local makes the library ask for "gre", not "ip6gre".
+		l = &netlink.Gretun{LinkAttrs: attrs, Local: net.IPv4zero, Remote: net.IPv4zero, PMtuDisc: 1}
+	default:
+		return fmt.Errorf("unknown tunnel kind %q", kind)
+	}
+	err := netlink.LinkAdd(l)
+	if errors.Is(err, unix.EOPNOTSUPP) {
+		return fmt.Errorf("%w: %v", errBackendNoTunnel, err)
+	}
+	return err
+}
+
+func (h *backendNetlinkHost) SetSysctl(dev, key, value string) (string, error) {
+	path := filepath.Join("/proc/sys/net/ipv4/conf", dev, key)
+	old, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	o := strings.TrimSpace(string(old))
+	if o == value {
+		return o, nil
+	}
+	return o, os.WriteFile(path, []byte(value+"\n"), 0o644)
+}
+
+func (h *backendNetlinkHost) openStore() (*decap.Store, error) {
+	if h.store != nil {
+		return h.store, nil
+	}
+	s, err := decap.Open(h.bpffs)
+	if err != nil {
+		return nil, err
+	}
+	// Free what dead network namespaces left behind.
+	if _, err := s.CollectGarbage(); err != nil {
+		return nil, fmt.Errorf("collect stale pins: %w", err)
+	}
+	h.store = s
+	return s, nil
+}
+
+func (h *backendNetlinkHost) DecapOpen() error {
+	_, err := h.openStore()
+	return err
+}
+
+func (h *backendNetlinkHost) DecapAttach(l backendLink, vip netip.Addr, mode decap.Mode) (decap.AttachResult, error) {
+	s, err := h.openStore()
+	if err != nil {
+		return decap.AttachResult{}, err
+	}
+	return s.Attach(l.Name, l.Index, vip, mode)
+}
+
+func (h *backendNetlinkHost) DecapDetach(ifname string, vip netip.Addr, mode decap.Mode) (decap.DetachResult, error) {
+	s, err := decap.OpenExisting(h.bpffs)
+	if err != nil || s == nil {
+		return decap.DetachResult{}, err
+	}
+	return s.Detach(ifname, vip, mode)
+}
+
+func (h *backendNetlinkHost) DecapList() ([]decap.Attachment, error) {
+	s, err := decap.OpenExisting(h.bpffs)
+	if err != nil || s == nil {
+		return nil, err
+	}
+	return s.List()
+}

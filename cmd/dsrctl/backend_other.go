@@ -1,0 +1,15 @@
+//go:build !linux
+
+package main
+
+import (
+	"errors"
+	"io"
+)
+
+var errBackendNotLinux = errors.New("backend setup, teardown and status configure a Linux host; " +
+	"use `dsrctl backend script --os windows` for Windows backends")
+
+func backendSetup(backendConfig, io.Writer) error    { return errBackendNotLinux }
+func backendTeardown(backendConfig, io.Writer) error { return errBackendNotLinux }
+func backendStatus(backendConfig, io.Writer) error   { return errBackendNotLinux }

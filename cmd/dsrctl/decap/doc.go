@@ -1,0 +1,47 @@
+// Package decap is the eBPF IP-in-IP / GRE decapsulator that dsrctl attaches
+// to a DSR backend whose kernel cannot terminate the tunnels itself (no ipip
+// or ip_gre module).
+//
+// The load balancer sends a backend the client's packet unchanged inside an
+// outer IPv4 header (RFC 2003, protocol 4) or an outer IPv4 header plus a
+// 4-byte GRE header (RFC 2784, protocol 47, GRE protocol 0x0800). On the
+// backend a SchedCLS program on TCX ingress of the receiving interface strips
+// the envelope with bpf_skb_adjust_room when the inner destination is one of
+// the VIPs in its map, so the kernel then delivers the inner packet to the VIP
+// configured on lo exactly as an L2 DSR packet. Everything else passes
+// untouched.
+//
+// The program is assembled in Go with cilium/ebpf's asm package: building
+// dsrctl needs no clang and no committed object file.
+//
+// Objects live pinned in a BPF filesystem so that separate dsrctl processes
+// can add and remove VIPs and the decapsulator outlives the process that
+// attached it:
+//
+//	<bpffs>/dsrlb/<ifname>/                 (initial network namespace)
+//	<bpffs>/dsrlb/netns-<inode>/<ifname>/   (any other network namespace)
+//	    link       the TCX ingress link (holds the attachment)
+//	    prog       the program
+//	    dsr_vips   hash map VIP (4 bytes, network order) -> Mode bits
+//	    dsr_stats  per-CPU array of Counters
+//
+// Limits, by design (such packets pass untouched, and a kernel without the
+// tunnel modules then drops them):
+//   - Ethernet devices only (the program parses a 14-byte header; a VLAN
+//     tag must already be stripped by the NIC or a VLAN device);
+//   - outer IPv4 without options, not fragmented, with a valid header
+//     checksum (the program checks it, since the kernel never sees the
+//     outer header); the load balancer sends DF envelopes and answers
+//     oversize packets with ICMP "fragmentation needed";
+//   - GRE: only the 4-byte base header (no checksum, key or sequence
+//     number) carrying IPv4;
+//   - only frames addressed to this host's MAC (PACKET_HOST).
+//
+// The envelope costs 20 (IPIP) or 24 (GRE) bytes: the path from the load
+// balancer needs an MTU that much larger than the backends' MTU, or TCP MSS
+// clamping. The program returns TCX_NEXT, so other TCX programs on the
+// interface still run, after it, on the inner packet. It passes
+// BPF_F_ADJ_ROOM_FIXED_GSO so that a GRO-merged packet keeps its MSS.
+//
+// The package is Linux-only; on other systems it holds only this comment.
+package decap
