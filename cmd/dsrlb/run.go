@@ -125,9 +125,10 @@ func run(ctx context.Context, cfg *control.Config, statePath string, log zerolog
 	if env := os.Getenv("DSRLB_API_TOKEN"); env != "" {
 		token = env
 	}
-	opts := api.Options{Store: store, Token: token, Stats: dp, Health: health, Announcer: board, Neighbors: kern, Log: log}
+	opts := api.Options{Store: store, Token: token, Stats: dp, Health: health, Neighbors: kern, Log: log}
 	if speaker != nil {
 		opts.BGP = bgpPeers{speaker}
+		opts.Announcer = board
 	}
 	srv := api.New(opts)
 	apiErr := make(chan error, 1)

@@ -1,0 +1,146 @@
+// Command backendsrv is the testbed's real server: an HTTP server and a UDP
+// echo that name themselves in every answer, so a client can tell which
+// backend a load balancer picked.
+//
+//	backendsrv --name be1 --http :80 --udp :9000
+//
+// HTTP (keep-alive as usual for net/http):
+//
+//	GET  /             backend=be1 client=10.99.0.10:40312
+//	POST /upload       backend=be1 bytes=1048576 sha256=<hex of the body>
+//	GET  /slow?ms=N    answers after N milliseconds (at most 60 s)
+//
+// UDP: every datagram is answered with "backend=be1 " followed by the
+// datagram's payload, from the address it was sent to (the VIP for DSR).
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"golang.org/x/net/ipv4"
+)
+
+func main() {
+	name := flag.String("name", "", "backend name put in every answer (required)")
+	httpAddr := flag.String("http", ":80", "HTTP listen address; empty disables HTTP")
+	udpAddr := flag.String("udp", "", "UDP echo listen address; empty disables UDP")
+	flag.Parse()
+	if *name == "" {
+		fmt.Fprintln(os.Stderr, "backendsrv: --name is required")
+		os.Exit(2)
+	}
+	log.SetPrefix("backendsrv " + *name + ": ")
+	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	errc := make(chan error, 2)
+	if *httpAddr != "" {
+		srv := &http.Server{Addr: *httpAddr, Handler: newHandler(*name), ReadHeaderTimeout: 10 * time.Second}
+		ln, err := net.Listen("tcp", *httpAddr)
+		if err != nil {
+			log.Fatal(err)
+		}
+		log.Printf("http listening on %s", ln.Addr())
+		go func() { errc <- srv.Serve(ln) }()
+		go func() {
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx)
+		}()
+	}
+	if *udpAddr != "" {
+		pc, err := net.ListenPacket("udp4", *udpAddr)
+		if err != nil {
+			log.Fatal(err)
+		}
+		log.Printf("udp echo listening on %s", pc.LocalAddr())
+		go func() { errc <- udpEcho(ipv4.NewPacketConn(pc), *name) }()
+		go func() { <-ctx.Done(); pc.Close() }()
+	}
+	select {
+	case <-ctx.Done():
+		log.Print("stopping")
+	case err := <-errc:
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Fatal(err)
+		}
+	}
+}
+
+// newHandler returns the HTTP routes of backend name.
+func newHandler(name string) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "backend=%s client=%s\n", name, r.RemoteAddr)
+	})
+	mux.HandleFunc("POST /upload", func(w http.ResponseWriter, r *http.Request) {
+		h := sha256.New()
+		n, err := io.Copy(h, r.Body)
+		if err != nil {
+			http.Error(w, fmt.Sprintf("backend=%s error=%v", name, err), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintf(w, "backend=%s bytes=%d sha256=%s\n", name, n, hex.EncodeToString(h.Sum(nil)))
+	})
+	mux.HandleFunc("GET /slow", func(w http.ResponseWriter, r *http.Request) {
+		ms, err := strconv.Atoi(r.URL.Query().Get("ms"))
+		if err != nil || ms < 0 || ms > 60000 {
+			http.Error(w, "ms must be 0..60000", http.StatusBadRequest)
+			return
+		}
+		select {
+		case <-time.After(time.Duration(ms) * time.Millisecond):
+		case <-r.Context().Done():
+			return
+		}
+		fmt.Fprintf(w, "backend=%s slept=%dms client=%s\n", name, ms, r.RemoteAddr)
+	})
+	return mux
+}
+
+// udpEcho answers every datagram on pc until pc is closed. A socket bound to
+// the wildcard address would answer from the address the route to the
+// client prefers (the backend's own), so each answer is sent from the
+// datagram's destination address instead (IP_PKTINFO): the VIP on lo when
+// the datagram came through a DSR load balancer.
+func udpEcho(pc *ipv4.PacketConn, name string) error {
+	if err := pc.SetControlMessage(ipv4.FlagDst, true); err != nil {
+		return fmt.Errorf("udp: IP_PKTINFO: %w", err)
+	}
+	buf := make([]byte, 64<<10)
+	prefix := []byte("backend=" + name + " ")
+	out := make([]byte, 0, len(prefix)+len(buf))
+	for {
+		n, cm, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		var reply *ipv4.ControlMessage
+		if cm != nil && cm.Dst != nil && !cm.Dst.IsMulticast() {
+			reply = &ipv4.ControlMessage{Src: cm.Dst}
+		}
+		out = append(append(out[:0], prefix...), buf[:n]...)
+		if _, err := pc.WriteTo(out, reply, from); err != nil {
+			log.Printf("udp reply to %s: %v", from, err)
+		}
+	}
+}

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/ipv4"
+)
+
+func TestHTTP(t *testing.T) {
+	srv := httptest.NewServer(newHandler("be7"))
+	defer srv.Close()
+	body := strings.Repeat("x", 100000)
+	sum := sha256.Sum256([]byte(body))
+	for _, tc := range []struct {
+		desc, method, path, body string
+		wantCode                 int
+		wantPrefix               string
+	}{
+		{"root names the backend", "GET", "/", "", 200, "backend=be7 client=127.0.0.1:"},
+		{"upload hashes the body", "POST", "/upload", body, 200, "backend=be7 bytes=100000 sha256=" + hex.EncodeToString(sum[:]) + "\n"},
+		{"slow answers after the delay", "GET", "/slow?ms=20", "", 200, "backend=be7 slept=20ms"},
+		{"slow wants a number", "GET", "/slow?ms=x", "", 400, "ms must be"},
+		{"unknown path", "GET", "/nope", "", 404, "404"},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			req, _ := http.NewRequest(tc.method, srv.URL+tc.path, strings.NewReader(tc.body))
+			start := time.Now()
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.wantCode || !strings.HasPrefix(string(b), tc.wantPrefix) {
+				t.Errorf("got %d %q, want %d %q...", resp.StatusCode, b, tc.wantCode, tc.wantPrefix)
+			}
+			if strings.HasPrefix(tc.path, "/slow?ms=20") && time.Since(start) < 20*time.Millisecond {
+				t.Errorf("answered after %v, want at least 20ms", time.Since(start))
+			}
+		})
+	}
+}
+
+// TestUDPEchoAnswersFromTheDestination sends to 127.0.0.2 while the echo
+// listens on the wildcard address: the answer must come from 127.0.0.2 (as
+// it must come from the VIP behind a DSR load balancer), not from the
+// address the route would pick (127.0.0.1).
+func TestUDPEchoAnswersFromTheDestination(t *testing.T) {
+	pc, err := net.ListenPacket("udp4", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go udpEcho(ipv4.NewPacketConn(pc), "be7")
+	defer pc.Close()
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+
+	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	dst := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2), Port: port}
+	if _, err := c.WriteTo([]byte("hello"), dst); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 100)
+	n, from, err := c.ReadFrom(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(buf[:n]), "backend=be7 hello"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got := from.String(); got != dst.String() {
+		t.Errorf("answer came from %s, want %s", got, dst)
+	}
+}

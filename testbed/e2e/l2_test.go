@@ -1,0 +1,195 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dsrlb/dsrlb/testbed/nsbed"
+)
+
+// TestL2DSR drives real traffic through the appliance in the L2 DSR bed
+// and checks that it is balanced, sticky per connection, and that no answer
+// passes through the appliance.
+func TestL2DSR(t *testing.T) {
+	l := startL2(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+
+	t.Run("kernel exception path and neighbours", func(t *testing.T) {
+		// The appliance's kernel answers ARP and ICMP echo for its port
+		// address and the VIP through the tap.
+		for _, ip := range []string{nsbed.L2ApplianceIP.String(), nsbed.L2VIP.String()} {
+			if out, err := l.Client.Run("ping", "-c1", "-W2", ip); err != nil {
+				t.Errorf("ping %s from the client: %v\n%s", ip, err, out)
+			}
+		}
+		// Next-hop MACs come from the kernel's neighbour table.
+		st, err := l.Appliance.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		macOf := map[string]string{}
+		for _, b := range l.Backends {
+			macOf[b.IP.String()] = b.MAC
+		}
+		for _, svc := range st.Services {
+			for _, b := range svc.Backends {
+				if b.NextHopMAC != macOf[b.IP] {
+					t.Errorf("%s/%s: next hop MAC %q, want the backend's %s", svc.Name, b.IP, b.NextHopMAC, macOf[b.IP])
+				}
+			}
+		}
+	})
+
+	ev, err := l.StartEvidence()
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := l.Appliance.Stats(ctx)
+	if err != nil {
+		t.Fatalf("stats: %v", err)
+	}
+	var requests, tcpConns uint64
+
+	t.Run("separate connections spread over every backend", func(t *testing.T) {
+		const n = 200
+		got, err := nsbed.CurlMany(ctx, l.Client, l.URL("/"), n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		requests += uint64(got.Requests)
+		tcpConns += uint64(got.Conns)
+		t.Logf("curl: %d requests, %d connections: %s", got.Requests, got.Conns, got.Spread())
+		if got.ErrorCount != 0 {
+			t.Errorf("got %d failed requests, want 0: %s", got.ErrorCount, strings.Join(got.Errors, "; "))
+		}
+		if got.OK != n || got.Conns != n || len(got.ClientAddrs) != n {
+			t.Errorf("got %d answers on %d connections from %d client addresses, want %d each", got.OK, got.Conns, len(got.ClientAddrs), n)
+		}
+		if miss := l.Missing(got.PerBackend); len(miss) != 0 {
+			t.Errorf("backends %v answered nothing (spread %s)", miss, got.Spread())
+		}
+	})
+
+	t.Run("keep-alive connection stays on one backend", func(t *testing.T) {
+		const n = 50
+		got, err := nsbed.KeepAlive(ctx, l.Client, l.URL("/"), n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		requests += uint64(got.Requests)
+		tcpConns += uint64(got.Conns)
+		if got.ErrorCount != 0 {
+			t.Errorf("got %d failed requests, want 0: %s", got.ErrorCount, strings.Join(got.Errors, "; "))
+		}
+		if got.Conns != 1 || len(got.ClientAddrs) != 1 {
+			t.Errorf("got %d connections, %d client addresses, want 1 of each", got.Conns, len(got.ClientAddrs))
+		}
+		if len(got.PerBackend) != 1 || got.OK != n {
+			t.Errorf("got answers %s (%d ok), want all %d from one backend", got.Spread(), got.OK, n)
+		}
+	})
+
+	t.Run("udp flows spread and answered from the VIP", func(t *testing.T) {
+		const flows, per = 30, 3
+		got, err := nsbed.UDPFlows(ctx, l.Client, l.UDPAddr(), flows, per)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("udp: %d flows, %d/%d answered: %s; sources %v", got.Flows, got.Received, got.Sent, got.Spread(), got.Sources)
+		if got.Received != flows*per || len(got.Errors) != 0 {
+			t.Errorf("got %d of %d answers, errors %v", got.Received, flows*per, got.Errors)
+		}
+		if len(got.Sources) != 1 || got.Sources[l.UDPAddr()] == 0 {
+			t.Errorf("answers came from %v, want only %s", got.Sources, l.UDPAddr())
+		}
+		if got.Split != 0 {
+			t.Errorf("%d flows were answered by more than one backend", got.Split)
+		}
+		if miss := l.Missing(got.PerBackend); len(miss) != 0 {
+			t.Errorf("backends %v answered no flow (spread %s)", miss, got.Spread())
+		}
+	})
+
+	t.Run("1 MB upload arrives intact", func(t *testing.T) {
+		got, err := nsbed.Upload(ctx, l.Client, l.URL("/upload"), 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		requests++
+		tcpConns++
+		if !got.OK() {
+			t.Errorf("backend %s got %d bytes sha256 %s, sent %d bytes sha256 %s", got.Backend, got.Echoed, got.EchoedSHA256, got.Sent, got.SHA256)
+		}
+	})
+
+	t.Run("wrk load without errors", func(t *testing.T) {
+		const conns = 16
+		got, err := nsbed.Wrk(ctx, l.Client, l.URL("/"), 3*time.Second, conns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		requests += uint64(got.Requests)
+		tcpConns += conns
+		t.Logf("wrk: %d requests in %v (%.0f/s): %s", got.Requests, got.Duration.Round(time.Millisecond), got.RPS(), nsbed.Spread(got.PerBackend))
+		if got.ErrorCount() != 0 {
+			t.Errorf("wrk errors %v, want none", got.Errors)
+		}
+		if got.Requests < 1000 {
+			t.Errorf("wrk made %d requests, want at least 1000", got.Requests)
+		}
+	})
+
+	after, err := l.Appliance.Stats(ctx)
+	if err != nil {
+		t.Fatalf("stats: %v", err)
+	}
+	delta := after.Sub(before)
+
+	t.Run("answers bypass the appliance", func(t *testing.T) {
+		rep, err := ev.Finish(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("appliance NIC: %d packets from the VIP; client: %d SYN-ACK/UDP answers from the VIP by backend MAC %v",
+			rep.ApplianceFromVIP, rep.ClientFromVIP, rep.ByBackend)
+		for _, p := range rep.Problems(l) {
+			t.Error(p)
+		}
+		if miss := l.Missing(rep.ByBackend); len(miss) != 0 {
+			t.Errorf("no answer from backends %v reached the client", miss)
+		}
+	})
+
+	t.Run("appliance counters see requests, never answers", func(t *testing.T) {
+		t.Logf("appliance delta: rx %d tx %d to kernel %d from kernel %d dropped %d; services %v",
+			delta.Totals.RxPackets, delta.Totals.TxPackets, delta.Totals.ToKernel, delta.Totals.FromKernel, delta.Totals.Dropped, delta.Services)
+		for _, p := range nsbed.CounterProblems(delta, requests) {
+			t.Error(p)
+		}
+		web := delta.Services["web"]
+		var newFlows uint64
+		for _, b := range web.Backends {
+			newFlows += b.NewFlows
+		}
+		if newFlows < tcpConns {
+			t.Errorf("web: %d new flows, want at least the %d TCP connections made", newFlows, tcpConns)
+		}
+		echo := delta.Services["echo"]
+		var udpFlows uint64
+		for _, b := range echo.Backends {
+			udpFlows += b.NewFlows
+		}
+		if udpFlows != 30 {
+			t.Errorf("echo: %d new flows, want 30", udpFlows)
+		}
+	})
+
+	t.Run("dsrlb stops cleanly", func(t *testing.T) {
+		if err := l.Appliance.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+}

@@ -1,0 +1,115 @@
+package nsbed
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Backend is a DSR backend host: the VIP on lo, ARP for it silenced, and
+// backendsrv answering.
+type Backend struct {
+	Name  string
+	NS    *NS
+	IP    netip.Addr // its own address
+	Iface string     // the interface facing the load balancer
+	MAC   string
+	Proc  *Proc
+}
+
+// SetupDSRBackend makes ns a DSR backend for vip in mode (l2, ipip, gre)
+// with `dsrctl backend setup --vip V --mode M --dev IFACE` and, for every
+// mode, checks the essentials the seeds describe for Linux: the VIP as a
+// /32 on lo, arp_ignore=1 and arp_announce=2 in effect on iface.
+func SetupDSRBackend(ns *NS, dsrctl string, vip netip.Addr, mode, iface string) error {
+	out, err := ns.Run(dsrctl, "backend", "setup", "--vip", vip.String(), "--mode", mode, "--dev", iface)
+	if err != nil {
+		return err
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	ns.bed.Logf("%s: dsrctl backend setup --vip %s --mode %s --dev %s: %s", ns.Short, vip, mode, iface, lines[len(lines)-1])
+	return CheckDSRBackend(ns, vip, iface)
+}
+
+// CheckDSRBackend verifies that ns holds vip as a /32 on lo and neither
+// answers nor announces it by ARP on iface (the kernel uses the larger of
+// the "all" and per-interface values).
+func CheckDSRBackend(ns *NS, vip netip.Addr, iface string) error {
+	out, err := ns.Run("ip", "-j", "addr", "show", "dev", "lo")
+	if err != nil {
+		return err
+	}
+	var links []struct {
+		AddrInfo []struct {
+			Local     string `json:"local"`
+			PrefixLen int    `json:"prefixlen"`
+		} `json:"addr_info"`
+	}
+	if err := json.Unmarshal([]byte(out), &links); err != nil {
+		return fmt.Errorf("[%s] ip -j addr: %w", ns.Short, err)
+	}
+	found := false
+	for _, l := range links {
+		for _, a := range l.AddrInfo {
+			if a.Local == vip.String() && a.PrefixLen == 32 {
+				found = true
+			}
+		}
+	}
+	if !found {
+		return fmt.Errorf("[%s] VIP %s/32 is not on lo", ns.Short, vip)
+	}
+	for _, want := range []struct {
+		key string
+		min int
+	}{{"arp_ignore", 1}, {"arp_announce", 2}} {
+		eff := 0
+		for _, dev := range []string{"all", iface} {
+			v, err := ns.SysctlValue("net.ipv4.conf." + dev + "." + want.key)
+			if err != nil {
+				return err
+			}
+			n, _ := strconv.Atoi(v)
+			eff = max(eff, n)
+		}
+		if eff != want.min {
+			return fmt.Errorf("[%s] %s in effect on %s is %d, want %d", ns.Short, want.key, iface, eff, want.min)
+		}
+	}
+	return nil
+}
+
+// StartBackendsrv starts backendsrv in ns and waits until its HTTP port
+// accepts connections.
+func StartBackendsrv(ctx context.Context, ns *NS, bin, name, httpAddr, udpAddr string) (*Proc, error) {
+	p, err := ns.Start(ns.Short+"-backendsrv", bin, "--name", name, "--http", httpAddr, "--udp", udpAddr)
+	if err != nil {
+		return nil, err
+	}
+	_, port, err := net.SplitHostPort(httpAddr)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		c, err := ns.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", port))
+		if err == nil {
+			c.Close()
+			return p, nil
+		}
+		if p.Exited() {
+			return nil, fmt.Errorf("backendsrv in %s exited: %v\n%s", ns.Short, p.Err(), p.Tail(10))
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("backendsrv in %s not listening: %w", ns.Short, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,328 @@
+package nsbed
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"time"
+)
+
+// Addresses of the L2 DSR bed: one private /24 segment shared by the
+// client, the appliance, the backends and the VIP, so the client reaches
+// the VIP on-link and resolves it by ARP (answered by the appliance's
+// kernel through its tap; the backends keep quiet).
+var (
+	L2Subnet      = netip.MustParsePrefix("10.99.0.0/24")
+	L2ApplianceIP = netip.MustParseAddr("10.99.0.2")
+	L2ClientIP    = netip.MustParseAddr("10.99.0.10")
+	L2VIP         = netip.MustParseAddr("10.99.0.100")
+)
+
+// Ports of the L2 bed's services (backendsrv listens on both).
+const (
+	HTTPPort = 80
+	UDPPort  = 9000
+)
+
+// L2BackendIP is the address of backend i (1-based): 10.99.0.10+i.
+func L2BackendIP(i int) netip.Addr {
+	return netip.AddrFrom4([4]byte{10, 99, 0, byte(10 + i)})
+}
+
+// Binaries are the programs a bed runs.
+type Binaries struct {
+	Dsrlb, Dsrctl, Backendsrv string
+}
+
+// L2Options parametrise StartL2.
+type L2Options struct {
+	Bins Binaries
+	// Backends is the number of backends; default 3.
+	Backends int
+	// Lcores is the appliance's EAL lcore list; default "0,1" (main lcore
+	// and one worker).
+	Lcores string
+	// Bed configures the underlying Bed.
+	Bed Options
+}
+
+// L2Topology is the L2 DSR testbed: segment "lan"; host "client"; host
+// "appl" whose eth0 is raw (driven by DPDK); hosts be1..beN.
+func L2Topology(backends int) Topology {
+	bits := L2Subnet.Bits()
+	t := Topology{
+		Segments: []Segment{{Name: "lan"}},
+		Hosts: []Host{
+			{Name: "client", Links: []Link{{Segment: "lan", Addrs: []netip.Prefix{netip.PrefixFrom(L2ClientIP, bits)}}}},
+			{Name: "appl", Links: []Link{{Segment: "lan", Raw: true}}},
+		},
+	}
+	for i := 1; i <= backends; i++ {
+		t.Hosts = append(t.Hosts, Host{Name: "be" + strconv.Itoa(i),
+			Links: []Link{{Segment: "lan", Addrs: []netip.Prefix{netip.PrefixFrom(L2BackendIP(i), bits)}}}})
+	}
+	return t
+}
+
+// L2Config is the appliance config of the L2 bed: port eth0 (DPDK
+// net_af_packet on the raw veth) with the appliance address; service "web"
+// (tcp/80, HTTP health check) and "echo" (udp/9000, TCP health check on
+// port 80), both l2 mode on the VIP with every backend.
+func L2Config(b *Bed, backends int, lcores string) DsrlbConfig {
+	var bes []DsrlbBackend
+	for i := 1; i <= backends; i++ {
+		bes = append(bes, DsrlbBackend{IP: L2BackendIP(i).String()})
+	}
+	vip := L2VIP.String()
+	return DsrlbConfig{
+		Dataplane: DsrlbDataplane{
+			EALArgs: b.EALArgs("appl", lcores),
+			Workers: 1,
+			Ports: []DsrlbPort{{Name: "eth0", Device: "net_af_packet0,iface=eth0",
+				IP: netip.PrefixFrom(L2ApplianceIP, L2Subnet.Bits()).String()}},
+		},
+		Services: []DsrlbService{
+			{Name: "web", VIP: vip, Protocol: "tcp", Port: HTTPPort, Mode: "l2", Backends: bes,
+				Health: &DsrlbHealth{Type: "http", Path: "/", Interval: "1s", Timeout: "500ms", Rise: 1, Fall: 3}},
+			{Name: "echo", VIP: vip, Protocol: "udp", Port: UDPPort, Mode: "l2", Backends: bes,
+				Health: &DsrlbHealth{Type: "tcp", Port: HTTPPort, Interval: "1s", Timeout: "500ms", Rise: 1, Fall: 3}},
+		},
+		API: &DsrlbAPI{Listen: DefaultAPI},
+	}
+}
+
+// L2 is a running L2 DSR bed.
+type L2 struct {
+	*Net
+	Client       *NS
+	Appliance    *Appliance
+	ApplianceMAC string // of its DPDK port (and tap)
+	Backends     []*Backend
+	// Ready is how long the appliance took from start to every backend
+	// active.
+	Ready time.Duration
+}
+
+// StartL2 builds the L2 DSR bed, configures the backends for DSR, starts
+// backendsrv on each and dsrlb on the appliance, and waits until every
+// backend forwards. On error everything is torn down again.
+func StartL2(ctx context.Context, o L2Options) (l *L2, err error) {
+	if o.Backends == 0 {
+		o.Backends = 3
+	}
+	if o.Lcores == "" {
+		o.Lcores = "0,1"
+	}
+	bed, err := New(o.Bed)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			bed.Close()
+		}
+	}()
+	bed.Logf("testbed %s: building (namespaces %s*, work dir %s)", L2Subnet, bed.Prefix(), bed.Dir())
+	n, err := bed.Build(L2Topology(o.Backends))
+	if err != nil {
+		return nil, err
+	}
+	l = &L2{Net: n, Client: n.Host("client")}
+	for i := 1; i <= o.Backends; i++ {
+		name := "be" + strconv.Itoa(i)
+		be := &Backend{Name: name, NS: n.Host(name), IP: L2BackendIP(i), Iface: "eth0"}
+		if err := SetupDSRBackend(be.NS, o.Bins.Dsrctl, L2VIP, "l2", be.Iface); err != nil {
+			return nil, err
+		}
+		if be.MAC, err = be.NS.LinkMAC(be.Iface); err != nil {
+			return nil, err
+		}
+		be.Proc, err = StartBackendsrv(ctx, be.NS, o.Bins.Backendsrv, name,
+			net.JoinHostPort("0.0.0.0", strconv.Itoa(HTTPPort)), net.JoinHostPort("0.0.0.0", strconv.Itoa(UDPPort)))
+		if err != nil {
+			return nil, err
+		}
+		l.Backends = append(l.Backends, be)
+	}
+	appl := n.Host("appl")
+	if l.ApplianceMAC, err = appl.LinkMAC("eth0"); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	l.Appliance, err = StartDsrlb(ctx, appl, o.Bins.Dsrlb, L2Config(bed, o.Backends, o.Lcores))
+	if err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := l.Appliance.WaitActive(wctx); err != nil {
+		return nil, fmt.Errorf("%w; dsrlb log:\n%s", err, l.Appliance.Proc.Tail(20))
+	}
+	l.Ready = time.Since(start)
+	return l, nil
+}
+
+// Close tears the bed down.
+func (l *L2) Close() error { return l.Bed.Close() }
+
+// URL is http://VIP<path>.
+func (l *L2) URL(path string) string { return "http://" + L2VIP.String() + path }
+
+// UDPAddr is VIP:9000.
+func (l *L2) UDPAddr() string { return net.JoinHostPort(L2VIP.String(), strconv.Itoa(UDPPort)) }
+
+// BackendByMAC maps backend MACs to names.
+func (l *L2) BackendByMAC() map[string]string {
+	m := map[string]string{}
+	for _, b := range l.Backends {
+		m[b.MAC] = b.Name
+	}
+	return m
+}
+
+// BackendNames returns be1..beN.
+func (l *L2) BackendNames() []string {
+	var out []string
+	for _, b := range l.Backends {
+		out = append(out, b.Name)
+	}
+	return out
+}
+
+// Missing returns the backends absent from got (a per-backend tally).
+func (l *L2) Missing(got map[string]int) []string {
+	var out []string
+	for _, name := range l.BackendNames() {
+		if got[name] == 0 {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// Evidence captures, while traffic runs, what proves that answers bypass
+// the appliance: on the appliance's NIC every TCP or UDP packet from the
+// VIP (there must be none; ICMP echo replies from the appliance's own
+// kernel are fine), and at the client the SYN-ACKs and UDP answers from the
+// VIP (their source MACs must be backends').
+type Evidence struct {
+	l          *L2
+	appl, clnt *Capture
+}
+
+// StartEvidence starts both captures.
+func (l *L2) StartEvidence() (*Evidence, error) {
+	vip := L2VIP.String()
+	a, err := l.Host("appl").StartCapture("eth0", "ip src host "+vip+" and (tcp or udp)", 96)
+	if err != nil {
+		return nil, err
+	}
+	c, err := l.Client.StartCapture("eth0", "ip src host "+vip+" and (udp or tcp[tcpflags] & tcp-syn != 0)", 96)
+	if err != nil {
+		return nil, err
+	}
+	return &Evidence{l: l, appl: a, clnt: c}, nil
+}
+
+// DSRReport is what the captures and the client's neighbour table showed.
+type DSRReport struct {
+	// ApplianceFromVIP counts TCP and UDP packets from the VIP on the
+	// appliance's NIC.
+	ApplianceFromVIP int
+	// ClientFromVIP counts SYN-ACKs and UDP answers from the VIP at the
+	// client; ByBackend splits them by the backend whose MAC sent them,
+	// FromAppliance and FromUnknown count the rest.
+	ClientFromVIP int
+	ByBackend     map[string]int
+	FromAppliance int
+	FromUnknown   int
+	// VIPNeighbor is the MAC the client's kernel resolved the VIP to.
+	VIPNeighbor string
+	// CaptureDrops are packets the captures lost.
+	CaptureDrops int
+}
+
+// Finish stops the captures and dissects them.
+func (e *Evidence) Finish(ctx context.Context) (*DSRReport, error) {
+	r := &DSRReport{ByBackend: map[string]int{}}
+	for _, c := range []*Capture{e.appl, e.clnt} {
+		d, err := c.Stop()
+		if err != nil {
+			return nil, err
+		}
+		r.CaptureDrops += d
+	}
+	rows, err := e.appl.Fields(ctx, "", "frame.number")
+	if err != nil {
+		return nil, err
+	}
+	r.ApplianceFromVIP = len(rows)
+	rows, err = e.clnt.Fields(ctx, "", "eth.src")
+	if err != nil {
+		return nil, err
+	}
+	byMAC := e.l.BackendByMAC()
+	for _, row := range rows {
+		r.ClientFromVIP++
+		switch mac := row[0]; {
+		case byMAC[mac] != "":
+			r.ByBackend[byMAC[mac]]++
+		case mac == e.l.ApplianceMAC:
+			r.FromAppliance++
+		default:
+			r.FromUnknown++
+		}
+	}
+	r.VIPNeighbor, err = e.l.Client.Neighbor(L2VIP.String())
+	return r, err
+}
+
+// Problems lists what in r contradicts direct server return.
+func (r *DSRReport) Problems(l *L2) []string {
+	var p []string
+	if r.ApplianceFromVIP != 0 {
+		p = append(p, fmt.Sprintf("%d TCP/UDP packets from the VIP crossed the appliance's NIC", r.ApplianceFromVIP))
+	}
+	if r.ClientFromVIP == 0 {
+		p = append(p, "the client capture saw no answer from the VIP")
+	}
+	if r.FromAppliance != 0 {
+		p = append(p, fmt.Sprintf("%d answers from the VIP reached the client from the appliance's MAC", r.FromAppliance))
+	}
+	if r.FromUnknown != 0 {
+		p = append(p, fmt.Sprintf("%d answers from the VIP came from unknown MACs", r.FromUnknown))
+	}
+	if r.VIPNeighbor != l.ApplianceMAC {
+		p = append(p, fmt.Sprintf("the client resolved the VIP to %q, want the appliance's %s", r.VIPNeighbor, l.ApplianceMAC))
+	}
+	if r.CaptureDrops != 0 {
+		p = append(p, fmt.Sprintf("captures dropped %d packets", r.CaptureDrops))
+	}
+	return p
+}
+
+// CounterProblems lists what in the appliance's counters over a traffic run
+// (delta) contradicts DSR: every packet the NIC received must be either for
+// a service or for the kernel (ARP, health-check answers), none dropped, so
+// no answer from a backend can have reached it; and the services must have
+// seen at least minServicePackets.
+func CounterProblems(delta *Stats, minServicePackets uint64) []string {
+	var p []string
+	svc := delta.ServicePackets()
+	if got := svc + delta.Totals.ToKernel + delta.Totals.Dropped; got != delta.Totals.RxPackets {
+		p = append(p, fmt.Sprintf("rx %d != service packets %d + to kernel %d + dropped %d",
+			delta.Totals.RxPackets, svc, delta.Totals.ToKernel, delta.Totals.Dropped))
+	}
+	if delta.Totals.Dropped != 0 {
+		drops := delta.NonZeroDrops()
+		slices.Sort(drops)
+		p = append(p, fmt.Sprintf("appliance dropped %d packets: %v", delta.Totals.Dropped, drops))
+	}
+	if svc < minServicePackets {
+		p = append(p, fmt.Sprintf("services counted %d packets, want at least %d", svc, minServicePackets))
+	}
+	return p
+}
