@@ -848,3 +848,18 @@ func nudName(s int) string {
 	}
 	return "none"
 }
+
+// QuietSharedInterface stops the kernel's own IP stack from answering on
+// ifname, an interface a DPDK af_packet port reads beside the kernel: the
+// kernel sees every frame too, and since the port and VIP addresses are
+// local (on the tap) it would otherwise answer ARP for them and reset TCP
+// connections to the VIP. It sets arp_ignore=8 (never answer ARP),
+// rp_filter=1 (no address, so every IPv4 packet fails the reverse-path
+// check) and disables IPv6 there. Idempotent.
+func (k *Kernel) QuietSharedInterface(ifname string) error {
+	return k.setSysctls(ifname, []tapSysctl{
+		{path: "ipv4/conf/" + ifname + "/arp_ignore", value: "8"},
+		{path: "ipv4/conf/" + ifname + "/rp_filter", value: "1"},
+		{path: "ipv6/conf/" + ifname + "/disable_ipv6", value: "1", optional: true},
+	})
+}

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -81,6 +82,11 @@ func run(ctx context.Context, cfg *control.Config, statePath string, log zerolog
 	defer dp.Stop()
 
 	for _, p := range t.Ports {
+		if iface := afPacketIface(p.Device); iface != "" {
+			if err := kern.QuietSharedInterface(iface); err != nil {
+				return fmt.Errorf("port %s: %w", p.Name, err)
+			}
+		}
 		if err := kern.ConfigureTap(tapName(p.Name), netip.PrefixFrom(p.Addr, p.Prefix.Bits()), p.Gateway, p.MTU); err != nil {
 			return fmt.Errorf("port %s: kernel side: %w", p.Name, err)
 		}
@@ -210,4 +216,18 @@ func (b bgpPeers) BGPPeers() []types.BGPPeer {
 			UptimeSeconds: p.Uptime.Seconds(), PrefixesSent: p.PrefixesSent})
 	}
 	return out
+}
+
+// afPacketIface returns the kernel interface of a net_af_packet device
+// string ("net_af_packet0,iface=veth0"), or "".
+func afPacketIface(device string) string {
+	if !strings.HasPrefix(device, "net_af_packet") {
+		return ""
+	}
+	for _, kv := range strings.Split(device, ",")[1:] {
+		if v, ok := strings.CutPrefix(kv, "iface="); ok {
+			return v
+		}
+	}
+	return ""
 }
