@@ -68,6 +68,7 @@ type DsrlbHealth struct {
 	Type     string `yaml:"type"`
 	Port     int    `yaml:"port,omitempty"`
 	Path     string `yaml:"path,omitempty"`
+	Expect   []int  `yaml:"expect,omitempty"`
 	Interval string `yaml:"interval,omitempty"`
 	Timeout  string `yaml:"timeout,omitempty"`
 	Rise     int    `yaml:"rise,omitempty"`
@@ -242,6 +243,9 @@ type ServiceStatus struct {
 	Mode     string          `json:"mode"`
 	Usable   int             `json:"usable_backends"`
 	Backends []BackendStatus `json:"backends"`
+	// Announced tells whether BGP announces the VIP; Reason says why (not).
+	Announced bool   `json:"announced"`
+	Reason    string `json:"announce_reason"`
 }
 
 // BackendStatus is one backend's live state.
@@ -282,6 +286,11 @@ type Stats struct {
 // Totals are appliance-wide packet counters.
 type Totals struct {
 	RxPackets, TxPackets, ToKernel, FromKernel, Dropped uint64
+	// FragNeededSent counts ICMP fragmentation-needed replies the
+	// appliance generated, ICMPErrorsForwarded ICMP errors about VIP
+	// flows sent on to their backend, IPOptions forwarded packets with
+	// IPv4 options.
+	FragNeededSent, ICMPErrorsForwarded, IPOptions uint64
 }
 
 // ServiceStats are one service's counters.
@@ -322,6 +331,10 @@ func (s *Stats) UnmarshalJSON(b []byte) error {
 		ToKernel:   pick("to_kernel_packets", "to_kernel"),
 		FromKernel: pick("from_kernel_packets", "from_kernel"),
 		Dropped:    pick("dropped_packets", "dropped"),
+
+		FragNeededSent:      pick("frag_needed_sent"),
+		ICMPErrorsForwarded: pick("icmp_errors_forwarded"),
+		IPOptions:           pick("ip_options"),
 	}
 	s.Drops = raw.Drops
 	s.Services = map[string]ServiceStats{}
@@ -388,6 +401,10 @@ func (s *Stats) Sub(before *Stats) *Stats {
 			ToKernel:   s.Totals.ToKernel - before.Totals.ToKernel,
 			FromKernel: s.Totals.FromKernel - before.Totals.FromKernel,
 			Dropped:    s.Totals.Dropped - before.Totals.Dropped,
+
+			FragNeededSent:      s.Totals.FragNeededSent - before.Totals.FragNeededSent,
+			ICMPErrorsForwarded: s.Totals.ICMPErrorsForwarded - before.Totals.ICMPErrorsForwarded,
+			IPOptions:           s.Totals.IPOptions - before.Totals.IPOptions,
 		},
 		Drops:    map[string]uint64{},
 		Services: map[string]ServiceStats{},

@@ -26,8 +26,21 @@ type Backend struct {
 // with `dsrctl backend setup --vip V --mode M --dev IFACE` and, for every
 // mode, checks the essentials the seeds describe for Linux: the VIP as a
 // /32 on lo, arp_ignore=1 and arp_announce=2 in effect on iface.
+//
+// For ipip and gre this kernel has no tunnel modules, so dsrctl attaches its
+// eBPF decapsulator and pins it in a BPF filesystem. Commands run under
+// `ip netns exec`, whose private /sys has none, so they get `--bpffs` with
+// the bed's own (Bed.BPFFS), which Close unmounts, freeing the pins.
 func SetupDSRBackend(ns *NS, dsrctl string, vip netip.Addr, mode, iface string) error {
-	out, err := ns.Run(dsrctl, "backend", "setup", "--vip", vip.String(), "--mode", mode, "--dev", iface)
+	argv := []string{dsrctl, "backend", "setup", "--vip", vip.String(), "--mode", mode, "--dev", iface}
+	if mode != "l2" {
+		fs, err := ns.bed.BPFFS()
+		if err != nil {
+			return err
+		}
+		argv = append(argv, "--bpffs", fs)
+	}
+	out, err := ns.Run(argv...)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -27,7 +28,10 @@ var captureSeq atomic.Int64
 func (n *NS) StartCapture(iface, filter string, snaplen int) (*Capture, error) {
 	name := fmt.Sprintf("%s-%s-cap%d", n.Short, iface, captureSeq.Add(1))
 	c := &Capture{NS: n, Iface: iface, Filter: filter, Path: n.bed.Path(name + ".pcap")}
-	argv := []string{"tcpdump", "-i", iface, "-n", "-U", "-Z", "root", "-s", strconv.Itoa(snaplen), "-w", c.Path}
+	// --immediate-mode: without it libpcap hands packets over a ring
+	// block at a time, when the block fills or its timeout (about a
+	// second) passes, and Stop would lose what the last block holds.
+	argv := []string{"tcpdump", "-i", iface, "-n", "-U", "--immediate-mode", "-Z", "root", "-s", strconv.Itoa(snaplen), "-w", c.Path}
 	if filter != "" {
 		argv = append(argv, filter)
 	}
@@ -52,8 +56,10 @@ func (n *NS) StartCapture(iface, filter string, snaplen int) (*Capture, error) {
 var droppedRE = regexp.MustCompile(`(\d+) packets? dropped by kernel`)
 
 // Stop ends the capture (flushing the file) and returns how many packets
-// the kernel dropped before tcpdump could read them.
+// the kernel dropped before tcpdump could read them. It first lets tcpdump
+// catch up (Sync): on SIGTERM it drops what it has not read yet.
 func (c *Capture) Stop() (dropped int, err error) {
+	_ = c.Sync(2 * time.Second)
 	if err := c.proc.Stop(5 * time.Second); err != nil {
 		return 0, err
 	}
@@ -62,6 +68,60 @@ func (c *Capture) Stop() (dropped int, err error) {
 	}
 	return dropped, nil
 }
+
+var (
+	capturedRE = regexp.MustCompile(`(\d+) packets? captured`)
+	receivedRE = regexp.MustCompile(`(\d+) packets? received by filter`)
+)
+
+// Sync waits, at most timeout, until tcpdump has written the packets its
+// filter accepted so far: it sends SIGUSR1, on which tcpdump logs its
+// counters, until "captured" reaches "received by filter" (or, where the
+// two differ for good, as on lo, where libpcap drops the outgoing copy of
+// every packet, until "captured" stops growing).
+func (c *Capture) Sync(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	last, stable := "", 0
+	for {
+		seen := len(capturedRE.FindAllString(c.tail(), -1))
+		if err := c.proc.Signal(syscall.SIGUSR1); err != nil {
+			return err
+		}
+		var caps, recs [][]string
+		for {
+			log := c.tail()
+			caps, recs = capturedRE.FindAllStringSubmatch(log, -1), receivedRE.FindAllStringSubmatch(log, -1)
+			if len(caps) > seen && len(recs) == len(caps) {
+				break
+			}
+			if c.proc.Exited() {
+				return fmt.Errorf("tcpdump in %s exited: %s", c.NS.Short, c.proc.Tail(5))
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("tcpdump in %s did not report its counters in %v", c.NS.Short, timeout)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		captured, received := caps[len(caps)-1][1], recs[len(recs)-1][1]
+		if captured == received {
+			return nil
+		}
+		if captured == last {
+			if stable++; stable == 3 {
+				return nil
+			}
+		} else {
+			last, stable = captured, 0
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("tcpdump in %s did not catch up in %v: %s of %s packets written", c.NS.Short, timeout, captured, received)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// tail is the end of tcpdump's log, where its counters appear.
+func (c *Capture) tail() string { return c.proc.Tail(1000) }
 
 // Fields dissects the capture with tshark (an independent dissector) and
 // returns the given fields of every packet matching the display filter.

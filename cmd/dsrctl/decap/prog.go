@@ -95,6 +95,9 @@ const (
 	ipipInnerOff = outerOff + ipv4Len
 	greInnerOff  = greOff + greLen
 	innerDstOff  = 16
+	// pullLen is how much of a tunnelled frame must be linear: up to
+	// the end of the inner IPv4 header behind a GRE header.
+	pullLen = greInnerOff + ipv4Len
 
 	protoIPIP = 4
 	protoGRE  = 47
@@ -102,6 +105,7 @@ const (
 
 // Offsets in struct __sk_buff (include/uapi/linux/bpf.h), stable UAPI.
 const (
+	skbLen      = 0
 	skbPktType  = 4
 	skbProtocol = 16
 	skbData     = 76
@@ -135,8 +139,9 @@ func be32(v uint32) int32 {
 // and StatsMapName by name; CollectionSpec resolves them.
 //
 // Per packet, in order, anything that does not match goes to "pass"
-// untouched: addressed to this host at L2; Ethernet type IPv4; outer IPv4
-// header without options, not a fragment, valid header checksum; protocol 4,
+// untouched: addressed to this host at L2; Ethernet type IPv4; outer
+// protocol 4 or 47 (then the headers are pulled into the linear part of
+// the skb, see below); outer IPv4 header without options, not a fragment, valid header checksum; protocol 4,
 // or protocol 47 with GRE flags and version all zero and protocol 0x0800;
 // inner IPv4 whose destination is in the VIP map with this mode's bit. Then
 // it removes the outer header (and GRE header) right after the Ethernet
@@ -156,6 +161,33 @@ func Instructions() asm.Instructions {
 		asm.JNE.Imm(asm.R2, packetHost, "pass"),
 		asm.LoadMem(asm.R2, rCtx, skbProtocol, asm.Word),
 		asm.JNE.Imm(asm.R2, be16(0x0800), "pass"),
+
+		// The program reads headers between data and data_end, the
+		// linear part of the skb, which may end right after the
+		// Ethernet header: af_packet's TX ring (DPDK net_af_packet)
+		// puts only the link-layer header there and the rest in page
+		// fragments, and a router forwarding such a frame pulls in
+		// just the outer IPv4 header. So for outer protocol IPIP or
+		// GRE, read with bpf_skb_load_bytes (which reads fragments
+		// too), pull the outer, GRE and inner headers into the linear
+		// part (all of a shorter frame), then check bounds as usual.
+		// The result is not checked: the bounds checks below are.
+		asm.Mov.Reg(asm.R1, rCtx),
+		asm.Mov.Imm(asm.R2, outerProtoOf),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, -12),
+		asm.Mov.Imm(asm.R4, 1),
+		asm.FnSkbLoadBytes.Call(),
+		asm.JNE.Imm(asm.R0, 0, "pass"),
+		asm.LoadMem(asm.R2, asm.RFP, -12, asm.Byte),
+		asm.JEq.Imm(asm.R2, protoIPIP, "pull"),
+		asm.JNE.Imm(asm.R2, protoGRE, "pass"),
+		asm.Mov.Imm(asm.R2, pullLen).WithSymbol("pull"),
+		asm.LoadMem(asm.R3, rCtx, skbLen, asm.Word),
+		asm.JGE.Imm(asm.R3, pullLen, "dopull"),
+		asm.Mov.Imm(asm.R2, 0), // 0: the whole frame
+		asm.Mov.Reg(asm.R1, rCtx).WithSymbol("dopull"),
+		asm.FnSkbPullData.Call(),
 
 		asm.LoadMem(rData, rCtx, skbData, asm.Word),
 		asm.LoadMem(rEnd, rCtx, skbDataEnd, asm.Word),

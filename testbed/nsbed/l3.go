@@ -1,0 +1,323 @@
+package nsbed
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+)
+
+// Addresses of the L3 DSR bed. The client, the appliance and a router
+// share the front segment; the backends sit on another subnet behind the
+// router. The VIPs are on neither: the client routes them to the
+// appliance's port address, as a network would after a BGP announcement.
+var (
+	L3FrontSubnet   = netip.MustParsePrefix("10.96.1.0/24")
+	L3BackSubnet    = netip.MustParsePrefix("10.96.2.0/24")
+	L3VIPSubnet     = netip.MustParsePrefix("10.96.0.0/24")
+	L3RouterFrontIP = netip.MustParseAddr("10.96.1.1")
+	L3RouterBackIP  = netip.MustParseAddr("10.96.2.1")
+	L3ApplianceIP   = netip.MustParseAddr("10.96.1.2")
+	L3ClientIP      = netip.MustParseAddr("10.96.1.10")
+)
+
+// L3Modes are the encapsulations of the L3 bed, one VIP each.
+var L3Modes = []string{"ipip", "gre"}
+
+// L3VIP is the VIP of the L3 bed's services in mode: 10.96.0.10 for ipip,
+// 10.96.0.20 for gre. Each mode has its own VIP so that the client's
+// kernel keeps a separate path MTU for each.
+func L3VIP(mode string) netip.Addr {
+	switch mode {
+	case "ipip":
+		return netip.MustParseAddr("10.96.0.10")
+	case "gre":
+		return netip.MustParseAddr("10.96.0.20")
+	}
+	panic("nsbed: no L3 VIP for mode " + mode)
+}
+
+// L3Overhead is the envelope's size in mode: 20 bytes of outer IPv4 header
+// (RFC 2003), plus a 4-byte GRE header for gre (RFC 2784).
+func L3Overhead(mode string) int {
+	if mode == "gre" {
+		return 24
+	}
+	return 20
+}
+
+// DPDK devices for the appliance's raw veth (eth0).
+//
+// net_af_packet is the testbed's usual NIC. It has one quirk a real NIC
+// lacks: DPDK 22.11 joins its sockets to a PACKET_FANOUT group with
+// PACKET_FANOUT_FLAG_DEFRAG, so the appliance's kernel reassembles IPv4
+// fragments before the PMD reads them, and the data plane never sees a
+// fragment (a datagram larger than the ring's 2048-byte frames arrives
+// truncated and is dropped as bad_total_length). net_pcap (libpcap on the
+// interface, inbound only) hands over frames as they were on the wire;
+// it is slower, and used where fragments matter.
+const (
+	L3AFPacketDevice = "net_af_packet0,iface=eth0"
+	L3PcapDevice     = "net_pcap0,iface=eth0,phy_mac=1"
+)
+
+// L3BackendIP is the address of backend i (1-based): 10.96.2.10+i.
+func L3BackendIP(i int) netip.Addr {
+	return netip.AddrFrom4([4]byte{10, 96, 2, byte(10 + i)})
+}
+
+// L3Options parametrise StartL3.
+type L3Options struct {
+	Bins Binaries
+	// Backends is the number of backends; default 3.
+	Backends int
+	// Lcores is the appliance's EAL lcore list; default "0,1".
+	Lcores string
+	// MTU is the MTU of every link and of the appliance's port; default
+	// 1500, so an envelope around a full-sized client packet does not fit.
+	MTU int
+	// Device is the DPDK device of the appliance's port; default
+	// L3AFPacketDevice.
+	Device string
+	// Bed configures the underlying Bed.
+	Bed Options
+	// Config, if set, edits the appliance config (L3Config) before dsrlb
+	// starts.
+	Config func(*DsrlbConfig)
+}
+
+// L3Topology is the L3 DSR testbed:
+//
+//	front (10.96.1.0/24): client .10, appl (raw, DPDK), rtr .1
+//	back  (10.96.2.0/24): rtr .1, be1..beN .11..
+//
+// The client routes the VIPs (10.96.0.0/24) to the appliance; the router
+// forwards between the segments and routes the VIPs to the appliance too;
+// backends have their default route via the router, so their answers,
+// from a VIP, reach the client through it without touching the appliance.
+// The router does no reverse path filtering: those answers arrive on its
+// back link although it routes the VIPs out of the front one (on a host
+// whose initial namespace has rp_filter on, new namespaces inherit it).
+func L3Topology(backends, mtu int) Topology {
+	front, back := L3FrontSubnet.Bits(), L3BackSubnet.Bits()
+	t := Topology{
+		Segments: []Segment{{Name: "front", MTU: mtu}, {Name: "back", MTU: mtu}},
+		Hosts: []Host{
+			{Name: "client", Links: []Link{{Segment: "front", Addrs: []netip.Prefix{netip.PrefixFrom(L3ClientIP, front)}}},
+				Routes: []Route{{Dst: L3VIPSubnet, Via: L3ApplianceIP}}},
+			{Name: "appl", Links: []Link{{Segment: "front", Raw: true}}},
+			{Name: "rtr", Forwarding: true, Links: []Link{
+				{Segment: "front", Addrs: []netip.Prefix{netip.PrefixFrom(L3RouterFrontIP, front)}},
+				{Segment: "back", Addrs: []netip.Prefix{netip.PrefixFrom(L3RouterBackIP, back)}}},
+				Routes: []Route{{Dst: L3VIPSubnet, Via: L3ApplianceIP}},
+				Sysctls: []string{
+					"net.ipv4.conf.all.rp_filter", "0",
+					"net.ipv4.conf.eth0.rp_filter", "0",
+					"net.ipv4.conf.eth1.rp_filter", "0",
+				}},
+		},
+	}
+	for i := 1; i <= backends; i++ {
+		t.Hosts = append(t.Hosts, Host{Name: "be" + strconv.Itoa(i),
+			Links:  []Link{{Segment: "back", Addrs: []netip.Prefix{netip.PrefixFrom(L3BackendIP(i), back)}}},
+			Routes: []Route{{Via: L3RouterBackIP}}})
+	}
+	return t
+}
+
+// L3Config is the appliance config of the L3 bed: port eth0 (DPDK device
+// on the raw veth) with the appliance address, the router as
+// gateway and the given MTU; per mode M of L3Modes, service "web-M"
+// (tcp/80, HTTP health check) and "echo-M" (udp/9000, TCP health check on
+// port 80) on L3VIP(M) with every backend, reached through the gateway.
+func L3Config(b *Bed, backends int, lcores string, mtu int, device string) DsrlbConfig {
+	var bes []DsrlbBackend
+	for i := 1; i <= backends; i++ {
+		bes = append(bes, DsrlbBackend{IP: L3BackendIP(i).String()})
+	}
+	cfg := DsrlbConfig{
+		Dataplane: DsrlbDataplane{
+			EALArgs: b.EALArgs("appl", lcores),
+			Workers: 1,
+			Ports: []DsrlbPort{{Name: "eth0", Device: device,
+				IP:      netip.PrefixFrom(L3ApplianceIP, L3FrontSubnet.Bits()).String(),
+				Gateway: L3RouterFrontIP.String(), MTU: mtu}},
+		},
+		API: &DsrlbAPI{Listen: DefaultAPI},
+	}
+	for _, mode := range L3Modes {
+		vip := L3VIP(mode).String()
+		cfg.Services = append(cfg.Services,
+			DsrlbService{Name: "web-" + mode, VIP: vip, Protocol: "tcp", Port: HTTPPort, Mode: mode, Backends: bes,
+				Health: &DsrlbHealth{Type: "http", Path: "/", Interval: "1s", Timeout: "500ms", Rise: 1, Fall: 3}},
+			DsrlbService{Name: "echo-" + mode, VIP: vip, Protocol: "udp", Port: UDPPort, Mode: mode, Backends: bes,
+				Health: &DsrlbHealth{Type: "tcp", Port: HTTPPort, Interval: "1s", Timeout: "500ms", Rise: 1, Fall: 3}})
+	}
+	return cfg
+}
+
+// L3 is a running L3 DSR bed.
+type L3 struct {
+	*Net
+	Client, Router *NS
+	Appliance      *Appliance
+	ApplianceMAC   string // of its DPDK port (and tap)
+	// RouterMAC is the MAC of the router's front link: the Ethernet
+	// destination of every envelope.
+	RouterMAC string
+	Backends  []*Backend
+	// MTU is the MTU of every link and of the appliance's port.
+	MTU int
+	// Ready is how long the appliance took from start to every backend
+	// active.
+	Ready time.Duration
+	bins  Binaries
+}
+
+// StartL3 builds the L3 DSR bed, makes every backend a DSR backend of both
+// VIPs with `dsrctl backend setup --mode ipip|gre` (the eBPF decapsulator),
+// starts backendsrv on each and dsrlb on the appliance, and waits until
+// every backend forwards. On error everything is torn down again.
+func StartL3(ctx context.Context, o L3Options) (l *L3, err error) {
+	if o.Backends == 0 {
+		o.Backends = 3
+	}
+	if o.Lcores == "" {
+		o.Lcores = "0,1"
+	}
+	if o.MTU == 0 {
+		o.MTU = 1500
+	}
+	if o.Device == "" {
+		o.Device = L3AFPacketDevice
+	}
+	bed, err := New(o.Bed)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			bed.Close()
+		}
+	}()
+	bed.Logf("L3 testbed: front %s, back %s, VIPs %s; building (namespaces %s*, work dir %s)",
+		L3FrontSubnet, L3BackSubnet, L3VIPSubnet, bed.Prefix(), bed.Dir())
+	n, err := bed.Build(L3Topology(o.Backends, o.MTU))
+	if err != nil {
+		return nil, err
+	}
+	l = &L3{Net: n, Client: n.Host("client"), Router: n.Host("rtr"), MTU: o.MTU, bins: o.Bins}
+	for i := 1; i <= o.Backends; i++ {
+		name := "be" + strconv.Itoa(i)
+		be := &Backend{Name: name, NS: n.Host(name), IP: L3BackendIP(i), Iface: "eth0"}
+		for _, mode := range L3Modes {
+			if err := SetupDSRBackend(be.NS, o.Bins.Dsrctl, L3VIP(mode), mode, be.Iface); err != nil {
+				return nil, err
+			}
+		}
+		if be.MAC, err = be.NS.LinkMAC(be.Iface); err != nil {
+			return nil, err
+		}
+		be.Proc, err = StartBackendsrv(ctx, be.NS, o.Bins.Backendsrv, name,
+			net.JoinHostPort("0.0.0.0", strconv.Itoa(HTTPPort)), net.JoinHostPort("0.0.0.0", strconv.Itoa(UDPPort)))
+		if err != nil {
+			return nil, err
+		}
+		l.Backends = append(l.Backends, be)
+	}
+	if l.RouterMAC, err = l.Router.LinkMAC("eth0"); err != nil {
+		return nil, err
+	}
+	appl := n.Host("appl")
+	if l.ApplianceMAC, err = appl.LinkMAC("eth0"); err != nil {
+		return nil, err
+	}
+	cfg := L3Config(bed, o.Backends, o.Lcores, o.MTU, o.Device)
+	if o.Config != nil {
+		o.Config(&cfg)
+	}
+	start := time.Now()
+	l.Appliance, err = StartDsrlb(ctx, appl, o.Bins.Dsrlb, cfg)
+	if err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := l.Appliance.WaitActive(wctx); err != nil {
+		return nil, fmt.Errorf("%w; dsrlb log:\n%s", err, l.Appliance.Proc.Tail(20))
+	}
+	l.Ready = time.Since(start)
+	return l, nil
+}
+
+// Close tears the bed down.
+func (l *L3) Close() error { return l.Bed.Close() }
+
+// URL is http://L3VIP(mode)<path>.
+func (l *L3) URL(mode, path string) string { return "http://" + L3VIP(mode).String() + path }
+
+// UDPAddr is L3VIP(mode):9000.
+func (l *L3) UDPAddr(mode string) string {
+	return net.JoinHostPort(L3VIP(mode).String(), strconv.Itoa(UDPPort))
+}
+
+// BackendNames returns be1..beN.
+func (l *L3) BackendNames() []string {
+	var out []string
+	for _, b := range l.Backends {
+		out = append(out, b.Name)
+	}
+	return out
+}
+
+// BackendByIP maps backend addresses to names.
+func (l *L3) BackendByIP() map[string]string {
+	m := map[string]string{}
+	for _, b := range l.Backends {
+		m[b.IP.String()] = b.Name
+	}
+	return m
+}
+
+// Missing returns the backends absent from got (a per-backend tally).
+func (l *L3) Missing(got map[string]int) []string {
+	var out []string
+	for _, name := range l.BackendNames() {
+		if got[name] == 0 {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// Decap sums the eBPF decapsulator counters of every backend
+// (`dsrctl backend status`), and lists the backends that have no
+// decapsulator attached to their data interface or that miss a VIP.
+func (l *L3) Decap() (perBackend map[string]DecapStatus, problems []string, err error) {
+	perBackend = map[string]DecapStatus{}
+	for _, b := range l.Backends {
+		st, err := b.NS.DecapStatus(l.bins.Dsrctl)
+		if err != nil {
+			return nil, nil, err
+		}
+		var found *DecapStatus
+		for i := range st {
+			if st[i].Interface == b.Iface && !st[i].Stale {
+				found = &st[i]
+			}
+		}
+		if found == nil {
+			problems = append(problems, fmt.Sprintf("%s: no decapsulator on %s (status %+v)", b.Name, b.Iface, st))
+			continue
+		}
+		for _, mode := range L3Modes {
+			if _, ok := found.VIPs[L3VIP(mode).String()]; !ok {
+				problems = append(problems, fmt.Sprintf("%s: decapsulator on %s lacks VIP %s (has %v)", b.Name, b.Iface, L3VIP(mode), found.VIPs))
+			}
+		}
+		perBackend[b.Name] = *found
+	}
+	return perBackend, problems, nil
+}
