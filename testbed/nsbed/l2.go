@@ -47,6 +47,10 @@ type L2Options struct {
 	Lcores string
 	// Bed configures the underlying Bed.
 	Bed Options
+	// Config, if set, edits the appliance config (L2Config) before dsrlb
+	// starts: an API token, fewer backends in a service than hosts built
+	// (a host left out can be added later through the API), ...
+	Config func(*DsrlbConfig)
 }
 
 // L2Topology is the L2 DSR testbed: segment "lan"; host "client"; host
@@ -151,8 +155,12 @@ func StartL2(ctx context.Context, o L2Options) (l *L2, err error) {
 	if l.ApplianceMAC, err = appl.LinkMAC("eth0"); err != nil {
 		return nil, err
 	}
+	cfg := L2Config(bed, o.Backends, o.Lcores)
+	if o.Config != nil {
+		o.Config(&cfg)
+	}
 	start := time.Now()
-	l.Appliance, err = StartDsrlb(ctx, appl, o.Bins.Dsrlb, L2Config(bed, o.Backends, o.Lcores))
+	l.Appliance, err = StartDsrlb(ctx, appl, o.Bins.Dsrlb, cfg)
 	if err != nil {
 		return nil, err
 	}
