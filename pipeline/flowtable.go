@@ -43,7 +43,31 @@ type flowEntry struct {
 	proto    uint8
 	state    uint8
 	used     uint8
-	_        uint8
+	// bhint is a hint: the index in Service.Backends of backend, valid
+	// only if that slot still holds backend's IP (backendIndex checks), so
+	// that a hit needs no search whatever snapshot is current.
+	bhint uint8
+}
+
+// backendIndex returns the index in svc.Backends of e's backend, or -1,
+// trying the hint before searching (and refreshing the hint).
+func (e *flowEntry) backendIndex(svc *Service) int {
+	if i := int(e.bhint); i < len(svc.Backends) && svc.Backends[i].IP == e.backend {
+		return i
+	}
+	i := svc.BackendIndex(e.backend)
+	if i >= 0 {
+		e.setBackendHint(i)
+	}
+	return i
+}
+
+// setBackendHint records i as the index of e's backend (indexes that do
+// not fit are searched for every time).
+func (e *flowEntry) setBackendHint(i int) {
+	if i < 256 {
+		e.bhint = uint8(i)
+	}
 }
 
 // FlowTable maps flows to the backend they were given. It belongs to one
@@ -71,7 +95,8 @@ func NewFlowTable(capacity int, t FlowTimeouts) *FlowTable {
 	for nb*flowWays < capacity {
 		nb <<= 1
 	}
-	ft := &FlowTable{buckets: make([][flowWays]flowEntry, nb), mask: uint32(nb - 1)}
+	ft := &FlowTable{mask: uint32(nb - 1)}
+	ft.buckets = allocBuckets(nb, ft)
 	ms := func(d time.Duration) uint32 { return uint32(d / time.Millisecond) }
 	ft.tmo[flowStateSyn] = ms(t.TCPSyn)
 	ft.tmo[flowStateEstablished] = ms(t.TCPEstablished)
@@ -80,12 +105,37 @@ func NewFlowTable(capacity int, t FlowTimeouts) *FlowTable {
 	return ft
 }
 
+// bucket returns the bucket of hash.
+func (ft *FlowTable) bucket(hash uint32) *[flowWays]flowEntry {
+	return &ft.buckets[hash&ft.mask]
+}
+
+// load reads the bucket of hash, both of its cache lines, and returns a
+// value derived from them; see Forwarder.Prefetch.
+func (ft *FlowTable) load(hash uint32) uint32 {
+	b := &ft.buckets[hash&ft.mask]
+	return b[0].expires + b[flowWays-1].expires
+}
+
 // Capacity returns how many flows the table can hold.
 func (ft *FlowTable) Capacity() int { return len(ft.buckets) * flowWays }
 
 func (e *flowEntry) matches(k *FlowKey) bool {
 	return e.used != 0 && e.src == k.Src && e.dst == k.Dst &&
 		e.ports == uint32(k.SrcPort)<<16|uint32(k.DstPort) && e.proto == k.Proto
+}
+
+// find returns the first entry of hash's bucket that holds the flow, live
+// or expired, or nil; it changes nothing. Lookup does the same walk.
+func (ft *FlowTable) find(src, dst, ports uint32, proto uint8, hash uint32) *flowEntry {
+	b := &ft.buckets[hash&ft.mask]
+	for i := range b {
+		e := &b[i]
+		if e.src == src && e.dst == dst && e.ports == ports && e.proto == proto && e.used != 0 {
+			return e
+		}
+	}
+	return nil
 }
 
 // Lookup returns the live entry for k, or nil. It counts a hit or a miss.

@@ -1,6 +1,10 @@
 package pipeline
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"math/bits"
+	"unsafe"
+)
 
 // Forwarder is the per-packet function with the state it needs: one
 // worker's flow table and counters. It is not safe for concurrent use; each
@@ -17,6 +21,8 @@ type Forwarder struct {
 
 	ipID uint16
 	snap *Snapshot // the snapshot the counters were sized for
+	// sink keeps the loads of Prefetch alive.
+	sink uint32
 }
 
 // NewForwarder returns a forwarder with a flow table of the given capacity.
@@ -40,9 +46,15 @@ func (f *Forwarder) Use(s *Snapshot) {
 //
 // p.Off and p.Len may change (headers prepended, padding trimmed).
 func (f *Forwarder) Process(s *Snapshot, p *Packet, rxPort int) (Verdict, int) {
+	return f.processHinted(s, p, rxPort, 0, false)
+}
+
+// processHinted is Process given, when hinted, the flow hash Prefetch
+// computed for p (see Prefetch for when it is valid).
+func (f *Forwarder) processHinted(s *Snapshot, p *Packet, rxPort int, hash uint32, hinted bool) (Verdict, int) {
 	f.C.RxPackets++
 	f.C.RxBytes += uint64(p.Len)
-	v, out, r := f.process(s, p, rxPort)
+	v, out, r := f.process(s, p, rxPort, hash, hinted)
 	if v == VerdictDrop {
 		f.C.Drops[r]++
 	} else if v == VerdictKernel {
@@ -51,7 +63,171 @@ func (f *Forwarder) Process(s *Snapshot, p *Packet, rxPort int) (Verdict, int) {
 	return v, out
 }
 
-func (f *Forwarder) process(s *Snapshot, p *Packet, rxPort int) (Verdict, int, DropReason) {
+// fastPkt is what classify learns about one packet of a burst.
+type fastPkt struct {
+	hash            uint32 // flow hash, when the packet's bit is set in classify's mask
+	src, dst, ports uint32 // the flow (host order; ports is src << 16 | dst)
+	svc             int32  // index in Snapshot.Services; -1: not for the fast path
+	tot             uint16 // IPv4 total length
+	proto, flags    uint8  // IP protocol, TCP flags
+}
+
+// minFastFrame is the shortest frame classify looks at: Ethernet, IPv4
+// and a UDP header.
+const minFastFrame = EthernetMinSize + IPv4MinSize + UDPSize
+
+// classify is the first pass over a burst, before any packet is processed.
+// For every untagged IPv4 frame without options carrying TCP or UDP it
+// computes the flow hash that process would compute (same bytes, same
+// function), stores it and sets bit i of the returned mask, and issues a
+// prefetch of the packet's flow table bucket: the buckets of a burst are
+// spread over a large table, so each is a cache miss, and asking for all of
+// them before the first lookup lets the misses overlap instead of queueing
+// one per packet. If the packet also passes every check process makes
+// before it looks at the flow table (lengths, header checksum, not to the
+// appliance, not a fragment, a VIP service, TTL), classify records its
+// service and flow for fastOne; otherwise svc is -1. classify reads only
+// the packets and the snapshot and changes nothing.
+func (f *Forwarder) classify(s *Snapshot, pkts []Packet, fp *[BurstSize]fastPkt) uint32 {
+	var mask, acc uint32
+	var addrs [2 * BurstSize]uintptr
+	na := 0
+	ft := f.Flows
+	if len(pkts) > BurstSize {
+		pkts = pkts[:BurstSize]
+	}
+	for i := range pkts {
+		q := &fp[i]
+		q.svc = -1
+		p := &pkts[i]
+		off, n := p.Off, p.Len
+		if off < 0 || n < minFastFrame || off+n > len(p.Buf) {
+			continue
+		}
+		// One bounds check; constant offsets into h need none.
+		h := (*[minFastFrame]byte)(p.Buf[off:])
+		if h[12] != 0x08 || h[13] != 0x00 || h[EthernetMinSize] != 0x45 {
+			continue // not IPv4, tagged, or IPv4 options
+		}
+		const ip = EthernetMinSize
+		proto := h[ip+ipv4Protocol]
+		if proto != ProtoTCP && proto != ProtoUDP {
+			continue
+		}
+		// The murmur3 blocks of FlowKey.Bytes are the header bytes read
+		// little-endian: flowHash, spelled out so that it inlines here.
+		wsrc := binary.LittleEndian.Uint32(h[ip+ipv4Src:])
+		wdst := binary.LittleEndian.Uint32(h[ip+ipv4Dst:])
+		wports := binary.LittleEndian.Uint32(h[ip+IPv4MinSize:])
+		hash := murmurStep(f.Seed, wsrc)
+		hash = murmurStep(hash, wdst)
+		hash = murmurStep(hash, wports)
+		hash = murmurFmix(murmurStep(hash, uint32(proto)))
+		q.hash = hash
+		mask |= 1 << uint(i)
+		if asmPrefetch {
+			b := ft.bucket(hash)
+			addrs[na] = uintptr(unsafe.Pointer(&b[0]))
+			addrs[na+1] = uintptr(unsafe.Pointer(&b[flowWays-1]))
+			na += 2
+		} else {
+			acc += ft.load(hash)
+		}
+
+		// The checks of process up to the flow table.
+		tot := int(binary.BigEndian.Uint16(h[ip+ipv4TotalLen:]))
+		if tot < IPv4MinSize+UDPSize || tot > n-EthernetMinSize {
+			continue
+		}
+		if !headerSumOK(h[ip : ip+IPv4MinSize]) {
+			continue
+		}
+		if binary.BigEndian.Uint16(h[ip+ipv4FlagsFrag:])&(IPv4FlagMF|IPv4FragOffMask) != 0 {
+			continue
+		}
+		var flags uint8
+		if proto == ProtoTCP {
+			if tot < IPv4MinSize+TCPMinSize {
+				continue
+			}
+			t := (*[EthernetMinSize + IPv4MinSize + TCPMinSize]byte)(p.Buf[off:]) // n >= 14 + tot >= 54
+			if do := int(t[ip+IPv4MinSize+12]>>4) * 4; do < TCPMinSize || do > tot-IPv4MinSize {
+				continue
+			}
+			flags = t[ip+IPv4MinSize+13]
+		}
+		dst, ports := bits.ReverseBytes32(wdst), bits.ReverseBytes32(wports)
+		si := s.LookupService(dst, proto, uint16(ports))
+		if si < 0 {
+			continue
+		}
+		// Packets to a port's own address go to the kernel (process
+		// checks that before the service); only a VIP can be one here.
+		if svc := &s.Services[si]; svc.vipIsPortIP || (svc.Mode != ModeL2 && h[ip+ipv4TTL] <= 1) {
+			continue
+		}
+		q.svc = int32(si)
+		q.src, q.dst, q.ports = bits.ReverseBytes32(wsrc), dst, ports
+		q.tot, q.proto, q.flags = uint16(tot), proto, flags
+	}
+	if na > 0 {
+		prefetchLines(&addrs[0], na)
+	}
+	f.sink += acc
+	return mask
+}
+
+// flowHash is FlowKey.Hash(seed) computed from the four little-endian
+// 32-bit blocks of FlowKey.Bytes: the source and destination addresses and
+// the two ports as they appear in the packet, then the protocol. A test
+// pins it to FlowKey.Hash.
+func flowHash(b0, b1, b2, b3, seed uint32) uint32 {
+	return murmurFmix(murmurStep(murmurStep(murmurStep(murmurStep(seed, b0), b1), b2), b3))
+}
+
+// murmurFmix is the MurmurHash3 x86_32 finalisation of a 16-byte input.
+func murmurFmix(h uint32) uint32 {
+	h ^= 16
+	h ^= h >> 16
+	h *= 0x85ebca6b
+	h ^= h >> 13
+	h *= 0xc2b2ae35
+	h ^= h >> 16
+	return h
+}
+
+// murmurStep mixes block k into h (MurmurHash3 x86_32 body).
+func murmurStep(h, k uint32) uint32 {
+	k *= 0xcc9e2d51
+	k = bits.RotateLeft32(k, 15)
+	k *= 0x1b873593
+	h ^= k
+	h = bits.RotateLeft32(h, 13)
+	return h*5 + 0xe6546b64
+}
+
+// keyHash is FlowKey.Hash(seed) without the byte array.
+func keyHash(k *FlowKey, seed uint32) uint32 {
+	return flowHash(bits.ReverseBytes32(k.Src), bits.ReverseBytes32(k.Dst),
+		bits.ReverseBytes32(uint32(k.SrcPort)<<16|uint32(k.DstPort)), uint32(k.Proto), seed)
+}
+
+// headerSumOK reports whether the IPv4 header ip (IHL 5, len(ip) >= 20) has
+// a valid checksum: Checksum(ip[:20], 0) == 0, that is, the one's
+// complement sum of its 16-bit words folds to 0xffff. It adds five 32-bit
+// words read little-endian instead: since 2^16 = 1 (mod 0xffff), the
+// folded sum is 0xffff exactly when the plain sum is a non-zero multiple of
+// 0xffff, whatever the word size, and a byte swap multiplies the sum by 256,
+// which is prime to 0xffff (RFC 1071, section 2). Small enough to inline.
+func headerSumOK(ip []byte) bool {
+	h := (*[IPv4MinSize]byte)(ip)
+	s := uint64(binary.LittleEndian.Uint32(h[0:])) + uint64(binary.LittleEndian.Uint32(h[4:])) +
+		uint64(binary.LittleEndian.Uint32(h[8:])) + uint64(binary.LittleEndian.Uint32(h[12:])) +
+		uint64(binary.LittleEndian.Uint32(h[16:]))
+	return s != 0 && s%0xffff == 0
+}
+
+func (f *Forwarder) process(s *Snapshot, p *Packet, rxPort int, hash uint32, hinted bool) (Verdict, int, DropReason) {
 	if p.Off < 0 || p.Len < 0 || p.Off+p.Len > len(p.Buf) {
 		return VerdictDrop, 0, DropTruncated
 	}
@@ -91,7 +267,11 @@ func (f *Forwarder) process(s *Snapshot, p *Packet, rxPort int) (Verdict, int, D
 		return VerdictDrop, 0, DropBadTotalLen
 	}
 	ip = ip[:tot] // drop Ethernet padding
-	if Checksum(ip[:ihl], 0) != 0 {
+	if ihl == IPv4MinSize {
+		if !headerSumOK(ip) {
+			return VerdictDrop, 0, DropBadChecksum
+		}
+	} else if Checksum(ip[:ihl], 0) != 0 {
 		return VerdictDrop, 0, DropBadChecksum
 	}
 	dst := ip.DstU32()
@@ -125,7 +305,10 @@ func (f *Forwarder) process(s *Snapshot, p *Packet, rxPort int) (Verdict, int, D
 			}
 			tcpFlags = TCP(l4).Flags()
 		}
-		key = FlowKey{Src: ip.SrcU32(), Dst: dst, SrcPort: Ports(l4).Src(), DstPort: Ports(l4).Dst(), Proto: proto}
+		// Field by field: a composite literal is built in a temporary
+		// and copied with one wide load that cannot be forwarded from
+		// the narrow stores (a store-forwarding stall per packet).
+		key.Src, key.Dst, key.SrcPort, key.DstPort, key.Proto = ip.SrcU32(), dst, Ports(l4).Src(), Ports(l4).Dst(), proto
 		si := s.LookupService(dst, proto, key.DstPort)
 		if si < 0 {
 			if s.IsVIP(dst) {
@@ -134,7 +317,10 @@ func (f *Forwarder) process(s *Snapshot, p *Packet, rxPort int) (Verdict, int, D
 			return f.notForUs(dst)
 		}
 		svc := &s.Services[si]
-		return f.toService(s, svc, p, l3, ip, &key, tcpFlags, false, rxPort)
+		// Prefetch hashed the same bytes iff the frame is untagged and
+		// the header has no options.
+		hinted = hinted && l3 == EthernetMinSize && ihl == IPv4MinSize
+		return f.toService(s, svc, p, l3, ip, &key, tcpFlags, false, rxPort, hash, hinted)
 	case ProtoICMP:
 		if !s.IsVIP(dst) {
 			return f.notForUs(dst)
@@ -155,7 +341,7 @@ func (f *Forwarder) process(s *Snapshot, p *Packet, rxPort int) (Verdict, int, D
 		}
 		qip := IPv4(q)
 		qp := Ports(q[qip.HeaderLen():])
-		key = FlowKey{Src: qip.DstU32(), Dst: qip.SrcU32(), SrcPort: qp.Dst(), DstPort: qp.Src(), Proto: qip.Protocol()}
+		key.Src, key.Dst, key.SrcPort, key.DstPort, key.Proto = qip.DstU32(), qip.SrcU32(), qp.Dst(), qp.Src(), qip.Protocol()
 		if key.Proto != ProtoTCP && key.Proto != ProtoUDP {
 			return VerdictDrop, 0, DropICMPUnrelated
 		}
@@ -163,7 +349,7 @@ func (f *Forwarder) process(s *Snapshot, p *Packet, rxPort int) (Verdict, int, D
 		if si < 0 {
 			return VerdictDrop, 0, DropICMPUnrelated
 		}
-		return f.toService(s, &s.Services[si], p, l3, ip, &key, 0, true, rxPort)
+		return f.toService(s, &s.Services[si], p, l3, ip, &key, 0, true, rxPort, 0, false)
 	default:
 		if s.IsVIP(dst) {
 			return VerdictDrop, 0, DropNoService
@@ -180,17 +366,27 @@ func (f *Forwarder) notForUs(dst uint32) (Verdict, int, DropReason) {
 	return VerdictDrop, 0, DropNoService
 }
 
-// toService picks the backend for key and rewrites p for it.
+// toService picks the backend for key and rewrites p for it. h is key's
+// flow hash when hinted.
 func (f *Forwarder) toService(s *Snapshot, svc *Service, p *Packet, l3 int, ip IPv4,
-	key *FlowKey, tcpFlags uint8, icmpErr bool, rxPort int) (Verdict, int, DropReason) {
+	key *FlowKey, tcpFlags uint8, icmpErr bool, rxPort int, h uint32, hinted bool) (Verdict, int, DropReason) {
 	if svc.Mode != ModeL2 && ip.TTL() <= 1 {
 		return VerdictDrop, 0, DropTTL
 	}
-	h := key.Hash(f.Seed)
+	if !hinted {
+		h = keyHash(key, f.Seed)
+	}
 	bi := -1
+	reused := false
 	e := f.Flows.Lookup(key, h, f.Now)
 	if e != nil && e.service == svc.ID {
-		if i := svc.BackendIndex(e.backend); i >= 0 && svc.Backends[i].Usable() {
+		if e.state == flowStateClosing && tcpFlags&(TCPFlagSYN|TCPFlagACK) == TCPFlagSYN {
+			// A new connection on the 4-tuple of one the client ended
+			// (FIN or RST seen; its port is free again as soon as the
+			// server closed first): a new flow, which a draining backend
+			// MUST NOT get.
+			reused = true
+		} else if i := e.backendIndex(svc); i >= 0 && svc.Backends[i].Usable() {
 			bi = i
 		} else {
 			f.C.FlowRemapped++
@@ -212,7 +408,11 @@ func (f *Forwarder) toService(s *Snapshot, svc *Service, p *Packet, l3 int, ip I
 				e = f.Flows.Insert(key, h, f.Now, svc.ID, svc.Backends[bi].IP)
 			} else {
 				e.service, e.backend = svc.ID, svc.Backends[bi].IP
+				if reused {
+					e.state = 0 // Touch starts it over
+				}
 			}
+			e.setBackendHint(bi)
 			f.C.Backends[svc.Backends[bi].ID].NewFlows++
 		}
 	}
@@ -233,28 +433,38 @@ func (f *Forwarder) toService(s *Snapshot, svc *Service, p *Packet, l3 int, ip I
 	if start < 0 {
 		return VerdictDrop, 0, DropTruncated
 	}
-	hdr := p.Buf[start : p.Off+l3]
-	copy(hdr, b.hdr[:b.hdrLen])
-	if over > 0 {
-		o := hdr[EthernetMinSize:]
-		tos := ip.TOS()
-		flags := ip.FlagsFrag() & IPv4FlagDF
-		f.ipID++
-		o[ipv4TOS] = tos
-		binary.BigEndian.PutUint16(o[ipv4TotalLen:], uint16(tot+over))
-		binary.BigEndian.PutUint16(o[ipv4ID:], f.ipID)
-		binary.BigEndian.PutUint16(o[ipv4FlagsFrag:], flags)
-		cs := b.outerSum + uint32(tos) + uint32(tot+over) + uint32(f.ipID) + uint32(flags)
-		binary.BigEndian.PutUint16(o[ipv4Checksum:], ^fold(cs))
-		if svc.Mode == ModeGRE {
-			binary.BigEndian.PutUint16(o[IPv4MinSize+2:], EtherTypeIPv4)
-		}
-	}
 	if ip.HeaderLen() > IPv4MinSize {
 		f.C.IPOptions++
 	}
 	if icmpErr {
 		f.C.ICMPErrorsForwarded++
+	}
+	f.rewrite(svc, b, p, start, l3, ip)
+	return VerdictTx, b.Port, DropNone
+}
+
+// rewrite puts b's headers in front of the IP packet ip of p (at l3 in the
+// frame; the new frame starts at buffer offset start) and counts the packet
+// for its service and backend.
+func (f *Forwarder) rewrite(svc *Service, b *Backend, p *Packet, start, l3 int, ip IPv4) {
+	tot := len(ip)
+	// The headers are written through array pointers: constant offsets,
+	// no bounds check per field, fixed-size copies inlined as moves.
+	switch b.hdrLen {
+	case EthernetMinSize:
+		*(*[EthernetMinSize]byte)(p.Buf[start:]) = *(*[EthernetMinSize]byte)(b.hdr[:])
+	case EthernetMinSize + IPv4MinSize:
+		h := (*[EthernetMinSize + IPv4MinSize]byte)(p.Buf[start:])
+		// 34 bytes as two overlapping 32-byte moves (a 34-byte copy
+		// calls memmove).
+		*(*[32]byte)(h[:]) = *(*[32]byte)(b.hdr[:])
+		*(*[32]byte)(h[2:]) = *(*[32]byte)(b.hdr[2:])
+		f.outerIPv4((*[IPv4MinSize]byte)(h[EthernetMinSize:]), b, ip, tot+IPv4MinSize)
+	default: // GRE
+		h := (*[len(b.hdr)]byte)(p.Buf[start:])
+		*h = b.hdr
+		f.outerIPv4((*[IPv4MinSize]byte)(h[EthernetMinSize:]), b, ip, tot+IPv4MinSize+greSize)
+		binary.BigEndian.PutUint16(h[EthernetMinSize+IPv4MinSize+2:], EtherTypeIPv4)
 	}
 	p.Off = start
 	p.Len = b.hdrLen + tot
@@ -264,7 +474,62 @@ func (f *Forwarder) toService(s *Snapshot, svc *Service, p *Packet, l3 int, ip I
 	bc := &f.C.Backends[b.ID]
 	bc.Packets++
 	bc.Bytes += uint64(tot)
-	return VerdictTx, b.Port, DropNone
+}
+
+// outerIPv4 fills in the per-packet fields of the outer IPv4 header o, the
+// rest of which is b's template: TOS and DF copied from the inner header
+// ip, total length n, the next ID, and the checksum from the template's
+// partial sum (STYLE.md 6).
+func (f *Forwarder) outerIPv4(o *[IPv4MinSize]byte, b *Backend, ip IPv4, n int) {
+	tos := ip[ipv4TOS]
+	flags := binary.BigEndian.Uint16(ip[ipv4FlagsFrag:]) & IPv4FlagDF
+	f.ipID++
+	o[ipv4TOS] = tos
+	binary.BigEndian.PutUint16(o[ipv4TotalLen:], uint16(n))
+	binary.BigEndian.PutUint16(o[ipv4ID:], f.ipID)
+	binary.BigEndian.PutUint16(o[ipv4FlagsFrag:], flags)
+	cs := b.outerSum + uint32(tos) + uint32(n) + uint32(f.ipID) + uint32(flags)
+	binary.BigEndian.PutUint16(o[ipv4Checksum:], ^fold(cs))
+}
+
+// fastOne is the common case of Process for a packet classify found fit
+// (q.svc >= 0): of a flow the table holds (live, same service, not a new
+// SYN on a closed flow) on a backend that is still usable, fitting the
+// egress MTU. It then does exactly what process would do: count the hit,
+// refresh the entry, rewrite, count. For anything else it returns false
+// having changed nothing, and the caller runs Process. FuzzFastPath and
+// TestFastPathFlows hold the two to the same result.
+func (f *Forwarder) fastOne(s *Snapshot, p *Packet, q *fastPkt) (int, bool) {
+	svc := &s.Services[q.svc]
+	ft := f.Flows
+	e := ft.find(q.src, q.dst, q.ports, q.proto, q.hash)
+	if e == nil || int32(e.expires-f.Now) <= 0 || e.service != svc.ID {
+		return 0, false
+	}
+	if e.state == flowStateClosing && q.flags&TCPFlagSYN != 0 {
+		return 0, false // maybe a new connection on an ended one's 4-tuple
+	}
+	bi := int(e.bhint)
+	if bi >= len(svc.Backends) {
+		return 0, false
+	}
+	b := &svc.Backends[bi]
+	if b.IP != e.backend || b.State == BackendDown {
+		return 0, false
+	}
+	tot := int(q.tot)
+	if tot+b.hdrLen-EthernetMinSize > s.Ports[b.Port].MTU {
+		return 0, false
+	}
+	start := p.Off + EthernetMinSize - b.hdrLen
+	if start < 0 {
+		return 0, false
+	}
+	ft.Hits++
+	ft.Touch(e, q.flags, f.Now)
+	l3 := p.Off + EthernetMinSize
+	f.rewrite(svc, b, p, start, EthernetMinSize, IPv4(p.Buf[l3:l3+tot]))
+	return b.Port, true
 }
 
 // fragNeeded turns p into an ICMP "fragmentation needed" (RFC 792, RFC 1191)

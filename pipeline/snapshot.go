@@ -128,6 +128,9 @@ type Snapshot struct {
 
 	vipSlots []vipSlot // open-addressing index of (VIP, proto, port)
 	vipMask  uint32
+	// protoSlots index (VIP, proto), same size and mask as vipSlots: one
+	// probe answers LookupService (see protoSlot).
+	protoSlots []protoSlot
 	// vipAddrs holds every VIP address (sorted) so that packets to a VIP on
 	// an unserved protocol (ICMP echo) can be told from strangers.
 	vipAddrs []uint32
@@ -157,6 +160,9 @@ type Service struct {
 	// Table is the Maglev lookup table: indexes into Backends, MaglevNone
 	// when no backend takes new flows.
 	Table []uint16
+	// vipIsPortIP: the VIP is also a port's own address, whose packets go
+	// to the kernel first; the fast path leaves them to Process.
+	vipIsPortIP bool
 }
 
 // Backend is a compiled backend with its prebuilt headers.
@@ -188,6 +194,17 @@ func (b *Backend) Usable() bool { return b.State != BackendDown }
 type vipSlot struct {
 	key uint64 // vipKey(...) | 1<<63 when used
 	svc int32
+}
+
+// protoSlot is everything served on one (VIP, protocol): the all-ports
+// service and up to two single-port services inline; with more, LookupService
+// also probes vipSlots.
+type protoSlot struct {
+	key   uint64 // vipKey(vip, proto, 0) when used
+	any   int32  // the all-ports service, or -1
+	svc   [2]int32
+	port  [2]uint16
+	ports uint8 // single-port services on this (VIP, protocol)
 }
 
 func vipKey(vip uint32, proto uint8, port uint16) uint64 {
@@ -231,6 +248,7 @@ func NewSnapshot(spec SnapshotSpec) (*Snapshot, error) {
 		n <<= 1
 	}
 	s.vipSlots = make([]vipSlot, n)
+	s.protoSlots = make([]protoSlot, n)
 	s.vipMask = uint32(n - 1)
 	vips := map[uint32]bool{}
 	for _, ss := range spec.Services {
@@ -243,6 +261,10 @@ func NewSnapshot(spec SnapshotSpec) (*Snapshot, error) {
 			return nil, fmt.Errorf("service %q: duplicate (vip, protocol, port)", ss.Name)
 		}
 		s.insertVIP(key, int32(len(s.Services)))
+		s.indexProto(svc.VIP, svc.Proto, svc.Port, int32(len(s.Services)))
+		for _, p := range s.Ports {
+			svc.vipIsPortIP = svc.vipIsPortIP || p.IP == svc.VIP
+		}
 		s.Services = append(s.Services, svc)
 		if svc.ID > s.MaxServiceID {
 			s.MaxServiceID = svc.ID
@@ -351,9 +373,64 @@ func (s *Snapshot) findVIP(key uint64) int32 {
 	}
 }
 
+// indexProto records service svc, serving (vip, proto, port), in
+// protoSlots.
+func (s *Snapshot) indexProto(vip uint32, proto uint8, port uint16, svc int32) {
+	key := vipKey(vip, proto, 0)
+	i := mixKey(key) & s.vipMask
+	for s.protoSlots[i].key != 0 && s.protoSlots[i].key != key {
+		i = (i + 1) & s.vipMask
+	}
+	sl := &s.protoSlots[i]
+	if sl.key == 0 {
+		*sl = protoSlot{key: key, any: -1}
+	}
+	switch {
+	case port == 0:
+		sl.any = svc
+	case sl.ports < uint8(len(sl.port)):
+		sl.port[sl.ports], sl.svc[sl.ports] = port, svc
+		sl.ports++
+	default:
+		sl.ports++ // more than fit inline: vipSlots has them
+	}
+}
+
 // LookupService returns the index of the service for (vip, proto, port),
-// trying the exact port first and then the all-ports service, or -1.
+// trying the exact port first and then the all-ports service, or -1. It is
+// one probe of protoSlots in the usual case (at most two single-port
+// services per VIP and protocol).
 func (s *Snapshot) LookupService(vip uint32, proto uint8, port uint16) int {
+	key := vipKey(vip, proto, 0)
+	i := mixKey(key) & s.vipMask
+	for {
+		sl := &s.protoSlots[i]
+		if sl.key == key {
+			if sl.ports > 0 && port != 0 {
+				if sl.port[0] == port {
+					return int(sl.svc[0])
+				}
+				if sl.ports > 1 && sl.port[1] == port {
+					return int(sl.svc[1])
+				}
+				if sl.ports > uint8(len(sl.port)) {
+					if j := s.findVIP(vipKey(vip, proto, port)); j >= 0 {
+						return int(j)
+					}
+				}
+			}
+			return int(sl.any)
+		}
+		if sl.key == 0 {
+			return -1
+		}
+		i = (i + 1) & s.vipMask
+	}
+}
+
+// lookupServiceSlow is LookupService on vipSlots alone: the reference the
+// tests hold LookupService to.
+func (s *Snapshot) lookupServiceSlow(vip uint32, proto uint8, port uint16) int {
 	if i := s.findVIP(vipKey(vip, proto, port)); i >= 0 {
 		return int(i)
 	}

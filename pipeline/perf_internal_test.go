@@ -1,0 +1,320 @@
+package pipeline
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"math/rand"
+	"net/netip"
+	"reflect"
+	"slices"
+	"testing"
+
+	"github.com/dsrlb/dsrlb/pipeline/testpkt"
+)
+
+// The fast path's shortcuts must agree with the reference functions.
+
+// fastPathOne runs the fast path on one packet as Worker.burst does
+// (classify, then fastOne when it found the packet fit) and reports the
+// egress port and whether the fast path took the packet; when it did not,
+// nothing has changed and the caller runs Process.
+func (f *Forwarder) fastPathOne(s *Snapshot, p *Packet) (int, bool) {
+	var fp [BurstSize]fastPkt
+	f.classify(s, []Packet{*p}, &fp)
+	if fp[0].svc < 0 {
+		return 0, false
+	}
+	rxLen := p.Len
+	out, ok := f.fastOne(s, p, &fp[0])
+	if ok {
+		f.C.RxPackets++
+		f.C.RxBytes += uint64(rxLen)
+	}
+	return out, ok
+}
+
+// burstOne is Worker.burst for one packet: the fast path, else Process
+// with the flow hash classify computed.
+func (f *Forwarder) burstOne(s *Snapshot, p *Packet, rxPort int) (Verdict, int, bool) {
+	var fp [BurstSize]fastPkt
+	hinted := f.classify(s, []Packet{*p}, &fp)
+	if fp[0].svc >= 0 {
+		rxLen := p.Len
+		if out, ok := f.fastOne(s, p, &fp[0]); ok {
+			f.C.RxPackets++
+			f.C.RxBytes += uint64(rxLen)
+			return VerdictTx, out, true
+		}
+	}
+	v, out := f.processHinted(s, p, rxPort, fp[0].hash, hinted&1 != 0)
+	return v, out, false
+}
+
+func TestFlowHashMatchesKeyHash(t *testing.T) {
+	r := rand.New(rand.NewSource(2))
+	for i := 0; i < 20000; i++ {
+		k := FlowKey{Src: r.Uint32(), Dst: r.Uint32(), SrcPort: uint16(r.Uint32()), DstPort: uint16(r.Uint32()), Proto: uint8(r.Uint32())}
+		seed := r.Uint32()
+		if got, want := keyHash(&k, seed), k.Hash(seed); got != want {
+			t.Fatalf("keyHash(%+v, %#x) = %#x, want FlowKey.Hash %#x", k, seed, got, want)
+		}
+		// From packet bytes, as Prefetch reads them.
+		var hdr [24]byte
+		binary.BigEndian.PutUint32(hdr[12:], k.Src)
+		binary.BigEndian.PutUint32(hdr[16:], k.Dst)
+		binary.BigEndian.PutUint16(hdr[20:], k.SrcPort)
+		binary.BigEndian.PutUint16(hdr[22:], k.DstPort)
+		got := flowHash(binary.LittleEndian.Uint32(hdr[12:]), binary.LittleEndian.Uint32(hdr[16:]),
+			binary.LittleEndian.Uint32(hdr[20:]), uint32(k.Proto), seed)
+		if want := k.Hash(seed); got != want {
+			t.Fatalf("flowHash of the header bytes of %+v = %#x, want %#x", k, got, want)
+		}
+		// And as Prefetch computes it from a frame.
+		if k.Proto == ProtoTCP || k.Proto == ProtoUDP {
+			fr := make([]byte, minFastFrame)
+			binary.BigEndian.PutUint16(fr[12:], EtherTypeIPv4)
+			fr[14] = 0x45
+			fr[14+9] = k.Proto
+			copy(fr[14+12:], hdr[12:24])
+			f := &Forwarder{Flows: NewFlowTable(16, DefaultFlowTimeouts), Seed: seed}
+			var fp [BurstSize]fastPkt
+			s := &Snapshot{vipMask: 15, vipSlots: make([]vipSlot, 16), protoSlots: make([]protoSlot, 16)}
+			if m := f.classify(s, []Packet{{Buf: fr, Len: len(fr)}}, &fp); m != 1 || fp[0].hash != k.Hash(seed) {
+				t.Fatalf("classify hash of %+v = %#x (mask %b), want %#x", k, fp[0].hash, m, k.Hash(seed))
+			}
+		}
+	}
+}
+
+func TestHeaderSumOKMatchesChecksum(t *testing.T) {
+	r := rand.New(rand.NewSource(3))
+	var ip [20]byte
+	check := func() {
+		t.Helper()
+		if got, want := headerSumOK(ip[:]), Checksum(ip[:], 0) == 0; got != want {
+			t.Fatalf("headerSumOK(%x) = %v, Checksum says %v", ip, got, want)
+		}
+	}
+	for i := 0; i < 200000; i++ {
+		r.Read(ip[:])
+		switch i % 4 {
+		case 0: // valid
+			ip[10], ip[11] = 0, 0
+			binary.BigEndian.PutUint16(ip[10:], Checksum(ip[:], 0))
+		case 1: // all zero but a few bytes: sums near 0 and 0xffff
+			ip = [20]byte{}
+			ip[r.Intn(20)] = byte(r.Intn(3))
+			ip[r.Intn(20)] = 0xff
+		case 2: // valid, then one bit flipped
+			ip[10], ip[11] = 0, 0
+			binary.BigEndian.PutUint16(ip[10:], Checksum(ip[:], 0))
+			ip[r.Intn(20)] ^= 1 << uint(r.Intn(8))
+		}
+		check()
+	}
+	for _, b := range []byte{0, 0xff} {
+		ip = [20]byte{}
+		for j := range ip {
+			ip[j] = b
+		}
+		check()
+	}
+}
+
+// fastSnapshot has one service per mode (l2 TCP/80, ipip UDP all ports,
+// gre TCP/443), a draining and a down backend, an MTU that IMIX-sized
+// frames overflow once encapsulated, and a VIP that is the port's address.
+func fastSnapshot(t testing.TB) *Snapshot {
+	t.Helper()
+	mac := MAC{2, 0, 0, 0, 0, 1}
+	be := func(id uint32, ip string, st BackendState) BackendSpec {
+		return BackendSpec{ID: id, IP: netip.MustParseAddr(ip), Weight: 1, State: st, NextHop: mac}
+	}
+	s, err := NewSnapshot(SnapshotSpec{
+		Generation: 1,
+		Ports:      []PortSpec{{MAC: MAC{2, 0, 0, 0, 0, 0x10}, IP: netip.MustParseAddr("192.0.2.10"), MTU: 1500}},
+		Services: []ServiceSpec{
+			{ID: 0, Name: "l2", VIP: netip.MustParseAddr("203.0.113.1"), Proto: ProtoTCP, Port: 80, Mode: ModeL2,
+				Backends: []BackendSpec{be(0, "192.0.2.21", BackendActive), be(1, "192.0.2.22", BackendDrain)}},
+			{ID: 1, Name: "ipip", VIP: netip.MustParseAddr("203.0.113.2"), Proto: ProtoUDP, Port: 0, Mode: ModeIPIP,
+				Backends: []BackendSpec{be(2, "10.1.0.1", BackendActive), be(3, "10.1.0.2", BackendDown), be(4, "10.1.0.3", BackendActive)}},
+			{ID: 2, Name: "gre", VIP: netip.MustParseAddr("203.0.113.3"), Proto: ProtoTCP, Port: 443, Mode: ModeGRE,
+				Backends: []BackendSpec{be(5, "10.2.0.1", BackendActive)}},
+			// A VIP that is also the port's address: the kernel's.
+			{ID: 3, Name: "own", VIP: netip.MustParseAddr("192.0.2.10"), Proto: ProtoUDP, Port: 7, Mode: ModeL2,
+				Backends: []BackendSpec{be(6, "192.0.2.30", BackendActive)}},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// runBoth sends frame through a forwarder the way Worker.burst does
+// (Prefetch, then fast, else the reference) and through a twin with
+// Process alone, and fails on any difference: verdict, egress, frame
+// bytes and bounds, counters, flow table.
+func runBoth(t *testing.T, s *Snapshot, a, b *Forwarder, frame []byte) bool {
+	t.Helper()
+	const room = 128
+	bufA := make([]byte, room+len(frame)+64)
+	copy(bufA[room:], frame)
+	bufB := append([]byte(nil), bufA...)
+	pa := []Packet{{Buf: bufA, Off: room, Len: len(frame)}}
+	pb := &Packet{Buf: bufB, Off: room, Len: len(frame)}
+	va, oa, fastTaken := a.burstOne(s, &pa[0], 0)
+	vb, ob := b.Process(s, pb, 0)
+	if va != vb || oa != ob || pa[0].Off != pb.Off || pa[0].Len != pb.Len || !bytes.Equal(bufA, bufB) {
+		t.Fatalf("fast path: verdict %v port %d off %d len %d, reference %v %d %d %d\n fast %x\n ref  %x",
+			va, oa, pa[0].Off, pa[0].Len, vb, ob, pb.Off, pb.Len, bufA, bufB)
+	}
+	if !reflect.DeepEqual(a.C, b.C) || a.ipID != b.ipID {
+		t.Fatalf("fast path counters %+v\nreference %+v", a.C, b.C)
+	}
+	fa, fb := a.Flows, b.Flows
+	if fa.Entries != fb.Entries || fa.Hits != fb.Hits || fa.Misses != fb.Misses || fa.Evictions != fb.Evictions ||
+		fa.Expired != fb.Expired || !slices.Equal(fa.buckets, fb.buckets) {
+		t.Fatalf("fast path flow table differs from the reference")
+	}
+	return fastTaken
+}
+
+// FuzzFastPath holds Forwarder.fast to Process: each input frame is sent
+// twice (the first time it may create its flow, the second hits it),
+// with the clock moved by the fuzzer between the two.
+func FuzzFastPath(f *testing.F) {
+	tcp := func(vip string, port uint16, flags uint8) []byte {
+		return testpkt.Packet{Src: netip.MustParseAddr("198.51.100.7"), Dst: netip.MustParseAddr(vip), Proto: ProtoTCP,
+			SrcPort: 40000, DstPort: port, TCPFlags: flags, DF: true, TOS: 0xb8, Payload: []byte("hello")}.Build()
+	}
+	udp := testpkt.Packet{Src: netip.MustParseAddr("198.51.100.8"), Dst: netip.MustParseAddr("203.0.113.2"), Proto: ProtoUDP,
+		SrcPort: 5353, DstPort: 53, PadTo: 60}
+	f.Add(tcp("203.0.113.1", 80, TCPFlagACK), uint32(0))
+	f.Add(tcp("203.0.113.3", 443, TCPFlagSYN), uint32(10))
+	f.Add(tcp("203.0.113.3", 443, TCPFlagFIN|TCPFlagACK), uint32(20000))
+	f.Add(udp.Build(), uint32(400000))
+	big := udp
+	big.Payload = make([]byte, 1472)
+	f.Add(big.Build(), uint32(1))
+	ttl := udp
+	ttl.TTL = 1
+	f.Add(ttl.Build(), uint32(1))
+	opt := udp
+	opt.Options = []byte{1, 1, 1, 0}
+	f.Add(opt.Build(), uint32(1))
+	vlan := udp
+	vlan.VLAN = 7
+	f.Add(vlan.Build(), uint32(1))
+	own := udp
+	own.Dst, own.DstPort = netip.MustParseAddr("192.0.2.10"), 7
+	f.Add(own.Build(), uint32(1))
+	s := fastSnapshot(f)
+	f.Fuzz(func(t *testing.T, frame []byte, dt uint32) {
+		a := NewForwarder(64, DefaultFlowTimeouts, 0)
+		b := NewForwarder(64, DefaultFlowTimeouts, 0)
+		a.Use(s)
+		b.Use(s)
+		runBoth(t, s, a, b, frame)
+		a.Now, b.Now = dt, dt
+		runBoth(t, s, a, b, frame)
+	})
+}
+
+// TestFastPathFlows holds the fast path to Process over many flows, with
+// flow table evictions, expiry and a snapshot swap that moves backends.
+func TestFastPathFlows(t *testing.T) {
+	s := fastSnapshot(t)
+	a := NewForwarder(512, DefaultFlowTimeouts, 7)
+	b := NewForwarder(512, DefaultFlowTimeouts, 7)
+	a.Use(s)
+	b.Use(s)
+	vips := []string{"203.0.113.1", "203.0.113.2", "203.0.113.3"}
+	r := rand.New(rand.NewSource(4))
+	fast := 0
+	for i := 0; i < 20000; i++ {
+		if i == 10000 { // the ipip service loses a backend, the l2 one gains one
+			spec := SnapshotSpec{Generation: 2, Ports: []PortSpec{{MAC: MAC{2, 0, 0, 0, 0, 0x10}, IP: netip.MustParseAddr("192.0.2.10"), MTU: 1500}}}
+			for _, svc := range s.Services {
+				ss := ServiceSpec{ID: svc.ID, Name: svc.Name, VIP: netip.AddrFrom4([4]byte{byte(svc.VIP >> 24), byte(svc.VIP >> 16), byte(svc.VIP >> 8), byte(svc.VIP)}), Proto: svc.Proto, Port: svc.Port, Mode: svc.Mode}
+				for _, be := range svc.Backends {
+					if be.Addr.String() == "10.1.0.3" {
+						continue
+					}
+					ss.Backends = append(ss.Backends, BackendSpec{ID: be.ID, IP: be.Addr, Weight: 1, State: be.State, NextHop: MAC{2, 0, 0, 0, 0, 1}})
+				}
+				if svc.Name == "l2" {
+					ss.Backends = append(ss.Backends, BackendSpec{ID: 9, IP: netip.MustParseAddr("192.0.2.20"), Weight: 1, NextHop: MAC{2, 0, 0, 0, 0, 2}})
+				}
+				spec.Services = append(spec.Services, ss)
+			}
+			var err error
+			if s, err = NewSnapshot(spec); err != nil {
+				t.Fatal(err)
+			}
+			a.Use(s)
+			b.Use(s)
+		}
+		v := r.Intn(3)
+		p := testpkt.Packet{Src: netip.AddrFrom4([4]byte{198, 18, 0, byte(r.Intn(40))}), Dst: netip.MustParseAddr(vips[v]),
+			SrcPort: uint16(1000 + r.Intn(4)), PadTo: 60}
+		switch v {
+		case 0:
+			p.Proto, p.DstPort, p.TCPFlags = ProtoTCP, 80, []uint8{TCPFlagSYN, TCPFlagACK, TCPFlagFIN}[r.Intn(3)]
+		case 1:
+			p.Proto, p.DstPort = ProtoUDP, uint16(r.Intn(4))
+		default:
+			p.Proto, p.DstPort = ProtoTCP, 443
+		}
+		a.Now += uint32(r.Intn(5))
+		if i%2500 == 0 {
+			a.Now += 6000 // past the SYN timeout
+		}
+		b.Now = a.Now
+		if runBoth(t, s, a, b, p.Build()) {
+			fast++
+		}
+	}
+	if fast < 5000 {
+		t.Errorf("only %d of 20000 packets took the fast path", fast)
+	}
+	if a.Flows.Hits == 0 || a.Flows.Evictions == 0 || a.Flows.Expired == 0 || a.C.FlowRemapped == 0 {
+		t.Errorf("the run did not reach every case: hits %d evictions %d expired %d remapped %d",
+			a.Flows.Hits, a.Flows.Evictions, a.Flows.Expired, a.C.FlowRemapped)
+	}
+}
+
+// TestLookupServiceMatchesSlow holds the one-probe LookupService to the
+// two-probe reference over random service sets: VIPs with an all-ports
+// service, with one to five single-port services, or both.
+func TestLookupServiceMatchesSlow(t *testing.T) {
+	r := rand.New(rand.NewSource(5))
+	for round := 0; round < 200; round++ {
+		spec := SnapshotSpec{Ports: []PortSpec{{IP: netip.MustParseAddr("192.0.2.10")}}}
+		seen := map[[3]int]bool{}
+		for i := 0; i < 1+r.Intn(20); i++ {
+			vip, proto, port := 1+r.Intn(3), []uint8{ProtoTCP, ProtoUDP}[r.Intn(2)], []uint16{0, 53, 80, 443, 8080, 9000}[r.Intn(6)]
+			if seen[[3]int{vip, int(proto), int(port)}] {
+				continue
+			}
+			seen[[3]int{vip, int(proto), int(port)}] = true
+			spec.Services = append(spec.Services, ServiceSpec{ID: uint32(i), Name: fmt.Sprint(i),
+				VIP: netip.AddrFrom4([4]byte{203, 0, 113, byte(vip)}), Proto: proto, Port: port, Mode: ModeL2,
+				Backends: []BackendSpec{{ID: uint32(i), IP: netip.MustParseAddr("192.0.2.20"), Weight: 1, NextHop: MAC{2}}}})
+		}
+		s, err := NewSnapshot(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for vip := uint32(0xcb007100); vip <= 0xcb007104; vip++ {
+			for _, proto := range []uint8{ProtoTCP, ProtoUDP, ProtoICMP} {
+				for _, port := range []uint16{0, 1, 53, 80, 443, 8080, 9000} {
+					if got, want := s.LookupService(vip, proto, port), s.lookupServiceSlow(vip, proto, port); got != want {
+						t.Fatalf("LookupService(%#x, %d, %d) = %d, reference %d (services %+v)", vip, proto, port, got, want, spec.Services)
+					}
+				}
+			}
+		}
+	}
+}
