@@ -1,0 +1,336 @@
+package main
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/dsrlb/dsrlb/control"
+	"github.com/dsrlb/dsrlb/dpdk"
+	"github.com/dsrlb/dsrlb/pipeline"
+	"github.com/dsrlb/dsrlb/pipeline/pcap"
+)
+
+// benchResult is the last stdout line of `dsrlb bench`.
+type benchResult struct {
+	// MppsTotal is packets received and handled per second, all workers,
+	// over the measurement window (after the warm-up); TxMpps is what was
+	// transmitted. MppsPerWorker splits MppsTotal by worker.
+	MppsTotal     float64   `json:"mpps_total"`
+	MppsPerWorker []float64 `json:"mpps_per_worker"`
+	TxMpps        float64   `json:"tx_mpps"`
+	// Gbps is received frame bytes (as DPDK counts them: no FCS, preamble
+	// or gap) per second; GbpsWire adds the 24 bytes a frame costs on the
+	// wire besides.
+	Gbps     float64 `json:"gbps"`
+	GbpsWire float64 `json:"gbps_wire"`
+	// SamplesMpps are the per-second rates inside the window.
+	SamplesMpps []float64 `json:"samples_mpps"`
+	// MedianSampleMpps is the median of SamplesMpps.
+	MedianSampleMpps float64 `json:"median_sample_mpps"`
+	// Drops are the drops by reason inside the window.
+	Drops         map[string]uint64 `json:"drops"`
+	WindowSeconds float64           `json:"window_seconds"`
+	WarmupSeconds float64           `json:"warmup_seconds"`
+	Workers       int               `json:"workers"`
+	FlowCapacity  int               `json:"flow_capacity"`
+	Capture       benchCapture      `json:"capture"`
+	DataRoom      int               `json:"data_room"`
+	PoolMbufs     uint32            `json:"pool_mbufs"`
+	BusyRatio     []float64         `json:"busy_ratio"`
+	// PortRxNoMbuf counts rx bursts that failed for want of mbufs: it must
+	// stay 0, or the pool was too small and the numbers are meaningless.
+	PortRxNoMbuf uint64   `json:"port_rx_nombuf"`
+	EALArgs      []string `json:"eal_args"`
+	// Stats are the counters of the whole run (control.BuildStats).
+	Stats control.Stats `json:"stats"`
+}
+
+type benchCapture struct {
+	Path     string `json:"path"`
+	Packets  int    `json:"packets"`
+	Bytes    int64  `json:"bytes"`
+	Flows    int    `json:"flows"`
+	MaxFrame int    `json:"max_frame"`
+	// QueuePackets is how the capture was split over the rx queues.
+	QueuePackets []int `json:"queue_packets"`
+}
+
+// cmdBench runs the full data plane (startDataplane) over a capture replayed
+// forever: the first config port's device becomes a net_pcap port whose rx
+// queues replay the capture from memory (infinite_rx) and whose tx drops
+// (net_pcap without tx args frees what it is sent: a null sink). With N
+// workers the capture is split by flow into N files, one rx queue each,
+// as RSS would. After a warm-up the worker counters are sampled over the
+// window; the last stdout line is a benchResult.
+func cmdBench(args []string) int {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	cfgPath := fs.String("config", "", "config file (YAML)")
+	capPath := fs.String("pcap", "", "capture to replay")
+	seconds := fs.Float64("seconds", 5, "measurement window in seconds (after the warm-up)")
+	warmup := fs.Float64("warmup", 1, "warm-up seconds before the window")
+	workers := fs.Int("workers", 0, "worker lcores (0: the config's dataplane.workers, else 1)")
+	dataRoom := fs.Int("data-room", 0, "mbuf data room incl. headroom (0: fit the largest frame, at least 256+headroom)")
+	flowCap := fs.Int("flow-capacity", 0, "flow table entries per worker (0: the config's flows.capacity)")
+	lcores := fs.String("lcores", "", "EAL --lcores mapping (default: -l 0..N, or a shared mapping when lcores outnumber CPUs)")
+	newLog := logFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	log := newLog()
+	if *cfgPath == "" || *capPath == "" || *seconds <= 0 || *warmup < 0 {
+		fmt.Fprintln(os.Stderr, "dsrlb bench: --config and --pcap are required, --seconds > 0")
+		return 2
+	}
+	cfg, err := control.LoadFile(*cfgPath)
+	if err != nil {
+		return fail(log, err)
+	}
+	store, err := control.NewStore(cfg, control.StoreOptions{Log: log})
+	if err != nil {
+		return fail(log, err)
+	}
+	t := store.Typed()
+	if *flowCap > 0 {
+		t.FlowCap = *flowCap
+	}
+	nw := *workers
+	if nw == 0 {
+		nw = max(t.Workers, 1)
+	}
+	pkts, err := pcap.ReadFile(*capPath)
+	if err != nil {
+		return fail(log, err)
+	}
+	if len(pkts) == 0 {
+		return fail(log, errors.New("bench: empty capture"))
+	}
+	capInfo := benchCapture{Path: *capPath, Packets: len(pkts), Flows: countFlows(pkts)}
+	for _, p := range pkts {
+		capInfo.Bytes += int64(len(p))
+		capInfo.MaxFrame = max(capInfo.MaxFrame, len(p))
+	}
+
+	// One rx_pcap per worker: net_pcap makes one rx queue of each.
+	files := []string{*capPath}
+	capInfo.QueuePackets = []int{len(pkts)}
+	if nw > 1 {
+		dir, err := os.MkdirTemp("", "dsrlb-bench-")
+		if err != nil {
+			return fail(log, err)
+		}
+		defer os.RemoveAll(dir)
+		files, capInfo.QueuePackets, err = splitByFlow(pkts, nw, dir)
+		if err != nil {
+			return fail(log, err)
+		}
+	}
+	room := *dataRoom
+	if room == 0 {
+		room = dpdk.Headroom + max(256, (capInfo.MaxFrame+127)/128*128)
+	}
+	if room > 65535 || room < dpdk.Headroom+capInfo.MaxFrame {
+		return fail(log, fmt.Errorf("bench: data room %d cannot hold %d-byte frames after the %d-byte headroom",
+			room, capInfo.MaxFrame, dpdk.Headroom))
+	}
+	pkts = nil // the PMD keeps its own copy in mbufs
+	// infinite_rx holds the whole capture in mbufs; every queue also needs
+	// bursts in flight and per-lcore mempool caches.
+	poolN := uint32(capInfo.Packets) + uint32(nw)*4096 + 8192
+
+	dev := "net_pcap_bench0"
+	for _, f := range files {
+		dev += ",rx_pcap=" + f
+	}
+	dev += ",infinite_rx=1"
+	ports := make([]dpPort, len(t.Ports))
+	for i, p := range t.Ports {
+		ports[i] = dpPort{Name: p.Name, Device: p.Device, MTU: p.MTU, MAC: p.MAC}
+	}
+	ports[0].Device = dev
+
+	eal := benchEALArgs(t.EALArgs, nw, *lcores, poolN, room)
+	// Each worker lcore keeps a Go P busy; leave room for the runtime and
+	// this goroutine (dpdk.Launch).
+	if runtime.GOMAXPROCS(0) < nw+2 {
+		runtime.GOMAXPROCS(nw + 2)
+	}
+	dp, err := startDataplane(dpOptions{
+		EALArgs: eal, Workers: nw, Ports: ports, Snap: store.Snapshots(),
+		FlowCap: t.FlowCap, Timeouts: t.Timeouts, Seed: t.Seed,
+		PoolMbufs: poolN, DataRoom: uint16(room), Log: log, Ready: store.SetPortMACs,
+	})
+	if err != nil {
+		return fail(log, err)
+	}
+	time.Sleep(time.Duration(*warmup * float64(time.Second)))
+	c0, t0 := dp.Counters(), time.Now()
+	var samples []float64
+	prev, tprev := c0, t0
+	end := t0.Add(time.Duration(*seconds * float64(time.Second)))
+	for {
+		next := tprev.Add(time.Second)
+		if next.After(end) {
+			next = end
+		}
+		time.Sleep(time.Until(next))
+		c, now := dp.Counters(), time.Now()
+		if d := now.Sub(tprev).Seconds(); d > 0.2 {
+			samples = append(samples, float64(sumRx(c)-sumRx(prev))/d/1e6)
+		}
+		prev, tprev = c, now
+		if !now.Before(end) {
+			break
+		}
+	}
+	c1, t1 := prev, tprev
+	var nombuf uint64
+	if st, err := dp.nics[0].Stats(); err == nil {
+		nombuf = st.RxNoMbuf
+	}
+	dp.Stop()
+
+	win := t1.Sub(t0).Seconds()
+	res := benchResult{WindowSeconds: win, WarmupSeconds: *warmup, Workers: nw, FlowCapacity: t.FlowCap, Capture: capInfo,
+		DataRoom: room, PoolMbufs: poolN, PortRxNoMbuf: nombuf, EALArgs: eal, SamplesMpps: samples,
+		Drops: map[string]uint64{}}
+	var rx, tx, bytes uint64
+	for i := range c1 {
+		r := c1[i].RxPackets - c0[i].RxPackets
+		rx += r
+		tx += c1[i].TxPackets - c0[i].TxPackets
+		bytes += c1[i].RxBytes - c0[i].RxBytes
+		res.MppsPerWorker = append(res.MppsPerWorker, round3(float64(r)/win/1e6))
+		busy := 0.0
+		if p := c1[i].Polls - c0[i].Polls; p > 0 {
+			busy = float64(c1[i].BusyPolls-c0[i].BusyPolls) / float64(p)
+		}
+		res.BusyRatio = append(res.BusyRatio, round3(busy))
+		for r := pipeline.DropReason(1); r < pipeline.NumDropReasons; r++ {
+			res.Drops[r.String()] += c1[i].Drops[r] - c0[i].Drops[r]
+		}
+	}
+	res.MppsTotal = round3(float64(rx) / win / 1e6)
+	res.TxMpps = round3(float64(tx) / win / 1e6)
+	res.Gbps = round3(float64(bytes) * 8 / win / 1e9)
+	res.GbpsWire = round3(float64(bytes+24*rx) * 8 / win / 1e9)
+	for i := range res.SamplesMpps {
+		res.SamplesMpps[i] = round3(res.SamplesMpps[i])
+	}
+	res.MedianSampleMpps = median(res.SamplesMpps)
+	res.Stats = control.BuildStats(store.Snapshots().Load(), dp.Counters())
+	b, _ := json.Marshal(res)
+	fmt.Println(string(b))
+	if nombuf > 0 {
+		log.Warn().Uint64("rx_nombuf", nombuf).Msg("the mbuf pool ran dry: raise the pool size")
+	}
+	return 0
+}
+
+func round3(x float64) float64 { return float64(int64(x*1000+0.5)) / 1000 }
+
+func sumRx(cs []pipeline.Counters) uint64 {
+	var n uint64
+	for i := range cs {
+		n += cs[i].RxPackets
+	}
+	return n
+}
+
+// benchEALArgs completes the config's EAL arguments for a benchmark: memory
+// for the pool (unless -m or --socket-mem is given) and, when the lcores
+// outnumber the CPUs, an --lcores mapping that puts worker i on CPU i mod
+// ncpu and lets the (mostly idle) main lcore float over all CPUs.
+func benchEALArgs(args []string, workers int, lcores string, poolN uint32, room int) []string {
+	out := append([]string(nil), args...)
+	joined := " " + strings.Join(args, " ") + " "
+	if !strings.Contains(joined, " -m ") && !strings.Contains(joined, "--socket-mem") {
+		// mbuf: data room + struct rte_mbuf (128) + mempool header (64).
+		mb := (uint64(poolN)*uint64(room+192))>>20 + 512
+		out = append(out, "-m", fmt.Sprint(mb))
+	}
+	ncpu := runtime.NumCPU()
+	if lcores == "" && workers+1 > ncpu && !strings.Contains(joined, " -l ") && !strings.Contains(joined, "--lcores") {
+		m := []string{fmt.Sprintf("0@(0-%d)", ncpu-1)}
+		for i := 1; i <= workers; i++ {
+			m = append(m, fmt.Sprintf("%d@%d", i, i%ncpu))
+		}
+		lcores = strings.Join(m, ",")
+	}
+	if lcores != "" {
+		out = append(out, "--lcores", lcores)
+	}
+	return out
+}
+
+// flowOf returns the 5-tuple of an untagged IPv4 TCP/UDP frame.
+func flowOf(p []byte) (pipeline.FlowKey, bool) {
+	if len(p) < 14+20+4 || binary.BigEndian.Uint16(p[12:]) != pipeline.EtherTypeIPv4 {
+		return pipeline.FlowKey{}, false
+	}
+	ip := pipeline.IPv4(p[14:])
+	ihl := ip.HeaderLen()
+	if ihl < 20 || len(ip) < ihl+4 {
+		return pipeline.FlowKey{}, false
+	}
+	l4 := pipeline.Ports(ip[ihl:])
+	return pipeline.FlowKey{Src: ip.SrcU32(), Dst: ip.DstU32(), SrcPort: l4.Src(), DstPort: l4.Dst(), Proto: ip.Protocol()}, true
+}
+
+func countFlows(pkts [][]byte) int {
+	seen := make(map[pipeline.FlowKey]struct{}, len(pkts))
+	for _, p := range pkts {
+		if k, ok := flowOf(p); ok {
+			seen[k] = struct{}{}
+		}
+	}
+	return len(seen)
+}
+
+// splitByFlow writes pkts into n capture files in dir, every packet of a
+// flow into the same file (chosen by a hash of its 5-tuple, as RSS would
+// pick a queue), keeping their order.
+func splitByFlow(pkts [][]byte, n int, dir string) ([]string, []int, error) {
+	parts := make([][][]byte, n)
+	for _, p := range pkts {
+		q := 0
+		if k, ok := flowOf(p); ok {
+			q = int(k.Hash(0x5eed) % uint32(n))
+		}
+		parts[q] = append(parts[q], p)
+	}
+	files := make([]string, n)
+	counts := make([]int, n)
+	for q := range parts {
+		if len(parts[q]) == 0 {
+			return nil, nil, fmt.Errorf("bench: rx queue %d would get no packets", q)
+		}
+		files[q] = filepath.Join(dir, fmt.Sprintf("q%d.pcap", q))
+		counts[q] = len(parts[q])
+		if err := pcap.WriteFile(files[q], parts[q]); err != nil {
+			return nil, nil, err
+		}
+	}
+	return files, counts, nil
+}
+
+// median returns the median of xs (0 for none).
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
