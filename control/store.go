@@ -57,6 +57,7 @@ var ErrNotFound = errors.New("not found")
 func NewStore(cfg *Config, opts StoreOptions) (*Store, error) {
 	s := &Store{cfg: cfg.Clone(), ids: NewIDs(), opts: opts}
 	if opts.StatePath != "" {
+		removeStaleTemps(opts.StatePath, opts.Log)
 		st, err := ReadState(opts.StatePath)
 		switch {
 		case err == nil:
@@ -274,4 +275,16 @@ func WriteState(path string, c *Config) error {
 		return fmt.Errorf("fsync state dir: %w", err)
 	}
 	return nil
+}
+
+// removeStaleTemps deletes temp files a crash (kill -9) left between
+// CreateTemp and Rename in WriteState. The state file itself is never a
+// temp file, so this cannot lose an acknowledged change.
+func removeStaleTemps(path string, log zerolog.Logger) {
+	stale, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".state-*.tmp"))
+	for _, f := range stale {
+		if err := os.Remove(f); err == nil {
+			log.Info().Str("event", "state_temp_removed").Str("path", f).Msg("removed a temp file left by a crash")
+		}
+	}
 }

@@ -165,6 +165,7 @@ func startDataplane(o dpOptions) (*dataplane, error) {
 		}
 		d.workers = append(d.workers, pipeline.NewWorker(wps, o.Snap, o.FlowCap, o.Timeouts, o.Seed))
 	}
+	d.drainRx(nq)
 	if o.Ready != nil {
 		o.Ready(d.PortMACs(o.Ports))
 	}
@@ -201,6 +202,29 @@ func (d *dataplane) openPort(dev string, txOnly bool, nq uint16, mtu int, pool *
 	}
 	_ = id.SetPromiscuous(true)
 	return p, nil
+}
+
+// drainRx frees whatever the NIC queues received before the workers start.
+// DPDK 22.11's net_af_packet opens its socket for every protocol before
+// binding it to its interface, so frames of other interfaces (loopback
+// included) can sit in its ring from the first milliseconds.
+func (d *dataplane) drainRx(nq uint16) {
+	var pkts [pipeline.BurstSize]pipeline.Packet
+	for i, nic := range d.nics {
+		if nic.NbRx() == 0 {
+			continue
+		}
+		for q := uint16(0); q < nq; q++ {
+			for n := 0; n < 1024; n++ {
+				m := nic.RxBurst(q, pkts[:])
+				if m == 0 {
+					break
+				}
+				nic.Free(pkts[:m])
+				d.log.Debug().Int("port", i).Int("packets", m).Str("event", "rx_drained").Msg("dropped frames received before start")
+			}
+		}
+	}
 }
 
 // txOnly is a port polled for nothing: a sink without rx queues.
