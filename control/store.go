@@ -246,7 +246,7 @@ func WriteState(path string, c *Config) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
-	f, err := os.CreateTemp(dir, ".state-*.tmp")
+	f, err := os.CreateTemp(dir, tempPattern(path))
 	if err != nil {
 		return fmt.Errorf("state temp file: %w", err)
 	}
@@ -281,10 +281,14 @@ func WriteState(path string, c *Config) error {
 // CreateTemp and Rename in WriteState. The state file itself is never a
 // temp file, so this cannot lose an acknowledged change.
 func removeStaleTemps(path string, log zerolog.Logger) {
-	stale, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".state-*.tmp"))
+	stale, _ := filepath.Glob(filepath.Join(filepath.Dir(path), tempPattern(path)))
 	for _, f := range stale {
 		if err := os.Remove(f); err == nil {
 			log.Info().Str("event", "state_temp_removed").Str("path", f).Msg("removed a temp file left by a crash")
 		}
 	}
 }
+
+// tempPattern names WriteState's temp files after the state file, so that
+// processes with other state files in the same directory are left alone.
+func tempPattern(path string) string { return "." + filepath.Base(path) + ".*.tmp" }

@@ -132,7 +132,7 @@ func TestECMP(t *testing.T) {
 			if flows < n || flows > n+n/50 {
 				r.Errorf("appliances counted %d new flows for %d connections", flows, n)
 			}
-			if miss := ecmpMissing(e, got.PerBackend); len(miss) != 0 {
+			if miss := e.Backends.Missing(got.PerBackend); len(miss) != 0 {
 				r.Errorf("backends %v answered nothing (%s)", miss, got.Spread())
 			}
 		})
@@ -630,18 +630,12 @@ func checkStandbyPaths(r *trial, paths []frrtest.BGPPath, active, standby netip.
 // startECMP brings up the ECMP bed for t and tears it down when t ends.
 func startECMP(t *testing.T) *nsbed.ECMP {
 	t.Helper()
-	if skipWhy != "" {
-		t.Skip(skipWhy)
-	}
-	if buildFail != nil {
-		t.Fatalf("binaries: %v", buildFail)
-	}
+	needBins(t)
 	frrtest.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	start := time.Now()
-	e, err := nsbed.StartECMP(ctx, nsbed.ECMPOptions{Bins: bins, EAL: ecmpEAL(),
-		Bed: nsbed.Options{Logf: t.Logf, Keep: os.Getenv("DSRLB_TESTBED_KEEP") != ""}})
+	e, err := nsbed.StartECMP(ctx, nsbed.ECMPOptions{Bins: bins, EAL: ecmpEAL(), Bed: bedOptions(t)})
 	if err != nil {
 		t.Fatalf("start ECMP testbed: %v", err)
 	}
@@ -686,16 +680,6 @@ func ecmpPct(part, total uint64) float64 {
 		return 0
 	}
 	return 100 * float64(part) / float64(total)
-}
-
-func ecmpMissing(e *nsbed.ECMP, got map[string]int) []string {
-	var out []string
-	for _, b := range e.Backends {
-		if got[b.Name] == 0 {
-			out = append(out, b.Name)
-		}
-	}
-	return out
 }
 
 func ecmpLastLines(s string, n int) string {

@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -61,10 +60,7 @@ func TestFlowsGracefulChange(t *testing.T) {
 
 	pool := startLivePool(ctx, l.Client, net.JoinHostPort(nsbed.L2VIP.String(), strconv.Itoa(nsbed.HTTPPort)), longLived, every)
 	defer pool.stop()
-	c0, err := readStatsSample(ctx, a)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c0 := mustStatsSample(ctx, t, a)
 	base := pool.waitProgress(ctx, nil, 3, flowsWait)
 	if p := liveStayProblems(nil, base, 3, ""); len(p) != 0 {
 		t.Fatalf("long-lived connections before any change: %s", strings.Join(p, "; "))
@@ -114,50 +110,27 @@ func TestFlowsGracefulChange(t *testing.T) {
 		}
 
 		start := time.Now()
-		p, err := nsbed.StartBackendsrv(ctx, be4.NS, bins.Backendsrv, be4.Name,
-			net.JoinHostPort("0.0.0.0", strconv.Itoa(nsbed.HTTPPort)), net.JoinHostPort("0.0.0.0", strconv.Itoa(nsbed.UDPPort)))
-		if err != nil {
+		if err := be4.Serve(ctx, bins.Backendsrv); err != nil {
 			t.Fatal(err)
 		}
-		be4.Proc = p
 		if _, err := waitForwarding(ctx, a, "web", ipOf["be4"], "active", flowsWait); err != nil {
 			t.Fatal(err)
 		}
 		t.Logf("be4 active %v after its server started", time.Since(start).Round(10*time.Millisecond))
 
-		c1, err := readStatsSample(ctx, a)
-		if err != nil {
-			t.Fatal(err)
-		}
+		c1 := mustStatsSample(ctx, t, a)
 		got, err = nsbed.CurlMany(ctx, l.Client, l.URL("/"), fresh)
 		if err != nil {
 			t.Fatal(err)
 		}
 		reused := book.curl(got)
 		reusedA += reused
-		c2, err := readStatsSample(ctx, a)
-		if err != nil {
-			t.Fatal(err)
-		}
+		c2 := mustStatsSample(ctx, t, a)
 		t.Logf("%d new connections: %s", fresh, got.Spread())
-		if got.ErrorCount != 0 || got.OK != fresh {
-			t.Errorf("got %d of %d answers, %d errors: %s", got.OK, fresh, got.ErrorCount, strings.Join(got.Errors, "; "))
-		}
-		for _, name := range []string{"be1", "be2", "be3", "be4"} {
-			if got.PerBackend[name] == 0 {
-				t.Errorf("%s answered none of the %d new connections (%s)", name, fresh, got.Spread())
-			}
-		}
+		checkFreshConns(t, got, fresh, []string{"be1", "be2", "be3", "be4"}, nil)
 		checkNewFlows(t, c1, c2, nameOf, got.PerBackend, reused)
 
-		after := pool.waitProgress(ctx, before, 10, flowsWait)
-		c3, err := readStatsSample(ctx, a)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, p := range liveStayProblems(before, after, 10, "") {
-			t.Error(p)
-		}
+		after, c3 := waitLiveStay(ctx, t, pool, a, before, 10)
 		reusedA += book.live(after)
 		checkFlowTable(t, "add", c0, c3, liveAnswersBetween(before, after), reusedA)
 		t.Logf("slowest answer on a long-lived connection so far: %v", liveSlowest(after).Round(time.Millisecond))
@@ -199,31 +172,21 @@ func TestFlowsGracefulChange(t *testing.T) {
 		if fw := backendForwarding(ctx, t, a, "web", ipOf[drained]); fw != "drain" {
 			t.Fatalf("%s forwards %q right after the PATCH, want drain", drained, fw)
 		}
-		c1, err := readStatsSample(ctx, a)
-		if err != nil {
-			t.Fatal(err)
-		}
+		c1 := mustStatsSample(ctx, t, a)
 		got, err := nsbed.CurlMany(ctx, l.Client, l.URL("/"), fresh)
 		if err != nil {
 			t.Fatal(err)
 		}
 		reused := book.curl(got)
-		c2, err := readStatsSample(ctx, a)
-		if err != nil {
-			t.Fatal(err)
-		}
+		c2 := mustStatsSample(ctx, t, a)
 		t.Logf("%s drained: %d new connections: %s", drained, fresh, got.Spread())
-		if got.ErrorCount != 0 || got.OK != fresh {
-			t.Errorf("got %d of %d answers, %d errors: %s", got.OK, fresh, got.ErrorCount, strings.Join(got.Errors, "; "))
-		}
-		if n := got.PerBackend[drained]; n != 0 {
-			t.Errorf("%d new connections reached the drained %s, want 0", n, drained)
-		}
+		var others []string
 		for _, name := range []string{"be1", "be2", "be3", "be4"} {
-			if name != drained && got.PerBackend[name] == 0 {
-				t.Errorf("%s answered none of the %d new connections (%s)", name, fresh, got.Spread())
+			if name != drained {
+				others = append(others, name)
 			}
 		}
+		checkFreshConns(t, got, fresh, others, []string{drained})
 		checkNewFlows(t, c1, c2, nameOf, got.PerBackend, reused)
 
 		// A new connection from the client port of one of those ended
@@ -243,14 +206,7 @@ func TestFlowsGracefulChange(t *testing.T) {
 		}
 		t.Logf("new connections from the client ports of %d ended connections on %s: %s", len(ports), drained, strings.Join(again, ", "))
 
-		after := pool.waitProgress(ctx, before, 10, flowsWait)
-		c3, err := readStatsSample(ctx, a)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, p := range liveStayProblems(before, after, 10, "") {
-			t.Error(p)
-		}
+		after, c3 := waitLiveStay(ctx, t, pool, a, before, 10)
 		t.Logf("%s still answers its %d connections: %d answers since the drain", drained,
 			len(conns[drained]), liveAnswersBetween(pickLive(before, conns[drained]), pickLive(after, conns[drained])))
 		if d := webNewFlows(c3, ipOf[drained]) - webNewFlows(c1, ipOf[drained]); d != 0 {
@@ -269,10 +225,7 @@ func TestFlowsGracefulChange(t *testing.T) {
 	t.Run("failed backend's connections move at once", func(t *testing.T) {
 		before := pool.snapshot()
 		victims := liveByBackend(before)[failed]
-		c1, err := readStatsSample(ctx, a)
-		if err != nil {
-			t.Fatal(err)
-		}
+		c1 := mustStatsSample(ctx, t, a)
 		// The server keeps running and answering its connections; only
 		// the health checker (the appliance's own address) loses it.
 		tFail := time.Now()
@@ -300,19 +253,9 @@ func TestFlowsGracefulChange(t *testing.T) {
 			t.Fatal(err)
 		}
 		reused := book.live(after) + book.curl(got)
-		c2, err := readStatsSample(ctx, a)
-		if err != nil {
-			t.Fatal(err)
-		}
+		c2 := mustStatsSample(ctx, t, a)
 		t.Logf("%s failed: %d new connections: %s", failed, fresh, got.Spread())
-		if got.ErrorCount != 0 || got.OK != fresh {
-			t.Errorf("got %d of %d answers, %d errors: %s", got.OK, fresh, got.ErrorCount, strings.Join(got.Errors, "; "))
-		}
-		for _, name := range []string{failed, drained} {
-			if n := got.PerBackend[name]; n != 0 {
-				t.Errorf("%d new connections reached %s, want 0", n, name)
-			}
-		}
+		checkFreshConns(t, got, fresh, nil, []string{failed, drained})
 
 		// The failed backend's connections: broken once, after the
 		// failure and promptly after it was seen, then reconnected
@@ -387,16 +330,7 @@ const (
 // are in the services, and API token token.
 func startL2Flows(t *testing.T, token string) *nsbed.L2 {
 	t.Helper()
-	if skipWhy != "" {
-		t.Skip(skipWhy)
-	}
-	if buildFail != nil {
-		t.Fatalf("binaries: %v", buildFail)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	l, err := nsbed.StartL2(ctx, nsbed.L2Options{Bins: bins, Backends: 4,
-		Bed: nsbed.Options{Logf: t.Logf, Keep: os.Getenv("DSRLB_TESTBED_KEEP") != ""},
+	return startL2(t, nsbed.L2Options{Backends: 4,
 		Config: func(c *nsbed.DsrlbConfig) {
 			c.API.Token = token
 			for i := range c.Services {
@@ -405,19 +339,6 @@ func startL2Flows(t *testing.T, token string) *nsbed.L2 {
 				h.Interval, h.Timeout, h.Fall = "1s", "1s", 5
 			}
 		}})
-	if err != nil {
-		t.Fatalf("start L2 testbed: %v", err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("dsrlb log (end):\n%s", l.Appliance.Proc.Tail(40))
-		}
-		if err := l.Close(); err != nil {
-			t.Errorf("teardown: %v", err)
-		}
-	})
-	t.Logf("appliance ready in %v", l.Ready.Round(time.Millisecond))
-	return l
 }
 
 func newAPIToken(t *testing.T) string {
@@ -788,6 +709,50 @@ func readStatsSample(ctx context.Context, a *nsbed.Appliance) (*statsSample, err
 	}
 	c.flows = *doc.Flows
 	return c, nil
+}
+
+// mustStatsSample reads a stats sample from a; an error ends t.
+func mustStatsSample(ctx context.Context, t *testing.T, a *nsbed.Appliance) *statsSample {
+	t.Helper()
+	c, err := readStatsSample(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// waitLiveStay waits (flowsWait at most) until every long-lived connection
+// of pool has n more answers than in before, reports those that broke,
+// moved or stalled (liveStayProblems), and returns the pool's snapshot and
+// a stats sample of a taken right after.
+func waitLiveStay(ctx context.Context, t *testing.T, pool *livePool, a *nsbed.Appliance, before [][]liveLeg, n int) ([][]liveLeg, *statsSample) {
+	t.Helper()
+	after := pool.waitProgress(ctx, before, n, flowsWait)
+	c := mustStatsSample(ctx, t, a)
+	for _, p := range liveStayProblems(before, after, n, "") {
+		t.Error(p)
+	}
+	return after, c
+}
+
+// checkFreshConns checks got, the tally of n new connections
+// (nsbed.CurlMany): every one answered without error, each backend of
+// answering among those answering, and none of idle.
+func checkFreshConns(t *testing.T, got *nsbed.HTTPTally, n int, answering, idle []string) {
+	t.Helper()
+	if got.ErrorCount != 0 || got.OK != n {
+		t.Errorf("got %d of %d answers, %d errors: %s", got.OK, n, got.ErrorCount, strings.Join(got.Errors, "; "))
+	}
+	for _, name := range idle {
+		if k := got.PerBackend[name]; k != 0 {
+			t.Errorf("%d new connections reached %s, want 0", k, name)
+		}
+	}
+	for _, name := range answering {
+		if got.PerBackend[name] == 0 {
+			t.Errorf("%s answered none of the %d new connections (%s)", name, n, got.Spread())
+		}
+	}
 }
 
 // webNewFlows is backend ip's new_flows in service web.

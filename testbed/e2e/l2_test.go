@@ -13,7 +13,7 @@ import (
 // and checks that it is balanced, sticky per connection, and that no answer
 // passes through the appliance.
 func TestL2DSR(t *testing.T) {
-	l := startL2(t)
+	l := startL2(t, nsbed.L2Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 
@@ -47,10 +47,7 @@ func TestL2DSR(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before, err := l.Appliance.Stats(ctx)
-	if err != nil {
-		t.Fatalf("stats: %v", err)
-	}
+	before := mustStats(ctx, t, l.Appliance)
 	var requests, tcpConns uint64
 
 	t.Run("separate connections spread over every backend", func(t *testing.T) {
@@ -61,16 +58,7 @@ func TestL2DSR(t *testing.T) {
 		}
 		requests += uint64(got.Requests)
 		tcpConns += uint64(got.Conns)
-		t.Logf("curl: %d requests, %d connections: %s", got.Requests, got.Conns, got.Spread())
-		if got.ErrorCount != 0 {
-			t.Errorf("got %d failed requests, want 0: %s", got.ErrorCount, strings.Join(got.Errors, "; "))
-		}
-		if got.OK != n || got.Conns != n || len(got.ClientAddrs) != n {
-			t.Errorf("got %d answers on %d connections from %d client addresses, want %d each", got.OK, got.Conns, len(got.ClientAddrs), n)
-		}
-		if miss := l.Missing(got.PerBackend); len(miss) != 0 {
-			t.Errorf("backends %v answered nothing (spread %s)", miss, got.Spread())
-		}
+		checkCurlMany(t, "curl", got, n, l.Backends)
 	})
 
 	t.Run("keep-alive connection stays on one backend", func(t *testing.T) {
@@ -98,19 +86,7 @@ func TestL2DSR(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("udp: %d flows, %d/%d answered: %s; sources %v", got.Flows, got.Received, got.Sent, got.Spread(), got.Sources)
-		if got.Received != flows*per || len(got.Errors) != 0 {
-			t.Errorf("got %d of %d answers, errors %v", got.Received, flows*per, got.Errors)
-		}
-		if len(got.Sources) != 1 || got.Sources[l.UDPAddr()] == 0 {
-			t.Errorf("answers came from %v, want only %s", got.Sources, l.UDPAddr())
-		}
-		if got.Split != 0 {
-			t.Errorf("%d flows were answered by more than one backend", got.Split)
-		}
-		if miss := l.Missing(got.PerBackend); len(miss) != 0 {
-			t.Errorf("backends %v answered no flow (spread %s)", miss, got.Spread())
-		}
+		checkUDPFlows(t, "udp", got, l.UDPAddr(), flows, per, l.Backends)
 	})
 
 	t.Run("1 MB upload arrives intact", func(t *testing.T) {
@@ -142,10 +118,7 @@ func TestL2DSR(t *testing.T) {
 		}
 	})
 
-	after, err := l.Appliance.Stats(ctx)
-	if err != nil {
-		t.Fatalf("stats: %v", err)
-	}
+	after := mustStats(ctx, t, l.Appliance)
 	delta := after.Sub(before)
 
 	t.Run("answers bypass the appliance", func(t *testing.T) {

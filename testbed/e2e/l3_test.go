@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -15,29 +14,15 @@ import (
 // and tears it down when t ends.
 func startL3(t *testing.T, o nsbed.L3Options) *nsbed.L3 {
 	t.Helper()
-	if skipWhy != "" {
-		t.Skip(skipWhy)
-	}
-	if buildFail != nil {
-		t.Fatalf("binaries: %v", buildFail)
-	}
+	needBins(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	o.Bins = bins
-	o.Bed = nsbed.Options{Logf: t.Logf, Keep: os.Getenv("DSRLB_TESTBED_KEEP") != ""}
+	o.Bins, o.Bed = bins, bedOptions(t)
 	l, err := nsbed.StartL3(ctx, o)
 	if err != nil {
 		t.Fatalf("start L3 testbed: %v", err)
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("dsrlb log (end):\n%s", l.Appliance.Proc.Tail(40))
-		}
-		if err := l.Close(); err != nil {
-			t.Errorf("teardown: %v", err)
-		}
-	})
-	t.Logf("appliance ready in %v", l.Ready.Round(time.Millisecond))
+	closeAtEnd(t, l.Appliance, l.Ready, l.Close)
 	return l
 }
 
@@ -80,10 +65,7 @@ func TestL3DSR(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before, err := l.Appliance.Stats(ctx)
-	if err != nil {
-		t.Fatalf("stats: %v", err)
-	}
+	before := mustStats(ctx, t, l.Appliance)
 	requests := map[string]uint64{}
 	tcpConns := map[string]uint64{}
 	udpFlows := map[string]uint64{}
@@ -98,16 +80,7 @@ func TestL3DSR(t *testing.T) {
 			}
 			requests[mode] += uint64(got.Requests)
 			tcpConns[mode] += uint64(got.Conns)
-			t.Logf("%s curl: %d requests, %d connections: %s", mode, got.Requests, got.Conns, got.Spread())
-			if got.ErrorCount != 0 {
-				t.Errorf("got %d failed requests, want 0: %s", got.ErrorCount, strings.Join(got.Errors, "; "))
-			}
-			if got.OK != n || got.Conns != n || len(got.ClientAddrs) != n {
-				t.Errorf("got %d answers on %d connections from %d client addresses, want %d each", got.OK, got.Conns, len(got.ClientAddrs), n)
-			}
-			if miss := l.Missing(got.PerBackend); len(miss) != 0 {
-				t.Errorf("backends %v answered nothing (spread %s)", miss, got.Spread())
-			}
+			checkCurlMany(t, mode+" curl", got, n, l.Backends)
 		})
 
 		t.Run(mode+"/udp flows answered from the VIP", func(t *testing.T) {
@@ -118,19 +91,7 @@ func TestL3DSR(t *testing.T) {
 			}
 			requests[mode] += uint64(got.Sent)
 			udpFlows[mode] += flows
-			t.Logf("%s udp: %d flows, %d/%d answered: %s; sources %v", mode, got.Flows, got.Received, got.Sent, got.Spread(), got.Sources)
-			if got.Received != flows*per || len(got.Errors) != 0 {
-				t.Errorf("got %d of %d answers, errors %v", got.Received, flows*per, got.Errors)
-			}
-			if len(got.Sources) != 1 || got.Sources[l.UDPAddr(mode)] == 0 {
-				t.Errorf("answers came from %v, want only %s", got.Sources, l.UDPAddr(mode))
-			}
-			if got.Split != 0 {
-				t.Errorf("%d flows were answered by more than one backend", got.Split)
-			}
-			if miss := l.Missing(got.PerBackend); len(miss) != 0 {
-				t.Errorf("backends %v answered no flow (spread %s)", miss, got.Spread())
-			}
+			checkUDPFlows(t, mode+" udp", got, l.UDPAddr(mode), flows, per, l.Backends)
 		})
 
 		t.Run(mode+"/ip options forwarded and counted", func(t *testing.T) {
@@ -139,18 +100,12 @@ func TestL3DSR(t *testing.T) {
 			// client's kernel adds a Router Alert option (IP_OPTIONS)
 			// to every datagram; the backend's kernel must accept and
 			// answer them.
-			b, err := l.Appliance.Stats(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			b := mustStats(ctx, t, l.Appliance)
 			got, err := nsbed.UDPProbe{Count: optionProbes, IPOptions: nsbed.RouterAlert}.Run(ctx, l.Client, l.UDPAddr(mode))
 			if err != nil {
 				t.Fatal(err)
 			}
-			a, err := l.Appliance.Stats(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			a := mustStats(ctx, t, l.Appliance)
 			d := a.Sub(b)
 			requests[mode] += uint64(got.Sent)
 			udpFlows[mode]++
@@ -216,10 +171,7 @@ func TestL3DSR(t *testing.T) {
 		})
 	}
 
-	after, err := l.Appliance.Stats(ctx)
-	if err != nil {
-		t.Fatalf("stats: %v", err)
-	}
+	after := mustStats(ctx, t, l.Appliance)
 	t.Run("appliance counters see requests, never answers", func(t *testing.T) {
 		delta := after.Sub(before)
 		t.Logf("appliance delta: rx %d tx %d to kernel %d from kernel %d dropped %d ip_options %d; services %v",
@@ -279,28 +231,14 @@ func TestL3DSR(t *testing.T) {
 			if mtu, route, err := l.Client.RouteMTU(vip); err != nil || mtu != 0 {
 				t.Fatalf("before the upload the client's route to %s is %q (%v), want no learnt MTU", vip, route, err)
 			}
-			b, err := l.Appliance.Stats(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			snmpB, err := l.Client.SNMP()
-			if err != nil {
-				t.Fatal(err)
-			}
+			b, snmpB := l3Counters(ctx, t, l)
 			start := time.Now()
 			got, err := nsbed.Upload(ctx, l.Client, l.URL(mode, "/upload"), 1<<20)
 			if err != nil {
 				t.Fatal(err)
 			}
 			took := time.Since(start)
-			a, err := l.Appliance.Stats(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			snmpA, err := l.Client.SNMP()
-			if err != nil {
-				t.Fatal(err)
-			}
+			a, snmpA := l3Counters(ctx, t, l)
 			d := a.Sub(b)
 			mtu, route, err := l.Client.RouteMTU(vip)
 			if err != nil {
@@ -349,10 +287,7 @@ func TestL3DSR(t *testing.T) {
 		for _, p := range problems {
 			t.Error(p)
 		}
-		st, err := l.Appliance.Stats(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		st := mustStats(ctx, t, l.Appliance)
 		var ipip, gre uint64
 		var parts []string
 		for _, name := range l.BackendNames() {
@@ -410,26 +345,12 @@ func TestL3Fragments(t *testing.T) {
 	for _, mode := range nsbed.L3Modes {
 		t.Run(mode+"/fragments to the VIP dropped and counted", func(t *testing.T) {
 			const n, size = 5, 3000
-			b, err := l.Appliance.Stats(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			snmpB, err := l.Client.SNMP()
-			if err != nil {
-				t.Fatal(err)
-			}
+			b, snmpB := l3Counters(ctx, t, l)
 			got, err := nsbed.UDPProbe{Count: n, Size: size, NoDF: true, Wait: 300 * time.Millisecond}.Run(ctx, l.Client, l.UDPAddr(mode))
 			if err != nil {
 				t.Fatal(err)
 			}
-			a, err := l.Appliance.Stats(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			snmpA, err := l.Client.SNMP()
-			if err != nil {
-				t.Fatal(err)
-			}
+			a, snmpA := l3Counters(ctx, t, l)
 			d := a.Sub(b)
 			frags := snmpA["Ip.FragCreates"] - snmpB["Ip.FragCreates"]
 			t.Logf("%s: %d datagrams of %d bytes without DF, %d fragments created by the client's kernel; appliance drops.fragment +%d, dropped +%d; %d echoed",
@@ -451,4 +372,16 @@ func TestL3Fragments(t *testing.T) {
 			t.Error(err)
 		}
 	})
+}
+
+// l3Counters reads the appliance's stats and the client's SNMP counters
+// (/proc/net/snmp); an error ends t.
+func l3Counters(ctx context.Context, t *testing.T, l *nsbed.L3) (*nsbed.Stats, map[string]uint64) {
+	t.Helper()
+	st := mustStats(ctx, t, l.Appliance)
+	snmp, err := l.Client.SNMP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, snmp
 }

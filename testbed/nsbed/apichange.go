@@ -33,12 +33,7 @@ func (a *Appliance) Change(ctx context.Context, method, path string, body, out a
 	if a.Config.API != nil && a.Config.API.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+a.Config.API.Token)
 	}
-	resp, err := a.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
+	resp, b, err := a.roundTrip(req)
 	if err != nil {
 		return err
 	}

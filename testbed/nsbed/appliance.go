@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -104,6 +105,14 @@ type Appliance struct {
 	client *http.Client
 }
 
+// StatePath is the state file of dsrlb on host, in a directory of its own:
+// at start dsrlb removes the temp files of any state write in that
+// directory (a crash's leftovers), which would break the writes of another
+// appliance sharing it.
+func (b *Bed) StatePath(host string) string {
+	return b.Path(filepath.Join(host+"-state", "state.json"))
+}
+
 // StartDsrlb writes cfg and starts `dsrlb run` in ns, then waits until its
 // API answers /healthz (at most 60 s). If dsrlb exits first, the error
 // carries the end of its log.
@@ -122,8 +131,12 @@ func StartDsrlb(ctx context.Context, ns *NS, bin string, cfg DsrlbConfig) (*Appl
 	if err := os.WriteFile(a.ConfigPath, y, 0o644); err != nil {
 		return nil, err
 	}
+	state := b.StatePath(ns.Short)
+	if err := os.MkdirAll(filepath.Dir(state), 0o755); err != nil {
+		return nil, err
+	}
 	a.Proc, err = ns.Start(ns.Short+"-dsrlb", bin, "run", "--config", a.ConfigPath,
-		"--state", b.Path(ns.Short+"-state.json"), "--log-level", "debug")
+		"--state", state, "--log-level", "debug")
 	if err != nil {
 		return nil, err
 	}
@@ -146,18 +159,28 @@ func StartDsrlb(ctx context.Context, ns *NS, bin string, cfg DsrlbConfig) (*Appl
 	}
 }
 
+// roundTrip sends req with the appliance's HTTP client and reads the
+// whole answer body.
+func (a *Appliance) roundTrip(req *http.Request) (*http.Response, []byte, error) {
+	resp, err := a.client.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, nil, err
+	}
+	return resp, body, nil
+}
+
 // Get fetches path from the API and decodes the JSON answer into v.
 func (a *Appliance) Get(ctx context.Context, path string, v any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.API+path, nil)
 	if err != nil {
 		return err
 	}
-	resp, err := a.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	resp, body, err := a.roundTrip(req)
 	if err != nil {
 		return err
 	}

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -107,7 +106,7 @@ type ECMP struct {
 	// Router is the FRR instance in RouterNS.
 	Router     *frrtest.Router
 	Appliances [2]*ECMPAppliance
-	Backends   []*Backend
+	Backends   Backends
 	opts       ECMPOptions
 }
 
@@ -166,10 +165,7 @@ func ECMPRouterConfig() string {
 // router id, EAL file prefix and lcores, role) is the same for every
 // appliance; that is what keeps a flow on one backend across them.
 func ECMPConfig(b *Bed, i, backends int, eal []string, role, standbyBy, drain string, holdTime int) DsrlbConfig {
-	var bes []DsrlbBackend
-	for j := 1; j <= backends; j++ {
-		bes = append(bes, DsrlbBackend{IP: ECMPBackendIP(j).String()})
-	}
+	bes := backendList(backends, ECMPBackendIP)
 	name, ip := ECMPApplianceName(i), ECMPApplianceIP(i)
 	health := ECMPHealth
 	args := []string{"--no-huge", "--no-pci", "-m", "512", "--file-prefix", b.prefix + name}
@@ -214,37 +210,34 @@ func StartECMP(ctx context.Context, o ECMPOptions) (e *ECMP, err error) {
 	if _, err := os.Stat(frrtest.BGPDPath); err != nil {
 		return nil, fmt.Errorf("nsbed: FRR is needed for the ECMP bed (apt-get install frr): %w", err)
 	}
-	bed, err := New(o.Bed)
+	n, err := buildNet(o.Bed, "ECMP testbed", ECMPTopology(o.Backends))
 	if err != nil {
 		return nil, err
 	}
+	bed := n.Bed
 	defer func() {
 		if err != nil {
 			bed.Close()
 		}
 	}()
-	bed.Logf("ECMP testbed: building (namespaces %s*, work dir %s)", bed.Prefix(), bed.Dir())
-	n, err := bed.Build(ECMPTopology(o.Backends))
-	if err != nil {
-		return nil, err
-	}
 	e = &ECMP{Net: n, Client: n.Host("client"), Probe: n.Host("probe"), RouterNS: n.Host("rtr"), opts: o}
+	self := e // for the teardown below: e is nil after a failed start
 	// At teardown the appliances are killed first (SIGKILL: nothing is
 	// measured then, and SIGTERM would cost each its drain time), then
 	// FRR stops; Close then stops the other processes and deletes the
 	// namespaces.
 	bed.OnClose(func() {
-		if e.Router != nil {
-			if err := e.Router.Stop(); err != nil {
+		if self.Router != nil {
+			if err := self.Router.Stop(); err != nil {
 				bed.Logf("ECMP: %v", err)
 			}
 			if !bed.keep {
-				os.RemoveAll(e.Router.Dir)
+				os.RemoveAll(self.Router.Dir)
 			}
 		}
 	})
 	bed.OnClose(func() {
-		for _, a := range e.Appliances {
+		for _, a := range self.Appliances {
 			if a != nil && a.Appliance != nil && !a.Proc.Exited() {
 				_ = a.Proc.Signal(syscall.SIGKILL)
 			}
@@ -255,16 +248,8 @@ func StartECMP(ctx context.Context, o ECMPOptions) (e *ECMP, err error) {
 		return nil, err
 	}
 	bed.Logf("rtr: FRR zebra+bgpd (config and logs in %s)", e.Router.Dir)
-	for i := 1; i <= o.Backends; i++ {
-		name := "be" + strconv.Itoa(i)
-		be := &Backend{Name: name, NS: n.Host(name), IP: ECMPBackendIP(i), Iface: "eth0"}
-		if err := SetupDSRBackend(be.NS, o.Bins.Dsrctl, ECMPVIP, "l2", be.Iface); err != nil {
-			return nil, err
-		}
-		if be.MAC, err = be.NS.LinkMAC(be.Iface); err != nil {
-			return nil, err
-		}
-		e.Backends = append(e.Backends, be)
+	if e.Backends, err = setupBackends(n, o.Bins.Dsrctl, o.Backends, ECMPBackendIP, dsrVIP{ECMPVIP, "l2"}); err != nil {
+		return nil, err
 	}
 	if err := e.StartBackends(ctx); err != nil {
 		return nil, err
@@ -277,17 +262,9 @@ func StartECMP(ctx context.Context, o ECMPOptions) (e *ECMP, err error) {
 		}
 		e.Appliances[i] = &ECMPAppliance{Name: ns.Short, IP: ECMPApplianceIP(i), NS: ns, MAC: mac}
 	}
-	var wg sync.WaitGroup
-	errs := make([]error, len(e.Appliances))
-	for i := range e.Appliances {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = e.StartAppliance(ctx, i, "active", "med")
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	if err := allAtOnce(len(e.Appliances), func(i int) error {
+		return e.StartAppliance(ctx, i, "active", "med")
+	}); err != nil {
 		return nil, err
 	}
 	if _, err := e.WaitNexthops(30*time.Second, e.Appliances[0].IP, e.Appliances[1].IP); err != nil {
@@ -314,19 +291,13 @@ func (e *ECMP) StartAppliance(ctx context.Context, i int, role, standbyBy string
 	if a.Appliance != nil && !a.Proc.Exited() {
 		return fmt.Errorf("nsbed: %s is still running", a.Name)
 	}
-	_ = os.Remove(e.Bed.Path(a.Name + "-state.json"))
+	_ = os.Remove(e.Bed.StatePath(a.Name))
 	cfg := ECMPConfig(e.Bed, i, len(e.Backends), e.opts.EAL[i], role, standbyBy, e.opts.Drain, e.opts.HoldTime)
-	app, err := StartDsrlb(ctx, a.NS, e.opts.Bins.Dsrlb, cfg)
-	if err != nil {
-		return err
+	app, err := startActive(ctx, a.NS, e.opts.Bins.Dsrlb, cfg)
+	if app != nil {
+		a.Appliance = app
 	}
-	a.Appliance = app
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if _, err := app.WaitActive(wctx); err != nil {
-		return fmt.Errorf("%w; dsrlb log:\n%s", err, app.Proc.Tail(20))
-	}
-	return nil
+	return err
 }
 
 // SignalStop sends SIGTERM to appliance i and returns at once; the
@@ -411,35 +382,21 @@ func (e *ECMP) KernelRoute() (string, error) { return e.Router.KernelRoute(e.VIP
 // StopBackends stops backendsrv on every backend at once and waits until
 // all have exited.
 func (e *ECMP) StopBackends() error {
-	var wg sync.WaitGroup
-	errs := make([]error, len(e.Backends))
-	for i, be := range e.Backends {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = be.Proc.Stop(3 * time.Second)
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return allAtOnce(len(e.Backends), func(i int) error {
+		return e.Backends[i].Proc.Stop(3 * time.Second)
+	})
 }
 
 // StartBackends starts backendsrv on every backend (HTTP on port 80) and
 // waits until each accepts connections.
 func (e *ECMP) StartBackends(ctx context.Context) error {
-	var wg sync.WaitGroup
-	errs := make([]error, len(e.Backends))
-	for i, be := range e.Backends {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			p, err := StartBackendsrv(ctx, be.NS, e.opts.Bins.Backendsrv, be.Name,
-				net.JoinHostPort("0.0.0.0", strconv.Itoa(HTTPPort)), "")
-			be.Proc, errs[i] = p, err
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return allAtOnce(len(e.Backends), func(i int) error {
+		be := e.Backends[i]
+		p, err := StartBackendsrv(ctx, be.NS, e.opts.Bins.Backendsrv, be.Name,
+			net.JoinHostPort("0.0.0.0", strconv.Itoa(HTTPPort)), "")
+		be.Proc = p
+		return err
+	})
 }
 
 // ProbeVia routes the VIP from the probe host straight to appliance i
@@ -465,15 +422,6 @@ func (e *ECMP) Stats(ctx context.Context) ([2]*Stats, error) {
 		out[i] = s
 	}
 	return out, nil
-}
-
-// BackendByIP maps backend addresses to names.
-func (e *ECMP) BackendByIP() map[string]string {
-	m := map[string]string{}
-	for _, b := range e.Backends {
-		m[b.IP.String()] = b.Name
-	}
-	return m
 }
 
 // FRRDiag returns what the router knows about the VIP and its neighbours,

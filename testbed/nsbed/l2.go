@@ -76,11 +76,6 @@ func L2Topology(backends int) Topology {
 // (tcp/80, HTTP health check) and "echo" (udp/9000, TCP health check on
 // port 80), both l2 mode on the VIP with every backend.
 func L2Config(b *Bed, backends int, lcores string) DsrlbConfig {
-	var bes []DsrlbBackend
-	for i := 1; i <= backends; i++ {
-		bes = append(bes, DsrlbBackend{IP: L2BackendIP(i).String()})
-	}
-	vip := L2VIP.String()
 	return DsrlbConfig{
 		Dataplane: DsrlbDataplane{
 			EALArgs: b.EALArgs("appl", lcores),
@@ -88,13 +83,8 @@ func L2Config(b *Bed, backends int, lcores string) DsrlbConfig {
 			Ports: []DsrlbPort{{Name: "eth0", Device: "net_af_packet0,iface=eth0",
 				IP: netip.PrefixFrom(L2ApplianceIP, L2Subnet.Bits()).String()}},
 		},
-		Services: []DsrlbService{
-			{Name: "web", VIP: vip, Protocol: "tcp", Port: HTTPPort, Mode: "l2", Backends: bes,
-				Health: &DsrlbHealth{Type: "http", Path: "/", Interval: "1s", Timeout: "500ms", Rise: 1, Fall: 3}},
-			{Name: "echo", VIP: vip, Protocol: "udp", Port: UDPPort, Mode: "l2", Backends: bes,
-				Health: &DsrlbHealth{Type: "tcp", Port: HTTPPort, Interval: "1s", Timeout: "500ms", Rise: 1, Fall: 3}},
-		},
-		API: &DsrlbAPI{Listen: DefaultAPI},
+		Services: webAndEcho("", L2VIP.String(), "l2", backendList(backends, L2BackendIP)),
+		API:      &DsrlbAPI{Listen: DefaultAPI},
 	}
 }
 
@@ -104,7 +94,7 @@ type L2 struct {
 	Client       *NS
 	Appliance    *Appliance
 	ApplianceMAC string // of its DPDK port (and tap)
-	Backends     []*Backend
+	Backends     Backends
 	// Ready is how long the appliance took from start to every backend
 	// active.
 	Ready time.Duration
@@ -120,54 +110,35 @@ func StartL2(ctx context.Context, o L2Options) (l *L2, err error) {
 	if o.Lcores == "" {
 		o.Lcores = "0,1"
 	}
-	bed, err := New(o.Bed)
+	n, err := buildNet(o.Bed, "testbed "+L2Subnet.String(), L2Topology(o.Backends))
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
 		if err != nil {
-			bed.Close()
+			n.Bed.Close()
 		}
 	}()
-	bed.Logf("testbed %s: building (namespaces %s*, work dir %s)", L2Subnet, bed.Prefix(), bed.Dir())
-	n, err := bed.Build(L2Topology(o.Backends))
-	if err != nil {
+	l = &L2{Net: n, Client: n.Host("client")}
+	if l.Backends, err = setupBackends(n, o.Bins.Dsrctl, o.Backends, L2BackendIP, dsrVIP{L2VIP, "l2"}); err != nil {
 		return nil, err
 	}
-	l = &L2{Net: n, Client: n.Host("client")}
-	for i := 1; i <= o.Backends; i++ {
-		name := "be" + strconv.Itoa(i)
-		be := &Backend{Name: name, NS: n.Host(name), IP: L2BackendIP(i), Iface: "eth0"}
-		if err := SetupDSRBackend(be.NS, o.Bins.Dsrctl, L2VIP, "l2", be.Iface); err != nil {
+	for _, be := range l.Backends {
+		if err := be.Serve(ctx, o.Bins.Backendsrv); err != nil {
 			return nil, err
 		}
-		if be.MAC, err = be.NS.LinkMAC(be.Iface); err != nil {
-			return nil, err
-		}
-		be.Proc, err = StartBackendsrv(ctx, be.NS, o.Bins.Backendsrv, name,
-			net.JoinHostPort("0.0.0.0", strconv.Itoa(HTTPPort)), net.JoinHostPort("0.0.0.0", strconv.Itoa(UDPPort)))
-		if err != nil {
-			return nil, err
-		}
-		l.Backends = append(l.Backends, be)
 	}
 	appl := n.Host("appl")
 	if l.ApplianceMAC, err = appl.LinkMAC("eth0"); err != nil {
 		return nil, err
 	}
-	cfg := L2Config(bed, o.Backends, o.Lcores)
+	cfg := L2Config(n.Bed, o.Backends, o.Lcores)
 	if o.Config != nil {
 		o.Config(&cfg)
 	}
 	start := time.Now()
-	l.Appliance, err = StartDsrlb(ctx, appl, o.Bins.Dsrlb, cfg)
-	if err != nil {
+	if l.Appliance, err = startActive(ctx, appl, o.Bins.Dsrlb, cfg); err != nil {
 		return nil, err
-	}
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if _, err := l.Appliance.WaitActive(wctx); err != nil {
-		return nil, fmt.Errorf("%w; dsrlb log:\n%s", err, l.Appliance.Proc.Tail(20))
 	}
 	l.Ready = time.Since(start)
 	return l, nil
@@ -182,34 +153,11 @@ func (l *L2) URL(path string) string { return "http://" + L2VIP.String() + path 
 // UDPAddr is VIP:9000.
 func (l *L2) UDPAddr() string { return net.JoinHostPort(L2VIP.String(), strconv.Itoa(UDPPort)) }
 
-// BackendByMAC maps backend MACs to names.
-func (l *L2) BackendByMAC() map[string]string {
-	m := map[string]string{}
-	for _, b := range l.Backends {
-		m[b.MAC] = b.Name
-	}
-	return m
-}
-
 // BackendNames returns be1..beN.
-func (l *L2) BackendNames() []string {
-	var out []string
-	for _, b := range l.Backends {
-		out = append(out, b.Name)
-	}
-	return out
-}
+func (l *L2) BackendNames() []string { return l.Backends.Names() }
 
 // Missing returns the backends absent from got (a per-backend tally).
-func (l *L2) Missing(got map[string]int) []string {
-	var out []string
-	for _, name := range l.BackendNames() {
-		if got[name] == 0 {
-			out = append(out, name)
-		}
-	}
-	return out
-}
+func (l *L2) Missing(got map[string]int) []string { return l.Backends.Missing(got) }
 
 // Evidence captures, while traffic runs, what proves that answers bypass
 // the appliance: on the appliance's NIC every TCP or UDP packet from the
@@ -272,7 +220,7 @@ func (e *Evidence) Finish(ctx context.Context) (*DSRReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	byMAC := e.l.BackendByMAC()
+	byMAC := e.l.Backends.ByMAC()
 	for _, row := range rows {
 		r.ClientFromVIP++
 		switch mac := row[0]; {

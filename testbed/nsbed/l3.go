@@ -133,10 +133,7 @@ func L3Topology(backends, mtu int) Topology {
 // (tcp/80, HTTP health check) and "echo-M" (udp/9000, TCP health check on
 // port 80) on L3VIP(M) with every backend, reached through the gateway.
 func L3Config(b *Bed, backends int, lcores string, mtu int, device string) DsrlbConfig {
-	var bes []DsrlbBackend
-	for i := 1; i <= backends; i++ {
-		bes = append(bes, DsrlbBackend{IP: L3BackendIP(i).String()})
-	}
+	bes := backendList(backends, L3BackendIP)
 	cfg := DsrlbConfig{
 		Dataplane: DsrlbDataplane{
 			EALArgs: b.EALArgs("appl", lcores),
@@ -148,12 +145,7 @@ func L3Config(b *Bed, backends int, lcores string, mtu int, device string) Dsrlb
 		API: &DsrlbAPI{Listen: DefaultAPI},
 	}
 	for _, mode := range L3Modes {
-		vip := L3VIP(mode).String()
-		cfg.Services = append(cfg.Services,
-			DsrlbService{Name: "web-" + mode, VIP: vip, Protocol: "tcp", Port: HTTPPort, Mode: mode, Backends: bes,
-				Health: &DsrlbHealth{Type: "http", Path: "/", Interval: "1s", Timeout: "500ms", Rise: 1, Fall: 3}},
-			DsrlbService{Name: "echo-" + mode, VIP: vip, Protocol: "udp", Port: UDPPort, Mode: mode, Backends: bes,
-				Health: &DsrlbHealth{Type: "tcp", Port: HTTPPort, Interval: "1s", Timeout: "500ms", Rise: 1, Fall: 3}})
+		cfg.Services = append(cfg.Services, webAndEcho("-"+mode, L3VIP(mode).String(), mode, bes)...)
 	}
 	return cfg
 }
@@ -167,7 +159,7 @@ type L3 struct {
 	// RouterMAC is the MAC of the router's front link: the Ethernet
 	// destination of every envelope.
 	RouterMAC string
-	Backends  []*Backend
+	Backends  Backends
 	// MTU is the MTU of every link and of the appliance's port.
 	MTU int
 	// Ready is how long the appliance took from start to every backend
@@ -193,39 +185,28 @@ func StartL3(ctx context.Context, o L3Options) (l *L3, err error) {
 	if o.Device == "" {
 		o.Device = L3AFPacketDevice
 	}
-	bed, err := New(o.Bed)
+	n, err := buildNet(o.Bed, fmt.Sprintf("L3 testbed: front %s, back %s, VIPs %s", L3FrontSubnet, L3BackSubnet, L3VIPSubnet),
+		L3Topology(o.Backends, o.MTU))
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
 		if err != nil {
-			bed.Close()
+			n.Bed.Close()
 		}
 	}()
-	bed.Logf("L3 testbed: front %s, back %s, VIPs %s; building (namespaces %s*, work dir %s)",
-		L3FrontSubnet, L3BackSubnet, L3VIPSubnet, bed.Prefix(), bed.Dir())
-	n, err := bed.Build(L3Topology(o.Backends, o.MTU))
-	if err != nil {
+	l = &L3{Net: n, Client: n.Host("client"), Router: n.Host("rtr"), MTU: o.MTU, bins: o.Bins}
+	var vips []dsrVIP
+	for _, mode := range L3Modes {
+		vips = append(vips, dsrVIP{L3VIP(mode), mode})
+	}
+	if l.Backends, err = setupBackends(n, o.Bins.Dsrctl, o.Backends, L3BackendIP, vips...); err != nil {
 		return nil, err
 	}
-	l = &L3{Net: n, Client: n.Host("client"), Router: n.Host("rtr"), MTU: o.MTU, bins: o.Bins}
-	for i := 1; i <= o.Backends; i++ {
-		name := "be" + strconv.Itoa(i)
-		be := &Backend{Name: name, NS: n.Host(name), IP: L3BackendIP(i), Iface: "eth0"}
-		for _, mode := range L3Modes {
-			if err := SetupDSRBackend(be.NS, o.Bins.Dsrctl, L3VIP(mode), mode, be.Iface); err != nil {
-				return nil, err
-			}
-		}
-		if be.MAC, err = be.NS.LinkMAC(be.Iface); err != nil {
+	for _, be := range l.Backends {
+		if err := be.Serve(ctx, o.Bins.Backendsrv); err != nil {
 			return nil, err
 		}
-		be.Proc, err = StartBackendsrv(ctx, be.NS, o.Bins.Backendsrv, name,
-			net.JoinHostPort("0.0.0.0", strconv.Itoa(HTTPPort)), net.JoinHostPort("0.0.0.0", strconv.Itoa(UDPPort)))
-		if err != nil {
-			return nil, err
-		}
-		l.Backends = append(l.Backends, be)
 	}
 	if l.RouterMAC, err = l.Router.LinkMAC("eth0"); err != nil {
 		return nil, err
@@ -234,19 +215,13 @@ func StartL3(ctx context.Context, o L3Options) (l *L3, err error) {
 	if l.ApplianceMAC, err = appl.LinkMAC("eth0"); err != nil {
 		return nil, err
 	}
-	cfg := L3Config(bed, o.Backends, o.Lcores, o.MTU, o.Device)
+	cfg := L3Config(n.Bed, o.Backends, o.Lcores, o.MTU, o.Device)
 	if o.Config != nil {
 		o.Config(&cfg)
 	}
 	start := time.Now()
-	l.Appliance, err = StartDsrlb(ctx, appl, o.Bins.Dsrlb, cfg)
-	if err != nil {
+	if l.Appliance, err = startActive(ctx, appl, o.Bins.Dsrlb, cfg); err != nil {
 		return nil, err
-	}
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if _, err := l.Appliance.WaitActive(wctx); err != nil {
-		return nil, fmt.Errorf("%w; dsrlb log:\n%s", err, l.Appliance.Proc.Tail(20))
 	}
 	l.Ready = time.Since(start)
 	return l, nil
@@ -264,33 +239,10 @@ func (l *L3) UDPAddr(mode string) string {
 }
 
 // BackendNames returns be1..beN.
-func (l *L3) BackendNames() []string {
-	var out []string
-	for _, b := range l.Backends {
-		out = append(out, b.Name)
-	}
-	return out
-}
-
-// BackendByIP maps backend addresses to names.
-func (l *L3) BackendByIP() map[string]string {
-	m := map[string]string{}
-	for _, b := range l.Backends {
-		m[b.IP.String()] = b.Name
-	}
-	return m
-}
+func (l *L3) BackendNames() []string { return l.Backends.Names() }
 
 // Missing returns the backends absent from got (a per-backend tally).
-func (l *L3) Missing(got map[string]int) []string {
-	var out []string
-	for _, name := range l.BackendNames() {
-		if got[name] == 0 {
-			out = append(out, name)
-		}
-	}
-	return out
-}
+func (l *L3) Missing(got map[string]int) []string { return l.Backends.Missing(got) }
 
 // Decap sums the eBPF decapsulator counters of every backend
 // (`dsrctl backend status`), and lists the backends that have no

@@ -96,7 +96,7 @@ func (e *L3Evidence) Finish(ctx context.Context) (*L3Report, error) {
 		return nil, err
 	}
 	l := e.l
-	byIP := l.BackendByIP()
+	byIP := l.Backends.ByIP()
 	for _, row := range rows {
 		if len(row) < 9 {
 			r.bad("frame %v: too few fields", row)
