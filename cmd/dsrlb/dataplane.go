@@ -49,6 +49,7 @@ type dpOptions struct {
 // dataplane is the running DPDK side: ports, taps and worker lcores.
 type dataplane struct {
 	nics    []*dpdk.Port
+	devices []string // device string of each NIC
 	taps    []*dpdk.Port
 	workers []*pipeline.Worker
 	lcores  []uint
@@ -132,6 +133,7 @@ func startDataplane(o dpOptions) (*dataplane, error) {
 			return nil, fmt.Errorf("port %s (%s): %w", p.Name, p.Device, err)
 		}
 		d.nics = append(d.nics, nic)
+		d.devices = append(d.devices, p.Device)
 		var tap *dpdk.Port
 		if p.Tap != "" {
 			mac, err := nic.MAC()
@@ -204,14 +206,15 @@ func (d *dataplane) openPort(dev string, txOnly bool, nq uint16, mtu int, pool *
 	return p, nil
 }
 
-// drainRx frees whatever the NIC queues received before the workers start.
+// drainRx frees whatever af_packet NIC queues received before the workers
+// start (other devices, like a replayed pcap, keep their packets).
 // DPDK 22.11's net_af_packet opens its socket for every protocol before
 // binding it to its interface, so frames of other interfaces (loopback
 // included) can sit in its ring from the first milliseconds.
 func (d *dataplane) drainRx(nq uint16) {
 	var pkts [pipeline.BurstSize]pipeline.Packet
 	for i, nic := range d.nics {
-		if nic.NbRx() == 0 {
+		if nic.NbRx() == 0 || !strings.HasPrefix(d.devices[i], "net_af_packet") {
 			continue
 		}
 		for q := uint16(0); q < nq; q++ {
