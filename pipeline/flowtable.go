@@ -105,6 +105,28 @@ func NewFlowTable(capacity int, t FlowTimeouts) *FlowTable {
 	return ft
 }
 
+// slotHash returns the hash that places flow (src, dst, ports = src port
+// << 16 | dst port, proto) in a flow table: the hash argument of Lookup
+// and Insert. It is local to one worker's table, unlike the flow hash
+// (FlowKey.Hash) that Maglev uses and that every appliance must agree on,
+// so it is free to be cheap: the two 64-bit words of the flow combined by
+// one multiply, then MurmurHash3's fmix64 (about a dozen cycles where the
+// 32-bit murmur3 of the flow takes some thirty on its dependency chain). A hit, the common case, needs no other hash.
+func slotHash(src, dst, ports uint32, proto uint8, seed uint32) uint32 {
+	x := (uint64(src)<<32 | uint64(dst)) ^ (uint64(ports)<<8|uint64(proto)|uint64(seed)<<40)*0x9e3779b97f4a7c15
+	x ^= x >> 33
+	x *= 0xff51afd7ed558ccd
+	x ^= x >> 33
+	x *= 0xc4ceb9fe1a85ec53
+	x ^= x >> 33
+	return uint32(x)
+}
+
+// slotHashKey is slotHash of k.
+func slotHashKey(k *FlowKey, seed uint32) uint32 {
+	return slotHash(k.Src, k.Dst, uint32(k.SrcPort)<<16|uint32(k.DstPort), k.Proto, seed)
+}
+
 // bucket returns the bucket of hash.
 func (ft *FlowTable) bucket(hash uint32) *[flowWays]flowEntry {
 	return &ft.buckets[hash&ft.mask]

@@ -21,7 +21,7 @@ type Forwarder struct {
 
 	ipID uint16
 	snap *Snapshot // the snapshot the counters were sized for
-	// sink keeps the loads of Prefetch alive.
+	// sink keeps the loads of classify (without asmPrefetch) alive.
 	sink uint32
 }
 
@@ -49,8 +49,8 @@ func (f *Forwarder) Process(s *Snapshot, p *Packet, rxPort int) (Verdict, int) {
 	return f.processHinted(s, p, rxPort, 0, false)
 }
 
-// processHinted is Process given, when hinted, the flow hash Prefetch
-// computed for p (see Prefetch for when it is valid).
+// processHinted is Process given, when hinted, the slot hash classify
+// computed for p (see classify for when it is valid).
 func (f *Forwarder) processHinted(s *Snapshot, p *Packet, rxPort int, hash uint32, hinted bool) (Verdict, int) {
 	f.C.RxPackets++
 	f.C.RxBytes += uint64(p.Len)
@@ -65,7 +65,7 @@ func (f *Forwarder) processHinted(s *Snapshot, p *Packet, rxPort int, hash uint3
 
 // fastPkt is what classify learns about one packet of a burst.
 type fastPkt struct {
-	hash            uint32 // flow hash, when the packet's bit is set in classify's mask
+	hash            uint32 // slot hash, when the packet's bit is set in classify's mask
 	src, dst, ports uint32 // the flow (host order; ports is src << 16 | dst)
 	svc             int32  // index in Snapshot.Services; -1: not for the fast path
 	tot             uint16 // IPv4 total length
@@ -78,8 +78,8 @@ const minFastFrame = EthernetMinSize + IPv4MinSize + UDPSize
 
 // classify is the first pass over a burst, before any packet is processed.
 // For every untagged IPv4 frame without options carrying TCP or UDP it
-// computes the flow hash that process would compute (same bytes, same
-// function), stores it and sets bit i of the returned mask, and issues a
+// computes the flow table slot hash (slotHash) that process would compute
+// (same bytes, same function), stores it and sets bit i of the returned mask, and issues a
 // prefetch of the packet's flow table bucket: the buckets of a burst are
 // spread over a large table, so each is a cache miss, and asking for all of
 // them before the first lookup lets the misses overlap instead of queueing
@@ -95,6 +95,13 @@ func (f *Forwarder) classify(s *Snapshot, pkts []Packet, fp *[BurstSize]fastPkt)
 	ft := f.Flows
 	if len(pkts) > BurstSize {
 		pkts = pkts[:BurstSize]
+	}
+	// A bucket is two cache lines, ways 0-1 and 2-3. While the table
+	// holds fewer flows than buckets, entries sit almost always in the
+	// first line: prefetch it alone and halve the misses in flight.
+	step := 1
+	if ft.Entries >= uint64(len(ft.buckets)) {
+		step = 2
 	}
 	for i := range pkts {
 		q := &fp[i]
@@ -114,22 +121,17 @@ func (f *Forwarder) classify(s *Snapshot, pkts []Packet, fp *[BurstSize]fastPkt)
 		if proto != ProtoTCP && proto != ProtoUDP {
 			continue
 		}
-		// The murmur3 blocks of FlowKey.Bytes are the header bytes read
-		// little-endian: flowHash, spelled out so that it inlines here.
-		wsrc := binary.LittleEndian.Uint32(h[ip+ipv4Src:])
-		wdst := binary.LittleEndian.Uint32(h[ip+ipv4Dst:])
-		wports := binary.LittleEndian.Uint32(h[ip+IPv4MinSize:])
-		hash := murmurStep(f.Seed, wsrc)
-		hash = murmurStep(hash, wdst)
-		hash = murmurStep(hash, wports)
-		hash = murmurFmix(murmurStep(hash, uint32(proto)))
+		src := binary.BigEndian.Uint32(h[ip+ipv4Src:])
+		dst := binary.BigEndian.Uint32(h[ip+ipv4Dst:])
+		ports := binary.BigEndian.Uint32(h[ip+IPv4MinSize:])
+		hash := slotHash(src, dst, ports, proto, f.Seed)
 		q.hash = hash
 		mask |= 1 << uint(i)
 		if asmPrefetch {
 			b := ft.bucket(hash)
 			addrs[na] = uintptr(unsafe.Pointer(&b[0]))
 			addrs[na+1] = uintptr(unsafe.Pointer(&b[flowWays-1]))
-			na += 2
+			na += step
 		} else {
 			acc += ft.load(hash)
 		}
@@ -156,7 +158,6 @@ func (f *Forwarder) classify(s *Snapshot, pkts []Packet, fp *[BurstSize]fastPkt)
 			}
 			flags = t[ip+IPv4MinSize+13]
 		}
-		dst, ports := bits.ReverseBytes32(wdst), bits.ReverseBytes32(wports)
 		si := s.LookupService(dst, proto, uint16(ports))
 		if si < 0 {
 			continue
@@ -167,7 +168,7 @@ func (f *Forwarder) classify(s *Snapshot, pkts []Packet, fp *[BurstSize]fastPkt)
 			continue
 		}
 		q.svc = int32(si)
-		q.src, q.dst, q.ports = bits.ReverseBytes32(wsrc), dst, ports
+		q.src, q.dst, q.ports = src, dst, ports
 		q.tot, q.proto, q.flags = uint16(tot), proto, flags
 	}
 	if na > 0 {
@@ -317,7 +318,7 @@ func (f *Forwarder) process(s *Snapshot, p *Packet, rxPort int, hash uint32, hin
 			return f.notForUs(dst)
 		}
 		svc := &s.Services[si]
-		// Prefetch hashed the same bytes iff the frame is untagged and
+		// classify hashed the same bytes iff the frame is untagged and
 		// the header has no options.
 		hinted = hinted && l3 == EthernetMinSize && ihl == IPv4MinSize
 		return f.toService(s, svc, p, l3, ip, &key, tcpFlags, false, rxPort, hash, hinted)
@@ -367,14 +368,14 @@ func (f *Forwarder) notForUs(dst uint32) (Verdict, int, DropReason) {
 }
 
 // toService picks the backend for key and rewrites p for it. h is key's
-// flow hash when hinted.
+// flow table slot hash (slotHash) when hinted.
 func (f *Forwarder) toService(s *Snapshot, svc *Service, p *Packet, l3 int, ip IPv4,
 	key *FlowKey, tcpFlags uint8, icmpErr bool, rxPort int, h uint32, hinted bool) (Verdict, int, DropReason) {
 	if svc.Mode != ModeL2 && ip.TTL() <= 1 {
 		return VerdictDrop, 0, DropTTL
 	}
 	if !hinted {
-		h = keyHash(key, f.Seed)
+		h = slotHashKey(key, f.Seed)
 	}
 	bi := -1
 	reused := false
@@ -397,7 +398,9 @@ func (f *Forwarder) toService(s *Snapshot, svc *Service, p *Packet, l3 int, ip I
 			f.C.Services[svc.ID].NoBackend++
 			return VerdictDrop, 0, DropNoBackend
 		}
-		t := svc.Table[h%uint32(len(svc.Table))]
+		// Maglev places new flows by the flow hash, the same on every
+		// appliance (h only places the flow in this worker's table).
+		t := svc.Table[keyHash(key, f.Seed)%uint32(len(svc.Table))]
 		if t == MaglevNone {
 			f.C.Services[svc.ID].NoBackend++
 			return VerdictDrop, 0, DropNoBackend

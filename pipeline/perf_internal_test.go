@@ -70,7 +70,7 @@ func TestFlowHashMatchesKeyHash(t *testing.T) {
 		if want := k.Hash(seed); got != want {
 			t.Fatalf("flowHash of the header bytes of %+v = %#x, want %#x", k, got, want)
 		}
-		// And as Prefetch computes it from a frame.
+		// The slot hash as classify computes it from a frame.
 		if k.Proto == ProtoTCP || k.Proto == ProtoUDP {
 			fr := make([]byte, minFastFrame)
 			binary.BigEndian.PutUint16(fr[12:], EtherTypeIPv4)
@@ -80,8 +80,9 @@ func TestFlowHashMatchesKeyHash(t *testing.T) {
 			f := &Forwarder{Flows: NewFlowTable(16, DefaultFlowTimeouts), Seed: seed}
 			var fp [BurstSize]fastPkt
 			s := &Snapshot{vipMask: 15, vipSlots: make([]vipSlot, 16), protoSlots: make([]protoSlot, 16)}
-			if m := f.classify(s, []Packet{{Buf: fr, Len: len(fr)}}, &fp); m != 1 || fp[0].hash != k.Hash(seed) {
-				t.Fatalf("classify hash of %+v = %#x (mask %b), want %#x", k, fp[0].hash, m, k.Hash(seed))
+			want := slotHashKey(&k, seed)
+			if m := f.classify(s, []Packet{{Buf: fr, Len: len(fr)}}, &fp); m != 1 || fp[0].hash != want {
+				t.Fatalf("classify slot hash of %+v = %#x (mask %b), want %#x", k, fp[0].hash, m, want)
 			}
 		}
 	}
@@ -317,4 +318,41 @@ func TestLookupServiceMatchesSlow(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestSlotHashSpreads: the flow table hash spreads structured flow sets
+// (consecutive clients, ports, a few VIPs; only high address bits varying)
+// over the buckets like a random function would.
+func TestSlotHashSpreads(t *testing.T) {
+	const buckets = 1 << 16
+	for _, tc := range []struct {
+		desc string
+		key  func(i uint32) (src, dst, ports uint32)
+	}{
+		{"consecutive clients", func(i uint32) (uint32, uint32, uint32) { return 0xc6120000 + i, 0xcb007101 + i%3, 1024<<16 | 80 }},
+		{"source ports", func(i uint32) (uint32, uint32, uint32) { return 0xc6120000 + i>>16, 0xcb007101, (i&0xffff)<<16 | 443 }},
+		{"high address bits", func(i uint32) (uint32, uint32, uint32) { return i<<14 | i>>18, 0xcb007101, 1024<<16 | 53 }},
+		{"destination ports", func(i uint32) (uint32, uint32, uint32) { return 0xc6120000 + i>>16, 0xcb007102, 5353<<16 | i&0xffff }},
+	} {
+		var count [buckets]uint8
+		max := uint8(0)
+		const n = 4 * buckets // 4 per bucket on average, all distinct
+		for i := uint32(0); i < n; i++ {
+			src, dst, ports := tc.key(i)
+			b := slotHash(src, dst, ports, ProtoTCP, 0) % buckets
+			count[b]++
+			max = maxU8(max, count[b])
+		}
+		// Poisson(4): P(X >= 16) ~ 1e-5, so over 65536 buckets about one.
+		if max > 17 {
+			t.Errorf("%s: a bucket got %d flows, want about 4", tc.desc, max)
+		}
+	}
+}
+
+func maxU8(a, b uint8) uint8 {
+	if a > b {
+		return a
+	}
+	return b
 }

@@ -25,15 +25,15 @@ type Worker struct {
 	snap  *atomic.Pointer[Snapshot]
 	start time.Time
 
-	rx   [BurstSize]Packet
+	rx   [BurstSize]Packet   // tap bursts
 	tx   [][BurstSize]Packet // per egress port
 	txN  []int
 	kern [BurstSize]Packet
 	drop [BurstSize]Packet
 
-	// Per rx burst: what classify learnt of each packet, its verdict
-	// and egress port.
-	fp      [BurstSize]fastPkt
+	// nic holds two rx bursts per NIC port (see Poll).
+	nic []nicBursts
+	// Per burst being processed: each packet's verdict and egress port.
 	verdict [BurstSize]Verdict
 	egress  [BurstSize]uint16
 	// clockTick counts polls between clock reads.
@@ -47,6 +47,22 @@ type Worker struct {
 	readMu  sync.Mutex // serialises readers of pub, never taken by Poll
 }
 
+// rxBurst is one received NIC burst and what classify learnt of it.
+type rxBurst struct {
+	pkts   [BurstSize]Packet
+	fp     [BurstSize]fastPkt
+	n      int
+	hinted uint32
+	snap   *Snapshot // the snapshot classify read
+}
+
+// nicBursts are a NIC port's two bursts: the one being received and the
+// one received in the previous poll, waiting to be processed.
+type nicBursts struct {
+	b    [2]rxBurst
+	next uint8 // index of the burst the next rx fills
+}
+
 // NewWorker returns a worker over ports, reading snapshots from snap.
 func NewWorker(ports []WorkerPort, snap *atomic.Pointer[Snapshot], flowCapacity int, t FlowTimeouts, seed uint32) *Worker {
 	return &Worker{
@@ -56,11 +72,21 @@ func NewWorker(ports []WorkerPort, snap *atomic.Pointer[Snapshot], flowCapacity 
 		start:     time.Now(),
 		tx:        make([][BurstSize]Packet, len(ports)),
 		txN:       make([]int, len(ports)),
+		nic:       make([]nicBursts, len(ports)),
 	}
 }
 
 // Poll runs one round over every port: one rx burst per NIC queue and per
-// tap queue. It returns how many packets it handled.
+// tap queue. It returns how many packets it received.
+//
+// NIC bursts are software-pipelined over two polls: a burst is received
+// and classified (classify issues the prefetches of its flow table
+// buckets) in one poll and processed in the next, after the following
+// burst was received, so that the flow table's cache misses complete while
+// the previous burst is processed instead of stalling the lookups. A poll
+// that receives nothing processes the waiting burst at once, so a packet
+// waits at most one poll, and only under load; Run processes what waits
+// when it stops.
 func (w *Worker) Poll() int {
 	s := w.snap.Load()
 	w.Use(s)
@@ -75,11 +101,19 @@ func (w *Worker) Poll() int {
 	total := 0
 	for pi := range w.ports {
 		wp := &w.ports[pi]
-		n := wp.NIC.RxBurst(wp.Queue, w.rx[:])
+		nb := &w.nic[pi]
+		in := &nb.b[nb.next]
+		n := wp.NIC.RxBurst(wp.Queue, in.pkts[:])
 		total += n
+		in.n = n
 		if n > 0 {
-			w.burst(s, wp, pi, n)
+			in.hinted = w.classify(s, in.pkts[:n], &in.fp)
+			in.snap = s
 		}
+		if old := &nb.b[nb.next^1]; old.n > 0 {
+			w.burst(s, wp, pi, old)
+		}
+		nb.next ^= 1
 		if wp.Tap != nil {
 			m := wp.Tap.RxBurst(wp.TapQueue, w.rx[:])
 			if m > 0 {
@@ -108,19 +142,41 @@ func (w *Worker) Poll() int {
 // clockEvery is how many polls share one reading of the clock.
 const clockEvery = 16
 
-// burst handles the n packets in w.rx received on port pi: classify (flow
-// hashes, fast-path checks, flow table buckets on their way into the
-// cache), then each packet through the fast path or, failing that, Process; then one tx burst per
-// egress port, one to the kernel and one free of the drops. When every packet goes out of the same port (the
-// common case of a one-armed appliance) the received array is sent as it
-// is; otherwise packets are copied into per-destination arrays in order.
-func (w *Worker) burst(s *Snapshot, wp *WorkerPort, pi, n int) {
-	pkts := w.rx[:n]
-	hinted := w.classify(s, pkts, &w.fp)
+// flush processes the bursts still waiting (see Poll).
+func (w *Worker) flush() {
+	s := w.snap.Load()
+	w.Use(s)
+	for pi := range w.ports {
+		for k := range w.nic[pi].b {
+			if b := &w.nic[pi].b[k]; b.n > 0 {
+				w.burst(s, &w.ports[pi], pi, b)
+			}
+		}
+	}
+}
+
+// burst processes rx burst b of port pi, classified earlier: each packet
+// through the fast path or, failing that, Process; then one tx burst per
+// egress port, one to the kernel and one free of the drops. When every
+// packet goes out of the same port (the common case of a one-armed
+// appliance) the received array is sent as it is; otherwise packets are
+// copied into per-destination arrays in order. If the snapshot changed
+// since classify, its fast-path findings are dropped (the flow hashes do
+// not depend on the snapshot and stay).
+func (w *Worker) burst(s *Snapshot, wp *WorkerPort, pi int, b *rxBurst) {
+	n := b.n
+	b.n = 0
+	pkts := b.pkts[:n]
+	hinted := b.hinted
+	if b.snap != s {
+		for i := range b.fp[:n] {
+			b.fp[i].svc = -1
+		}
+	}
 	same := true
 	for i := range pkts {
 		p := &pkts[i]
-		q := &w.fp[i]
+		q := &b.fp[i]
 		var v Verdict
 		var out int
 		var ok bool
@@ -234,6 +290,7 @@ func (w *Worker) Run() {
 	for !w.stop.Load() {
 		w.Poll()
 	}
+	w.flush()
 	w.syncFlowCounters()
 	w.publish()
 }

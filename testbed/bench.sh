@@ -39,11 +39,11 @@ busy_pct() {
 	echo $(( 100 * (tot - idle) / tot ))
 }
 
-# quiet waits (up to 10 s) until the machine is idle: other people's jobs
+# quiet waits (up to about 6 s) until the machine is idle: other people's jobs
 # on a 2-core box would otherwise land in one run and not the next.
 quiet() {
 	local t=0 b
-	while b=$(busy_pct); [ "$b" -gt 10 ] && [ $t -lt 20 ]; do t=$((t + 1)); sleep 0.5; done
+	while b=$(busy_pct); [ "$b" -gt 10 ] && [ $t -lt 6 ]; do t=$((t + 1)); sleep 0.5; done
 	[ "$b" -le 10 ] || log "machine still ${b}% busy; measuring anyway"
 }
 
@@ -53,57 +53,89 @@ median() { sort -g | awk '{v[NR]=$1} END {if (NR==0) {print 0; exit} if (NR%2) p
 # json_num KEY: the first numeric value of "KEY" in the JSON on stdin.
 json_num() { grep -o "\"$1\":[0-9.e+-]*" | head -1 | cut -d: -f2; }
 
-# run_dsrlb CAPTURE WORKERS TAG: one `dsrlb bench`; prints the median of its
-# per-second rates (Mpps) and keeps the JSON.
+# Each run prints two numbers: the median of its per-second rates (Mpps,
+# wall clock) and its rate per CPU-second of the forwarding thread (packets
+# over the thread's own run time in /proc/.../schedstat, i.e. the rate it
+# would have with the CPU to itself). On a quiet machine they agree; on a
+# shared one the second still compares like with like.
+
+# run_dsrlb CAPTURE WORKERS TAG [FLOWCAP]: one `dsrlb bench`; keeps the JSON.
 run_dsrlb() {
-	local cap=$1 workers=$2 tag=$3 out
+	local cap=$1 workers=$2 tag=$3 flowcap=${4:-0} out
 	quiet
 	out=$("$BIN" bench --config "$CFG" --pcap "$cap" --seconds "$SECS" --warmup "$WARMUP" \
-		--workers "$workers" --log-level warn 2>>"$DIR/dsrlb.log" | tail -1)
+		--workers "$workers" --flow-capacity "$flowcap" --log-level warn 2>>"$DIR/dsrlb.log" | tail -1)
 	echo "$out" >"$DIR/$tag.json"
-	echo "$out" | json_num median_sample_mpps
+	local norm
+	norm=$(echo "$out" | grep -o '"mpps_per_cpu_second":\[[^]]*\]' | grep -o '[0-9.]*' | awk '{s+=$1} END {print s+0}')
+	echo "$(echo "$out" | json_num median_sample_mpps) $norm"
 }
 
 # run_testpmd MODE CAPTURE DATAROOM MBUFS: dpdk-testpmd with one forwarding
-# core (lcore 1, the worker lcore of dsrlb) over the same port; prints the
-# median of its per-second Rx-pps after the warm-up, in Mpps.
+# core (lcore 1, the worker lcore of dsrlb) over the same port.
 run_testpmd() {
-	local mode=$1 cap=$2 room=$3 mbufs=$4 mem
+	local mode=$1 cap=$2 room=$3 mbufs=$4 mem log pid tid r0 r1 t0 t1 l0 l1 i
 	mem=$(( mbufs * (room + 192) / 1048576 + 512 ))
+	log="$DIR/testpmd-$mode.log"
 	quiet
-	timeout -s INT $((SECS + WARMUP + 3)) "$TESTPMD" --no-huge --no-pci -m "$mem" --file-prefix "dsrlb-tp$$" \
+	"$TESTPMD" --no-huge --no-pci -m "$mem" --file-prefix "dsrlb-tp$$" \
 		-l 0,1 --log-level '*:warning' --vdev "net_pcap0,rx_pcap=$cap,infinite_rx=1" -- \
 		--forward-mode="$mode" --nb-cores=1 --burst=32 --total-num-mbufs="$mbufs" --mbuf-size="$room" \
-		--stats-period 1 --no-mlockall </dev/null 2>&1 | tr -d '\033' >"$DIR/testpmd-$mode.log" || true
-	# The first lines are the start (0) and the warm-up second.
-	grep -o 'Rx-pps: *[0-9]*' "$DIR/testpmd-$mode.log" | awk '{print $2}' | awk 'NR>2' | head -n "$SECS" |
-		awk '{print $1/1e6}' | median
+		--stats-period 1 --no-mlockall </dev/null >"$log" 2>&1 &
+	pid=$!
+	for ((i = 0; i < 300; i++)); do grep -q 'Rx-pps' "$log" 2>/dev/null && break; sleep 0.1; done
+	sleep "$WARMUP"
+	tid=""
+	for t in /proc/$pid/task/*; do
+		[ "$(cat "$t/comm" 2>/dev/null)" = rte-worker-1 ] && tid=${t##*/}
+	done
+	l0=$(grep -c 'Rx-pps' "$log"); t0=$(date +%s%N)
+	r0=$(awk '{print $1}' "/proc/$pid/task/$tid/schedstat" 2>/dev/null || echo 0)
+	sleep "$SECS"
+	l1=$(grep -c 'Rx-pps' "$log"); t1=$(date +%s%N)
+	r1=$(awk '{print $1}' "/proc/$pid/task/$tid/schedstat" 2>/dev/null || echo 0)
+	kill -INT "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	tr -d '\033' <"$log" | grep -o 'Rx-pps: *[0-9]*' | awk '{print $2/1e6}' | sed -n "$((l0 + 1)),${l1}p" >"$log.rates"
+	local med mean
+	med=$(median <"$log.rates")
+	mean=$(awk '{s+=$1} END {if (NR) print s/NR; else print 0}' "$log.rates")
+	awk -v med="$med" -v mean="$mean" -v r=$((r1 - r0)) -v t=$((t1 - t0)) \
+		'BEGIN { share = (t > 0) ? r / t : 0; printf "%s %s\n", med, (share > 0.05) ? mean / share : 0 }'
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a/b; else print "n/a" }'; }
 
-# compare NAME CAPTURE: dsrlb, macswap, io alternated for ROUNDS rounds.
+# compare NAME CAPTURE [FLOWCAP]: dsrlb, macswap, io alternated for ROUNDS
+# rounds; prints the medians (wall clock, then per CPU-second) and ratios.
 compare() {
-	local name=$1 cap=$2 r d m i
-	local ds=() ms=() is=()
-	# The first dsrlb run also reports the data room and pool size it
-	# chose; testpmd gets the same.
+	local name=$1 cap=$2 flowcap=${3:-0} r d m i room mbufs
+	local dw=() dn=() mw=() mn=() iw=() in=() rm=() ri=()
 	for ((r = 1; r <= ROUNDS; r++)); do
-		d=$(run_dsrlb "$cap" 1 "$name-dsrlb-$r")
-		local room mbufs
+		d=$(run_dsrlb "$cap" 1 "$name-dsrlb-$r" "$flowcap")
+		# testpmd gets the data room and pool size dsrlb chose.
 		room=$(json_num data_room <"$DIR/$name-dsrlb-$r.json")
 		mbufs=$(json_num pool_mbufs <"$DIR/$name-dsrlb-$r.json")
 		m=$(run_testpmd macswap "$cap" "$room" "$mbufs")
 		i=$(run_testpmd io "$cap" "$room" "$mbufs")
-		log "$name round $r: dsrlb $d  macswap $m  io $i Mpps"
-		ds+=("$d"); ms+=("$m"); is+=("$i")
+		log "$name round $r (Mpps wall, per CPU-second): dsrlb $d | macswap $m | io $i"
+		dw+=("${d% *}"); dn+=("${d#* }"); mw+=("${m% *}"); mn+=("${m#* }"); iw+=("${i% *}"); in+=("${i#* }")
+		# Per-round ratios of neighbouring runs: the noise of a shared
+		# machine moves both sides of a round alike.
+		rm+=("$(ratio "${d% *}" "${m% *}")"); ri+=("$(ratio "${d% *}" "${i% *}")")
 	done
-	local md mm mi
-	md=$(printf '%s\n' "${ds[@]}" | median)
-	mm=$(printf '%s\n' "${ms[@]}" | median)
-	mi=$(printf '%s\n' "${is[@]}" | median)
-	printf '%-10s dsrlb %7.2f Mpps  testpmd macswap %7.2f  io %7.2f  dsrlb/macswap %s  dsrlb/io %s  (runs: dsrlb %s | macswap %s | io %s)\n' \
-		"$name" "$md" "$mm" "$mi" "$(ratio "$md" "$mm")" "$(ratio "$md" "$mi")" "${ds[*]}" "${ms[*]}" "${is[*]}" | tee -a "$RESULTS"
+	local a b c x y z
+	a=$(printf '%s\n' "${dw[@]}" | median); b=$(printf '%s\n' "${mw[@]}" | median); c=$(printf '%s\n' "${iw[@]}" | median)
+	x=$(printf '%s\n' "${dn[@]}" | median); y=$(printf '%s\n' "${mn[@]}" | median); z=$(printf '%s\n' "${in[@]}" | median)
+	{
+		printf '%-9s wall:    dsrlb %6.2f  macswap %6.2f  io %6.2f Mpps  dsrlb/macswap %s  dsrlb/io %s\n' \
+			"$name" "$a" "$b" "$c" "$(ratio "$a" "$b")" "$(ratio "$a" "$c")"
+		printf '%-9s per-CPU: dsrlb %6.2f  macswap %6.2f  io %6.2f Mpps  dsrlb/macswap %s  dsrlb/io %s\n' \
+			"$name" "$x" "$y" "$z" "$(ratio "$x" "$y")" "$(ratio "$x" "$z")"
+		printf '%-9s median of per-round ratios (wall): dsrlb/macswap %s  dsrlb/io %s\n' "$name" \
+			"$(printf '%s\n' "${rm[@]}" | median)" "$(printf '%s\n' "${ri[@]}" | median)"
+		printf '%-9s runs (wall): dsrlb %s | macswap %s | io %s\n' "$name" "${dw[*]}" "${mw[*]}" "${iw[*]}"
+	} | tee -a "$RESULTS"
 }
 
 log "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
@@ -120,18 +152,22 @@ fi
 compare mix64 "$DIR/mix64.pcap"
 compare imix "$DIR/imix.pcap"
 
-# 1M flows: dsrlb against macswap only (the ratio that matters), 2 rounds.
+# 1M flows, the flow table sized as an operator would (4M entries per
+# worker; the default 1M would run full and evict), 2 rounds.
 ROUNDS_SAVED=$ROUNDS
 ROUNDS=2
-compare mix64-1m "$DIR/mix64-1m.pcap"
+compare mix64-1m "$DIR/mix64-1m.pcap" 4194304
 ROUNDS=$ROUNDS_SAVED
 
 # Two workers on two rx queues (the capture split by flow): on a 2-CPU
 # machine the workers take both CPUs and the main lcore shares them.
 w2=()
+n2=()
 for ((r = 1; r <= ROUNDS; r++)); do
-	w2+=("$(run_dsrlb "$DIR/mix64.pcap" 2 "mix64-2w-$r")")
-	log "mix64 2 workers round $r: ${w2[-1]} Mpps (per worker: $(grep -o '"mpps_per_worker":\[[^]]*\]' "$DIR/mix64-2w-$r.json"))"
+	d=$(run_dsrlb "$DIR/mix64.pcap" 2 "mix64-2w-$r")
+	w2+=("${d% *}"); n2+=("${d#* }")
+	log "mix64 2 workers round $r: $d (per worker: $(grep -o '"mpps_per_worker":\[[^]]*\]' "$DIR/mix64-2w-$r.json"))"
 done
-printf '%-10s dsrlb 2 workers %7.2f Mpps (runs: %s)\n' mix64-2w "$(printf '%s\n' "${w2[@]}" | median)" "${w2[*]}" | tee -a "$RESULTS"
+printf '%-9s dsrlb 2 workers: wall %6.2f Mpps, per CPU-second %6.2f (runs: %s)\n' mix64-2w \
+	"$(printf '%s\n' "${w2[@]}" | median)" "$(printf '%s\n' "${n2[@]}" | median)" "${w2[*]}" | tee -a "$RESULTS"
 log "results in $RESULTS, JSON and logs in $DIR"

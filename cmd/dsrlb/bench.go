@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"time"
@@ -46,6 +47,13 @@ type benchResult struct {
 	DataRoom      int               `json:"data_room"`
 	PoolMbufs     uint32            `json:"pool_mbufs"`
 	BusyRatio     []float64         `json:"busy_ratio"`
+	// CPUShare is, per worker, the share of the window its lcore thread
+	// was on a CPU (Linux schedstat): below 1 when other processes took
+	// the CPU. MppsPerCPUSecond divides each worker's packets by its own
+	// CPU time: the rate with the CPU to itself, a figure that holds on a
+	// shared machine. Both are empty when the threads cannot be found.
+	CPUShare         []float64 `json:"cpu_share,omitempty"`
+	MppsPerCPUSecond []float64 `json:"mpps_per_cpu_second,omitempty"`
 	// PortRxNoMbuf counts rx bursts that failed for want of mbufs: it must
 	// stay 0, or the pool was too small and the numbers are meaningless.
 	PortRxNoMbuf uint64   `json:"port_rx_nombuf"`
@@ -79,6 +87,7 @@ func cmdBench(args []string) int {
 	warmup := fs.Float64("warmup", 1, "warm-up seconds before the window")
 	workers := fs.Int("workers", 0, "worker lcores (0: the config's dataplane.workers, else 1)")
 	dataRoom := fs.Int("data-room", 0, "mbuf data room incl. headroom (0: fit the largest frame, at least 256+headroom)")
+	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile of the measurement window to this file (go tool pprof; also usable for PGO)")
 	flowCap := fs.Int("flow-capacity", 0, "flow table entries per worker (0: the config's flows.capacity)")
 	lcores := fs.String("lcores", "", "EAL --lcores mapping (default: -l 0..N, or a shared mapping when lcores outnumber CPUs)")
 	newLog := logFlags(fs)
@@ -172,6 +181,20 @@ func cmdBench(args []string) int {
 		return fail(log, err)
 	}
 	time.Sleep(time.Duration(*warmup * float64(time.Second)))
+	threads := lcoreThreads(dp.lcores)
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			dp.Stop()
+			return fail(log, err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			dp.Stop()
+			return fail(log, err)
+		}
+	}
+	run0 := threadRunTimes(threads)
 	c0, t0 := dp.Counters(), time.Now()
 	var samples []float64
 	prev, tprev := c0, t0
@@ -192,6 +215,10 @@ func cmdBench(args []string) int {
 		}
 	}
 	c1, t1 := prev, tprev
+	run1 := threadRunTimes(threads)
+	if *cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
 	var nombuf uint64
 	if st, err := dp.nics[0].Stats(); err == nil {
 		nombuf = st.RxNoMbuf
@@ -214,6 +241,11 @@ func cmdBench(args []string) int {
 			busy = float64(c1[i].BusyPolls-c0[i].BusyPolls) / float64(p)
 		}
 		res.BusyRatio = append(res.BusyRatio, round3(busy))
+		if len(threads) == len(c1) && run0[i] > 0 && run1[i] > run0[i] {
+			cpu := float64(run1[i]-run0[i]) / 1e9
+			res.CPUShare = append(res.CPUShare, round3(cpu/win))
+			res.MppsPerCPUSecond = append(res.MppsPerCPUSecond, round3(float64(r)/cpu/1e6))
+		}
 		for r := pipeline.DropReason(1); r < pipeline.NumDropReasons; r++ {
 			res.Drops[r.String()] += c1[i].Drops[r] - c0[i].Drops[r]
 		}
@@ -333,4 +365,44 @@ func median(xs []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// lcoreThreads returns the thread ids of the EAL worker lcores (threads
+// named rte-worker-<lcore>), in the order of lcores, or nil if one is
+// missing.
+func lcoreThreads(lcores []uint) []int {
+	byName := map[string]int{}
+	tasks, _ := filepath.Glob("/proc/self/task/*")
+	for _, t := range tasks {
+		b, err := os.ReadFile(filepath.Join(t, "comm"))
+		if err != nil {
+			continue
+		}
+		var tid int
+		fmt.Sscan(filepath.Base(t), &tid)
+		byName[strings.TrimSpace(string(b))] = tid
+	}
+	var out []int
+	for _, l := range lcores {
+		tid, ok := byName[fmt.Sprintf("rte-worker-%d", l)]
+		if !ok {
+			return nil
+		}
+		out = append(out, tid)
+	}
+	return out
+}
+
+// threadRunTimes returns each thread's time on a CPU so far, in
+// nanoseconds (first field of /proc/self/task/<tid>/schedstat); 0 where it
+// cannot be read.
+func threadRunTimes(tids []int) []uint64 {
+	out := make([]uint64, len(tids))
+	for i, tid := range tids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/schedstat", tid))
+		if err == nil {
+			fmt.Sscan(string(b), &out[i])
+		}
+	}
+	return out
 }

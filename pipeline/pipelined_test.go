@@ -1,0 +1,183 @@
+package pipeline_test
+
+import (
+	"bytes"
+	"math/rand"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	. "github.com/dsrlb/dsrlb/pipeline"
+	"github.com/dsrlb/dsrlb/pipeline/testpkt"
+)
+
+// listPort receives a list of frames in bursts of random size (some empty),
+// each into a buffer of its own, and records what is sent and freed.
+type listPort struct {
+	frames [][]byte
+	next   int
+	r      *rand.Rand
+	sent   [][]byte
+	freed  int
+}
+
+func (lp *listPort) RxBurst(q uint16, pkts []Packet) int {
+	n := min(len(pkts), lp.r.Intn(BurstSize+1), len(lp.frames)-lp.next)
+	for i := 0; i < n; i++ {
+		fr := lp.frames[lp.next]
+		lp.next++
+		buf := make([]byte, headroom+len(fr)+64)
+		copy(buf[headroom:], fr)
+		pkts[i] = Packet{Buf: buf, Off: headroom, Len: len(fr), Handle: uintptr(lp.next)}
+	}
+	return n
+}
+
+func (lp *listPort) TxBurst(q uint16, pkts []Packet) int {
+	for i := range pkts {
+		lp.sent = append(lp.sent, append([]byte(nil), pkts[i].Data()...))
+	}
+	return len(pkts)
+}
+
+func (lp *listPort) Free(pkts []Packet) { lp.freed += len(pkts) }
+
+// TestWorkerMatchesProcess: the burst loop (classify one poll, process the
+// next, the fast path, snapshot swaps between the two) sends exactly what
+// Process sends, in the same order, and counts the same.
+func TestWorkerMatchesProcess(t *testing.T) {
+	s1 := testSnapshot(t)
+	// s2 moves the l2 service to other backends and drops the gre one.
+	s2, err := NewSnapshot(SnapshotSpec{Generation: 2, Ports: []PortSpec{{MAC: portMAC, IP: portIP, MTU: 1500}},
+		Services: []ServiceSpec{
+			{ID: 0, Name: "l2", VIP: vipL2, Proto: ProtoTCP, Port: 80, Mode: ModeL2, Backends: []BackendSpec{
+				{ID: 1, IP: netip.MustParseAddr("192.0.2.22"), Weight: 1, NextHop: MAC{2, 0, 0, 0, 0, 0x22}},
+				{ID: 5, IP: netip.MustParseAddr("192.0.2.23"), Weight: 1, NextHop: MAC{2, 0, 0, 0, 0, 0x23}}}},
+			{ID: 1, Name: "ipip", VIP: vipIPIP, Proto: ProtoUDP, Port: 0, Mode: ModeIPIP, Backends: []BackendSpec{
+				{ID: 2, IP: netip.MustParseAddr("10.1.0.1"), Weight: 1, NextHop: gwMAC}}},
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewSource(6))
+	var frames [][]byte
+	for i := 0; i < 6000; i++ {
+		p := testpkt.Packet{SrcMAC: gwMAC, DstMAC: portMAC, Src: netip.AddrFrom4([4]byte{198, 18, 0, byte(r.Intn(64))}),
+			SrcPort: uint16(1000 + r.Intn(4)), DF: true, PadTo: 60}
+		switch r.Intn(5) {
+		case 0:
+			p.Dst, p.Proto, p.DstPort = vipL2, ProtoTCP, 80
+		case 1:
+			p.Dst, p.Proto, p.DstPort = vipIPIP, ProtoUDP, uint16(r.Intn(3))
+		case 2:
+			p.Dst, p.Proto, p.DstPort = vipGRE, ProtoTCP, 443
+		case 3: // kernel, drops, options
+			p.Dst, p.Proto, p.ICMPType = vipGRE, ProtoICMP, 8
+			if r.Intn(2) == 0 {
+				p.Dst, p.Proto, p.DstPort, p.Options = vipIPIP, ProtoUDP, 7, []byte{1, 1, 1, 0}
+			}
+		default:
+			p.Dst, p.Proto, p.DstPort, p.TTL = vipIPIP, ProtoUDP, 9, uint8(1+r.Intn(2))
+		}
+		frames = append(frames, p.Build())
+	}
+
+	var snap atomic.Pointer[Snapshot]
+	snap.Store(s1)
+	lp := &listPort{frames: frames, r: r}
+	w := NewWorker([]WorkerPort{{NIC: lp}}, &snap, 1<<12, DefaultFlowTimeouts, 3)
+	ref := NewForwarder(1<<12, DefaultFlowTimeouts, 3)
+	var want [][]byte
+	refDone := 0
+	// The reference runs each packet when the worker has received it; it
+	// uses the snapshot the worker will process it with: the one current
+	// at the poll after the one that received it.
+	for polls := 0; lp.next < len(frames) || refDone < len(frames); polls++ {
+		if polls == 300 {
+			snap.Store(s2)
+		}
+		before := lp.next
+		w.Poll()
+		// The packets received by the previous poll were processed now,
+		// with this poll's clock (LRU eviction depends on it).
+		ref.Now = w.Now
+		if polls > 100000 {
+			t.Fatal("worker does not drain")
+		}
+		for ; refDone < before; refDone++ {
+			buf := make([]byte, headroom+len(frames[refDone])+64)
+			copy(buf[headroom:], frames[refDone])
+			p := &Packet{Buf: buf, Off: headroom, Len: len(frames[refDone])}
+			s := snap.Load()
+			ref.Use(s)
+			if v, _ := ref.Process(s, p, 0); v == VerdictTx {
+				want = append(want, append([]byte(nil), p.Data()...))
+			}
+		}
+		if lp.next == len(frames) && refDone == len(frames) {
+			w.Poll() // an empty poll processes the last burst
+			break
+		}
+	}
+	if len(lp.sent) != len(want) {
+		t.Fatalf("worker sent %d packets, Process %d", len(lp.sent), len(want))
+	}
+	for i := range want {
+		if !bytes.Equal(lp.sent[i], want[i]) {
+			t.Fatalf("packet %d differs:\n worker  %x\n Process %x", i, lp.sent[i], want[i])
+		}
+	}
+	wc := w.Counters()
+	if wc.RxPackets != ref.C.RxPackets || wc.Dropped() != ref.C.Dropped() || wc.ToKernel != ref.C.ToKernel ||
+		wc.FlowHits != ref.Flows.Hits || wc.FlowMisses != ref.Flows.Misses || wc.IPOptions != ref.C.IPOptions {
+		t.Errorf("worker counters rx %d drop %d kernel %d hits %d misses %d options %d; Process %d %d %d %d %d %d",
+			wc.RxPackets, wc.Dropped(), wc.ToKernel, wc.FlowHits, wc.FlowMisses, wc.IPOptions,
+			ref.C.RxPackets, ref.C.Dropped(), ref.C.ToKernel, ref.Flows.Hits, ref.Flows.Misses, ref.C.IPOptions)
+	}
+	if int(wc.TxPackets)+lp.freed != len(frames) {
+		t.Errorf("sent %d + freed %d != received %d", wc.TxPackets, lp.freed, len(frames))
+	}
+}
+
+// endlessPort receives the same frame forever, 32 at a time.
+type endlessPort struct {
+	frame    []byte
+	received atomic.Uint64
+	sent     atomic.Uint64
+}
+
+func (ep *endlessPort) RxBurst(q uint16, pkts []Packet) int {
+	for i := range pkts[:BurstSize] {
+		buf := make([]byte, headroom+len(ep.frame))
+		copy(buf[headroom:], ep.frame)
+		pkts[i] = Packet{Buf: buf, Off: headroom, Len: len(ep.frame)}
+	}
+	ep.received.Add(BurstSize)
+	return BurstSize
+}
+
+func (ep *endlessPort) TxBurst(q uint16, pkts []Packet) int {
+	ep.sent.Add(uint64(len(pkts)))
+	return len(pkts)
+}
+
+func (ep *endlessPort) Free(pkts []Packet) {}
+
+// TestWorkerStopFlushes: a worker stopped under load processes the burst it
+// holds; every packet received is sent.
+func TestWorkerStopFlushes(t *testing.T) {
+	var snap atomic.Pointer[Snapshot]
+	snap.Store(testSnapshot(t))
+	ep := &endlessPort{frame: tcpTo(vipL2, 80, 1).Build()}
+	w := NewWorker([]WorkerPort{{NIC: ep}}, &snap, 1<<10, DefaultFlowTimeouts, 0)
+	done := make(chan struct{})
+	go func() { w.Run(); close(done) }()
+	time.Sleep(20 * time.Millisecond)
+	w.Stop()
+	<-done
+	c := w.Counters()
+	if c.RxPackets != ep.received.Load() || ep.sent.Load() != ep.received.Load() {
+		t.Errorf("received %d, processed %d, sent %d", ep.received.Load(), c.RxPackets, ep.sent.Load())
+	}
+}
