@@ -34,8 +34,14 @@ build: deps
 vet: deps
 	$(GO) vet ./...
 
+# test runs every package verbosely into $(TESTLOG) and prints package
+# results, failures and the TIMING/RESULT lines the end-to-end tests measure
+# (BGP withdrawal and recovery times, traffic splits).
+TESTLOG ?= /tmp/dsrlb-test.log
 test: build vet
-	$(GO) test $(GOTEST_FLAGS) ./...
+	@set -o pipefail; $(GO) test -v $(GOTEST_FLAGS) ./... 2>&1 | tee $(TESTLOG) | \
+		grep --line-buffered -E '^(ok|FAIL|---|panic:)|^\s+--- FAIL|_test\.go:[0-9]+: (TIMING|RESULT)'; \
+	rc=$$?; echo "full test log: $(TESTLOG)"; exit $$rc
 
 demo: build
 	bash testbed/demo.sh
