@@ -79,11 +79,11 @@ const minFastFrame = EthernetMinSize + IPv4MinSize + UDPSize
 // classify is the first pass over a burst, before any packet is processed.
 // For every untagged IPv4 frame without options carrying TCP or UDP it
 // computes the flow table slot hash (slotHash) that process would compute
-// (same bytes, same function), stores it and sets bit i of the returned mask, and issues a
-// prefetch of the packet's flow table bucket: the buckets of a burst are
-// spread over a large table, so each is a cache miss, and asking for all of
-// them before the first lookup lets the misses overlap instead of queueing
-// one per packet. If the packet also passes every check process makes
+// (same bytes, same function), stores it, sets bit i of the returned mask
+// and issues a prefetch of the packet's flow table bucket: the buckets of a
+// burst are spread over a large table, so each is a cache miss, and asking
+// for all of them before the first lookup lets the misses overlap instead
+// of queueing one per packet. If the packet also passes every check process makes
 // before it looks at the flow table (lengths, header checksum, not to the
 // appliance, not a fragment, a VIP service, TTL), classify records its
 // service and flow for fastOne; otherwise svc is -1. classify reads only
