@@ -1,9 +1,6 @@
 package pipeline
 
-import (
-	"encoding/binary"
-	"math/bits"
-)
+import "encoding/binary"
 
 // FlowKey is the 5-tuple of a client-to-VIP flow, addresses in host order.
 type FlowKey struct {
@@ -29,31 +26,4 @@ func (k *FlowKey) Bytes() (b [16]byte) {
 // appliances behind the same ECMP group must pick the same backend for a
 // flow. (The murmur3 package itself trips the race detector's pointer
 // checks, spaolacci/murmur3#34, and reads blocks in host byte order.)
-func (k *FlowKey) Hash(seed uint32) uint32 {
-	b := k.Bytes()
-	h := seed
-	for i := 0; i < 16; i += 4 {
-		h = murmurMix(h, binary.LittleEndian.Uint32(b[i:]))
-	}
-	return murmurFinal(h, 16)
-}
-
-func murmurMix(h, k uint32) uint32 {
-	const c1, c2 = 0xcc9e2d51, 0x1b873593
-	k *= c1
-	k = bits.RotateLeft32(k, 15)
-	k *= c2
-	h ^= k
-	h = bits.RotateLeft32(h, 13)
-	return h*5 + 0xe6546b64
-}
-
-func murmurFinal(h uint32, n uint32) uint32 {
-	h ^= n
-	h ^= h >> 16
-	h *= 0x85ebca6b
-	h ^= h >> 13
-	h *= 0xc2b2ae35
-	h ^= h >> 16
-	return h
-}
+func (k *FlowKey) Hash(seed uint32) uint32 { return keyHash(k, seed) }

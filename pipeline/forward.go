@@ -183,28 +183,7 @@ func (f *Forwarder) classify(s *Snapshot, pkts []Packet, fp *[BurstSize]fastPkt)
 // the two ports as they appear in the packet, then the protocol. A test
 // pins it to FlowKey.Hash.
 func flowHash(b0, b1, b2, b3, seed uint32) uint32 {
-	return murmurFmix(murmurStep(murmurStep(murmurStep(murmurStep(seed, b0), b1), b2), b3))
-}
-
-// murmurFmix is the MurmurHash3 x86_32 finalisation of a 16-byte input.
-func murmurFmix(h uint32) uint32 {
-	h ^= 16
-	h ^= h >> 16
-	h *= 0x85ebca6b
-	h ^= h >> 13
-	h *= 0xc2b2ae35
-	h ^= h >> 16
-	return h
-}
-
-// murmurStep mixes block k into h (MurmurHash3 x86_32 body).
-func murmurStep(h, k uint32) uint32 {
-	k *= 0xcc9e2d51
-	k = bits.RotateLeft32(k, 15)
-	k *= 0x1b873593
-	h ^= k
-	h = bits.RotateLeft32(h, 13)
-	return h*5 + 0xe6546b64
+	return murmurFinal(murmurStep(murmurStep(murmurStep(murmurStep(seed, b0), b1), b2), b3), 16)
 }
 
 // keyHash is FlowKey.Hash(seed) without the byte array.

@@ -305,17 +305,10 @@ func maglevFillHeap(table []uint16, perms []maglevPerm, maxW uint64) {
 // allocation", spaolacci/murmur3#34), and it reads blocks in native byte
 // order. It also hashes the string without converting it to []byte.
 func maglevHash(key string, seed uint32) uint32 {
-	const c1, c2 = 0xcc9e2d51, 0x1b873593
 	h := seed
 	n := len(key) &^ 3
 	for i := 0; i < n; i += 4 {
-		k := uint32(key[i]) | uint32(key[i+1])<<8 | uint32(key[i+2])<<16 | uint32(key[i+3])<<24
-		k *= c1
-		k = k<<15 | k>>17
-		k *= c2
-		h ^= k
-		h = h<<13 | h>>19
-		h = h*5 + 0xe6546b64
+		h = murmurStep(h, uint32(key[i])|uint32(key[i+1])<<8|uint32(key[i+2])<<16|uint32(key[i+3])<<24)
 	}
 	var k uint32
 	switch len(key) & 3 {
@@ -327,16 +320,7 @@ func maglevHash(key string, seed uint32) uint32 {
 		fallthrough
 	case 1:
 		k ^= uint32(key[n])
-		k *= c1
-		k = k<<15 | k>>17
-		k *= c2
-		h ^= k
+		h ^= murmurScramble(k)
 	}
-	h ^= uint32(len(key))
-	h ^= h >> 16
-	h *= 0x85ebca6b
-	h ^= h >> 13
-	h *= 0xc2b2ae35
-	h ^= h >> 16
-	return h
+	return murmurFinal(h, uint32(len(key)))
 }
