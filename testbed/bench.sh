@@ -96,6 +96,7 @@ run_testpmd() {
 	r1=$(awk '{print $1}' "/proc/$pid/task/$tid/schedstat" 2>/dev/null || echo 0)
 	kill -INT "$pid" 2>/dev/null || true
 	wait "$pid" 2>/dev/null || true
+	rm -rf "/var/run/dpdk/dsrlb-tp$$" # the EAL leaves its runtime directory behind
 	tr -d '\033' <"$log" | grep -o 'Rx-pps: *[0-9]*' | awk '{print $2/1e6}' | sed -n "$((l0 + 1)),${l1}p" >"$log.rates"
 	local med mean
 	med=$(median <"$log.rates")
