@@ -581,6 +581,11 @@ func (r *Router) KernelRoute(prefix netip.Prefix) (string, error) {
 // elapsed time) or timeout passes (returning cond's last error, or a
 // timeout error).
 func WaitFor(timeout time.Duration, cond func() (bool, error)) (time.Duration, error) {
+	return WaitEvery(timeout, 10*time.Millisecond, cond)
+}
+
+// WaitEvery is WaitFor polling every interval.
+func WaitEvery(timeout, every time.Duration, cond func() (bool, error)) (time.Duration, error) {
 	start := time.Now()
 	for {
 		ok, err := cond()
@@ -593,6 +598,6 @@ func WaitFor(timeout time.Duration, cond func() (bool, error)) (time.Duration, e
 			}
 			return time.Since(start), fmt.Errorf("after %v: %w", timeout, err)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(every)
 	}
 }

@@ -76,16 +76,7 @@ func crStateOK(t *testing.T, yamlCfg *control.Config, path string) []control.Ser
 // (SIGTERM) and a start with the same YAML: GET /api/v1/services answers
 // exactly the same as before.
 func TestRestart(t *testing.T) {
-	hlNeedRoot(t)
-	bin := hlBuild(t)
-	ns := hlNewNS(t, "rs")
-	api := hlNewAPI(ns, hlAPIListen, hlToken)
-	cfgText := fmt.Sprintf(crConfig, ns.name, hlAPIListen, hlToken)
-	yamlCfg, err := control.ParseYAML([]byte(cfgText))
-	if err != nil {
-		t.Fatal(err)
-	}
-	app := hlNewAppliance(t, bin, ns, cfgText, api)
+	api, yamlCfg, app := crSetup(t, "rs")
 	start := time.Now()
 	app.start()
 	t.Logf("started in %v", time.Since(start).Round(time.Millisecond))
@@ -338,16 +329,7 @@ const crIterations = 8
 // the state file parses and validates and holds either the last
 // acknowledged state or the one in flight; a restart comes back with it.
 func TestCrash(t *testing.T) {
-	hlNeedRoot(t)
-	bin := hlBuild(t)
-	ns := hlNewNS(t, "cr")
-	api := hlNewAPI(ns, hlAPIListen, hlToken)
-	cfgText := fmt.Sprintf(crConfig, ns.name, hlAPIListen, hlToken)
-	yamlCfg, err := control.ParseYAML([]byte(cfgText))
-	if err != nil {
-		t.Fatal(err)
-	}
-	app := hlNewAppliance(t, bin, ns, cfgText, api)
+	api, yamlCfg, app := crSetup(t, "cr")
 	seed := time.Now().UnixNano()
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewSource(seed))
@@ -420,4 +402,20 @@ func TestCrash(t *testing.T) {
 	if err := app.stop(syscall.SIGTERM, 20*time.Second); err != nil {
 		t.Errorf("dsrlb run after SIGTERM: %v", err)
 	}
+}
+
+// crSetup gives a restart or crash test, in a namespace of its own, its API client, parsed
+// config and (not yet started) appliance.
+func crSetup(t *testing.T, tag string) (*hlAPI, *control.Config, *hlAppliance) {
+	t.Helper()
+	hlNeedRoot(t)
+	bin := hlBuild(t)
+	ns := hlNewNS(t, tag)
+	api := hlNewAPI(ns, hlAPIListen, hlToken)
+	cfgText := fmt.Sprintf(crConfig, ns.name, hlAPIListen, hlToken)
+	yamlCfg, err := control.ParseYAML([]byte(cfgText))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return api, yamlCfg, hlNewAppliance(t, bin, ns, cfgText, api)
 }

@@ -2,7 +2,6 @@ package nsbed
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -445,20 +444,7 @@ const pollEvery = 25 * time.Millisecond
 
 // poll is frrtest.WaitFor at pollEvery.
 func poll(timeout time.Duration, cond func() (bool, error)) (time.Duration, error) {
-	start := time.Now()
-	for {
-		ok, err := cond()
-		if ok {
-			return time.Since(start), nil
-		}
-		if time.Since(start) > timeout {
-			if err == nil {
-				err = errors.New("timed out")
-			}
-			return time.Since(start), fmt.Errorf("after %v: %w", timeout, err)
-		}
-		time.Sleep(pollEvery)
-	}
+	return frrtest.WaitEvery(timeout, pollEvery, cond)
 }
 
 // Poll polls cond every 25 ms until it holds (returning the time taken)
