@@ -32,22 +32,40 @@ const (
 	flowStateUDP
 )
 
-// flowEntry is one 32-byte slot. used == 0 marks a free slot.
+// flowEntry is one 32-byte slot; a bucket of four is two cache lines. The
+// flow is two words so that a lookup compares two words per way: addrs is
+// src << 32 | dst and tag is flowTag(ports, proto), which has bit 0 set,
+// so that tag == 0 marks a free slot and a free slot never matches.
 type flowEntry struct {
-	src, dst uint32
-	ports    uint32 // src port << 16 | dst port
-	service  uint32 // Service.ID
-	backend  uint32 // backend IP, host order
-	expires  uint32 // milliseconds on the table clock
-	lastUsed uint32 // milliseconds, for LRU eviction within a bucket
-	proto    uint8
-	state    uint8
-	used     uint8
+	addrs   uint64
+	tag     uint64
+	service uint32 // Service.ID
+	backend uint32 // backend IP, host order
+	expires uint32 // milliseconds on the table clock
+	state   uint8
 	// bhint is a hint: the index in Service.Backends of backend, valid
 	// only if that slot still holds backend's IP (backendIndex checks), so
 	// that a hit needs no search whatever snapshot is current.
 	bhint uint8
+	_     [2]byte
 }
+
+// flowAddrs and flowTag are the two words of a flow (addresses and ports in
+// host order, ports = src port << 16 | dst port).
+func flowAddrs(src, dst uint32) uint64         { return uint64(src)<<32 | uint64(dst) }
+func flowTag(ports uint32, proto uint8) uint64 { return uint64(ports)<<32 | uint64(proto)<<8 | 1 }
+
+func (k *FlowKey) words() (addrs, tag uint64) {
+	return flowAddrs(k.Src, k.Dst), flowTag(uint32(k.SrcPort)<<16|uint32(k.DstPort), k.Proto)
+}
+
+func (e *flowEntry) used() bool   { return e.tag != 0 }
+func (e *flowEntry) proto() uint8 { return uint8(e.tag >> 8) }
+
+// lastUsed is when e was last refreshed: every refresh sets expires to
+// that time plus the timeout of the state it leaves e in (NewFlowTable
+// makes tmo[0], the state of a new entry, the SYN timeout).
+func (ft *FlowTable) lastUsed(e *flowEntry) uint32 { return e.expires - ft.tmo[e.state] }
 
 // backendIndex returns the index in svc.Backends of e's backend, or -1,
 // trying the hint before searching (and refreshing the hint).
@@ -98,6 +116,7 @@ func NewFlowTable(capacity int, t FlowTimeouts) *FlowTable {
 	ft := &FlowTable{mask: uint32(nb - 1)}
 	ft.buckets = allocBuckets(nb, ft)
 	ms := func(d time.Duration) uint32 { return uint32(d / time.Millisecond) }
+	ft.tmo[0] = ms(t.TCPSyn) // a new entry, until Touch
 	ft.tmo[flowStateSyn] = ms(t.TCPSyn)
 	ft.tmo[flowStateEstablished] = ms(t.TCPEstablished)
 	ft.tmo[flowStateClosing] = ms(t.TCPClosing)
@@ -105,15 +124,16 @@ func NewFlowTable(capacity int, t FlowTimeouts) *FlowTable {
 	return ft
 }
 
-// slotHash returns the hash that places flow (src, dst, ports = src port
-// << 16 | dst port, proto) in a flow table: the hash argument of Lookup
-// and Insert. It is local to one worker's table, unlike the flow hash
+// slotHash returns the hash that places a flow, given as its two words
+// (flowAddrs, flowTag), in a flow table: the hash argument of Lookup and
+// Insert. It is local to one worker's table, unlike the flow hash
 // (FlowKey.Hash) that Maglev uses and that every appliance must agree on,
-// so it is free to be cheap: the two 64-bit words of the flow combined by
-// one multiply, then MurmurHash3's fmix64 (about a dozen cycles where the
-// 32-bit murmur3 of the flow takes some thirty on its dependency chain). A hit, the common case, needs no other hash.
-func slotHash(src, dst, ports uint32, proto uint8, seed uint32) uint32 {
-	x := (uint64(src)<<32 | uint64(dst)) ^ (uint64(ports)<<8|uint64(proto)|uint64(seed)<<40)*0x9e3779b97f4a7c15
+// so it is free to be cheap: the two words combined by one multiply, then
+// MurmurHash3's fmix64 (about a dozen cycles where the 32-bit murmur3 of
+// the flow takes some thirty on its dependency chain). A hit, the common
+// case, needs no other hash.
+func slotHash(addrs, tag uint64, seed uint32) uint32 {
+	x := addrs ^ (tag^uint64(seed)<<40)*0x9e3779b97f4a7c15
 	x ^= x >> 33
 	x *= 0xff51afd7ed558ccd
 	x ^= x >> 33
@@ -124,7 +144,8 @@ func slotHash(src, dst, ports uint32, proto uint8, seed uint32) uint32 {
 
 // slotHashKey is slotHash of k.
 func slotHashKey(k *FlowKey, seed uint32) uint32 {
-	return slotHash(k.Src, k.Dst, uint32(k.SrcPort)<<16|uint32(k.DstPort), k.Proto, seed)
+	a, t := k.words()
+	return slotHash(a, t, seed)
 }
 
 // bucket returns the bucket of hash.
@@ -142,18 +163,13 @@ func (ft *FlowTable) load(hash uint32) uint32 {
 // Capacity returns how many flows the table can hold.
 func (ft *FlowTable) Capacity() int { return len(ft.buckets) * flowWays }
 
-func (e *flowEntry) matches(k *FlowKey) bool {
-	return e.used != 0 && e.src == k.Src && e.dst == k.Dst &&
-		e.ports == uint32(k.SrcPort)<<16|uint32(k.DstPort) && e.proto == k.Proto
-}
-
-// find returns the first entry of hash's bucket that holds the flow, live
-// or expired, or nil; it changes nothing. Lookup does the same walk.
-func (ft *FlowTable) find(src, dst, ports uint32, proto uint8, hash uint32) *flowEntry {
+// find returns the first entry of hash's bucket that holds the flow
+// (addrs, tag), live or expired, or nil; it changes nothing. Lookup does
+// the same walk.
+func (ft *FlowTable) find(addrs, tag uint64, hash uint32) *flowEntry {
 	b := &ft.buckets[hash&ft.mask]
 	for i := range b {
-		e := &b[i]
-		if e.src == src && e.dst == dst && e.ports == ports && e.proto == proto && e.used != 0 {
+		if e := &b[i]; e.addrs == addrs && e.tag == tag {
 			return e
 		}
 	}
@@ -162,19 +178,15 @@ func (ft *FlowTable) find(src, dst, ports uint32, proto uint8, hash uint32) *flo
 
 // Lookup returns the live entry for k, or nil. It counts a hit or a miss.
 func (ft *FlowTable) Lookup(k *FlowKey, hash uint32, now uint32) *flowEntry {
-	b := &ft.buckets[hash&ft.mask]
-	for i := range b {
-		e := &b[i]
-		if e.matches(k) {
-			if int32(e.expires-now) <= 0 {
-				ft.Expired++
-				ft.Entries--
-				e.used = 0
-				break
-			}
+	addrs, tag := k.words()
+	if e := ft.find(addrs, tag, hash); e != nil {
+		if int32(e.expires-now) > 0 {
 			ft.Hits++
 			return e
 		}
+		ft.Expired++
+		ft.Entries--
+		e.tag = 0
 	}
 	ft.Misses++
 	return nil
@@ -187,14 +199,14 @@ func (ft *FlowTable) Insert(k *FlowKey, hash uint32, now uint32, service, backen
 	b := &ft.buckets[hash&ft.mask]
 	victim := -1
 	for i := range b {
-		if b[i].used == 0 {
+		if !b[i].used() {
 			victim = i
 			break
 		}
 		if int32(b[i].expires-now) <= 0 {
 			ft.Expired++
 			ft.Entries--
-			b[i].used = 0
+			b[i].tag = 0
 			victim = i
 			break
 		}
@@ -202,7 +214,7 @@ func (ft *FlowTable) Insert(k *FlowKey, hash uint32, now uint32, service, backen
 	if victim < 0 {
 		victim = 0
 		for i := 1; i < flowWays; i++ {
-			if int32(b[i].lastUsed-b[victim].lastUsed) < 0 {
+			if int32(ft.lastUsed(&b[i])-ft.lastUsed(&b[victim])) < 0 {
 				victim = i
 			}
 		}
@@ -210,9 +222,8 @@ func (ft *FlowTable) Insert(k *FlowKey, hash uint32, now uint32, service, backen
 		ft.Entries--
 	}
 	e := &b[victim]
-	*e = flowEntry{src: k.Src, dst: k.Dst, ports: uint32(k.SrcPort)<<16 | uint32(k.DstPort),
-		proto: k.Proto, service: service, backend: backend, used: 1,
-		lastUsed: now, expires: now + ft.tmo[flowStateSyn]}
+	addrs, tag := k.words()
+	*e = flowEntry{addrs: addrs, tag: tag, service: service, backend: backend, expires: now + ft.tmo[0]}
 	ft.Entries++
 	return e
 }
@@ -220,7 +231,7 @@ func (ft *FlowTable) Insert(k *FlowKey, hash uint32, now uint32, service, backen
 // Touch refreshes e for a packet with the given TCP flags (ignored for UDP).
 func (ft *FlowTable) Touch(e *flowEntry, tcpFlags uint8, now uint32) {
 	switch {
-	case e.proto != ProtoTCP:
+	case e.proto() != ProtoTCP:
 		e.state = flowStateUDP
 	case tcpFlags&(TCPFlagFIN|TCPFlagRST) != 0:
 		e.state = flowStateClosing
@@ -229,6 +240,5 @@ func (ft *FlowTable) Touch(e *flowEntry, tcpFlags uint8, now uint32) {
 	case tcpFlags&TCPFlagSYN == 0 && e.state != flowStateClosing:
 		e.state = flowStateEstablished
 	}
-	e.lastUsed = now
 	e.expires = now + ft.tmo[e.state]
 }

@@ -63,36 +63,36 @@ func (f *Forwarder) processHinted(s *Snapshot, p *Packet, rxPort int, hash uint3
 	return v, out
 }
 
-// fastPkt is what classify learns about one packet of a burst.
+// fastPkt is what classify learns about one packet of a burst: its flow
+// and slot hash, valid when the packet's bit is set in classify's mask.
 type fastPkt struct {
-	hash            uint32 // slot hash, when the packet's bit is set in classify's mask
-	src, dst, ports uint32 // the flow (host order; ports is src << 16 | dst)
-	svc             int32  // index in Snapshot.Services; -1: not for the fast path
-	tot             uint16 // IPv4 total length
-	proto, flags    uint8  // IP protocol, TCP flags
+	addrs, tag uint64 // the flow (flowAddrs, flowTag)
+	hash       uint32 // slot hash (slotHash)
 }
 
-// minFastFrame is the shortest frame classify looks at: Ethernet, IPv4
-// and a UDP header.
-const minFastFrame = EthernetMinSize + IPv4MinSize + UDPSize
+// minFastFrame is the shortest frame classify hashes: Ethernet, IPv4 and a
+// UDP header. fastFrame is the shortest frame fastPath forwards: Ethernet,
+// IPv4 and a TCP header (every Ethernet frame is at least 60 bytes).
+const (
+	minFastFrame = EthernetMinSize + IPv4MinSize + UDPSize
+	fastFrame    = EthernetMinSize + IPv4MinSize + TCPMinSize
+)
 
-// classify is the first pass over a burst, before any packet is processed.
-// For every untagged IPv4 frame without options carrying TCP or UDP it
-// computes the flow table slot hash (slotHash) that process would compute
-// (same bytes, same function), stores it, sets bit i of the returned mask
-// and issues a prefetch of the packet's flow table bucket: the buckets of a
-// burst are spread over a large table, so each is a cache miss, and asking
-// for all of them before the first lookup lets the misses overlap instead
-// of queueing one per packet. If the packet also passes every check process makes
-// before it looks at the flow table (lengths, header checksum, not to the
-// appliance, not a fragment, a VIP service, TTL), classify records its
-// service and flow for fastOne; otherwise svc is -1. classify reads only
-// the packets and the snapshot and changes nothing.
-func (f *Forwarder) classify(s *Snapshot, pkts []Packet, fp *[BurstSize]fastPkt) uint32 {
+// classify is the first pass over a burst, one poll before the burst is
+// processed. For every untagged IPv4 frame without options carrying TCP or
+// UDP it records the flow and the flow table slot hash (slotHash) that
+// process would compute (same bytes, same function), sets bit i of the
+// returned mask and issues a prefetch of the packet's flow table bucket:
+// the buckets of a burst are spread over a large table, so each is a cache
+// miss, and asking for all of them a poll before the lookups lets the
+// misses overlap instead of queueing one per packet. It reads only the
+// packets and changes nothing; nothing it records depends on the snapshot.
+func (f *Forwarder) classify(pkts []Packet, fp *[BurstSize]fastPkt) uint32 {
 	var mask, acc uint32
 	var addrs [2 * BurstSize]uintptr
 	na := 0
 	ft := f.Flows
+	buckets, bmask, seed := ft.buckets, ft.mask, f.Seed
 	if len(pkts) > BurstSize {
 		pkts = pkts[:BurstSize]
 	}
@@ -100,12 +100,10 @@ func (f *Forwarder) classify(s *Snapshot, pkts []Packet, fp *[BurstSize]fastPkt)
 	// holds fewer flows than buckets, entries sit almost always in the
 	// first line: prefetch it alone and halve the misses in flight.
 	step := 1
-	if ft.Entries >= uint64(len(ft.buckets)) {
+	if ft.Entries >= uint64(len(buckets)) {
 		step = 2
 	}
 	for i := range pkts {
-		q := &fp[i]
-		q.svc = -1
 		p := &pkts[i]
 		off, n := p.Off, p.Len
 		if off < 0 || n < minFastFrame || off+n > len(p.Buf) {
@@ -113,63 +111,25 @@ func (f *Forwarder) classify(s *Snapshot, pkts []Packet, fp *[BurstSize]fastPkt)
 		}
 		// One bounds check; constant offsets into h need none.
 		h := (*[minFastFrame]byte)(p.Buf[off:])
-		if h[12] != 0x08 || h[13] != 0x00 || h[EthernetMinSize] != 0x45 {
-			continue // not IPv4, tagged, or IPv4 options
-		}
 		const ip = EthernetMinSize
 		proto := h[ip+ipv4Protocol]
-		if proto != ProtoTCP && proto != ProtoUDP {
-			continue
+		if binary.LittleEndian.Uint32(h[12:])&0xffffff != 0x450008 || (proto != ProtoTCP && proto != ProtoUDP) {
+			continue // not IPv4 (or tagged), IPv4 options, not TCP or UDP
 		}
-		src := binary.BigEndian.Uint32(h[ip+ipv4Src:])
-		dst := binary.BigEndian.Uint32(h[ip+ipv4Dst:])
-		ports := binary.BigEndian.Uint32(h[ip+IPv4MinSize:])
-		hash := slotHash(src, dst, ports, proto, f.Seed)
+		q := &fp[i&(BurstSize-1)]
+		q.addrs = flowAddrs(binary.BigEndian.Uint32(h[ip+ipv4Src:]), binary.BigEndian.Uint32(h[ip+ipv4Dst:]))
+		q.tag = flowTag(binary.BigEndian.Uint32(h[ip+IPv4MinSize:]), proto)
+		hash := slotHash(q.addrs, q.tag, seed)
 		q.hash = hash
 		mask |= 1 << uint(i)
 		if asmPrefetch {
-			b := ft.bucket(hash)
-			addrs[na] = uintptr(unsafe.Pointer(&b[0]))
-			addrs[na+1] = uintptr(unsafe.Pointer(&b[flowWays-1]))
+			b := &buckets[hash&bmask]
+			addrs[na&(2*BurstSize-1)] = uintptr(unsafe.Pointer(&b[0]))
+			addrs[(na+1)&(2*BurstSize-1)] = uintptr(unsafe.Pointer(&b[flowWays-1]))
 			na += step
 		} else {
 			acc += ft.load(hash)
 		}
-
-		// The checks of process up to the flow table.
-		tot := int(binary.BigEndian.Uint16(h[ip+ipv4TotalLen:]))
-		if tot < IPv4MinSize+UDPSize || tot > n-EthernetMinSize {
-			continue
-		}
-		if !headerSumOK(h[ip : ip+IPv4MinSize]) {
-			continue
-		}
-		if binary.BigEndian.Uint16(h[ip+ipv4FlagsFrag:])&(IPv4FlagMF|IPv4FragOffMask) != 0 {
-			continue
-		}
-		var flags uint8
-		if proto == ProtoTCP {
-			if tot < IPv4MinSize+TCPMinSize {
-				continue
-			}
-			t := (*[EthernetMinSize + IPv4MinSize + TCPMinSize]byte)(p.Buf[off:]) // n >= 14 + tot >= 54
-			if do := int(t[ip+IPv4MinSize+12]>>4) * 4; do < TCPMinSize || do > tot-IPv4MinSize {
-				continue
-			}
-			flags = t[ip+IPv4MinSize+13]
-		}
-		si := s.LookupService(dst, proto, uint16(ports))
-		if si < 0 {
-			continue
-		}
-		// Packets to a port's own address go to the kernel (process
-		// checks that before the service); only a VIP can be one here.
-		if svc := &s.Services[si]; svc.vipIsPortIP || (svc.Mode != ModeL2 && h[ip+ipv4TTL] <= 1) {
-			continue
-		}
-		q.svc = int32(si)
-		q.src, q.dst, q.ports = src, dst, ports
-		q.tot, q.proto, q.flags = uint16(tot), proto, flags
 	}
 	if na > 0 {
 		prefetchLines(&addrs[0], na)
@@ -446,7 +406,6 @@ func (f *Forwarder) rewrite(svc *Service, b *Backend, p *Packet, start, l3 int, 
 		h := (*[len(b.hdr)]byte)(p.Buf[start:])
 		*h = b.hdr
 		f.outerIPv4((*[IPv4MinSize]byte)(h[EthernetMinSize:]), b, ip, tot+IPv4MinSize+greSize)
-		binary.BigEndian.PutUint16(h[EthernetMinSize+IPv4MinSize+2:], EtherTypeIPv4)
 	}
 	p.Off = start
 	p.Len = b.hdrLen + tot
@@ -463,8 +422,12 @@ func (f *Forwarder) rewrite(svc *Service, b *Backend, p *Packet, start, l3 int, 
 // ip, total length n, the next ID, and the checksum from the template's
 // partial sum (STYLE.md 6).
 func (f *Forwarder) outerIPv4(o *[IPv4MinSize]byte, b *Backend, ip IPv4, n int) {
-	tos := ip[ipv4TOS]
-	flags := binary.BigEndian.Uint16(ip[ipv4FlagsFrag:]) & IPv4FlagDF
+	f.outerIPv4Fast(o, b, ip[ipv4TOS], binary.BigEndian.Uint16(ip[ipv4FlagsFrag:]), n)
+}
+
+// outerIPv4Fast is outerIPv4 given the inner header's TOS and flags word.
+func (f *Forwarder) outerIPv4Fast(o *[IPv4MinSize]byte, b *Backend, tos uint8, flagsFrag uint16, n int) {
+	flags := flagsFrag & IPv4FlagDF
 	f.ipID++
 	o[ipv4TOS] = tos
 	binary.BigEndian.PutUint16(o[ipv4TotalLen:], uint16(n))
@@ -474,44 +437,157 @@ func (f *Forwarder) outerIPv4(o *[IPv4MinSize]byte, b *Backend, ip IPv4, n int) 
 	binary.BigEndian.PutUint16(o[ipv4Checksum:], ^fold(cs))
 }
 
-// fastOne is the common case of Process for a packet classify found fit
-// (q.svc >= 0): of a flow the table holds (live, same service, not a new
-// SYN on a closed flow) on a backend that is still usable, fitting the
-// egress MTU. It then does exactly what process would do: count the hit,
-// refresh the entry, rewrite, count. For anything else it returns false
-// having changed nothing, and the caller runs Process. FuzzFastPath and
-// TestFastPathFlows hold the two to the same result.
-func (f *Forwarder) fastOne(s *Snapshot, p *Packet, q *fastPkt) (int, bool) {
-	svc := &s.Services[q.svc]
+// fastPath is the common case of Process for the packets of a burst
+// classify hashed (their bits in hinted): a packet that passes every check
+// process makes, to a VIP service, of a flow the table holds (live, same
+// service, not a new SYN on a closed flow) on a backend that is still
+// usable, fitting the egress MTU. For such a packet it does exactly what
+// process would do: count the packet and the hit, refresh the entry,
+// rewrite, count for service and backend; it sets the packet's bit in the
+// returned mask and its egress port in out.
+//
+// It starts at packet from and stops at the first packet it cannot take,
+// which it leaves untouched and returns as next (len(pkts) when it took
+// them all): the caller runs Process on that one and calls again from
+// the one after, so that packets are handled in order (IP IDs, flow
+// table) exactly as by Process alone. FuzzFastPath, TestFastPathFlows and
+// TestWorkerMatchesProcess hold the two to the same result.
+//
+// Everything is in one loop, without calls: this is the per-packet cost
+// of the appliance.
+func (f *Forwarder) fastPath(s *Snapshot, pkts []Packet, fp *[BurstSize]fastPkt, hinted uint32, out *[BurstSize]uint16, from int) (taken uint32, next int) {
 	ft := f.Flows
-	e := ft.find(q.src, q.dst, q.ports, q.proto, q.hash)
-	if e == nil || int32(e.expires-f.Now) <= 0 || e.service != svc.ID {
-		return 0, false
+	buckets, bmask, now := ft.buckets, ft.mask, f.Now
+	svcs, slots, vmask := s.Services, s.protoSlots, s.vipMask
+	sc, bc := f.C.Services, f.C.Backends
+	var rxBytes uint64
+	var ipID uint16
+	if len(pkts) > BurstSize {
+		pkts = pkts[:BurstSize]
 	}
-	if e.state == flowStateClosing && q.flags&TCPFlagSYN != 0 {
-		return 0, false // maybe a new connection on an ended one's 4-tuple
+	next = len(pkts)
+	for i := from; i < len(pkts); i++ {
+		next = i
+		if hinted&(1<<uint(i)) == 0 {
+			break
+		}
+		q := &fp[i&(BurstSize-1)]
+		p := &pkts[i]
+		off, n := p.Off, p.Len
+		if off < 0 || n < fastFrame || off+n > len(p.Buf) {
+			break
+		}
+		h := (*[fastFrame]byte)(p.Buf[off:])
+		const ip = EthernetMinSize
+		// The checks of process, in its order of precedence.
+		tot := int(binary.BigEndian.Uint16(h[ip+ipv4TotalLen:]))
+		if tot < IPv4MinSize+UDPSize || tot > n-EthernetMinSize ||
+			!headerSumOK(h[ip:ip+IPv4MinSize]) ||
+			binary.BigEndian.Uint16(h[ip+ipv4FlagsFrag:])&(IPv4FlagMF|IPv4FragOffMask) != 0 {
+			break
+		}
+		proto := uint8(q.tag >> 8)
+		var flags uint8
+		if proto == ProtoTCP {
+			if do := int(h[ip+IPv4MinSize+12]>>4) * 4; tot < IPv4MinSize+TCPMinSize || do < TCPMinSize || do > tot-IPv4MinSize {
+				break
+			}
+			flags = h[ip+IPv4MinSize+13]
+		}
+		// The service: LookupService's common case inline (the first
+		// probe finds the VIP and protocol, at most two single-port
+		// services on them); anything else is left to Process.
+		key := vipKey(uint32(q.addrs), proto, 0)
+		sl := &slots[mixKey(key)&vmask]
+		if sl.key != key || sl.ports > 2 {
+			break
+		}
+		si := int(sl.any)
+		if port := uint16(q.tag >> 32); port != 0 {
+			if sl.ports > 0 && sl.port[0] == port {
+				si = int(sl.svc[0])
+			} else if sl.ports > 1 && sl.port[1] == port {
+				si = int(sl.svc[1])
+			}
+		}
+		if uint(si) >= uint(len(svcs)) {
+			break
+		}
+		svc := &svcs[si]
+		// Packets to a port's own address go to the kernel (process
+		// checks that before the service); only a VIP can be one here.
+		if svc.vipIsPortIP || (svc.Mode != ModeL2 && h[ip+ipv4TTL] <= 1) {
+			break
+		}
+		// The flow table: a live entry of this service.
+		bk := &buckets[q.hash&bmask]
+		var e *flowEntry
+		for w := range bk {
+			if bk[w].addrs == q.addrs && bk[w].tag == q.tag {
+				e = &bk[w]
+				break
+			}
+		}
+		if e == nil || int32(e.expires-now) <= 0 || e.service != svc.ID ||
+			(e.state == flowStateClosing && flags&TCPFlagSYN != 0) { // maybe a new connection on an ended one's 4-tuple
+			break
+		}
+		bi := int(e.bhint)
+		if bi >= len(svc.Backends) {
+			break
+		}
+		b := &svc.Backends[bi]
+		start := off + EthernetMinSize - b.hdrLen
+		if b.IP != e.backend || b.State == BackendDown || tot > b.maxTot || start < 0 {
+			break
+		}
+
+		// Taken: from here on, what process does.
+		rxBytes += uint64(n)
+		ft.Touch(e, flags, now)
+		if b.hdrLen == EthernetMinSize {
+			*(*[EthernetMinSize]byte)(h[:]) = *(*[EthernetMinSize]byte)(b.hdr[:])
+		} else {
+			// The template (34 or 38 bytes) as five 8-byte moves, the
+			// last overlapping (an array copy calls memmove), then the
+			// outer IPv4 fields of outerIPv4.
+			o := (*[len(b.hdr)]byte)(p.Buf[start:])
+			t := &b.hdr
+			le := binary.LittleEndian
+			last := b.hdrLen - 8
+			le.PutUint64(o[0:], le.Uint64(t[0:]))
+			le.PutUint64(o[8:], le.Uint64(t[8:]))
+			le.PutUint64(o[16:], le.Uint64(t[16:]))
+			le.PutUint64(o[24:], le.Uint64(t[24:]))
+			le.PutUint64(o[last&31:], le.Uint64(t[last&31:]))
+			tos, df := h[ip+ipv4TOS], binary.BigEndian.Uint16(h[ip+ipv4FlagsFrag:])&IPv4FlagDF
+			ol := b.hdrLen - EthernetMinSize + tot
+			ipID++
+			id := f.ipID + ipID
+			o[ip+ipv4TOS] = tos
+			binary.BigEndian.PutUint16(o[ip+ipv4TotalLen:], uint16(ol))
+			binary.BigEndian.PutUint16(o[ip+ipv4ID:], id)
+			binary.BigEndian.PutUint16(o[ip+ipv4FlagsFrag:], df)
+			binary.BigEndian.PutUint16(o[ip+ipv4Checksum:], ^fold(b.outerSum+uint32(tos)+uint32(ol)+uint32(id)+uint32(df)))
+		}
+		p.Off = start
+		p.Len = b.hdrLen + tot
+		c := &sc[svc.ID]
+		c.Packets++
+		c.Bytes += uint64(tot)
+		d := &bc[b.ID]
+		d.Packets++
+		d.Bytes += uint64(tot)
+		taken |= 1 << uint(i)
+		out[i&(BurstSize-1)] = uint16(b.Port)
+		next = i + 1
 	}
-	bi := int(e.bhint)
-	if bi >= len(svc.Backends) {
-		return 0, false
-	}
-	b := &svc.Backends[bi]
-	if b.IP != e.backend || b.State == BackendDown {
-		return 0, false
-	}
-	tot := int(q.tot)
-	if tot+b.hdrLen-EthernetMinSize > s.Ports[b.Port].MTU {
-		return 0, false
-	}
-	start := p.Off + EthernetMinSize - b.hdrLen
-	if start < 0 {
-		return 0, false
-	}
-	ft.Hits++
-	ft.Touch(e, q.flags, f.Now)
-	l3 := p.Off + EthernetMinSize
-	f.rewrite(svc, b, p, start, EthernetMinSize, IPv4(p.Buf[l3:l3+tot]))
-	return b.Port, true
+	f.ipID += ipID
+	hits := uint64(bits.OnesCount32(taken))
+	ft.Hits += hits
+	f.C.RxPackets += hits
+	f.C.RxBytes += rxBytes
+	return taken, next
 }
 
 // fragNeeded turns p into an ICMP "fragmentation needed" (RFC 792, RFC 1191)

@@ -16,39 +16,33 @@ import (
 // The fast path's shortcuts must agree with the reference functions.
 
 // fastPathOne runs the fast path on one packet as Worker.burst does
-// (classify, then fastOne when it found the packet fit) and reports the
-// egress port and whether the fast path took the packet; when it did not,
-// nothing has changed and the caller runs Process.
+// (classify, then fastPath) and reports the egress port and whether the
+// fast path took the packet; when it did not, nothing has changed and the
+// caller runs Process.
 func (f *Forwarder) fastPathOne(s *Snapshot, p *Packet) (int, bool) {
 	var fp [BurstSize]fastPkt
-	f.classify(s, []Packet{*p}, &fp)
-	if fp[0].svc < 0 {
-		return 0, false
-	}
-	rxLen := p.Len
-	out, ok := f.fastOne(s, p, &fp[0])
-	if ok {
-		f.C.RxPackets++
-		f.C.RxBytes += uint64(rxLen)
-	}
-	return out, ok
+	var out [BurstSize]uint16
+	pkts := []Packet{*p}
+	hinted := f.classify(pkts, &fp)
+	taken, _ := f.fastPath(s, pkts, &fp, hinted, &out, 0)
+	*p = pkts[0]
+	return int(out[0]), taken != 0
 }
 
 // burstOne is Worker.burst for one packet: the fast path, else Process
 // with the flow hash classify computed.
 func (f *Forwarder) burstOne(s *Snapshot, p *Packet, rxPort int) (Verdict, int, bool) {
 	var fp [BurstSize]fastPkt
-	hinted := f.classify(s, []Packet{*p}, &fp)
-	if fp[0].svc >= 0 {
-		rxLen := p.Len
-		if out, ok := f.fastOne(s, p, &fp[0]); ok {
-			f.C.RxPackets++
-			f.C.RxBytes += uint64(rxLen)
-			return VerdictTx, out, true
-		}
+	var out [BurstSize]uint16
+	pkts := []Packet{*p}
+	hinted := f.classify(pkts, &fp)
+	taken, _ := f.fastPath(s, pkts, &fp, hinted, &out, 0)
+	*p = pkts[0]
+	if taken != 0 {
+		return VerdictTx, int(out[0]), true
 	}
-	v, out := f.processHinted(s, p, rxPort, fp[0].hash, hinted&1 != 0)
-	return v, out, false
+	v, o := f.processHinted(s, p, rxPort, fp[0].hash, hinted&1 != 0)
+	return v, o, false
 }
 
 func TestFlowHashMatchesKeyHash(t *testing.T) {
@@ -79,9 +73,8 @@ func TestFlowHashMatchesKeyHash(t *testing.T) {
 			copy(fr[14+12:], hdr[12:24])
 			f := &Forwarder{Flows: NewFlowTable(16, DefaultFlowTimeouts), Seed: seed}
 			var fp [BurstSize]fastPkt
-			s := &Snapshot{vipMask: 15, vipSlots: make([]vipSlot, 16), protoSlots: make([]protoSlot, 16)}
 			want := slotHashKey(&k, seed)
-			if m := f.classify(s, []Packet{{Buf: fr, Len: len(fr)}}, &fp); m != 1 || fp[0].hash != want {
+			if m := f.classify([]Packet{{Buf: fr, Len: len(fr)}}, &fp); m != 1 || fp[0].hash != want {
 				t.Fatalf("classify slot hash of %+v = %#x (mask %b), want %#x", k, fp[0].hash, m, want)
 			}
 		}
@@ -339,7 +332,7 @@ func TestSlotHashSpreads(t *testing.T) {
 		const n = 4 * buckets // 4 per bucket on average, all distinct
 		for i := uint32(0); i < n; i++ {
 			src, dst, ports := tc.key(i)
-			b := slotHash(src, dst, ports, ProtoTCP, 0) % buckets
+			b := slotHash(flowAddrs(src, dst), flowTag(ports, ProtoTCP), 0) % buckets
 			count[b]++
 			max = maxU8(max, count[b])
 		}

@@ -177,6 +177,9 @@ type Backend struct {
 	// with TOS, total length, ID, flags and checksum zero, then GRE.
 	hdr    [EthernetMinSize + IPv4MinSize + greSize]byte
 	hdrLen int
+	// maxTot is the longest client packet (IPv4 total length) that fits
+	// the egress port's MTU once encapsulated.
+	maxTot int
 	// outerSum is the unfolded checksum of the outer IPv4 template.
 	outerSum uint32
 }
@@ -331,6 +334,7 @@ func (b *Backend) buildTemplate(m Mode, nextHop MAC, port PortState) {
 	copy(h[6:12], port.MAC[:])
 	binary.BigEndian.PutUint16(h[12:], EtherTypeIPv4)
 	b.hdrLen = EthernetMinSize
+	b.maxTot = port.MTU - m.Overhead()
 	if m == ModeL2 {
 		return
 	}
@@ -340,7 +344,8 @@ func (b *Backend) buildTemplate(m Mode, nextHop MAC, port PortState) {
 	ip[ipv4Protocol] = ProtoIPIP
 	if m == ModeGRE {
 		ip[ipv4Protocol] = ProtoGRE
-		// GRE (RFC 2784): no checksum, version 0; protocol set per packet.
+		// GRE (RFC 2784): no checksum, version 0, protocol IPv4.
+		binary.BigEndian.PutUint16(h[EthernetMinSize+IPv4MinSize+2:], EtherTypeIPv4)
 	}
 	binary.BigEndian.PutUint32(ip[ipv4Src:], port.IP)
 	binary.BigEndian.PutUint32(ip[ipv4Dst:], b.IP)
@@ -426,6 +431,20 @@ func (s *Snapshot) LookupService(vip uint32, proto uint8, port uint16) int {
 		}
 		i = (i + 1) & s.vipMask
 	}
+}
+
+// lookupService is LookupService with the common case inline: the first
+// probe finds the (VIP, protocol) and it has at most one single-port
+// service. Anything else takes the full LookupService.
+func (s *Snapshot) lookupService(vip uint32, proto uint8, port uint16) int {
+	key := vipKey(vip, proto, 0)
+	if sl := &s.protoSlots[mixKey(key)&s.vipMask]; sl.key == key && sl.ports <= 1 {
+		if sl.ports == 1 && port != 0 && sl.port[0] == port {
+			return int(sl.svc[0])
+		}
+		return int(sl.any)
+	}
+	return s.LookupService(vip, proto, port)
 }
 
 // lookupServiceSlow is LookupService on vipSlots alone: the reference the

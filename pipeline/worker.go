@@ -53,7 +53,6 @@ type rxBurst struct {
 	fp     [BurstSize]fastPkt
 	n      int
 	hinted uint32
-	snap   *Snapshot // the snapshot classify read
 }
 
 // nicBursts are a NIC port's two bursts: the one being received and the
@@ -107,8 +106,7 @@ func (w *Worker) Poll() int {
 		total += n
 		in.n = n
 		if n > 0 {
-			in.hinted = w.classify(s, in.pkts[:n], &in.fp)
-			in.snap = s
+			in.hinted = w.classify(in.pkts[:n], &in.fp)
 		}
 		if old := &nb.b[nb.next^1]; old.n > 0 {
 			w.burst(s, wp, pi, old)
@@ -155,56 +153,51 @@ func (w *Worker) flush() {
 	}
 }
 
-// burst processes rx burst b of port pi, classified earlier: each packet
-// through the fast path or, failing that, Process; then one tx burst per
-// egress port, one to the kernel and one free of the drops. When every
-// packet goes out of the same port (the common case of a one-armed
-// appliance) the received array is sent as it is; otherwise packets are
-// copied into per-destination arrays in order. If the snapshot changed
-// since classify, its fast-path findings are dropped (the flow hashes do
-// not depend on the snapshot and stay).
+// burst processes rx burst b of port pi, classified earlier: runs of
+// packets through the fast path, Process for each packet that stops a run;
+// then one tx burst per egress port, one to the kernel and one free of
+// the drops. When every packet goes out of the same port (the common case
+// of a one-armed appliance) the received array is sent as it is; otherwise
+// packets are copied into per-destination arrays in order. What classify
+// recorded does not depend on the snapshot, so a snapshot change between
+// the two polls changes nothing here.
 func (w *Worker) burst(s *Snapshot, wp *WorkerPort, pi int, b *rxBurst) {
 	n := b.n
 	b.n = 0
 	pkts := b.pkts[:n]
 	hinted := b.hinted
-	if b.snap != s {
-		for i := range b.fp[:n] {
-			b.fp[i].svc = -1
+	var taken uint32
+	for i := 0; i < n; {
+		t, next := w.fastPath(s, pkts, &b.fp, hinted, &w.egress, i)
+		taken |= t
+		if next >= n {
+			break
 		}
+		v, out := w.processHinted(s, &pkts[next], pi, b.fp[next].hash, hinted&(1<<uint(next)) != 0)
+		w.verdict[next], w.egress[next] = v, uint16(out)
+		i = next + 1
 	}
-	same := true
-	for i := range pkts {
-		p := &pkts[i]
-		q := &b.fp[i]
-		var v Verdict
-		var out int
-		var ok bool
-		if q.svc >= 0 {
-			rxLen := p.Len
-			if out, ok = w.fastOne(s, p, q); ok {
-				// What processHinted counts around process.
-				w.C.RxPackets++
-				w.C.RxBytes += uint64(rxLen)
-				v = VerdictTx
+	if n > 0 && taken == uint32(1<<uint(n)-1) {
+		one := w.egress[0]
+		same := true
+		for _, o := range w.egress[1:n] {
+			same = same && o == one
+		}
+		if same {
+			op := &w.ports[one]
+			sent := op.NIC.TxBurst(op.Queue, pkts)
+			w.countTx(pkts[:sent])
+			if sent < n {
+				w.C.Drops[DropTxFull] += uint64(n - sent)
+				op.NIC.Free(pkts[sent:])
 			}
+			return
 		}
-		if !ok {
-			v, out = w.processHinted(s, p, pi, q.hash, hinted&(1<<uint(i)) != 0)
-		}
-		w.verdict[i], w.egress[i] = v, uint16(out)
-		same = same && v == VerdictTx && out == int(w.egress[0])
 	}
-	if same {
-		o := int(w.egress[0])
-		op := &w.ports[o]
-		sent := op.NIC.TxBurst(op.Queue, pkts)
-		w.countTx(pkts[:sent])
-		if sent < n {
-			w.C.Drops[DropTxFull] += uint64(n - sent)
-			op.NIC.Free(pkts[sent:])
+	for i := range n {
+		if taken&(1<<uint(i)) != 0 {
+			w.verdict[i] = VerdictTx
 		}
-		return
 	}
 	nk, nd := 0, 0
 	for i := range pkts {
