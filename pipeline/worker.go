@@ -25,6 +25,12 @@ type Worker struct {
 	snap  *atomic.Pointer[Snapshot]
 	start time.Time
 
+	// IOOnly makes the worker a plain forwarder for measurements: every
+	// NIC burst goes back out of the port it came in on, untouched (like
+	// dpdk-testpmd's io mode), counted in RxPackets, RxBytes and
+	// TxPackets only. Set it before Run; never on a live appliance.
+	IOOnly bool
+
 	rx   [BurstSize]Packet   // tap bursts
 	tx   [][BurstSize]Packet // per egress port
 	txN  []int
@@ -104,6 +110,10 @@ func (w *Worker) Poll() int {
 		in := &nb.b[nb.next]
 		n := wp.NIC.RxBurst(wp.Queue, in.pkts[:])
 		total += n
+		if w.IOOnly {
+			w.ioOnly(wp, in.pkts[:n])
+			continue
+		}
 		in.n = n
 		if n > 0 {
 			in.hinted = w.classify(in.pkts[:n], &in.fp)
@@ -135,6 +145,20 @@ func (w *Worker) Poll() int {
 		w.publish()
 	}
 	return total
+}
+
+// ioOnly sends pkts back out unchanged (see IOOnly).
+func (w *Worker) ioOnly(wp *WorkerPort, pkts []Packet) {
+	w.C.RxPackets += uint64(len(pkts))
+	for i := range pkts {
+		w.C.RxBytes += uint64(pkts[i].Len)
+	}
+	sent := wp.NIC.TxBurst(wp.Queue, pkts)
+	w.C.TxPackets += uint64(sent)
+	if sent < len(pkts) {
+		w.C.Drops[DropTxFull] += uint64(len(pkts) - sent)
+		wp.NIC.Free(pkts[sent:])
+	}
 }
 
 // clockEvery is how many polls share one reading of the clock.

@@ -59,12 +59,14 @@ json_num() { grep -o "\"$1\":[0-9.e+-]*" | head -1 | cut -d: -f2; }
 # would have with the CPU to itself). On a quiet machine they agree; on a
 # shared one the second still compares like with like.
 
-# run_dsrlb CAPTURE WORKERS TAG [FLOWCAP]: one `dsrlb bench`; keeps the JSON.
+# run_dsrlb CAPTURE WORKERS TAG [FLOWCAP [EXTRA]]: one `dsrlb bench`; keeps
+# the JSON. EXTRA is --io for dsrlb's own loop without the load balancer.
 run_dsrlb() {
-	local cap=$1 workers=$2 tag=$3 flowcap=${4:-0} out
+	local cap=$1 workers=$2 tag=$3 flowcap=${4:-0} extra=${5:-} out
 	quiet
+	# shellcheck disable=SC2086 # extra is one flag or none
 	out=$("$BIN" bench --config "$CFG" --pcap "$cap" --seconds "$SECS" --warmup "$WARMUP" \
-		--workers "$workers" --flow-capacity "$flowcap" --log-level warn 2>>"$DIR/dsrlb.log" | tail -1)
+		--workers "$workers" --flow-capacity "$flowcap" --log-level warn $extra 2>>"$DIR/dsrlb.log" | tail -1)
 	echo "$out" >"$DIR/$tag.json"
 	local norm
 	norm=$(echo "$out" | grep -o '"mpps_per_cpu_second":\[[^]]*\]' | grep -o '[0-9.]*' | awk '{s+=$1} END {print s+0}')
@@ -107,11 +109,14 @@ run_testpmd() {
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a/b; else print "n/a" }'; }
 
-# compare NAME CAPTURE [FLOWCAP]: dsrlb, macswap, io alternated for ROUNDS
-# rounds; prints the medians (wall clock, then per CPU-second) and ratios.
+# compare NAME CAPTURE [FLOWCAP]: dsrlb, macswap, io and dsrlb --io
+# alternated for ROUNDS rounds; prints the medians (wall clock, then per
+# CPU-second) and ratios. dsrlb --io is dsrlb's burst loop and DPDK binding
+# with no load balancing: against testpmd io it measures what Go and cgo
+# cost, and dsrlb against it what the load balancer costs.
 compare() {
-	local name=$1 cap=$2 flowcap=${3:-0} r d m i room mbufs
-	local dw=() dn=() mw=() mn=() iw=() in=() rm=() ri=()
+	local name=$1 cap=$2 flowcap=${3:-0} r d m i g room mbufs
+	local dw=() dn=() mw=() mn=() iw=() in=() gw=() gn=() rm=() ri=()
 	for ((r = 1; r <= ROUNDS; r++)); do
 		d=$(run_dsrlb "$cap" 1 "$name-dsrlb-$r" "$flowcap")
 		# testpmd gets the data room and pool size dsrlb chose.
@@ -119,15 +124,18 @@ compare() {
 		mbufs=$(json_num pool_mbufs <"$DIR/$name-dsrlb-$r.json")
 		m=$(run_testpmd macswap "$cap" "$room" "$mbufs")
 		i=$(run_testpmd io "$cap" "$room" "$mbufs")
-		log "$name round $r (Mpps wall, per CPU-second): dsrlb $d | macswap $m | io $i"
+		g=$(run_dsrlb "$cap" 1 "$name-dsrlb-io-$r" "$flowcap" --io)
+		log "$name round $r (Mpps wall, per CPU-second): dsrlb $d | macswap $m | io $i | dsrlb --io $g"
 		dw+=("${d% *}"); dn+=("${d#* }"); mw+=("${m% *}"); mn+=("${m#* }"); iw+=("${i% *}"); in+=("${i#* }")
+		gw+=("${g% *}"); gn+=("${g#* }")
 		# Per-round ratios of neighbouring runs: the noise of a shared
 		# machine moves both sides of a round alike.
 		rm+=("$(ratio "${d% *}" "${m% *}")"); ri+=("$(ratio "${d% *}" "${i% *}")")
 	done
-	local a b c x y z
+	local a b c x y z ga gx
 	a=$(printf '%s\n' "${dw[@]}" | median); b=$(printf '%s\n' "${mw[@]}" | median); c=$(printf '%s\n' "${iw[@]}" | median)
 	x=$(printf '%s\n' "${dn[@]}" | median); y=$(printf '%s\n' "${mn[@]}" | median); z=$(printf '%s\n' "${in[@]}" | median)
+	ga=$(printf '%s\n' "${gw[@]}" | median); gx=$(printf '%s\n' "${gn[@]}" | median)
 	{
 		printf '%-9s wall:    dsrlb %6.2f  macswap %6.2f  io %6.2f Mpps  dsrlb/macswap %s  dsrlb/io %s\n' \
 			"$name" "$a" "$b" "$c" "$(ratio "$a" "$b")" "$(ratio "$a" "$c")"
@@ -135,7 +143,9 @@ compare() {
 			"$name" "$x" "$y" "$z" "$(ratio "$x" "$y")" "$(ratio "$x" "$z")"
 		printf '%-9s median of per-round ratios (wall): dsrlb/macswap %s  dsrlb/io %s\n' "$name" \
 			"$(printf '%s\n' "${rm[@]}" | median)" "$(printf '%s\n' "${ri[@]}" | median)"
-		printf '%-9s runs (wall): dsrlb %s | macswap %s | io %s\n' "$name" "${dw[*]}" "${mw[*]}" "${iw[*]}"
+		printf '%-9s dsrlb --io: wall %6.2f  per-CPU %6.2f Mpps  (dsrlb --io)/io %s  dsrlb/(dsrlb --io) %s\n' \
+			"$name" "$ga" "$gx" "$(ratio "$ga" "$c")" "$(ratio "$a" "$ga")"
+		printf '%-9s runs (wall): dsrlb %s | macswap %s | io %s | dsrlb --io %s\n' "$name" "${dw[*]}" "${mw[*]}" "${iw[*]}" "${gw[*]}"
 	} | tee -a "$RESULTS"
 }
 

@@ -42,11 +42,13 @@ type benchResult struct {
 	WindowSeconds float64           `json:"window_seconds"`
 	WarmupSeconds float64           `json:"warmup_seconds"`
 	Workers       int               `json:"workers"`
-	FlowCapacity  int               `json:"flow_capacity"`
-	Capture       benchCapture      `json:"capture"`
-	DataRoom      int               `json:"data_room"`
-	PoolMbufs     uint32            `json:"pool_mbufs"`
-	BusyRatio     []float64         `json:"busy_ratio"`
+	// IOOnly: run with --io (no load balancing; see pipeline.Worker.IOOnly).
+	IOOnly       bool         `json:"io_only,omitempty"`
+	FlowCapacity int          `json:"flow_capacity"`
+	Capture      benchCapture `json:"capture"`
+	DataRoom     int          `json:"data_room"`
+	PoolMbufs    uint32       `json:"pool_mbufs"`
+	BusyRatio    []float64    `json:"busy_ratio"`
 	// CPUShare is, per worker, the share of the window its lcore thread
 	// was on a CPU (Linux schedstat): below 1 when other processes took
 	// the CPU. MppsPerCPUSecond divides each worker's packets by its own
@@ -89,6 +91,7 @@ func cmdBench(args []string) int {
 	dataRoom := fs.Int("data-room", 0, "mbuf data room incl. headroom (0: fit the largest frame, at least 256+headroom)")
 	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile of the measurement window to this file (go tool pprof; also usable for PGO)")
 	flowCap := fs.Int("flow-capacity", 0, "flow table entries per worker (0: the config's flows.capacity)")
+	ioOnly := fs.Bool("io", false, "forward every packet back out unchanged, without the load balancer (the cost of dsrlb's burst loop and DPDK binding alone, as dpdk-testpmd's io mode)")
 	lcores := fs.String("lcores", "", "EAL --lcores mapping (default: -l 0..N, or a shared mapping when lcores outnumber CPUs)")
 	newLog := logFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -175,7 +178,7 @@ func cmdBench(args []string) int {
 	dp, err := startDataplane(dpOptions{
 		EALArgs: eal, Workers: nw, Ports: ports, Snap: store.Snapshots(),
 		FlowCap: t.FlowCap, Timeouts: t.Timeouts, Seed: t.Seed,
-		PoolMbufs: poolN, DataRoom: uint16(room), Log: log, Ready: store.SetPortMACs,
+		PoolMbufs: poolN, DataRoom: uint16(room), Log: log, Ready: store.SetPortMACs, IOOnly: *ioOnly,
 	})
 	if err != nil {
 		return fail(log, err)
@@ -226,7 +229,7 @@ func cmdBench(args []string) int {
 	dp.Stop()
 
 	win := t1.Sub(t0).Seconds()
-	res := benchResult{WindowSeconds: win, WarmupSeconds: *warmup, Workers: nw, FlowCapacity: t.FlowCap, Capture: capInfo,
+	res := benchResult{WindowSeconds: win, WarmupSeconds: *warmup, Workers: nw, IOOnly: *ioOnly, FlowCapacity: t.FlowCap, Capture: capInfo,
 		DataRoom: room, PoolMbufs: poolN, PortRxNoMbuf: nombuf, EALArgs: eal, SamplesMpps: samples,
 		Drops: map[string]uint64{}}
 	var rx, tx, bytes uint64

@@ -41,6 +41,9 @@ type dpOptions struct {
 	// DataRoom is the mbuf data room; 0 means 2048 + headroom.
 	DataRoom uint16
 	Log      zerolog.Logger
+	// IOOnly makes the workers plain forwarders (pipeline.Worker.IOOnly):
+	// `dsrlb bench --io` only.
+	IOOnly bool
 	// Ready, if set, is called with the ports' MACs after the ports start
 	// and before any worker runs (to publish a snapshot that has them).
 	Ready func(macs []pipeline.MAC)
@@ -165,7 +168,9 @@ func startDataplane(o dpOptions) (*dataplane, error) {
 			}
 			wps = append(wps, wp)
 		}
-		d.workers = append(d.workers, pipeline.NewWorker(wps, o.Snap, o.FlowCap, o.Timeouts, o.Seed))
+		wk := pipeline.NewWorker(wps, o.Snap, o.FlowCap, o.Timeouts, o.Seed)
+		wk.IOOnly = o.IOOnly
+		d.workers = append(d.workers, wk)
 	}
 	d.drainRx(nq)
 	if o.Ready != nil {
