@@ -169,7 +169,7 @@ func cmdBench(args []string) int {
 	}
 	ports[0].Device = dev
 
-	eal := benchEALArgs(t.EALArgs, nw, *lcores, poolN, room)
+	eal := ealArgs(benchEALArgs(t.EALArgs, *lcores, poolN, room), nw)
 	// Each worker lcore keeps a Go P busy; leave room for the runtime and
 	// this goroutine (dpdk.Launch).
 	if runtime.GOMAXPROCS(0) < nw+2 {
@@ -281,24 +281,15 @@ func sumRx(cs []pipeline.Counters) uint64 {
 }
 
 // benchEALArgs completes the config's EAL arguments for a benchmark: memory
-// for the pool (unless -m or --socket-mem is given) and, when the lcores
-// outnumber the CPUs, an --lcores mapping that puts worker i on CPU i mod
-// ncpu and lets the (mostly idle) main lcore float over all CPUs.
-func benchEALArgs(args []string, workers int, lcores string, poolN uint32, room int) []string {
+// for the pool (unless -m or --socket-mem is given) and the --lcores
+// mapping if one is given (startDataplane picks one otherwise, lcoreMap).
+func benchEALArgs(args []string, lcores string, poolN uint32, room int) []string {
 	out := append([]string(nil), args...)
 	joined := " " + strings.Join(args, " ") + " "
 	if !strings.Contains(joined, " -m ") && !strings.Contains(joined, "--socket-mem") {
 		// mbuf: data room + struct rte_mbuf (128) + mempool header (64).
 		mb := (uint64(poolN)*uint64(room+192))>>20 + 512
 		out = append(out, "-m", fmt.Sprint(mb))
-	}
-	ncpu := runtime.NumCPU()
-	if lcores == "" && workers+1 > ncpu && !strings.Contains(joined, " -l ") && !strings.Contains(joined, "--lcores") {
-		m := []string{fmt.Sprintf("0@(0-%d)", ncpu-1)}
-		for i := 1; i <= workers; i++ {
-			m = append(m, fmt.Sprintf("%d@%d", i, i%ncpu))
-		}
-		lcores = strings.Join(m, ",")
 	}
 	if lcores != "" {
 		out = append(out, "--lcores", lcores)

@@ -62,6 +62,27 @@ type dataplane struct {
 	prefix  string // EAL --file-prefix, for removing its runtime directory
 }
 
+// lcoreMap returns the EAL lcore arguments for one main lcore and workers
+// worker lcores on ncpu CPUs: "-l 0,1,...,workers" (lcore i on CPU i) when
+// they fit, otherwise an --lcores mapping that puts worker i on CPU
+// i mod ncpu and lets the main lcore, which mostly sleeps, float over all
+// CPUs. The second case shares CPUs between busy-polling workers and is
+// for small test machines; an appliance gives each worker its own core.
+func lcoreMap(workers, ncpu int) []string {
+	if workers+1 <= ncpu {
+		l := "0"
+		for i := 1; i <= workers; i++ {
+			l += fmt.Sprintf(",%d", i)
+		}
+		return []string{"-l", l}
+	}
+	m := []string{fmt.Sprintf("0@(0-%d)", ncpu-1)}
+	for i := 1; i <= workers; i++ {
+		m = append(m, fmt.Sprintf("%d@%d", i, i%ncpu))
+	}
+	return []string{"--lcores", strings.Join(m, ",")}
+}
+
 func filePrefix(args []string) string {
 	for i, a := range args {
 		if a == "--file-prefix" && i+1 < len(args) {
@@ -75,7 +96,8 @@ func filePrefix(args []string) string {
 }
 
 // ealArgs completes the configured EAL arguments: a per-process file prefix
-// and an lcore list of one main plus one per worker unless given.
+// and, unless -l, -c or --lcores is given, lcores for one main plus one per
+// worker (lcoreMap).
 func ealArgs(args []string, workers int) []string {
 	out := append([]string(nil), args...)
 	joined := " " + strings.Join(args, " ") + " "
@@ -83,11 +105,7 @@ func ealArgs(args []string, workers int) []string {
 		out = append(out, "--file-prefix", fmt.Sprintf("dsrlb-%d", os.Getpid()))
 	}
 	if !strings.Contains(joined, " -l ") && !strings.Contains(joined, " -c ") && !strings.Contains(joined, "--lcores") {
-		l := "0"
-		for i := 1; i <= workers; i++ {
-			l += fmt.Sprintf(",%d", i)
-		}
-		out = append(out, "-l", l)
+		out = append(out, lcoreMap(workers, runtime.NumCPU())...)
 	}
 	if !strings.Contains(joined, "--log-level") {
 		out = append(out, "--log-level", "*:warning")
