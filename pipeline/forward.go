@@ -109,8 +109,9 @@ func (f *Forwarder) classify(pkts []Packet, fp *[BurstSize]fastPkt) uint32 {
 		if off < 0 || n < minFastFrame || off+n > len(p.Buf) {
 			continue
 		}
-		// One bounds check; constant offsets into h need none.
-		h := (*[minFastFrame]byte)(p.Buf[off:])
+		// In bounds by the check above: Buf[off : off+minFastFrame].
+		// Constant offsets into h need no further check.
+		h := (*[minFastFrame]byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(p.Buf)), off))
 		const ip = EthernetMinSize
 		proto := h[ip+ipv4Protocol]
 		if binary.LittleEndian.Uint32(h[12:])&0xffffff != 0x450008 || (proto != ProtoTCP && proto != ProtoUDP) {
@@ -458,7 +459,7 @@ func (f *Forwarder) outerIPv4Fast(o *[IPv4MinSize]byte, b *Backend, tos uint8, f
 func (f *Forwarder) fastPath(s *Snapshot, pkts []Packet, fp *[BurstSize]fastPkt, hinted uint32, out *[BurstSize]uint16, from int) (taken uint32, next int) {
 	ft := f.Flows
 	buckets, bmask, now := ft.buckets, ft.mask, f.Now
-	svcs, slots, vmask := s.Services, s.protoSlots, s.vipMask
+	svcs, byID := s.Services, s.svcByID
 	sc, bc := f.C.Services, f.C.Backends
 	var rxBytes uint64
 	var ipID uint16
@@ -477,7 +478,8 @@ func (f *Forwarder) fastPath(s *Snapshot, pkts []Packet, fp *[BurstSize]fastPkt,
 		if off < 0 || n < fastFrame || off+n > len(p.Buf) {
 			break
 		}
-		h := (*[fastFrame]byte)(p.Buf[off:])
+		// In bounds by the check above: Buf[off : off+fastFrame].
+		h := (*[fastFrame]byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(p.Buf)), off))
 		const ip = EthernetMinSize
 		// The checks of process, in its order of precedence.
 		tot := int(binary.BigEndian.Uint16(h[ip+ipv4TotalLen:]))
@@ -494,32 +496,7 @@ func (f *Forwarder) fastPath(s *Snapshot, pkts []Packet, fp *[BurstSize]fastPkt,
 			}
 			flags = h[ip+IPv4MinSize+13]
 		}
-		// The service: LookupService's common case inline (the first
-		// probe finds the VIP and protocol, at most two single-port
-		// services on them); anything else is left to Process.
-		key := vipKey(uint32(q.addrs), proto, 0)
-		sl := &slots[mixKey(key)&vmask]
-		if sl.key != key || sl.ports > 2 {
-			break
-		}
-		si := int(sl.any)
-		if port := uint16(q.tag >> 32); port != 0 {
-			if sl.ports > 0 && sl.port[0] == port {
-				si = int(sl.svc[0])
-			} else if sl.ports > 1 && sl.port[1] == port {
-				si = int(sl.svc[1])
-			}
-		}
-		if uint(si) >= uint(len(svcs)) {
-			break
-		}
-		svc := &svcs[si]
-		// Packets to a port's own address go to the kernel (process
-		// checks that before the service); only a VIP can be one here.
-		if svc.vipIsPortIP || (svc.Mode != ModeL2 && h[ip+ipv4TTL] <= 1) {
-			break
-		}
-		// The flow table: a live entry of this service.
+		// The flow table: a live entry.
 		bk := &buckets[q.hash&bmask]
 		var e *flowEntry
 		for w := range bk {
@@ -528,8 +505,29 @@ func (f *Forwarder) fastPath(s *Snapshot, pkts []Packet, fp *[BurstSize]fastPkt,
 				break
 			}
 		}
-		if e == nil || int32(e.expires-now) <= 0 || e.service != svc.ID ||
+		if e == nil || int32(e.expires-now) <= 0 ||
 			(e.state == flowStateClosing && flags&TCPFlagSYN != 0) { // maybe a new connection on an ended one's 4-tuple
+			break
+		}
+		// Its service, if it is still the one LookupService gives the
+		// packet: the service with the entry's ID, if it owns the
+		// packet's VIP, protocol and port (Service.owns); otherwise
+		// Process decides.
+		if uint(e.service) >= uint(len(byID)) {
+			break
+		}
+		si := int(byID[e.service])
+		if uint(si) >= uint(len(svcs)) {
+			break
+		}
+		svc := &svcs[si]
+		if port := uint16(q.tag >> 32); svc.VIP != uint32(q.addrs) || svc.Proto != proto || !svc.owns ||
+			(svc.Port != port && svc.Port != 0) {
+			break
+		}
+		// Packets to a port's own address go to the kernel (process
+		// checks that before the service); only a VIP can be one here.
+		if svc.vipIsPortIP || (svc.Mode != ModeL2 && h[ip+ipv4TTL] <= 1) {
 			break
 		}
 		bi := int(e.bhint)
@@ -538,7 +536,7 @@ func (f *Forwarder) fastPath(s *Snapshot, pkts []Packet, fp *[BurstSize]fastPkt,
 		}
 		b := &svc.Backends[bi]
 		start := off + EthernetMinSize - b.hdrLen
-		if b.IP != e.backend || b.State == BackendDown || tot > b.maxTot || start < 0 {
+		if b.IP != e.backend || tot > b.maxTot || start < 0 { // maxTot < 0: down
 			break
 		}
 
@@ -551,7 +549,8 @@ func (f *Forwarder) fastPath(s *Snapshot, pkts []Packet, fp *[BurstSize]fastPkt,
 			// The template (34 or 38 bytes) as five 8-byte moves, the
 			// last overlapping (an array copy calls memmove), then the
 			// outer IPv4 fields of outerIPv4.
-			o := (*[len(b.hdr)]byte)(p.Buf[start:])
+			// In bounds: start >= 0 and start+len(b.hdr) <= off+fastFrame.
+			o := (*[len(b.hdr)]byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(p.Buf)), start))
 			t := &b.hdr
 			le := binary.LittleEndian
 			last := b.hdrLen - 8

@@ -349,3 +349,74 @@ func maxU8(a, b uint8) uint8 {
 	}
 	return b
 }
+
+// TestLookupServiceManyPorts: more single-port services on one VIP than a
+// protoSlot counts in a byte still resolve, as does the all-ports service.
+func TestLookupServiceManyPorts(t *testing.T) {
+	spec := SnapshotSpec{Ports: []PortSpec{{IP: netip.MustParseAddr("192.0.2.10")}}}
+	vip := netip.MustParseAddr("203.0.113.9")
+	be := []BackendSpec{{ID: 1, IP: netip.MustParseAddr("192.0.2.20"), Weight: 1, NextHop: MAC{2}}}
+	spec.Services = append(spec.Services, ServiceSpec{ID: 0, Name: "any", VIP: vip, Proto: ProtoUDP, Mode: ModeL2, Backends: be})
+	for p := 1; p <= 258; p++ { // 258: a byte count would wrap to 2
+		spec.Services = append(spec.Services, ServiceSpec{ID: uint32(p), Name: fmt.Sprint(p), VIP: vip, Proto: ProtoUDP,
+			Port: uint16(p), Mode: ModeL2, Backends: be})
+	}
+	s, err := NewSnapshot(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for port := 0; port <= 270; port++ {
+		want := 0
+		if port >= 1 && port <= 258 {
+			want = port
+		}
+		if got := s.LookupService(addrU32(vip), ProtoUDP, uint16(port)); got < 0 || s.Services[got].ID != uint32(want) {
+			t.Fatalf("LookupService(port %d) = index %d, want the service with ID %d", port, got, want)
+		}
+	}
+	if s.Services[0].owns {
+		t.Errorf("the all-ports service owns its VIP despite 258 single-port services on it")
+	}
+}
+
+// TestFastPathSingleServiceAdded: a flow of an all-ports service whose port
+// gets a service of its own in a new snapshot must move to that service
+// (Process remaps it); the fast path must not keep it on the old one.
+func TestFastPathSingleServiceAdded(t *testing.T) {
+	s1 := fastSnapshot(t)
+	spec := SnapshotSpec{Generation: 2, Ports: []PortSpec{{MAC: MAC{2, 0, 0, 0, 0, 0x10}, IP: netip.MustParseAddr("192.0.2.10"), MTU: 1500}}}
+	for _, svc := range s1.Services {
+		ss := ServiceSpec{ID: svc.ID, Name: svc.Name, VIP: netip.AddrFrom4(svc.VIPBytes()), Proto: svc.Proto, Port: svc.Port, Mode: svc.Mode}
+		for _, be := range svc.Backends {
+			ss.Backends = append(ss.Backends, BackendSpec{ID: be.ID, IP: be.Addr, Weight: 1, State: be.State, NextHop: MAC{2, 0, 0, 0, 0, 1}})
+		}
+		spec.Services = append(spec.Services, ss)
+	}
+	spec.Services = append(spec.Services, ServiceSpec{ID: 9, Name: "dns", VIP: netip.MustParseAddr("203.0.113.2"), Proto: ProtoUDP,
+		Port: 53, Mode: ModeL2, Backends: []BackendSpec{{ID: 9, IP: netip.MustParseAddr("192.0.2.99"), Weight: 1, NextHop: MAC{2, 0, 0, 0, 0, 9}}}})
+	s2, err := NewSnapshot(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame := testpkt.Packet{Src: netip.MustParseAddr("198.51.100.8"), Dst: netip.MustParseAddr("203.0.113.2"), Proto: ProtoUDP,
+		SrcPort: 5353, DstPort: 53, PadTo: 60}.Build()
+	a := NewForwarder(64, DefaultFlowTimeouts, 0)
+	b := NewForwarder(64, DefaultFlowTimeouts, 0)
+	a.Use(s1)
+	b.Use(s1)
+	runBoth(t, s1, a, b, frame) // creates the flow on the all-ports service
+	if !runBoth(t, s1, a, b, frame) {
+		t.Fatalf("second packet of the flow did not take the fast path")
+	}
+	a.Use(s2)
+	b.Use(s2)
+	if runBoth(t, s2, a, b, frame) {
+		t.Errorf("fast path kept the flow on the all-ports service after port 53 got its own")
+	}
+	if got := a.C.Services[9].Packets; got != 1 {
+		t.Errorf("service dns counted %d packets, want 1", got)
+	}
+	if !runBoth(t, s2, a, b, frame) {
+		t.Errorf("the flow, now on service dns, did not take the fast path")
+	}
+}

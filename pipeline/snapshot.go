@@ -135,6 +135,9 @@ type Snapshot struct {
 	// an unserved protocol (ICMP echo) can be told from strangers.
 	vipAddrs []uint32
 
+	// svcByID maps a Service.ID to its index in Services, -1 for none.
+	svcByID []int32
+
 	// MaxServiceID and MaxBackendID bound the IDs, for counter arrays.
 	MaxServiceID uint32
 	MaxBackendID uint32
@@ -163,6 +166,12 @@ type Service struct {
 	// vipIsPortIP: the VIP is also a port's own address, whose packets go
 	// to the kernel first; the fast path leaves them to Process.
 	vipIsPortIP bool
+	// owns: LookupService gives this service every packet that matches
+	// its VIP, protocol and port (always for a single-port service; for an
+	// all-ports one, when no single-port service shares its VIP and
+	// protocol). The fast path then confirms a flow's service by
+	// comparing instead of looking it up.
+	owns bool
 }
 
 // Backend is a compiled backend with its prebuilt headers.
@@ -178,7 +187,8 @@ type Backend struct {
 	hdr    [EthernetMinSize + IPv4MinSize + greSize]byte
 	hdrLen int
 	// maxTot is the longest client packet (IPv4 total length) that fits
-	// the egress port's MTU once encapsulated.
+	// the egress port's MTU once encapsulated; -1 when the backend is down
+	// (the fast path tests both at once).
 	maxTot int
 	// outerSum is the unfolded checksum of the outer IPv4 template.
 	outerSum uint32
@@ -283,7 +293,30 @@ func NewSnapshot(spec SnapshotSpec) (*Snapshot, error) {
 		}
 	}
 	sort.Slice(s.vipAddrs, func(i, j int) bool { return s.vipAddrs[i] < s.vipAddrs[j] })
+	s.svcByID = make([]int32, int(s.MaxServiceID)+1)
+	for i := range s.svcByID {
+		s.svcByID[i] = -1
+	}
+	for i := range s.Services {
+		svc := &s.Services[i]
+		if s.svcByID[svc.ID] >= 0 {
+			return nil, fmt.Errorf("service %q: duplicate service id %d", svc.Name, svc.ID)
+		}
+		s.svcByID[svc.ID] = int32(i)
+		svc.owns = svc.Port != 0 || s.singlePorts(svc.VIP, svc.Proto) == 0
+	}
 	return s, nil
+}
+
+// singlePorts returns how many single-port services share (vip, proto).
+func (s *Snapshot) singlePorts(vip uint32, proto uint8) int {
+	key := vipKey(vip, proto, 0)
+	for i := mixKey(key) & s.vipMask; s.protoSlots[i].key != 0; i = (i + 1) & s.vipMask {
+		if s.protoSlots[i].key == key {
+			return int(s.protoSlots[i].ports)
+		}
+	}
+	return 0
 }
 
 func (s *Snapshot) compileService(ss ServiceSpec, size, seed uint32) (Service, error) {
@@ -312,6 +345,9 @@ func (s *Snapshot) compileService(ss ServiceSpec, size, seed uint32) (Service, e
 			b.State = BackendDown
 		}
 		b.buildTemplate(ss.Mode, bsp.NextHop, s.Ports[bsp.Port])
+		if b.State == BackendDown {
+			b.maxTot = -1
+		}
 		svc.Backends = append(svc.Backends, b)
 		w := bsp.Weight
 		if b.State != BackendActive {
@@ -396,7 +432,7 @@ func (s *Snapshot) indexProto(vip uint32, proto uint8, port uint16, svc int32) {
 	case sl.ports < uint8(len(sl.port)):
 		sl.port[sl.ports], sl.svc[sl.ports] = port, svc
 		sl.ports++
-	default:
+	case sl.ports < 255: // saturates: LookupService only asks "more than fit inline?"
 		sl.ports++ // more than fit inline: vipSlots has them
 	}
 }
@@ -431,20 +467,6 @@ func (s *Snapshot) LookupService(vip uint32, proto uint8, port uint16) int {
 		}
 		i = (i + 1) & s.vipMask
 	}
-}
-
-// lookupService is LookupService with the common case inline: the first
-// probe finds the (VIP, protocol) and it has at most one single-port
-// service. Anything else takes the full LookupService.
-func (s *Snapshot) lookupService(vip uint32, proto uint8, port uint16) int {
-	key := vipKey(vip, proto, 0)
-	if sl := &s.protoSlots[mixKey(key)&s.vipMask]; sl.key == key && sl.ports <= 1 {
-		if sl.ports == 1 && port != 0 && sl.port[0] == port {
-			return int(sl.svc[0])
-		}
-		return int(sl.any)
-	}
-	return s.LookupService(vip, proto, port)
 }
 
 // lookupServiceSlow is LookupService on vipSlots alone: the reference the
