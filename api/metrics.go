@@ -39,6 +39,7 @@ var (
 	mFlowRemapped    = desc("flow_remapped_total", "Flows moved because their backend went down or left.")
 	mWorkerPolls     = desc("worker_polls_total", "Poll rounds of the worker.", "worker")
 	mWorkerBusy      = desc("worker_busy_polls_total", "Poll rounds of the worker that found packets.", "worker")
+	mWorkerSleeps    = desc("worker_idle_sleeps_total", "Sleeps of the idle worker (dataplane.idle_sleep).", "worker")
 	mWorkerRatio     = desc("worker_busy_ratio", "Busy polls / polls of the worker since it started.", "worker")
 	mGeneration      = desc("snapshot_generation", "Generation of the published forwarding snapshot.")
 	mChanges         = desc("config_changes_total", "Config changes by result (accepted, rejected).", "result")
@@ -114,6 +115,7 @@ func (m collector) Collect(ch chan<- prometheus.Metric) {
 		w := strconv.Itoa(i)
 		counter(mWorkerPolls, per[i].Polls, w)
 		counter(mWorkerBusy, per[i].BusyPolls, w)
+		counter(mWorkerSleeps, per[i].IdleSleeps, w)
 		emit(mWorkerRatio, prometheus.GaugeValue, control.BusyRatio(&per[i]), w)
 	}
 	for vip, ok := range announced {

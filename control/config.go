@@ -34,8 +34,14 @@ type Dataplane struct {
 	EALArgs []string `yaml:"eal_args,omitempty" json:"eal_args,omitempty"`
 	// Workers is the number of worker lcores (one RX/TX queue each per
 	// port); 0 means 1.
-	Workers int    `yaml:"workers,omitempty" json:"workers,omitempty"`
-	Ports   []Port `yaml:"ports" json:"ports"`
+	Workers int `yaml:"workers,omitempty" json:"workers,omitempty"`
+	// IdleSleep, when set, lets a worker that found no packet in 512
+	// polls in a row sleep this long between polls until traffic comes
+	// back (a first packet then waits up to IdleSleep plus the kernel's
+	// timer slack). 0, the default, busy-polls: lowest latency, one CPU per
+	// worker at 100 % all the time.
+	IdleSleep Duration `yaml:"idle_sleep,omitempty" json:"idle_sleep,omitempty"`
+	Ports     []Port   `yaml:"ports" json:"ports"`
 }
 
 // Port is one DPDK port of the appliance.

@@ -71,6 +71,9 @@ type WorkerStats struct {
 	BusyPolls   uint64 `json:"busy_polls"`
 	// BusyRatio is BusyPolls/Polls since the worker started.
 	BusyRatio float64 `json:"busy_ratio"`
+	// IdleSleeps counts the worker's sleeps while idle
+	// (dataplane.idle_sleep).
+	IdleSleeps uint64 `json:"idle_sleeps"`
 }
 
 // Changes count config changes through the store since start.
@@ -106,7 +109,8 @@ func BuildStats(snap *pipeline.Snapshot, workers []pipeline.Counters) Stats {
 		w := &workers[i]
 		sum.Add(w)
 		st.Workers = append(st.Workers, WorkerStats{Worker: i, RxPackets: w.RxPackets, TxPackets: w.TxPackets,
-			Dropped: w.Dropped(), FlowEntries: w.FlowEntries, Polls: w.Polls, BusyPolls: w.BusyPolls, BusyRatio: BusyRatio(w)})
+			Dropped: w.Dropped(), FlowEntries: w.FlowEntries, Polls: w.Polls, BusyPolls: w.BusyPolls, BusyRatio: BusyRatio(w),
+			IdleSleeps: w.IdleSleeps})
 	}
 	st.Totals = Totals{RxPackets: sum.RxPackets, RxBytes: sum.RxBytes, TxPackets: sum.TxPackets, TxBytes: sum.TxBytes,
 		ToKernel: sum.ToKernel, FromKernel: sum.FromKernel, Dropped: sum.Dropped(), FragNeededSent: sum.FragNeededSent,

@@ -15,6 +15,7 @@ import (
 type Typed struct {
 	EALArgs   []string
 	Workers   int
+	IdleSleep time.Duration
 	Ports     []TypedPort
 	Neighbors map[netip.Addr]pipeline.MAC
 	Services  []TypedService
@@ -87,6 +88,10 @@ func (c *Config) Validate() (*Typed, error) {
 	}
 	if t.Workers < 1 || t.Workers > 64 {
 		return nil, ferr("dataplane.workers", "must be 1..64, got %d", c.Dataplane.Workers)
+	}
+	t.IdleSleep = time.Duration(c.Dataplane.IdleSleep)
+	if t.IdleSleep < 0 || t.IdleSleep > 10*time.Millisecond {
+		return nil, ferr("dataplane.idle_sleep", "must be 0..10ms, got %v", t.IdleSleep)
 	}
 	if len(c.Dataplane.Ports) == 0 {
 		return nil, ferr("dataplane.ports", "at least one port is required")

@@ -61,6 +61,7 @@ func TestValidateErrors(t *testing.T) {
 		{"bad neighbour mac", `mac: "02:00:00:00:00:01"`, `mac: "zz"`, "neighbors[0].mac"},
 		{"bad name", "name: web", "name: 'we b'", "services[we b].name"},
 		{"bad state", "{ip: 192.0.2.21}", "{ip: 192.0.2.21, state: sleeping}", "services[web].backends[192.0.2.21].state"},
+		{"idle sleep too long", "dataplane:\n", "dataplane:\n  idle_sleep: 1s\n", "dataplane.idle_sleep"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			y := strings.Replace(baseYAML, tc.from, tc.to, 1)

@@ -34,8 +34,9 @@ type Counters struct {
 	// left the service.
 	FlowRemapped uint64
 
-	// Polls and BusyPolls give the worker busy ratio.
-	Polls, BusyPolls uint64
+	// Polls and BusyPolls give the worker busy ratio; IdleSleeps counts
+	// the sleeps of an idle worker (Worker.IdleSleep).
+	Polls, BusyPolls, IdleSleeps uint64
 
 	Services []ServiceCounters // indexed by Service.ID
 	Backends []BackendCounters // indexed by Backend.ID
@@ -95,6 +96,7 @@ func (c *Counters) Add(o *Counters) {
 	c.FlowRemapped += o.FlowRemapped
 	c.Polls += o.Polls
 	c.BusyPolls += o.BusyPolls
+	c.IdleSleeps += o.IdleSleeps
 	if len(o.Services) > len(c.Services) {
 		c.Services = append(c.Services, make([]ServiceCounters, len(o.Services)-len(c.Services))...)
 	}

@@ -211,3 +211,65 @@ func TestWorkerIOOnly(t *testing.T) {
 			c.RxPackets, c.TxPackets, c.RxBytes, c.FlowEntries, c.Dropped(), lp.freed, len(frames), len(frames), bytesIn)
 	}
 }
+
+// gatedPort receives nothing until open is set, then its frames once each;
+// it counts what is sent. Safe for the worker goroutine and the test.
+type gatedPort struct {
+	open   atomic.Bool
+	frames [][]byte
+	next   int // worker goroutine only
+	sent   atomic.Int64
+}
+
+func (g *gatedPort) RxBurst(q uint16, pkts []Packet) int {
+	if !g.open.Load() {
+		return 0
+	}
+	n := min(len(pkts), len(g.frames)-g.next)
+	for i := range n {
+		fr := g.frames[g.next]
+		g.next++
+		buf := make([]byte, headroom+len(fr)+64)
+		copy(buf[headroom:], fr)
+		pkts[i] = Packet{Buf: buf, Off: headroom, Len: len(fr), Handle: uintptr(g.next)}
+	}
+	return n
+}
+
+func (g *gatedPort) TxBurst(q uint16, pkts []Packet) int {
+	g.sent.Add(int64(len(pkts)))
+	return len(pkts)
+}
+
+func (g *gatedPort) Free(pkts []Packet) {}
+
+// TestWorkerIdleSleep: with IdleSleep an idle worker sleeps instead of
+// spinning, and forwards traffic as soon as it comes back.
+func TestWorkerIdleSleep(t *testing.T) {
+	var snap atomic.Pointer[Snapshot]
+	snap.Store(testSnapshot(t))
+	g := &gatedPort{frames: mixFrames(64)}
+	w := NewWorker([]WorkerPort{{NIC: g}}, &snap, 1024, DefaultFlowTimeouts, 0)
+	w.IdleSleep = 200 * time.Microsecond
+	done := make(chan struct{})
+	go func() { w.Run(); close(done) }()
+	defer func() { w.Stop(); <-done }()
+
+	time.Sleep(200 * time.Millisecond)
+	c := w.Counters()
+	// 200 ms of sleeps of at least 200 µs: at most about 1000 sleeps and
+	// 512 polls before each; a spinning worker polls millions of times.
+	if c.IdleSleeps == 0 || c.Polls > 2000*IdlePollsForTest {
+		t.Errorf("idle for 200ms: %d polls, %d sleeps; want a sleeping worker", c.Polls, c.IdleSleeps)
+	}
+	g.open.Store(true)
+	start := time.Now()
+	for g.sent.Load() < int64(len(g.frames)) {
+		if time.Since(start) > 2*time.Second {
+			t.Fatalf("sent %d of %d frames 2s after traffic came back", g.sent.Load(), len(g.frames))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Logf("idle: %d polls, %d sleeps in 200ms; %d frames forwarded %v after traffic came back",
+		c.Polls, c.IdleSleeps, len(g.frames), time.Since(start))
+}

@@ -25,6 +25,11 @@ type Worker struct {
 	snap  *atomic.Pointer[Snapshot]
 	start time.Time
 
+	// IdleSleep, when positive, makes Run sleep this long between polls
+	// once idlePolls polls in a row received nothing, until one receives
+	// something (control's dataplane.idle_sleep). Set it before Run.
+	IdleSleep time.Duration
+
 	// IOOnly makes the worker a plain forwarder for measurements: every
 	// NIC burst goes back out of the port it came in on, untouched (like
 	// dpdk-testpmd's io mode), counted in RxPackets, RxBytes and
@@ -160,6 +165,11 @@ func (w *Worker) ioOnly(wp *WorkerPort, pkts []Packet) {
 		wp.NIC.Free(pkts[sent:])
 	}
 }
+
+// idlePolls is how many empty polls in a row let Run sleep (IdleSleep): a
+// few tens of microseconds of polling, so that a gap inside a burst of
+// traffic does not put the worker to sleep.
+const idlePolls = 512
 
 // clockEvery is how many polls share one reading of the clock.
 const clockEvery = 16
@@ -304,8 +314,16 @@ func (w *Worker) publish() {
 func (w *Worker) Run() {
 	w.running.Store(true)
 	defer w.running.Store(false)
+	idle := 0
 	for !w.stop.Load() {
-		w.Poll()
+		if w.Poll() > 0 || w.IdleSleep <= 0 {
+			idle = 0
+			continue
+		}
+		if idle++; idle >= idlePolls {
+			w.C.IdleSleeps++
+			idleSleep(w.IdleSleep)
+		}
 	}
 	w.flush()
 	w.syncFlowCounters()

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -41,6 +42,8 @@ type dpOptions struct {
 	// DataRoom is the mbuf data room; 0 means 2048 + headroom.
 	DataRoom uint16
 	Log      zerolog.Logger
+	// IdleSleep is pipeline.Worker.IdleSleep (dataplane.idle_sleep).
+	IdleSleep time.Duration
 	// IOOnly makes the workers plain forwarders (pipeline.Worker.IOOnly):
 	// `dsrlb bench --io` only.
 	IOOnly bool
@@ -188,6 +191,7 @@ func startDataplane(o dpOptions) (*dataplane, error) {
 		}
 		wk := pipeline.NewWorker(wps, o.Snap, o.FlowCap, o.Timeouts, o.Seed)
 		wk.IOOnly = o.IOOnly
+		wk.IdleSleep = o.IdleSleep
 		d.workers = append(d.workers, wk)
 	}
 	d.drainRx(nq)

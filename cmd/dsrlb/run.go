@@ -73,7 +73,7 @@ func run(ctx context.Context, cfg *control.Config, statePath string, log zerolog
 		ports[i] = dpPort{Name: p.Name, Device: p.Device, MTU: p.MTU, MAC: p.MAC, Tap: tapName(p.Name)}
 	}
 	dp, err := startDataplane(dpOptions{
-		EALArgs: t.EALArgs, Workers: t.Workers, Ports: ports, Snap: store.Snapshots(),
+		EALArgs: t.EALArgs, Workers: t.Workers, IdleSleep: t.IdleSleep, Ports: ports, Snap: store.Snapshots(),
 		FlowCap: t.FlowCap, Timeouts: t.Timeouts, Seed: t.Seed, Log: log, Ready: store.SetPortMACs,
 	})
 	if err != nil {

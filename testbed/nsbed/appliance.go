@@ -31,10 +31,16 @@ type DsrlbConfig struct {
 
 // DsrlbDataplane is the config's dataplane section.
 type DsrlbDataplane struct {
-	EALArgs []string    `yaml:"eal_args"`
-	Workers int         `yaml:"workers,omitempty"`
-	Ports   []DsrlbPort `yaml:"ports"`
+	EALArgs   []string    `yaml:"eal_args"`
+	Workers   int         `yaml:"workers,omitempty"`
+	IdleSleep string      `yaml:"idle_sleep,omitempty"`
+	Ports     []DsrlbPort `yaml:"ports"`
 }
+
+// BedIdleSleep is the dataplane.idle_sleep of every bed's appliances:
+// several appliances, FRR, backends and clients share two CPUs, so an
+// idle worker gives its CPU back (see testbed/README.md).
+const BedIdleSleep = "50us"
 
 // DsrlbPort is one dataplane port.
 type DsrlbPort struct {

@@ -170,8 +170,9 @@ func ECMPConfig(b *Bed, i, backends int, eal []string, role, standbyBy, drain st
 	args := []string{"--no-huge", "--no-pci", "-m", "512", "--file-prefix", b.prefix + name}
 	return DsrlbConfig{
 		Dataplane: DsrlbDataplane{
-			EALArgs: append(args, eal...),
-			Workers: 1,
+			EALArgs:   append(args, eal...),
+			Workers:   1,
+			IdleSleep: BedIdleSleep,
 			Ports: []DsrlbPort{{Name: "eth0", Device: "net_af_packet0,iface=eth0",
 				IP: netip.PrefixFrom(ip, ECMPLanSubnet.Bits()).String(), Gateway: ECMPRouterLan.String()}},
 		},

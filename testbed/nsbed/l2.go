@@ -78,8 +78,9 @@ func L2Topology(backends int) Topology {
 func L2Config(b *Bed, backends int, lcores string) DsrlbConfig {
 	return DsrlbConfig{
 		Dataplane: DsrlbDataplane{
-			EALArgs: b.EALArgs("appl", lcores),
-			Workers: 1,
+			EALArgs:   b.EALArgs("appl", lcores),
+			Workers:   1,
+			IdleSleep: BedIdleSleep,
 			Ports: []DsrlbPort{{Name: "eth0", Device: "net_af_packet0,iface=eth0",
 				IP: netip.PrefixFrom(L2ApplianceIP, L2Subnet.Bits()).String()}},
 		},

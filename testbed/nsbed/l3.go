@@ -136,8 +136,9 @@ func L3Config(b *Bed, backends int, lcores string, mtu int, device string) Dsrlb
 	bes := backendList(backends, L3BackendIP)
 	cfg := DsrlbConfig{
 		Dataplane: DsrlbDataplane{
-			EALArgs: b.EALArgs("appl", lcores),
-			Workers: 1,
+			EALArgs:   b.EALArgs("appl", lcores),
+			Workers:   1,
+			IdleSleep: BedIdleSleep,
 			Ports: []DsrlbPort{{Name: "eth0", Device: device,
 				IP:      netip.PrefixFrom(L3ApplianceIP, L3FrontSubnet.Bits()).String(),
 				Gateway: L3RouterFrontIP.String(), MTU: mtu}},

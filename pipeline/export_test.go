@@ -1,0 +1,4 @@
+package pipeline
+
+// IdlePollsForTest exposes idlePolls to the external tests.
+const IdlePollsForTest = idlePolls
