@@ -25,13 +25,26 @@ type listPort struct {
 func (lp *listPort) RxBurst(q uint16, pkts []Packet) int {
 	n := min(len(pkts), lp.r.Intn(BurstSize+1), len(lp.frames)-lp.next)
 	for i := 0; i < n; i++ {
-		fr := lp.frames[lp.next]
 		lp.next++
-		buf := make([]byte, headroom+len(fr)+64)
-		copy(buf[headroom:], fr)
-		pkts[i] = Packet{Buf: buf, Off: headroom, Len: len(fr), Handle: uintptr(lp.next)}
+		pkts[i] = rxPacket(lp.frames[lp.next-1], uintptr(lp.next))
 	}
 	return n
+}
+
+// rxPacket is a received copy of frame fr in a buffer of its own, with
+// headroom in front and room behind, and handle h.
+func rxPacket(fr []byte, h uintptr) Packet {
+	buf := make([]byte, headroom+len(fr)+64)
+	copy(buf[headroom:], fr)
+	return Packet{Buf: buf, Off: headroom, Len: len(fr), Handle: h}
+}
+
+// runWorker runs w.Run in a goroutine; the returned function stops it and
+// waits for Run to return.
+func runWorker(w *Worker) (stop func()) {
+	done := make(chan struct{})
+	go func() { w.Run(); close(done) }()
+	return func() { w.Stop(); <-done }
 }
 
 func (lp *listPort) TxBurst(q uint16, pkts []Packet) int {
@@ -140,29 +153,32 @@ func TestWorkerMatchesProcess(t *testing.T) {
 	}
 }
 
+// countingSink is the transmit side of a test port used by a running
+// worker: it counts what is sent (safe to read from the test) and frees
+// nothing.
+type countingSink struct{ sent atomic.Uint64 }
+
+func (k *countingSink) TxBurst(q uint16, pkts []Packet) int {
+	k.sent.Add(uint64(len(pkts)))
+	return len(pkts)
+}
+
+func (k *countingSink) Free(pkts []Packet) {}
+
 // endlessPort receives the same frame forever, 32 at a time.
 type endlessPort struct {
+	countingSink
 	frame    []byte
 	received atomic.Uint64
-	sent     atomic.Uint64
 }
 
 func (ep *endlessPort) RxBurst(q uint16, pkts []Packet) int {
 	for i := range pkts[:BurstSize] {
-		buf := make([]byte, headroom+len(ep.frame))
-		copy(buf[headroom:], ep.frame)
-		pkts[i] = Packet{Buf: buf, Off: headroom, Len: len(ep.frame)}
+		pkts[i] = rxPacket(ep.frame, 0)
 	}
 	ep.received.Add(BurstSize)
 	return BurstSize
 }
-
-func (ep *endlessPort) TxBurst(q uint16, pkts []Packet) int {
-	ep.sent.Add(uint64(len(pkts)))
-	return len(pkts)
-}
-
-func (ep *endlessPort) Free(pkts []Packet) {}
 
 // TestWorkerStopFlushes: a worker stopped under load processes the burst it
 // holds; every packet received is sent.
@@ -171,11 +187,9 @@ func TestWorkerStopFlushes(t *testing.T) {
 	snap.Store(testSnapshot(t))
 	ep := &endlessPort{frame: tcpTo(vipL2, 80, 1).Build()}
 	w := NewWorker([]WorkerPort{{NIC: ep}}, &snap, 1<<10, DefaultFlowTimeouts, 0)
-	done := make(chan struct{})
-	go func() { w.Run(); close(done) }()
+	stop := runWorker(w)
 	time.Sleep(20 * time.Millisecond)
-	w.Stop()
-	<-done
+	stop()
 	c := w.Counters()
 	if c.RxPackets != ep.received.Load() || ep.sent.Load() != ep.received.Load() {
 		t.Errorf("received %d, processed %d, sent %d", ep.received.Load(), c.RxPackets, ep.sent.Load())
@@ -218,7 +232,7 @@ type gatedPort struct {
 	open   atomic.Bool
 	frames [][]byte
 	next   int // worker goroutine only
-	sent   atomic.Int64
+	countingSink
 }
 
 func (g *gatedPort) RxBurst(q uint16, pkts []Packet) int {
@@ -227,21 +241,11 @@ func (g *gatedPort) RxBurst(q uint16, pkts []Packet) int {
 	}
 	n := min(len(pkts), len(g.frames)-g.next)
 	for i := range n {
-		fr := g.frames[g.next]
 		g.next++
-		buf := make([]byte, headroom+len(fr)+64)
-		copy(buf[headroom:], fr)
-		pkts[i] = Packet{Buf: buf, Off: headroom, Len: len(fr), Handle: uintptr(g.next)}
+		pkts[i] = rxPacket(g.frames[g.next-1], uintptr(g.next))
 	}
 	return n
 }
-
-func (g *gatedPort) TxBurst(q uint16, pkts []Packet) int {
-	g.sent.Add(int64(len(pkts)))
-	return len(pkts)
-}
-
-func (g *gatedPort) Free(pkts []Packet) {}
 
 // TestWorkerIdleSleep: with IdleSleep an idle worker sleeps instead of
 // spinning, and forwards traffic as soon as it comes back.
@@ -251,9 +255,7 @@ func TestWorkerIdleSleep(t *testing.T) {
 	g := &gatedPort{frames: mixFrames(64)}
 	w := NewWorker([]WorkerPort{{NIC: g}}, &snap, 1024, DefaultFlowTimeouts, 0)
 	w.IdleSleep = 200 * time.Microsecond
-	done := make(chan struct{})
-	go func() { w.Run(); close(done) }()
-	defer func() { w.Stop(); <-done }()
+	defer runWorker(w)()
 
 	time.Sleep(200 * time.Millisecond)
 	c := w.Counters()
@@ -264,7 +266,7 @@ func TestWorkerIdleSleep(t *testing.T) {
 	}
 	g.open.Store(true)
 	start := time.Now()
-	for g.sent.Load() < int64(len(g.frames)) {
+	for g.sent.Load() < uint64(len(g.frames)) {
 		if time.Since(start) > 2*time.Second {
 			t.Fatalf("sent %d of %d frames 2s after traffic came back", g.sent.Load(), len(g.frames))
 		}
