@@ -617,3 +617,70 @@ func TestServe(t *testing.T) {
 		t.Error("Run on a bad address succeeded")
 	}
 }
+
+// TestReplaceServices: PUT /api/v1/services replaces the whole list as one
+// change; a list with any invalid service changes nothing.
+func TestReplaceServices(t *testing.T) {
+	f := newFixture(t, testToken)
+	put := func(svcs []control.Service) *httptest.ResponseRecorder {
+		b, _ := json.Marshal(types.ServiceList{Services: svcs})
+		return f.do("PUT", "/api/v1/services", string(b))
+	}
+	base := f.store.Config().Services
+	gen := f.store.Generation()
+
+	// Swap the VIPs of web and dns (which one service at a time cannot
+	// do: each step would clash) and add a service.
+	web, dns := base[0].Clone(), base[1].Clone()
+	web.VIP, dns.VIP = dns.VIP, web.VIP
+	api := control.Service{Name: "api", VIP: "198.51.100.3", Protocol: "tcp", Port: 443, Mode: "gre",
+		Backends: []control.Backend{{IP: "203.0.113.7"}}}
+	want := []control.Service{web, dns, api}
+	w := put(want)
+	if w.Code != http.StatusOK {
+		t.Fatalf("swap and add: %d %s", w.Code, w.Body)
+	}
+	if got := decodeJSON[types.ServiceList](t, w).Services; !reflect.DeepEqual(got, f.store.Config().Services) {
+		t.Errorf("answer %+v, stored %+v", got, f.store.Config().Services)
+	}
+	if got := f.store.Config().Services; !reflect.DeepEqual(got, want) {
+		t.Errorf("services = %+v, want %+v", got, want)
+	}
+	if g := f.store.Generation(); g != gen+1 {
+		t.Errorf("generation %d after one replace, want %d", g, gen+1)
+	}
+	f.checkStateFile()
+
+	clash := web.Clone() // web's VIP, protocol and port under another name
+	clash.Name = "web2"
+	for _, tc := range []struct {
+		desc  string
+		svcs  []control.Service
+		field string
+	}{
+		{"one invalid service", []control.Service{web, {Name: "bad", VIP: "198.51.100.300", Protocol: "tcp", Port: 1, Mode: "l2"}}, "services[bad].vip"},
+		{"duplicate name", []control.Service{web, web}, "services[web].name"},
+		{"VIP clash", []control.Service{web, clash}, "services[web2].vip"},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			before := f.state()
+			w := put(tc.svcs)
+			if w.Code != http.StatusBadRequest {
+				t.Fatalf("%d %s, want 400", w.Code, w.Body)
+			}
+			if e := decodeJSON[types.ErrorResponse](t, w).Error; e.Code != types.CodeValidation || e.Field != tc.field {
+				t.Errorf("error %+v, want %s on %s", e, types.CodeValidation, tc.field)
+			}
+			if after := f.state(); !reflect.DeepEqual(before, after) {
+				t.Errorf("a rejected replace changed the config, state file or generation")
+			}
+		})
+	}
+
+	if w := put(nil); w.Code != http.StatusOK || len(f.store.Config().Services) != 0 {
+		t.Errorf("empty list: %d %s, %d services left", w.Code, w.Body, len(f.store.Config().Services))
+	}
+	if w := f.do("PUT", "/api/v1/services", `{"services":[]}`, header("Authorization", "")); w.Code != http.StatusUnauthorized {
+		t.Errorf("without a token: %d, want 401", w.Code)
+	}
+}

@@ -51,6 +51,23 @@ func (s *Server) createService(c *gin.Context) {
 	s.commit(c, http.StatusCreated, func(cfg *control.Config) error { return cfg.AddService(svc) }, serviceResult(svc.Name))
 }
 
+// replaceServices replaces every service at once: all of the body's
+// services take effect together or, if any is invalid, none does.
+func (s *Server) replaceServices(c *gin.Context) {
+	var list types.ServiceList
+	if !s.decode(c, &list) {
+		return
+	}
+	s.commit(c, http.StatusOK, func(cfg *control.Config) error { return cfg.ReplaceServices(list.Services) },
+		func(cfg *control.Config) any {
+			out := types.ServiceList{Services: cfg.Services}
+			if out.Services == nil {
+				out.Services = []control.Service{}
+			}
+			return out
+		})
+}
+
 func (s *Server) replaceService(c *gin.Context) {
 	var svc control.Service
 	if !s.decode(c, &svc) {

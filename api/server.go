@@ -177,6 +177,7 @@ func (s *Server) routes() *gin.Engine {
 	v1.GET("/openapi.json", openAPI)
 	v1.GET("/services", s.listServices)
 	v1.POST("/services", s.change("service_create"), s.createService)
+	v1.PUT("/services", s.change("services_replace"), s.replaceServices)
 	v1.GET("/services/:name", s.getService)
 	v1.PUT("/services/:name", s.change("service_replace"), s.replaceService)
 	v1.DELETE("/services/:name", s.change("service_delete"), s.deleteService)

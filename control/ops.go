@@ -65,6 +65,17 @@ func (c *Config) ReplaceService(s Service) error {
 	return nil
 }
 
+// ReplaceServices replaces the whole list of services with svcs, in their
+// order: one change, validated and published as a whole by Store.Update.
+// A service keeps its counters and flows when its name stays.
+func (c *Config) ReplaceServices(svcs []Service) error {
+	c.Services = make([]Service, 0, len(svcs))
+	for _, s := range svcs {
+		c.Services = append(c.Services, s.Clone())
+	}
+	return nil
+}
+
 // RemoveService deletes the service named name.
 func (c *Config) RemoveService(name string) error {
 	i := c.ServiceIndex(name)

@@ -343,11 +343,12 @@ func (c *apiCmd) stats() error {
 	})
 }
 
-// apply makes the API's services match the file: PUT for existing ones that
-// differ, POST for new ones, and with --prune DELETE for the rest. Deletes
-// go first so that a new service may take a pruned one's VIP. Each change is
-// atomic on its own, not the whole apply: on an error it stops and says
-// what was done.
+// apply makes the API's services match the file in one change (PUT
+// /api/v1/services): every service of the file, existing ones replaced in
+// place, new ones appended, and those not in the file kept, or with --prune
+// deleted. It is all or nothing: the appliance validates the whole new
+// list and either publishes it or changes nothing, so services may also
+// trade VIPs. Nothing is sent when nothing would change.
 func (c *apiCmd) apply() error {
 	if c.file == "" || len(c.args) != 0 {
 		return usageError("usage: dsrctl apply -f FILE [--prune]")
@@ -360,42 +361,53 @@ func (c *apiCmd) apply() error {
 	if _, err := c.fetch("/api/v1/services", &have); err != nil {
 		return err
 	}
+	inFile := map[string]control.Service{}
+	for _, s := range want {
+		inFile[s.Name] = s
+	}
 	existing := map[string]control.Service{}
+	var next []control.Service
+	var report []string
+	changed := false
 	for _, s := range have.Services {
 		existing[s.Name] = s
-	}
-	inFile := map[string]bool{}
-	for _, s := range want {
-		inFile[s.Name] = true
-	}
-	if c.prune {
-		for _, s := range have.Services {
-			if !inFile[s.Name] {
-				if err := c.change(http.MethodDelete, servicePath(s.Name), nil, s.Name, "deleted"); err != nil {
-					return err
-				}
-			}
+		f, ok := inFile[s.Name]
+		switch {
+		case ok:
+			next = append(next, f)
+		case c.prune:
+			report = append(report, "service/"+s.Name+" deleted")
+			changed = true
+		default:
+			next = append(next, s)
 		}
 	}
 	for _, s := range want {
 		old, ok := existing[s.Name]
-		switch {
-		case !ok:
+		if !ok {
 			continue
-		case reflect.DeepEqual(old.Clone(), s.Clone()):
-			fmt.Fprintf(c.out, "service/%s unchanged\n", s.Name)
-		default:
-			if err := c.change(http.MethodPut, servicePath(s.Name), s, s.Name, "replaced"); err != nil {
-				return err
-			}
+		}
+		if reflect.DeepEqual(old.Clone(), s.Clone()) {
+			report = append(report, "service/"+s.Name+" unchanged")
+		} else {
+			report = append(report, "service/"+s.Name+" replaced")
+			changed = true
 		}
 	}
 	for _, s := range want {
 		if _, ok := existing[s.Name]; !ok {
-			if err := c.change(http.MethodPost, "/api/v1/services", s, s.Name, "created"); err != nil {
-				return err
-			}
+			next = append(next, s)
+			report = append(report, "service/"+s.Name+" created")
+			changed = true
 		}
+	}
+	if changed {
+		if _, err := c.call(http.MethodPut, "/api/v1/services", types.ServiceList{Services: next}); err != nil {
+			return fmt.Errorf("apply: nothing changed: %w", err)
+		}
+	}
+	for _, r := range report {
+		fmt.Fprintln(c.out, r)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -235,5 +236,36 @@ func TestErrors(t *testing.T) {
 				t.Error("config changed")
 			}
 		})
+	}
+}
+
+// TestApplyIsAtomic: services may trade VIPs in one apply (each move alone
+// would clash), and an apply with one invalid service changes nothing.
+func TestApplyIsAtomic(t *testing.T) {
+	e := newEnv(t)
+	svc := func(name, vip string, weight int) string {
+		return "  - {name: " + name + ", vip: " + vip + ", protocol: tcp, port: 80, mode: ipip, backends: [{ip: 203.0.113.5, weight: " +
+			strconv.Itoa(weight) + "}]}\n"
+	}
+	e.mustRun("apply", "-f", e.file("a.yaml", "services:\n"+svc("web", "198.51.100.1", 1)+svc("api", "198.51.100.3", 1)))
+	swapped := e.file("b.yaml", "services:\n"+svc("web", "198.51.100.3", 1)+svc("api", "198.51.100.1", 1))
+	if out := e.mustRun("apply", "-f", swapped); out != "service/web replaced\nservice/api replaced\n" {
+		t.Errorf("swap printed %q", out)
+	}
+	web, _ := e.store.Config().Service("web")
+	api, _ := e.store.Config().Service("api")
+	if web.VIP != "198.51.100.3" || api.VIP != "198.51.100.1" {
+		t.Errorf("after the swap web has %s, api %s", web.VIP, api.VIP)
+	}
+
+	gen := e.store.Generation()
+	before := e.store.Config()
+	bad := e.file("c.yaml", "services:\n"+svc("web", "198.51.100.3", 7)+svc("api", "198.51.100.1", 5000)+svc("new", "198.51.100.4", 1))
+	code, out, errOut := e.run("apply", "-f", bad, "--prune")
+	if code != 1 || !strings.Contains(errOut, "nothing changed") || !strings.Contains(errOut, "services[api].backends[203.0.113.5].weight") || out != "" {
+		t.Errorf("invalid apply: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if e.store.Generation() != gen || !reflect.DeepEqual(e.store.Config(), before) {
+		t.Errorf("an invalid apply changed the services: %+v", e.store.Config().Services)
 	}
 }
