@@ -7,7 +7,8 @@
 #
 # Knobs (environment): BENCH_DIR (work dir, default /tmp/dsrlb-bench),
 # BENCH_SECONDS (measurement window per run, 4), BENCH_ROUNDS (3),
-# BENCH_QUICK=1 (one round, 64-byte mix only), BIN (bin/dsrlb).
+# BENCH_QUICK=1 (one round, 64-byte mix only), BENCH_INSTR=0 (skip the
+# instruction counts of testbed/bench-instr.sh), BIN (bin/dsrlb).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -181,4 +182,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 printf '%-9s dsrlb 2 workers: wall %6.2f Mpps, per CPU-second %6.2f (runs: %s)\n' mix64-2w \
 	"$(printf '%s\n' "${w2[@]}" | median)" "$(printf '%s\n' "${n2[@]}" | median)" "${w2[*]}" | tee -a "$RESULTS"
+# Instructions per packet under callgrind: the same comparison without the
+# host's noise (about 4 minutes; BENCH_INSTR=0 skips it).
+if [ "${BENCH_INSTR:-1}" = 1 ]; then
+	BIN=$BIN BENCH_DIR=$DIR bash testbed/bench-instr.sh "$DIR/mix64.pcap" | tee -a "$RESULTS"
+fi
 log "results in $RESULTS, JSON and logs in $DIR"
