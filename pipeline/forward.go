@@ -423,19 +423,19 @@ func (f *Forwarder) rewrite(svc *Service, b *Backend, p *Packet, start, l3 int, 
 // ip, total length n, the next ID, and the checksum from the template's
 // partial sum (STYLE.md 6).
 func (f *Forwarder) outerIPv4(o *[IPv4MinSize]byte, b *Backend, ip IPv4, n int) {
-	f.outerIPv4Fast(o, b, ip[ipv4TOS], binary.BigEndian.Uint16(ip[ipv4FlagsFrag:]), n)
+	f.ipID++
+	fillOuter(o, b.outerSum, ip[ipv4TOS], binary.BigEndian.Uint16(ip[ipv4FlagsFrag:])&IPv4FlagDF, n, f.ipID)
 }
 
-// outerIPv4Fast is outerIPv4 given the inner header's TOS and flags word.
-func (f *Forwarder) outerIPv4Fast(o *[IPv4MinSize]byte, b *Backend, tos uint8, flagsFrag uint16, n int) {
-	flags := flagsFrag & IPv4FlagDF
-	f.ipID++
+// fillOuter writes the per-packet fields of an outer IPv4 header whose
+// template has the partial checksum sum: TOS, total length n, ID, the DF
+// flag df and the checksum. Small enough to inline into the fast path.
+func fillOuter(o *[IPv4MinSize]byte, sum uint32, tos uint8, df uint16, n int, id uint16) {
 	o[ipv4TOS] = tos
 	binary.BigEndian.PutUint16(o[ipv4TotalLen:], uint16(n))
-	binary.BigEndian.PutUint16(o[ipv4ID:], f.ipID)
-	binary.BigEndian.PutUint16(o[ipv4FlagsFrag:], flags)
-	cs := b.outerSum + uint32(tos) + uint32(n) + uint32(f.ipID) + uint32(flags)
-	binary.BigEndian.PutUint16(o[ipv4Checksum:], ^fold(cs))
+	binary.BigEndian.PutUint16(o[ipv4ID:], id)
+	binary.BigEndian.PutUint16(o[ipv4FlagsFrag:], df)
+	binary.BigEndian.PutUint16(o[ipv4Checksum:], ^fold(sum+uint32(tos)+uint32(n)+uint32(id)+uint32(df)))
 }
 
 // fastPath is the common case of Process for the packets of a burst
@@ -559,15 +559,9 @@ func (f *Forwarder) fastPath(s *Snapshot, pkts []Packet, fp *[BurstSize]fastPkt,
 			le.PutUint64(o[16:], le.Uint64(t[16:]))
 			le.PutUint64(o[24:], le.Uint64(t[24:]))
 			le.PutUint64(o[last&31:], le.Uint64(t[last&31:]))
-			tos, df := h[ip+ipv4TOS], binary.BigEndian.Uint16(h[ip+ipv4FlagsFrag:])&IPv4FlagDF
-			ol := b.hdrLen - EthernetMinSize + tot
 			ipID++
-			id := f.ipID + ipID
-			o[ip+ipv4TOS] = tos
-			binary.BigEndian.PutUint16(o[ip+ipv4TotalLen:], uint16(ol))
-			binary.BigEndian.PutUint16(o[ip+ipv4ID:], id)
-			binary.BigEndian.PutUint16(o[ip+ipv4FlagsFrag:], df)
-			binary.BigEndian.PutUint16(o[ip+ipv4Checksum:], ^fold(b.outerSum+uint32(tos)+uint32(ol)+uint32(id)+uint32(df)))
+			fillOuter((*[IPv4MinSize]byte)(o[ip:]), b.outerSum, h[ip+ipv4TOS], binary.BigEndian.Uint16(h[ip+ipv4FlagsFrag:])&IPv4FlagDF,
+				b.hdrLen-EthernetMinSize+tot, f.ipID+ipID)
 		}
 		p.Off = start
 		p.Len = b.hdrLen + tot
