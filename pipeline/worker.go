@@ -33,7 +33,8 @@ type Worker struct {
 	// IOOnly makes the worker a plain forwarder for measurements: every
 	// NIC burst goes back out of the port it came in on, untouched (like
 	// dpdk-testpmd's io mode), counted in RxPackets, RxBytes and
-	// TxPackets only. Set it before Run; never on a live appliance.
+	// TxPackets only; tap queues are not polled. Set it before Run; never
+	// on a live appliance.
 	IOOnly bool
 
 	rx   [BurstSize]Packet   // tap bursts
