@@ -3,7 +3,7 @@ package main
 // `dsrctl backend` configures the host it runs on as a DSR backend, or prints
 // the commands that do so (see backend_script.go):
 //
-//	backend setup    --vip V --mode l2|ipip|gre [--dev IFACE] [--bpffs DIR]
+//	backend setup    --vip V --mode l2|ipip|gre [--dev IFACE] [--hook auto|tcx|tc] [--bpffs DIR]
 //	backend teardown --vip V --mode l2|ipip|gre [--dev IFACE] [--bpffs DIR]
 //	backend status   [--bpffs DIR] [-o table|json]
 //	backend script   --vip V --mode l2|ipip|gre [--os linux|windows] [--dev IFACE]
@@ -14,7 +14,7 @@ package main
 // arp_ignore=1 and arp_announce=2, and for ipip/gre reverse path filtering is
 // off, because decapsulated packets carry the client's source address. Where
 // the kernel has no ipip/ip_gre module, setup attaches the eBPF decapsulator
-// of package decap instead (VIP on lo).
+// of package decap instead (VIP on lo), on TCX or tc ingress (--hook).
 
 import (
 	"errors"
@@ -47,7 +47,8 @@ type backendConfig struct {
 	Mode   string // backendModeL2, backendModeIPIP or backendModeGRE
 	Dev    string // data interface; "" = every up interface (setup) / Ethernet (windows script)
 	OS     string // script only: "linux" or "windows"
-	BPFFS  string // BPF filesystem for the decapsulator pins ("" = /sys/fs/bpf)
+	Hook   string // setup: decapsulator hook, "auto", "tcx" or "tc"
+	BPFFS  string // BPF filesystem where an older dsrctl pinned decapsulators ("" = /sys/fs/bpf)
 	Output string // status only: "table" or "json"
 }
 
@@ -62,17 +63,27 @@ func backendUsagef(format string, a ...any) error {
 
 const backendUsage = `usage: dsrctl backend <subcommand> [flags]
 
-  setup    --vip V --mode l2|ipip|gre [--dev IFACE] [--bpffs DIR]
+  setup    --vip V --mode l2|ipip|gre [--dev IFACE] [--hook auto|tcx|tc] [--bpffs DIR]
            configure this host (this network namespace) as a DSR backend:
            VIP /32 on lo (or on the tunl0/gre0 tunnel device when the kernel
            has one), arp_ignore=1, arp_announce=2, rp_filter=0 for ipip/gre;
-           without kernel tunnel support an eBPF decapsulator is attached on
-           TCX ingress of every up Ethernet interface at setup time (or
-           --dev) and pinned under --bpffs. Idempotent.
+           without kernel tunnel support an eBPF decapsulator is attached to
+           every up Ethernet interface at setup time (or --dev). The
+           interface holds it: it outlives dsrctl and needs no BPF
+           filesystem, so setup works under ip netns exec and in containers.
+           --hook tcx: TCX ingress (Linux 6.6+); tc: a cls_bpf filter on a
+           clsact qdisc (kernels without TCX); auto (default): the hook the
+           interface already uses, else tcx where the kernel has it, else tc.
+           Idempotent.
   teardown --vip V --mode l2|ipip|gre [--dev IFACE] [--bpffs DIR]
-           undo setup for this VIP and mode; sysctls are left as they are
+           undo setup for this VIP and mode, whichever hook it used; the
+           decapsulator goes with its last VIP; sysctls are left as they are
   status   [--bpffs DIR] [-o table|json]
-           show the eBPF decapsulators, their VIPs and packet counters
+           show the eBPF decapsulators, their hooks, VIPs and packet counters
+
+  --bpffs DIR (default /sys/fs/bpf) is only where dsrctl up to December 2026
+  pinned its decapsulators: setup moves such a decapsulator to an attachment
+  held by the interface and removes the pins, teardown removes them.
   script   --vip V --mode l2|ipip|gre [--os linux|windows] [--dev IFACE]
            print the equivalent commands for a host with kernel tunnels
            (Linux) or a Windows backend (l2 only)
@@ -147,7 +158,8 @@ func parseBackendFlags(sub string, args []string, stderr io.Writer) (backendConf
 	mode := fs.String("mode", "", "DSR mode: l2, ipip or gre")
 	dev := fs.String("dev", "", "data interface (default: every up interface; Windows script: Ethernet)")
 	osName := fs.String("os", "linux", "script: target OS, linux or windows")
-	bpffs := fs.String("bpffs", "", "BPF filesystem for the decapsulator pins (default /sys/fs/bpf)")
+	hook := fs.String("hook", "auto", "setup: decapsulator hook, auto, tcx or tc")
+	bpffs := fs.String("bpffs", "", "BPF filesystem where an older dsrctl pinned decapsulators (default /sys/fs/bpf)")
 	output := fs.String("o", "table", "status: output format, table or json")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -161,7 +173,7 @@ func parseBackendFlags(sub string, args []string, stderr io.Writer) (backendConf
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	allowed := map[string][]string{
-		"setup":    {"vip", "mode", "dev", "bpffs"},
+		"setup":    {"vip", "mode", "dev", "hook", "bpffs"},
 		"teardown": {"vip", "mode", "dev", "bpffs"},
 		"status":   {"bpffs", "o"},
 		"script":   {"vip", "mode", "dev", "os"},
@@ -172,7 +184,12 @@ func parseBackendFlags(sub string, args []string, stderr io.Writer) (backendConf
 		}
 	}
 
-	cfg := backendConfig{Dev: *dev, OS: *osName, BPFFS: *bpffs, Output: *output}
+	cfg := backendConfig{Dev: *dev, OS: *osName, Hook: *hook, BPFFS: *bpffs, Output: *output}
+	switch cfg.Hook {
+	case "auto", "tcx", "tc":
+	default:
+		return cfg, backendUsagef("--hook must be auto, tcx or tc, not %q", cfg.Hook)
+	}
 	if sub == "status" {
 		if cfg.Output != "table" && cfg.Output != "json" {
 			return cfg, backendUsagef("-o must be table or json, not %q", cfg.Output)

@@ -35,8 +35,8 @@ type backendLink struct {
 var errBackendNoTunnel = errors.New("kernel has no support for this tunnel kind")
 
 // backendHost is the part of the host that setup and teardown change: the
-// current network namespace's links, addresses and IPv4 sysctls, and the
-// pinned eBPF decapsulators. Tests replace it with a fake.
+// current network namespace's links, addresses and IPv4 sysctls, and the eBPF
+// decapsulators on its interfaces. Tests replace it with a fake.
 type backendHost interface {
 	Links() ([]backendLink, error)
 	Addrs(dev string) ([]netip.Prefix, error)
@@ -48,12 +48,13 @@ type backendHost interface {
 	CreateTunnel(dev, kind string) error
 	// SetSysctl sets net.ipv4.conf.<dev>.<key> and returns the old value.
 	SetSysctl(dev, key, value string) (old string, err error)
-	// DecapOpen prepares the decapsulator store (BPF filesystem), so that
-	// setup fails before it changes anything when the store is unusable.
-	DecapOpen() error
-	DecapAttach(l backendLink, vip netip.Addr, mode decap.Mode) (decap.AttachResult, error)
+	// DecapCheck loads the decapsulator without attaching it and checks
+	// the hook, so that setup fails before it changes anything when this
+	// kernel cannot run it.
+	DecapCheck(hook decap.Hook) error
+	DecapAttach(l backendLink, vip netip.Addr, mode decap.Mode, hook decap.Hook) (decap.AttachResult, error)
 	DecapDetach(ifname string, vip netip.Addr, mode decap.Mode) (decap.DetachResult, error)
-	// DecapList returns the attached decapsulators; it mounts nothing.
+	// DecapList returns the attached decapsulators.
 	DecapList() ([]decap.Attachment, error)
 }
 
@@ -134,8 +135,8 @@ func backendApply(h backendHost, cfg backendConfig, w io.Writer) error {
 			if len(data) == 0 {
 				return fmt.Errorf("no up Ethernet interface to attach the eBPF decapsulator to; pass --dev")
 			}
-			if err := h.DecapOpen(); err != nil {
-				return err
+			if err := h.DecapCheck(decap.Hook(cfg.Hook)); err != nil {
+				return fmt.Errorf("the eBPF decapsulator cannot run here: %w", err)
 			}
 			decapOn = data
 			for _, l := range data {
@@ -179,18 +180,19 @@ func backendApply(h backendHost, cfg backendConfig, w io.Writer) error {
 
 	mode := backendDecapMode(cfg.Mode)
 	for _, l := range decapOn {
-		res, err := h.DecapAttach(l, cfg.VIP, mode)
+		res, err := h.DecapAttach(l, cfg.VIP, mode, decap.Hook(cfg.Hook))
 		if err != nil {
 			return fmt.Errorf("decapsulator on %s: %w", l.Name, err)
 		}
+		hook := backendHookName(res.Hook)
 		var what []string
 		switch {
-		case res.Replaced:
-			what = append(what, "replaced a stale link")
+		case res.Moved != "":
+			what = append(what, fmt.Sprintf("moved from %s to %s", res.Moved, hook))
 		case res.Attached:
-			what = append(what, "attached to TCX ingress")
+			what = append(what, "attached to "+hook)
 		case res.Upgraded:
-			what = append(what, "program upgraded")
+			what = append(what, "program upgraded on "+hook)
 		default:
 			what = append(what, "already attached")
 		}
@@ -199,7 +201,7 @@ func backendApply(h backendHost, cfg backendConfig, w io.Writer) error {
 		} else {
 			what = append(what, fmt.Sprintf("%s %s already present", cfg.VIP, cfg.Mode))
 		}
-		fmt.Fprintf(w, "decap %s: %s (pins %s)\n", l.Name, strings.Join(what, ", "), res.Dir)
+		fmt.Fprintf(w, "decap %s: %s (program %d, held by the interface)\n", l.Name, strings.Join(what, ", "), res.ProgID)
 	}
 	how := "VIP on " + vipDev
 	if len(decapOn) > 0 {
@@ -207,6 +209,14 @@ func backendApply(h backendHost, cfg backendConfig, w io.Writer) error {
 	}
 	fmt.Fprintf(w, "backend ready: VIP %s mode %s (%s)\n", cfg.VIP, cfg.Mode, how)
 	return nil
+}
+
+// backendHookName names a hook in messages, as `bpftool net` and `tc` show it.
+func backendHookName(h decap.Hook) string {
+	if h == decap.HookTC {
+		return "tc ingress (clsact, cls_bpf filter " + decap.ProgramName + ")"
+	}
+	return "TCX ingress"
 }
 
 // backendEnsureTunnel makes sure the kernel's catch-all tunnel device exists.
@@ -288,7 +298,8 @@ func backendUndo(h backendHost, cfg backendConfig, w io.Writer) error {
 		return fmt.Errorf("list interfaces: %w", err)
 	}
 	if cfg.Dev != "" && !slices.ContainsFunc(links, func(l backendLink) bool { return l.Name == cfg.Dev }) {
-		// The interface may be gone; its pins can still be removed.
+		// The interface may be gone; pins an older dsrctl left for it can
+		// still be removed.
 		fmt.Fprintf(w, "note: interface %s does not exist\n", cfg.Dev)
 	}
 	changed := false
@@ -335,7 +346,7 @@ func backendUndo(h backendHost, cfg backendConfig, w io.Writer) error {
 				changed = true
 				msg := fmt.Sprintf("%s %s removed", cfg.VIP, cfg.Mode)
 				if res.Detached {
-					msg += ", last VIP: detached and unpinned"
+					msg += ", last VIP: detached"
 				}
 				fmt.Fprintf(w, "decap %s: %s\n", a.Ifname, msg)
 			}
@@ -384,10 +395,11 @@ type backendStatusJSON struct {
 type backendDecapJSON struct {
 	Interface    string            `json:"interface"`
 	Ifindex      int               `json:"ifindex"`
+	Hook         string            `json:"hook"` // "tcx" or "tc"
 	Stale        bool              `json:"stale"`
-	LinkID       uint32            `json:"link_id"`
+	LinkID       uint32            `json:"link_id"` // a TCX link pinned by an older dsrctl, else 0
 	ProgramID    uint32            `json:"program_id"`
-	Pins         string            `json:"pins"`
+	Pins         string            `json:"pins"` // that link's pin directory, else ""
 	VIPs         map[string]string `json:"vips"`
 	IPIPPackets  uint64            `json:"ipip_packets"`
 	GREPackets   uint64            `json:"gre_packets"`
@@ -403,7 +415,7 @@ func backendShowStatus(h backendHost, cfg backendConfig, w io.Writer) error {
 		out := backendStatusJSON{Decapsulators: []backendDecapJSON{}}
 		for _, a := range atts {
 			d := backendDecapJSON{
-				Interface: a.Ifname, Ifindex: a.Ifindex, Stale: a.Stale(),
+				Interface: a.Ifname, Ifindex: a.Ifindex, Hook: string(a.Hook), Stale: a.Stale(),
 				LinkID: a.LinkID, ProgramID: a.ProgID, Pins: a.Dir,
 				VIPs:         map[string]string{},
 				IPIPPackets:  a.Counters.IPIP,
@@ -424,7 +436,7 @@ func backendShowStatus(h backendHost, cfg backendConfig, w io.Writer) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "INTERFACE\tIFINDEX\tLINK\tPROG\tVIPS\tIPIP PKTS\tGRE PKTS\tERRORS")
+	fmt.Fprintln(tw, "INTERFACE\tIFINDEX\tHOOK\tPROG\tVIPS\tIPIP PKTS\tGRE PKTS\tERRORS")
 	for _, a := range atts {
 		var vips []string
 		for _, v := range a.SortedVIPs() {
@@ -434,17 +446,23 @@ func backendShowStatus(h backendHost, cfg backendConfig, w io.Writer) error {
 		if a.Stale() {
 			idx = "gone"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%d\t%d\t%d\n", a.Ifname, idx, a.LinkID, a.ProgID,
+		hook := string(a.Hook)
+		if a.LinkID != 0 {
+			hook += fmt.Sprintf(" (pinned link %d)", a.LinkID)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\t%d\t%d\n", a.Ifname, idx, hook, a.ProgID,
 			strings.Join(vips, ","), a.Counters.IPIP, a.Counters.GRE, a.Counters.AdjustErrors)
 	}
 	return tw.Flush()
 }
 
 // backendNetlinkHost is the real host: netlink in the current network
-// namespace, /proc/sys/net/ipv4/conf, and the decap store under bpffs.
+// namespace, /proc/sys/net/ipv4/conf, and the decapsulators on the
+// interfaces (and pins an older dsrctl left under bpffs).
 type backendNetlinkHost struct {
 	bpffs string
-	store *decap.Store
+	// collected is set once pins of dead namespaces have been freed.
+	collected bool
 }
 
 func (h *backendNetlinkHost) Links() ([]backendLink, error) {
@@ -555,47 +573,26 @@ func (h *backendNetlinkHost) SetSysctl(dev, key, value string) (string, error) {
 	return o, os.WriteFile(path, []byte(value+"\n"), 0o644)
 }
 
-func (h *backendNetlinkHost) openStore() (*decap.Store, error) {
-	if h.store != nil {
-		return h.store, nil
-	}
-	s, err := decap.Open(h.bpffs)
-	if err != nil {
-		return nil, err
-	}
-	// Free what dead network namespaces left behind.
-	if _, err := s.CollectGarbage(); err != nil {
-		return nil, fmt.Errorf("collect stale pins: %w", err)
-	}
-	h.store = s
-	return s, nil
-}
+func (h *backendNetlinkHost) manager() decap.Manager { return decap.Manager{BPFFS: h.bpffs} }
 
-func (h *backendNetlinkHost) DecapOpen() error {
-	_, err := h.openStore()
-	return err
-}
+func (h *backendNetlinkHost) DecapCheck(hook decap.Hook) error { return decap.Check(hook) }
 
-func (h *backendNetlinkHost) DecapAttach(l backendLink, vip netip.Addr, mode decap.Mode) (decap.AttachResult, error) {
-	s, err := h.openStore()
-	if err != nil {
-		return decap.AttachResult{}, err
+func (h *backendNetlinkHost) DecapAttach(l backendLink, vip netip.Addr, mode decap.Mode, hook decap.Hook) (decap.AttachResult, error) {
+	if !h.collected {
+		// Free what older dsrctl versions pinned for namespaces that
+		// are gone.
+		if _, err := decap.CollectGarbage(h.bpffs); err != nil {
+			return decap.AttachResult{}, fmt.Errorf("collect stale pins: %w", err)
+		}
+		h.collected = true
 	}
-	return s.Attach(l.Name, l.Index, vip, mode)
+	return h.manager().Attach(l.Name, l.Index, vip, mode, hook)
 }
 
 func (h *backendNetlinkHost) DecapDetach(ifname string, vip netip.Addr, mode decap.Mode) (decap.DetachResult, error) {
-	s, err := decap.OpenExisting(h.bpffs)
-	if err != nil || s == nil {
-		return decap.DetachResult{}, err
-	}
-	return s.Detach(ifname, vip, mode)
+	return h.manager().Detach(ifname, vip, mode)
 }
 
 func (h *backendNetlinkHost) DecapList() ([]decap.Attachment, error) {
-	s, err := decap.OpenExisting(h.bpffs)
-	if err != nil || s == nil {
-		return nil, err
-	}
-	return s.List()
+	return h.manager().List()
 }

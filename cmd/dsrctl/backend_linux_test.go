@@ -114,10 +114,10 @@ func (f *fakeHost) SetSysctl(dev, key, value string) (string, error) {
 	return old, nil
 }
 
-func (f *fakeHost) DecapOpen() error { return f.openErr }
+func (f *fakeHost) DecapCheck(hook decap.Hook) error { return f.openErr }
 
-func (f *fakeHost) DecapAttach(l backendLink, vip netip.Addr, mode decap.Mode) (decap.AttachResult, error) {
-	var res decap.AttachResult
+func (f *fakeHost) DecapAttach(l backendLink, vip netip.Addr, mode decap.Mode, hook decap.Hook) (decap.AttachResult, error) {
+	res := decap.AttachResult{Hook: hook}
 	m, ok := f.decaps[l.Name]
 	if !ok {
 		m = map[netip.Addr]decap.Mode{}
@@ -335,11 +335,11 @@ func TestBackendSetupErrors(t *testing.T) {
 			f.links = f.links[:1]
 			return f
 		}, fakeCfg("gre"), "no up Ethernet interface"},
-		{"bpffs unusable", func() *fakeHost {
+		{"BPF unusable", func() *fakeHost {
 			f := newFakeHost(false)
-			f.openErr = errors.New("runs under `ip netns exec x`")
+			f.openErr = errors.New("not permitted to load BPF programs")
 			return f
-		}, fakeCfg("ipip"), "ip netns exec"},
+		}, fakeCfg("ipip"), "the eBPF decapsulator cannot run here: not permitted"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {

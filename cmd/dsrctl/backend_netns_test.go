@@ -121,15 +121,43 @@ func (n *testNetns) do(fn func() error) error {
 }
 
 // dsrctl runs `dsrctl backend args...` as a separate process in the
-// namespace.
+// namespace, under `ip netns exec`.
 func (n *testNetns) dsrctl(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	return n.dsrctlVia(t, viaIPNetnsExec, args...)
+}
+
+// How a command enters a test namespace: `ip netns exec` also gives it a
+// private /sys (without a BPF filesystem); `nsenter --net` changes only the
+// network namespace and keeps the host's mounts; viaNoBPFCaps is
+// `ip netns exec` without CAP_SYS_ADMIN and CAP_BPF, as in a container that
+// may configure the network but not load BPF programs.
+const (
+	viaIPNetnsExec = "ip-netns-exec"
+	viaNsenter     = "nsenter"
+	viaNoBPFCaps   = "ip-netns-exec-without-bpf-caps"
+)
+
+// command returns argv run in the namespace via.
+func (n *testNetns) command(via string, argv ...string) *exec.Cmd {
+	switch via {
+	case viaNsenter:
+		return exec.Command("nsenter", append([]string{"--net=/run/netns/" + n.name, "--"}, argv...)...)
+	case viaNoBPFCaps:
+		argv = append([]string{"setpriv", "--bounding-set=-sys_admin,-bpf", "--"}, argv...)
+	}
+	return exec.Command("ip", append([]string{"netns", "exec", n.name}, argv...)...)
+}
+
+// dsrctlVia runs `dsrctl backend args...` as a separate process in the
+// namespace, entered via.
+func (n *testNetns) dsrctlVia(t *testing.T, via string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("ip", append([]string{"netns", "exec", n.name, exe,
-		"-test.run=^TestBackendHelperProcess$", "--"}, args...)...)
+	cmd := n.command(via, append([]string{exe, "-test.run=^TestBackendHelperProcess$", "--"}, args...)...)
 	cmd.Env = append(os.Environ(), backendHelperEnv+"=1")
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
@@ -144,12 +172,36 @@ func (n *testNetns) dsrctl(t *testing.T, args ...string) (code int, stdout, stde
 // mustDsrctl runs dsrctl and fails the test unless it exits 0.
 func (n *testNetns) mustDsrctl(t *testing.T, args ...string) string {
 	t.Helper()
-	code, out, errOut := n.dsrctl(t, args...)
+	return n.mustDsrctlVia(t, viaIPNetnsExec, args...)
+}
+
+// mustDsrctlVia runs dsrctl entered via and fails the test unless it exits 0.
+func (n *testNetns) mustDsrctlVia(t *testing.T, via string, args ...string) string {
+	t.Helper()
+	code, out, errOut := n.dsrctlVia(t, via, args...)
 	if code != 0 {
 		t.Fatalf("dsrctl backend %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, out, errOut)
 	}
-	t.Logf("dsrctl backend %s:\n%s", strings.Join(args, " "), out)
+	t.Logf("dsrctl backend %s (%s):\n%s", strings.Join(args, " "), via, out)
 	return out
+}
+
+// tc runs `tc -n NS args...` and returns its output.
+func (n *testNetns) tc(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("tc", append([]string{"-n", n.name}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("tc %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// haveTCX reports whether the kernel has TCX (Linux 6.6 or later).
+func (n *testNetns) haveTCX() bool {
+	return n.do(func() error {
+		_, err := link.QueryPrograms(link.QueryOptions{Target: 1, Attach: ebpf.AttachTCXIngress})
+		return err
+	}) == nil
 }
 
 func (n *testNetns) sysctl(t *testing.T, dev, key string) string {
@@ -402,6 +454,57 @@ func receive(t *testing.T, c *net.UDPConn, timeout time.Duration) (string, netip
 	return string(buf[:n]), from
 }
 
+// udpProbe sends UDP datagrams from a client to the VIP, encapsulated as the
+// load balancer does, with a raw socket in lb to the backend's own address,
+// and reads them from a socket on the VIP in be.
+type udpProbe struct {
+	conn   *net.UDPConn
+	send   func(dst netip.Addr, pkt []byte)
+	client netip.Addr
+	id     uint16
+}
+
+func newUDPProbe(t *testing.T, lb, be *testNetns) *udpProbe {
+	t.Helper()
+	return &udpProbe{
+		conn:   listenUDP(t, be, netip.AddrPortFrom(tVIP, 5353)),
+		send:   rawSender(t, lb),
+		client: netip.MustParseAddr("192.0.2.7"), // no route back needed for UDP
+		id:     100,
+	}
+}
+
+// inner returns the client's datagram to dst.
+func (p *udpProbe) inner(dst netip.Addr, msg string) []byte {
+	return tIPv4(p.client, dst, 17, 1, tUDP(40000, 5353, []byte(msg)))
+}
+
+// expect sends n packets for mode and checks that the VIP socket receives
+// each of them, from the client, or none.
+func (p *udpProbe) expect(t *testing.T, mode string, n int, wantDelivered bool) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		msg := fmt.Sprintf("%s-%d", mode, i)
+		p.id++
+		p.send(tBE, tEncap(mode, tLB, tBE, p.id, p.inner(tVIP, msg)))
+		if !wantDelivered {
+			continue
+		}
+		got, from := receive(t, p.conn, 3*time.Second)
+		if got != msg {
+			t.Fatalf("%s packet %d: got %q, want %q delivered to the VIP socket", mode, i, got, msg)
+		}
+		if from != netip.AddrPortFrom(p.client, 40000) {
+			t.Errorf("%s packet %d: got source %s, want the client %s:40000", mode, i, from, p.client)
+		}
+	}
+	if !wantDelivered {
+		if got, _ := receive(t, p.conn, 300*time.Millisecond); got != "" {
+			t.Fatalf("%s: got %q delivered, want nothing", mode, got)
+		}
+	}
+}
+
 func backendStatusOf(t *testing.T, n *testNetns, bpffs string) backendStatusJSON {
 	t.Helper()
 	out := n.mustDsrctl(t, "status", "--bpffs", bpffs, "-o", "json")
@@ -421,21 +524,141 @@ func decapCounts(st backendStatusJSON, ifname string) (ipip, gre uint64) {
 	return 0, 0
 }
 
-func TestBackendNetnsRefusesPrivateSys(t *testing.T) {
-	topo := newDSRTopology(t, false)
-	// No --bpffs: under ip netns exec /sys/fs/bpf is a directory of a
-	// private sysfs, and a BPF filesystem mounted there would die with
-	// the process, taking the decapsulator along.
-	code, _, errOut := topo.be.dsrctl(t, "setup", "--vip", tVIP.String(), "--mode", "ipip")
-	if code != 1 || !strings.Contains(errOut, "ip netns exec") || !strings.Contains(errOut, "nsenter") {
-		t.Fatalf("got exit %d, stderr %q; want 1 and advice about ip netns exec", code, errOut)
+// TestBackendNetnsWithoutBPFFS runs setup without a BPF filesystem: under
+// `ip netns exec`, whose private /sys has none, and under `nsenter --net`,
+// with the host's mounts (none on this machine either), on each hook. The
+// decapsulator that dsrctl attached must decapsulate real IPIP and GRE packets
+// after dsrctl has exited, status must find it through the interface, and
+// teardown must leave nothing: no program on TCX ingress, no tc filter, no
+// clsact qdisc, no VIP.
+func TestBackendNetnsWithoutBPFFS(t *testing.T) {
+	for _, via := range []string{viaIPNetnsExec, viaNsenter} {
+		for _, hook := range []string{"auto", "tc"} {
+			t.Run(via+"/"+hook, func(t *testing.T) {
+				testBackendWithoutBPFFS(t, via, hook)
+			})
+		}
 	}
-	if topo.be.hasAddr(t, "lo", tVIP) {
+}
+
+func testBackendWithoutBPFFS(t *testing.T, via, hook string) {
+	topo := newDSRTopology(t, false)
+	lb, be := topo.lb, topo.be
+	vip := tVIP.String()
+	if via == viaIPNetnsExec {
+		out, err := be.command(via, "stat", "-f", "-c", "%T", "/sys/fs/bpf").CombinedOutput()
+		if err == nil && strings.TrimSpace(string(out)) == "bpf_fs" {
+			t.Fatalf("/sys/fs/bpf under ip netns exec is a BPF filesystem: the test premise fails")
+		}
+	}
+	tcx := be.haveTCX()
+	wantHook := "tc"
+	if hook == "auto" && tcx {
+		wantHook = "tcx"
+	}
+	attachedTo := map[string]string{"tcx": "attached to TCX ingress", "tc": "attached to tc ingress (clsact, cls_bpf filter dsr_decap)"}[wantHook]
+
+	out := be.mustDsrctlVia(t, via, "setup", "--vip", vip, "--mode", "ipip", "--hook", hook)
+	if !strings.Contains(out, "using the eBPF decapsulator") {
+		t.Skip("this kernel has ipip: the kernel decapsulates, not eBPF")
+	}
+	if want := "decap be0: " + attachedTo + ", 10.251.0.10 ipip added"; !strings.Contains(out, want) {
+		t.Errorf("setup output lacks %q", want)
+	}
+	out = be.mustDsrctlVia(t, via, "setup", "--vip", vip, "--mode", "gre", "--hook", hook)
+	if want := "decap be0: already attached, 10.251.0.10 gre added"; !strings.Contains(out, want) {
+		t.Errorf("second setup output lacks %q", want)
+	}
+
+	// What the kernel shows, independently of dsrctl.
+	if tcx {
+		if n, want := be.tcxPrograms(t, "be0"), map[string]int{"tcx": 1, "tc": 0}[wantHook]; n != want {
+			t.Errorf("got %d TCX ingress programs on be0, want %d", n, want)
+		}
+	}
+	filters := be.tc(t, "filter", "show", "dev", "be0", "ingress")
+	t.Logf("tc filter show dev be0 ingress:\n%s", filters)
+	if got := strings.Contains(filters, "dsr_decap") && strings.Contains(filters, "direct-action"); got != (wantHook == "tc") {
+		t.Errorf("tc filter show dev be0 ingress:\n%s\nwant a dsr_decap direct-action filter: %v", filters, wantHook == "tc")
+	}
+
+	// dsrctl has exited: the interface holds the decapsulator.
+	probe := newUDPProbe(t, lb, be)
+	const n = 3
+	probe.expect(t, "ipip", n, true)
+	probe.expect(t, "gre", n, true)
+
+	status := be.mustDsrctlVia(t, via, "status", "-o", "json")
+	var st backendStatusJSON
+	if err := json.Unmarshal([]byte(status), &st); err != nil {
+		t.Fatalf("status json: %v\n%s", err, status)
+	}
+	if len(st.Decapsulators) != 1 {
+		t.Fatalf("got %d decapsulators in status, want 1", len(st.Decapsulators))
+	}
+	d := st.Decapsulators[0]
+	if d.Interface != "be0" || d.Hook != wantHook || d.Stale || d.Pins != "" || d.LinkID != 0 ||
+		d.VIPs[vip] != "ipip+gre" || d.IPIPPackets != n || d.GREPackets != n {
+		t.Errorf("got status %+v, want be0 on %s, %s ipip+gre, %d packets of each", d, wantHook, vip, n)
+	}
+
+	out = be.mustDsrctlVia(t, via, "teardown", "--vip", vip, "--mode", "ipip")
+	if want := "decap be0: 10.251.0.10 ipip removed\n"; !strings.Contains(out, want) {
+		t.Errorf("teardown ipip output lacks %q", want)
+	}
+	probe.expect(t, "ipip", 1, false)
+	probe.expect(t, "gre", 1, true)
+	out = be.mustDsrctlVia(t, via, "teardown", "--vip", vip, "--mode", "gre")
+	if want := "decap be0: 10.251.0.10 gre removed, last VIP: detached"; !strings.Contains(out, want) {
+		t.Errorf("teardown gre output lacks %q", want)
+	}
+
+	if tcx {
+		if n := be.tcxPrograms(t, "be0"); n != 0 {
+			t.Errorf("got %d TCX ingress programs on be0 after teardown, want 0", n)
+		}
+	}
+	if f := be.tc(t, "filter", "show", "dev", "be0", "ingress"); strings.TrimSpace(f) != "" {
+		t.Errorf("tc ingress filters left after teardown:\n%s", f)
+	}
+	if q := be.tc(t, "qdisc", "show", "dev", "be0"); strings.Contains(q, "clsact") {
+		t.Errorf("clsact qdisc left after teardown:\n%s", q)
+	}
+	if be.hasAddr(t, "lo", tVIP) {
+		t.Errorf("VIP still on lo after teardown")
+	}
+	if out := be.mustDsrctlVia(t, via, "status"); !strings.Contains(out, "no eBPF decapsulator") {
+		t.Errorf("status after teardown:\n%s", out)
+	}
+}
+
+// TestBackendNetnsCannotLoadBPF: where dsrctl may configure the network but
+// not load BPF programs, ipip setup fails before it changes anything and says
+// what is missing; l2 needs no BPF and works.
+func TestBackendNetnsCannotLoadBPF(t *testing.T) {
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("needs setpriv (util-linux)")
+	}
+	topo := newDSRTopology(t, false)
+	be := topo.be
+	code, out, errOut := be.dsrctlVia(t, viaNoBPFCaps, "setup", "--vip", tVIP.String(), "--mode", "ipip")
+	if !strings.Contains(out, "using the eBPF decapsulator") {
+		t.Skipf("this kernel has ipip (exit %d): no eBPF decapsulator needed\n%s%s", code, out, errOut)
+	}
+	t.Logf("stderr: %s", errOut)
+	for _, want := range []string{"the eBPF decapsulator cannot run here: not permitted to load BPF programs", "CAP_SYS_ADMIN"} {
+		if code != 1 || !strings.Contains(errOut, want) {
+			t.Errorf("got exit %d, stderr %q; want 1 and %q", code, errOut, want)
+		}
+	}
+	if be.hasAddr(t, "lo", tVIP) {
 		t.Errorf("failed setup left the VIP on lo")
 	}
-	// l2 needs no BPF filesystem and works.
-	topo.be.mustDsrctl(t, "setup", "--vip", tVIP.String(), "--mode", "l2")
-	if !topo.be.hasAddr(t, "lo", tVIP) {
+	if got := be.sysctl(t, "all", "arp_ignore"); got != "0" {
+		t.Errorf("failed setup changed all.arp_ignore to %s", got)
+	}
+	be.mustDsrctlVia(t, viaNoBPFCaps, "setup", "--vip", tVIP.String(), "--mode", "l2")
+	if !be.hasAddr(t, "lo", tVIP) {
 		t.Errorf("l2 setup did not put the VIP on lo")
 	}
 }
@@ -494,41 +717,16 @@ func TestBackendNetnsDecapUDP(t *testing.T) {
 		}
 	}
 
-	conn := listenUDP(t, be, netip.AddrPortFrom(tVIP, 5353))
-	send := rawSender(t, lb)
-	client := netip.MustParseAddr("192.0.2.7") // no route back needed for UDP
-	inner := func(dst netip.Addr, msg string) []byte {
-		return tIPv4(client, dst, 17, 1, tUDP(40000, 5353, []byte(msg)))
-	}
+	probe := newUDPProbe(t, lb, be)
 	const n = 3
-	// sendAndExpect sends n packets for mode and checks that the VIP socket
-	// receives each of them, or none.
 	sendAndExpect := func(mode string, wantDelivered bool) {
 		t.Helper()
-		for i := 0; i < n; i++ {
-			msg := fmt.Sprintf("%s-%d", mode, i)
-			send(tBE, tEncap(mode, tLB, tBE, uint16(100+i), inner(tVIP, msg)))
-			if !wantDelivered {
-				continue
-			}
-			got, from := receive(t, conn, 3*time.Second)
-			if got != msg {
-				t.Fatalf("%s packet %d: got %q, want %q delivered to the VIP socket", mode, i, got, msg)
-			}
-			if from != netip.AddrPortFrom(client, 40000) {
-				t.Errorf("%s packet %d: got source %s, want the client %s:40000", mode, i, from, client)
-			}
-		}
-		if !wantDelivered {
-			if got, _ := receive(t, conn, 300*time.Millisecond); got != "" {
-				t.Fatalf("%s: got %q delivered, want nothing", mode, got)
-			}
-		}
+		probe.expect(t, mode, n, wantDelivered)
 	}
 
 	sendAndExpect("ipip", true)
 	// Not for a VIP: passes untouched, the kernel drops it.
-	send(tBE, tEncap("ipip", tLB, tBE, 200, inner(tOther, "not-a-vip")))
+	probe.send(tBE, tEncap("ipip", tLB, tBE, 200, probe.inner(tOther, "not-a-vip")))
 	if !kernelTunnel {
 		if ipip, gre := decapCounts(backendStatusOf(t, be, bpffs), "be0"); ipip != n || gre != 0 {
 			t.Errorf("got counters ipip=%d gre=%d, want %d and 0", ipip, gre, n)

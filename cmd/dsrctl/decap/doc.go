@@ -5,7 +5,7 @@
 // The load balancer sends a backend the client's packet unchanged inside an
 // outer IPv4 header (RFC 2003, protocol 4) or an outer IPv4 header plus a
 // 4-byte GRE header (RFC 2784, protocol 47, GRE protocol 0x0800). On the
-// backend a SchedCLS program on TCX ingress of the receiving interface strips
+// backend a SchedCLS program on the ingress of the receiving interface strips
 // the envelope with bpf_skb_adjust_room when the inner destination is one of
 // the VIPs in its map, so the kernel then delivers the inner packet to the VIP
 // configured on lo exactly as an L2 DSR packet. Everything else passes
@@ -14,16 +14,30 @@
 // The program is assembled in Go with cilium/ebpf's asm package: building
 // dsrctl needs no clang and no committed object file.
 //
-// Objects live pinned in a BPF filesystem so that separate dsrctl processes
-// can add and remove VIPs and the decapsulator outlives the process that
-// attached it:
+// The interface holds the program, so the decapsulator outlives the dsrctl
+// process that attached it without a BPF filesystem (which `ip netns exec`
+// and many containers do not have), and goes away with the interface or its
+// network namespace. Two hooks (see Hook):
 //
-//	<bpffs>/dsrlb/<ifname>/                 (initial network namespace)
-//	<bpffs>/dsrlb/netns-<inode>/<ifname>/   (any other network namespace)
-//	    link       the TCX ingress link (holds the attachment)
-//	    prog       the program
-//	    dsr_vips   hash map VIP (4 bytes, network order) -> Mode bits
-//	    dsr_stats  per-CPU array of Counters
+//   - TCX ingress (Linux 6.6 or later), attached with BPF_PROG_ATTACH, not
+//     with a link: a TCX link lives only as long as a file descriptor or a
+//     pin in a BPF filesystem refers to it, a program attachment as long as
+//     the interface;
+//   - tc ingress: a cls_bpf filter in direct-action mode on a clsact qdisc,
+//     for kernels without TCX.
+//
+// The program's maps hold the state shared by separate dsrctl processes:
+//
+//	dsr_vips   hash map VIP (4 bytes, network order) -> Mode bits
+//	dsr_stats  per-CPU array of Counters
+//
+// A later dsrctl finds them through the interface: the programs attached to
+// its TCX or tc ingress, the one named dsr_decap, and that program's maps
+// (by kernel ID, which needs CAP_SYS_ADMIN). Up to December 2026 dsrctl
+// attached a TCX link pinned in a BPF filesystem instead
+// (<bpffs>/dsrlb[/netns-<inode>]/<ifname>/{link,prog,dsr_vips,dsr_stats});
+// Manager recognises such links, moves them to a program attachment on the
+// next setup and removes their pins (see Store).
 //
 // Limits, by design (such packets pass untouched, and a kernel without the
 // tunnel modules then drops them):
@@ -39,8 +53,9 @@
 //
 // The envelope costs 20 (IPIP) or 24 (GRE) bytes: the path from the load
 // balancer needs an MTU that much larger than the backends' MTU, or TCP MSS
-// clamping. The program returns TCX_NEXT, so other TCX programs on the
-// interface still run, after it, on the inner packet. It passes
+// clamping. The program returns TCX_NEXT (TC_ACT_UNSPEC for tc), so other
+// programs or filters on the interface still run, after it, on the inner
+// packet. It passes
 // BPF_F_ADJ_ROOM_FIXED_GSO so that a GRO-merged packet keeps its MSS.
 //
 // The package is Linux-only; on other systems it holds only this comment.

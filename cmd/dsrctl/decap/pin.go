@@ -3,7 +3,6 @@
 package decap
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -27,9 +26,13 @@ const (
 	progPin = "prog"
 )
 
-// Store manages the pinned decapsulators of the calling thread's network
-// namespace. Its methods take an exclusive lock on the store, so concurrent
-// dsrctl processes serialise.
+// Store holds the decapsulators that dsrctl up to December 2026 attached with
+// a TCX link pinned in a BPF filesystem, for one network namespace. Nothing
+// new is pinned there: Manager finds these by their interface, moves them to
+// an attachment held by the interface on the next setup, and removes their
+// pins; Store reads and removes pins of interfaces that are gone. Its
+// methods take an exclusive lock on the store, so concurrent dsrctl
+// processes serialise.
 type Store struct {
 	// Dir holds one directory per interface: <bpffs>/dsrlb in the initial
 	// network namespace, <bpffs>/dsrlb/netns-<inode> elsewhere.
@@ -38,30 +41,18 @@ type Store struct {
 	root string
 }
 
-// Open returns the store for the current network namespace under the BPF
-// filesystem bpffs (DefaultBPFFS if empty), mounting a BPF filesystem there
-// if none is mounted. Call it from the thread that is in the wanted network
-// namespace.
-func Open(bpffs string) (*Store, error) {
-	if bpffs == "" {
-		bpffs = DefaultBPFFS
-	}
-	if err := EnsureBPFFS(bpffs); err != nil {
-		return nil, err
-	}
-	s, err := newStore(bpffs)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create pin directory: %w", err)
-	}
-	return s, nil
+// OpenExisting returns the store of pins that dsrctl up to December 2026
+// left for the current network namespace under the BPF filesystem bpffs
+// (DefaultBPFFS if empty), or nil when there is none. It mounts and creates
+// nothing. Call it from the thread that is in the wanted network namespace.
+func OpenExisting(bpffs string) (*Store, error) {
+	return existingStore(bpffs, true)
 }
 
-// OpenExisting is Open for readers: it returns nil, and mounts or creates
-// nothing, when this network namespace has no store.
-func OpenExisting(bpffs string) (*Store, error) {
+// existingStore returns the store under bpffs if that is a BPF filesystem
+// holding the store's root, and with own the current namespace's directory
+// too; nil otherwise.
+func existingStore(bpffs string, own bool) (*Store, error) {
 	if bpffs == "" {
 		bpffs = DefaultBPFFS
 	}
@@ -72,7 +63,11 @@ func OpenExisting(bpffs string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := os.Stat(s.Dir); errors.Is(err, os.ErrNotExist) {
+	dir := s.root
+	if own {
+		dir = s.Dir
+	}
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	return s, nil
@@ -87,72 +82,9 @@ func newStore(bpffs string) (*Store, error) {
 	return &Store{Dir: filepath.Join(root, sub), root: root}, nil
 }
 
-// EnsureBPFFS makes sure dir is a mounted BPF filesystem, mounting one when
-// it is not. It refuses to mount under /sys when running inside
-// `ip netns exec`: that command gives the process a private /sys, and pins in
-// a BPF filesystem mounted there vanish, and the decapsulator with them, when
-// the process exits.
-func EnsureBPFFS(dir string) error {
-	if isBPFFS(dir) {
-		return nil
-	}
-	if ns := ipNetnsExecName(); ns != "" && (dir == "/sys" || strings.HasPrefix(dir, "/sys/")) {
-		return fmt.Errorf("%s is not a BPF filesystem and this process runs under `ip netns exec %s`, "+
-			"whose private /sys would lose the pinned decapsulator when dsrctl exits: run "+
-			"`nsenter --net=/run/netns/%s dsrctl ...` instead, or pass --bpffs DIR with a BPF filesystem mounted outside /sys",
-			dir, ns, ns)
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create BPF filesystem mount point: %w", err)
-	}
-	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
-		return fmt.Errorf("mount BPF filesystem on %s: %w", dir, err)
-	}
-	return nil
-}
-
 func isBPFFS(dir string) bool {
 	var st unix.Statfs_t
 	return unix.Statfs(dir, &st) == nil && st.Type == unix.BPF_FS_MAGIC
-}
-
-// ipNetnsExecName returns the namespace name if this process runs under
-// `ip netns exec NAME`, which mounts a sysfs with source NAME on /sys.
-func ipNetnsExecName() string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	return ipNetnsExecNameFrom(bufio.NewScanner(f))
-}
-
-func ipNetnsExecNameFrom(sc *bufio.Scanner) string {
-	name := ""
-	for sc.Scan() {
-		// 48 45 0:39 / /sys rw,relatime - sysfs NAME rw
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 10 || fields[4] != "/sys" {
-			continue
-		}
-		sep := -1
-		for i, f := range fields {
-			if f == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 0 || sep+2 >= len(fields) || fields[sep+1] != "sysfs" {
-			continue
-		}
-		name = "" // the last mount on /sys wins
-		if src := fields[sep+2]; src != "sysfs" && src != "none" {
-			if _, err := os.Stat(filepath.Join("/run/netns", src)); err == nil {
-				name = src
-			}
-		}
-	}
-	return name
 }
 
 // netnsSubdir returns "" in the initial network namespace and
@@ -186,129 +118,6 @@ func (s *Store) lock() (func(), error) {
 	return func() { unix.Close(fd) }, nil
 }
 
-// AttachResult says what Attach changed.
-type AttachResult struct {
-	Dir      string // the interface's pin directory
-	Attached bool   // a new TCX link was created
-	Replaced bool   // a stale link (interface gone or recreated) was replaced
-	Upgraded bool   // the link now runs a newer program
-	Added    bool   // the VIP map gained the mode for this VIP
-}
-
-// Attach makes sure the decapsulator is attached to TCX ingress of the
-// interface ifname (index ifindex) and strips mode for vip. It is idempotent.
-func (s *Store) Attach(ifname string, ifindex int, vip netip.Addr, mode Mode) (AttachResult, error) {
-	res := AttachResult{Dir: filepath.Join(s.Dir, ifname)}
-	if !vip.Is4() {
-		return res, fmt.Errorf("vip %s: only IPv4 VIPs can be decapsulated", vip)
-	}
-	if mode&^(IPIP|GRE) != 0 || mode == 0 {
-		return res, fmt.Errorf("invalid decapsulation mode %d", mode)
-	}
-	unlock, err := s.lock()
-	if err != nil {
-		return res, err
-	}
-	defer unlock()
-
-	// A link whose interface is gone or was recreated (other ifindex) is
-	// stale: start afresh, so VIPs of a dead namespace do not leak into a
-	// new one that reuses its inode.
-	if l, err := link.LoadPinnedLink(filepath.Join(res.Dir, linkPin), nil); err == nil {
-		idx, infoErr := tcxIfindex(l)
-		l.Close()
-		if infoErr != nil || idx != ifindex {
-			if err := os.RemoveAll(res.Dir); err != nil {
-				return res, fmt.Errorf("remove stale pins %s: %w", res.Dir, err)
-			}
-			res.Replaced = true
-		}
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return res, fmt.Errorf("load pinned link: %w", err)
-	}
-	if err := os.MkdirAll(res.Dir, 0o700); err != nil {
-		return res, fmt.Errorf("create %s: %w", res.Dir, err)
-	}
-
-	spec := CollectionSpec()
-	for _, m := range spec.Maps {
-		m.Pinning = ebpf.PinByName
-	}
-	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
-		Maps: ebpf.MapOptions{PinPath: res.Dir},
-	})
-	if err != nil {
-		return res, fmt.Errorf("load decapsulator: %w", err)
-	}
-	defer coll.Close()
-	prog := coll.Programs[ProgramName]
-
-	// The VIP first, then the link, so the first packet already matches.
-	vips := coll.Maps[VIPMapName]
-	key := vipKey(vip.As4())
-	var cur uint32
-	if err := vips.Lookup(key, &cur); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return res, fmt.Errorf("read VIP map: %w", err)
-	}
-	if Mode(cur)&mode != mode {
-		if err := vips.Put(key, cur|uint32(mode)); err != nil {
-			return res, fmt.Errorf("add %s to VIP map: %w", vip, err)
-		}
-		res.Added = true
-	}
-
-	linkPath := filepath.Join(res.Dir, linkPin)
-	progPath := filepath.Join(res.Dir, progPin)
-	l, err := link.LoadPinnedLink(linkPath, nil)
-	switch {
-	case err == nil:
-		defer l.Close()
-		same, err := sameProgram(l, prog)
-		if err != nil {
-			return res, err
-		}
-		if !same {
-			if err := l.Update(prog); err != nil {
-				return res, fmt.Errorf("upgrade program on %s: %w", ifname, err)
-			}
-			res.Upgraded = true
-			if err := repin(prog, progPath); err != nil {
-				return res, err
-			}
-		}
-	case errors.Is(err, os.ErrNotExist):
-		l, err := link.AttachTCX(link.TCXOptions{
-			Interface: ifindex,
-			Program:   prog,
-			Attach:    ebpf.AttachTCXIngress,
-		})
-		if err != nil {
-			return res, fmt.Errorf("attach TCX ingress to %s: %w", ifname, err)
-		}
-		defer l.Close()
-		if err := l.Pin(linkPath); err != nil {
-			return res, fmt.Errorf("pin link: %w", err)
-		}
-		res.Attached = true
-		if err := repin(prog, progPath); err != nil {
-			return res, err
-		}
-	default:
-		return res, fmt.Errorf("load pinned link: %w", err)
-	}
-	return res, nil
-}
-
-func repin(prog *ebpf.Program, path string) error {
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("unpin old program: %w", err)
-	}
-	if err := prog.Pin(path); err != nil {
-		return fmt.Errorf("pin program: %w", err)
-	}
-	return nil
-}
-
 // tcxIfindex returns the interface a TCX link is attached to, 0 if its
 // interface is gone.
 func tcxIfindex(l link.Link) (int, error) {
@@ -321,34 +130,6 @@ func tcxIfindex(l link.Link) (int, error) {
 		return 0, fmt.Errorf("pinned link is not a TCX link")
 	}
 	return int(tcx.Ifindex), nil
-}
-
-// sameProgram reports whether the link runs an identical program (same tag).
-func sameProgram(l link.Link, prog *ebpf.Program) (bool, error) {
-	info, err := l.Info()
-	if err != nil {
-		return false, fmt.Errorf("link info: %w", err)
-	}
-	running, err := ebpf.NewProgramFromID(info.Program)
-	if err != nil {
-		return false, fmt.Errorf("open running program: %w", err)
-	}
-	defer running.Close()
-	ri, err := running.Info()
-	if err != nil {
-		return false, err
-	}
-	ni, err := prog.Info()
-	if err != nil {
-		return false, err
-	}
-	return ri.Tag == ni.Tag, nil
-}
-
-// DetachResult says what Detach changed.
-type DetachResult struct {
-	Removed  bool // the VIP map lost the mode for this VIP
-	Detached bool // the map became empty: link, program and maps are gone
 }
 
 // Detach stops stripping mode for vip on ifname. When no VIP is left the
@@ -371,34 +152,43 @@ func (s *Store) Detach(ifname string, vip netip.Addr, mode Mode) (DetachResult, 
 		return res, fmt.Errorf("load VIP map of %s: %w", ifname, err)
 	}
 	defer vips.Close()
-	if vip.Is4() {
-		key := vipKey(vip.As4())
-		var cur uint32
-		err := vips.Lookup(key, &cur)
-		switch {
-		case err == nil && Mode(cur)&mode != 0:
-			if left := cur &^ uint32(mode); left == 0 {
-				err = vips.Delete(key)
-			} else {
-				err = vips.Put(key, left)
-			}
-			if err != nil {
-				return res, fmt.Errorf("remove %s from VIP map of %s: %w", vip, ifname, err)
-			}
-			res.Removed = true
-		case err != nil && !errors.Is(err, ebpf.ErrKeyNotExist):
-			return res, fmt.Errorf("read VIP map of %s: %w", ifname, err)
-		}
-	}
-	var k uint32
-	if err := vips.NextKey(nil, &k); !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return res, err // VIPs left (err == nil) or a real error
+	removed, left, err := removeVIP(vips, vip, mode)
+	res.Removed = removed
+	if err != nil || left {
+		return res, err
 	}
 	if err := removeDir(dir); err != nil {
 		return res, err
 	}
 	res.Detached = true
 	return res, nil
+}
+
+// removeLinkPins removes the interface directory whose pinned link is
+// linkID, if there is one.
+func (s *Store) removeLinkPins(linkID uint32) error {
+	unlock, err := s.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	entries, err := os.ReadDir(s.Dir)
+	if err != nil {
+		return fmt.Errorf("list %s: %w", s.Dir, err)
+	}
+	for _, e := range entries {
+		dir := filepath.Join(s.Dir, e.Name())
+		l, err := link.LoadPinnedLink(filepath.Join(dir, linkPin), nil)
+		if err != nil {
+			continue
+		}
+		info, err := l.Info()
+		l.Close()
+		if err == nil && uint32(info.ID) == linkID {
+			return removeDir(dir)
+		}
+	}
+	return nil
 }
 
 // removeDir detaches the pinned link of an interface directory and removes
@@ -417,18 +207,20 @@ func removeDir(dir string) error {
 	return nil
 }
 
-// Attachment describes the decapsulator pinned for one interface.
+// Attachment describes one decapsulator.
 type Attachment struct {
-	Ifname   string              // interface name, the directory name
-	Dir      string              // pin directory
-	Ifindex  int                 // interface the link is attached to; 0 if gone
-	LinkID   uint32              // kernel ID of the TCX link
-	ProgID   uint32              // kernel ID of the program the link runs
+	Ifname   string              // interface name
+	Ifindex  int                 // interface index; 0 if gone (stale pins)
+	Hook     Hook                // HookTCX or HookTC
+	LinkID   uint32              // kernel ID of a TCX link an older dsrctl pinned; 0 otherwise
+	Dir      string              // that link's pin directory, if it can be reached
+	ProgID   uint32              // kernel ID of the program
 	VIPs     map[netip.Addr]Mode // VIP map contents
 	Counters Counters            // packets decapsulated
 }
 
-// Stale reports whether the link no longer has an interface.
+// Stale reports whether the attachment no longer has an interface: pins an
+// older dsrctl left for an interface that is gone.
 func (a Attachment) Stale() bool { return a.Ifindex == 0 }
 
 // SortedVIPs returns the VIPs in address order.
@@ -441,8 +233,8 @@ func (a Attachment) SortedVIPs() []netip.Addr {
 	return out
 }
 
-// List returns the decapsulators of this network namespace, by interface
-// name.
+// List returns the decapsulators pinned for this network namespace, by
+// interface name.
 func (s *Store) List() ([]Attachment, error) {
 	entries, err := os.ReadDir(s.Dir)
 	if err != nil {
@@ -467,7 +259,7 @@ func (s *Store) List() ([]Attachment, error) {
 }
 
 func readAttachment(ifname, dir string) (Attachment, error) {
-	a := Attachment{Ifname: ifname, Dir: dir, VIPs: map[netip.Addr]Mode{}}
+	a := Attachment{Ifname: ifname, Dir: dir, Hook: HookTCX}
 	if l, err := link.LoadPinnedLink(filepath.Join(dir, linkPin), nil); err == nil {
 		if info, err := l.Info(); err == nil {
 			a.LinkID = uint32(info.ID)
@@ -483,13 +275,8 @@ func readAttachment(ifname, dir string) (Attachment, error) {
 		return a, fmt.Errorf("load VIP map of %s: %w", ifname, err)
 	}
 	defer vips.Close()
-	var k, v uint32
-	it := vips.Iterate()
-	for it.Next(&k, &v) {
-		a.VIPs[netip.AddrFrom4(keyVIP(k))] = Mode(v)
-	}
-	if err := it.Err(); err != nil {
-		return a, fmt.Errorf("read VIP map of %s: %w", ifname, err)
+	if a.VIPs, err = readVIPs(vips); err != nil {
+		return a, fmt.Errorf("%s: %w", ifname, err)
 	}
 	stats, err := ebpf.LoadPinnedMap(filepath.Join(dir, StatsMapName), nil)
 	if err != nil {
@@ -500,6 +287,17 @@ func readAttachment(ifname, dir string) (Attachment, error) {
 		return a, err
 	}
 	return a, nil
+}
+
+// CollectGarbage frees the pins an older dsrctl left under bpffs
+// (DefaultBPFFS if empty) for network namespaces that are gone. It mounts
+// and creates nothing, and returns the directories removed.
+func CollectGarbage(bpffs string) ([]string, error) {
+	s, err := existingStore(bpffs, false)
+	if err != nil || s == nil {
+		return nil, err
+	}
+	return s.CollectGarbage()
 }
 
 // CollectGarbage removes the pins of other network namespaces whose links

@@ -61,10 +61,11 @@ const (
 	MaxVIPs = 1024
 )
 
-// Return codes of a TCX program. TCXNext hands the packet to the next program
-// on the interface, or to the stack if there is none, so the decapsulator
-// coexists with other TCX programs (a policy program after it sees the inner
-// packet).
+// Return codes of the program. TCXNext (TCX_NEXT, equal to TC_ACT_UNSPEC of a
+// tc filter in direct-action mode) hands the packet to the next program or
+// filter on the interface, or to the stack if there is none, so the
+// decapsulator coexists with other programs on either hook (one after it
+// sees the inner packet).
 const (
 	TCXNext = -1
 )
@@ -328,9 +329,11 @@ func CollectionSpec() *ebpf.CollectionSpec {
 		},
 		Programs: map[string]*ebpf.ProgramSpec{
 			ProgramName: {
-				Name:         ProgramName,
-				Type:         ebpf.SchedCLS,
-				AttachType:   ebpf.AttachTCXIngress,
+				Name: ProgramName,
+				Type: ebpf.SchedCLS,
+				// No expected attach type: the same program runs
+				// on TCX and in a tc filter, and kernels before
+				// 6.6 know no TCX attach type.
 				Instructions: Instructions(),
 				License:      "GPL",
 			},
