@@ -22,6 +22,7 @@ type fakeHost struct {
 	sysctls   map[string]string // "dev.key"
 	tunnels   map[string]bool   // kinds the kernel supports
 	decaps    map[string]map[netip.Addr]decap.Mode
+	hooks     map[string]decap.Hook // hook of each decapsulator
 	openErr   error
 	changes   []string
 	nextIndex int
@@ -41,6 +42,7 @@ func newFakeHost(kernelTunnels bool) *fakeHost {
 		sysctls:   map[string]string{},
 		tunnels:   map[string]bool{"ipip": kernelTunnels, "gre": kernelTunnels},
 		decaps:    map[string]map[netip.Addr]decap.Mode{},
+		hooks:     map[string]decap.Hook{},
 		nextIndex: 100,
 	}
 }
@@ -117,6 +119,12 @@ func (f *fakeHost) SetSysctl(dev, key, value string) (string, error) {
 func (f *fakeHost) DecapCheck(hook decap.Hook) error { return f.openErr }
 
 func (f *fakeHost) DecapAttach(l backendLink, vip netip.Addr, mode decap.Mode, hook decap.Hook) (decap.AttachResult, error) {
+	if hook == decap.HookAuto || hook == "" {
+		hook = decap.HookTCX
+		if old, ok := f.hooks[l.Name]; ok {
+			hook = old
+		}
+	}
 	res := decap.AttachResult{Hook: hook}
 	m, ok := f.decaps[l.Name]
 	if !ok {
@@ -124,7 +132,12 @@ func (f *fakeHost) DecapAttach(l backendLink, vip netip.Addr, mode decap.Mode, h
 		f.decaps[l.Name] = m
 		res.Attached = true
 		f.change("decap attach %s", l.Name)
+	} else if old := f.hooks[l.Name]; old != hook {
+		res.Attached = true
+		res.Moved = map[decap.Hook]string{decap.HookTC: "tc ingress", decap.HookTCX: "TCX ingress"}[old]
+		f.change("decap move %s to %s", l.Name, hook)
 	}
+	f.hooks[l.Name] = hook
 	if m[vip]&mode != mode {
 		m[vip] |= mode
 		res.Added = true
@@ -147,6 +160,7 @@ func (f *fakeHost) DecapDetach(ifname string, vip netip.Addr, mode decap.Mode) (
 	f.change("decap del %s %s %s", ifname, vip, mode)
 	if len(m) == 0 {
 		delete(f.decaps, ifname)
+		delete(f.hooks, ifname)
 		res.Detached = true
 		f.change("decap detach %s", ifname)
 	}
@@ -156,7 +170,7 @@ func (f *fakeHost) DecapDetach(ifname string, vip netip.Addr, mode decap.Mode) (
 func (f *fakeHost) DecapList() ([]decap.Attachment, error) {
 	var out []decap.Attachment
 	for name, vips := range f.decaps {
-		out = append(out, decap.Attachment{Ifname: name, Ifindex: 1, VIPs: vips})
+		out = append(out, decap.Attachment{Ifname: name, Ifindex: 1, Hook: f.hooks[name], VIPs: vips})
 	}
 	slices.SortFunc(out, func(a, b decap.Attachment) int { return strings.Compare(a.Ifname, b.Ifname) })
 	return out, nil
@@ -289,6 +303,39 @@ func TestBackendSetupEBPFFallback(t *testing.T) {
 	})
 	got, _ = f.undo(t, fakeCfg("gre"))
 	wantChanges(t, got, nil)
+}
+
+// TestBackendSetupHook: --hook reaches the decapsulator and the output names
+// the hook, and a move between hooks.
+func TestBackendSetupHook(t *testing.T) {
+	f := newFakeHost(false)
+	cfg := fakeCfg("ipip")
+	cfg.Dev = "eth0"
+	cfg.Hook = "tc"
+	got, out := f.apply(t, cfg)
+	if !slices.Contains(got, "decap attach eth0") || f.hooks["eth0"] != decap.HookTC {
+		t.Errorf("got changes %v, hook %q; want eth0 attached on tc", got, f.hooks["eth0"])
+	}
+	if want := "decap eth0: attached to tc ingress (clsact, cls_bpf filter dsr_decap), 10.251.0.10 ipip added"; !strings.Contains(out, want) {
+		t.Errorf("output lacks %q:\n%s", want, out)
+	}
+	cfg.Hook = "auto"
+	if _, out = f.apply(t, cfg); !strings.Contains(out, "decap eth0: already attached") || f.hooks["eth0"] != decap.HookTC {
+		t.Errorf("auto did not keep tc:\n%s", out)
+	}
+	cfg.Hook = "tcx"
+	got, out = f.apply(t, cfg)
+	wantChanges(t, got, []string{"decap move eth0 to tcx"})
+	if want := "decap eth0: moved from tc ingress to TCX ingress, 10.251.0.10 ipip already present"; !strings.Contains(out, want) {
+		t.Errorf("output lacks %q:\n%s", want, out)
+	}
+	var status bytes.Buffer
+	if err := backendShowStatus(f, backendConfig{Output: "json"}, &status); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(status.String(), `"hook": "tcx"`) {
+		t.Errorf("status json lacks the hook:\n%s", status.String())
+	}
 }
 
 func TestBackendSetupDev(t *testing.T) {

@@ -168,6 +168,8 @@ func TestBackendUsageAndErrors(t *testing.T) {
 		{"bad mode", []string{"setup", "--vip", "10.251.0.10", "--mode", "dsr"}, 2, "--mode must be l2, ipip or gre"},
 		{"bad os", []string{"script", "--vip", "10.251.0.10", "--mode", "l2", "--os", "bsd"}, 2, "--os must be linux or windows"},
 		{"os on setup", []string{"setup", "--vip", "10.251.0.10", "--mode", "l2", "--os", "linux"}, 2, "--os does not apply to setup"},
+		{"bad hook", []string{"setup", "--vip", "10.251.0.10", "--mode", "ipip", "--hook", "xdp"}, 2, "--hook must be auto, tcx or tc"},
+		{"hook on teardown", []string{"teardown", "--vip", "10.251.0.10", "--mode", "ipip", "--hook", "tc"}, 2, "--hook does not apply to teardown"},
 		{"bad dev", []string{"script", "--vip", "10.251.0.10", "--mode", "l2", "--dev", "eth0; reboot"}, 2, "not a valid interface name"},
 		{"extra argument", []string{"teardown", "--vip", "10.251.0.10", "--mode", "l2", "now"}, 2, `unexpected argument "now"`},
 		{"unknown flag", []string{"status", "--vip", "10.251.0.10"}, 2, "--vip does not apply to status"},
