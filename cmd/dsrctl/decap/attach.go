@@ -169,12 +169,11 @@ type attached struct {
 	filter *netlink.BpfFilter // HookTC: the filter that holds it
 }
 
+// close closes the program and maps (Close is nil-safe).
 func (a *attached) close() {
-	for _, c := range []interface{ Close() error }{a.prog, a.vips, a.stats} {
-		if c != nil {
-			c.Close()
-		}
-	}
+	a.prog.Close()
+	a.vips.Close()
+	a.stats.Close()
 }
 
 func closeAll(as []*attached) {
@@ -352,9 +351,26 @@ func (m Manager) Attach(ifname string, ifindex int, vip netip.Addr, mode Mode, h
 	}
 	res.Hook = target
 
+	// keep is our attachment on the target hook, if any; every other one
+	// is removed once the target runs the program. The new program uses
+	// the maps of keep, or of another attachment: the VIPs and counters
+	// carry over.
+	var keep, base *attached
+	for _, a := range existing {
+		if a.Hook == target && a.LinkID == 0 {
+			keep = a
+			break
+		}
+	}
+	base = keep
+	if base == nil && len(existing) > 0 {
+		base = existing[0]
+	}
 	var repl map[string]*ebpf.Map
-	if len(existing) > 0 {
-		repl = map[string]*ebpf.Map{VIPMapName: existing[0].vips, StatsMapName: existing[0].stats}
+	cur := map[netip.Addr]Mode{}
+	if base != nil {
+		repl = map[string]*ebpf.Map{VIPMapName: base.vips, StatsMapName: base.stats}
+		cur = base.VIPs
 	}
 	coll, err := newCollection(repl)
 	if err != nil {
@@ -368,18 +384,17 @@ func (m Manager) Attach(ifname string, ifindex int, vip netip.Addr, mode Mode, h
 	}
 
 	// The VIPs first, then the attachment, so the first packet already
-	// matches. VIPs of a second attachment with maps of its own (an
+	// matches. VIPs of another attachment with maps of its own (an
 	// interrupted move) join the shared map before it goes.
 	vips := coll.Maps[VIPMapName]
 	want := map[netip.Addr]Mode{vip: mode}
-	for _, a := range existing[min(1, len(existing)):] {
+	for _, a := range existing {
+		if a == base {
+			continue
+		}
 		for v, md := range a.VIPs {
 			want[v] |= md
 		}
-	}
-	cur := map[netip.Addr]Mode{}
-	if len(existing) > 0 {
-		cur = existing[0].VIPs
 	}
 	for v, md := range want {
 		if cur[v]&md == md {
@@ -393,28 +408,18 @@ func (m Manager) Attach(ifname string, ifindex int, vip netip.Addr, mode Mode, h
 		}
 	}
 
-	// keep is our attachment on the target hook, if any; every other one
-	// is removed once the target runs the program.
-	var keep *attached
-	for _, a := range existing {
-		if a.Hook == target && a.LinkID == 0 {
-			keep = a
-			break
-		}
-	}
 	switch {
 	case keep != nil && keep.tag == pinfo.Tag:
 		res.ProgID = keep.ProgID
 	case keep != nil && target == HookTC:
-		// Same priority and handle: the kernel swaps the program in
-		// the filter atomically.
-		if err := attachTC(ifname, ifindex, prog, true); err != nil {
+		// The same filter: the kernel swaps its program atomically.
+		if err := attachTC(ifname, ifindex, prog, keep.filter); err != nil {
 			return res, err
 		}
 		res.Upgraded = true
 	default:
 		if target == HookTC {
-			err = attachTC(ifname, ifindex, prog, false)
+			err = attachTC(ifname, ifindex, prog, nil)
 		} else {
 			err = link.RawAttachProgram(link.RawAttachProgramOptions{
 				Target: ifindex, Program: prog, Attach: ebpf.AttachTCXIngress,
@@ -468,10 +473,10 @@ func chooseHook(hook Hook, existing []*attached, tcx bool) Hook {
 	return HookTC
 }
 
-// attachTC adds the decapsulator's filter to the ingress of ifname, or with
-// replace swaps the program of the filter already there. It creates the
-// clsact qdisc if the interface has no ingress qdisc.
-func attachTC(ifname string, ifindex int, prog *ebpf.Program, replace bool) error {
+// attachTC adds the decapsulator's filter to the ingress of ifname, or swaps
+// the program of the filter replace. It creates the clsact qdisc if the
+// interface has no ingress qdisc.
+func attachTC(ifname string, ifindex int, prog *ebpf.Program, replace *netlink.BpfFilter) error {
 	q := &netlink.Clsact{QdiscAttrs: netlink.QdiscAttrs{
 		LinkIndex: ifindex,
 		Handle:    netlink.MakeHandle(0xffff, 0),
@@ -483,20 +488,24 @@ func attachTC(ifname string, ifindex int, prog *ebpf.Program, replace bool) erro
 		}
 		return fmt.Errorf("add a clsact qdisc to %s: %w", ifname, err)
 	}
+	attrs := netlink.FilterAttrs{
+		LinkIndex: ifindex,
+		Parent:    netlink.HANDLE_MIN_INGRESS,
+		Handle:    tcHandle,
+		Priority:  tcPriority,
+		Protocol:  unix.ETH_P_ALL,
+	}
+	if replace != nil {
+		attrs = replace.FilterAttrs
+	}
 	f := &netlink.BpfFilter{
-		FilterAttrs: netlink.FilterAttrs{
-			LinkIndex: ifindex,
-			Parent:    netlink.HANDLE_MIN_INGRESS,
-			Handle:    tcHandle,
-			Priority:  tcPriority,
-			Protocol:  unix.ETH_P_ALL,
-		},
+		FilterAttrs:  attrs,
 		Fd:           prog.FD(),
 		Name:         ProgramName,
 		DirectAction: true,
 	}
 	var err error
-	if replace {
+	if replace != nil {
 		err = netlink.FilterReplace(f)
 	} else {
 		err = netlink.FilterAdd(f)

@@ -277,7 +277,7 @@ func olderProgram(ifindex int, hook Hook, vips map[netip.Addr]Mode) error {
 	}
 	prog := coll.Programs[ProgramName]
 	if hook == HookTC {
-		return attachTC("dsrveth0", ifindex, prog, false)
+		return attachTC("dsrveth0", ifindex, prog, nil)
 	}
 	return link.RawAttachProgram(link.RawAttachProgramOptions{Target: ifindex, Program: prog, Attach: ebpf.AttachTCXIngress})
 }
