@@ -4,8 +4,9 @@ package main
 
 // Real-kernel tests of `dsrctl backend`: network namespaces joined by veth
 // pairs, private 10.250.x.y/24 addresses that exist only inside them, the
-// real CLI run as a separate process under `ip netns exec`, and hand-built
-// IPIP/GRE packets sent with raw sockets.
+// real CLI run as a separate process under `ip netns exec` (or `nsenter
+// --net`) that has exited before traffic flows, and hand-built IPIP/GRE
+// packets sent with raw sockets.
 
 import (
 	"bytes"
