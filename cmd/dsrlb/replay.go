@@ -4,12 +4,15 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/dsrlb/dsrlb/control"
+	"github.com/dsrlb/dsrlb/pipeline"
 	"github.com/dsrlb/dsrlb/pipeline/pcap"
 )
 
@@ -21,8 +24,10 @@ const replayStall = 10 * time.Second
 
 // cmdReplay runs the data plane over a capture: the first port's device is
 // replaced by a net_pcap device reading --in and writing --out (the port's
-// addresses stay). Packets for the kernel are counted, not written. The
-// last stdout line is the counters as one JSON object.
+// addresses stay). Packets for the kernel are counted, not written. Health
+// monitors do not run (every backend counts as up) and next hops without a
+// static neighbour get placeholder MACs (replayNeighbors). The last stdout
+// line is the counters as one JSON object.
 //
 // Memory does not grow with the capture: it is counted by streaming it
 // once, net_pcap reads it packet by packet as the worker polls, and the
@@ -50,7 +55,7 @@ func cmdReplay(args []string) int {
 	if err != nil {
 		return fail(log, err)
 	}
-	store, err := control.NewStore(cfg, control.StoreOptions{Log: log})
+	store, err := control.NewStore(cfg, control.StoreOptions{Log: log, Neighbors: &replayNeighbors{log: log}})
 	if err != nil {
 		return fail(log, err)
 	}
@@ -129,4 +134,35 @@ func (d *dataplane) replayLoss() error {
 		return fmt.Errorf("replay: the pcap port lost packets (rx_nombuf %d, ierrors %d, imissed %d)", s.RxNoMbuf, s.IErrors, s.IMissed)
 	}
 	return nil
+}
+
+// replayNeighbors stands in for the kernel's neighbour table, which `run`
+// resolves next hops from and replay has not: a next hop without a static
+// neighbour (neighbors:, a backend's mac:) gets the placeholder MAC 02:00
+// followed by its IPv4 address, so that the output shows where each packet
+// would go. Each placeholder is logged once.
+type replayNeighbors struct {
+	log  zerolog.Logger
+	mu   sync.Mutex
+	seen map[netip.Addr]bool
+}
+
+// Lookup implements control.Neighbors.
+func (n *replayNeighbors) Lookup(ip netip.Addr) (pipeline.MAC, bool) {
+	if !ip.Is4() {
+		return pipeline.MAC{}, false
+	}
+	a := ip.As4()
+	mac := pipeline.MAC{0x02, 0x00, a[0], a[1], a[2], a[3]}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.seen[ip] {
+		if n.seen == nil {
+			n.seen = map[netip.Addr]bool{}
+		}
+		n.seen[ip] = true
+		n.log.Warn().Str("event", "replay_placeholder_mac").Str("next_hop", ip.String()).Str("mac", mac.String()).
+			Msg("no static neighbour for this next hop: replay writes a placeholder MAC")
+	}
+	return mac, true
 }
