@@ -226,7 +226,7 @@ func startDataplane(o dpOptions) (*dataplane, error) {
 	}
 	poolMB := mbufPoolMB(o.PoolMbufs, o.DataRoom)
 	args := ealMemoryArgs(ealArgs(o.EALArgs, o.Workers), poolMB)
-	o.Log.Info().Str("event", "eal_init").Strs("args", args).Msg("starting DPDK")
+	o.Log.Info().Str("event", "eal_init").Strs("args", args).Uint32("pool_mbufs", o.PoolMbufs).Msg("starting DPDK")
 	if err := dpdk.Init(args); err != nil {
 		return nil, err
 	}
