@@ -95,10 +95,9 @@ func cmdReplay(args []string) int {
 // few seconds) and fails after replayStall without one, or at once when the
 // replay port lost packets (replayLoss).
 func (d *dataplane) waitReplayed(total uint64, log zerolog.Logger) error {
-	var rx uint64
 	lastRx, lastProgress, lastLog := uint64(0), time.Now(), time.Now()
 	for {
-		rx = sumRx(d.Counters())
+		rx := sumRx(d.Counters())
 		if rx >= total {
 			return nil
 		}
