@@ -169,7 +169,7 @@ func cmdBench(args []string) int {
 	}
 	ports[0].Device = dev
 
-	eal := ealArgs(benchEALArgs(t.EALArgs, *lcores, poolN, room), nw)
+	eal := ealArgs(benchEALArgs(t.EALArgs, *lcores, poolN, room, capInfo.QueuePackets), nw)
 	// Each worker lcore keeps a Go P busy; leave room for the runtime and
 	// this goroutine (dpdk.Launch).
 	if runtime.GOMAXPROCS(0) < nw+2 {
@@ -281,18 +281,18 @@ func sumRx(cs []pipeline.Counters) uint64 {
 }
 
 // benchEALArgs completes the config's EAL arguments for a benchmark: memory
-// for the pool (unless -m or --socket-mem is given) and the --lcores
-// mapping if one is given (startDataplane picks one otherwise, lcoreMap).
-func benchEALArgs(args []string, lcores string, poolN uint32, room int) []string {
-	out := append([]string(nil), args...)
-	joined := " " + strings.Join(args, " ") + " "
-	if !strings.Contains(joined, " -m ") && !strings.Contains(joined, "--socket-mem") {
-		// mbuf: data room + struct rte_mbuf (128) + mempool header (64).
-		mb := (uint64(poolN)*uint64(room+192))>>20 + 512
-		out = append(out, "-m", fmt.Sprint(mb))
+// for the pool and for net_pcap's infinite_rx rings (ealMemoryArgs: with
+// --no-huge, unless -m or --socket-mem is given) and the --lcores mapping if
+// one is given (startDataplane picks one otherwise, lcoreMap).
+func benchEALArgs(args []string, lcores string, poolN uint32, room int, queuePackets []int) []string {
+	// infinite_rx keeps each queue's packets in a ring.
+	var rings uint64
+	for _, n := range queuePackets {
+		rings += ringBytes(n)
 	}
+	out := ealMemoryArgs(args, mbufPoolMB(poolN, uint16(room))+toMB(rings))
 	if lcores != "" {
-		out = append(out, "--lcores", lcores)
+		out = append(append([]string(nil), out...), "--lcores", lcores)
 	}
 	return out
 }

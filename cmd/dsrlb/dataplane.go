@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -37,7 +38,8 @@ type dpOptions struct {
 	FlowCap  int
 	Timeouts pipeline.FlowTimeouts
 	Seed     uint32
-	// PoolMbufs is the mbuf pool size; 0 computes one from the queues.
+	// PoolMbufs is the mbuf pool size; 0 computes one from the ports and
+	// queues (poolMbufs).
 	PoolMbufs uint32
 	// DataRoom is the mbuf data room; 0 means 2048 + headroom.
 	DataRoom uint16
@@ -116,6 +118,94 @@ func ealArgs(args []string, workers int) []string {
 	return out
 }
 
+// poolCache is the per-lcore cache of the mbuf pool.
+const poolCache = 256
+
+// poolMbufs returns how many mbufs the pool of startDataplane needs for
+// ports served by workers worker lcores. Every rx and tx descriptor of
+// every queue of every device (a NIC port and its tap) may hold an mbuf;
+// each worker has up to two rx bursts per NIC port waiting (Worker.Poll
+// pipelines them) and one tap burst in flight; each lcore's mempool cache
+// (the workers' and the main lcore's) holds up to 1.5 times poolCache. A
+// quarter more covers drivers that keep a few extra (descriptor counts
+// rounded up to a device's alignment). The size depends on the
+// configuration only, never on the traffic: replay streams captures of any
+// size through it.
+func poolMbufs(ports []dpPort, workers int) uint32 {
+	w := uint32(workers)
+	var rxQueues, txQueues, nics, taps uint32
+	for _, p := range ports {
+		nics++
+		txQueues += w
+		if !p.TxOnly {
+			rxQueues += w
+		}
+		if p.Tap != "" {
+			taps++
+			rxQueues += w
+			txQueues += w
+		}
+	}
+	need := rxQueues*dpdk.DefaultRxDesc + txQueues*dpdk.DefaultTxDesc +
+		w*(2*nics+taps)*pipeline.BurstSize + (w+1)*poolCache*3/2
+	return need + need/4
+}
+
+// Memory of the EAL with --no-huge (lib/eal, DPDK 22.11): 64 MB unless -m or
+// --socket-mem says otherwise (MEMSIZE_IF_NO_HUGE_PAGE), in 4 KB pages.
+const (
+	ealNoHugeDefaultMB = 64
+	ealNoHugePage      = 4096
+)
+
+// mbufPoolMB returns the EAL memory, in MB rounded up, that a pool of n
+// mbufs of dataRoom bytes (headroom included) takes in 4 KB pages: each
+// object is the data room plus struct rte_mbuf (128 bytes) and the
+// mempool's object header (64); the mempool places no object across a page
+// boundary (objects must be IOVA-contiguous), so a 2176-byte data room
+// takes a whole page, a 384-byte one a seventh of a page. The pool's ring
+// adds ringBytes(n).
+func mbufPoolMB(n uint32, dataRoom uint16) uint64 {
+	obj := uint64(dataRoom) + 128 + 64
+	var b uint64
+	if perPage := ealNoHugePage / obj; perPage > 0 {
+		b = (uint64(n) + perPage - 1) / perPage * ealNoHugePage
+	} else {
+		b = uint64(n) * ((obj + ealNoHugePage - 1) / ealNoHugePage * ealNoHugePage)
+	}
+	return toMB(b + ringBytes(int(n)))
+}
+
+// ringBytes returns the size of an rte_ring that holds n pointers: the
+// next power of two above n, 8 bytes each.
+func ringBytes(n int) uint64 {
+	return 8 << bits.Len64(uint64(n))
+}
+
+// toMB returns b bytes in MB, rounded up.
+func toMB(b uint64) uint64 { return (b + 1<<20 - 1) >> 20 }
+
+// ealMemoryArgs returns args with "-m MB" appended when they run the EAL
+// without hugepages (--no-huge) and set neither -m nor --socket-mem: MB is
+// the EAL's own 64 MB (itself, the ports' queues and rings) plus poolMB.
+// With hugepages the EAL grows its memory as needed and gets no -m.
+func ealMemoryArgs(args []string, poolMB uint64) []string {
+	noHuge := false
+	for _, a := range args {
+		switch {
+		case a == "--no-huge":
+			noHuge = true
+		case a == "--socket-mem" || strings.HasPrefix(a, "--socket-mem="),
+			strings.HasPrefix(a, "-m"): // -m N, -mN (EAL has no other option starting -m)
+			return args
+		}
+	}
+	if !noHuge {
+		return args
+	}
+	return append(append([]string(nil), args...), "-m", fmt.Sprint(ealNoHugeDefaultMB+poolMB))
+}
+
 // startDataplane initialises the EAL, attaches and starts every port (and
 // its tap), and launches one worker per worker lcore. Worker w polls rx
 // queue w of every port and of every tap.
@@ -127,8 +217,16 @@ func startDataplane(o dpOptions) (*dataplane, error) {
 	if runtime.GOMAXPROCS(0) < o.Workers+2 {
 		runtime.GOMAXPROCS(o.Workers + 2)
 	}
-	args := ealArgs(o.EALArgs, o.Workers)
-	o.Log.Info().Str("event", "eal_init").Strs("args", args).Msg("starting DPDK")
+	nq := uint16(o.Workers)
+	if o.PoolMbufs == 0 {
+		o.PoolMbufs = poolMbufs(o.Ports, o.Workers)
+	}
+	if o.DataRoom == 0 {
+		o.DataRoom = dpdk.DefaultDataRoom
+	}
+	poolMB := mbufPoolMB(o.PoolMbufs, o.DataRoom)
+	args := ealMemoryArgs(ealArgs(o.EALArgs, o.Workers), poolMB)
+	o.Log.Info().Str("event", "eal_init").Strs("args", args).Uint32("pool_mbufs", o.PoolMbufs).Msg("starting DPDK")
 	if err := dpdk.Init(args); err != nil {
 		return nil, err
 	}
@@ -138,16 +236,9 @@ func startDataplane(o dpOptions) (*dataplane, error) {
 		return nil, fmt.Errorf("EAL has %d worker lcores, want %d (check -l in dataplane.eal_args)", len(d.lcores), o.Workers)
 	}
 	d.lcores = d.lcores[:o.Workers]
-	nq := uint16(o.Workers)
-	if o.PoolMbufs == 0 {
-		o.PoolMbufs = uint32(len(o.Ports))*2*uint32(nq)*2*dpdk.DefaultRxDesc + 8192
-	}
-	if o.DataRoom == 0 {
-		o.DataRoom = 2048 + dpdk.Headroom
-	}
-	pool, err := dpdk.NewPktMbufPool("dsrlb", o.PoolMbufs, 256, o.DataRoom, dpdk.SocketAny)
+	pool, err := dpdk.NewPktMbufPool("dsrlb", o.PoolMbufs, poolCache, o.DataRoom, dpdk.SocketAny)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w (without hugepages the pool takes %d MB of EAL memory: check -m in dataplane.eal_args)", err, poolMB)
 	}
 	d.pool = pool
 	for i, p := range o.Ports {

@@ -2,20 +2,36 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
+	"sync"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/dsrlb/dsrlb/control"
+	"github.com/dsrlb/dsrlb/pipeline"
 	"github.com/dsrlb/dsrlb/pipeline/pcap"
 )
 
+// replayStall is how long replay waits for the next received packet before
+// it gives up. The data plane handles a packet in microseconds, so a pause
+// this long means the device stopped reading the capture; a long capture
+// on a slow machine only takes longer, it never stalls.
+const replayStall = 10 * time.Second
+
 // cmdReplay runs the data plane over a capture: the first port's device is
 // replaced by a net_pcap device reading --in and writing --out (the port's
-// addresses stay). Packets for the kernel are counted, not written. The
-// last stdout line is the counters as one JSON object.
+// addresses stay). Packets for the kernel are counted, not written. Health
+// monitors do not run (every backend counts as up) and next hops without a
+// static neighbour get placeholder MACs (replayNeighbors). The last stdout
+// line is the counters as one JSON object.
+//
+// Memory does not grow with the capture: it is counted by streaming it
+// once, net_pcap reads it packet by packet as the worker polls, and the
+// mbuf pool is sized by the queues (poolMbufs).
 func cmdReplay(args []string) int {
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
 	cfgPath := fs.String("config", "", "config file (YAML)")
@@ -34,11 +50,12 @@ func cmdReplay(args []string) int {
 	if err != nil {
 		return fail(log, err)
 	}
-	pkts, err := pcap.ReadFile(*in)
+	// Counting first also rejects a damaged capture before the EAL starts.
+	total, err := pcap.Count(*in)
 	if err != nil {
 		return fail(log, err)
 	}
-	store, err := control.NewStore(cfg, control.StoreOptions{Log: log})
+	store, err := control.NewStore(cfg, control.StoreOptions{Log: log, Neighbors: &replayNeighbors{log: log}})
 	if err != nil {
 		return fail(log, err)
 	}
@@ -51,30 +68,100 @@ func cmdReplay(args []string) int {
 	dp, err := startDataplane(dpOptions{
 		EALArgs: cfg.Dataplane.EALArgs, Workers: 1, Ports: ports, Snap: store.Snapshots(),
 		FlowCap: t.FlowCap, Timeouts: t.Timeouts, Seed: t.Seed,
-		PoolMbufs: uint32(len(pkts)) + 16384, Log: log, Ready: store.SetPortMACs,
+		Log: log, Ready: store.SetPortMACs,
 	})
 	if err != nil {
 		return fail(log, err)
 	}
-	// Wait until every packet of the capture has been received and handled.
-	deadline := time.Now().Add(60 * time.Second)
-	var rx uint64
-	for time.Now().Before(deadline) {
-		rx = 0
-		for _, c := range dp.Counters() {
-			rx += c.RxPackets
-		}
-		if rx >= uint64(len(pkts)) {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitErr := dp.waitReplayed(uint64(total), log)
+	lossErr := dp.replayLoss()
 	dp.Stop()
 	st := control.BuildStats(store.Snapshots().Load(), dp.Counters())
 	b, _ := json.Marshal(st)
 	fmt.Println(string(b))
-	if rx < uint64(len(pkts)) {
-		return fail(log, errors.New("replay: timed out before every packet was received"))
+	for _, err := range []error{waitErr, lossErr} {
+		if err != nil {
+			return fail(log, err)
+		}
+	}
+	if n := st.Drops["tx_full"]; n > 0 {
+		return fail(log, fmt.Errorf("replay: %d packets not written to %s (tx_full)", n, *out))
 	}
 	return 0
+}
+
+// waitReplayed waits until the workers have received and handled total
+// packets. It waits as long as packets keep coming (logging progress every
+// few seconds) and fails after replayStall without one, or at once when the
+// replay port lost packets (replayLoss).
+func (d *dataplane) waitReplayed(total uint64, log zerolog.Logger) error {
+	lastRx, lastProgress, lastLog := uint64(0), time.Now(), time.Now()
+	for {
+		rx := sumRx(d.Counters())
+		if rx >= total {
+			return nil
+		}
+		now := time.Now()
+		if rx != lastRx {
+			lastRx, lastProgress = rx, now
+		}
+		if idle := now.Sub(lastProgress); idle > 200*time.Millisecond {
+			if err := d.replayLoss(); err != nil {
+				return err
+			}
+			if idle > replayStall {
+				return fmt.Errorf("replay: %d of %d packets received, none in the last %s", rx, total, replayStall)
+			}
+		}
+		if now.Sub(lastLog) >= 5*time.Second {
+			lastLog = now
+			log.Info().Str("event", "replay_progress").Uint64("packets", rx).Uint64("total", total).Msg("replaying")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// replayLoss reports packets the replay port read from the capture but
+// could not hand to a worker (no mbuf, a read error): the replay would
+// then be incomplete.
+func (d *dataplane) replayLoss() error {
+	s, err := d.nics[0].Stats()
+	if err != nil {
+		return err
+	}
+	if s.RxNoMbuf > 0 || s.IErrors > 0 || s.IMissed > 0 {
+		return fmt.Errorf("replay: the pcap port lost packets (rx_nombuf %d, ierrors %d, imissed %d)", s.RxNoMbuf, s.IErrors, s.IMissed)
+	}
+	return nil
+}
+
+// replayNeighbors stands in for the kernel's neighbour table, which `run`
+// resolves next hops from and replay has not: a next hop without a static
+// neighbour (neighbors:, a backend's mac:) gets the placeholder MAC 02:00
+// followed by its IPv4 address, so that the output shows where each packet
+// would go. Each placeholder is logged once.
+type replayNeighbors struct {
+	log  zerolog.Logger
+	mu   sync.Mutex
+	seen map[netip.Addr]bool
+}
+
+// Lookup implements control.Neighbors.
+func (n *replayNeighbors) Lookup(ip netip.Addr) (pipeline.MAC, bool) {
+	if !ip.Is4() {
+		return pipeline.MAC{}, false
+	}
+	a := ip.As4()
+	mac := pipeline.MAC{0x02, 0x00, a[0], a[1], a[2], a[3]}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.seen[ip] {
+		if n.seen == nil {
+			n.seen = map[netip.Addr]bool{}
+		}
+		n.seen[ip] = true
+		n.log.Warn().Str("event", "replay_placeholder_mac").Str("next_hop", ip.String()).Str("mac", mac.String()).
+			Msg("no static neighbour for this next hop: replay writes a placeholder MAC")
+	}
+	return mac, true
 }

@@ -1,7 +1,8 @@
 // Package pcap reads and writes classic libpcap capture files (Ethernet
-// link type, microsecond timestamps): enough for golden tests, the replay
-// checker and the benchmark capture generator. It is not used on the fast
-// path.
+// link type; microsecond timestamps written, nanosecond ones read too):
+// enough for golden tests, the replay checker and the benchmark capture
+// generator. Reader streams a capture of any size. It is not used on the
+// fast path.
 package pcap
 
 import (
@@ -89,47 +90,110 @@ func WriteFile(path string, pkts [][]byte) error {
 	return w.Close()
 }
 
-// ReadFile returns every packet of the pcap file at path.
-func ReadFile(path string) ([][]byte, error) {
+// Reader reads a pcap file one packet at a time, in memory bounded by the
+// largest packet: for captures of any size.
+type Reader struct {
+	f    *os.File
+	r    *bufio.Reader
+	path string
+	bo   binary.ByteOrder
+	n    int // records read so far
+	rh   [recordHdrSize]byte
+	buf  []byte
+}
+
+// Open opens the pcap file at path and checks its global header (either
+// byte order, microsecond or nanosecond timestamps, Ethernet link type).
+func Open(path string) (*Reader, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	r := bufio.NewReader(f)
+	r := &Reader{f: f, r: bufio.NewReaderSize(f, 1<<20), path: path, bo: binary.LittleEndian}
 	var h [globalHdrSize]byte
-	if _, err := io.ReadFull(r, h[:]); err != nil {
+	if _, err := io.ReadFull(r.r, h[:]); err != nil {
+		f.Close()
 		return nil, fmt.Errorf("pcap %s: header: %w", path, err)
 	}
-	var bo binary.ByteOrder = binary.LittleEndian
 	switch binary.LittleEndian.Uint32(h[0:]) {
 	case magicMicro, magicNano:
 	default:
-		bo = binary.BigEndian
-		if m := bo.Uint32(h[0:]); m != magicMicro && m != magicNano {
+		r.bo = binary.BigEndian
+		if m := r.bo.Uint32(h[0:]); m != magicMicro && m != magicNano {
+			f.Close()
 			return nil, fmt.Errorf("pcap %s: bad magic %#x", path, m)
 		}
 	}
-	if lt := bo.Uint32(h[20:]); lt != linkEthernet {
+	if lt := r.bo.Uint32(h[20:]); lt != linkEthernet {
+		f.Close()
 		return nil, fmt.Errorf("pcap %s: link type %d, want Ethernet", path, lt)
 	}
-	var out [][]byte
-	var rh [recordHdrSize]byte
+	return r, nil
+}
+
+// Next returns the next packet. Its bytes are valid until the following
+// call. After the last packet it returns io.EOF; a record cut short is an
+// error.
+func (r *Reader) Next() ([]byte, error) {
+	if _, err := io.ReadFull(r.r, r.rh[:]); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, io.EOF
+		}
+		return nil, fmt.Errorf("pcap %s: record %d: %w", r.path, r.n, err)
+	}
+	n := r.bo.Uint32(r.rh[8:])
+	if n > SnapLen*4 {
+		return nil, fmt.Errorf("pcap %s: record %d: length %d", r.path, r.n, n)
+	}
+	if uint32(cap(r.buf)) < n {
+		r.buf = make([]byte, n)
+	}
+	p := r.buf[:n]
+	if _, err := io.ReadFull(r.r, p); err != nil {
+		return nil, fmt.Errorf("pcap %s: record %d: %w", r.path, r.n, err)
+	}
+	r.n++
+	return p, nil
+}
+
+// Close closes the file.
+func (r *Reader) Close() error { return r.f.Close() }
+
+// Count returns how many packets the pcap file at path holds, reading it
+// once in bounded memory.
+func Count(path string) (int, error) {
+	r, err := Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer r.Close()
 	for {
-		if _, err := io.ReadFull(r, rh[:]); err != nil {
-			if errors.Is(err, io.EOF) {
-				return out, nil
+		if _, err := r.Next(); err != nil {
+			if err == io.EOF {
+				return r.n, nil
 			}
-			return nil, fmt.Errorf("pcap %s: record %d: %w", path, len(out), err)
+			return 0, err
 		}
-		n := bo.Uint32(rh[8:])
-		if n > SnapLen*4 {
-			return nil, fmt.Errorf("pcap %s: record %d: length %d", path, len(out), n)
+	}
+}
+
+// ReadFile returns every packet of the pcap file at path, all in memory
+// (Reader streams instead).
+func ReadFile(path string) ([][]byte, error) {
+	r, err := Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	var out [][]byte
+	for {
+		p, err := r.Next()
+		if err == io.EOF {
+			return out, nil
 		}
-		p := make([]byte, n)
-		if _, err := io.ReadFull(r, p); err != nil {
-			return nil, fmt.Errorf("pcap %s: record %d: %w", path, len(out), err)
+		if err != nil {
+			return nil, err
 		}
-		out = append(out, p)
+		out = append(out, append([]byte(nil), p...))
 	}
 }
