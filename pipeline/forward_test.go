@@ -75,6 +75,8 @@ func TestRewrite(t *testing.T) {
 			SrcPort: 5353, DstPort: 53, TOS: 0x2e, Payload: []byte("q")}, 20, ProtoIPIP, gwMAC, vipIPIP},
 		{"gre tcp", tcpTo(vipGRE, 443, 2000), 24, ProtoGRE, gwMAC, vipGRE},
 		{"l2 padded and tagged", func() testpkt.Packet { p := tcpTo(vipL2, 80, 3); p.VLAN = 7; p.PadTo = 100; return p }(), 0, 0, MAC{}, vipL2},
+		{"ipip tagged", func() testpkt.Packet { p := tcpTo(vipIPIP, 53, 4); p.Proto = ProtoUDP; p.VLAN = 7; return p }(), 20, ProtoIPIP, gwMAC, vipIPIP},
+		{"gre padded and tagged", func() testpkt.Packet { p := tcpTo(vipGRE, 443, 5); p.VLAN = 7; p.PadTo = 100; return p }(), 24, ProtoGRE, gwMAC, vipGRE},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			f := NewForwarder(1024, DefaultFlowTimeouts, 0)
@@ -96,6 +98,14 @@ func TestRewrite(t *testing.T) {
 			got := p.Data()
 			if !bytes.Equal(got[6:12], portMAC[:]) {
 				t.Errorf("src MAC %x, want %x", got[6:12], portMAC)
+			}
+			// L2 keeps an 802.1Q tag as received; an envelope leaves
+			// untagged.
+			if tc.in.VLAN != 0 && tc.overhead == 0 {
+				if !bytes.Equal(got[12:16], frame[12:16]) {
+					t.Errorf("802.1Q tag %x, want %x as received", got[12:16], frame[12:16])
+				}
+				got = append(got[:12:12], got[16:]...)
 			}
 			if binary.BigEndian.Uint16(got[12:]) != EtherTypeIPv4 {
 				t.Errorf("ethertype %#x, want 0x0800", binary.BigEndian.Uint16(got[12:]))
@@ -392,6 +402,11 @@ func FuzzProcess(f *testing.F) {
 	f.Add(testpkt.Packet{Src: clientIP, Dst: vipIPIP, Proto: ProtoUDP, DstPort: 9}.Build())
 	f.Add(testpkt.Packet{Src: clientIP, Dst: vipGRE, Proto: ProtoICMP, ICMPType: 3, ICMPCode: 4,
 		Payload: testpkt.Packet{Src: vipGRE, Dst: clientIP, Proto: ProtoTCP, SrcPort: 443}.Build()[14:42]}.Build())
+	tagged := tcpTo(vipL2, 80, 1)
+	tagged.VLAN = 100
+	f.Add(tagged.Build())
+	tagged.Dst, tagged.DstPort, tagged.Payload = vipGRE, 443, make([]byte, 1500-40) // fragmentation needed
+	f.Add(tagged.Build())
 	s := testSnapshot(f)
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		fw := NewForwarder(64, DefaultFlowTimeouts, 0)
