@@ -242,32 +242,48 @@ func TestKernelVerdicts(t *testing.T) {
 func TestFragNeeded(t *testing.T) {
 	s := testSnapshot(t)
 	for _, tc := range []struct {
+		desc    string
 		vip     netip.Addr
 		port    uint16
+		vlan    uint16 // 802.1Q TCI of the client's frame; 0: untagged
 		wantMTU uint16
-	}{{vipGRE, 443, 1500 - 24}} {
+	}{
+		{"gre", vipGRE, 443, 0, 1500 - 24},
+		{"gre, tagged: back on the client's VLAN", vipGRE, 443, trunkTCI, 1500 - 24},
+	} {
 		f := NewForwarder(1024, DefaultFlowTimeouts, 0)
 		f.Use(s)
 		in := tcpTo(tc.vip, tc.port, 9)
 		in.Payload = make([]byte, 1500-40)
+		in.VLAN = tc.vlan
+		l3 := 14
+		if tc.vlan != 0 {
+			l3 = 18
+		}
 		frame := in.Build()
 		p := newPacket(frame)
 		v, out := f.Process(s, p, 0)
 		if v != VerdictTx || out != 0 || f.C.FragNeededSent != 1 {
-			t.Fatalf("verdict %v port %d sent %d, want tx on port 0 and one frag-needed", v, out, f.C.FragNeededSent)
+			t.Fatalf("%s: verdict %v port %d sent %d, want tx on port 0 and one frag-needed", tc.desc, v, out, f.C.FragNeededSent)
 		}
 		g := p.Data()
-		ip := IPv4(g[14:])
-		icmp := g[34:]
+		if len(g) != l3+20+8+28 || !bytes.Equal(g[6:12], portMAC[:]) || binary.BigEndian.Uint16(g[l3-2:]) != EtherTypeIPv4 {
+			t.Errorf("%s: want %d bytes from the port's MAC, EtherType 0x0800: %x", tc.desc, l3+20+8+28, g)
+		}
+		if tc.vlan != 0 {
+			checkTag(t, tc.desc, g)
+		}
+		ip := IPv4(g[l3:])
+		icmp := g[l3+20:]
 		if !bytes.Equal(g[0:6], gwMAC[:]) || ip.Protocol() != ProtoICMP || ip.Dst() != clientIP.As4() ||
 			icmp[0] != 3 || icmp[1] != 4 || binary.BigEndian.Uint16(icmp[6:]) != tc.wantMTU {
-			t.Errorf("bad frag-needed: %x", g)
+			t.Errorf("%s: bad frag-needed: %x", tc.desc, g)
 		}
 		if Checksum(ip[:20], 0) != 0 || Checksum(icmp, 0) != 0 {
-			t.Errorf("bad checksums in %x", g)
+			t.Errorf("%s: bad checksums in %x", tc.desc, g)
 		}
-		if !bytes.Equal(icmp[8:8+28], frame[14:14+28]) {
-			t.Errorf("quote %x, want %x", icmp[8:36], frame[14:42])
+		if !bytes.Equal(icmp[8:8+28], frame[l3:l3+28]) {
+			t.Errorf("%s: quote %x, want %x", tc.desc, icmp[8:36], frame[l3:l3+28])
 		}
 	}
 }

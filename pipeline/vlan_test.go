@@ -12,7 +12,8 @@ import (
 // On an 802.1Q trunk port: L2 DSR keeps a packet on its VLAN (the tag
 // stays, only the MACs change), an L3 envelope leaves untagged (TestRewrite
 // "ipip tagged", "gre padded and tagged"), a fragmentation-needed answer
-// goes back on the client's VLAN, and stacked tags (QinQ) are not parsed.
+// goes back on the client's VLAN (TestFragNeeded), and stacked tags (QinQ)
+// are not parsed.
 
 // trunkTCI is an 802.1Q tag control field with every part set: PCP 5,
 // DEI 1, VID 100.
@@ -79,55 +80,6 @@ func TestVLANL2KeepsTag(t *testing.T) {
 				t.Errorf("IP packet changed:\n got %x\nwant %x", got[18:], frame[18:18+tot])
 			}
 		})
-	}
-}
-
-func TestVLANFragNeededOnClientVLAN(t *testing.T) {
-	s := testSnapshot(t)
-	f := NewForwarder(1024, DefaultFlowTimeouts, 0)
-	f.Use(s)
-	in := trunk(tcpTo(vipGRE, 443, 9))
-	in.Payload = make([]byte, 1500-40)
-	frame := in.Build()
-	p := newPacket(frame)
-	v, out := f.Process(s, p, 0)
-	if v != VerdictTx || out != 0 || f.C.FragNeededSent != 1 {
-		t.Fatalf("verdict %v port %d sent %d, want tx on port 0 and one frag-needed", v, out, f.C.FragNeededSent)
-	}
-	g := p.Data()
-	const quote = 20 + 8
-	if len(g) != 18+20+8+quote {
-		t.Fatalf("frame of %d bytes, want %d: %x", len(g), 18+20+8+quote, g)
-	}
-	if dst, src := MAC(g[0:6]), MAC(g[6:12]); dst != gwMAC || src != portMAC {
-		t.Errorf("MACs %v -> %v, want %v -> %v (back to where the packet came from)", src, dst, portMAC, gwMAC)
-	}
-	checkTag(t, "frag-needed", g)
-	if et := binary.BigEndian.Uint16(g[16:]); et != EtherTypeIPv4 {
-		t.Errorf("ethertype %#04x, want 0x0800", et)
-	}
-	ip := IPv4(g[18:])
-	icmp := g[18+20:]
-	for _, c := range []struct {
-		name      string
-		got, want uint64
-	}{
-		{"ip protocol", uint64(ip.Protocol()), ProtoICMP},
-		{"ip src", uint64(ip.SrcU32()), uint64(binary.BigEndian.Uint32(portIP.AsSlice()))},
-		{"ip dst", uint64(ip.DstU32()), uint64(binary.BigEndian.Uint32(clientIP.AsSlice()))},
-		{"ip total length", uint64(ip.TotalLen()), 20 + 8 + quote},
-		{"ip checksum", uint64(Checksum(ip[:20], 0)), 0},
-		{"icmp type", uint64(icmp[0]), ICMPDestUnreachable},
-		{"icmp code", uint64(icmp[1]), ICMPFragNeeded},
-		{"icmp next-hop mtu", uint64(binary.BigEndian.Uint16(icmp[6:])), 1500 - 24},
-		{"icmp checksum", uint64(Checksum(icmp, 0)), 0},
-	} {
-		if c.got != c.want {
-			t.Errorf("%s = %d, want %d", c.name, c.got, c.want)
-		}
-	}
-	if !bytes.Equal(icmp[8:], frame[18:18+quote]) {
-		t.Errorf("quote %x, want %x", icmp[8:], frame[18:18+quote])
 	}
 }
 

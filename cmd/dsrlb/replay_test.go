@@ -89,43 +89,19 @@ func replayInput() (pkts [][]byte, vipPkts int, drops map[string]uint64) {
 }
 
 func TestReplayGolden(t *testing.T) {
-	bin := dsrlbBin(t)
-	if _, err := exec.LookPath("tshark"); err != nil {
-		t.Fatal("tshark is required (make deps installs it)")
-	}
-	backends := "{ip: %s, weight: 1}, {ip: %s, weight: 2}, {ip: %s, weight: 1}"
+	bin := replayTools(t)
 	for _, tc := range []struct {
 		mode     string
 		ips      []string
 		overhead int
 	}{
-		{"l2", []string{"192.0.2.21", "192.0.2.22", "192.0.2.23"}, 0},
-		{"ipip", []string{"10.1.0.1", "10.1.0.2", "10.1.0.3"}, 20},
-		{"gre", []string{"10.2.0.1", "10.2.0.2", "10.2.0.3"}, 24},
+		{"l2", replayBackends["l2"], 0},
+		{"ipip", replayBackends["ipip"], 20},
+		{"gre", replayBackends["gre"], 24},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
-			dir := t.TempDir()
-			be := fmt.Sprintf(backends, tc.ips[0], tc.ips[1], tc.ips[2])
-			cfg := fmt.Sprintf(replayConfig, tc.mode, tc.mode, be, tc.mode, tc.mode, be)
-			cfgPath := filepath.Join(dir, "config.yaml")
-			os.WriteFile(cfgPath, []byte(cfg), 0o644)
 			in, vipPkts, wantDrops := replayInput()
-			inPath, outPath := filepath.Join(dir, "in.pcap"), filepath.Join(dir, "out.pcap")
-			if err := pcap.WriteFile(inPath, in); err != nil {
-				t.Fatal(err)
-			}
-			cmd := exec.Command(bin, "replay", "--config", cfgPath, "--in", inPath, "--out", outPath)
-			var stderr bytes.Buffer
-			cmd.Stderr = &stderr
-			stdout, err := cmd.Output()
-			if err != nil {
-				t.Fatalf("replay: %v\n%s", err, stderr.String())
-			}
-			lines := strings.Split(strings.TrimSpace(string(stdout)), "\n")
-			var st control.Stats
-			if err := json.Unmarshal([]byte(lines[len(lines)-1]), &st); err != nil {
-				t.Fatalf("last stdout line is not JSON: %v: %q", err, lines[len(lines)-1])
-			}
+			st, out, inPath, outPath := runReplay(t, bin, tc.mode, tc.ips, in)
 			if st.Totals.RxPackets != uint64(len(in)) || st.Totals.TxPackets != uint64(vipPkts) || st.Totals.ToKernel != 1 {
 				t.Errorf("rx %d tx %d kernel %d, want %d, %d, 1", st.Totals.RxPackets, st.Totals.TxPackets, st.Totals.ToKernel, len(in), vipPkts)
 			}
@@ -136,10 +112,6 @@ func TestReplayGolden(t *testing.T) {
 			}
 			if st.Totals.Dropped != uint64(len(wantDrops)) {
 				t.Errorf("dropped %d, want %d (%v)", st.Totals.Dropped, len(wantDrops), st.Drops)
-			}
-			out, err := pcap.ReadFile(outPath)
-			if err != nil {
-				t.Fatal(err)
 			}
 			if len(out) != vipPkts {
 				t.Fatalf("%d packets out, want every VIP packet exactly once: %d", len(out), vipPkts)
@@ -166,25 +138,83 @@ func TestReplayGolden(t *testing.T) {
 				flowBackend[key] = be
 			}
 			checkTshark(t, outPath, tc.mode, in, tc.ips)
-			golden := filepath.Join("testdata", "replay_"+tc.mode+".pcap")
-			if *update {
-				os.MkdirAll("testdata", 0o755)
-				pcap.WriteFile(golden, out)
-				os.WriteFile(filepath.Join("testdata", "replay_in.pcap"), mustRead(t, inPath), 0o644)
-			}
-			want, err := pcap.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("golden: %v (run go test -update)", err)
-			}
-			if len(want) != len(out) {
-				t.Fatalf("%d packets, golden has %d", len(out), len(want))
-			}
-			for i := range want {
-				if !bytes.Equal(want[i], out[i]) {
-					t.Fatalf("packet %d differs from golden %s:\n got %x\nwant %x", i, golden, out[i], want[i])
-				}
-			}
+			compareGolden(t, "replay_"+tc.mode, "replay_in", inPath, out)
 		})
+	}
+}
+
+// replayTools returns the dsrlb binary (dsrlbBin) after checking that
+// tshark, which the replay tests dissect with, is installed.
+func replayTools(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("tshark"); err != nil {
+		t.Fatal("tshark is required (make deps installs it)")
+	}
+	return dsrlbBin(t)
+}
+
+// replayBackends are the backend addresses of the replay tests per mode:
+// on-link for l2, behind the gateway for ipip and gre.
+var replayBackends = map[string][]string{
+	"l2":   {"192.0.2.21", "192.0.2.22", "192.0.2.23"},
+	"ipip": {"10.1.0.1", "10.1.0.2", "10.1.0.3"},
+	"gre":  {"10.2.0.1", "10.2.0.2", "10.2.0.3"},
+}
+
+// runReplay runs `dsrlb replay` (binary bin) on the frames in with
+// replayConfig in mode with backends ips (weights 1, 2, 1) and returns its
+// counters (the last stdout line), the frames it wrote, and the paths of
+// the input and output captures.
+func runReplay(t *testing.T, bin, mode string, ips []string, in [][]byte) (st control.Stats, out [][]byte, inPath, outPath string) {
+	t.Helper()
+	dir := t.TempDir()
+	be := fmt.Sprintf("{ip: %s, weight: 1}, {ip: %s, weight: 2}, {ip: %s, weight: 1}", ips[0], ips[1], ips[2])
+	cfg := fmt.Sprintf(replayConfig, mode, mode, be, mode, mode, be)
+	cfgPath := filepath.Join(dir, "config.yaml")
+	os.WriteFile(cfgPath, []byte(cfg), 0o644)
+	inPath, outPath = filepath.Join(dir, "in.pcap"), filepath.Join(dir, "out.pcap")
+	if err := pcap.WriteFile(inPath, in); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "replay", "--config", cfgPath, "--in", inPath, "--out", outPath)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("replay: %v\n%s", err, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(string(stdout)), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &st); err != nil {
+		t.Fatalf("last stdout line is not JSON: %v: %q", err, lines[len(lines)-1])
+	}
+	if out, err = pcap.ReadFile(outPath); err != nil {
+		t.Fatal(err)
+	}
+	return st, out, inPath, outPath
+}
+
+// compareGolden holds out to testdata/<name>.pcap byte for byte. With
+// -update it first writes out there and the input capture inPath to
+// testdata/<inName>.pcap.
+func compareGolden(t *testing.T, name, inName, inPath string, out [][]byte) {
+	t.Helper()
+	golden := filepath.Join("testdata", name+".pcap")
+	if *update {
+		os.MkdirAll("testdata", 0o755)
+		pcap.WriteFile(golden, out)
+		os.WriteFile(filepath.Join("testdata", inName+".pcap"), mustRead(t, inPath), 0o644)
+	}
+	want, err := pcap.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("golden: %v (run go test -update)", err)
+	}
+	if len(want) != len(out) {
+		t.Fatalf("%d packets, golden has %d", len(out), len(want))
+	}
+	for i := range want {
+		if !bytes.Equal(want[i], out[i]) {
+			t.Fatalf("packet %d differs from golden %s:\n got %x\nwant %x", i, golden, out[i], want[i])
+		}
 	}
 }
 
@@ -202,34 +232,17 @@ func mustRead(t *testing.T, p string) []byte {
 // addresses and ports untouched, backends only from the configured set.
 func checkTshark(t *testing.T, path, mode string, in [][]byte, backends []string) {
 	t.Helper()
-	fields := []string{"frame.number", "eth.src", "ip.version", "ip.proto", "ip.src", "ip.dst", "ip.ttl", "ip.dsfield",
-		"ip.flags.df", "ip.len", "ip.checksum.status", "gre.proto", "tcp.srcport", "udp.srcport"}
-	args := []string{"-r", path, "-o", "ip.check_checksum:TRUE", "-T", "fields", "-E", "separator=|", "-E", "occurrence=a", "-E", "aggregator=,"}
-	for _, f := range fields {
-		args = append(args, "-e", f)
-	}
-	outb, err := exec.Command("tshark", args...).Output()
-	if err != nil {
-		t.Fatalf("tshark: %v", err)
-	}
+	rows := tsharkRows(t, path, "frame.number", "eth.src", "ip.version", "ip.proto", "ip.src", "ip.dst", "ip.ttl", "ip.dsfield",
+		"ip.flags.df", "ip.len", "ip.checksum.status", "gre.proto", "tcp.srcport", "udp.srcport")
 	okBackend := map[string]bool{}
 	for _, b := range backends {
 		okBackend[b] = true
 	}
-	rows := strings.Split(strings.TrimSpace(string(outb)), "\n")
 	if len(rows) != 600 {
 		t.Fatalf("tshark saw %d packets, want 600", len(rows))
 	}
 	for i, row := range rows {
-		f := strings.Split(row, "|")
-		get := func(name string) []string {
-			for j, n := range fields {
-				if n == name {
-					return strings.Split(f[j], ",")
-				}
-			}
-			return nil
-		}
+		get := func(name string) []string { return strings.Split(row[name], ",") }
 		inIP := in[i][14:]
 		innerSrc := netip.AddrFrom4([4]byte(inIP[12:16])).String()
 		wantTOS := "0x" + fmt.Sprintf("%02x", inIP[1])
@@ -266,11 +279,39 @@ func checkTshark(t *testing.T, path, mode string, in [][]byte, backends []string
 		}
 		for name, c := range checks {
 			if c[0] != c[1] {
-				t.Errorf("row %d: %s = %q, want %q (tshark row %q)", i, name, c[0], c[1], row)
+				t.Errorf("row %d: %s = %q, want %q (tshark row %v)", i, name, c[0], c[1], row)
 			}
 		}
 		if !okBackend[dsts[0]] {
 			t.Errorf("row %d: outer dst %s is not a backend", i, dsts[0])
 		}
 	}
+}
+
+// tsharkRows dissects the capture at path with tshark (IPv4 checksums
+// verified) and returns, per frame, each field's values joined by commas
+// (an empty string when the frame has none).
+func tsharkRows(t *testing.T, path string, fields ...string) []map[string]string {
+	t.Helper()
+	args := []string{"-r", path, "-o", "ip.check_checksum:TRUE", "-T", "fields", "-E", "separator=|", "-E", "occurrence=a", "-E", "aggregator=,"}
+	for _, f := range fields {
+		args = append(args, "-e", f)
+	}
+	outb, err := exec.Command("tshark", args...).Output()
+	if err != nil {
+		t.Fatalf("tshark: %v", err)
+	}
+	var rows []map[string]string
+	for _, line := range strings.Split(strings.TrimSpace(string(outb)), "\n") {
+		vals := strings.Split(line, "|")
+		if len(vals) != len(fields) {
+			t.Fatalf("tshark row %q has %d fields, want %d", line, len(vals), len(fields))
+		}
+		r := map[string]string{}
+		for j, f := range fields {
+			r[f] = vals[j]
+		}
+		rows = append(rows, r)
+	}
+	return rows
 }
