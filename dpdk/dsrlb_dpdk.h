@@ -136,7 +136,9 @@ static const uint64_t dsrlb_rss_default = RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE
  * Configures port with nb_rx/nb_tx queues. With more than one rx queue it
  * asks for RSS over want (0: dsrlb_rss_default) masked by what the device
  * supports and stores the hash functions in use in *rss. mtu 0 keeps the
- * device default.
+ * device default. No rx offload is enabled; VLAN strip MUST stay off: the
+ * pipeline reads 802.1Q tags in the frame and L2 DSR sends them on
+ * (net_af_packet then puts back the tag the kernel took off).
  */
 static inline int dsrlb_port_configure(uint16_t port, uint16_t nb_rx, uint16_t nb_tx,
 	uint64_t want, uint16_t mtu, uint64_t *rss)

@@ -372,7 +372,13 @@ func (f *Forwarder) toService(s *Snapshot, svc *Service, p *Packet, l3 int, ip I
 		}
 		return VerdictDrop, 0, DropTooBig
 	}
+	// L3 modes: the envelope replaces the Ethernet header and any 802.1Q
+	// tag (it goes to the next hop untagged). L2: the frame keeps its
+	// header, tag included, and only the MACs change.
 	start := p.Off + l3 - b.hdrLen
+	if b.hdrLen == EthernetMinSize {
+		start = p.Off
+	}
 	if start < 0 {
 		return VerdictDrop, 0, DropTruncated
 	}
@@ -387,15 +393,18 @@ func (f *Forwarder) toService(s *Snapshot, svc *Service, p *Packet, l3 int, ip I
 }
 
 // rewrite puts b's headers in front of the IP packet ip of p (at l3 in the
-// frame; the new frame starts at buffer offset start) and counts the packet
-// for its service and backend.
+// frame; the new frame starts at buffer offset start and ends with ip) and
+// counts the packet for its service and backend. In L2 mode start is p.Off
+// and only the two MACs are written: the EtherType and an 802.1Q tag (TPID,
+// PCP, DEI, VID) stay as received, so the packet stays on its VLAN.
 func (f *Forwarder) rewrite(svc *Service, b *Backend, p *Packet, start, l3 int, ip IPv4) {
 	tot := len(ip)
+	end := p.Off + l3 + tot // Ethernet padding dropped
 	// The headers are written through array pointers: constant offsets,
 	// no bounds check per field, fixed-size copies inlined as moves.
 	switch b.hdrLen {
 	case EthernetMinSize:
-		*(*[EthernetMinSize]byte)(p.Buf[start:]) = *(*[EthernetMinSize]byte)(b.hdr[:])
+		*(*[12]byte)(p.Buf[start:]) = *(*[12]byte)(b.hdr[:]) // destination and source MAC
 	case EthernetMinSize + IPv4MinSize:
 		h := (*[EthernetMinSize + IPv4MinSize]byte)(p.Buf[start:])
 		// 34 bytes as two overlapping 32-byte moves (a 34-byte copy
@@ -409,7 +418,7 @@ func (f *Forwarder) rewrite(svc *Service, b *Backend, p *Packet, start, l3 int, 
 		f.outerIPv4((*[IPv4MinSize]byte)(h[EthernetMinSize:]), b, ip, tot+IPv4MinSize+greSize)
 	}
 	p.Off = start
-	p.Len = b.hdrLen + tot
+	p.Len = end - start
 	sc := &f.C.Services[svc.ID]
 	sc.Packets++
 	sc.Bytes += uint64(tot)
@@ -587,14 +596,16 @@ func (f *Forwarder) fastPath(s *Snapshot, pkts []Packet, fp *[BurstSize]fastPkt,
 // to the client, quoting the IP header and 8 bytes of the packet, with the
 // next-hop MTU the client can use through this service (port MTU minus the
 // encapsulation overhead). It goes back out of the receiving port to the
-// MAC the packet came from.
+// MAC the packet came from, on the packet's VLAN: an 802.1Q tag (l3 = 18)
+// is copied as received.
 func (f *Forwarder) fragNeeded(s *Snapshot, p *Packet, l3 int, ip IPv4, port *PortState, over, rxPort int) (Verdict, int, DropReason) {
-	const hdrs = EthernetMinSize + IPv4MinSize + ICMPSize
 	quote := ip.HeaderLen() + 8
 	if quote > len(ip) {
 		quote = len(ip)
 	}
-	start := p.Off + l3 - hdrs
+	// The new frame: l3 bytes of Ethernet header, IPv4 and ICMP headers,
+	// then the quote, which stays where it is (at p.Off+l3).
+	start := p.Off - (IPv4MinSize + ICMPSize)
 	if start < 0 {
 		return VerdictDrop, 0, DropTooBig
 	}
@@ -604,10 +615,13 @@ func (f *Forwarder) fragNeeded(s *Snapshot, p *Packet, l3 int, ip IPv4, port *Po
 	client := ip.SrcU32()
 	rx := &s.Ports[rxPort]
 	out := p.Buf[start : p.Off+l3+quote]
+	// out[:l3] lies before the received header: the tag is read before the
+	// IPv4 and ICMP headers overwrite it.
 	copy(out[0:6], srcMAC[:])
 	copy(out[6:12], rx.MAC[:])
-	binary.BigEndian.PutUint16(out[12:], EtherTypeIPv4)
-	o := IPv4(out[EthernetMinSize:])
+	copy(out[12:l3-2], frame[12:l3-2])
+	binary.BigEndian.PutUint16(out[l3-2:], EtherTypeIPv4)
+	o := IPv4(out[l3:])
 	f.ipID++
 	o[ipv4VersIHL] = 0x45
 	o[ipv4TOS] = 0

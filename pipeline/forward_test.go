@@ -75,6 +75,8 @@ func TestRewrite(t *testing.T) {
 			SrcPort: 5353, DstPort: 53, TOS: 0x2e, Payload: []byte("q")}, 20, ProtoIPIP, gwMAC, vipIPIP},
 		{"gre tcp", tcpTo(vipGRE, 443, 2000), 24, ProtoGRE, gwMAC, vipGRE},
 		{"l2 padded and tagged", func() testpkt.Packet { p := tcpTo(vipL2, 80, 3); p.VLAN = 7; p.PadTo = 100; return p }(), 0, 0, MAC{}, vipL2},
+		{"ipip tagged", func() testpkt.Packet { p := tcpTo(vipIPIP, 53, 4); p.Proto = ProtoUDP; p.VLAN = 7; return p }(), 20, ProtoIPIP, gwMAC, vipIPIP},
+		{"gre padded and tagged", func() testpkt.Packet { p := tcpTo(vipGRE, 443, 5); p.VLAN = 7; p.PadTo = 100; return p }(), 24, ProtoGRE, gwMAC, vipGRE},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			f := NewForwarder(1024, DefaultFlowTimeouts, 0)
@@ -96,6 +98,14 @@ func TestRewrite(t *testing.T) {
 			got := p.Data()
 			if !bytes.Equal(got[6:12], portMAC[:]) {
 				t.Errorf("src MAC %x, want %x", got[6:12], portMAC)
+			}
+			// L2 keeps an 802.1Q tag as received; an envelope leaves
+			// untagged.
+			if tc.in.VLAN != 0 && tc.overhead == 0 {
+				if !bytes.Equal(got[12:16], frame[12:16]) {
+					t.Errorf("802.1Q tag %x, want %x as received", got[12:16], frame[12:16])
+				}
+				got = append(got[:12:12], got[16:]...)
 			}
 			if binary.BigEndian.Uint16(got[12:]) != EtherTypeIPv4 {
 				t.Errorf("ethertype %#x, want 0x0800", binary.BigEndian.Uint16(got[12:]))
@@ -232,32 +242,48 @@ func TestKernelVerdicts(t *testing.T) {
 func TestFragNeeded(t *testing.T) {
 	s := testSnapshot(t)
 	for _, tc := range []struct {
+		desc    string
 		vip     netip.Addr
 		port    uint16
+		vlan    uint16 // 802.1Q TCI of the client's frame; 0: untagged
 		wantMTU uint16
-	}{{vipGRE, 443, 1500 - 24}} {
+	}{
+		{"gre", vipGRE, 443, 0, 1500 - 24},
+		{"gre, tagged: back on the client's VLAN", vipGRE, 443, trunkTCI, 1500 - 24},
+	} {
 		f := NewForwarder(1024, DefaultFlowTimeouts, 0)
 		f.Use(s)
 		in := tcpTo(tc.vip, tc.port, 9)
 		in.Payload = make([]byte, 1500-40)
+		in.VLAN = tc.vlan
+		l3 := 14
+		if tc.vlan != 0 {
+			l3 = 18
+		}
 		frame := in.Build()
 		p := newPacket(frame)
 		v, out := f.Process(s, p, 0)
 		if v != VerdictTx || out != 0 || f.C.FragNeededSent != 1 {
-			t.Fatalf("verdict %v port %d sent %d, want tx on port 0 and one frag-needed", v, out, f.C.FragNeededSent)
+			t.Fatalf("%s: verdict %v port %d sent %d, want tx on port 0 and one frag-needed", tc.desc, v, out, f.C.FragNeededSent)
 		}
 		g := p.Data()
-		ip := IPv4(g[14:])
-		icmp := g[34:]
+		if len(g) != l3+20+8+28 || !bytes.Equal(g[6:12], portMAC[:]) || binary.BigEndian.Uint16(g[l3-2:]) != EtherTypeIPv4 {
+			t.Errorf("%s: want %d bytes from the port's MAC, EtherType 0x0800: %x", tc.desc, l3+20+8+28, g)
+		}
+		if tc.vlan != 0 {
+			checkTag(t, tc.desc, g)
+		}
+		ip := IPv4(g[l3:])
+		icmp := g[l3+20:]
 		if !bytes.Equal(g[0:6], gwMAC[:]) || ip.Protocol() != ProtoICMP || ip.Dst() != clientIP.As4() ||
 			icmp[0] != 3 || icmp[1] != 4 || binary.BigEndian.Uint16(icmp[6:]) != tc.wantMTU {
-			t.Errorf("bad frag-needed: %x", g)
+			t.Errorf("%s: bad frag-needed: %x", tc.desc, g)
 		}
 		if Checksum(ip[:20], 0) != 0 || Checksum(icmp, 0) != 0 {
-			t.Errorf("bad checksums in %x", g)
+			t.Errorf("%s: bad checksums in %x", tc.desc, g)
 		}
-		if !bytes.Equal(icmp[8:8+28], frame[14:14+28]) {
-			t.Errorf("quote %x, want %x", icmp[8:36], frame[14:42])
+		if !bytes.Equal(icmp[8:8+28], frame[l3:l3+28]) {
+			t.Errorf("%s: quote %x, want %x", tc.desc, icmp[8:36], frame[l3:l3+28])
 		}
 	}
 }
@@ -392,6 +418,11 @@ func FuzzProcess(f *testing.F) {
 	f.Add(testpkt.Packet{Src: clientIP, Dst: vipIPIP, Proto: ProtoUDP, DstPort: 9}.Build())
 	f.Add(testpkt.Packet{Src: clientIP, Dst: vipGRE, Proto: ProtoICMP, ICMPType: 3, ICMPCode: 4,
 		Payload: testpkt.Packet{Src: vipGRE, Dst: clientIP, Proto: ProtoTCP, SrcPort: 443}.Build()[14:42]}.Build())
+	tagged := tcpTo(vipL2, 80, 1)
+	tagged.VLAN = 100
+	f.Add(tagged.Build())
+	tagged.Dst, tagged.DstPort, tagged.Payload = vipGRE, 443, make([]byte, 1500-40) // fragmentation needed
+	f.Add(tagged.Build())
 	s := testSnapshot(f)
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		fw := NewForwarder(64, DefaultFlowTimeouts, 0)

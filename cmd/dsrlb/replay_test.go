@@ -94,6 +94,7 @@ func replayInput(flows int) (pkts [][]byte, vipPkts int, drops map[string]uint64
 type replayRun struct {
 	Stats   control.Stats
 	Out     [][]byte
+	InPath  string
 	OutPath string
 	Stderr  string
 	MaxRSS  int64 // peak resident set size of the process, KB
@@ -120,7 +121,7 @@ func runReplay(t *testing.T, cfg string, in [][]byte) replayRun {
 	if err != nil {
 		t.Fatalf("replay: %v\n%s", err, stderr.String())
 	}
-	r := replayRun{OutPath: outPath, Stderr: stderr.String()}
+	r := replayRun{InPath: inPath, OutPath: outPath, Stderr: stderr.String()}
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		r.MaxRSS = ru.Maxrss
 	}
@@ -189,44 +190,65 @@ func TestReplayGolden(t *testing.T) {
 	if _, err := exec.LookPath("tshark"); err != nil {
 		t.Fatal("tshark is required (make deps installs it)")
 	}
-	backends := "{ip: %s, weight: 1}, {ip: %s, weight: 2}, {ip: %s, weight: 1}"
 	for _, tc := range []struct {
 		mode     string
-		ips      []string
 		overhead int
-	}{
-		{"l2", []string{"192.0.2.21", "192.0.2.22", "192.0.2.23"}, 0},
-		{"ipip", []string{"10.1.0.1", "10.1.0.2", "10.1.0.3"}, 20},
-		{"gre", []string{"10.2.0.1", "10.2.0.2", "10.2.0.3"}, 24},
-	} {
+	}{{"l2", 0}, {"ipip", 20}, {"gre", 24}} {
 		t.Run(tc.mode, func(t *testing.T) {
-			be := fmt.Sprintf(backends, tc.ips[0], tc.ips[1], tc.ips[2])
-			cfg := fmt.Sprintf(replayConfig, tc.mode, tc.mode, be, tc.mode, tc.mode, be)
 			in, vipPkts, wantDrops := replayInput(300)
-			r := runReplay(t, cfg, in)
+			r := runReplay(t, modeConfig(tc.mode, replayBackends[tc.mode]), in)
 			checkReplayed(t, r, in, vipPkts, wantDrops, tc.overhead)
-			out := r.Out
-			checkTshark(t, r.OutPath, tc.mode, in[:vipPkts], tc.ips)
-			golden := filepath.Join("testdata", "replay_"+tc.mode+".pcap")
-			if *update {
-				os.MkdirAll("testdata", 0o755)
-				pcap.WriteFile(golden, out)
-				pcap.WriteFile(filepath.Join("testdata", "replay_in.pcap"), in)
-			}
-			want, err := pcap.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("golden: %v (run go test -update)", err)
-			}
-			if len(want) != len(out) {
-				t.Fatalf("%d packets, golden has %d", len(out), len(want))
-			}
-			for i := range want {
-				if !bytes.Equal(want[i], out[i]) {
-					t.Fatalf("packet %d differs from golden %s:\n got %x\nwant %x", i, golden, out[i], want[i])
-				}
-			}
+			checkTshark(t, r.OutPath, tc.mode, in[:vipPkts], replayBackends[tc.mode])
+			compareGolden(t, "replay_"+tc.mode, "replay_in", r.InPath, r.Out)
 		})
 	}
+}
+
+// replayBackends are the backend addresses of the replay tests per mode:
+// on-link for l2, behind the gateway for ipip and gre.
+var replayBackends = map[string][]string{
+	"l2":   {"192.0.2.21", "192.0.2.22", "192.0.2.23"},
+	"ipip": {"10.1.0.1", "10.1.0.2", "10.1.0.3"},
+	"gre":  {"10.2.0.1", "10.2.0.2", "10.2.0.3"},
+}
+
+// modeConfig is replayConfig in mode with backends ips (weights 1, 2, 1).
+func modeConfig(mode string, ips []string) string {
+	be := fmt.Sprintf("{ip: %s, weight: 1}, {ip: %s, weight: 2}, {ip: %s, weight: 1}", ips[0], ips[1], ips[2])
+	return fmt.Sprintf(replayConfig, mode, mode, be, mode, mode, be)
+}
+
+// compareGolden holds out to testdata/<name>.pcap byte for byte. With
+// -update it first writes out there and the input capture inPath to
+// testdata/<inName>.pcap.
+func compareGolden(t *testing.T, name, inName, inPath string, out [][]byte) {
+	t.Helper()
+	golden := filepath.Join("testdata", name+".pcap")
+	if *update {
+		os.MkdirAll("testdata", 0o755)
+		pcap.WriteFile(golden, out)
+		os.WriteFile(filepath.Join("testdata", inName+".pcap"), mustRead(t, inPath), 0o644)
+	}
+	want, err := pcap.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("golden: %v (run go test -update)", err)
+	}
+	if len(want) != len(out) {
+		t.Fatalf("%d packets, golden has %d", len(out), len(want))
+	}
+	for i := range want {
+		if !bytes.Equal(want[i], out[i]) {
+			t.Fatalf("packet %d differs from golden %s:\n got %x\nwant %x", i, golden, out[i], want[i])
+		}
+	}
+}
+
+func mustRead(t *testing.T, p string) []byte {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // TestReplayLargeCaptureBoundedMemory replays 40,006 packets with the
@@ -241,7 +263,7 @@ func TestReplayLargeCaptureBoundedMemory(t *testing.T) {
 		t.Fatal("tshark is required (make deps installs it)")
 	}
 	cfg := strings.Replace(replayConfig, `eal_args: [--no-huge, --no-pci, -m, "256"]`, `eal_args: [--no-huge, --no-pci]`, 1)
-	ips := []string{"10.1.0.1", "10.1.0.2", "10.1.0.3"}
+	ips := replayBackends["ipip"]
 	be := fmt.Sprintf("{ip: %s, weight: 1}, {ip: %s, weight: 2}, {ip: %s, weight: 1}", ips[0], ips[1], ips[2])
 	cfg = fmt.Sprintf(cfg, "ipip", "ipip", be, "ipip", "ipip", be)
 	in, vipPkts, wantDrops := replayInput(20000)
@@ -279,41 +301,23 @@ func TestReplayPlaceholderMAC(t *testing.T) {
 	checkTshark(t, r.OutPath, "l2", in[:vipPkts], nil)
 }
 
-// checkTshark dissects the output with tshark, an independent dissector,
-// and expects one packet for each of in (the VIP packets, in order):
+// checkTshark dissects the output with tshark, an independent dissector:
 // valid outer IPv4 (checksum verified by tshark, length, TTL 64, DSCP and
 // DF copied from the inner header), GRE protocol 0x0800, the inner
 // addresses and ports untouched, backends only from the configured set.
 func checkTshark(t *testing.T, path, mode string, in [][]byte, backends []string) {
 	t.Helper()
-	fields := []string{"frame.number", "eth.src", "ip.version", "ip.proto", "ip.src", "ip.dst", "ip.ttl", "ip.dsfield",
-		"ip.flags.df", "ip.len", "ip.checksum.status", "gre.proto", "tcp.srcport", "udp.srcport"}
-	args := []string{"-r", path, "-o", "ip.check_checksum:TRUE", "-T", "fields", "-E", "separator=|", "-E", "occurrence=a", "-E", "aggregator=,"}
-	for _, f := range fields {
-		args = append(args, "-e", f)
-	}
-	outb, err := exec.Command("tshark", args...).Output()
-	if err != nil {
-		t.Fatalf("tshark: %v", err)
-	}
+	rows := tsharkRows(t, path, "frame.number", "eth.src", "ip.version", "ip.proto", "ip.src", "ip.dst", "ip.ttl", "ip.dsfield",
+		"ip.flags.df", "ip.len", "ip.checksum.status", "gre.proto", "tcp.srcport", "udp.srcport")
 	okBackend := map[string]bool{}
 	for _, b := range backends {
 		okBackend[b] = true
 	}
-	rows := strings.Split(strings.TrimSpace(string(outb)), "\n")
 	if len(rows) != len(in) {
 		t.Fatalf("tshark saw %d packets, want %d", len(rows), len(in))
 	}
 	for i, row := range rows {
-		f := strings.Split(row, "|")
-		get := func(name string) []string {
-			for j, n := range fields {
-				if n == name {
-					return strings.Split(f[j], ",")
-				}
-			}
-			return nil
-		}
+		get := func(name string) []string { return strings.Split(row[name], ",") }
 		inIP := in[i][14:]
 		innerSrc := netip.AddrFrom4([4]byte(inIP[12:16])).String()
 		wantTOS := "0x" + fmt.Sprintf("%02x", inIP[1])
@@ -350,11 +354,39 @@ func checkTshark(t *testing.T, path, mode string, in [][]byte, backends []string
 		}
 		for name, c := range checks {
 			if c[0] != c[1] {
-				t.Errorf("row %d: %s = %q, want %q (tshark row %q)", i, name, c[0], c[1], row)
+				t.Errorf("row %d: %s = %q, want %q (tshark row %v)", i, name, c[0], c[1], row)
 			}
 		}
 		if !okBackend[dsts[0]] {
 			t.Errorf("row %d: outer dst %s is not a backend", i, dsts[0])
 		}
 	}
+}
+
+// tsharkRows dissects the capture at path with tshark (IPv4 checksums
+// verified) and returns, per frame, each field's values joined by commas
+// (an empty string when the frame has none).
+func tsharkRows(t *testing.T, path string, fields ...string) []map[string]string {
+	t.Helper()
+	args := []string{"-r", path, "-o", "ip.check_checksum:TRUE", "-T", "fields", "-E", "separator=|", "-E", "occurrence=a", "-E", "aggregator=,"}
+	for _, f := range fields {
+		args = append(args, "-e", f)
+	}
+	outb, err := exec.Command("tshark", args...).Output()
+	if err != nil {
+		t.Fatalf("tshark: %v", err)
+	}
+	var rows []map[string]string
+	for _, line := range strings.Split(strings.TrimSpace(string(outb)), "\n") {
+		vals := strings.Split(line, "|")
+		if len(vals) != len(fields) {
+			t.Fatalf("tshark row %q has %d fields, want %d", line, len(vals), len(fields))
+		}
+		r := map[string]string{}
+		for j, f := range fields {
+			r[f] = vals[j]
+		}
+		rows = append(rows, r)
+	}
+	return rows
 }

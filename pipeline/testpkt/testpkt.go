@@ -11,7 +11,7 @@ import (
 // Packet describes one frame to build. Zero values get sensible defaults.
 type Packet struct {
 	SrcMAC, DstMAC [6]byte
-	VLAN           uint16 // 0: untagged
+	VLAN           uint16 // 802.1Q TCI (PCP<<13 | DEI<<12 | VID) of a tag after the MACs; 0: untagged
 	Src, Dst       netip.Addr
 	Proto          uint8 // 6 TCP, 17 UDP, 1 ICMP
 	SrcPort        uint16

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -20,6 +21,10 @@ var (
 	L2ClientIP    = netip.MustParseAddr("10.99.0.10")
 	L2VIP         = netip.MustParseAddr("10.99.0.100")
 )
+
+// L2VLANPCP is the priority code point of the client's frames in the L2
+// bed on an 802.1Q trunk (L2Options.VLAN).
+const L2VLANPCP = 5
 
 // Ports of the L2 bed's services (backendsrv listens on both).
 const (
@@ -51,6 +56,9 @@ type L2Options struct {
 	// starts: an API token, fewer backends in a service than hosts built
 	// (a host left out can be added later through the API), ...
 	Config func(*DsrlbConfig)
+	// VLAN, if not 0, builds L2TrunkTopology with this 802.1Q VLAN ID
+	// and gives the client a static neighbour entry for the VIP.
+	VLAN int
 }
 
 // L2Topology is the L2 DSR testbed: segment "lan"; host "client"; host
@@ -67,6 +75,26 @@ func L2Topology(backends int) Topology {
 	for i := 1; i <= backends; i++ {
 		t.Hosts = append(t.Hosts, Host{Name: "be" + strconv.Itoa(i),
 			Links: []Link{{Segment: "lan", Addrs: []netip.Prefix{netip.PrefixFrom(L2BackendIP(i), bits)}}}})
+	}
+	return t
+}
+
+// L2TrunkTopology is L2Topology with the appliance's port on an 802.1Q
+// trunk: the client sits on an access port of VLAN vlan (its frames tagged
+// with PCP L2VLANPCP), the appliance's address on the native VLAN
+// (untagged). The backends' switch ports untag what they deliver, so a
+// backend is on both: the native VLAN for the appliance's ARP and health
+// checks, VLAN vlan for the client's packets the appliance hands on.
+func L2TrunkTopology(backends, vlan int) Topology {
+	t := L2Topology(backends)
+	for i := range t.Hosts {
+		h := &t.Hosts[i]
+		switch {
+		case h.Name == "client":
+			h.Links[0].Access = &Access{VLAN: vlan, PCP: L2VLANPCP}
+		case strings.HasPrefix(h.Name, "be"):
+			h.Links[0].Untag = true
+		}
 	}
 	return t
 }
@@ -111,7 +139,11 @@ func StartL2(ctx context.Context, o L2Options) (l *L2, err error) {
 	if o.Lcores == "" {
 		o.Lcores = "0,1"
 	}
-	n, err := buildNet(o.Bed, "testbed "+L2Subnet.String(), L2Topology(o.Backends))
+	topo := L2Topology(o.Backends)
+	if o.VLAN != 0 {
+		topo = L2TrunkTopology(o.Backends, o.VLAN)
+	}
+	n, err := buildNet(o.Bed, "testbed "+L2Subnet.String(), topo)
 	if err != nil {
 		return nil, err
 	}
@@ -132,6 +164,13 @@ func StartL2(ctx context.Context, o L2Options) (l *L2, err error) {
 	appl := n.Host("appl")
 	if l.ApplianceMAC, err = appl.LinkMAC("eth0"); err != nil {
 		return nil, err
+	}
+	if o.VLAN != 0 {
+		// The appliance's kernel answers ARP on the native VLAN only, and
+		// the client's ARP requests are tagged.
+		if _, err := l.Client.Run("ip", "neigh", "replace", L2VIP.String(), "lladdr", l.ApplianceMAC, "dev", "eth0", "nud", "permanent"); err != nil {
+			return nil, err
+		}
 	}
 	cfg := L2Config(n.Bed, o.Backends, o.Lcores)
 	if o.Config != nil {

@@ -46,6 +46,13 @@ type Link struct {
 	// rp_filter=1, arp_ignore=8), and the switch port facing it has its
 	// offloads off so frames arrive complete, as from a real NIC.
 	Raw bool
+	// Access, if set, makes the switch port an 802.1Q access port: it
+	// tags every frame from the host with this VLAN and untags every frame
+	// to it (see vlanport.go). Not on Raw links, which are trunks.
+	Access *Access
+	// Untag makes the switch port remove the tag of every frame to the
+	// host: the host takes part in every VLAN, untagged.
+	Untag bool
 }
 
 // Route is one route of a host: Dst (default when invalid) via Via.
@@ -162,6 +169,12 @@ func (n *Net) addLink(ns *NS, l Link, seg Segment, port string) error {
 	if _, err := sw.Run("ip", "link", "set", port, "master", bridgeName(seg.Name), "up"); err != nil {
 		return err
 	}
+	if l.Raw && (l.Access != nil || l.Untag) {
+		return fmt.Errorf("nsbed: host %s: raw link %s is a trunk: no Access or Untag", ns.Short, l.Name)
+	}
+	if err := n.portVLAN(port, l); err != nil {
+		return err
+	}
 	if l.Raw {
 		// The frames the appliance reads must be complete: compute
 		// checksums and segment before they reach its veth.
@@ -214,6 +227,10 @@ func (n *Net) configureHost(ns *NS, h Host) error {
 	}
 	return nil
 }
+
+// SwitchPort is the name, in the switch namespace, of the bridge port that
+// link of host plugs into.
+func (n *Net) SwitchPort(host, link string) string { return portName(host, link) }
 
 func bridgeName(seg string) string { return trunc("br-" + seg) }
 
