@@ -28,17 +28,15 @@ const python = "/usr/bin/python3"
 // testFlows is the number of client flows per service of every profile.
 const testFlows = 300
 
-// Addresses of the sample configs: the appliance port's MAC and address,
-// and TRex port 0 (the gateway of the ipip and gre samples).
 var (
-	portMAC = mustMAC("02:00:00:00:00:10")
-	portIP  = netip.MustParseAddr("192.0.2.10")
+	// trexMAC is TRex port 0's MAC in the sample configs: the clients'.
 	trexMAC = "02:00:00:00:00:01"
-	eal     = []string{"--no-huge", "--no-pci", "-m", "256"}
-	modes   = []struct {
-		name     string
-		overhead int
-	}{{"l2", 0}, {"ipip", 20}, {"gre", 24}}
+	// eal replaces the samples' EAL arguments: a test machine's.
+	eal = []string{"--no-huge", "--no-pci", "-m", "256"}
+	// samples are the sample configs (dsrlb-NAME.yaml), one-armed and
+	// two-armed per mode.
+	samples  = []string{"l2", "ipip", "gre", "l2-two-armed", "ipip-two-armed", "gre-two-armed"}
+	overhead = map[string]int{"l2": 0, "ipip": 20, "gre": 24}
 	profiles = []profileCase{
 		{"clients-64", "clients", 3 * testFlows, []string{"--size", "64"}},
 		{"clients-imix", "clients", 6 * testFlows, []string{"--size", "imix"}},
@@ -54,52 +52,60 @@ type profileCase struct {
 	args          []string
 }
 
-// TestProfilesReplay renders every profile with scapy for the sample config
-// of each mode, replays the packets through `dsrlb replay` with that config
-// and checks, from the counters and the output pcap (by hand and with
-// tshark), that every packet came out once, unchanged inside, to a backend
-// of its service, that a flow kept its backend, and that the flows spread
-// over the backends by weight.
+// TestProfilesReplay renders every profile with scapy for each sample
+// config, replays the packets through `dsrlb replay` with that config and
+// checks, from the counters and the output pcap (by hand and with tshark),
+// that every packet came out once, of the port towards the backends,
+// unchanged inside, to a backend of its service, that a flow kept its
+// backend, and that the flows spread over the backends by weight.
 func TestProfilesReplay(t *testing.T) {
 	needTools(t)
 	bin := dsrlbBinary(t)
 	dir := t.TempDir()
-	samples := map[string]*sample{}
+	loaded := map[string]*sample{}
 	var jobs []job
-	for _, m := range modes {
-		samples[m.name] = loadSample(t, m.name)
+	for _, name := range samples {
+		loaded[name] = loadSample(t, name)
 		for _, c := range profiles {
-			jobs = append(jobs, renderJob(dir, m.name, samples[m.name].path, c))
+			jobs = append(jobs, renderJob(dir, name, loaded[name].path, c))
 		}
 	}
 	results := runBatch(t, dir, jobs)
-	for mi, m := range modes {
-		t.Run(m.name, func(t *testing.T) {
-			s := samples[m.name]
-			cfgPath := replayConfig(t, s, dir)
+	for si, name := range samples {
+		t.Run(name, func(t *testing.T) {
+			s := loaded[name]
 			var in [][]byte
 			for ci, c := range profiles {
 				var sum renderSummary
-				decode(t, results[mi*len(profiles)+ci], &sum)
-				pkts, err := pcap.ReadFile(jobs[mi*len(profiles)+ci].out)
+				decode(t, results[si*len(profiles)+ci], &sum)
+				pkts, err := pcap.ReadFile(jobs[si*len(profiles)+ci].out)
 				if err != nil {
 					t.Fatal(err)
 				}
 				checkRender(t, c, pkts, sum, s)
 				in = append(in, pkts...)
 			}
-			inPath, outPath := filepath.Join(dir, m.name+"-in.pcap"), filepath.Join(dir, m.name+"-out.pcap")
+			inPath := filepath.Join(dir, name+"-in.pcap")
 			if err := pcap.WriteFile(inPath, in); err != nil {
 				t.Fatal(err)
 			}
-			st := replay(t, bin, cfgPath, inPath, outPath)
-			out, err := pcap.ReadFile(outPath)
-			if err != nil {
-				t.Fatal(err)
+			cfgPath, outPaths := replayConfig(t, s, dir)
+			st := replay(t, bin, cfgPath, inPath, outPaths[0])
+			var out [][]byte
+			for i, p := range outPaths {
+				pkts, err := pcap.ReadFile(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if i == s.egress {
+					out = pkts
+				} else if len(pkts) != 0 {
+					t.Errorf("%d packets out of port %d, want all out of port %d", len(pkts), i, s.egress)
+				}
 			}
 			checkCounters(t, st, in, s)
-			checkForwarded(t, m.name, m.overhead, in, out, s)
-			checkTshark(t, m.name, outPath, in, s)
+			checkForwarded(t, in, out, s)
+			checkTshark(t, outPaths[s.egress], in, s)
 		})
 	}
 }
@@ -171,28 +177,24 @@ func TestRenderCLI(t *testing.T) {
 	}
 }
 
-// TestSamplesAgree checks what the profiles' default config relies on: the
-// three sample configs have the same services (VIP, protocol, port) and
-// the same port.
+// TestSamplesAgree checks what the profiles' default config relies on:
+// every sample config has the services (VIP, protocol, port) and the first
+// port of dsrlb-l2.yaml; and each has the mode of its name.
 func TestSamplesAgree(t *testing.T) {
 	l2 := loadSample(t, "l2")
-	for _, mode := range []string{"ipip", "gre"} {
-		s := loadSample(t, mode)
-		if got, want := s.cfg.Dataplane.Ports, l2.cfg.Dataplane.Ports; len(got) != 1 || len(want) != 1 ||
-			got[0].IP != want[0].IP || got[0].MAC != want[0].MAC || got[0].Device != want[0].Device {
-			t.Errorf("%s: ports %+v, l2 sample has %+v", mode, got, want)
+	for _, name := range samples {
+		s := loadSample(t, name)
+		if got, want := s.cfg.Dataplane.Ports[0], l2.cfg.Dataplane.Ports[0]; got.IP != want.IP || got.MAC != want.MAC || got.Device != want.Device {
+			t.Errorf("%s: first port %+v, l2 sample has %+v", name, got, want)
 		}
 		if len(s.services) != len(l2.services) {
-			t.Fatalf("%s: %d services, l2 sample has %d", mode, len(s.services), len(l2.services))
+			t.Fatalf("%s: %d services, l2 sample has %d", name, len(s.services), len(l2.services))
 		}
 		for i, sv := range s.services {
 			w := l2.services[i]
 			if sv.name != w.name || sv.vip != w.vip || sv.proto != w.proto || sv.port != w.port {
 				t.Errorf("%s: service %d is %s %v/%d:%d, l2 sample has %s %v/%d:%d",
-					mode, i, sv.name, sv.vip, sv.proto, sv.port, w.name, w.vip, w.proto, w.port)
-			}
-			if sv.mode != mode {
-				t.Errorf("%s: service %s has mode %s", mode, sv.name, sv.mode)
+					name, i, sv.name, sv.vip, sv.proto, sv.port, w.name, w.vip, w.proto, w.port)
 			}
 		}
 	}
@@ -225,27 +227,34 @@ func dsrlbBinary(t *testing.T) string {
 	return b.Dsrlb
 }
 
-// sample is a sample config (dsrlb-MODE.yaml) as the checks need it.
+// sample is a sample config (dsrlb-NAME.yaml) as the checks need it.
 type sample struct {
-	path     string
-	cfg      *control.Config
-	services []service
-	gwMAC    string // the next hop of the L3 samples' envelopes
+	name, path, mode string
+	cfg              *control.Config
+	services         []service
+	// egress is the port every backend is reached through; a frame to a
+	// backend leaves with that port's MAC and, in L3 modes, address.
+	egress  int
+	portMAC []byte
+	portIP  netip.Addr
+	// gwMAC is the next hop of every envelope (L3 modes).
+	gwMAC string
 }
 
 // service is one service of a sample.
 type service struct {
-	name, mode string
-	vip        netip.Addr
-	proto      uint8
-	port       uint16
-	weights    map[string]int // backend IP: weight
-	macs       map[string]string
+	name  string
+	vip   netip.Addr
+	proto uint8
+	port  uint16
+	// weights are the backends' by IP; macs the backends' IPs by MAC.
+	weights map[string]int
+	macs    map[string]string
 }
 
-func loadSample(t *testing.T, mode string) *sample {
+func loadSample(t *testing.T, name string) *sample {
 	t.Helper()
-	path, err := filepath.Abs("dsrlb-" + mode + ".yaml")
+	path, err := filepath.Abs("dsrlb-" + name + ".yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,38 +262,67 @@ func loadSample(t *testing.T, mode string) *sample {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cfg.Validate(); err != nil {
+	typed, err := cfg.Validate()
+	if err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
-	s := &sample{path: path, cfg: cfg}
-	nb := map[string]string{}
+	s := &sample{name: name, path: path, mode: strings.TrimSuffix(name, "-two-armed"), cfg: cfg, egress: -1}
+	nb := map[netip.Addr]string{}
 	for _, n := range cfg.Neighbors {
-		nb[n.IP] = strings.ToLower(n.MAC)
+		nb[netip.MustParseAddr(n.IP)] = strings.ToLower(n.MAC)
 	}
-	s.gwMAC = nb[cfg.Dataplane.Ports[0].Gateway]
 	for _, sv := range cfg.Services {
-		x := service{name: sv.Name, mode: sv.Mode, vip: netip.MustParseAddr(sv.VIP), port: uint16(sv.Port),
-			weights: map[string]int{}, macs: map[string]string{}}
-		x.proto = map[string]uint8{"tcp": 6, "udp": 17}[sv.Protocol]
+		if sv.Mode != s.mode {
+			t.Fatalf("%s: service %s has mode %s", path, sv.Name, sv.Mode)
+		}
+		x := service{name: sv.Name, vip: netip.MustParseAddr(sv.VIP), port: uint16(sv.Port),
+			proto: map[string]uint8{"tcp": 6, "udp": 17}[sv.Protocol], weights: map[string]int{}, macs: map[string]string{}}
 		for _, b := range sv.Backends {
 			w := 1
 			if b.Weight != nil {
 				w = *b.Weight
 			}
 			x.weights[b.IP] = w
-			x.macs[nb[b.IP]] = b.IP
+			hop, port := typed.NextHop(netip.MustParseAddr(b.IP))
+			if s.egress >= 0 && port != s.egress || nb[hop] == "" {
+				t.Fatalf("%s: backend %s is reached through port %d and %v (MAC %q); want one port for all, static MACs",
+					path, b.IP, port, hop, nb[hop])
+			}
+			s.egress = port
+			if s.mode == "l2" {
+				x.macs[nb[hop]] = b.IP
+			} else {
+				s.gwMAC = nb[hop]
+			}
 		}
 		s.services = append(s.services, x)
 	}
+	p := cfg.Dataplane.Ports[s.egress]
+	s.portIP = netip.MustParsePrefix(p.IP).Addr()
+	s.portMAC = mustMAC(p.MAC)
 	return s
 }
 
 // replayConfig writes the sample with the EAL arguments of a test machine
-// (no hugepages, no PCI; replay replaces the port's device anyway).
-func replayConfig(t *testing.T, s *sample, dir string) string {
+// and returns its path and the output pcaps of its ports: replay replaces
+// the first port's device by the capture; the others become pcap writers.
+func replayConfig(t *testing.T, s *sample, dir string) (string, []string) {
 	t.Helper()
 	cfg := *s.cfg
 	cfg.Dataplane.EALArgs = eal
+	cfg.Dataplane.Ports = append([]control.Port(nil), cfg.Dataplane.Ports...)
+	empty := filepath.Join(dir, "empty.pcap")
+	if err := pcap.WriteFile(empty, nil); err != nil {
+		t.Fatal(err)
+	}
+	var outs []string
+	for i := range cfg.Dataplane.Ports {
+		out := filepath.Join(dir, fmt.Sprintf("%s-out%d.pcap", s.name, i))
+		outs = append(outs, out)
+		if i > 0 {
+			cfg.Dataplane.Ports[i].Device = fmt.Sprintf("net_pcap_out%d,rx_pcap=%s,tx_pcap=%s", i, empty, out)
+		}
+	}
 	b, err := yaml.Marshal(&cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -293,7 +331,7 @@ func replayConfig(t *testing.T, s *sample, dir string) string {
 	if err := os.WriteFile(p, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return p
+	return p, outs
 }
 
 // renderSummary is render.py's JSON summary.
@@ -382,7 +420,7 @@ func checkRender(t *testing.T, c profileCase, pkts [][]byte, sum renderSummary, 
 	flows := map[string]map[[6]byte]bool{}
 	for i, p := range pkts {
 		h, ok := parse(p, 14)
-		if !ok || !bytes.Equal(p[0:6], portMAC[:]) || h.ttl != 64 || !h.df {
+		if !ok || !bytes.Equal(p[0:6], mustMAC(s.cfg.Dataplane.Ports[0].MAC)) || h.ttl != 64 || !h.df {
 			t.Fatalf("%s: packet %d is not a client frame to the appliance (DF, TTL 64): %x", c.name, i, p)
 		}
 		sv := s.serviceOf(h)
@@ -454,8 +492,9 @@ func checkCounters(t *testing.T, st *nsbed.Stats, in [][]byte, s *sample) {
 // the order): the inner IP packet byte for byte (TRex's latency IP ID and
 // signature included), the right envelope, a backend of the packet's
 // service, one backend per flow, and the flows spread by weight.
-func checkForwarded(t *testing.T, mode string, overhead int, in, out [][]byte, s *sample) {
+func checkForwarded(t *testing.T, in, out [][]byte, s *sample) {
 	t.Helper()
+	mode, overhead := s.mode, overhead[s.mode]
 	if len(out) != len(in) {
 		t.Fatalf("%d packets out, want every one of the %d in exactly once", len(out), len(in))
 	}
@@ -473,7 +512,7 @@ func checkForwarded(t *testing.T, mode string, overhead int, in, out [][]byte, s
 			problem = fmt.Sprintf("frame of %d bytes, want %d", len(o), 14+overhead+len(inner))
 		case !bytes.Equal(o[14+overhead:14+overhead+len(inner)], inner):
 			problem = "inner IP packet changed"
-		case !bytes.Equal(o[6:12], portMAC[:]):
+		case !bytes.Equal(o[6:12], s.portMAC):
 			problem = fmt.Sprintf("source MAC %x, want the port's", o[6:12])
 		case mode == "l2":
 			be = sv.macs[macString(o[0:6])]
@@ -487,8 +526,8 @@ func checkForwarded(t *testing.T, mode string, overhead int, in, out [][]byte, s
 			switch {
 			case macString(o[0:6]) != s.gwMAC:
 				problem = fmt.Sprintf("destination MAC %s, want the gateway's %s", macString(o[0:6]), s.gwMAC)
-			case !ok || outer.proto != wantProto || outer.src != portIP || outer.ttl != 64 || outer.totalLen != overhead+len(inner):
-				problem = fmt.Sprintf("outer header %+v, want protocol %d from %v, TTL 64", outer, wantProto, portIP)
+			case !ok || outer.proto != wantProto || outer.src != s.portIP || outer.ttl != 64 || outer.totalLen != overhead+len(inner):
+				problem = fmt.Sprintf("outer header %+v, want protocol %d from %v, TTL 64", outer, wantProto, s.portIP)
 			case mode == "gre" && !bytes.Equal(o[34:38], []byte{0, 0, 0x08, 0x00}):
 				problem = fmt.Sprintf("GRE header %x, want 0000 0800", o[34:38])
 			case sv.weights[be] == 0:
@@ -536,15 +575,16 @@ func checkForwarded(t *testing.T, mode string, overhead int, in, out [][]byte, s
 					sv.name, ip, got, total, share)
 			}
 		}
-		t.Logf("RESULT %s %s: %d flows: %s", mode, sv.name, total, strings.Join(spread, ", "))
+		t.Logf("RESULT %s %s: %d flows: %s", s.name, sv.name, total, strings.Join(spread, ", "))
 	}
 }
 
 // checkTshark dissects the output with tshark, an independent dissector:
 // per frame the addresses, protocols and checksums of the envelope (or the
 // rewritten frame in l2) and of the client packet inside.
-func checkTshark(t *testing.T, mode, path string, in [][]byte, s *sample) {
+func checkTshark(t *testing.T, path string, in [][]byte, s *sample) {
 	t.Helper()
+	mode := s.mode
 	fields := []string{"eth.dst", "ip.src", "ip.dst", "ip.proto", "ip.checksum.status", "gre.proto"}
 	args := []string{"-r", path, "-o", "ip.check_checksum:TRUE", "-T", "fields",
 		"-E", "separator=|", "-E", "occurrence=a", "-E", "aggregator=,"}
@@ -576,8 +616,8 @@ func checkTshark(t *testing.T, mode, path string, in [][]byte, s *sample) {
 			switch {
 			case len(dst) != 2 || len(csum) != 2:
 				problem = "want two IPv4 headers"
-			case src[0] != portIP.String() || sv.weights[dst[0]] == 0 || proto[0] != wantProto || csum[0] != "1":
-				problem = fmt.Sprintf("outer: want %v to a backend of %s, protocol %s, valid checksum", portIP, sv.name, wantProto)
+			case src[0] != s.portIP.String() || sv.weights[dst[0]] == 0 || proto[0] != wantProto || csum[0] != "1":
+				problem = fmt.Sprintf("outer: want %v to a backend of %s, protocol %s, valid checksum", s.portIP, sv.name, wantProto)
 			case src[1] != h.src.String() || dst[1] != sv.vip.String() || csum[1] != "1":
 				problem = "inner: want the client to the VIP, valid checksum"
 			case mode == "gre" && f[5] != "0x0800":
@@ -695,8 +735,8 @@ func (s *sample) serviceOf(h header) *service {
 	return nil
 }
 
-func mustMAC(s string) [6]byte {
-	var m [6]byte
+func mustMAC(s string) []byte {
+	m := make([]byte, 6)
 	for i, x := range strings.Split(s, ":") {
 		b, err := strconv.ParseUint(x, 16, 8)
 		if err != nil {
