@@ -159,8 +159,7 @@ func TestProfilesTRexStub(t *testing.T) {
 func TestRenderCLI(t *testing.T) {
 	needTools(t)
 	out := filepath.Join(t.TempDir(), "latency.pcap")
-	cmd := exec.Command(python, "render.py", "latency", "--out", out, "--packets", "6", "--lat-pps", "10")
-	stdout, err := cmd.Output()
+	stdout, err := pythonCmd("", "render.py", "latency", "--out", out, "--packets", "6", "--lat-pps", "10").Output()
 	if err != nil {
 		t.Fatalf("render.py: %v\n%s", err, stderrOf(err))
 	}
@@ -202,12 +201,23 @@ func TestSamplesAgree(t *testing.T) {
 
 func needTools(t *testing.T) {
 	t.Helper()
-	if out, err := exec.Command(python, "-c", "import scapy, yaml").CombinedOutput(); err != nil {
+	if out, err := pythonCmd("", "-c", "import scapy, yaml").CombinedOutput(); err != nil {
 		t.Fatalf("%s with scapy and yaml is required (make deps installs python3-scapy, python3-yaml): %v\n%s", python, err, out)
 	}
 	if _, err := exec.LookPath("tshark"); err != nil {
 		t.Fatal("tshark is required (make deps installs it)")
 	}
+}
+
+// pythonCmd is python with args, PYTHONPATH path (if any), and no
+// bytecode written into the source tree.
+func pythonCmd(path string, args ...string) *exec.Cmd {
+	cmd := exec.Command(python, args...)
+	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1")
+	if path != "" {
+		cmd.Env = append(cmd.Env, "PYTHONPATH="+path)
+	}
+	return cmd
 }
 
 // dsrlbBinary is bin/dsrlb of DSRLB_TESTBED_BIN, or a fresh build.
@@ -384,9 +394,7 @@ func runBatch(t *testing.T, dir string, jobs []job) []json.RawMessage {
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(python, "testdata/batch.py", path)
-	cmd.Env = append(os.Environ(), "PYTHONPATH=testdata/trexstub", "PYTHONDONTWRITEBYTECODE=1")
-	stdout, err := cmd.Output()
+	stdout, err := pythonCmd("testdata/trexstub", "testdata/batch.py", path).Output()
 	if err != nil {
 		t.Fatalf("batch.py: %v\n%s", err, stderrOf(err))
 	}
