@@ -37,11 +37,14 @@ var (
 	// two-armed per mode.
 	samples  = []string{"l2", "ipip", "gre", "l2-two-armed", "ipip-two-armed", "gre-two-armed"}
 	overhead = map[string]int{"l2": 0, "ipip": 20, "gre": 24}
+	// profiles are the profile runs of every config, with the frame sizes
+	// (without FCS) and SYNs they must make: 3 services (2 of them TCP),
+	// testFlows flows each, IMIX 7:4:1, 10 % SYNs.
 	profiles = []profileCase{
-		{"clients-64", "clients", 3 * testFlows, []string{"--size", "64"}},
-		{"clients-imix", "clients", 6 * testFlows, []string{"--size", "imix"}},
-		{"synack", "synack", 2 * testFlows, nil},
-		{"latency", "latency", 60, nil},
+		{"clients-64", "clients", 3 * testFlows, []string{"--size", "64"}, map[int]int{60: 900}, 0},
+		{"clients-imix", "clients", 6 * testFlows, []string{"--size", "imix"}, map[int]int{60: 1050, 590: 600, 1514: 150}, 0},
+		{"synack", "synack", 2 * testFlows, nil, map[int]int{60: 600}, 60},
+		{"latency", "latency", 60, nil, map[int]int{124: 60}, 0},
 	}
 )
 
@@ -50,6 +53,8 @@ type profileCase struct {
 	name, profile string
 	packets       int
 	args          []string
+	sizes         map[int]int // frames by length
+	syns          int
 }
 
 // TestProfilesReplay renders every profile with scapy for each sample
@@ -413,9 +418,9 @@ func decode(t *testing.T, raw json.RawMessage, v any) {
 }
 
 // checkRender checks the rendered packets against the profile's promise:
-// every packet to a service of the sample, from the appliance's MAC
-// point of view a client frame, the streams' packet counts summing up, and
-// each service's field-engine flows all present.
+// client frames (to the appliance's MAC, DF, TTL 64) to the sample's
+// services, of the expected sizes, SYNs and number, as the summary counts
+// them, and in clients-64 every flow of every service once.
 func checkRender(t *testing.T, c profileCase, pkts [][]byte, sum renderSummary, s *sample) {
 	t.Helper()
 	n := 0
@@ -426,7 +431,12 @@ func checkRender(t *testing.T, c profileCase, pkts [][]byte, sum renderSummary, 
 		t.Fatalf("%s: %d packets in the pcap, summary %d, streams %d; want %d", c.name, len(pkts), sum.Packets, n, c.packets)
 	}
 	flows := map[string]map[[6]byte]bool{}
+	sizes, syns := map[int]int{}, 0
 	for i, p := range pkts {
+		sizes[len(p)]++
+		if h, _ := parse(p, 14); h.proto == 6 && p[14+20+13] == 0x02 {
+			syns++
+		}
 		h, ok := parse(p, 14)
 		if !ok || !bytes.Equal(p[0:6], mustMAC(s.cfg.Dataplane.Ports[0].MAC)) || h.ttl != 64 || !h.df {
 			t.Fatalf("%s: packet %d is not a client frame to the appliance (DF, TTL 64): %x", c.name, i, p)
@@ -440,8 +450,10 @@ func checkRender(t *testing.T, c profileCase, pkts [][]byte, sum renderSummary, 
 		}
 		flows[sv.name][h.client()] = true
 	}
+	if fmt.Sprint(sizes) != fmt.Sprint(c.sizes) || syns != c.syns {
+		t.Errorf("%s: frames by length %v and %d SYNs, want %v and %d", c.name, sizes, syns, c.sizes, c.syns)
+	}
 	if c.name == "clients-64" {
-		// 3 services, 3*testFlows packets: each flow of each service once.
 		for _, sv := range s.services {
 			if got := len(flows[sv.name]); got != testFlows {
 				t.Errorf("%s: service %s has %d flows, want %d", c.name, sv.name, got, testFlows)
