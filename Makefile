@@ -6,7 +6,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin
 PKGS := libdpdk-dev dpdk-dev libpcap-dev pkg-config tshark iproute2 frr wrk curl \
-        iputils-ping tcpdump procps ethtool valgrind
+        iputils-ping tcpdump procps ethtool valgrind python3-scapy python3-yaml
 export DEBIAN_FRONTEND := noninteractive
 # Go tests of packages using DPDK or namespaces share the machine's 2 cores:
 # run packages one after another.
