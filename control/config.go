@@ -203,7 +203,7 @@ func ParseYAML(b []byte) (*Config, error) {
 	if _, err := c.Validate(); err != nil {
 		for _, e := range AllFieldErrors(err) {
 			if !errs.cover(e.at) {
-				e.Line = lines.ofAt(e.at)
+				e.Line = lines.At(e.at)
 				errs = append(errs, e)
 			}
 		}

@@ -32,7 +32,9 @@ type Lines struct {
 // closest enclosing object in the document; 0 when there is none.
 func (ls *Lines) Of(field string) int { return lineOf(ls.name, field) }
 
-func (ls *Lines) ofAt(at string) int { return lineOf(ls.at, at) }
+// At is Of for a path with list items by index: services[1].name is the
+// name of the second service even when two share a name.
+func (ls *Lines) At(path string) int { return lineOf(ls.at, path) }
 
 func lineOf(m map[string]int, p string) int {
 	for ; p != ""; p = parentField(p) {
