@@ -96,11 +96,10 @@ func NewStore(cfg *Config, opts StoreOptions) (*Store, error) {
 	s := &Store{cfg: cfg.Clone(), ids: NewIDs(), opts: opts, yamlServices: ServicesDigest(cfg.Services)}
 	if opts.StatePath != "" {
 		removeStaleTemps(opts.StatePath, opts.Log)
-		st, err := ReadState(opts.StatePath)
-		start := startServices(cfg, st, err)
+		start := ChooseState(cfg, opts.StatePath)
 		start.log(opts.Log, opts.StatePath)
-		if start.setAside {
-			kind := strings.TrimPrefix(start.event, "state_") // superseded or invalid
+		if start.SetAside {
+			kind := strings.TrimPrefix(start.Event, "state_") // superseded or invalid
 			moved, err := setAside(opts.StatePath, kind, time.Now())
 			if err != nil {
 				opts.Log.Error().Err(err).Str("event", "state_set_aside_failed").Str("path", opts.StatePath).Msg("could not set the state file aside; it will be overwritten")
@@ -108,7 +107,7 @@ func NewStore(cfg *Config, opts StoreOptions) (*Store, error) {
 				opts.Log.Warn().Str("event", "state_set_aside").Str("path", opts.StatePath).Str("moved_to", moved).Msg("old state file kept next to the new one")
 			}
 		}
-		s.cfg.Services = start.services
+		s.cfg.Services = start.Services
 	}
 	t, err := s.cfg.Validate()
 	if err != nil {
@@ -128,18 +127,25 @@ func NewStore(cfg *Config, opts StoreOptions) (*Store, error) {
 	return s, nil
 }
 
-// startChoice is where a start takes its services from, and why.
-type startChoice struct {
-	// event names the case in the log: state_none (no state file),
+// StateChoice is where a start takes its services from, and why.
+type StateChoice struct {
+	// Event names the case in the log: state_none (no state file),
 	// state_loaded (restored), state_superseded (the YAML's services
 	// changed) or state_invalid (unreadable, or does not validate).
-	event    string
-	services []Service
-	// setAside tells NewStore to rename the state file out of the way, as
-	// path.superseded-TIME or path.invalid-TIME, before writing the new one.
-	setAside bool
-	reason   string
-	errs     []string // why the state's services do not validate
+	Event    string
+	Services []Service
+	// SetAside tells that the state file is to be renamed out of the way,
+	// as PATH.superseded-TIME or PATH.invalid-TIME.
+	SetAside bool
+	Reason   string
+	Errors   []string // why the state's services do not validate
+}
+
+// ChooseState applies the state-file rule (see startServices) to cfg, the
+// YAML config, and the state file at path, without changing anything.
+func ChooseState(cfg *Config, path string) StateChoice {
+	st, err := ReadState(path)
+	return startServices(cfg, st, err)
 }
 
 // startServices is the state-file rule. yaml is the YAML config; st and
@@ -156,9 +162,9 @@ type startChoice struct {
 //     that recorded none: restored as before, so an upgrade keeps the API's
 //     changes): the state file's services, if they validate with the rest
 //     of yaml; if not, it is set aside as invalid and the YAML's are used.
-func startServices(yaml *Config, st *State, readErr error) startChoice {
-	fromYAML := func(event, reason string, setAside bool) startChoice {
-		return startChoice{event: event, services: yaml.Clone().Services, setAside: setAside, reason: reason}
+func startServices(yaml *Config, st *State, readErr error) StateChoice {
+	fromYAML := func(event, reason string, setAside bool) StateChoice {
+		return StateChoice{Event: event, Services: yaml.Clone().Services, SetAside: setAside, Reason: reason}
 	}
 	switch {
 	case errors.Is(readErr, os.ErrNotExist):
@@ -178,10 +184,10 @@ func startServices(yaml *Config, st *State, readErr error) startChoice {
 	if _, err := full.Validate(); err != nil {
 		c := fromYAML("state_invalid", "the state file's services do not validate with the YAML config", true)
 		for _, fe := range AllFieldErrors(err) {
-			c.errs = append(c.errs, fe.Error())
+			c.Errors = append(c.Errors, fe.Error())
 		}
-		if len(c.errs) == 0 {
-			c.errs = []string{err.Error()}
+		if len(c.Errors) == 0 {
+			c.Errors = []string{err.Error()}
 		}
 		return c
 	}
@@ -189,24 +195,24 @@ func startServices(yaml *Config, st *State, readErr error) startChoice {
 	if st.YAMLServices == "" {
 		reason = "the state file does not record the YAML services it started from (written by an older dsrlb)"
 	}
-	return startChoice{event: "state_loaded", services: full.Services, reason: reason}
+	return StateChoice{Event: "state_loaded", Services: full.Services, Reason: reason}
 }
 
 // log reports the choice under its event key.
-func (c startChoice) log(log zerolog.Logger, path string) {
+func (c StateChoice) log(log zerolog.Logger, path string) {
 	var e *zerolog.Event
 	msg := "starting from the YAML config's services"
 	switch {
-	case c.event == "state_loaded":
-		e, msg = log.Info().Int("services", len(c.services)), "state file restored"
-	case c.event == "state_invalid":
-		e, msg = log.Error().Strs("errors", c.errs), "state file not usable: "+msg
-	case c.setAside:
+	case c.Event == "state_loaded":
+		e, msg = log.Info().Int("services", len(c.Services)), "state file restored"
+	case c.Event == "state_invalid":
+		e, msg = log.Error().Strs("errors", c.Errors), "state file not usable: "+msg
+	case c.SetAside:
 		e, msg = log.Warn(), msg+"; the state file's (with changes made over the API) are set aside"
 	default:
 		e = log.Info()
 	}
-	e.Str("event", c.event).Str("path", path).Str("reason", c.reason).Msg(msg)
+	e.Str("event", c.Event).Str("path", path).Str("reason", c.Reason).Msg(msg)
 }
 
 // setAside renames the state file at path to path.KIND-TIME (TIME in
