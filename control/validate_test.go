@@ -335,8 +335,14 @@ func TestDecodeYAML(t *testing.T) {
 			`f.yaml:1: dataplane.workers: want an integer, got "many"`,
 			`f.yaml:1: dataplane.eal_args: want a list, got "-l"`,
 			`f.yaml:2: maglev.seed: want an integer 0..4294967295, got "-1"`}},
-		{"anchors and merge keys", "x: &b {ip: 10.0.0.1, bogus: 1}\n", []string{
+		{"an anchor under an unknown key", "x: &b {ip: 10.0.0.1, bogus: 1}\n", []string{
 			"f.yaml:1: x: field x not found; want one of api, bgp, dataplane, flows, maglev, neighbors, services"}},
+		{"items named as Validate names them, whatever the key order", "services:\n  - health: {type: tcp, interval: 1x}\n    name: web\n" +
+			"    backends: [{weight: x, ip: 10.0.0.1}, {ip: 10.0.0.300, weight: y}]\n  - name: a\n    x.y[0]: 1\n", []string{
+			`f.yaml:2: services[web].health.interval: invalid duration "1x"`,
+			`f.yaml:4: services[web].backends[10.0.0.1].weight: want an integer, got "x"`,
+			`f.yaml:4: services[web].backends[1].weight: want an integer, got "y"`,
+			`f.yaml:6: services[a].x.y[0]: field x.y[0] not found; want one of backends, health, min_healthy, mode, name, port, protocol, vip`}},
 		{"empty file", "", nil},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {

@@ -25,7 +25,7 @@ import (
 // Lines tells the line of each field of a decoded YAML config.
 type Lines struct {
 	at   map[string]int // by index path: services[0].backends[1].weight
-	name map[string]int // by FieldError.Field; the first of duplicates
+	name map[string]int // by FieldError.Field; the first line of duplicates
 }
 
 // Of returns the line of field, named as in FieldError.Field, or of its
@@ -105,7 +105,7 @@ func decodeYAML(b []byte) (*Config, *Lines, FieldErrors) {
 		return &c, lines, nil // an empty file: an empty config
 	}
 	w := yamlWalker{lines: lines}
-	w.walk(doc.Content[0], reflect.TypeFor[Config](), fieldPath{})
+	w.walk(doc.Content[0], reflect.TypeFor[Config](), "")
 	err := doc.Content[0].Decode(&c)
 	var te *yaml.TypeError
 	switch {
@@ -124,10 +124,21 @@ func decodeYAML(b []byte) (*Config, *Lines, FieldErrors) {
 	default:
 		w.errs = append(w.errs, &FieldError{Line: doc.Content[0].Line, Message: err.Error()})
 	}
+	for _, e := range w.errs {
+		e.Field = fieldName(&c, e.at)
+	}
+	for at, line := range lines.at {
+		name := fieldName(&c, at)
+		if first, ok := lines.name[name]; !ok || line < first {
+			lines.name[name] = line
+		}
+	}
 	return &c, lines, w.errs
 }
 
 // yamlWalker walks a YAML node tree alongside the Go type it decodes into.
+// Its paths name list items by index (services[0].port): names come from
+// the decoded config afterwards (fieldName), as Validate names them.
 type yamlWalker struct {
 	lines   *Lines
 	errs    FieldErrors
@@ -136,29 +147,26 @@ type yamlWalker struct {
 
 var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
 
-func (w *yamlWalker) fail(p fieldPath, line int, format string, a ...any) {
-	w.errs = append(w.errs, &FieldError{Field: p.name, Message: fmt.Sprintf(format, a...), Line: line, at: p.at})
+func (w *yamlWalker) fail(at string, line int, format string, a ...any) {
+	w.errs = append(w.errs, &FieldError{Message: fmt.Sprintf(format, a...), Line: line, at: at})
 }
 
-// refuse reports value n at p and makes it null, so that decoding the
+// refuse reports value n at at and makes it null, so that decoding the
 // document leaves the field zero instead of failing.
-func (w *yamlWalker) refuse(n *yaml.Node, p fieldPath, format string, a ...any) {
-	w.fail(p, n.Line, format, a...)
+func (w *yamlWalker) refuse(n *yaml.Node, at string, format string, a ...any) {
+	w.fail(at, n.Line, format, a...)
 	*n = yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null", Line: n.Line, Column: n.Column}
 }
 
-func (w *yamlWalker) mark(p fieldPath, line int) {
-	if _, ok := w.lines.at[p.at]; ok && w.merging > 0 {
+func (w *yamlWalker) mark(at string, line int) {
+	if _, ok := w.lines.at[at]; ok && w.merging > 0 {
 		return // the mapping's own key
 	}
-	w.lines.at[p.at] = line
-	if _, ok := w.lines.name[p.name]; !ok {
-		w.lines.name[p.name] = line
-	}
+	w.lines.at[at] = line
 }
 
-// walk checks node n at p against type t.
-func (w *yamlWalker) walk(n *yaml.Node, t reflect.Type, p fieldPath) {
+// walk checks node n at path at against type t.
+func (w *yamlWalker) walk(n *yaml.Node, t reflect.Type, at string) {
 	for n.Kind == yaml.AliasNode && n.Alias != nil {
 		n = n.Alias
 	}
@@ -166,34 +174,34 @@ func (w *yamlWalker) walk(n *yaml.Node, t reflect.Type, p fieldPath) {
 		return // null leaves the zero value, as yaml.v3 does
 	}
 	if reflect.PointerTo(t).Implements(unmarshalerType) {
-		w.leaf(n, t, p)
+		w.leaf(n, t, at)
 		return
 	}
 	switch t.Kind() {
 	case reflect.Pointer:
-		w.walk(n, t.Elem(), p)
+		w.walk(n, t.Elem(), at)
 	case reflect.Struct:
-		w.mapping(n, t, p)
+		w.mapping(n, t, at)
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
-			w.refuse(n, p, "want a list, got %s", nodeKind(n))
+			w.refuse(n, at, "want a list, got %s", nodeKind(n))
 			return
 		}
 		for i, it := range n.Content {
-			ip := p.item(i, itemLabel(it, t.Elem()))
+			ip := at + "[" + strconv.Itoa(i) + "]"
 			w.mark(ip, it.Line)
 			w.walk(it, t.Elem(), ip)
 		}
 	default:
-		w.leaf(n, t, p)
+		w.leaf(n, t, at)
 	}
 }
 
 // mapping checks the keys of mapping n against the yaml tags of struct t
 // and removes the unknown and repeated ones.
-func (w *yamlWalker) mapping(n *yaml.Node, t reflect.Type, p fieldPath) {
+func (w *yamlWalker) mapping(n *yaml.Node, t reflect.Type, at string) {
 	if n.Kind != yaml.MappingNode {
-		w.refuse(n, p, "want a mapping, got %s", nodeKind(n))
+		w.refuse(n, at, "want a mapping, got %s", nodeKind(n))
 		return
 	}
 	fields := yamlFields(t)
@@ -207,16 +215,16 @@ func (w *yamlWalker) mapping(n *yaml.Node, t reflect.Type, p fieldPath) {
 			kept = append(kept, k, v)
 			continue
 		}
-		kp := p.key(k.Value)
-		if p.at == "" {
-			kp = rootField(k.Value)
+		kp := k.Value
+		if at != "" {
+			kp = at + "." + k.Value
 		}
 		if first, dup := seen[k.Value]; dup {
 			w.fail(kp, k.Line, "duplicate key (first at line %d)", first)
 			continue
 		}
 		seen[k.Value] = k.Line
-		ft, ok := fields[k.Value]
+		f, ok := fields[k.Value]
 		if !ok {
 			names := make([]string, 0, len(fields))
 			for name := range fields {
@@ -227,7 +235,7 @@ func (w *yamlWalker) mapping(n *yaml.Node, t reflect.Type, p fieldPath) {
 			continue
 		}
 		w.mark(kp, k.Line)
-		w.walk(v, ft, kp)
+		w.walk(v, f.Type, kp)
 		kept = append(kept, k, v)
 	}
 	n.Content = kept
@@ -240,16 +248,16 @@ func (w *yamlWalker) mapping(n *yaml.Node, t reflect.Type, p fieldPath) {
 		}
 		if v.Kind == yaml.SequenceNode {
 			for _, m := range v.Content {
-				w.walk(m, t, p)
+				w.walk(m, t, at)
 			}
 		} else {
-			w.walk(v, t, p)
+			w.walk(v, t, at)
 		}
 	}
 }
 
 // leaf decodes scalar n into a new t on its own.
-func (w *yamlWalker) leaf(n *yaml.Node, t reflect.Type, p fieldPath) {
+func (w *yamlWalker) leaf(n *yaml.Node, t reflect.Type, p string) {
 	err := n.Decode(reflect.New(t).Interface())
 	var te *yaml.TypeError
 	switch {
@@ -263,9 +271,9 @@ func (w *yamlWalker) leaf(n *yaml.Node, t reflect.Type, p fieldPath) {
 	}
 }
 
-// yamlFields maps the yaml keys of struct t to their field types.
-func yamlFields(t reflect.Type) map[string]reflect.Type {
-	m := map[string]reflect.Type{}
+// yamlFields maps the yaml keys of struct t to its fields.
+func yamlFields(t reflect.Type) map[string]reflect.StructField {
+	m := map[string]reflect.StructField{}
 	for i := range t.NumField() {
 		f := t.Field(i)
 		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
@@ -275,20 +283,60 @@ func yamlFields(t reflect.Type) map[string]reflect.Type {
 		if name == "" {
 			name = strings.ToLower(f.Name)
 		}
-		m[name] = f.Type
+		m[name] = f
 	}
 	return m
 }
 
-// itemLabel is the label of list item n of type t (see labeled), "" when
-// t has none or n does not decode.
-func itemLabel(n *yaml.Node, t reflect.Type) string {
-	v := reflect.New(t)
-	if _, ok := v.Elem().Interface().(labeled); !ok || n.Kind != yaml.MappingNode {
-		return ""
+// fieldName turns a path of c with list items by index
+// (services[0].backends[1].weight) into the name Validate gives the field
+// (services[web].backends[192.0.2.21].weight): items that are labeled by
+// their label. What does not resolve in c stays as it is.
+func fieldName(c *Config, at string) string {
+	var b strings.Builder
+	v := reflect.ValueOf(c).Elem()
+	rest := at
+	for rest != "" {
+		for v.Kind() == reflect.Pointer && !v.IsNil() {
+			v = v.Elem()
+		}
+		if rest[0] == '[' {
+			end := strings.IndexByte(rest, ']')
+			if end < 0 || v.Kind() != reflect.Slice {
+				break
+			}
+			i, err := strconv.Atoi(rest[1:end])
+			if err != nil || i < 0 || i >= v.Len() {
+				break
+			}
+			v = v.Index(i)
+			if l, ok := v.Interface().(labeled); ok && l.label() != "" {
+				b.WriteString("[" + l.label() + "]")
+			} else {
+				b.WriteString(rest[:end+1])
+			}
+			rest = rest[end+1:]
+			continue
+		}
+		sep, key := "", rest
+		if rest[0] == '.' {
+			sep, key = ".", rest[1:]
+		}
+		if end := strings.IndexAny(key, ".["); end >= 0 {
+			key = key[:end]
+		}
+		f, ok := reflect.StructField{}, false
+		if v.Kind() == reflect.Struct {
+			f, ok = yamlFields(v.Type())[key]
+		}
+		if !ok {
+			break
+		}
+		b.WriteString(sep + key)
+		v = v.FieldByIndex(f.Index)
+		rest = rest[len(sep)+len(key):]
 	}
-	_ = n.Decode(v.Interface()) // partly is enough: errors are the walk's
-	return v.Elem().Interface().(labeled).label()
+	return b.String() + rest
 }
 
 func nodeKind(n *yaml.Node) string {
