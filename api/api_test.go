@@ -375,9 +375,13 @@ func TestRejections(t *testing.T) {
 			if ct := w.Header().Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
 				t.Errorf("Content-Type = %q", ct)
 			}
-			e := decodeJSON[types.ErrorResponse](t, w).Error
+			doc := decodeJSON[types.ErrorResponse](t, w)
+			e := doc.Error
 			if e.Code != c.code || e.Field != c.field || e.Message == "" {
 				t.Errorf("error = %+v, want code %q field %q", e, c.code, c.field)
+			}
+			if len(doc.Errors) == 0 || doc.Errors[0] != e {
+				t.Errorf("errors = %+v, want a list starting with error %+v", doc.Errors, e)
 			}
 			if c.status == 401 && w.Header().Get("WWW-Authenticate") == "" {
 				t.Error("401 without WWW-Authenticate")
@@ -682,5 +686,51 @@ func TestReplaceServices(t *testing.T) {
 	}
 	if w := f.do("PUT", "/api/v1/services", `{"services":[]}`, header("Authorization", "")); w.Code != http.StatusUnauthorized {
 		t.Errorf("without a token: %d, want 401", w.Code)
+	}
+}
+
+// TestEveryErrorInOneAnswer: a change that does not validate is answered
+// with every error of the resulting config, the first also as "error".
+func TestEveryErrorInOneAnswer(t *testing.T) {
+	f := newFixture(t, testToken)
+	for _, tc := range []struct {
+		desc, method, path, body string
+		want                     []types.Error
+	}{
+		{"one service, three errors", "POST", "/api/v1/services",
+			`{"name":"api","vip":"198.51.100.300","protocol":"sctp","port":80,"mode":"ipip","backends":[{"ip":"203.0.113.9","weight":5000}]}`,
+			[]types.Error{
+				{Code: types.CodeValidation, Field: "services[api].vip", Message: `not an IPv4 address: "198.51.100.300"`},
+				{Code: types.CodeValidation, Field: "services[api].protocol", Message: `must be tcp or udp, got "sctp"`},
+				{Code: types.CodeValidation, Field: "services[api].backends[203.0.113.9].weight", Message: "must be 0..1000, got 5000"},
+			}},
+		{"every service replaced, two invalid", "PUT", "/api/v1/services",
+			`{"services":[{"name":"web","vip":"198.51.100.1","protocol":"tcp","port":80,"mode":"l2","backends":[{"ip":"203.0.113.30"}]},` +
+				`{"name":"dns","vip":"198.51.100.2","protocol":"udp","port":53,"mode":"ipip","backends":[{"ip":"203.0.113.5","state":"off"}]}]}`,
+			[]types.Error{
+				{Code: types.CodeValidation, Field: "services[web].backends[203.0.113.30].ip", Message: "l2 mode needs the backend on a port's subnet"},
+				{Code: types.CodeValidation, Field: "services[dns].backends[203.0.113.5].state", Message: `must be enabled, drain or disabled, got "off"`},
+			}},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			before := f.state()
+			w := f.do(tc.method, tc.path, tc.body)
+			if w.Code != http.StatusBadRequest {
+				t.Fatalf("%d %s, want 400", w.Code, w.Body)
+			}
+			doc := decodeJSON[types.ErrorResponse](t, w)
+			if !reflect.DeepEqual(doc.Errors, tc.want) {
+				t.Errorf("errors:\n%+v\nwant:\n%+v", doc.Errors, tc.want)
+			}
+			if doc.Error != tc.want[0] {
+				t.Errorf("error = %+v, want the first, %+v", doc.Error, tc.want[0])
+			}
+			if after := f.state(); !reflect.DeepEqual(before, after) {
+				t.Error("a rejected change changed the config, state file or generation")
+			}
+		})
+	}
+	if logs := f.logs.String(); !strings.Contains(logs, `"reason":"services[api].vip: not an IPv4 address: \"198.51.100.300\"; services[api].protocol:`) {
+		t.Errorf("the rejection is not logged with every reason:\n%s", logs)
 	}
 }

@@ -214,12 +214,27 @@ func (s *Server) change(event string) gin.HandlerFunc {
 
 // fail aborts c with an error document, logging it when c is a change.
 func (s *Server) fail(c *gin.Context, status int, code, field, msg string) {
-	s.logChange(c, msg)
-	c.AbortWithStatusJSON(status, types.ErrorResponse{Error: types.Error{Code: code, Message: msg, Field: field}})
+	s.failAll(c, status, []types.Error{{Code: code, Message: msg, Field: field}})
+}
+
+// failAll aborts c with a document of errs (at least one), logging it when
+// c is a change.
+func (s *Server) failAll(c *gin.Context, status int, errs []types.Error) {
+	reason := errs[0].Message
+	if len(errs) > 1 {
+		all := make([]string, len(errs))
+		for i, e := range errs {
+			all[i] = e.Field + ": " + e.Message
+		}
+		reason = strings.Join(all, "; ")
+	}
+	s.logChange(c, reason)
+	c.AbortWithStatusJSON(status, types.ErrorResponse{Error: errs[0], Errors: errs})
 }
 
 // failErr maps a control error to its status: ErrNotFound 404, ErrConflict
-// 409, a FieldError 400, anything else (persistence) 500.
+// 409, FieldErrors 400 with every error of the config, anything else
+// (persistence) 500.
 func (s *Server) failErr(c *gin.Context, err error) {
 	fe, isField := control.AsFieldError(err)
 	field, msg := "", err.Error()
@@ -232,7 +247,11 @@ func (s *Server) failErr(c *gin.Context, err error) {
 	case errors.Is(err, control.ErrConflict):
 		s.fail(c, http.StatusConflict, types.CodeConflict, field, msg)
 	case isField:
-		s.fail(c, http.StatusBadRequest, types.CodeValidation, field, msg)
+		var errs []types.Error
+		for _, fe := range control.AllFieldErrors(err) {
+			errs = append(errs, types.Error{Code: types.CodeValidation, Message: fe.Message, Field: fe.Field})
+		}
+		s.failAll(c, http.StatusBadRequest, errs)
 	default:
 		s.fail(c, http.StatusInternalServerError, types.CodeInternal, "", msg)
 	}

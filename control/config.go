@@ -5,8 +5,6 @@
 package control
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -174,26 +172,9 @@ func (d *Duration) parse(s string) error {
 	return nil
 }
 
-// FieldError is a validation error naming the object and field at fault.
-type FieldError struct {
-	Field   string // path, e.g. services[web].backends[192.0.2.21].weight
-	Message string
-}
-
-func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
-
-func ferr(field, format string, a ...any) error {
-	return &FieldError{Field: field, Message: fmt.Sprintf(format, a...)}
-}
-
-// AsFieldError returns the FieldError in err's chain, if any.
-func AsFieldError(err error) (*FieldError, bool) {
-	var fe *FieldError
-	ok := errors.As(err, &fe)
-	return fe, ok
-}
-
-// LoadFile reads and validates a YAML config file. Unknown keys are errors.
+// LoadFile reads a YAML config file, decodes it strictly and validates
+// it. A file that does not decode or validate gives a *FileError with
+// every error of the file and its line.
 func LoadFile(path string) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -201,23 +182,37 @@ func LoadFile(path string) (*Config, error) {
 	}
 	c, err := ParseYAML(b)
 	if err != nil {
+		if es := AllFieldErrors(err); es != nil {
+			return nil, &FileError{Path: path, Errs: es}
+		}
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	return c, nil
 }
 
-// ParseYAML decodes a YAML config strictly and validates it.
+// ParseYAML decodes a YAML config strictly and validates it. The error is
+// a FieldErrors with every error of the document, each with its line, in
+// the order of the lines: unknown keys, values of the wrong type, and what
+// Validate finds in the rest (a field that did not decode is not also
+// reported by Validate).
 func ParseYAML(b []byte) (*Config, error) {
-	var c Config
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("parse: %w", err)
+	c, lines, errs := decodeYAML(b)
+	if c == nil {
+		return nil, errs
 	}
 	if _, err := c.Validate(); err != nil {
-		return nil, err
+		for _, e := range AllFieldErrors(err) {
+			if !errs.cover(e.at) {
+				e.Line = lines.At(e.at)
+				errs = append(errs, e)
+			}
+		}
 	}
-	return &c, nil
+	if len(errs) > 0 {
+		errs.byLine()
+		return nil, errs
+	}
+	return c, nil
 }
 
 // Clone returns a deep copy of c.

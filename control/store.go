@@ -1,13 +1,18 @@
 package control
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -15,11 +20,36 @@ import (
 )
 
 // State is what the state file holds: the services, the part of the config
-// the REST API changes. Ports, BGP and API settings always come from the
-// YAML config.
+// the REST API changes, and which YAML services they started from. Ports,
+// BGP and API settings always come from the YAML config.
 type State struct {
-	Version  int       `json:"version"`
-	Services []Service `json:"services"`
+	Version int `json:"version"`
+	// YAMLServices is the ServicesDigest of the YAML config's services the
+	// appliance that wrote the file started with. NewStore restores the
+	// file's services only while the YAML's services are still those; an
+	// edit of them in the YAML wins. Empty in files of dsrlb versions that
+	// did not record it.
+	YAMLServices string    `json:"yaml_services_sha256,omitempty"`
+	Services     []Service `json:"services"`
+}
+
+// ServicesDigest returns the SHA-256, in hex, of the canonical JSON of
+// svcs (an absent and an empty list alike). It tells whether the services
+// of a YAML config changed: formatting, comments, key order and the way a
+// duration is written ("1s", "1000ms") do not count. New fields of Service,
+// Backend and Health MUST be omitempty, or the digest of every existing
+// config changes and the next start sets aside the API's changes.
+func ServicesDigest(svcs []Service) string {
+	norm := make([]Service, len(svcs))
+	for i, s := range svcs {
+		norm[i] = s.Clone() // backends: an empty list, never null
+	}
+	b, err := json.Marshal(norm)
+	if err != nil {
+		panic("control: services do not encode: " + err.Error()) // plain data: cannot happen
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
 // StoreOptions are the Store's dependencies.
@@ -44,6 +74,9 @@ type Store struct {
 	opts  StoreOptions
 	snap  atomic.Pointer[pipeline.Snapshot]
 	subs  []func(*Typed)
+	// yamlServices is the ServicesDigest of the YAML config's services,
+	// recorded in every state file this store writes.
+	yamlServices string
 
 	rejected atomic.Uint64
 	accepted atomic.Uint64
@@ -52,21 +85,29 @@ type Store struct {
 // ErrNotFound is returned (wrapped) for a missing service or backend.
 var ErrNotFound = errors.New("not found")
 
-// NewStore starts from cfg, replaced by the state file's services when that
-// file exists, and publishes the first snapshot.
+// NewStore starts from cfg, the YAML config, and publishes the first
+// snapshot. With a state file its services are decided by the state-file
+// rule (see startServices): the state file's services while the YAML's
+// services are those it started from, else the YAML's; a state file that
+// cannot be read, or does not validate with cfg, is set aside with the
+// reason logged. The state file never keeps the appliance from starting:
+// only an invalid cfg does.
 func NewStore(cfg *Config, opts StoreOptions) (*Store, error) {
-	s := &Store{cfg: cfg.Clone(), ids: NewIDs(), opts: opts}
+	s := &Store{cfg: cfg.Clone(), ids: NewIDs(), opts: opts, yamlServices: ServicesDigest(cfg.Services)}
 	if opts.StatePath != "" {
 		removeStaleTemps(opts.StatePath, opts.Log)
-		st, err := ReadState(opts.StatePath)
-		switch {
-		case err == nil:
-			s.cfg.Services = st.Services
-			opts.Log.Info().Str("event", "state_loaded").Str("path", opts.StatePath).Int("services", len(st.Services)).Msg("state file restored")
-		case errors.Is(err, os.ErrNotExist):
-		default:
-			return nil, err
+		start := ChooseState(cfg, opts.StatePath)
+		start.log(opts.Log, opts.StatePath)
+		if start.SetAside {
+			kind := strings.TrimPrefix(start.Event, "state_") // superseded or invalid
+			moved, err := setAside(opts.StatePath, kind, time.Now())
+			if err != nil {
+				opts.Log.Error().Err(err).Str("event", "state_set_aside_failed").Str("path", opts.StatePath).Msg("could not set the state file aside; it will be overwritten")
+			} else {
+				opts.Log.Warn().Str("event", "state_set_aside").Str("path", opts.StatePath).Str("moved_to", moved).Msg("old state file kept next to the new one")
+			}
 		}
+		s.cfg.Services = start.Services
 	}
 	t, err := s.cfg.Validate()
 	if err != nil {
@@ -74,14 +115,121 @@ func NewStore(cfg *Config, opts StoreOptions) (*Store, error) {
 	}
 	s.typed = t
 	if opts.StatePath != "" {
-		if err := WriteState(opts.StatePath, s.cfg); err != nil {
-			return nil, err
+		// Record what the services start from. Failing that, the appliance
+		// still forwards; API changes then fail until the file is writable.
+		if err := s.writeState(s.cfg); err != nil {
+			opts.Log.Error().Err(err).Str("event", "state_write_failed").Str("path", opts.StatePath).Msg("could not write the state file")
 		}
 	}
 	if err := s.publishLocked(); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// StateChoice is where a start takes its services from, and why.
+type StateChoice struct {
+	// Event names the case in the log: state_none (no state file),
+	// state_loaded (restored), state_superseded (the YAML's services
+	// changed) or state_invalid (unreadable, or does not validate).
+	Event    string
+	Services []Service
+	// SetAside tells that the state file is to be renamed out of the way,
+	// as PATH.superseded-TIME or PATH.invalid-TIME.
+	SetAside bool
+	Reason   string
+	Errors   []string // why the state's services do not validate
+}
+
+// ChooseState applies the state-file rule (see startServices) to cfg, the
+// YAML config, and the state file at path, without changing anything.
+func ChooseState(cfg *Config, path string) StateChoice {
+	st, err := ReadState(path)
+	return startServices(cfg, st, err)
+}
+
+// startServices is the state-file rule. yaml is the YAML config; st and
+// readErr are what ReadState returned.
+//
+//   - No state file: the YAML's services.
+//   - A state file that cannot be read or decoded: set aside as invalid;
+//     the YAML's services.
+//   - A state file that recorded other YAML services than yaml's (the YAML
+//     was edited, or another config is used with the same state file): the
+//     YAML's services win; the state file is set aside as superseded,
+//     unless its services are the YAML's anyway.
+//   - Otherwise (the same YAML services, or a state file of an older dsrlb
+//     that recorded none: restored as before, so an upgrade keeps the API's
+//     changes): the state file's services, if they validate with the rest
+//     of yaml; if not, it is set aside as invalid and the YAML's are used.
+func startServices(yaml *Config, st *State, readErr error) StateChoice {
+	fromYAML := func(event, reason string, setAside bool) StateChoice {
+		return StateChoice{Event: event, Services: yaml.Clone().Services, SetAside: setAside, Reason: reason}
+	}
+	switch {
+	case errors.Is(readErr, os.ErrNotExist):
+		return fromYAML("state_none", "no state file", false)
+	case readErr != nil:
+		return fromYAML("state_invalid", readErr.Error(), true)
+	}
+	digest := ServicesDigest(yaml.Services)
+	if st.YAMLServices != "" && st.YAMLServices != digest {
+		if ServicesDigest(st.Services) == digest {
+			return fromYAML("state_superseded", "the YAML config's services changed since the state file was written, to the state file's own: nothing is lost", false)
+		}
+		return fromYAML("state_superseded", "the YAML config's services changed since the state file was written", true)
+	}
+	full := yaml.Clone()
+	full.Services = st.Services
+	if _, err := full.Validate(); err != nil {
+		c := fromYAML("state_invalid", "the state file's services do not validate with the YAML config", true)
+		for _, fe := range AllFieldErrors(err) {
+			c.Errors = append(c.Errors, fe.Error())
+		}
+		if len(c.Errors) == 0 {
+			c.Errors = []string{err.Error()}
+		}
+		return c
+	}
+	reason := "the YAML config's services are those the state file started from"
+	if st.YAMLServices == "" {
+		reason = "the state file does not record the YAML services it started from (written by an older dsrlb)"
+	}
+	return StateChoice{Event: "state_loaded", Services: full.Services, Reason: reason}
+}
+
+// log reports the choice under its event key.
+func (c StateChoice) log(log zerolog.Logger, path string) {
+	var e *zerolog.Event
+	msg := "starting from the YAML config's services"
+	switch {
+	case c.Event == "state_loaded":
+		e, msg = log.Info().Int("services", len(c.Services)), "state file restored"
+	case c.Event == "state_invalid":
+		e, msg = log.Error().Strs("errors", c.Errors), "state file not usable: "+msg
+	case c.SetAside:
+		e, msg = log.Warn(), msg+"; the state file's (with changes made over the API) are set aside"
+	default:
+		e = log.Info()
+	}
+	e.Str("event", c.Event).Str("path", path).Str("reason", c.Reason).Msg(msg)
+}
+
+// setAside renames the state file at path to path.KIND-TIME (TIME in
+// RFC 3339, UTC; -2, -3... if that exists) and returns the new name.
+func setAside(path, kind string, now time.Time) (string, error) {
+	base := path + "." + kind + "-" + now.UTC().Format(time.RFC3339)
+	to := base
+	for n := 2; ; n++ {
+		if _, err := os.Lstat(to); err != nil {
+			break // free (or unusable: Rename says why)
+		}
+		to = base + "-" + strconv.Itoa(n)
+	}
+	if err := os.Rename(path, to); err != nil {
+		return "", err
+	}
+	return to, nil
 }
 
 // Snapshots returns the pointer workers load their snapshot from.
@@ -134,7 +282,7 @@ func (s *Store) Update(fn func(c *Config) error) error {
 		return err
 	}
 	if s.opts.StatePath != "" {
-		if err := WriteState(s.opts.StatePath, n); err != nil {
+		if err := s.writeState(n); err != nil {
 			s.rejected.Add(1)
 			return err
 		}
@@ -150,7 +298,7 @@ func (s *Store) Update(fn func(c *Config) error) error {
 	if err := s.publishLocked(); err != nil {
 		s.cfg, s.typed = oldCfg, oldTyped
 		if s.opts.StatePath != "" {
-			if werr := WriteState(s.opts.StatePath, oldCfg); werr != nil {
+			if werr := s.writeState(oldCfg); werr != nil {
 				s.opts.Log.Error().Err(werr).Str("event", "state_restore_failed").Msg("could not restore the state file")
 			}
 		}
@@ -234,11 +382,16 @@ func ReadState(path string) (*State, error) {
 	return &st, nil
 }
 
-// WriteState persists c's services to path atomically: a temp file in the
-// same directory, fsync, rename over path, fsync of the directory. A crash
-// at any point leaves either the old or the new file, never a torn one.
-func WriteState(path string, c *Config) error {
-	b, err := json.MarshalIndent(State{Version: 1, Services: c.Services}, "", "  ")
+// writeState persists c's services to the state file.
+func (s *Store) writeState(c *Config) error {
+	return WriteState(s.opts.StatePath, State{Version: 1, YAMLServices: s.yamlServices, Services: c.Services})
+}
+
+// WriteState persists st to path atomically: a temp file in the same
+// directory, fsync, rename over path, fsync of the directory. A crash at
+// any point leaves either the old or the new file, never a torn one.
+func WriteState(path string, st State) error {
+	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode state: %w", err)
 	}

@@ -80,55 +80,102 @@ const (
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
 
 // Validate checks c as a whole and returns its typed form. The error is a
-// *FieldError naming the first offending object and field.
+// FieldErrors listing every offending object and field, in the order of
+// the config; a check whose input already failed (a backend's subnet when
+// a port's address is bad) is skipped rather than reported twice.
 func (c *Config) Validate() (*Typed, error) {
+	var l errList
 	t := &Typed{EALArgs: c.Dataplane.EALArgs, Workers: c.Dataplane.Workers, Neighbors: map[netip.Addr]pipeline.MAC{}}
+	dp := rootField("dataplane")
 	if t.Workers == 0 {
 		t.Workers = 1
 	}
 	if t.Workers < 1 || t.Workers > 64 {
-		return nil, ferr("dataplane.workers", "must be 1..64, got %d", c.Dataplane.Workers)
+		l.add(dp.key("workers"), "must be 1..64, got %d", c.Dataplane.Workers)
 	}
 	t.IdleSleep = time.Duration(c.Dataplane.IdleSleep)
 	if t.IdleSleep < 0 || t.IdleSleep > 10*time.Millisecond {
-		return nil, ferr("dataplane.idle_sleep", "must be 0..10ms, got %v", t.IdleSleep)
+		l.add(dp.key("idle_sleep"), "must be 0..10ms, got %v", t.IdleSleep)
 	}
-	if len(c.Dataplane.Ports) == 0 {
-		return nil, ferr("dataplane.ports", "at least one port is required")
+	own := t.validatePorts(c.Dataplane.Ports, &l)
+	t.validateNeighbors(c.Neighbors, &l)
+	t.validateServices(c.Services, own, &l)
+	t.validateFlows(&c.Flows, &l)
+	t.MaglevSz = c.Maglev.TableSize
+	if t.MaglevSz == 0 {
+		t.MaglevSz = pipeline.DefaultMaglevSize
 	}
+	if !pipeline.IsMaglevSize(t.MaglevSz) {
+		l.add(rootField("maglev").key("table_size"), "must be one of %v", pipeline.MaglevSizes())
+	}
+	t.Seed = c.Maglev.Seed
+	t.APIListen = c.API.Listen
+	if t.APIListen == "" {
+		t.APIListen = "127.0.0.1:8080"
+	}
+	if _, _, err := net.SplitHostPort(t.APIListen); err != nil {
+		l.add(rootField("api").key("listen"), "want host:port, got %q", c.API.Listen)
+	}
+	t.APIToken = c.API.Token
+	if c.BGP != nil {
+		validateBGP(c.BGP, &l)
+		t.BGP = c.BGP
+		t.BGPDrain = time.Duration(c.BGP.Drain)
+		if c.BGP.Drain == 0 {
+			t.BGPDrain = 5 * time.Second
+		}
+	}
+	if err := l.err(); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// validatePorts checks the dataplane ports into t.Ports and returns the
+// ports' own addresses (address to port name). t.Ports stays empty when
+// any port is invalid, so that backends are not also reported unreachable.
+func (t *Typed) validatePorts(ports []Port, l *errList) map[netip.Addr]string {
 	own := map[netip.Addr]string{}
-	for i, p := range c.Dataplane.Ports {
-		f := fmt.Sprintf("dataplane.ports[%d]", i)
-		if p.Name != "" {
-			f = fmt.Sprintf("dataplane.ports[%s]", p.Name)
-		}
+	pf := rootField("dataplane").key("ports")
+	if len(ports) == 0 {
+		l.add(pf, "at least one port is required")
+		return own
+	}
+	before := l.count()
+	var typed []TypedPort
+	for i, p := range ports {
+		f := pf.item(i, p.label())
 		if !nameRE.MatchString(p.Name) {
-			return nil, ferr(f+".name", "must match %s", nameRE)
+			l.add(f.key("name"), "must match %s", nameRE)
 		}
-		for _, q := range t.Ports {
+		for _, q := range typed {
 			if q.Name == p.Name {
-				return nil, ferr(f+".name", "duplicate port name")
+				l.add(f.key("name"), "duplicate port name")
+				break
 			}
 		}
 		if p.Device == "" {
-			return nil, ferr(f+".device", "required")
+			l.add(f.key("device"), "required")
 		}
+		tp := TypedPort{Name: p.Name, Device: p.Device, MTU: p.MTU}
 		pfx, err := netip.ParsePrefix(p.IP)
-		if err != nil || !pfx.Addr().Is4() {
-			return nil, ferr(f+".ip", "want IPv4 address/prefix like 192.0.2.10/24, got %q", p.IP)
+		ipOK := err == nil && pfx.Addr().Is4()
+		if !ipOK {
+			l.add(f.key("ip"), "want IPv4 address/prefix like 192.0.2.10/24, got %q", p.IP)
+		} else {
+			tp.Addr, tp.Prefix = pfx.Addr(), pfx.Masked()
+			if _, dup := own[tp.Addr]; dup {
+				l.add(f.key("ip"), "address %v used by another port", tp.Addr)
+			}
+			own[tp.Addr] = p.Name
 		}
-		tp := TypedPort{Name: p.Name, Device: p.Device, Addr: pfx.Addr(), Prefix: pfx.Masked(), MTU: p.MTU}
-		if _, dup := own[tp.Addr]; dup {
-			return nil, ferr(f+".ip", "address %v used by another port", tp.Addr)
-		}
-		own[tp.Addr] = p.Name
 		if p.Gateway != "" {
 			gw, ok := parseAddr4(p.Gateway)
-			if !ok {
-				return nil, ferr(f+".gateway", "not an IPv4 address: %q", p.Gateway)
-			}
-			if !tp.Prefix.Contains(gw) {
-				return nil, ferr(f+".gateway", "%v is not on the port's subnet %v", gw, tp.Prefix)
+			switch {
+			case !ok:
+				l.add(f.key("gateway"), "not an IPv4 address: %q", p.Gateway)
+			case ipOK && !tp.Prefix.Contains(gw):
+				l.add(f.key("gateway"), "%v is not on the port's subnet %v", gw, tp.Prefix)
 			}
 			tp.Gateway = gw
 		}
@@ -136,34 +183,49 @@ func (c *Config) Validate() (*Typed, error) {
 			tp.MTU = 1500
 		}
 		if tp.MTU < 576 || tp.MTU > 9000 {
-			return nil, ferr(f+".mtu", "must be 576..9000, got %d", p.MTU)
+			l.add(f.key("mtu"), "must be 576..9000, got %d", p.MTU)
 		}
 		if p.MAC != "" {
 			m, err := ParseMAC(p.MAC)
 			if err != nil {
-				return nil, ferr(f+".mac", "%v", err)
+				l.add(f.key("mac"), "%v", err)
 			}
 			tp.MAC = m
 		}
-		t.Ports = append(t.Ports, tp)
+		typed = append(typed, tp)
 	}
-	for i, n := range c.Neighbors {
-		f := fmt.Sprintf("neighbors[%d]", i)
-		a, ok := parseAddr4(n.IP)
-		if !ok {
-			return nil, ferr(f+".ip", "not an IPv4 address: %q", n.IP)
+	if l.count() == before {
+		t.Ports = typed
+	}
+	return own
+}
+
+func (t *Typed) validateNeighbors(nbs []Neighbor, l *errList) {
+	for i, n := range nbs {
+		f := rootField("neighbors").item(i, "")
+		a, ipOK := parseAddr4(n.IP)
+		if !ipOK {
+			l.add(f.key("ip"), "not an IPv4 address: %q", n.IP)
 		}
 		m, err := ParseMAC(n.MAC)
 		if err != nil {
-			return nil, ferr(f+".mac", "%v", err)
+			l.add(f.key("mac"), "%v", err)
+		}
+		if !ipOK || err != nil {
+			continue
 		}
 		if _, dup := t.Neighbors[a]; dup {
-			return nil, ferr(f+".ip", "duplicate neighbor %v", a)
+			l.add(f.key("ip"), "duplicate neighbor %v", a)
+			continue
 		}
 		t.Neighbors[a] = m
 	}
-	if len(c.Services) > MaxServices {
-		return nil, ferr("services", "at most %d services", MaxServices)
+}
+
+func (t *Typed) validateServices(svcs []Service, own map[netip.Addr]string, l *errList) {
+	sf := rootField("services")
+	if len(svcs) > MaxServices {
+		l.add(sf, "at most %d services", MaxServices)
 	}
 	names := map[string]bool{}
 	type svcKey struct {
@@ -172,95 +234,44 @@ func (c *Config) Validate() (*Typed, error) {
 		port  uint16
 	}
 	keys := map[svcKey]string{}
-	for i := range c.Services {
-		ts, err := t.validateService(&c.Services[i], i, own)
-		if err != nil {
-			return nil, err
+	for i := range svcs {
+		s := &svcs[i]
+		f := sf.item(i, s.label())
+		ts, keyOK := t.validateService(s, f, own, l)
+		if nameRE.MatchString(s.Name) {
+			if names[s.Name] {
+				l.add(f.key("name"), "duplicate service name")
+			}
+			names[s.Name] = true
 		}
-		f := "services[" + ts.Name + "]"
-		if names[ts.Name] {
-			return nil, ferr(f+".name", "duplicate service name")
+		if keyOK {
+			k := svcKey{ts.VIP, ts.Proto, ts.Port}
+			if other, dup := keys[k]; dup {
+				l.add(f.key("vip"), "%v %s port %d is already served by %q", ts.VIP, s.Protocol, ts.Port, other)
+			}
+			keys[k] = ts.Name
 		}
-		names[ts.Name] = true
-		k := svcKey{ts.VIP, ts.Proto, ts.Port}
-		if other, dup := keys[k]; dup {
-			return nil, ferr(f+".vip", "%v %s port %d is already served by %q", ts.VIP, c.Services[i].Protocol, ts.Port, other)
-		}
-		keys[k] = ts.Name
 		t.Services = append(t.Services, *ts)
 	}
-	t.FlowCap = c.Flows.Capacity
-	if t.FlowCap == 0 {
-		t.FlowCap = pipeline.DefaultFlowCapacity
-	}
-	if t.FlowCap < 1024 || t.FlowCap > 1<<26 {
-		return nil, ferr("flows.capacity", "must be 1024..%d, got %d", 1<<26, c.Flows.Capacity)
-	}
-	t.Timeouts = pipeline.DefaultFlowTimeouts
-	for _, d := range []struct {
-		name string
-		in   Duration
-		out  *time.Duration
-	}{
-		{"tcp_syn_timeout", c.Flows.TCPSyn, &t.Timeouts.TCPSyn},
-		{"tcp_established_timeout", c.Flows.TCPEstablished, &t.Timeouts.TCPEstablished},
-		{"tcp_closing_timeout", c.Flows.TCPClosing, &t.Timeouts.TCPClosing},
-		{"udp_timeout", c.Flows.UDP, &t.Timeouts.UDP},
-	} {
-		if d.in < 0 || time.Duration(d.in) > 24*time.Hour {
-			return nil, ferr("flows."+d.name, "must be 0..24h")
-		}
-		if d.in > 0 {
-			*d.out = time.Duration(d.in)
-		}
-	}
-	t.MaglevSz = c.Maglev.TableSize
-	if t.MaglevSz == 0 {
-		t.MaglevSz = pipeline.DefaultMaglevSize
-	}
-	if !pipeline.IsMaglevSize(t.MaglevSz) {
-		return nil, ferr("maglev.table_size", "must be one of %v", pipeline.MaglevSizes())
-	}
-	t.Seed = c.Maglev.Seed
-	t.APIListen = c.API.Listen
-	if t.APIListen == "" {
-		t.APIListen = "127.0.0.1:8080"
-	}
-	if _, _, err := net.SplitHostPort(t.APIListen); err != nil {
-		return nil, ferr("api.listen", "want host:port, got %q", c.API.Listen)
-	}
-	t.APIToken = c.API.Token
-	if c.BGP != nil {
-		if err := validateBGP(c.BGP); err != nil {
-			return nil, err
-		}
-		t.BGP = c.BGP
-		t.BGPDrain = time.Duration(c.BGP.Drain)
-		if c.BGP.Drain == 0 {
-			t.BGPDrain = 5 * time.Second
-		}
-	}
-	return t, nil
 }
 
-func (t *Typed) validateService(s *Service, i int, own map[netip.Addr]string) (*TypedService, error) {
-	f := fmt.Sprintf("services[%d]", i)
-	if s.Name != "" {
-		f = "services[" + s.Name + "]"
-	}
+// validateService checks service s at f. keyOK tells whether its VIP,
+// protocol and port are valid, so that clashes with other services can be
+// checked.
+func (t *Typed) validateService(s *Service, f fieldPath, own map[netip.Addr]string, l *errList) (ts *TypedService, keyOK bool) {
 	if !nameRE.MatchString(s.Name) {
-		return nil, ferr(f+".name", "must match %s", nameRE)
+		l.add(f.key("name"), "must match %s", nameRE)
 	}
-	ts := &TypedService{Name: s.Name, MinHealthy: s.MinHealthy}
+	ts = &TypedService{Name: s.Name, MinHealthy: s.MinHealthy}
+	before := l.count()
 	vip, ok := parseAddr4(s.VIP)
-	if !ok {
-		return nil, ferr(f+".vip", "not an IPv4 address: %q", s.VIP)
-	}
-	if vip.IsUnspecified() || vip.IsMulticast() || vip.IsLoopback() || vip == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
-		return nil, ferr(f+".vip", "%v cannot be a VIP", vip)
-	}
-	if p, clash := own[vip]; clash {
-		return nil, ferr(f+".vip", "%v is the address of port %s", vip, p)
+	switch {
+	case !ok:
+		l.add(f.key("vip"), "not an IPv4 address: %q", s.VIP)
+	case vip.IsUnspecified() || vip.IsMulticast() || vip.IsLoopback() || vip == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		l.add(f.key("vip"), "%v cannot be a VIP", vip)
+	case own[vip] != "":
+		l.add(f.key("vip"), "%v is the address of port %s", vip, own[vip])
 	}
 	ts.VIP = vip
 	switch s.Protocol {
@@ -269,12 +280,14 @@ func (t *Typed) validateService(s *Service, i int, own map[netip.Addr]string) (*
 	case "udp":
 		ts.Proto = pipeline.ProtoUDP
 	default:
-		return nil, ferr(f+".protocol", "must be tcp or udp, got %q", s.Protocol)
+		l.add(f.key("protocol"), "must be tcp or udp, got %q", s.Protocol)
 	}
-	if s.Port < 0 || s.Port > 65535 {
-		return nil, ferr(f+".port", "must be 0..65535 (0 = every port), got %d", s.Port)
+	portOK := s.Port >= 0 && s.Port <= 65535
+	if !portOK {
+		l.add(f.key("port"), "must be 0..65535 (0 = every port), got %d", s.Port)
 	}
 	ts.Port = uint16(s.Port)
+	keyOK = l.count() == before
 	switch s.Mode {
 	case "l2":
 		ts.Mode = pipeline.ModeL2
@@ -283,69 +296,109 @@ func (t *Typed) validateService(s *Service, i int, own map[netip.Addr]string) (*
 	case "gre":
 		ts.Mode = pipeline.ModeGRE
 	default:
-		return nil, ferr(f+".mode", "must be l2, ipip or gre, got %q", s.Mode)
+		l.add(f.key("mode"), "must be l2, ipip or gre, got %q", s.Mode)
 	}
 	if len(s.Backends) > MaxBackends {
-		return nil, ferr(f+".backends", "at most %d backends", MaxBackends)
+		l.add(f.key("backends"), "at most %d backends", MaxBackends)
 	}
 	seen := map[netip.Addr]bool{}
 	for j, b := range s.Backends {
-		bf := fmt.Sprintf("%s.backends[%d]", f, j)
-		ip, ok := parseAddr4(b.IP)
-		if !ok {
-			return nil, ferr(bf+".ip", "not an IPv4 address: %q", b.IP)
+		if tb, ok := t.validateBackend(&b, f.key("backends").item(j, b.label()), ts, seen, own, l); ok {
+			ts.Backends = append(ts.Backends, tb)
 		}
-		bf = fmt.Sprintf("%s.backends[%s]", f, ip)
-		if seen[ip] {
-			return nil, ferr(bf+".ip", "duplicate backend")
-		}
-		seen[ip] = true
-		if ip == vip || own[ip] != "" || ip.IsUnspecified() || ip.IsMulticast() || ip.IsLoopback() {
-			return nil, ferr(bf+".ip", "%v cannot be a backend", ip)
-		}
-		tb := TypedBackend{IP: ip, Weight: 1, State: "enabled"}
-		if b.Weight != nil {
-			if *b.Weight < 0 || *b.Weight > MaxWeight {
-				return nil, ferr(bf+".weight", "must be 0..%d, got %d", MaxWeight, *b.Weight)
-			}
-			tb.Weight = uint32(*b.Weight)
-		}
-		if b.MAC != "" {
-			m, err := ParseMAC(b.MAC)
-			if err != nil {
-				return nil, ferr(bf+".mac", "%v", err)
-			}
-			tb.MAC = m
-		}
-		switch b.State {
-		case "", "enabled":
-		case "drain", "disabled":
-			tb.State = b.State
-		default:
-			return nil, ferr(bf+".state", "must be enabled, drain or disabled, got %q", b.State)
-		}
-		if ts.Mode == pipeline.ModeL2 && t.portFor(ip, false) < 0 {
-			return nil, ferr(bf+".ip", "l2 mode needs the backend on a port's subnet")
-		}
-		if t.portFor(ip, true) < 0 {
-			return nil, ferr(bf+".ip", "no port reaches %v (not on a port subnet, and no gateway)", ip)
-		}
-		ts.Backends = append(ts.Backends, tb)
 	}
 	if s.MinHealthy < 0 || s.MinHealthy > len(s.Backends) && len(s.Backends) > 0 {
-		return nil, ferr(f+".min_healthy", "must be 0..%d, got %d", len(s.Backends), s.MinHealthy)
+		l.add(f.key("min_healthy"), "must be 0..%d, got %d", len(s.Backends), s.MinHealthy)
 	}
 	if ts.MinHealthy == 0 {
 		ts.MinHealthy = 1
 	}
 	if s.Health != nil {
-		h, err := validateHealth(s.Health, f+".health", s.Port)
-		if err != nil {
-			return nil, err
-		}
-		ts.Health = h
+		ts.Health = validateHealth(s.Health, f.key("health"), s.Port, portOK, l)
 	}
-	return ts, nil
+	return ts, keyOK
+}
+
+// validateBackend checks backend b at f of service ts; seen holds the
+// backend addresses before it. ok is false when b had an error.
+func (t *Typed) validateBackend(b *Backend, f fieldPath, ts *TypedService, seen map[netip.Addr]bool, own map[netip.Addr]string, l *errList) (tb TypedBackend, ok bool) {
+	before := l.count()
+	ip, parsed := parseAddr4(b.IP)
+	ipOK := false
+	switch {
+	case !parsed:
+		l.add(f.key("ip"), "not an IPv4 address: %q", b.IP)
+	case seen[ip]:
+		l.add(f.key("ip"), "duplicate backend")
+	case ip == ts.VIP || own[ip] != "" || ip.IsUnspecified() || ip.IsMulticast() || ip.IsLoopback():
+		l.add(f.key("ip"), "%v cannot be a backend", ip)
+	default:
+		ipOK = true
+	}
+	if parsed {
+		seen[ip] = true
+	}
+	tb = TypedBackend{IP: ip, Weight: 1, State: "enabled"}
+	if b.Weight != nil {
+		if *b.Weight < 0 || *b.Weight > MaxWeight {
+			l.add(f.key("weight"), "must be 0..%d, got %d", MaxWeight, *b.Weight)
+		}
+		tb.Weight = uint32(*b.Weight)
+	}
+	if b.MAC != "" {
+		m, err := ParseMAC(b.MAC)
+		if err != nil {
+			l.add(f.key("mac"), "%v", err)
+		}
+		tb.MAC = m
+	}
+	switch b.State {
+	case "", "enabled":
+	case "drain", "disabled":
+		tb.State = b.State
+	default:
+		l.add(f.key("state"), "must be enabled, drain or disabled, got %q", b.State)
+	}
+	// Reachability needs valid ports (t.Ports is empty otherwise) and a
+	// valid backend address.
+	if ipOK && len(t.Ports) > 0 {
+		if ts.Mode == pipeline.ModeL2 && t.portFor(ip, false) < 0 {
+			l.add(f.key("ip"), "l2 mode needs the backend on a port's subnet")
+		} else if t.portFor(ip, true) < 0 {
+			l.add(f.key("ip"), "no port reaches %v (not on a port subnet, and no gateway)", ip)
+		}
+	}
+	return tb, l.count() == before
+}
+
+// validateFlows checks the flow table's size and timeouts.
+func (t *Typed) validateFlows(fl *Flows, l *errList) {
+	f := rootField("flows")
+	t.FlowCap = fl.Capacity
+	if t.FlowCap == 0 {
+		t.FlowCap = pipeline.DefaultFlowCapacity
+	}
+	if t.FlowCap < 1024 || t.FlowCap > 1<<26 {
+		l.add(f.key("capacity"), "must be 1024..%d, got %d", 1<<26, fl.Capacity)
+	}
+	t.Timeouts = pipeline.DefaultFlowTimeouts
+	for _, d := range []struct {
+		name string
+		in   Duration
+		out  *time.Duration
+	}{
+		{"tcp_syn_timeout", fl.TCPSyn, &t.Timeouts.TCPSyn},
+		{"tcp_established_timeout", fl.TCPEstablished, &t.Timeouts.TCPEstablished},
+		{"tcp_closing_timeout", fl.TCPClosing, &t.Timeouts.TCPClosing},
+		{"udp_timeout", fl.UDP, &t.Timeouts.UDP},
+	} {
+		if d.in < 0 || time.Duration(d.in) > 24*time.Hour {
+			l.add(f.key(d.name), "must be 0..24h")
+		}
+		if d.in > 0 {
+			*d.out = time.Duration(d.in)
+		}
+	}
 }
 
 // portFor returns the index of the port that reaches ip: on-link first,
@@ -366,7 +419,9 @@ func (t *Typed) portFor(ip netip.Addr, viaGateway bool) int {
 	return -1
 }
 
-func validateHealth(h *Health, f string, svcPort int) (*TypedHealth, error) {
+// validateHealth checks monitor h at f of a service on port svcPort
+// (svcPortOK false: that port is itself invalid and already reported).
+func validateHealth(h *Health, f fieldPath, svcPort int, svcPortOK bool, l *errList) *TypedHealth {
 	th := &TypedHealth{Type: h.Type, Port: h.Port, Path: h.Path, Expect: h.Expect, Send: h.Send, Receive: h.Receive,
 		Interval: time.Duration(h.Interval), Timout: time.Duration(h.Timeout), Rise: h.Rise, Fall: h.Fall}
 	switch h.Type {
@@ -374,26 +429,26 @@ func validateHealth(h *Health, f string, svcPort int) (*TypedHealth, error) {
 		if th.Port == 0 {
 			th.Port = svcPort
 		}
-		if th.Port < 1 || th.Port > 65535 {
-			return nil, ferr(f+".port", "must be 1..65535 (the service has no single port)")
+		if (th.Port < 1 || th.Port > 65535) && (h.Port != 0 || svcPortOK) {
+			l.add(f.key("port"), "must be 1..65535 (the service has no single port)")
 		}
 	case "icmp":
 	default:
-		return nil, ferr(f+".type", "must be tcp, http, icmp or udp, got %q", h.Type)
+		l.add(f.key("type"), "must be tcp, http, icmp or udp, got %q", h.Type)
 	}
 	if h.Type == "http" {
 		if th.Path == "" {
 			th.Path = "/"
 		}
 		if th.Path[0] != '/' {
-			return nil, ferr(f+".path", "must start with /")
+			l.add(f.key("path"), "must start with /")
 		}
 		if len(th.Expect) == 0 {
 			th.Expect = []int{200}
 		}
 		for _, c := range th.Expect {
 			if c < 100 || c > 599 {
-				return nil, ferr(f+".expect", "status %d is not 100..599", c)
+				l.add(f.key("expect"), "status %d is not 100..599", c)
 			}
 		}
 	}
@@ -404,10 +459,10 @@ func validateHealth(h *Health, f string, svcPort int) (*TypedHealth, error) {
 		th.Timout = th.Interval / 2
 	}
 	if th.Interval < 100*time.Millisecond || th.Interval > time.Hour {
-		return nil, ferr(f+".interval", "must be 100ms..1h")
+		l.add(f.key("interval"), "must be 100ms..1h")
 	}
 	if th.Timout <= 0 || th.Timout > th.Interval {
-		return nil, ferr(f+".timeout", "must be > 0 and <= interval")
+		l.add(f.key("timeout"), "must be > 0 and <= interval")
 	}
 	if th.Rise == 0 {
 		th.Rise = 2
@@ -416,47 +471,47 @@ func validateHealth(h *Health, f string, svcPort int) (*TypedHealth, error) {
 		th.Fall = 2
 	}
 	if th.Rise < 1 || th.Rise > 100 {
-		return nil, ferr(f+".rise", "must be 1..100")
+		l.add(f.key("rise"), "must be 1..100")
 	}
 	if th.Fall < 1 || th.Fall > 100 {
-		return nil, ferr(f+".fall", "must be 1..100")
+		l.add(f.key("fall"), "must be 1..100")
 	}
-	return th, nil
+	return th
 }
 
-func validateBGP(b *BGP) error {
+func validateBGP(b *BGP, l *errList) {
+	f := rootField("bgp")
 	if b.ASN == 0 {
-		return ferr("bgp.asn", "required")
+		l.add(f.key("asn"), "required")
 	}
 	if _, ok := parseAddr4(b.RouterID); !ok {
-		return ferr("bgp.router_id", "not an IPv4 address: %q", b.RouterID)
+		l.add(f.key("router_id"), "not an IPv4 address: %q", b.RouterID)
 	}
 	switch b.Role {
 	case "", "active", "standby":
 	default:
-		return ferr("bgp.role", "must be active or standby, got %q", b.Role)
+		l.add(f.key("role"), "must be active or standby, got %q", b.Role)
 	}
 	switch b.Standby {
 	case "", "med", "prepend":
 	default:
-		return ferr("bgp.standby_by", "must be med or prepend, got %q", b.Standby)
+		l.add(f.key("standby_by"), "must be med or prepend, got %q", b.Standby)
 	}
 	if b.Drain < 0 || time.Duration(b.Drain) > 10*time.Minute {
-		return ferr("bgp.drain", "must be 0..10m")
+		l.add(f.key("drain"), "must be 0..10m")
 	}
 	for i, p := range b.Peers {
-		f := fmt.Sprintf("bgp.peers[%d]", i)
+		pf := f.key("peers").item(i, "")
 		if _, ok := parseAddr4(p.Address); !ok {
-			return ferr(f+".address", "not an IPv4 address: %q", p.Address)
+			l.add(pf.key("address"), "not an IPv4 address: %q", p.Address)
 		}
 		if p.ASN == 0 {
-			return ferr(f+".asn", "required")
+			l.add(pf.key("asn"), "required")
 		}
 		if p.HoldTime != 0 && (p.HoldTime < 3 || p.HoldTime > 65535) {
-			return ferr(f+".hold_time", "must be 0 or 3..65535")
+			l.add(pf.key("hold_time"), "must be 0 or 3..65535")
 		}
 	}
-	return nil
 }
 
 // ParseMAC parses a colon-separated Ethernet address.

@@ -207,3 +207,181 @@ func TestAnnouncements(t *testing.T) {
 		}
 	}
 }
+
+// everyErrorYAML has errors of every kind: out of range, unknown key,
+// wrong type, bad duration, l2 backend off the subnet, duplicate name,
+// list expected, duplicate key, BGP.
+const everyErrorYAML = `dataplane:
+  workers: 99
+  ports:
+    - {name: eth0, device: net_null0, ip: 192.0.2.10/24, gateway: 192.0.2.1}
+services:
+  - name: web
+    vip: 203.0.113.10
+    protocol: sctp
+    port: 80
+    mode: ipip
+    backends:
+      - {ip: 10.0.0.1, weight: 5000}
+      - {ip: 192.0.2.21, wieght: 2}
+  - name: dns
+    vip: 203.0.113.11
+    protocol: udp
+    port: 53x
+    mode: l2
+    backends:
+      - ip: 10.0.0.2
+    health: {type: tcp, port: 53, interval: 1x}
+  - name: web
+    vip: 203.0.113.12
+    protocol: tcp
+    port: 80
+    mode: gre
+    backends: {ip: 10.0.0.3}
+flows: {capacity: 10}
+bgp:
+  asn: 0
+  router_id: 192.0.2.10
+  router_id: 192.0.2.11
+  peers:
+    - {address: 192.0.2.1, asn: 65000, hold_time: 1}
+`
+
+// TestParseEveryError: one answer lists every error of a config, each
+// with its field and line, in the order of the file.
+func TestParseEveryError(t *testing.T) {
+	_, err := ParseYAML([]byte(everyErrorYAML))
+	var got []string
+	for _, e := range AllFieldErrors(err) {
+		got = append(got, e.In("f.yaml"))
+	}
+	want := []string{
+		`f.yaml:2: dataplane.workers: must be 1..64, got 99`,
+		`f.yaml:8: services[web].protocol: must be tcp or udp, got "sctp"`,
+		`f.yaml:12: services[web].backends[10.0.0.1].weight: must be 0..1000, got 5000`,
+		`f.yaml:13: services[web].backends[192.0.2.21].wieght: field wieght not found; want one of ip, mac, state, weight`,
+		`f.yaml:17: services[dns].port: want an integer, got "53x"`,
+		`f.yaml:20: services[dns].backends[10.0.0.2].ip: l2 mode needs the backend on a port's subnet`,
+		`f.yaml:21: services[dns].health.interval: invalid duration "1x"`,
+		`f.yaml:22: services[web].name: duplicate service name`,
+		`f.yaml:27: services[web].backends: want a list, got a mapping`,
+		`f.yaml:28: flows.capacity: must be 1024..67108864, got 10`,
+		`f.yaml:30: bgp.asn: required`,
+		`f.yaml:32: bgp.router_id: duplicate key (first at line 31)`,
+		`f.yaml:34: bgp.peers[0].hold_time: must be 0 or 3..65535`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// The first one still answers AsFieldError, for callers that show one.
+	if fe, ok := AsFieldError(err); !ok || fe.Field != "dataplane.workers" {
+		t.Errorf("AsFieldError = %v, %v", fe, ok)
+	}
+}
+
+// TestValidateEveryError: a config from JSON (the REST API) gets every
+// error too, in the order of the config, without lines.
+func TestValidateEveryError(t *testing.T) {
+	c, err := ParseYAML([]byte(baseYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := 5000
+	c.Services[0].Backends[0].Weight = &w
+	c.Services[0].Backends[1].State = "sleeping"
+	c.Services = append(c.Services, Service{Name: "web", VIP: "203.0.113.11", Protocol: "udp", Port: 53, Mode: "nat"})
+	_, err = c.Validate()
+	var got []string
+	for _, e := range AllFieldErrors(err) {
+		if e.Line != 0 {
+			t.Errorf("%v: line %d, want none", e, e.Line)
+		}
+		got = append(got, e.Error())
+	}
+	want := []string{
+		`services[web].backends[10.0.0.1].weight: must be 0..1000, got 5000`,
+		`services[web].backends[192.0.2.21].state: must be enabled, drain or disabled, got "sleeping"`,
+		`services[web].mode: must be l2, ipip or gre, got "nat"`,
+		`services[web].name: duplicate service name`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestValidateNoCascade: a port that is wrong is reported once, not again
+// for every backend it would have reached.
+func TestValidateNoCascade(t *testing.T) {
+	y := strings.Replace(baseYAML, "ip: 192.0.2.10/24", "ip: 192.0.2.10", 1)
+	y = strings.Replace(y, "mode: ipip", "mode: l2", 1)
+	_, err := ParseYAML([]byte(y))
+	es := AllFieldErrors(err)
+	if len(es) != 1 || es[0].Field != "dataplane.ports[eth0].ip" || es[0].Line != 4 {
+		t.Errorf("errors %v, want only dataplane.ports[eth0].ip on line 4", err)
+	}
+}
+
+func TestDecodeYAML(t *testing.T) {
+	for _, tc := range []struct {
+		desc, yaml string
+		want       []string // errors as f.yaml:LINE: field: message
+	}{
+		{"syntax error", "dataplane:\n  ports: [\n", []string{"f.yaml:2: did not find expected node content"}},
+		{"tab indentation", "dataplane:\n\tports: []\n", []string{"f.yaml:2: found character that cannot start any token"}},
+		{"not a mapping", "- a\n", []string{`f.yaml:1: want a mapping, got a list`}},
+		{"unknown top-level key", "bogus: 1\nservices: []\n", []string{
+			"f.yaml:1: bogus: field bogus not found; want one of api, bgp, dataplane, flows, maglev, neighbors, services"}},
+		{"wrong types", "dataplane: {workers: many, eal_args: -l}\nmaglev: {seed: -1}\n", []string{
+			`f.yaml:1: dataplane.workers: want an integer, got "many"`,
+			`f.yaml:1: dataplane.eal_args: want a list, got "-l"`,
+			`f.yaml:2: maglev.seed: want an integer 0..4294967295, got "-1"`}},
+		{"an anchor under an unknown key", "x: &b {ip: 10.0.0.1, bogus: 1}\n", []string{
+			"f.yaml:1: x: field x not found; want one of api, bgp, dataplane, flows, maglev, neighbors, services"}},
+		{"items named as Validate names them, whatever the key order", "services:\n  - health: {type: tcp, interval: 1x}\n    name: web\n" +
+			"    backends: [{weight: x, ip: 10.0.0.1}, {ip: 10.0.0.300, weight: y}]\n  - name: a\n    x.y[0]: 1\n", []string{
+			`f.yaml:2: services[web].health.interval: invalid duration "1x"`,
+			`f.yaml:4: services[web].backends[10.0.0.1].weight: want an integer, got "x"`,
+			`f.yaml:4: services[web].backends[1].weight: want an integer, got "y"`,
+			`f.yaml:6: services[a].x.y[0]: field x.y[0] not found; want one of backends, health, min_healthy, mode, name, port, protocol, vip`}},
+		{"empty file", "", nil},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			_, _, err := DecodeYAML([]byte(tc.yaml))
+			var got []string
+			for _, e := range AllFieldErrors(err) {
+				got = append(got, e.In("f.yaml"))
+			}
+			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
+				t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			}
+		})
+	}
+}
+
+// TestDecodeYAMLMerge: merge keys and aliases decode as yaml.v3 decodes
+// them, and their errors are found.
+func TestDecodeYAMLMerge(t *testing.T) {
+	y := `services:
+  - &web {name: web, vip: 203.0.113.10, protocol: tcp, port: 80, mode: ipip, backends: [{ip: 10.0.0.1}]}
+  - <<: *web
+    name: web2
+    port: 81
+`
+	c, lines, err := DecodeYAML([]byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Services) != 2 || c.Services[1].VIP != "203.0.113.10" || c.Services[1].Port != 81 || len(c.Services[1].Backends) != 1 {
+		t.Errorf("services %+v", c.Services)
+	}
+	if l := lines.Of("services[web2].port"); l != 5 {
+		t.Errorf("line of services[web2].port = %d, want 5", l)
+	}
+	if l := lines.Of("services[web].backends[10.0.0.1].weight"); l != 2 {
+		t.Errorf("line of an absent field = %d, want its backend's 2", l)
+	}
+	_, _, err = DecodeYAML([]byte(strings.Replace(y, "port: 80,", "port: 80, bogus: 1,", 1)))
+	if fe, ok := AsFieldError(err); !ok || fe.Line != 2 || fe.Field != "services[web].bogus" {
+		t.Errorf("error in an anchor: %v", err)
+	}
+}

@@ -9,7 +9,11 @@ import "github.com/dsrlb/dsrlb/control"
 
 // ErrorResponse is the body of every 4xx and 5xx answer.
 type ErrorResponse struct {
+	// Error is the first error (of Errors).
 	Error Error `json:"error"`
+	// Errors is every error found, at least one: a change that does not
+	// validate lists each offending field, in the order of the config.
+	Errors []Error `json:"errors"`
 }
 
 // Error describes why a request failed.

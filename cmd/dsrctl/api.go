@@ -14,11 +14,10 @@ import (
 	"os"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
-
-	"gopkg.in/yaml.v3"
 
 	"github.com/dsrlb/dsrlb/api/types"
 	"github.com/dsrlb/dsrlb/control"
@@ -57,15 +56,44 @@ func (e usageError) Error() string { return string(e) }
 // apiError is an error document returned by the API.
 type apiError struct {
 	status int
-	body   types.Error
+	body   types.Error   // the first error
+	errs   []types.Error // every error, body first
+	// at returns where a field is in the file being applied, as
+	// FILE:LINE, or ""; nil outside apply.
+	at func(field string) string
 }
 
+// Error is one line for one error, else a line per error.
 func (e *apiError) Error() string {
-	msg := fmt.Sprintf("%d %s: %s", e.status, e.body.Code, e.body.Message)
-	if e.body.Field != "" {
-		msg += " (field " + e.body.Field + ")"
+	where := func(field string) string {
+		if e.at == nil || field == "" {
+			return ""
+		}
+		return e.at(field)
 	}
-	return msg
+	if len(e.errs) <= 1 {
+		msg := fmt.Sprintf("%d %s: %s", e.status, e.body.Code, e.body.Message)
+		if e.body.Field != "" {
+			msg += " (field " + e.body.Field + ")"
+		}
+		if at := where(e.body.Field); at != "" {
+			msg += " at " + at
+		}
+		return msg
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d %s: %d errors:", e.status, e.body.Code, len(e.errs))
+	for _, x := range e.errs {
+		b.WriteString("\n  ")
+		if at := where(x.Field); at != "" {
+			b.WriteString(at + ": ")
+		}
+		if x.Field != "" {
+			b.WriteString(x.Field + ": ")
+		}
+		b.WriteString(x.Message)
+	}
+	return b.String()
 }
 
 // runAPI runs API command name and returns its exit code: 0 ok, 1 API or
@@ -168,7 +196,7 @@ func (c *apiCmd) call(method, path string, in any) ([]byte, error) {
 	if resp.StatusCode >= 400 {
 		var er types.ErrorResponse
 		if json.Unmarshal(b, &er) == nil && er.Error.Code != "" {
-			return nil, &apiError{resp.StatusCode, er.Error}
+			return nil, &apiError{status: resp.StatusCode, body: er.Error, errs: er.Errors}
 		}
 		return nil, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b)))
 	}
@@ -353,7 +381,7 @@ func (c *apiCmd) apply() error {
 	if c.file == "" || len(c.args) != 0 {
 		return usageError("usage: dsrctl apply -f FILE [--prune]")
 	}
-	want, err := readServices(c.file)
+	want, lines, err := readServices(c.file)
 	if err != nil {
 		return err
 	}
@@ -403,6 +431,10 @@ func (c *apiCmd) apply() error {
 	}
 	if changed {
 		if _, err := c.call(http.MethodPut, "/api/v1/services", types.ServiceList{Services: next}); err != nil {
+			var ae *apiError
+			if errors.As(err, &ae) {
+				ae.at = func(field string) string { return fileLine(c.file, lines, inFile, field) }
+			}
 			return fmt.Errorf("apply: nothing changed: %w", err)
 		}
 	}
@@ -422,32 +454,54 @@ func (c *apiCmd) change(method, path string, in any, name, done string) error {
 }
 
 // readServices reads the services of a YAML file strictly: unknown keys,
-// a missing services key and duplicate names are errors. The file may be a
-// whole config file; only its services are returned.
-func readServices(path string) ([]control.Service, error) {
+// values of the wrong type, a missing services key and duplicate names
+// are errors, each with its line. The file may be a whole config file;
+// only its services are returned, with the lines of the file's fields.
+func readServices(path string) ([]control.Service, *control.Lines, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var doc control.Config
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	doc, lines, err := control.DecodeYAML(b)
+	if err != nil {
+		if es := control.AllFieldErrors(err); es != nil {
+			return nil, nil, &control.FileError{Path: path, Errs: es}
+		}
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
 	}
-	var probe map[string]any
-	_ = yaml.Unmarshal(b, &probe) // decoded strictly above
-	if _, ok := probe["services"]; !ok {
-		return nil, fmt.Errorf("%s: no services: list (write services: [] to mean none)", path)
+	if lines.Of("services") == 0 {
+		return nil, nil, fmt.Errorf("%s: no services: list (write services: [] to mean none)", path)
 	}
 	seen := map[string]bool{}
-	for _, s := range doc.Services {
+	var dups control.FieldErrors
+	for i, s := range doc.Services {
 		if seen[s.Name] {
-			return nil, fmt.Errorf("%s: service %q appears twice", path, s.Name)
+			dups = append(dups, &control.FieldError{Field: "services[" + s.Name + "].name",
+				Message: fmt.Sprintf("service %q appears twice", s.Name), Line: lines.At(fmt.Sprintf("services[%d].name", i))})
 		}
 		seen[s.Name] = true
 	}
-	return doc.Services, nil
+	if dups != nil {
+		return nil, nil, &control.FileError{Path: path, Errs: dups}
+	}
+	return doc.Services, lines, nil
+}
+
+// fileLine returns FILE:LINE of an API error's field when it is in a
+// service of the file (inFile), "" otherwise.
+func fileLine(file string, lines *control.Lines, inFile map[string]control.Service, field string) string {
+	rest, ok := strings.CutPrefix(field, "services[")
+	name, _, ok2 := strings.Cut(rest, "]")
+	if !ok || !ok2 {
+		return ""
+	}
+	if _, ok := inFile[name]; !ok {
+		return ""
+	}
+	if l := lines.Of(field); l > 0 {
+		return file + ":" + strconv.Itoa(l)
+	}
+	return ""
 }
 
 func (c *apiCmd) delete() error {

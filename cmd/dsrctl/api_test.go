@@ -269,3 +269,48 @@ func TestApplyIsAtomic(t *testing.T) {
 		t.Errorf("an invalid apply changed the services: %+v", e.store.Config().Services)
 	}
 }
+
+// TestApplyEveryError: apply prints every error of the answer, or of the
+// file, one per line with the file's line where the field is in it.
+func TestApplyEveryError(t *testing.T) {
+	e := newEnv(t)
+	for _, tc := range []struct {
+		desc, file string
+		want       string // stderr
+	}{
+		{"the API's errors, located in the file", `services:
+  - name: web
+    vip: 198.51.100.1
+    protocol: tcp
+    port: 80
+    mode: l2
+    backends:
+      - {ip: 192.0.2.21, weight: 5000}
+      - {ip: 203.0.113.30}
+  - {name: dns, vip: 198.51.100.2, protocol: sctp, port: 53, mode: gre, backends: []}
+`, `dsrctl apply: apply: nothing changed: 400 validation_failed: 3 errors:
+  F:8: services[web].backends[192.0.2.21].weight: must be 0..1000, got 5000
+  F:9: services[web].backends[203.0.113.30].ip: l2 mode needs the backend on a port's subnet
+  F:10: services[dns].protocol: must be tcp or udp, got "sctp"
+`},
+		{"one error, as before, and where", "services:\n  - {name: web, vip: 198.51.100.1, protocol: tcp, port: 80, mode: nat, backends: []}\n",
+			"dsrctl apply: apply: nothing changed: 400 validation_failed: must be l2, ipip or gre, got \"nat\" (field services[web].mode) at F:2\n"},
+		{"the file's own errors", "services:\n  - name: web\n    vips: 198.51.100.1\n    port: eighty\n  - name: web\n",
+			"dsrctl apply: F:3: services[web].vips: field vips not found; want one of backends, health, min_healthy, mode, name, port, protocol, vip\n" +
+				"F:4: services[web].port: want an integer, got \"eighty\"\n"},
+		{"a name twice", "services:\n  - name: web\n  - name: dns\n  - name: web\n",
+			"dsrctl apply: F:4: services[web].name: service \"web\" appears twice\n"},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			f := e.file("f.yaml", tc.file)
+			before := e.store.Config()
+			code, out, errOut := e.run("apply", "-f", f)
+			if want := strings.ReplaceAll(tc.want, "F:", f+":"); code != 1 || errOut != want || out != "" {
+				t.Errorf("exit %d, stdout %q, stderr\n%s\nwant exit 1 and\n%s", code, out, errOut, want)
+			}
+			if !reflect.DeepEqual(e.store.Config(), before) {
+				t.Error("config changed")
+			}
+		})
+	}
+}

@@ -2,7 +2,8 @@
 
 // Command dsrlb is the dsrlb appliance: `run` forwards on the configured
 // DPDK ports, `replay` runs the same data plane over a pcap file, `bench`
-// measures it. This file only wires flags and parts.
+// measures it, `check` validates a config file. This file only wires flags
+// and parts.
 package main
 
 import (
@@ -19,6 +20,7 @@ func usage() {
 	fmt.Fprintln(os.Stderr, `usage: dsrlb <command> [flags]
 
   run    --config FILE [--state FILE]             forward until SIGINT/SIGTERM
+  check  --config FILE [--state FILE]             validate a config: every error as FILE:LINE: field: message
   replay --config FILE --in IN.pcap --out OUT.pcap run the data plane over a capture
   bench  --config FILE --pcap P --seconds S [--workers N]
   gen    --out P [--flows N] [--sizes 64|imix] ...  write a benchmark capture
@@ -33,6 +35,7 @@ func main() {
 	}
 	cmds := map[string]func([]string) int{
 		"run":    cmdRun,
+		"check":  cmdCheck,
 		"replay": cmdReplay,
 		"bench":  cmdBench,
 		"gen":    cmdGen,
