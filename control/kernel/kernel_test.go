@@ -76,9 +76,9 @@ func TestKernelMirror(t *testing.T) {
 	}
 }
 
-// TestKernel runs the Kernel against real kernels: a private namespace
-// holds the "tap" (one end of a veth) and a peer namespace holds a
-// neighbour at 10.254.0.2. No packet leaves the two namespaces.
+// TestKernel runs Taps, VIPs and Neighbors against real kernels: a private
+// namespace holds the "tap" (one end of a veth) and a peer namespace holds
+// a neighbour at 10.254.0.2. No packet leaves the two namespaces.
 func TestKernel(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (network namespaces)")
@@ -127,7 +127,7 @@ func TestKernel(t *testing.T) {
 	gw := netip.MustParseAddr("10.254.0.254")
 	var tapInfo Tap
 
-	t.Run("ConfigureTap", func(t *testing.T) {
+	t.Run("Taps.Configure", func(t *testing.T) {
 		for i := range 2 { // idempotent
 			got, err := taps.Configure(tap, portAddr, gw, 1400)
 			if err != nil {
@@ -181,7 +181,7 @@ func TestKernel(t *testing.T) {
 		t.FailNow()
 	}
 
-	t.Run("SetVIPs", func(t *testing.T) {
+	t.Run("VIPs.Set", func(t *testing.T) {
 		if err := vips.Set(Tap{Name: "dsr-nope"}, nil); err == nil {
 			t.Errorf("Set on an unconfigured tap: no error")
 		}

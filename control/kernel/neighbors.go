@@ -169,9 +169,9 @@ func (nb *Neighbors) pickLocked(ip netip.Addr) (neighHop, int) {
 
 // Want sets the addresses whose MACs are needed: the next hops of all
 // backends (control's Typed.NextHops: the backend when on-link, else the
-// port's gateway). Run triggers resolution of new ones at once and keeps all of
-// them resolved; Want itself makes no syscall and never blocks, so it can be
-// called from a Store.Subscribe callback. Lookup answers for addresses
+// port's gateway). Run triggers resolution of new ones at once and keeps
+// all of them resolved; Want itself makes no syscall and never blocks, so
+// it can be called from a Store.Subscribe callback. Lookup answers for addresses
 // known to the kernel whether wanted or not; OnChange only fires for wanted
 // ones.
 func (nb *Neighbors) Want(addrs []netip.Addr) {
