@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"sort"
@@ -53,7 +54,7 @@ func GetFromPort(ctx context.Context, ns *NS, addr string, srcPort int) (*FromPo
 		_ = c.SetDeadline(dl)
 	}
 	host, _, _ := net.SplitHostPort(addr)
-	body, err := getOnConn(c, bufio.NewReader(c), host)
+	body, _, err := getOnConn(c, bufio.NewReader(c), host)
 	if err != nil {
 		return nil, fmt.Errorf("source port %d: %w", srcPort, err)
 	}
@@ -64,24 +65,25 @@ func GetFromPort(ctx context.Context, ns *NS, addr string, srcPort int) (*FromPo
 	return &FromPortResult{Backend: m[1], Client: m[2]}, nil
 }
 
-// getOnConn writes one GET / on c and reads the answer from r.
-func getOnConn(c net.Conn, r *bufio.Reader, host string) (string, error) {
+// getOnConn writes one GET / on c and reads the answer from r: its body
+// and header.
+func getOnConn(c net.Conn, r *bufio.Reader, host string) (string, http.Header, error) {
 	if _, err := fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\nUser-Agent: nsbed\r\n\r\n", host); err != nil {
-		return "", fmt.Errorf("write: %w", err)
+		return "", nil, fmt.Errorf("write: %w", err)
 	}
 	resp, err := http.ReadResponse(r, nil)
 	if err != nil {
-		return "", fmt.Errorf("read: %w", err)
+		return "", nil, fmt.Errorf("read: %w", err)
 	}
 	b, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if err != nil {
-		return "", fmt.Errorf("read body: %w", err)
+		return "", nil, fmt.Errorf("read body: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("status %s", resp.Status)
+		return "", nil, fmt.Errorf("status %s", resp.Status)
 	}
-	return string(b), nil
+	return string(b), resp.Header, nil
 }
 
 // ConnReport is what one long-lived connection of a KeepAliveRun saw.
@@ -93,6 +95,9 @@ type ConnReport struct {
 	// Backends counts answers per backend; a connection that stays on its
 	// backend has one key.
 	Backends map[string]int
+	// Proxies counts answers per proxy (ProxyHeader) where a tier-2
+	// HAProxy answers; the backends are then its web servers.
+	Proxies map[string]int
 	// Errors are the failures (first 10), ErrorCount all of them; after an
 	// error the connection is redialled (Redials).
 	Errors     []string
@@ -121,7 +126,7 @@ func StartKeepAlive(ctx context.Context, ns *NS, addr string, n int, interval ti
 	host, _, _ := net.SplitHostPort(addr)
 	ready := make(chan error, n)
 	for range n {
-		rep := &ConnReport{Backends: map[string]int{}}
+		rep := &ConnReport{Backends: map[string]int{}, Proxies: map[string]int{}}
 		r.conns = append(r.conns, rep)
 		r.wg.Add(1)
 		go func() {
@@ -186,7 +191,7 @@ func (r *KeepAliveRun) loop(ctx context.Context, ns *NS, addr, host string, inte
 		if c != nil {
 			start := time.Now()
 			_ = c.SetDeadline(start.Add(5 * time.Second))
-			body, err := getOnConn(c, br, host)
+			body, hdr, err := getOnConn(c, br, host)
 			now := time.Now()
 			r.mu.Lock()
 			rep.Requests++
@@ -205,6 +210,9 @@ func (r *KeepAliveRun) loop(ctx context.Context, ns *NS, addr, host string, inte
 				r.mu.Lock()
 				rep.OK++
 				rep.Backends[m[1]]++
+				if px := hdr.Get(ProxyHeader); px != "" {
+					rep.Proxies[px]++
+				}
 				rep.MaxGap = max(rep.MaxGap, now.Sub(last))
 				rep.MaxRTT = max(rep.MaxRTT, now.Sub(start))
 				r.mu.Unlock()
@@ -242,10 +250,8 @@ func (r *KeepAliveRun) Snapshot() []ConnReport {
 	out := make([]ConnReport, len(r.conns))
 	for i, c := range r.conns {
 		out[i] = *c
-		out[i].Backends = make(map[string]int, len(c.Backends))
-		for k, v := range c.Backends {
-			out[i].Backends[k] = v
-		}
+		out[i].Backends = maps.Clone(c.Backends)
+		out[i].Proxies = maps.Clone(c.Proxies)
 		out[i].Errors = append([]string(nil), c.Errors...)
 	}
 	return out
@@ -266,13 +272,17 @@ type KeepAliveSummary struct {
 	MaxGap, MaxRTT time.Duration
 	// PerBackend counts connections by the backend that answered them.
 	PerBackend map[string]int
+	// PerProxy counts connections by the proxy that answered them
+	// (ConnReport.Proxies); ProxyMoved those answered by more than one.
+	PerProxy   map[string]int
+	ProxyMoved int
 	// FirstErrors are some of the errors, with the connection's address.
 	FirstErrors []string
 }
 
 // SummarizeConns totals reports.
 func SummarizeConns(reports []ConnReport) KeepAliveSummary {
-	s := KeepAliveSummary{Conns: len(reports), PerBackend: map[string]int{}}
+	s := KeepAliveSummary{Conns: len(reports), PerBackend: map[string]int{}, PerProxy: map[string]int{}}
 	for _, c := range reports {
 		s.Requests += c.Requests
 		s.OK += c.OK
@@ -282,6 +292,12 @@ func SummarizeConns(reports []ConnReport) KeepAliveSummary {
 		s.MaxRTT = max(s.MaxRTT, c.MaxRTT)
 		if len(c.Backends) > 1 {
 			s.Moved++
+		}
+		if len(c.Proxies) > 1 {
+			s.ProxyMoved++
+		}
+		for px := range c.Proxies {
+			s.PerProxy[px]++
 		}
 		var names []string
 		for name := range c.Backends {
