@@ -132,7 +132,13 @@ func TestTier2HAProxy(t *testing.T) {
 		if fw := backendForwarding(ctx, t, a, "web", ipOf["px3"]); fw != "absent" {
 			t.Fatalf("px3 is %q in the service before it is added", fw)
 		}
-		long, err := nsbed.StartKeepAlive(ctx, tb.Client, tb.Addr(), longLived, every)
+		// From fixed ports above the ephemeral range, so that their
+		// 5-tuples can be asked about again afterwards.
+		var ports []int
+		for i := range longLived {
+			ports = append(ports, 61000+i)
+		}
+		long, err := nsbed.StartKeepAliveFrom(ctx, tb.Client, tb.Addr(), ports, every)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -191,10 +197,32 @@ func TestTier2HAProxy(t *testing.T) {
 		d := mustStats(ctx, t, a).Sub(before)
 		sum := nsbed.SummarizeConns(reports)
 
+		// The connections ended with a reset, which frees their ports at
+		// once and marks their flows closed: a new connection on the same
+		// 5-tuple is a new flow, placed by Maglev over the three proxies.
+		// Those that land on another proxy than before are the
+		// connections that only the flow table kept where they were.
+		var kept []string
+		rehashed := map[string]int{}
+		for _, c := range reports {
+			got, err := nsbed.GetFromPort(ctx, tb.Client, tb.Addr(), c.Port)
+			if err != nil {
+				t.Fatalf("new connection from port %d: %v", c.Port, err)
+			}
+			rehashed[got.Proxy]++
+			for px := range c.Proxies {
+				if got.Proxy != px {
+					kept = append(kept, fmt.Sprintf("%d: %s, now %s", c.Port, px, got.Proxy))
+				}
+			}
+		}
+
 		t.Logf("TIMING px3 added: POST answered in %v, forwarding %v after the POST (health check rise 2 x 1 s), first new connection on px3 %v after the POST",
 			answered.Round(time.Millisecond), activeAt.Sub(posted).Round(time.Millisecond), firstAt.Sub(posted).Round(time.Millisecond))
 		t.Logf("RESULT across the change, %d keep-alive connections (GET every %v): %d requests, %d answered, %d errors, %d redials, %d changed proxy; connections per proxy %s; max gap between answers %v, slowest answer %v",
 			sum.Conns, every, sum.Requests, sum.OK, sum.Errors, sum.Redials, sum.ProxyMoved, nsbed.Spread(sum.PerProxy), sum.MaxGap.Round(time.Millisecond), sum.MaxRTT.Round(time.Millisecond))
+		t.Logf("RESULT the same %d 5-tuples as new connections after the change: proxies %s; %d of them go to another proxy now, so only the flow table kept their connections on theirs (port: then, now): %s",
+			len(reports), nsbed.Spread(rehashed), len(kept), strings.Join(kept, "; "))
 		t.Logf("RESULT across the change, a stream of %d new connections: %d errors; proxies %s; web servers %s",
 			st.Requests, st.ErrorCount, nsbed.Spread(st.PerProxy), nsbed.Spread(st.PerWeb))
 
@@ -209,6 +237,11 @@ func TestTier2HAProxy(t *testing.T) {
 			if len(c.Proxies) != 1 {
 				t.Errorf("connection %s answered by proxies %v, want exactly one", c.Local, c.Proxies)
 			}
+		}
+		// Maglev gives the third proxy about a third of the 5-tuples: that
+		// none of 24 were among them has a chance of (2/3)^24, 6e-5.
+		if rehashed["px3"] == 0 {
+			t.Errorf("none of the %d 5-tuples goes to px3 as a new connection (%s): the change moved no live connection's hash", len(reports), nsbed.Spread(rehashed))
 		}
 		t.Logf("RESULT across the change, wrk (%d keep-alive connections, %v): %d requests (%.0f/s), errors %v; web servers %s",
 			wrkConns, w.r.Duration.Round(time.Millisecond), w.r.Requests, w.r.RPS(), w.r.Errors, nsbed.Spread(w.r.PerBackend))

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -25,6 +26,8 @@ type FromPortResult struct {
 	// Backend is the backend that answered; Client the client address it
 	// saw (source port included).
 	Backend, Client string
+	// Proxy is the proxy that answered (ProxyHeader), in a tier-2 bed.
+	Proxy string
 }
 
 // GetFromPort makes one GET / to addr (VIP:port) from ns on a connection
@@ -54,7 +57,7 @@ func GetFromPort(ctx context.Context, ns *NS, addr string, srcPort int) (*FromPo
 		_ = c.SetDeadline(dl)
 	}
 	host, _, _ := net.SplitHostPort(addr)
-	body, _, err := getOnConn(c, bufio.NewReader(c), host)
+	body, hdr, err := getOnConn(c, bufio.NewReader(c), host)
 	if err != nil {
 		return nil, fmt.Errorf("source port %d: %w", srcPort, err)
 	}
@@ -62,7 +65,7 @@ func GetFromPort(ctx context.Context, ns *NS, addr string, srcPort int) (*FromPo
 	if m == nil {
 		return nil, fmt.Errorf("source port %d: answer names no backend: %q", srcPort, body)
 	}
-	return &FromPortResult{Backend: m[1], Client: m[2]}, nil
+	return &FromPortResult{Backend: m[1], Client: m[2], Proxy: hdr.Get(ProxyHeader)}, nil
 }
 
 // getOnConn writes one GET / on c and reads the answer from r: its body
@@ -88,8 +91,10 @@ func getOnConn(c net.Conn, r *bufio.Reader, host string) (string, http.Header, e
 
 // ConnReport is what one long-lived connection of a KeepAliveRun saw.
 type ConnReport struct {
-	// Local is the connection's first local address.
+	// Local is the connection's first local address; Port its local port
+	// if fixed (StartKeepAliveFrom), else 0.
 	Local string
+	Port  int
 	// Requests were sent, OK answered by a backend.
 	Requests, OK int
 	// Backends counts answers per backend; a connection that stays on its
@@ -121,12 +126,27 @@ type KeepAliveRun struct {
 // each send GET / every interval (answers within 5 s, or it is an error).
 // It returns once every connection is open and has had its first answer.
 func StartKeepAlive(ctx context.Context, ns *NS, addr string, n int, interval time.Duration) (*KeepAliveRun, error) {
+	return startKeepAlive(ctx, ns, addr, make([]int, n), interval)
+}
+
+// StartKeepAliveFrom is StartKeepAlive with connection i opened from local
+// port ports[i], so its 5-tuple is known, and ended with a reset (SO_LINGER
+// 0), so that the port is free at once after Stop: GetFromPort can then ask
+// where a new connection with the same 5-tuple goes. Pick ports outside
+// the kernel's ephemeral range.
+func StartKeepAliveFrom(ctx context.Context, ns *NS, addr string, ports []int, interval time.Duration) (*KeepAliveRun, error) {
+	return startKeepAlive(ctx, ns, addr, ports, interval)
+}
+
+// startKeepAlive opens a connection per entry of ports (0: any port).
+func startKeepAlive(ctx context.Context, ns *NS, addr string, ports []int, interval time.Duration) (*KeepAliveRun, error) {
 	rctx, cancel := context.WithCancel(context.Background())
 	r := &KeepAliveRun{cancel: cancel}
 	host, _, _ := net.SplitHostPort(addr)
+	n := len(ports)
 	ready := make(chan error, n)
-	for range n {
-		rep := &ConnReport{Backends: map[string]int{}, Proxies: map[string]int{}}
+	for _, port := range ports {
+		rep := &ConnReport{Port: port, Backends: map[string]int{}, Proxies: map[string]int{}}
 		r.conns = append(r.conns, rep)
 		r.wg.Add(1)
 		go func() {
@@ -152,9 +172,16 @@ func StartKeepAlive(ctx context.Context, ns *NS, addr string, n int, interval ti
 func (r *KeepAliveRun) loop(ctx context.Context, ns *NS, addr, host string, interval time.Duration, rep *ConnReport, ready chan<- error) {
 	var c net.Conn
 	var br *bufio.Reader
+	closeConn := func() {
+		if tc, ok := c.(*net.TCPConn); ok && rep.Port != 0 {
+			_ = tc.SetLinger(0)
+		}
+		c.Close()
+		c = nil
+	}
 	defer func() {
 		if c != nil {
-			c.Close()
+			closeConn()
 		}
 	}()
 	first := true
@@ -165,7 +192,11 @@ func (r *KeepAliveRun) loop(ctx context.Context, ns *NS, addr, host string, inte
 		if c == nil {
 			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			var err error
-			c, err = ns.DialContext(dctx, "tcp4", addr)
+			if rep.Port != 0 {
+				c, err = ns.DialFrom(dctx, "tcp4", net.JoinHostPort("", strconv.Itoa(rep.Port)), addr)
+			} else {
+				c, err = ns.DialContext(dctx, "tcp4", addr)
+			}
 			cancel()
 			if err != nil {
 				c = nil
@@ -202,8 +233,7 @@ func (r *KeepAliveRun) loop(ctx context.Context, ns *NS, addr, host string, inte
 					return
 				}
 				r.fail(rep, "request %d: %v", rep.Requests, err)
-				c.Close()
-				c = nil
+				closeConn()
 			case m == nil:
 				r.fail(rep, "request %d: answer names no backend: %q", rep.Requests, body)
 			default:
