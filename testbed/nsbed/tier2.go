@@ -18,12 +18,12 @@ import (
 // proxies every request to web servers web1..webM on a segment of their
 // own. Answers go from the VIP through the router straight to the client.
 //
-//	client ── front ── rtr ── back 10.96.2.0/24 ── px1..pxN ── web 10.96.3.0/24 ── web1..webM
-//	  │                 │           (eth0: VIP on lo, decap)   (eth1)
-//	  └─ appl (DPDK) ───┘
+//	front 10.96.1.0/24: client, appl (eth0 driven by DPDK), rtr
+//	back  10.96.2.0/24: rtr, px1..pxN (eth0: the decapsulator; the VIP on lo)
+//	web   10.96.3.0/24: px1..pxN (eth1), web1..webM
 //
-// docs/tier2.md is the guide to this setup; Tier2DocTest keeps the configs
-// it shows equal to those the bed runs.
+// docs/tier2.md is the guide to this setup; TestTier2DocMatchesBed keeps
+// the configs it shows equal to those the bed runs.
 
 // Addresses of the tier-2 bed beyond the L3 bed's (front, back, VIP).
 var (
