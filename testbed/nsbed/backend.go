@@ -108,20 +108,30 @@ func StartBackendsrv(ctx context.Context, ns *NS, bin, name, httpAddr, udpAddr s
 	if err != nil {
 		return nil, err
 	}
+	if err := waitListening(ctx, ns, p, net.JoinHostPort("127.0.0.1", port)); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// waitListening waits, 10 s at most, until a TCP connection to addr made
+// from inside ns succeeds, and fails at once, with the end of its log, if
+// p (the server meant to listen there) exits first.
+func waitListening(ctx context.Context, ns *NS, p *Proc, addr string) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	for {
-		c, err := ns.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", port))
+		c, err := ns.DialContext(ctx, "tcp", addr)
 		if err == nil {
 			c.Close()
-			return p, nil
+			return nil
 		}
 		if p.Exited() {
-			return nil, fmt.Errorf("backendsrv in %s exited: %v\n%s", ns.Short, p.Err(), p.Tail(10))
+			return fmt.Errorf("%s exited: %v\n%s", p.Name, p.Err(), p.Tail(10))
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("backendsrv in %s not listening: %w", ns.Short, err)
+			return fmt.Errorf("%s not listening on %s: %w", p.Name, addr, err)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
