@@ -28,18 +28,11 @@ type Backend struct {
 // /32 on lo, arp_ignore=1 and arp_announce=2 in effect on iface.
 //
 // For ipip and gre this kernel has no tunnel modules, so dsrctl attaches its
-// eBPF decapsulator and pins it in a BPF filesystem. Commands run under
-// `ip netns exec`, whose private /sys has none, so they get `--bpffs` with
-// the bed's own (Bed.BPFFS), which Close unmounts, freeing the pins.
+// eBPF decapsulator, which the interface holds. Commands run under `ip netns
+// exec` (a private /sys without a BPF filesystem), as an operator's would;
+// deleting the namespace removes the interface and the program with it.
 func SetupDSRBackend(ns *NS, dsrctl string, vip netip.Addr, mode, iface string) error {
 	argv := []string{dsrctl, "backend", "setup", "--vip", vip.String(), "--mode", mode, "--dev", iface}
-	if mode != "l2" {
-		fs, err := ns.bed.BPFFS()
-		if err != nil {
-			return err
-		}
-		argv = append(argv, "--bpffs", fs)
-	}
 	out, err := ns.Run(argv...)
 	if err != nil {
 		return err
