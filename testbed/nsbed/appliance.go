@@ -1,6 +1,7 @@
 package nsbed
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,13 +17,15 @@ import (
 )
 
 // The testbed knows dsrlb only from the outside: its binary, its YAML
-// config and its REST API. These types mirror the parts it uses.
+// config and its REST API. These types mirror the parts it uses; services
+// and backends have the same field names in YAML and in the API's JSON.
 
 // DsrlbConfig is a dsrlb config file (see control.Config).
 type DsrlbConfig struct {
-	Dataplane DsrlbDataplane `yaml:"dataplane"`
-	Services  []DsrlbService `yaml:"services,omitempty"`
-	API       *DsrlbAPI      `yaml:"api,omitempty"`
+	Dataplane DsrlbDataplane  `yaml:"dataplane"`
+	Neighbors []DsrlbNeighbor `yaml:"neighbors,omitempty"`
+	Services  []DsrlbService  `yaml:"services,omitempty"`
+	API       *DsrlbAPI       `yaml:"api,omitempty"`
 	// Flows, Maglev and BGP are passed through as written.
 	Flows  map[string]any `yaml:"flows,omitempty"`
 	Maglev map[string]any `yaml:"maglev,omitempty"`
@@ -49,37 +52,61 @@ type DsrlbPort struct {
 	IP      string `yaml:"ip"`
 	Gateway string `yaml:"gateway,omitempty"`
 	MTU     int    `yaml:"mtu,omitempty"`
+	MAC     string `yaml:"mac,omitempty"` // overrides the device's MAC
 }
 
-// DsrlbService is one virtual service.
+// DsrlbNeighbor is a static IP-to-MAC entry.
+type DsrlbNeighbor struct {
+	IP  string `yaml:"ip"`
+	MAC string `yaml:"mac"`
+}
+
+// DsrlbService is one virtual service, in the config and in the API.
 type DsrlbService struct {
-	Name       string         `yaml:"name"`
-	VIP        string         `yaml:"vip"`
-	Protocol   string         `yaml:"protocol"`
-	Port       int            `yaml:"port"`
-	Mode       string         `yaml:"mode"`
-	Backends   []DsrlbBackend `yaml:"backends"`
-	MinHealthy int            `yaml:"min_healthy,omitempty"`
-	Health     *DsrlbHealth   `yaml:"health,omitempty"`
+	Name       string         `yaml:"name" json:"name"`
+	VIP        string         `yaml:"vip" json:"vip"`
+	Protocol   string         `yaml:"protocol" json:"protocol"`
+	Port       int            `yaml:"port" json:"port"`
+	Mode       string         `yaml:"mode" json:"mode"`
+	Backends   []DsrlbBackend `yaml:"backends" json:"backends"`
+	MinHealthy int            `yaml:"min_healthy,omitempty" json:"min_healthy,omitempty"`
+	Health     *DsrlbHealth   `yaml:"health,omitempty" json:"health,omitempty"`
 }
 
 // DsrlbBackend is one backend of a service.
 type DsrlbBackend struct {
-	IP     string `yaml:"ip"`
-	Weight *int   `yaml:"weight,omitempty"`
-	State  string `yaml:"state,omitempty"`
+	IP     string `yaml:"ip" json:"ip"`
+	Weight *int   `yaml:"weight,omitempty" json:"weight,omitempty"`
+	MAC    string `yaml:"mac,omitempty" json:"mac,omitempty"`
+	State  string `yaml:"state,omitempty" json:"state,omitempty"`
 }
 
-// DsrlbHealth is a service's health monitor.
+// DsrlbHealth is a service's health monitor. Durations are written as Go
+// durations ("2s", "500ms"), as dsrlb writes them.
 type DsrlbHealth struct {
-	Type     string `yaml:"type"`
-	Port     int    `yaml:"port,omitempty"`
-	Path     string `yaml:"path,omitempty"`
-	Expect   []int  `yaml:"expect,omitempty"`
-	Interval string `yaml:"interval,omitempty"`
-	Timeout  string `yaml:"timeout,omitempty"`
-	Rise     int    `yaml:"rise,omitempty"`
-	Fall     int    `yaml:"fall,omitempty"`
+	Type     string `yaml:"type" json:"type"`
+	Port     int    `yaml:"port,omitempty" json:"port,omitempty"`
+	Path     string `yaml:"path,omitempty" json:"path,omitempty"`
+	Expect   []int  `yaml:"expect,omitempty" json:"expect,omitempty"`
+	Send     string `yaml:"send,omitempty" json:"send,omitempty"`
+	Receive  string `yaml:"receive,omitempty" json:"receive,omitempty"`
+	Interval string `yaml:"interval,omitempty" json:"interval,omitempty"`
+	Timeout  string `yaml:"timeout,omitempty" json:"timeout,omitempty"`
+	Rise     int    `yaml:"rise,omitempty" json:"rise,omitempty"`
+	Fall     int    `yaml:"fall,omitempty" json:"fall,omitempty"`
+}
+
+// DsrlbServiceList is the body of GET /api/v1/services, and the services
+// of a state file.
+type DsrlbServiceList struct {
+	Services []DsrlbService `json:"services"`
+}
+
+// DsrlbBackendPatch is the body of PATCH
+// /api/v1/services/NAME/backends/IP: nil fields stay as they are.
+type DsrlbBackendPatch struct {
+	Weight *int    `json:"weight,omitempty"`
+	State  *string `json:"state,omitempty"`
 }
 
 // DsrlbAPI is the config's api section.
@@ -141,6 +168,13 @@ func StartDsrlb(ctx context.Context, ns *NS, bin string, cfg DsrlbConfig) (*Appl
 	if err := os.MkdirAll(filepath.Dir(state), 0o755); err != nil {
 		return nil, err
 	}
+	// A restart appends to the same log: look for the listener's line
+	// past what is there now.
+	logPath := b.Path(ns.Short + "-dsrlb.log")
+	var logFrom int64
+	if fi, err := os.Stat(logPath); err == nil {
+		logFrom = fi.Size()
+	}
 	a.Proc, err = ns.Start(ns.Short+"-dsrlb", bin, "run", "--config", a.ConfigPath,
 		"--state", state, "--log-level", "debug")
 	if err != nil {
@@ -149,12 +183,20 @@ func StartDsrlb(ctx context.Context, ns *NS, bin string, cfg DsrlbConfig) (*Appl
 	b.Logf("%s: dsrlb run --config %s (log %s)", ns.Short, a.ConfigPath, a.Proc.Log)
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	for {
+	for listening := false; ; {
 		if a.Proc.Exited() {
 			return nil, fmt.Errorf("dsrlb in %s exited (%v); log:\n%s", ns.Short, a.Proc.Err(), a.Proc.Tail(30))
 		}
+		// Wait for the API listener's log line before touching the
+		// network: DPDK 22.11's net_af_packet opens its socket on every
+		// interface and binds it to its own only later, so a connection
+		// attempt to the API during start (a SYN and a reset on lo)
+		// would land in the data plane's receive ring and count as a drop.
+		if !listening {
+			listening = logHas(logPath, logFrom, `"event":"api_listening"`)
+		}
 		var h map[string]any
-		if err := a.Get(ctx, "/healthz", &h); err == nil {
+		if listening && a.Get(ctx, "/healthz", &h) == nil {
 			return a, nil
 		}
 		select {
@@ -163,6 +205,12 @@ func StartDsrlb(ctx context.Context, ns *NS, bin string, cfg DsrlbConfig) (*Appl
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// logHas reports whether the file at path holds sub past offset from.
+func logHas(path string, from int64, sub string) bool {
+	b, err := os.ReadFile(path)
+	return err == nil && int64(len(b)) > from && bytes.Contains(b[from:], []byte(sub))
 }
 
 // roundTrip sends req with the appliance's HTTP client and reads the
@@ -307,9 +355,32 @@ func (s *Status) NotActive() []string {
 // used for it (api/types.Stats: services as a list, *_packets totals;
 // control.Stats: services as an object keyed by name).
 type Stats struct {
-	Totals   Totals
-	Drops    map[string]uint64
-	Services map[string]ServiceStats
+	// Generation is the published snapshot's.
+	Generation uint64
+	Totals     Totals
+	Drops      map[string]uint64
+	Services   map[string]ServiceStats
+	Flows      FlowStats
+	// Polls sums the workers' polls of their queues.
+	Polls uint64
+	// Changes counts config changes since start; nil where dsrlb does
+	// not report them.
+	Changes *Changes
+}
+
+// FlowStats are the flow tables' counters, summed over workers.
+type FlowStats struct {
+	Hits      uint64 `json:"hits"`
+	Misses    uint64 `json:"misses"`
+	Evictions uint64 `json:"evictions"`
+	Expired   uint64 `json:"expired"`
+	Remapped  uint64 `json:"remapped"`
+}
+
+// Changes count the config changes made through the API.
+type Changes struct {
+	Accepted uint64 `json:"accepted"`
+	Rejected uint64 `json:"rejected"`
 }
 
 // Totals are appliance-wide packet counters.
@@ -336,15 +407,25 @@ type BackendStats struct {
 // UnmarshalJSON decodes either shape of the stats body.
 func (s *Stats) UnmarshalJSON(b []byte) error {
 	var raw struct {
-		Totals   map[string]uint64 `json:"totals"`
-		Drops    map[string]uint64 `json:"drops"`
-		Services json.RawMessage   `json:"services"`
+		Generation uint64            `json:"generation"`
+		Totals     map[string]uint64 `json:"totals"`
+		Drops      map[string]uint64 `json:"drops"`
+		Services   json.RawMessage   `json:"services"`
+		Flows      FlowStats         `json:"flows"`
+		Workers    []struct {
+			Polls uint64 `json:"polls"`
+		} `json:"workers"`
+		Changes *Changes `json:"changes"`
 	}
 	if err := json.Unmarshal(b, &raw); err != nil {
 		return err
 	}
 	if raw.Totals == nil {
 		return errors.New("stats: no totals")
+	}
+	s.Generation, s.Flows, s.Changes, s.Polls = raw.Generation, raw.Flows, raw.Changes, 0
+	for _, w := range raw.Workers {
+		s.Polls += w.Polls
 	}
 	pick := func(names ...string) uint64 {
 		for _, n := range names {
