@@ -1,27 +1,18 @@
-package main
+package e2e
 
 // Hitless reconfiguration, end to end: the real appliance (`dsrlb run`)
-// drives a net_af_packet port on a veth in a private network namespace;
-// the test injects UDP flows to a VIP from the veth's peer in a second
-// namespace with an AF_PACKET socket and captures the IPIP packets the
-// appliance sends back out of the same veth, while 100 changes per second
-// go through the REST API. Every packet must come back exactly once, to a
-// backend the service had at that moment (see hlCheck), and the appliance
-// must count no drop.
-//
-// The helpers (namespaces, the appliance process, an API client that dials
-// into a namespace) also serve crash_test.go. Nothing is added to the root
-// namespace: every address, link and process lives in namespaces the test
-// creates and removes (t.Cleanup), named dsrhl<pid>-...; a later run sweeps
-// the ones a killed test left behind.
+// drives a net_af_packet port on a raw link of the bed; the test injects
+// UDP flows to a VIP from a client on the same segment with a packet
+// socket and captures the IPIP packets the appliance sends back, while 100
+// changes per second go through the REST API. Every packet must come back
+// exactly once, to a backend the service had at that moment (see hlCheck),
+// and the appliance must count no drop.
 
 import (
 	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -30,521 +21,51 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
-
-	"github.com/dsrlb/dsrlb/control"
-	"github.com/dsrlb/dsrlb/control/kernel/nsrun"
 	"github.com/dsrlb/dsrlb/pipeline/testpkt"
+	"github.com/dsrlb/dsrlb/testbed/nsbed"
 )
-
-// hlPrefix starts the name of every namespace (and DPDK file prefix) these
-// tests create: hlPrefix<pid>-<n><role>.
-const hlPrefix = "dsrhl"
-
-var (
-	hlSeq       atomic.Int32
-	hlSweepOnce sync.Once
-	hlNameRE    = regexp.MustCompile(`^` + hlPrefix + `(\d+)-`)
-)
-
-// hlNeedRoot skips t unless it runs as root: namespaces, veths and DPDK
-// need it (CI runs the tests as root).
-func hlNeedRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (network namespaces, veth, DPDK)")
-	}
-	for _, tool := range []string{"ip", "sysctl"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is required (iproute2, procps)", tool)
-		}
-	}
-}
-
-// hlBin is the dsrlb binary, built once per test process (TestMain removes
-// it).
-var hlBin struct {
-	once      sync.Once
-	dir, path string
-	took      time.Duration
-	err       error
-}
-
-// TestMain runs the tests and removes the binary hlBuild built.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if hlBin.dir != "" {
-		os.RemoveAll(hlBin.dir)
-	}
-	os.Exit(code)
-}
-
-// hlBuild returns the dsrlb binary, building it on first use.
-func hlBuild(t *testing.T) string {
-	t.Helper()
-	hlBin.once.Do(func() {
-		start := time.Now()
-		dir, err := os.MkdirTemp("", "dsrlb-test-bin-")
-		if err != nil {
-			hlBin.err = err
-			return
-		}
-		hlBin.dir, hlBin.path = dir, filepath.Join(dir, "dsrlb")
-		if out, err := exec.Command("go", "build", "-o", hlBin.path, ".").CombinedOutput(); err != nil {
-			hlBin.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-		hlBin.took = time.Since(start)
-	})
-	if hlBin.err != nil {
-		t.Fatal(hlBin.err)
-	}
-	t.Logf("dsrlb built (once per test process) in %v", hlBin.took.Round(time.Millisecond))
-	return hlBin.path
-}
-
-// hlRun runs a setup command and fails t if it fails.
-func hlRun(t *testing.T, args ...string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-}
-
-// hlSweep removes namespaces and DPDK runtime directories that an earlier,
-// killed run of these tests left behind (their pid is gone): it kills what
-// still runs inside them first.
-func hlSweep() {
-	out, err := exec.Command("ip", "netns", "list").Output()
-	if err != nil {
-		return
-	}
-	stale := func(name string) bool {
-		m := hlNameRE.FindStringSubmatch(name)
-		if m == nil {
-			return false
-		}
-		pid, _ := strconv.Atoi(m[1])
-		return pid != os.Getpid() && syscall.Kill(pid, 0) == syscall.ESRCH
-	}
-	for _, line := range strings.Split(string(out), "\n") {
-		f := strings.Fields(line)
-		if len(f) == 0 || !stale(f[0]) {
-			continue
-		}
-		hlKillInNS(f[0])
-		_ = exec.Command("ip", "netns", "del", f[0]).Run()
-	}
-	dirs, _ := filepath.Glob(filepath.Join("/var/run/dpdk", hlPrefix+"*"))
-	for _, d := range dirs {
-		if stale(filepath.Base(d)) {
-			_ = os.RemoveAll(d)
-		}
-	}
-}
-
-// hlKillInNS kills, by pid, every process left in namespace name (all of
-// them started by these tests).
-func hlKillInNS(name string) {
-	out, err := exec.Command("ip", "netns", "pids", name).Output()
-	if err != nil {
-		return
-	}
-	for _, f := range strings.Fields(string(out)) {
-		if pid, err := strconv.Atoi(f); err == nil {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
-}
-
-// hlNS is a network namespace the test created.
-type hlNS struct {
-	name string
-	h    netns.NsHandle
-}
-
-// hlNewNS creates a namespace with its loopback up; t.Cleanup deletes it
-// with whatever still runs inside and its DPDK runtime directory.
-func hlNewNS(t *testing.T, role string) *hlNS {
-	t.Helper()
-	hlSweepOnce.Do(hlSweep)
-	name := fmt.Sprintf("%s%d-%d%s", hlPrefix, os.Getpid(), hlSeq.Add(1), role)
-	hlRun(t, "ip", "netns", "add", name)
-	ns := &hlNS{name: name, h: netns.None()}
-	t.Cleanup(func() {
-		ns.h.Close()
-		hlKillInNS(name)
-		if err := exec.Command("ip", "netns", "del", name).Run(); err != nil {
-			t.Errorf("ip netns del %s: %v", name, err)
-		}
-		_ = os.RemoveAll(filepath.Join("/var/run/dpdk", name))
-	})
-	h, err := netns.GetFromName(name)
-	if err != nil {
-		t.Fatalf("open namespace %s: %v", name, err)
-	}
-	ns.h = h
-	hlRun(t, "ip", "-n", name, "link", "set", "lo", "up")
-	return ns
-}
-
-// Do runs fn on an OS thread switched into ns (nsrun.Do). Sockets fn
-// creates stay in ns for their whole life, whichever thread uses them later.
-func (ns *hlNS) Do(fn func() error) error { return nsrun.Do(ns.h, fn) }
-
-// hlAPI is a REST API client whose connections are made inside a namespace.
-type hlAPI struct {
-	base, token string
-	tr          *http.Transport
-	c           *http.Client
-}
-
-func hlNewAPI(ns *hlNS, addr, token string) *hlAPI {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, network, address string) (net.Conn, error) {
-			var conn net.Conn
-			err := ns.Do(func() (err error) {
-				conn, err = (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, network, address)
-				return err
-			})
-			return conn, err
-		},
-		MaxIdleConnsPerHost: 4,
-		DisableCompression:  true,
-	}
-	return &hlAPI{base: "http://" + addr, token: token, tr: tr, c: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
-}
-
-// do sends one request (body, if not nil, as JSON; changes carry the bearer
-// token) and returns the status and body.
-func (a *hlAPI) do(method, path string, body any) (int, []byte, error) {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return 0, nil, err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, a.base+path, rd)
-	if err != nil {
-		return 0, nil, err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if method != http.MethodGet {
-		req.Header.Set("Authorization", "Bearer "+a.token)
-	}
-	resp, err := a.c.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, b, err
-}
-
-// getJSON GETs path into v, failing t on any error.
-func (a *hlAPI) getJSON(t *testing.T, path string, v any) []byte {
-	t.Helper()
-	st, b, err := a.do(http.MethodGet, path, nil)
-	if err != nil || st != http.StatusOK {
-		t.Fatalf("GET %s: status %d, %v: %s", path, st, err, b)
-	}
-	if v != nil {
-		if err := json.Unmarshal(b, v); err != nil {
-			t.Fatalf("GET %s: %v: %s", path, err, b)
-		}
-	}
-	return b
-}
-
-// hlAppliance is a `dsrlb run` process in a namespace, restartable with the
-// same config and state file.
-type hlAppliance struct {
-	t                           *testing.T
-	bin, ns                     string
-	cfgPath, statePath, logPath string
-	api                         *hlAPI
-
-	cmd  *exec.Cmd
-	done chan struct{}
-	werr error
-}
-
-func hlNewAppliance(t *testing.T, bin string, ns *hlNS, config string, api *hlAPI) *hlAppliance {
-	t.Helper()
-	dir := t.TempDir()
-	a := &hlAppliance{t: t, bin: bin, ns: ns.name, api: api,
-		cfgPath: filepath.Join(dir, "config.yaml"), statePath: filepath.Join(dir, "state", "state.json"),
-		logPath: filepath.Join(dir, "dsrlb.log")}
-	if err := os.WriteFile(a.cfgPath, []byte(config), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if a.running() {
-			_ = a.cmd.Process.Kill()
-			<-a.done
-		}
-		if t.Failed() {
-			t.Logf("appliance log %s (tail):\n%s", a.logPath, a.logTail(40))
-		}
-	})
-	return a
-}
-
-func (a *hlAppliance) running() bool {
-	if a.cmd == nil {
-		return false
-	}
-	select {
-	case <-a.done:
-		return false
-	default:
-		return true
-	}
-}
-
-// logTail returns the last n lines of the appliance's log that are not
-// routine info lines (accepted changes, VIP updates), and its last line.
-func (a *hlAppliance) logTail(n int) string {
-	b, _ := os.ReadFile(a.logPath)
-	all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	var lines []string
-	for _, l := range all {
-		if !strings.Contains(l, `"level":"info"`) {
-			lines = append(lines, l)
-		}
-	}
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	if last := all[len(all)-1]; len(lines) == 0 || lines[len(lines)-1] != last {
-		lines = append(lines, last)
-	}
-	return strings.Join(lines, "\n")
-}
-
-// start runs `dsrlb run --config --state` in the namespace and waits until
-// its API answers (which is after the data plane started).
-//
-// It first waits for the log line of the API listener, without touching the
-// network: DPDK 22.11's net_af_packet opens its socket for every interface
-// and binds it to its own only later, so a connection attempt to the API
-// port during start (a SYN and a reset on the loopback) lands in the data
-// plane's receive ring and is counted as dropped.
-func (a *hlAppliance) start() {
-	t := a.t
-	t.Helper()
-	if a.running() {
-		t.Fatal("appliance already running")
-	}
-	logf, err := os.OpenFile(a.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(logf, "=== start %s\n", time.Now().Format(time.RFC3339Nano))
-	from, _ := logf.Seek(0, io.SeekEnd)
-	// ip netns exec execs the program: the pid is dsrlb's own.
-	cmd := exec.Command("ip", "netns", "exec", a.ns, a.bin, "run", "--config", a.cfgPath, "--state", a.statePath)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatalf("start dsrlb: %v", err)
-	}
-	a.cmd, a.done = cmd, make(chan struct{})
-	go func() {
-		a.werr = cmd.Wait()
-		logf.Close()
-		close(a.done)
-	}()
-	a.api.tr.CloseIdleConnections()
-	deadline := time.Now().Add(30 * time.Second)
-	for listening := false; ; {
-		select {
-		case <-a.done:
-			t.Fatalf("dsrlb run exited while starting: %v\n%s", a.werr, a.logTail(30))
-		default:
-		}
-		if !listening {
-			b, _ := os.ReadFile(a.logPath)
-			listening = int64(len(b)) > from && bytes.Contains(b[from:], []byte(`"event":"api_listening"`))
-		}
-		if listening {
-			if st, _, err := a.api.do(http.MethodGet, "/healthz", nil); err == nil && st == http.StatusOK {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("dsrlb API not up after 30s\n%s", a.logTail(30))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// stop sends sig and waits up to timeout for the process to exit (then
-// kills it); it returns the process's exit error.
-func (a *hlAppliance) stop(sig syscall.Signal, timeout time.Duration) error {
-	if !a.running() {
-		return errors.New("not running")
-	}
-	_ = a.cmd.Process.Signal(sig)
-	select {
-	case <-a.done:
-	case <-time.After(timeout):
-		_ = a.cmd.Process.Kill()
-		<-a.done
-		return fmt.Errorf("no exit within %v of %v", timeout, sig)
-	}
-	a.api.tr.CloseIdleConnections()
-	return a.werr
-}
-
-// hlHtons converts a 16-bit value to network byte order.
-func hlHtons(v uint16) uint16 { return v<<8 | v>>8 }
-
-// hlWire injects and captures frames on one interface with AF_PACKET
-// sockets: tx sends whole Ethernet frames, rx receives IPv4 frames
-// arriving on the interface (not the ones sent from it).
-type hlWire struct {
-	tx, rx  int
-	ifindex int
-}
-
-func hlOpenWire(t *testing.T, ns *hlNS, ifname string) *hlWire {
-	t.Helper()
-	w := &hlWire{tx: -1, rx: -1}
-	t.Cleanup(func() {
-		for _, fd := range []int{w.tx, w.rx} {
-			if fd >= 0 {
-				unix.Close(fd)
-			}
-		}
-	})
-	err := ns.Do(func() error {
-		ifi, err := net.InterfaceByName(ifname)
-		if err != nil {
-			return err
-		}
-		w.ifindex = ifi.Index
-		proto := hlHtons(unix.ETH_P_IP)
-		if w.rx, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(proto)); err != nil {
-			return fmt.Errorf("rx socket: %w", err)
-		}
-		if err := unix.Bind(w.rx, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: ifi.Index}); err != nil {
-			return fmt.Errorf("rx bind: %w", err)
-		}
-		if err := unix.SetsockoptInt(w.rx, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1); err != nil {
-			return fmt.Errorf("PACKET_IGNORE_OUTGOING: %w", err)
-		}
-		if err := unix.SetsockoptInt(w.rx, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 64<<20); err != nil {
-			return fmt.Errorf("SO_RCVBUFFORCE: %w", err)
-		}
-		tv := unix.NsecToTimeval(int64(50 * time.Millisecond))
-		if err := unix.SetsockoptTimeval(w.rx, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-			return fmt.Errorf("SO_RCVTIMEO: %w", err)
-		}
-		// Protocol 0: a send-only socket.
-		if w.tx, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0); err != nil {
-			return fmt.Errorf("tx socket: %w", err)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("AF_PACKET on %s in %s: %v", ifname, ns.name, err)
-	}
-	return w
-}
-
-func (w *hlWire) send(frame []byte) error {
-	sa := &unix.SockaddrLinklayer{Ifindex: w.ifindex, Protocol: hlHtons(unix.ETH_P_IP), Halen: 6}
-	copy(sa.Addr[:], frame[:6])
-	return unix.Sendto(w.tx, frame, 0, sa)
-}
-
-// recv returns the next received frame, or nil after the receive timeout.
-func (w *hlWire) recv(buf []byte) ([]byte, error) {
-	n, _, err := unix.Recvfrom(w.rx, buf, 0)
-	switch {
-	case err == unix.EAGAIN || err == unix.EINTR:
-		return nil, nil
-	case err != nil:
-		return nil, err
-	}
-	return buf[:n], nil
-}
 
 // hlSniffer watches an interface (inbound frames and the kernel's own
 // outgoing ones; DPDK's af_packet transmits bypass it) for anything other
 // than the test's VIP traffic, to explain unexpected drops.
 type hlSniffer struct {
-	fd      int
+	sock    *nsbed.PacketSocket
 	stop    atomic.Bool
 	done    chan struct{}
 	foreign []string // up to 20, described
 	n       int
 }
 
-func hlSniff(t *testing.T, ns *hlNS, ifname string) *hlSniffer {
+func hlSniff(t *testing.T, ns *nsbed.NS, ifname string) *hlSniffer {
 	t.Helper()
-	s := &hlSniffer{fd: -1, done: make(chan struct{})}
-	err := ns.Do(func() error {
-		ifi, err := net.InterfaceByName(ifname)
-		if err != nil {
-			return err
-		}
-		proto := hlHtons(unix.ETH_P_ALL)
-		if s.fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(proto)); err != nil {
-			return err
-		}
-		if err := unix.Bind(s.fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: ifi.Index}); err != nil {
-			return err
-		}
-		_ = unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20)
-		tv := unix.NsecToTimeval(int64(50 * time.Millisecond))
-		return unix.SetsockoptTimeval(s.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
-	})
+	sock, err := ns.OpenPacketSocket(ifname, nsbed.PacketSocketOptions{AllProtocols: true, RcvBuf: 16 << 20})
 	if err != nil {
-		if s.fd >= 0 {
-			unix.Close(s.fd)
-		}
-		t.Fatalf("sniff %s in %s: %v", ifname, ns.name, err)
+		t.Fatalf("sniff: %v", err)
 	}
+	s := &hlSniffer{sock: sock, done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		buf := make([]byte, 2048)
 		for !s.stop.Load() {
-			n, from, err := unix.Recvfrom(s.fd, buf, 0)
-			if err != nil {
+			f, pt, err := s.sock.Recv(buf)
+			if err != nil || f == nil {
 				continue
 			}
-			f := buf[:n]
 			if len(f) >= 14+20+8+16 && binary.BigEndian.Uint16(f[12:]) == 0x0800 &&
 				netip.AddrFrom4([4]byte(f[30:34])) == hlVIP && bytes.Equal(f[42:50], hlMagic[:]) {
 				continue
 			}
 			s.n++
 			if len(s.foreign) < 20 {
-				pt := -1
-				if ll, ok := from.(*unix.SockaddrLinklayer); ok {
-					pt = int(ll.Pkttype)
-				}
-				s.foreign = append(s.foreign, fmt.Sprintf("pkttype %d, %d bytes: % x", pt, n, f[:min(n, 64)]))
+				s.foreign = append(s.foreign, fmt.Sprintf("pkttype %d, %d bytes: % x", pt, len(f), f[:min(len(f), 64)]))
 			}
 		}
 	}()
@@ -557,19 +78,18 @@ func (s *hlSniffer) close() {
 		return
 	}
 	<-s.done
-	unix.Close(s.fd)
+	s.sock.Close()
 }
 
 // The hitless test's topology and traffic.
 const (
-	hlPPS       = 2000 // injected packets per second
-	hlFlows     = 200  // concurrently active flows (each sends every 100 ms)
-	hlMaxLife   = 40   // a flow sends 1..hlMaxLife packets, then a new one replaces it
-	hlChangeHz  = 100  // REST changes per second
-	hlChurnFor  = 10 * time.Second
-	hlLead      = 500 * time.Millisecond // traffic before and after the churn
-	hlToken     = "hitless-test-token"
-	hlAPIListen = "127.0.0.1:8080" // the appliance namespace's own loopback
+	hlPPS      = 2000 // injected packets per second
+	hlFlows    = 200  // concurrently active flows (each sends every 100 ms)
+	hlMaxLife  = 40   // a flow sends 1..hlMaxLife packets, then a new one replaces it
+	hlChangeHz = 100  // REST changes per second
+	hlChurnFor = 10 * time.Second
+	hlLead     = 500 * time.Millisecond // traffic before and after the churn
+	hlToken    = "hitless-test-token"
 	// hlEps widens each packet's window [sent, received] at the sent end:
 	// a worker loads the snapshot at the start of its poll, which may be
 	// (a little) before the packet arrived, so the snapshot it used may
@@ -592,26 +112,42 @@ var (
 	hlChurn  = []string{"10.1.0.11", "10.1.0.12", "10.1.0.13", "10.1.0.14", "10.1.0.15", "10.1.0.16"}
 )
 
-// hlConfig is the appliance: one port on vA, its gateway a static
-// neighbour (the outer destination of an IPIP packet names the backend),
-// and service web. The af_packet ring holds 8192 frames (4 s of the test's
-// traffic; the default 512 is 0.25 s): a worker lcore was seen to stall
-// for 2 s on a 2-core machine shared with other busy-polling appliances
-// (go test ./... runs the testbed's in parallel), and the test must not
-// blame that on the reconfiguration. The packet latency it logs shows such
-// stalls.
-const hlConfig = `
-dataplane:
-  eal_args: [--no-huge, --no-pci, -m, "512", --file-prefix, %s, -l, "0,1"]
-  ports:
-    - {name: eth0, device: "net_af_packet0,iface=vA,framecnt=8192", ip: 192.0.2.10/24, gateway: 192.0.2.1, mac: "02:00:00:00:00:10"}
-neighbors:
-  - {ip: 192.0.2.1, mac: "02:00:00:00:00:01"}
-flows: {capacity: 65536}
-api: {listen: "%s", token: %s}
-services:
-  - {name: web, vip: 203.0.113.10, protocol: udp, port: 0, mode: ipip, backends: [{ip: 10.1.0.1}, {ip: 10.1.0.2}]}
-`
+// hlConfig is the appliance on bed b: one port on the raw link vA, its
+// gateway a static neighbour (the outer destination of an IPIP packet names
+// the backend), and service web. The af_packet ring holds 8192 frames (4 s
+// of the test's traffic; the default 512 is 0.25 s): a worker lcore was
+// seen to stall for 2 s on a 2-core machine shared with other busy-polling
+// appliances (go test ./... runs the testbed's in parallel), and the test
+// must not blame that on the reconfiguration. The packet latency it logs
+// shows such stalls. The worker busy-polls (no idle_sleep): the test
+// measures the appliance as deployed.
+func hlConfig(b *nsbed.Bed) nsbed.DsrlbConfig {
+	return nsbed.DsrlbConfig{
+		Dataplane: nsbed.DsrlbDataplane{
+			EALArgs: b.EALArgs("lb", "0,1"),
+			Ports: []nsbed.DsrlbPort{{Name: "eth0", Device: "net_af_packet0,iface=vA,framecnt=8192",
+				IP: "192.0.2.10/24", Gateway: "192.0.2.1", MAC: "02:00:00:00:00:10"}},
+		},
+		Neighbors: []nsbed.DsrlbNeighbor{{IP: "192.0.2.1", MAC: "02:00:00:00:00:01"}},
+		Flows:     map[string]any{"capacity": 65536},
+		API:       &nsbed.DsrlbAPI{Listen: nsbed.DefaultAPI, Token: hlToken},
+		Services: []nsbed.DsrlbService{{Name: "web", VIP: hlVIP.String(), Protocol: "udp", Port: 0, Mode: "ipip",
+			Backends: []nsbed.DsrlbBackend{{IP: hlStable[0]}, {IP: hlStable[1]}}}},
+	}
+}
+
+// hlTopology is the test's wire: the appliance's raw link vA and the
+// client's raw link vB on one segment. The client injects and captures
+// frames with a packet socket, so its kernel keeps out of the way too.
+func hlTopology() nsbed.Topology {
+	return nsbed.Topology{
+		Segments: []nsbed.Segment{{Name: "wire"}},
+		Hosts: []nsbed.Host{
+			{Name: "lb", Links: []nsbed.Link{{Name: "vA", Segment: "wire", Raw: true}}},
+			{Name: "cl", Links: []nsbed.Link{{Name: "vB", Segment: "wire", Raw: true}}},
+		},
+	}
+}
 
 // hlOverload is the CPU pressure (share of time some runnable task waited
 // for a CPU) above which the machine counts as overloaded.
@@ -915,7 +451,7 @@ func (c *hlChurner) snapshot() map[netip.Addr]hlBackend {
 }
 
 // next picks a random change and applies it to the model.
-func (c *hlChurner) next(token string) *hlPending {
+func (c *hlChurner) next(appl *nsbed.Appliance) *hlPending {
 	var (
 		method, path, desc string
 		body               any
@@ -931,8 +467,8 @@ func (c *hlChurner) next(token string) *hlPending {
 		if c.other {
 			method, path, want, desc = http.MethodDelete, "/api/v1/services/other", http.StatusNoContent, "delete service other"
 		} else {
-			body = control.Service{Name: "other", VIP: "203.0.113.20", Protocol: "udp", Port: 53, Mode: "ipip",
-				Backends: []control.Backend{{IP: "10.2.0.1"}, {IP: "10.2.0.2", Weight: weight(2)}}}
+			body = nsbed.DsrlbService{Name: "other", VIP: "203.0.113.20", Protocol: "udp", Port: 53, Mode: "ipip",
+				Backends: []nsbed.DsrlbBackend{{IP: "10.2.0.1"}, {IP: "10.2.0.2", Weight: weight(2)}}}
 			method, path, want, desc = http.MethodPost, "/api/v1/services", http.StatusCreated, "add service other"
 		}
 		c.other = !c.other
@@ -941,7 +477,7 @@ func (c *hlChurner) next(token string) *hlPending {
 		// churn backends out for a while).
 		ip := netip.MustParseAddr(hlStable[c.rng.Intn(len(hlStable))])
 		w := 1 + c.rng.Intn(5)
-		method, path, body, want = http.MethodPatch, backends+"/"+ip.String(), control.BackendPatch{Weight: &w}, http.StatusOK
+		method, path, body, want = http.MethodPatch, backends+"/"+ip.String(), nsbed.DsrlbBackendPatch{Weight: &w}, http.StatusOK
 		c.model[ip], desc = hlBackend{w, "enabled"}, fmt.Sprintf("weight %v %d", ip, w)
 	case !present:
 		b := hlBackend{1 + c.rng.Intn(5), "enabled"}
@@ -949,7 +485,7 @@ func (c *hlChurner) next(token string) *hlPending {
 			b.state = "drain"
 		}
 		method, path, want = http.MethodPost, backends, http.StatusCreated
-		body = control.Backend{IP: churnIP.String(), Weight: weight(b.weight), State: b.state}
+		body = nsbed.DsrlbBackend{IP: churnIP.String(), Weight: weight(b.weight), State: b.state}
 		c.model[churnIP], desc = b, fmt.Sprintf("add %v %+v", churnIP, b)
 	default:
 		path = backends + "/" + churnIP.String()
@@ -959,29 +495,23 @@ func (c *hlChurner) next(token string) *hlPending {
 			delete(c.model, churnIP)
 		case 2:
 			w := c.rng.Intn(6)
-			method, body, want = http.MethodPatch, control.BackendPatch{Weight: &w}, http.StatusOK
+			method, body, want = http.MethodPatch, nsbed.DsrlbBackendPatch{Weight: &w}, http.StatusOK
 			c.model[churnIP], desc = hlBackend{w, cur.state}, fmt.Sprintf("weight %v %d", churnIP, w)
 		default:
 			st := []string{"enabled", "drain", "disabled"}[c.rng.Intn(3)]
-			method, body, want = http.MethodPatch, control.BackendPatch{State: &st}, http.StatusOK
+			method, body, want = http.MethodPatch, nsbed.DsrlbBackendPatch{State: &st}, http.StatusOK
 			c.model[churnIP], desc = hlBackend{cur.weight, st}, fmt.Sprintf("state %v %s", churnIP, st)
 		}
 	}
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
+	req, err := appl.NewRequest(context.Background(), method, path, body)
+	if err != nil {
+		panic(err) // plain data: cannot happen
 	}
-	req, _ := http.NewRequest(method, "http://"+hlAPIListen+path, rd)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
 	return &hlPending{req: req, desc: desc, want: want, set: c.snapshot()}
 }
 
 // run sends hlChangeHz changes a second over conn for d.
-func (c *hlChurner) run(conn net.Conn, token string, d time.Duration) time.Duration {
+func (c *hlChurner) run(conn net.Conn, appl *nsbed.Appliance, d time.Duration) time.Duration {
 	pending := make(chan *hlPending, hlDepth-1)
 	readerDone := make(chan struct{})
 	go func() {
@@ -1015,7 +545,7 @@ func (c *hlChurner) run(conn net.Conn, token string, d time.Duration) time.Durat
 		if w := time.Until(start.Add(time.Duration(k) * time.Second / hlChangeHz)); w > 0 {
 			time.Sleep(w)
 		}
-		p := c.next(token)
+		p := c.next(appl)
 		p.sent = time.Since(c.base)
 		err := p.req.Write(bw)
 		if err == nil {
@@ -1038,7 +568,7 @@ func (c *hlChurner) run(conn net.Conn, token string, d time.Duration) time.Durat
 // hlTraffic injects flows to the VIP on a wire at hlPPS and captures what
 // comes back, until stop.
 type hlTraffic struct {
-	wire           *hlWire
+	wire           *nsbed.PacketSocket
 	base           time.Time
 	stopTx, stopRx atomic.Bool
 	wg             sync.WaitGroup
@@ -1087,7 +617,7 @@ func (tr *hlTraffic) inject(rng *rand.Rand) {
 			seq := uint64(len(tr.sent))
 			frame := hlFrame(f.id, seq)
 			tr.sent = append(tr.sent, hlPacket{seq: seq, flow: f.id, sent: time.Since(tr.base)})
-			if err := tr.wire.send(frame); err != nil {
+			if err := tr.wire.Send(frame); err != nil {
 				tr.txErr = err
 				return
 			}
@@ -1104,7 +634,7 @@ func (tr *hlTraffic) receive() {
 	defer tr.wg.Done()
 	buf := make([]byte, 65536)
 	for !tr.stopRx.Load() {
-		f, err := tr.wire.recv(buf)
+		f, _, err := tr.wire.Recv(buf)
 		if err != nil {
 			tr.rxErr = err
 			return
@@ -1160,7 +690,7 @@ type hlSample struct {
 
 // hlSampleStats polls GET /api/v1/stats every 250 ms until stop is closed,
 // a timeline that tells, after a loss, whether the worker stopped polling.
-func hlSampleStats(api *hlAPI, base time.Time, stop <-chan struct{}) <-chan []hlSample {
+func hlSampleStats(appl *nsbed.Appliance, base time.Time, stop <-chan struct{}) <-chan []hlSample {
 	out := make(chan []hlSample, 1)
 	go func() {
 		var samples []hlSample
@@ -1173,16 +703,12 @@ func hlSampleStats(api *hlAPI, base time.Time, stop <-chan struct{}) <-chan []hl
 				return
 			case <-tick.C:
 			}
-			var st control.Stats
-			code, b, err := api.do(http.MethodGet, "/api/v1/stats", nil)
-			if err != nil || code != http.StatusOK || json.Unmarshal(b, &st) != nil {
+			st, err := appl.Stats(context.Background())
+			if err != nil {
 				continue
 			}
-			sm := hlSample{at: time.Since(base), rx: st.Totals.RxPackets, dropped: st.Totals.Dropped, generation: st.Generation}
-			for _, w := range st.Workers {
-				sm.polls += w.Polls
-			}
-			samples = append(samples, sm)
+			samples = append(samples, hlSample{at: time.Since(base), rx: st.Totals.RxPackets, dropped: st.Totals.Dropped,
+				polls: st.Polls, generation: st.Generation})
 		}
 	}()
 	return out
@@ -1203,37 +729,45 @@ func hlQuantiles(ds []time.Duration) string {
 // second are applied: nothing lost, nothing to a backend the service did not
 // have at that moment, established flows kept, no drop counted.
 func TestHitless(t *testing.T) {
-	hlNeedRoot(t)
-	bin := hlBuild(t)
-	lb, cl := hlNewNS(t, "lb"), hlNewNS(t, "cl")
-	hlRun(t, "ip", "-n", lb.name, "link", "add", "vA", "type", "veth", "peer", "name", "vB", "netns", cl.name)
-	// The appliance's kernel sees every frame on vA too: no address, no
-	// IPv6, strict rp_filter and arp_ignore=8 keep it out of the way.
-	hlRun(t, "ip", "netns", "exec", lb.name, "sysctl", "-qw", "net.ipv6.conf.vA.disable_ipv6=1",
-		"net.ipv4.conf.vA.rp_filter=1", "net.ipv4.conf.vA.arp_ignore=8")
-	hlRun(t, "ip", "netns", "exec", cl.name, "sysctl", "-qw", "net.ipv6.conf.vB.disable_ipv6=1")
-	hlRun(t, "ip", "-n", lb.name, "link", "set", "vA", "up")
-	hlRun(t, "ip", "-n", cl.name, "link", "set", "vB", "up")
-
-	api := hlNewAPI(lb, hlAPIListen, hlToken)
-	app := hlNewAppliance(t, bin, lb, fmt.Sprintf(hlConfig, lb.name, hlAPIListen, hlToken), api)
+	needBins(t)
+	ctx := context.Background()
+	bed, err := nsbed.New(bedOptions(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := bed.Build(hlTopology())
+	if err != nil {
+		bed.Close()
+		t.Fatalf("build the bed: %v", err)
+	}
+	lb, cl := n.Host("lb"), n.Host("cl")
 	sniff := hlSniff(t, lb, "vA")
-	app.start()
-	var conn net.Conn // the churn's own connection to the API
-	if err := lb.Do(func() (err error) { conn, err = net.Dial("tcp", hlAPIListen); return err }); err != nil {
+	start := time.Now()
+	appl, err := nsbed.StartDsrlb(ctx, lb, bins.Dsrlb, hlConfig(bed))
+	if err != nil {
+		bed.Close()
+		t.Fatalf("start dsrlb: %v", err)
+	}
+	closeAtEnd(t, appl, time.Since(start), bed.Close)
+	conn, err := lb.DialContext(ctx, "tcp", nsbed.DefaultAPI) // the churn's own connection to the API
+	if err != nil {
 		t.Fatalf("dial the API: %v", err)
 	}
 	defer conn.Close()
+	wire, err := cl.OpenPacketSocket("vB", nsbed.PacketSocketOptions{IgnoreOutgoing: true, RcvBuf: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wire.Close()
 
-	var pre control.Stats
-	api.getJSON(t, "/api/v1/stats", &pre)
+	pre := mustStats(ctx, t, appl)
 
 	seed := time.Now().UnixNano()
 	t.Logf("seed %d", seed)
 	base := time.Now()
 	stopSampler := make(chan struct{})
-	samplesc := hlSampleStats(api, base, stopSampler)
-	tr := &hlTraffic{wire: hlOpenWire(t, cl, "vB"), base: base}
+	samplesc := hlSampleStats(appl, base, stopSampler)
+	tr := &hlTraffic{wire: wire, base: base}
 	tr.start(seed + 1)
 	ch := &hlChurner{rng: rand.New(rand.NewSource(seed)), base: base, model: map[netip.Addr]hlBackend{}}
 	for _, ip := range hlStable {
@@ -1243,7 +777,7 @@ func TestHitless(t *testing.T) {
 
 	time.Sleep(hlLead)
 	psi0, psiOK := hlCPUPressure()
-	churnTime := ch.run(conn, hlToken, hlChurnFor)
+	churnTime := ch.run(conn, appl, hlChurnFor)
 	psi1, _ := hlCPUPressure()
 	// The share of the churn during which some runnable task waited for a
 	// CPU (Linux PSI).
@@ -1281,9 +815,9 @@ func TestHitless(t *testing.T) {
 		for _, sm := range samples {
 			t.Logf("at %v: appliance rx %d, dropped %d, worker polls %d, generation %d", sm.at.Round(time.Millisecond), sm.rx, sm.dropped, sm.polls, sm.generation)
 		}
-		for _, ns := range []string{lb.name, cl.name} {
-			out, _ := exec.Command("ip", "-s", "-n", ns, "link", "show").CombinedOutput()
-			t.Logf("ip -s -n %s link show:\n%s", ns, out)
+		for _, ns := range []*nsbed.NS{lb, cl, n.Switch} {
+			out, _ := ns.Run("ip", "-s", "link", "show")
+			t.Logf("ip -s -n %s link show:\n%s", ns.Name, out)
 		}
 	}
 
@@ -1301,8 +835,10 @@ func TestHitless(t *testing.T) {
 
 	// The test's model of the service, which the check relies on, is what
 	// the appliance has.
-	var web control.Service
-	api.getJSON(t, "/api/v1/services/web", &web)
+	var web nsbed.DsrlbService
+	if err := appl.Get(ctx, "/api/v1/services/web", &web); err != nil {
+		t.Fatal(err)
+	}
 	live := map[netip.Addr]hlBackend{}
 	for _, b := range web.Backends {
 		hb := hlBackend{weight: 1, state: "enabled"}
@@ -1320,8 +856,7 @@ func TestHitless(t *testing.T) {
 
 	// The appliance's own account: nothing dropped, every packet forwarded
 	// for web, every change counted.
-	var st control.Stats
-	api.getJSON(t, "/api/v1/stats", &st)
+	st := mustStats(ctx, t, appl)
 	sniff.close()
 	if st.Totals.Dropped != 0 {
 		t.Errorf("appliance dropped %d packets: %v", st.Totals.Dropped, st.Drops)
@@ -1339,12 +874,7 @@ func TestHitless(t *testing.T) {
 			t.Errorf("drops[%s] = %d, want 0", r, n)
 		}
 	}
-	var webPkts uint64
-	for _, s := range st.Services {
-		if s.Name == "web" {
-			webPkts = s.Packets
-		}
-	}
+	webPkts := st.Services["web"].Packets
 	if webPkts != uint64(len(tr.sent)) {
 		t.Errorf("service web forwarded %d packets, want %d", webPkts, len(tr.sent))
 	}
@@ -1373,10 +903,10 @@ func TestHitless(t *testing.T) {
 	}
 
 	rate := float64(len(ch.changes)) / churnTime.Seconds()
-	t.Logf("changes: %d accepted in %v = %.1f/s; latency %s", len(ch.changes), churnTime.Round(time.Millisecond), rate, hlQuantiles(ch.lat))
-	t.Logf("packets: sent %d, received %d, lost %d; appliance rx %d tx %d dropped %d, web %d; other frames: %d on vB, %d on vA",
+	t.Logf("RESULT changes: %d accepted in %v = %.1f/s; latency %s", len(ch.changes), churnTime.Round(time.Millisecond), rate, hlQuantiles(ch.lat))
+	t.Logf("RESULT packets: sent %d, received %d, lost %d; appliance rx %d tx %d dropped %d, web %d; other frames: %d on vB, %d on vA",
 		len(tr.sent), len(tr.got), len(lost), st.Totals.RxPackets, st.Totals.TxPackets, st.Totals.Dropped, webPkts, tr.foreign, sniff.n)
-	t.Logf("packet latency through the appliance: %s", hlQuantiles(pktLat))
+	t.Logf("TIMING packet latency through the appliance: %s", hlQuantiles(pktLat))
 	t.Logf("flows: %d new, %d moved (%d unexplained); table hits %d misses %d remapped %d evicted %d",
 		rep.newFlows, rep.moves, rep.unexplained, st.Flows.Hits, st.Flows.Misses, st.Flows.Remapped, st.Flows.Evictions)
 	t.Logf("check: window [sent-%v, received]; %d of %d packets had backends ruled out (%.2f per packet); with no slack (eps 0) %d would fail",
@@ -1397,7 +927,7 @@ func TestHitless(t *testing.T) {
 		t.Errorf("only %.1f changes/s, want %d (CPU pressure %.0f%%)", rate, hlChangeHz, 100*pressure)
 	}
 
-	if err := app.stop(syscall.SIGTERM, 20*time.Second); err != nil {
+	if err := appl.Stop(); err != nil {
 		t.Errorf("dsrlb run after SIGTERM: %v", err)
 	}
 }
