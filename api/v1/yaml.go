@@ -1,4 +1,4 @@
-package control
+package v1
 
 import (
 	"errors"
@@ -61,11 +61,12 @@ func parentField(p string) string {
 	return ""
 }
 
-// cover tells whether the field at (an index path) is, or is inside, a
-// field of es: a value that did not decode is not validated again.
-func (es FieldErrors) cover(at string) bool {
+// Cover tells whether the field at (an index path, as FieldError.At) is,
+// or is inside, a field of es: a value that did not decode is not
+// validated again.
+func (es FieldErrors) Cover(at string) bool {
 	for _, e := range es {
-		if at == e.at || strings.HasPrefix(at, e.at) && (at[len(e.at)] == '.' || at[len(e.at)] == '[') {
+		if at == e.At || strings.HasPrefix(at, e.At) && (at[len(e.At)] == '.' || at[len(e.At)] == '[') {
 			return true
 		}
 	}
@@ -77,7 +78,7 @@ func (es FieldErrors) cover(at string) bool {
 // field and every value of the wrong type is a FieldError with its line:
 // the error is a FieldErrors with all of them.
 func DecodeYAML(b []byte) (*Config, *Lines, error) {
-	c, lines, errs := decodeYAML(b)
+	c, lines, errs := DecodeYAMLPartial(b)
 	if len(errs) > 0 {
 		return nil, lines, errs
 	}
@@ -86,10 +87,11 @@ func DecodeYAML(b []byte) (*Config, *Lines, error) {
 
 var yamlSyntaxRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
-// decodeYAML decodes b as far as it can: the config is nil only when b is
-// not YAML at all; otherwise it holds every value that decoded, and errs
-// the ones that did not.
-func decodeYAML(b []byte) (*Config, *Lines, FieldErrors) {
+// DecodeYAMLPartial decodes b as far as it can: the config is nil only
+// when b is not YAML at all; otherwise it holds every value that decoded,
+// and errs the ones that did not, so that a validator can report on the
+// rest (skipping the fields errs Cover).
+func DecodeYAMLPartial(b []byte) (*Config, *Lines, FieldErrors) {
 	lines := &Lines{at: map[string]int{}, name: map[string]int{}}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(b, &doc); err != nil {
@@ -125,7 +127,7 @@ func decodeYAML(b []byte) (*Config, *Lines, FieldErrors) {
 		w.errs = append(w.errs, &FieldError{Line: doc.Content[0].Line, Message: err.Error()})
 	}
 	for _, e := range w.errs {
-		e.Field = fieldName(&c, e.at)
+		e.Field = fieldName(&c, e.At)
 	}
 	for at, line := range lines.at {
 		name := fieldName(&c, at)
@@ -148,7 +150,7 @@ type yamlWalker struct {
 var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
 
 func (w *yamlWalker) fail(at string, line int, format string, a ...any) {
-	w.errs = append(w.errs, &FieldError{Message: fmt.Sprintf(format, a...), Line: line, at: at})
+	w.errs = append(w.errs, &FieldError{Message: fmt.Sprintf(format, a...), Line: line, At: at})
 }
 
 // refuse reports value n at at and makes it null, so that decoding the
@@ -310,8 +312,8 @@ func fieldName(c *Config, at string) string {
 				break
 			}
 			v = v.Index(i)
-			if l, ok := v.Interface().(labeled); ok && l.label() != "" {
-				b.WriteString("[" + l.label() + "]")
+			if l, ok := v.Interface().(labeled); ok && l.Label() != "" {
+				b.WriteString("[" + l.Label() + "]")
 			} else {
 				b.WriteString(rest[:end+1])
 			}
