@@ -17,10 +17,11 @@ import (
 // neither the object nor the field, so the document is first walked as a
 // yaml.Node tree alongside the Config type: each key is checked against
 // the struct's yaml tags, each scalar decoded on its own, and the line of
-// every field recorded for the errors Validate finds later. The walk
-// removes what it reported (unknown and repeated keys; values that do not
-// decode become null), so that decoding the rest fills every other field
-// and Validate can report on those too.
+// every field recorded for the errors validation (the appliance's
+// control.Config.Validate) finds later. The walk removes what it reported
+// (unknown and repeated keys; values that do not decode become null), so
+// that decoding the rest fills every other field and validation can report
+// on those too.
 
 // Lines tells the line of each field of a decoded YAML config.
 type Lines struct {
@@ -140,7 +141,7 @@ func DecodeYAMLPartial(b []byte) (*Config, *Lines, FieldErrors) {
 
 // yamlWalker walks a YAML node tree alongside the Go type it decodes into.
 // Its paths name list items by index (services[0].port): names come from
-// the decoded config afterwards (fieldName), as Validate names them.
+// the decoded config afterwards (fieldName), as validation names them.
 type yamlWalker struct {
 	lines   *Lines
 	errs    FieldErrors
@@ -291,7 +292,7 @@ func yamlFields(t reflect.Type) map[string]reflect.StructField {
 }
 
 // fieldName turns a path of c with list items by index
-// (services[0].backends[1].weight) into the name Validate gives the field
+// (services[0].backends[1].weight) into the name validation gives the field
 // (services[web].backends[192.0.2.21].weight): items that are labeled by
 // their label. What does not resolve in c stays as it is.
 func fieldName(c *Config, at string) string {
