@@ -18,7 +18,7 @@ const controlStats = `{"generation":8,"totals":{"rx_packets":122,"tx_packets":16
 "10.99.0.11":{"packets":12,"new_flows":12,"state":"active"},"10.99.0.12":{"packets":18,"new_flows":15,"state":"active"}}}}}`
 
 func TestStatsDecodesBothShapes(t *testing.T) {
-	for _, tc := range []struct{ desc, body string }{{"api/types", apiStats}, {"control", controlStats}} {
+	for _, tc := range []struct{ desc, body string }{{"v1", apiStats}, {"before v1", controlStats}} {
 		t.Run(tc.desc, func(t *testing.T) {
 			var s Stats
 			if err := json.Unmarshal([]byte(tc.body), &s); err != nil {
