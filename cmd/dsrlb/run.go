@@ -15,7 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dsrlb/dsrlb/api"
-	"github.com/dsrlb/dsrlb/api/types"
+	v1 "github.com/dsrlb/dsrlb/api/v1"
 	"github.com/dsrlb/dsrlb/bgp"
 	"github.com/dsrlb/dsrlb/control"
 	"github.com/dsrlb/dsrlb/control/kernel"
@@ -221,10 +221,10 @@ func bgpConfig(t *control.Typed) bgp.Config {
 // bgpPeers shows the speaker's sessions in the API.
 type bgpPeers struct{ s *bgp.Speaker }
 
-func (b bgpPeers) BGPPeers() []types.BGPPeer {
-	var out []types.BGPPeer
+func (b bgpPeers) BGPPeers() []v1.BGPSession {
+	var out []v1.BGPSession
 	for _, p := range b.s.Peers() {
-		out = append(out, types.BGPPeer{Address: p.Address.String(), ASN: p.ASN, State: p.State,
+		out = append(out, v1.BGPSession{Address: p.Address.String(), ASN: p.ASN, State: p.State,
 			UptimeSeconds: p.Uptime.Seconds(), PrefixesSent: p.PrefixesSent})
 	}
 	return out
