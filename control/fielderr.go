@@ -141,6 +141,13 @@ func (b Backend) label() string {
 	return ""
 }
 
+func (p BGPPeer) label() string {
+	if a, ok := parseAddr4(p.Address); ok {
+		return a.String()
+	}
+	return ""
+}
+
 // errList collects the errors of one validation pass.
 type errList struct{ errs FieldErrors }
 
