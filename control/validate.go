@@ -76,12 +76,7 @@ const (
 var adminStates = [...]string{AdminEnabled: "enabled", AdminDrain: "drain", AdminDisabled: "disabled"}
 
 // String returns the config name of s: enabled, drain or disabled.
-func (s AdminState) String() string {
-	if int(s) < len(adminStates) {
-		return adminStates[s]
-	}
-	return "unknown"
-}
+func (s AdminState) String() string { return enumName(adminStates[:], s) }
 
 // TypedHealth is a validated health monitor.
 type TypedHealth struct {
@@ -130,12 +125,7 @@ const (
 var bgpRoles = [...]string{BGPActive: "active", BGPStandby: "standby"}
 
 // String returns the config name of r: active or standby.
-func (r BGPRole) String() string {
-	if int(r) < len(bgpRoles) {
-		return bgpRoles[r]
-	}
-	return "unknown"
-}
+func (r BGPRole) String() string { return enumName(bgpRoles[:], r) }
 
 // StandbyMethod is how a standby appliance makes its announcements worse.
 type StandbyMethod uint8
@@ -150,22 +140,26 @@ const (
 var standbyMethods = [...]string{StandbyMED: "med", StandbyPrepend: "prepend"}
 
 // String returns the config name of m: med or prepend.
-func (m StandbyMethod) String() string {
-	if int(m) < len(standbyMethods) {
-		return standbyMethods[m]
+func (m StandbyMethod) String() string { return enumName(standbyMethods[:], m) }
+
+// enumName returns the config name of v, an enum whose names are indexed
+// by value.
+func enumName[T ~uint8](names []string, v T) string {
+	if int(v) < len(names) {
+		return names[v]
 	}
 	return "unknown"
 }
 
 // parseEnum returns the index of s in names, the config names of an enum
 // indexed by value; "" is the first (the default).
-func parseEnum(names []string, s string) (uint8, bool) {
+func parseEnum[T ~uint8](names []string, s string) (T, bool) {
 	if s == "" {
 		return 0, true
 	}
 	for i, n := range names {
 		if n == s {
-			return uint8(i), true
+			return T(i), true
 		}
 	}
 	return 0, false
@@ -460,8 +454,8 @@ func (t *Typed) validateBackend(b *Backend, f fieldPath, ts *TypedService, seen 
 		}
 		tb.MAC = m
 	}
-	if st, ok := parseEnum(adminStates[:], b.State); ok {
-		tb.State = AdminState(st)
+	if st, ok := parseEnum[AdminState](adminStates[:], b.State); ok {
+		tb.State = st
 	} else {
 		l.add(f.key("state"), "must be enabled, drain or disabled, got %q", b.State)
 	}
@@ -602,13 +596,13 @@ func validateBGP(b *BGP, l *errList) *TypedBGP {
 		l.add(f.key("router_id"), "%v cannot be a router ID", id)
 	}
 	tb.RouterID = id
-	if r, ok := parseEnum(bgpRoles[:], b.Role); ok {
-		tb.Role = BGPRole(r)
+	if r, ok := parseEnum[BGPRole](bgpRoles[:], b.Role); ok {
+		tb.Role = r
 	} else {
 		l.add(f.key("role"), "must be active or standby, got %q", b.Role)
 	}
-	if m, ok := parseEnum(standbyMethods[:], b.Standby); ok {
-		tb.StandbyBy = StandbyMethod(m)
+	if m, ok := parseEnum[StandbyMethod](standbyMethods[:], b.Standby); ok {
+		tb.StandbyBy = m
 	} else {
 		l.add(f.key("standby_by"), "must be med or prepend, got %q", b.Standby)
 	}

@@ -421,14 +421,14 @@ func TestValidateDuplicatePeerJSON(t *testing.T) {
 func TestEnumNames(t *testing.T) {
 	for _, names := range [][]string{adminStates[:], bgpRoles[:], standbyMethods[:]} {
 		for i, n := range names {
-			if v, ok := parseEnum(names, n); !ok || int(v) != i {
+			if v, ok := parseEnum[uint8](names, n); !ok || int(v) != i {
 				t.Errorf("parseEnum(%q) = %d, %v; want %d", n, v, ok, i)
 			}
 		}
-		if v, ok := parseEnum(names, ""); !ok || v != 0 {
+		if v, ok := parseEnum[uint8](names, ""); !ok || v != 0 {
 			t.Errorf("parseEnum(\"\") = %d, %v; want the default %q", v, ok, names[0])
 		}
-		if _, ok := parseEnum(names, "bogus"); ok {
+		if _, ok := parseEnum[uint8](names, "bogus"); ok {
 			t.Errorf("parseEnum(bogus) accepted in %v", names)
 		}
 	}
