@@ -100,7 +100,7 @@ func TestUnknownKeyRejected(t *testing.T) {
 
 type fakeNeighbors map[netip.Addr]pipeline.MAC
 
-func (f fakeNeighbors) Lookup(ip netip.Addr) (pipeline.MAC, bool) { m, ok := f[ip]; return m, ok }
+func (f fakeNeighbors) Lookup(ip netip.Addr) ([6]byte, bool) { m, ok := f[ip]; return m, ok }
 
 type fakeHealth map[netip.Addr]bool
 

@@ -33,7 +33,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -47,6 +46,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/dsrlb/dsrlb/control"
+	"github.com/dsrlb/dsrlb/control/kernel/nsrun"
 	"github.com/dsrlb/dsrlb/pipeline/testpkt"
 )
 
@@ -202,35 +202,9 @@ func hlNewNS(t *testing.T, role string) *hlNS {
 	return ns
 }
 
-// Do runs fn on an OS thread switched into ns. Sockets fn creates stay in
-// ns for their whole life, whichever thread uses them later.
-func (ns *hlNS) Do(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns.h); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter %s: %w", ns.name, err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			// The thread stays locked and dies with this goroutine.
-			errc <- errors.Join(ferr, fmt.Errorf("leave %s: %w", ns.name, err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+// Do runs fn on an OS thread switched into ns (nsrun.Do). Sockets fn
+// creates stay in ns for their whole life, whichever thread uses them later.
+func (ns *hlNS) Do(fn func() error) error { return nsrun.Do(ns.h, fn) }
 
 // hlAPI is a REST API client whose connections are made inside a namespace.
 type hlAPI struct {

@@ -18,6 +18,7 @@ import (
 	"github.com/dsrlb/dsrlb/api/types"
 	"github.com/dsrlb/dsrlb/bgp"
 	"github.com/dsrlb/dsrlb/control"
+	"github.com/dsrlb/dsrlb/control/kernel"
 )
 
 // cmdRun is the appliance: data plane with a kernel tap per port, health
@@ -63,9 +64,14 @@ func run(ctx context.Context, cfg *control.Config, statePath string, log zerolog
 	if err != nil {
 		return err
 	}
-	kern := control.NewKernel(control.KernelOptions{Log: log, OnChange: store.Recompile})
-	defer kern.Close()
-	store.SetNeighbors(kern)
+	kopts := kernel.Options{Log: log}
+	neigh := kernel.NewNeighbors(kernel.NeighborOptions{Options: kopts, OnChange: store.Recompile})
+	defer neigh.Close()
+	taps := kernel.NewTaps(kopts)
+	defer taps.Close()
+	vips := kernel.NewVIPs(kopts)
+	defer vips.Close()
+	store.SetNeighbors(neigh)
 	t := store.Typed()
 
 	ports := make([]dpPort, len(t.Ports))
@@ -81,33 +87,39 @@ func run(ctx context.Context, cfg *control.Config, statePath string, log zerolog
 	}
 	defer dp.Stop()
 
-	for _, p := range t.Ports {
+	var vipTap kernel.Tap
+	for i, p := range t.Ports {
 		if iface := afPacketIface(p.Device); iface != "" {
-			if err := kern.QuietSharedInterface(iface); err != nil {
+			if err := taps.QuietSharedInterface(iface); err != nil {
 				return fmt.Errorf("port %s: %w", p.Name, err)
 			}
 		}
-		if err := kern.ConfigureTap(tapName(p.Name), netip.PrefixFrom(p.Addr, p.Prefix.Bits()), p.Gateway, p.MTU); err != nil {
+		tap, err := taps.Configure(tapName(p.Name), netip.PrefixFrom(p.Addr, p.Prefix.Bits()), p.Gateway, p.MTU)
+		if err != nil {
 			return fmt.Errorf("port %s: kernel side: %w", p.Name, err)
+		}
+		neigh.AddTap(tap)
+		if i == 0 {
+			vipTap = tap
 		}
 	}
 	store.Subscribe(func(t *control.Typed) {
-		var vips []netip.Addr
+		var addrs []netip.Addr
 		seen := map[netip.Addr]bool{}
 		for _, s := range t.Services {
 			if !seen[s.VIP] {
 				seen[s.VIP] = true
-				vips = append(vips, s.VIP)
+				addrs = append(addrs, s.VIP)
 			}
 		}
 		// The first port's kernel side answers ARP for the VIPs.
-		if err := kern.SetVIPs(tapName(t.Ports[0].Name), vips); err != nil {
+		if err := vips.Set(vipTap, addrs); err != nil {
 			log.Error().Err(err).Str("event", "vip_sync_failed").Msg("could not set VIPs on the tap")
 		}
-		kern.WantFor(t)
+		neigh.Want(t.NextHops())
 	})
 	go func() {
-		if err := kern.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		if err := neigh.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 			log.Error().Err(err).Str("event", "neighbors_failed").Msg("neighbour watch stopped")
 		}
 	}()
@@ -131,7 +143,7 @@ func run(ctx context.Context, cfg *control.Config, statePath string, log zerolog
 	if env := os.Getenv("DSRLB_API_TOKEN"); env != "" {
 		token = env
 	}
-	opts := api.Options{Store: store, Token: token, Stats: dp, Health: health, Neighbors: kern, Log: log}
+	opts := api.Options{Store: store, Token: token, Stats: dp, Health: health, Neighbors: neigh, Log: log}
 	if speaker != nil {
 		opts.BGP = bgpPeers{speaker}
 		opts.Announcer = board
