@@ -184,7 +184,7 @@ func (s *Server) status(c *gin.Context) {
 		}
 		psvc := snap.FindService(ts.Name)
 		for _, tb := range ts.Backends {
-			bs := v1.BackendStatus{IP: tb.IP.String(), Weight: tb.Weight, State: tb.State, Forwarding: "pending",
+			bs := v1.BackendStatus{IP: tb.IP.String(), Weight: tb.Weight, State: tb.State.String(), Forwarding: "pending",
 				Health: s.health(ts, tb.IP)}
 			if hop, mac := t.NextHopMAC(tb, s.opts.Neighbors); hop.IsValid() {
 				bs.NextHop = hop.String()

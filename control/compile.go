@@ -148,11 +148,11 @@ func Compile(gen uint64, t *Typed, ids *IDs, portMACs []pipeline.MAC, nb Neighbo
 			bs := pipeline.BackendSpec{ID: ids.Backend(BackendKey{s.Name, b.IP}), IP: b.IP, Weight: b.Weight, Port: port}
 			bs.NextHop = t.resolve(b, hop, nb)
 			switch {
-			case b.State == "disabled":
+			case b.State == AdminDisabled:
 				bs.State = pipeline.BackendDown
 			case hv != nil && !hv.Healthy(s.Name, b.IP):
 				bs.State = pipeline.BackendDown
-			case b.State == "drain" || b.Weight == 0:
+			case b.State == AdminDrain || b.Weight == 0:
 				bs.State = pipeline.BackendDrain
 			}
 			ss.Backends = append(ss.Backends, bs)

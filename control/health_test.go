@@ -26,7 +26,7 @@ func hcTyped(mons map[string]*TypedHealth) *Typed {
 	for name, h := range mons {
 		t.Services = append(t.Services, TypedService{
 			Name:     name,
-			Backends: []TypedBackend{{IP: loopback, Weight: 1, State: "enabled"}},
+			Backends: []TypedBackend{{IP: loopback, Weight: 1, State: AdminEnabled}},
 			Health:   h,
 		})
 	}

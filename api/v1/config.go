@@ -219,3 +219,12 @@ func (b Backend) Label() string {
 	}
 	return ""
 }
+
+// Label names p in field paths by its address, bgp.peers[192.0.2.1]; ""
+// (by its index) when the address is not an IPv4 address.
+func (p BGPPeer) Label() string {
+	if a, err := netip.ParseAddr(p.Address); err == nil && a.Is4() {
+		return a.String()
+	}
+	return ""
+}

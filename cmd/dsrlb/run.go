@@ -203,17 +203,21 @@ func shutdown(store *control.Store, speaker *bgp.Speaker, dp *dataplane, log zer
 	return nil
 }
 
-// bgpConfig maps the validated config onto the speaker's own config.
+// bgpConfig maps the validated config onto the speaker's own config:
+// control.Validate checked every field it maps, so bgp.New accepts it.
 func bgpConfig(t *control.Typed) bgp.Config {
 	b := t.BGP
-	c := bgp.Config{ASN: b.ASN, RouterID: netip.MustParseAddr(b.RouterID), Role: bgp.Role(b.Role),
-		StandbyBy: bgp.StandbyMethod(b.Standby), ListenPort: b.Port, NextHop: t.Ports[0].Addr}
-	if c.ListenPort == 0 {
-		c.ListenPort = -1
+	c := bgp.Config{ASN: b.ASN, RouterID: b.RouterID, Role: bgp.RoleActive, StandbyBy: bgp.StandbyMED,
+		ListenPort: int(b.ListenPort), NextHop: t.Ports[0].Addr}
+	if b.Role == control.BGPStandby {
+		c.Role = bgp.RoleStandby
+	}
+	if b.StandbyBy == control.StandbyPrepend {
+		c.StandbyBy = bgp.StandbyPrepend
 	}
 	for _, p := range b.Peers {
-		c.Peers = append(c.Peers, bgp.Peer{Address: netip.MustParseAddr(p.Address), ASN: p.ASN,
-			HoldTime: time.Duration(p.HoldTime) * time.Second, Password: p.Password, Port: p.Port})
+		c.Peers = append(c.Peers, bgp.Peer{Address: p.Address, ASN: p.ASN, HoldTime: p.HoldTime,
+			Password: p.Password, Port: int(p.Port)})
 	}
 	return c
 }
