@@ -1,7 +1,9 @@
-package control
+package health
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -18,24 +20,26 @@ import (
 // Every test here talks to 127.0.0.1 only.
 var loopback = netip.MustParseAddr("127.0.0.1")
 
-// hcTyped builds a config of one service per monitor, each with the single
-// backend 127.0.0.1. Validation is bypassed on purpose: it forbids loopback
-// backends and intervals under 100ms.
-func hcTyped(mons map[string]*TypedHealth) *Typed {
-	t := &Typed{}
+// interval is the probe interval of the monitors made by fast.
+const interval = 50 * time.Millisecond
+
+// hcTargets returns one target per monitor, each the backend 127.0.0.1 of
+// a service named after the map key. The config validation of the control
+// package is bypassed on purpose: it forbids loopback backends and
+// intervals under 100ms.
+func hcTargets(mons map[string]*Config) map[Target]Config {
+	want := map[Target]Config{}
 	for name, h := range mons {
-		t.Services = append(t.Services, TypedService{
-			Name:     name,
-			Backends: []TypedBackend{{IP: loopback, Weight: 1, State: "enabled"}},
-			Health:   h,
-		})
+		want[Target{Service: name, Backend: loopback}] = *h
 	}
-	return t
+	return want
 }
 
-// fast returns a monitor with a 50ms interval and the given rise/fall.
-func fast(typ string, port, rise, fall int) *TypedHealth {
-	return &TypedHealth{Type: typ, Port: port, Interval: 50 * time.Millisecond, Timout: 40 * time.Millisecond, Rise: rise, Fall: fall}
+// fast returns a monitor with a 50ms interval (on the fake clock) and the
+// given rise/fall. Its timeout runs on the wall clock of a busy machine, so
+// it is generous; tests of timeouts set a short one.
+func fast(typ Type, port, rise, fall int) *Config {
+	return &Config{Type: typ, Port: port, Interval: interval, Timeout: 5 * time.Second, Rise: rise, Fall: fall}
 }
 
 func portOf(t *testing.T, a net.Addr) int {
@@ -59,90 +63,15 @@ func closedTCPPort(t *testing.T) int {
 	return p
 }
 
-func newChecker(t *testing.T, opts HealthOptions) *HealthChecker {
+// acceptingTCPPort returns the port of a loopback listener that accepts
+// and closes every connection until the test ends.
+func acceptingTCPPort(t *testing.T) int {
 	t.Helper()
-	h := NewHealth(opts)
-	t.Cleanup(h.Close)
-	return h
-}
-
-func statusOf(h *HealthChecker, svc string) (BackendHealth, bool) {
-	for _, s := range h.Status() {
-		if s.Service == svc && s.Backend == loopback {
-			return s, true
-		}
-	}
-	return BackendHealth{}, false
-}
-
-// waitState polls until svc's backend reaches want, or fails after 2s.
-func waitState(t *testing.T, h *HealthChecker, svc string, want HealthState) BackendHealth {
-	t.Helper()
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		st, _ := statusOf(h, svc)
-		if st.State == want {
-			return st
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: got state %v (last result %q), want %v", svc, st.State, st.LastResult, want)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func waitRunning(t *testing.T, h *HealthChecker, want int64) {
-	t.Helper()
-	deadline := time.Now().Add(2 * time.Second)
-	for h.running.Load() != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("got %d monitor goroutines, want %d", h.running.Load(), want)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func TestHealthObserveHysteresis(t *testing.T) {
-	tests := []struct {
-		desc       string
-		rise, fall int
-		results    string // + success, - failure
-		want       string // state after each result: u unknown, d down, U up
-		changes    int
-	}{
-		{"rise 1 up at first success", 1, 1, "+", "U", 1},
-		{"rise 3 needs three in a row", 3, 2, "++-+++", "uuuuuU", 1},
-		{"fall 2 ignores one failure", 1, 2, "+-+-+", "UUUUU", 1},
-		{"fall 2 then down", 1, 2, "+--", "UUd", 2},
-		{"unknown goes down after fall", 2, 3, "---+", "uudd", 1},
-		{"flapping never rises nor falls", 2, 2, "+-+-+-", "uuuuuu", 0},
-		{"up, down, up", 2, 2, "++--++", "uUUddU", 3},
-		{"down then rise", 2, 1, "--++", "dddU", 2},
-	}
-	for _, tc := range tests {
-		t.Run(tc.desc, func(t *testing.T) {
-			m := &healthMonitor{}
-			var got strings.Builder
-			changes := 0
-			for _, r := range tc.results {
-				if m.observe(r == '+', tc.rise, tc.fall) {
-					changes++
-				}
-				got.WriteByte(map[HealthState]byte{HealthUnknown: 'u', HealthDown: 'd', HealthUp: 'U'}[m.state])
-			}
-			if got.String() != tc.want || changes != tc.changes {
-				t.Errorf("results %s: got states %s with %d changes, want %s with %d", tc.results, got.String(), changes, tc.want, tc.changes)
-			}
-		})
-	}
-}
-
-func TestHealthTCP(t *testing.T) {
 	l, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	t.Cleanup(func() { l.Close() })
 	go func() {
 		for {
 			c, err := l.Accept()
@@ -152,28 +81,79 @@ func TestHealthTCP(t *testing.T) {
 			c.Close()
 		}
 	}()
+	return portOf(t, l.Addr())
+}
+
+// newMonitors returns Monitors on a fake clock, closed at the end of the
+// test.
+func newMonitors(t *testing.T, opts Options) (*Monitors, *fakeClock) {
+	t.Helper()
+	clk := newFakeClock()
+	opts.Clock = clk
+	ms := New(opts)
+	t.Cleanup(ms.Close)
+	return ms, clk
+}
+
+// probeRound advances clk by one interval, which makes each of the n idle
+// monitors probe once, and waits until every result is recorded.
+func probeRound(t *testing.T, clk *fakeClock, n int) {
+	t.Helper()
+	clk.waitTimers(t, n)
+	clk.Advance(interval)
+	clk.waitTimers(t, n)
+}
+
+func statusOf(ms *Monitors, svc string) (Status, bool) {
+	for _, s := range ms.Status() {
+		if s.Service == svc && s.Backend == loopback {
+			return s, true
+		}
+	}
+	return Status{}, false
+}
+
+// wantState fails unless svc's backend is in state want.
+func wantState(t *testing.T, ms *Monitors, svc string, want State) Status {
+	t.Helper()
+	st, ok := statusOf(ms, svc)
+	if !ok {
+		t.Fatalf("%s: not in Status", svc)
+	}
+	if st.State != want {
+		t.Fatalf("%s: got state %v (last result %q), want %v", svc, st.State, st.LastResult, want)
+	}
+	return st
+}
+
+func TestHealthTCP(t *testing.T) {
+	port := acceptingTCPPort(t)
 	tests := []struct {
 		desc   string
 		port   int
-		want   HealthState
+		want   State
 		reason string
 	}{
-		{"listener up", portOf(t, l.Addr()), HealthUp, "ok"},
-		{"listener closed", closedTCPPort(t), HealthDown, "connection refused"},
+		{"listener up", port, Up, "ok"},
+		{"listener closed", closedTCPPort(t), Down, "connection refused"},
 	}
-	h := newChecker(t, HealthOptions{})
-	mons := map[string]*TypedHealth{}
+	ms, clk := newMonitors(t, Options{})
+	mons := map[string]*Config{}
 	for _, tc := range tests {
-		mons[tc.desc] = fast("tcp", tc.port, 1, 1)
+		mons[tc.desc] = fast(TypeTCP, tc.port, 1, 1)
 	}
-	h.Update(hcTyped(mons))
+	ms.Update(hcTargets(mons))
+	probeRound(t, clk, len(tests))
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
-			st := waitState(t, h, tc.desc, tc.want)
+			st := wantState(t, ms, tc.desc, tc.want)
 			if !strings.Contains(st.LastResult, tc.reason) {
 				t.Errorf("got last result %q, want it to contain %q", st.LastResult, tc.reason)
 			}
-			if got, want := h.Healthy(tc.desc, loopback), tc.want == HealthUp; got != want {
+			if st.Checks != 1 {
+				t.Errorf("got %d checks after one round, want 1", st.Checks)
+			}
+			if got, want := ms.Healthy(tc.desc, loopback), tc.want == Up; got != want {
 				t.Errorf("Healthy: got %v, want %v", got, want)
 			}
 		})
@@ -204,26 +184,27 @@ func TestHealthHTTP(t *testing.T) {
 		desc   string
 		path   string
 		expect []int
-		want   HealthState
+		want   State
 		reason string
 	}{
-		{"200 expected", "/ok", []int{200}, HealthUp, "ok"},
-		{"500 not expected", "/err", []int{200}, HealthDown, "status 500, want [200]"},
-		{"redirect not followed", "/moved", []int{200}, HealthDown, "status 301"},
-		{"503 in expected list", "/maint", []int{200, 503}, HealthUp, "ok"},
-		{"500 not in list", "/err", []int{200, 204, 301}, HealthDown, "status 500"},
+		{"200 expected", "/ok", []int{200}, Up, "ok"},
+		{"500 not expected", "/err", []int{200}, Down, "status 500, want [200]"},
+		{"redirect not followed", "/moved", []int{200}, Down, "status 301"},
+		{"503 in expected list", "/maint", []int{200, 503}, Up, "ok"},
+		{"500 not in list", "/err", []int{200, 204, 301}, Down, "status 500"},
 	}
-	h := newChecker(t, HealthOptions{})
-	mons := map[string]*TypedHealth{}
+	ms, clk := newMonitors(t, Options{})
+	mons := map[string]*Config{}
 	for _, tc := range tests {
-		m := fast("http", port, 1, 1)
+		m := fast(TypeHTTP, port, 1, 1)
 		m.Path, m.Expect = tc.path, tc.expect
 		mons[strings.ReplaceAll(tc.desc, " ", "-")] = m
 	}
-	h.Update(hcTyped(mons))
+	ms.Update(hcTargets(mons))
+	probeRound(t, clk, len(tests))
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
-			st := waitState(t, h, strings.ReplaceAll(tc.desc, " ", "-"), tc.want)
+			st := wantState(t, ms, strings.ReplaceAll(tc.desc, " ", "-"), tc.want)
 			if !strings.Contains(st.LastResult, tc.reason) {
 				t.Errorf("got last result %q, want it to contain %q", st.LastResult, tc.reason)
 			}
@@ -266,11 +247,12 @@ func TestHealthHTTPTimeout(t *testing.T) {
 			}()
 		}
 	}()
-	h := newChecker(t, HealthOptions{})
-	m := fast("http", portOf(t, l.Addr()), 1, 1)
-	m.Path, m.Expect, m.Timout = "/", []int{200}, 30*time.Millisecond
-	h.Update(hcTyped(map[string]*TypedHealth{"silent": m}))
-	st := waitState(t, h, "silent", HealthDown)
+	ms, clk := newMonitors(t, Options{})
+	m := fast(TypeHTTP, portOf(t, l.Addr()), 1, 1)
+	m.Path, m.Expect, m.Timeout = "/", []int{200}, 30*time.Millisecond
+	ms.Update(hcTargets(map[string]*Config{"silent": m}))
+	probeRound(t, clk, 1) // the probe's timeout runs on the wall clock
+	st := wantState(t, ms, "silent", Down)
 	if st.LastResult != "timeout after 30ms" {
 		t.Errorf("got last result %q, want %q", st.LastResult, "timeout after 30ms")
 	}
@@ -306,31 +288,50 @@ func TestHealthRiseFall(t *testing.T) {
 	defer srv.Close()
 	var log syncBuffer
 	var notified atomic.Int64
-	h := newChecker(t, HealthOptions{Log: zerolog.New(&log), OnChange: func() { notified.Add(1) }})
-	m := fast("http", portOf(t, srv.Listener.Addr()), 3, 2)
+	ms, clk := newMonitors(t, Options{Log: zerolog.New(&log), OnChange: func() { notified.Add(1) }})
+	m := fast(TypeHTTP, portOf(t, srv.Listener.Addr()), 3, 2)
 	m.Path, m.Expect = "/", []int{200}
-	h.Update(hcTyped(map[string]*TypedHealth{"web": m}))
+	start := clk.Now()
+	ms.Update(hcTargets(map[string]*Config{"web": m}))
 
-	if h.Healthy("web", loopback) {
+	if ms.Healthy("web", loopback) {
 		t.Fatal("Healthy before any probe: got true, want false (monitored backends start unknown)")
 	}
-	st := waitState(t, h, "web", HealthUp)
-	if st.Checks < 3 || st.Successes < 3 {
-		t.Errorf("up after %d checks, %d successes; want >= 3 (rise)", st.Checks, st.Successes)
+	if st := wantState(t, ms, "web", Unknown); !st.LastChange.Equal(start) {
+		t.Errorf("new monitor: got last change %v, want its start %v", st.LastChange, start)
+	}
+	probeRound(t, clk, 1)
+	probeRound(t, clk, 1)
+	wantState(t, ms, "web", Unknown)
+	probeRound(t, clk, 1)
+	st := wantState(t, ms, "web", Up)
+	if st.Checks != 3 || st.Successes != 3 {
+		t.Errorf("up after %d checks, %d successes; want 3 (rise)", st.Checks, st.Successes)
+	}
+	if upAt := start.Add(3 * interval); !st.LastChange.Equal(upAt) || !st.LastCheck.Equal(upAt) {
+		t.Errorf("got last change %v, last check %v; want both %v (the third probe)", st.LastChange, st.LastCheck, upAt)
 	}
 	failing.Store(true)
-	st = waitState(t, h, "web", HealthDown)
+	probeRound(t, clk, 1)
+	if st = wantState(t, ms, "web", Up); st.Failures != 1 {
+		t.Errorf("after one failure: got %d failures, want 1", st.Failures)
+	}
+	probeRound(t, clk, 1)
+	st = wantState(t, ms, "web", Down)
 	if st.Failures != 2 {
 		t.Errorf("down after %d consecutive failures, want 2 (fall)", st.Failures)
 	}
-	if h.Healthy("web", loopback) {
+	if ms.Healthy("web", loopback) {
 		t.Error("Healthy when down: got true, want false")
 	}
 	failing.Store(false)
-	waitState(t, h, "web", HealthUp)
-	h.Close()
+	for range 3 {
+		probeRound(t, clk, 1)
+	}
+	wantState(t, ms, "web", Up)
+	ms.Close()
 
-	if got := h.Transitions(); got != 3 {
+	if got := ms.Transitions(); got != 3 {
 		t.Errorf("got %d transitions, want 3 (unknown→up→down→up)", got)
 	}
 	// One notification from Update (new monitor), one per transition.
@@ -384,26 +385,30 @@ func TestHealthUDP(t *testing.T) {
 		desc          string
 		port          int
 		send, receive string
-		want          HealthState
+		want          State
 		reason        string
 	}{
-		{"echo any reply", echo, "PING", "", HealthUp, "ok"},
-		{"reply contains receive", pong, "PING", "PONG", HealthUp, "ok"},
-		{"reply lacks receive", echo, "PING", "PONG", HealthDown, `does not contain "PONG"`},
-		{"no reply", silent, "PING", "", HealthDown, "timeout after 40ms"},
-		{"port unreachable", closed, "PING", "", HealthDown, "port unreachable"},
+		{"echo any reply", echo, "PING", "", Up, "ok"},
+		{"reply contains receive", pong, "PING", "PONG", Up, "ok"},
+		{"reply lacks receive", echo, "PING", "PONG", Down, `does not contain "PONG"`},
+		{"no reply", silent, "PING", "", Down, "timeout after 40ms"}, // the test sets the 40ms
+		{"port unreachable", closed, "PING", "", Down, "port unreachable"},
 	}
-	h := newChecker(t, HealthOptions{})
-	mons := map[string]*TypedHealth{}
+	ms, clk := newMonitors(t, Options{})
+	mons := map[string]*Config{}
 	for _, tc := range tests {
-		m := fast("udp", tc.port, 1, 1)
+		m := fast(TypeUDP, tc.port, 1, 1)
 		m.Send, m.Receive = tc.send, tc.receive
+		if tc.port == silent {
+			m.Timeout = 40 * time.Millisecond
+		}
 		mons[strings.ReplaceAll(tc.desc, " ", "-")] = m
 	}
-	h.Update(hcTyped(mons))
+	ms.Update(hcTargets(mons))
+	probeRound(t, clk, len(tests))
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
-			st := waitState(t, h, strings.ReplaceAll(tc.desc, " ", "-"), tc.want)
+			st := wantState(t, ms, strings.ReplaceAll(tc.desc, " ", "-"), tc.want)
 			if !strings.Contains(st.LastResult, tc.reason) {
 				t.Errorf("got last result %q, want it to contain %q", st.LastResult, tc.reason)
 			}
@@ -418,16 +423,18 @@ func TestHealthICMP(t *testing.T) {
 			name = "auto"
 		}
 		t.Run(name, func(t *testing.T) {
-			h := newChecker(t, HealthOptions{ICMPNetwork: network})
-			c, _, err := h.listenICMP()
+			ms, clk := newMonitors(t, Options{ICMPNetwork: network})
+			c, _, err := ms.icmp.Listen()
 			if err != nil {
 				t.Skipf("no %s socket (not root, or ping_group_range excludes us): %v", network, err)
 			}
 			c.Close()
 			// Two monitors at once: each must match only its own replies.
-			h.Update(hcTyped(map[string]*TypedHealth{"ping-a": fast("icmp", 0, 2, 1), "ping-b": fast("icmp", 0, 2, 1)}))
+			ms.Update(hcTargets(map[string]*Config{"ping-a": fast(TypeICMP, 0, 2, 1), "ping-b": fast(TypeICMP, 0, 2, 1)}))
+			probeRound(t, clk, 2)
+			probeRound(t, clk, 2)
 			for _, svc := range []string{"ping-a", "ping-b"} {
-				st := waitState(t, h, svc, HealthUp)
+				st := wantState(t, ms, svc, Up)
 				if st.LastResult != "ok" {
 					t.Errorf("%s: got last result %q, want ok", svc, st.LastResult)
 				}
@@ -437,102 +444,151 @@ func TestHealthICMP(t *testing.T) {
 }
 
 func TestHealthReconcile(t *testing.T) {
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	port := portOf(t, l.Addr())
+	port := acceptingTCPPort(t)
 	var notified atomic.Int64
-	h := newChecker(t, HealthOptions{OnChange: func() { notified.Add(1) }})
-	cfg := func(names ...string) *Typed {
-		mons := map[string]*TypedHealth{}
+	ms, clk := newMonitors(t, Options{OnChange: func() { notified.Add(1) }})
+	cfg := func(names ...string) map[Target]Config {
+		mons := map[string]*Config{}
 		for _, n := range names {
-			mons[n] = fast("tcp", port, 1, 1)
+			mons[n] = fast(TypeTCP, port, 1, 1)
 		}
-		t := hcTyped(mons)
-		t.Services = append(t.Services, TypedService{Name: "unmonitored", Backends: []TypedBackend{{IP: loopback}}})
-		return t
+		return hcTargets(mons)
 	}
 
-	h.Update(cfg("a", "b"))
-	waitRunning(t, h, 2)
-	a1 := waitState(t, h, "a", HealthUp)
-	waitState(t, h, "b", HealthUp)
-	if !h.Healthy("unmonitored", loopback) || !h.Healthy("no-such-service", loopback) {
+	ms.Update(cfg("a", "b"))
+	if n := ms.running.Load(); n != 2 {
+		t.Errorf("got %d monitor goroutines, want 2", n)
+	}
+	probeRound(t, clk, 2)
+	a1 := wantState(t, ms, "a", Up)
+	wantState(t, ms, "b", Up)
+	if !ms.Healthy("unmonitored", loopback) || !ms.Healthy("no-such-service", loopback) {
 		t.Error("Healthy of an unmonitored backend: got false, want true")
 	}
-	tr := h.Transitions()
+	tr := ms.Transitions()
 
 	t.Run("same config keeps state", func(t *testing.T) {
-		mon := func() *healthMonitor {
-			h.mu.RLock()
-			defer h.mu.RUnlock()
-			return h.mons[BackendKey{"a", loopback}]
+		mon := func() *monitor {
+			ms.mu.RLock()
+			defer ms.mu.RUnlock()
+			return ms.mons[Target{"a", loopback}]
 		}
 		ma := mon()
-		h.Update(cfg("a", "b"))
-		h.Update(cfg("b", "a"))
-		if h.running.Load() != 2 {
-			t.Errorf("got %d monitor goroutines, want 2", h.running.Load())
+		ms.Update(cfg("a", "b"))
+		ms.Update(cfg("b", "a"))
+		if ms.running.Load() != 2 || clk.pendingTimers() != 2 {
+			t.Errorf("got %d monitor goroutines and %d timers, want 2 and 2", ms.running.Load(), clk.pendingTimers())
 		}
-		a2, _ := statusOf(h, "a")
-		if a2.State != HealthUp || !a2.LastChange.Equal(a1.LastChange) || mon() != ma {
+		a2, _ := statusOf(ms, "a")
+		if a2.State != Up || !a2.LastChange.Equal(a1.LastChange) || mon() != ma {
 			t.Errorf("got %v changed at %v, want the same monitor up since %v", a2.State, a2.LastChange, a1.LastChange)
 		}
 	})
 	t.Run("removed backend stops", func(t *testing.T) {
-		h.Update(cfg("a"))
-		waitRunning(t, h, 1)
-		if _, ok := statusOf(h, "b"); ok {
+		ms.Update(cfg("a"))
+		if n := clk.pendingTimers(); n != 1 {
+			t.Errorf("got %d timers, want 1 (the removed run's stopped)", n)
+		}
+		if _, ok := statusOf(ms, "b"); ok {
 			t.Error("removed backend still in Status")
 		}
-		if !h.Healthy("b", loopback) {
+		if !ms.Healthy("b", loopback) {
 			t.Error("Healthy of a removed monitor: got false, want true")
+		}
+		probeRound(t, clk, 1)
+		if st := wantState(t, ms, "a", Up); st.Checks != a1.Checks+1 {
+			t.Errorf("a: got %d checks, want %d", st.Checks, a1.Checks+1)
 		}
 	})
 	t.Run("changed monitor restarts and keeps state", func(t *testing.T) {
+		before, _ := statusOf(ms, "a")
 		c := cfg("a")
-		c.Services[0].Health.Interval = 60 * time.Millisecond
-		h.Update(c)
-		waitRunning(t, h, 1)
-		if st, _ := statusOf(h, "a"); st.State != HealthUp {
+		a := c[Target{"a", loopback}]
+		a.Interval = 60 * time.Millisecond
+		c[Target{"a", loopback}] = a
+		ms.Update(c)
+		if n := clk.pendingTimers(); n != 1 {
+			t.Errorf("got %d timers, want 1 (the old run's stopped, the new one's armed)", n)
+		}
+		if st, _ := statusOf(ms, "a"); st.State != Up {
 			t.Errorf("after a monitor change: got %v, want up (state kept)", st.State)
 		}
-		time.Sleep(150 * time.Millisecond) // the old run's results must be ignored, the new one's counted
-		if st, _ := statusOf(h, "a"); st.State != HealthUp || st.Failures != 0 {
-			t.Errorf("got %v with %d failures, want up with 0", st.State, st.Failures)
+		clk.Advance(60 * time.Millisecond) // only the new run probes
+		clk.waitTimers(t, 1)
+		if st, _ := statusOf(ms, "a"); st.State != Up || st.Failures != 0 || st.Checks != before.Checks+1 {
+			t.Errorf("got %v with %d failures after %d checks, want up with 0 after %d", st.State, st.Failures, st.Checks, before.Checks+1)
 		}
 	})
 	t.Run("nil config stops all", func(t *testing.T) {
-		h.Update(nil)
-		waitRunning(t, h, 0)
-		if n := len(h.Status()); n != 0 {
+		ms.Update(nil)
+		if n := clk.pendingTimers(); n != 0 {
+			t.Errorf("got %d timers, want 0", n)
+		}
+		if n := len(ms.Status()); n != 0 {
 			t.Errorf("got %d statuses, want 0", n)
 		}
 	})
-	if got := h.Transitions(); got != tr {
+	if got := ms.Transitions(); got != tr {
 		t.Errorf("reconciling caused %d transitions, want 0", got-tr)
 	}
-	h.Close()
-	if n := h.running.Load(); n != 0 {
+	ms.Close()
+	if n := ms.running.Load(); n != 0 {
 		t.Errorf("after Close: %d monitor goroutines, want 0", n)
 	}
-	h.Update(cfg("a"))
-	if n := h.running.Load(); n != 0 {
+	ms.Update(cfg("a"))
+	if n := ms.running.Load(); n != 0 {
 		t.Errorf("Update after Close started %d goroutines, want 0", n)
 	}
 	if notified.Load() == 0 {
 		t.Error("OnChange never called")
+	}
+}
+
+// TestHealthStaleResult restarts a monitor while its probe is in flight:
+// the old run's result, a failure that would take the backend down, must
+// be discarded.
+func TestHealthStaleResult(t *testing.T) {
+	var log syncBuffer
+	started := make(chan struct{})
+	release := make(chan struct{})
+	var calls atomic.Int64
+	checker := func(_ Target, cfg Config) Checker {
+		if cfg.Interval != interval {
+			return CheckerFunc(func(context.Context) error { return nil }) // the new run
+		}
+		return CheckerFunc(func(context.Context) error {
+			if calls.Add(1) == 1 {
+				return nil
+			}
+			started <- struct{}{}
+			<-release
+			return errors.New("stale failure")
+		})
+	}
+	ms, clk := newMonitors(t, Options{Log: zerolog.New(&log), Checker: checker})
+	m := &Config{Type: TypeTCP, Port: 1, Interval: interval, Timeout: interval, Rise: 1, Fall: 1}
+	ms.Update(hcTargets(map[string]*Config{"a": m}))
+	probeRound(t, clk, 1)
+	wantState(t, ms, "a", Up)
+
+	clk.Advance(interval)
+	<-started // the old run is probing
+	changed := *m
+	changed.Interval = 2 * interval
+	ms.Update(hcTargets(map[string]*Config{"a": &changed}))
+	close(release)
+	clk.Advance(2 * interval)
+	clk.waitTimers(t, 1)
+	st := wantState(t, ms, "a", Up)
+	if st.Checks != 2 || st.LastResult != "ok" {
+		t.Errorf("got %d checks, last result %q; want 2 and ok (the new run's)", st.Checks, st.LastResult)
+	}
+	ms.Close() // waits for the old run's goroutine too
+	if got := ms.Transitions(); got != 1 {
+		t.Errorf("got %d transitions, want 1 (unknown→up; the stale failure discarded)", got)
+	}
+	if strings.Contains(log.String(), "stale failure") {
+		t.Errorf("log has the stale result:\n%s", log.String())
 	}
 }
 
@@ -542,15 +598,15 @@ func TestHealthReconcile(t *testing.T) {
 func TestHealthUpdateUnderLock(t *testing.T) {
 	var storeMu sync.Mutex
 	notified := make(chan struct{}, 16)
-	h := newChecker(t, HealthOptions{OnChange: func() {
+	ms, _ := newMonitors(t, Options{OnChange: func() {
 		storeMu.Lock()
 		defer storeMu.Unlock()
 		notified <- struct{}{}
 	}})
-	m := fast("tcp", closedTCPPort(t), 1, 1)
+	m := fast(TypeTCP, closedTCPPort(t), 1, 1)
 	storeMu.Lock()
-	h.Update(hcTyped(map[string]*TypedHealth{"a": m}))
-	if h.Healthy("a", loopback) {
+	ms.Update(hcTargets(map[string]*Config{"a": m}))
+	if ms.Healthy("a", loopback) {
 		t.Error("Healthy right after Update: got true, want false (unknown)")
 	}
 	storeMu.Unlock()
