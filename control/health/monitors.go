@@ -62,7 +62,8 @@ type Options struct {
 	Clock Clock
 	// Checker returns the Checker of one monitor run of target; nil gives
 	// the built-in checker of cfg.Type (TCPChecker, HTTPChecker,
-	// UDPChecker, ICMPChecker). Tests pass fakes.
+	// UDPChecker, ICMPChecker). Tests pass fakes. It is called under the
+	// lock of Monitors and must not call back into it.
 	Checker func(target Target, cfg Config) Checker
 }
 
