@@ -11,6 +11,8 @@ export DEBIAN_FRONTEND := noninteractive
 # Go tests of packages using DPDK or namespaces share the machine's 2 cores:
 # run packages one after another.
 GOTEST_FLAGS ?= -p 1 -count=1 -timeout 30m
+# HAProxy: the L7 proxies behind dsrlb in the tier-2 e2e test (docs/tier2.md).
+PKGS += haproxy
 
 .PHONY: all deps build test unit e2e demo bench fuzz vet clean
 

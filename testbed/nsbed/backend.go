@@ -28,18 +28,11 @@ type Backend struct {
 // /32 on lo, arp_ignore=1 and arp_announce=2 in effect on iface.
 //
 // For ipip and gre this kernel has no tunnel modules, so dsrctl attaches its
-// eBPF decapsulator and pins it in a BPF filesystem. Commands run under
-// `ip netns exec`, whose private /sys has none, so they get `--bpffs` with
-// the bed's own (Bed.BPFFS), which Close unmounts, freeing the pins.
+// eBPF decapsulator, which the interface holds. Commands run under `ip netns
+// exec` (a private /sys without a BPF filesystem), as an operator's would;
+// deleting the namespace removes the interface and the program with it.
 func SetupDSRBackend(ns *NS, dsrctl string, vip netip.Addr, mode, iface string) error {
 	argv := []string{dsrctl, "backend", "setup", "--vip", vip.String(), "--mode", mode, "--dev", iface}
-	if mode != "l2" {
-		fs, err := ns.bed.BPFFS()
-		if err != nil {
-			return err
-		}
-		argv = append(argv, "--bpffs", fs)
-	}
 	out, err := ns.Run(argv...)
 	if err != nil {
 		return err
@@ -108,20 +101,30 @@ func StartBackendsrv(ctx context.Context, ns *NS, bin, name, httpAddr, udpAddr s
 	if err != nil {
 		return nil, err
 	}
+	if err := waitListening(ctx, ns, p, net.JoinHostPort("127.0.0.1", port)); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// waitListening waits, 10 s at most, until a TCP connection to addr made
+// from inside ns succeeds, and fails at once, with the end of its log, if
+// p (the server meant to listen there) exits first.
+func waitListening(ctx context.Context, ns *NS, p *Proc, addr string) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	for {
-		c, err := ns.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", port))
+		c, err := ns.DialContext(ctx, "tcp", addr)
 		if err == nil {
 			c.Close()
-			return p, nil
+			return nil
 		}
 		if p.Exited() {
-			return nil, fmt.Errorf("backendsrv in %s exited: %v\n%s", ns.Short, p.Err(), p.Tail(10))
+			return fmt.Errorf("%s exited: %v\n%s", p.Name, p.Err(), p.Tail(10))
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("backendsrv in %s not listening: %w", ns.Short, err)
+			return fmt.Errorf("%s not listening on %s: %w", p.Name, addr, err)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

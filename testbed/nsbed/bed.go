@@ -58,10 +58,6 @@ type Bed struct {
 	procs   []*Proc
 	cleanup []func() // run by Close before processes stop, last first
 
-	// bpffs is the bed's private BPF filesystem (see BPFFS).
-	bpffsOnce sync.Once
-	bpffs     string
-	bpffsErr  error
 }
 
 var (
@@ -237,7 +233,6 @@ func Sweep(logf func(string, ...any)) {
 			continue // kept on purpose (Options.Keep)
 		}
 		if m := prefixR.FindStringSubmatch(filepath.Base(d)); m != nil && !pidAlive(m[1]) {
-			unmountBPFFS(d)
 			_ = os.RemoveAll(d)
 		}
 	}

@@ -43,9 +43,14 @@ type dsrVIP struct {
 // in vips (SetupDSRBackend on eth0) and returns them with their address
 // ip(i) and MAC. It starts no server (see Backend.Serve).
 func setupBackends(n *Net, dsrctl string, count int, ip func(int) netip.Addr, vips ...dsrVIP) (Backends, error) {
+	return setupDSRHosts(n, dsrctl, "be", count, ip, vips...)
+}
+
+// setupDSRHosts is setupBackends for hosts named prefix1..prefix<count>.
+func setupDSRHosts(n *Net, dsrctl, prefix string, count int, ip func(int) netip.Addr, vips ...dsrVIP) (Backends, error) {
 	var bes Backends
 	for i := 1; i <= count; i++ {
-		name := "be" + strconv.Itoa(i)
+		name := prefix + strconv.Itoa(i)
 		be := &Backend{Name: name, NS: n.Host(name), IP: ip(i), Iface: "eth0"}
 		for _, v := range vips {
 			if err := SetupDSRBackend(be.NS, dsrctl, v.VIP, v.Mode, be.Iface); err != nil {

@@ -5,9 +5,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -24,6 +26,8 @@ type FromPortResult struct {
 	// Backend is the backend that answered; Client the client address it
 	// saw (source port included).
 	Backend, Client string
+	// Proxy is the proxy that answered (ProxyHeader), in a tier-2 bed.
+	Proxy string
 }
 
 // GetFromPort makes one GET / to addr (VIP:port) from ns on a connection
@@ -53,7 +57,7 @@ func GetFromPort(ctx context.Context, ns *NS, addr string, srcPort int) (*FromPo
 		_ = c.SetDeadline(dl)
 	}
 	host, _, _ := net.SplitHostPort(addr)
-	body, err := getOnConn(c, bufio.NewReader(c), host)
+	body, hdr, err := getOnConn(c, bufio.NewReader(c), host)
 	if err != nil {
 		return nil, fmt.Errorf("source port %d: %w", srcPort, err)
 	}
@@ -61,38 +65,44 @@ func GetFromPort(ctx context.Context, ns *NS, addr string, srcPort int) (*FromPo
 	if m == nil {
 		return nil, fmt.Errorf("source port %d: answer names no backend: %q", srcPort, body)
 	}
-	return &FromPortResult{Backend: m[1], Client: m[2]}, nil
+	return &FromPortResult{Backend: m[1], Client: m[2], Proxy: hdr.Get(ProxyHeader)}, nil
 }
 
-// getOnConn writes one GET / on c and reads the answer from r.
-func getOnConn(c net.Conn, r *bufio.Reader, host string) (string, error) {
+// getOnConn writes one GET / on c and reads the answer from r: its body
+// and header.
+func getOnConn(c net.Conn, r *bufio.Reader, host string) (string, http.Header, error) {
 	if _, err := fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\nUser-Agent: nsbed\r\n\r\n", host); err != nil {
-		return "", fmt.Errorf("write: %w", err)
+		return "", nil, fmt.Errorf("write: %w", err)
 	}
 	resp, err := http.ReadResponse(r, nil)
 	if err != nil {
-		return "", fmt.Errorf("read: %w", err)
+		return "", nil, fmt.Errorf("read: %w", err)
 	}
 	b, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if err != nil {
-		return "", fmt.Errorf("read body: %w", err)
+		return "", nil, fmt.Errorf("read body: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("status %s", resp.Status)
+		return "", nil, fmt.Errorf("status %s", resp.Status)
 	}
-	return string(b), nil
+	return string(b), resp.Header, nil
 }
 
 // ConnReport is what one long-lived connection of a KeepAliveRun saw.
 type ConnReport struct {
-	// Local is the connection's first local address.
+	// Local is the connection's first local address; Port its local port
+	// if fixed (StartKeepAliveFrom), else 0.
 	Local string
+	Port  int
 	// Requests were sent, OK answered by a backend.
 	Requests, OK int
 	// Backends counts answers per backend; a connection that stays on its
 	// backend has one key.
 	Backends map[string]int
+	// Proxies counts answers per proxy (ProxyHeader) where a tier-2
+	// HAProxy answers; the backends are then its web servers.
+	Proxies map[string]int
 	// Errors are the failures (first 10), ErrorCount all of them; after an
 	// error the connection is redialled (Redials).
 	Errors     []string
@@ -116,12 +126,27 @@ type KeepAliveRun struct {
 // each send GET / every interval (answers within 5 s, or it is an error).
 // It returns once every connection is open and has had its first answer.
 func StartKeepAlive(ctx context.Context, ns *NS, addr string, n int, interval time.Duration) (*KeepAliveRun, error) {
+	return startKeepAlive(ctx, ns, addr, make([]int, n), interval)
+}
+
+// StartKeepAliveFrom is StartKeepAlive with connection i opened from local
+// port ports[i], so its 5-tuple is known, and ended with a reset (SO_LINGER
+// 0), so that the port is free at once after Stop: GetFromPort can then ask
+// where a new connection with the same 5-tuple goes. Pick ports outside
+// the kernel's ephemeral range.
+func StartKeepAliveFrom(ctx context.Context, ns *NS, addr string, ports []int, interval time.Duration) (*KeepAliveRun, error) {
+	return startKeepAlive(ctx, ns, addr, ports, interval)
+}
+
+// startKeepAlive opens a connection per entry of ports (0: any port).
+func startKeepAlive(ctx context.Context, ns *NS, addr string, ports []int, interval time.Duration) (*KeepAliveRun, error) {
 	rctx, cancel := context.WithCancel(context.Background())
 	r := &KeepAliveRun{cancel: cancel}
 	host, _, _ := net.SplitHostPort(addr)
+	n := len(ports)
 	ready := make(chan error, n)
-	for range n {
-		rep := &ConnReport{Backends: map[string]int{}}
+	for _, port := range ports {
+		rep := &ConnReport{Port: port, Backends: map[string]int{}, Proxies: map[string]int{}}
 		r.conns = append(r.conns, rep)
 		r.wg.Add(1)
 		go func() {
@@ -147,9 +172,16 @@ func StartKeepAlive(ctx context.Context, ns *NS, addr string, n int, interval ti
 func (r *KeepAliveRun) loop(ctx context.Context, ns *NS, addr, host string, interval time.Duration, rep *ConnReport, ready chan<- error) {
 	var c net.Conn
 	var br *bufio.Reader
+	closeConn := func() {
+		if tc, ok := c.(*net.TCPConn); ok && rep.Port != 0 {
+			_ = tc.SetLinger(0)
+		}
+		c.Close()
+		c = nil
+	}
 	defer func() {
 		if c != nil {
-			c.Close()
+			closeConn()
 		}
 	}()
 	first := true
@@ -160,7 +192,11 @@ func (r *KeepAliveRun) loop(ctx context.Context, ns *NS, addr, host string, inte
 		if c == nil {
 			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			var err error
-			c, err = ns.DialContext(dctx, "tcp4", addr)
+			if rep.Port != 0 {
+				c, err = ns.DialFrom(dctx, "tcp4", net.JoinHostPort("", strconv.Itoa(rep.Port)), addr)
+			} else {
+				c, err = ns.DialContext(dctx, "tcp4", addr)
+			}
 			cancel()
 			if err != nil {
 				c = nil
@@ -186,7 +222,7 @@ func (r *KeepAliveRun) loop(ctx context.Context, ns *NS, addr, host string, inte
 		if c != nil {
 			start := time.Now()
 			_ = c.SetDeadline(start.Add(5 * time.Second))
-			body, err := getOnConn(c, br, host)
+			body, hdr, err := getOnConn(c, br, host)
 			now := time.Now()
 			r.mu.Lock()
 			rep.Requests++
@@ -197,14 +233,16 @@ func (r *KeepAliveRun) loop(ctx context.Context, ns *NS, addr, host string, inte
 					return
 				}
 				r.fail(rep, "request %d: %v", rep.Requests, err)
-				c.Close()
-				c = nil
+				closeConn()
 			case m == nil:
 				r.fail(rep, "request %d: answer names no backend: %q", rep.Requests, body)
 			default:
 				r.mu.Lock()
 				rep.OK++
 				rep.Backends[m[1]]++
+				if px := hdr.Get(ProxyHeader); px != "" {
+					rep.Proxies[px]++
+				}
 				rep.MaxGap = max(rep.MaxGap, now.Sub(last))
 				rep.MaxRTT = max(rep.MaxRTT, now.Sub(start))
 				r.mu.Unlock()
@@ -242,10 +280,8 @@ func (r *KeepAliveRun) Snapshot() []ConnReport {
 	out := make([]ConnReport, len(r.conns))
 	for i, c := range r.conns {
 		out[i] = *c
-		out[i].Backends = make(map[string]int, len(c.Backends))
-		for k, v := range c.Backends {
-			out[i].Backends[k] = v
-		}
+		out[i].Backends = maps.Clone(c.Backends)
+		out[i].Proxies = maps.Clone(c.Proxies)
 		out[i].Errors = append([]string(nil), c.Errors...)
 	}
 	return out
@@ -266,13 +302,17 @@ type KeepAliveSummary struct {
 	MaxGap, MaxRTT time.Duration
 	// PerBackend counts connections by the backend that answered them.
 	PerBackend map[string]int
+	// PerProxy counts connections by the proxy that answered them
+	// (ConnReport.Proxies); ProxyMoved those answered by more than one.
+	PerProxy   map[string]int
+	ProxyMoved int
 	// FirstErrors are some of the errors, with the connection's address.
 	FirstErrors []string
 }
 
 // SummarizeConns totals reports.
 func SummarizeConns(reports []ConnReport) KeepAliveSummary {
-	s := KeepAliveSummary{Conns: len(reports), PerBackend: map[string]int{}}
+	s := KeepAliveSummary{Conns: len(reports), PerBackend: map[string]int{}, PerProxy: map[string]int{}}
 	for _, c := range reports {
 		s.Requests += c.Requests
 		s.OK += c.OK
@@ -282,6 +322,12 @@ func SummarizeConns(reports []ConnReport) KeepAliveSummary {
 		s.MaxRTT = max(s.MaxRTT, c.MaxRTT)
 		if len(c.Backends) > 1 {
 			s.Moved++
+		}
+		if len(c.Proxies) > 1 {
+			s.ProxyMoved++
+		}
+		for px := range c.Proxies {
+			s.PerProxy[px]++
 		}
 		var names []string
 		for name := range c.Backends {

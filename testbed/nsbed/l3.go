@@ -167,7 +167,13 @@ type L3 struct {
 	// active.
 	Ready time.Duration
 	bins  Binaries
+	// modes are the encapsulations the bed's services use (Modes).
+	modes []string
 }
+
+// Modes are the encapsulations of the bed's services, one VIP each:
+// L3Modes, or fewer in a bed built on this one (the tier-2 bed's ipip).
+func (l *L3) Modes() []string { return l.modes }
 
 // StartL3 builds the L3 DSR bed, makes every backend a DSR backend of both
 // VIPs with `dsrctl backend setup --mode ipip|gre` (the eBPF decapsulator),
@@ -196,7 +202,7 @@ func StartL3(ctx context.Context, o L3Options) (l *L3, err error) {
 			n.Bed.Close()
 		}
 	}()
-	l = &L3{Net: n, Client: n.Host("client"), Router: n.Host("rtr"), MTU: o.MTU, bins: o.Bins}
+	l = &L3{Net: n, Client: n.Host("client"), Router: n.Host("rtr"), MTU: o.MTU, bins: o.Bins, modes: L3Modes}
 	var vips []dsrVIP
 	for _, mode := range L3Modes {
 		vips = append(vips, dsrVIP{L3VIP(mode), mode})
@@ -209,23 +215,34 @@ func StartL3(ctx context.Context, o L3Options) (l *L3, err error) {
 			return nil, err
 		}
 	}
-	if l.RouterMAC, err = l.Router.LinkMAC("eth0"); err != nil {
-		return nil, err
-	}
-	appl := n.Host("appl")
-	if l.ApplianceMAC, err = appl.LinkMAC("eth0"); err != nil {
-		return nil, err
-	}
 	cfg := L3Config(n.Bed, o.Backends, o.Lcores, o.MTU, o.Device)
 	if o.Config != nil {
 		o.Config(&cfg)
 	}
-	start := time.Now()
-	if l.Appliance, err = startActive(ctx, appl, o.Bins.Dsrlb, cfg); err != nil {
+	if err := l.startAppliance(ctx, cfg); err != nil {
 		return nil, err
 	}
-	l.Ready = time.Since(start)
 	return l, nil
+}
+
+// startAppliance learns the MACs of the router's and the appliance's
+// front links, starts dsrlb with cfg on the appliance and waits until it
+// forwards to every backend of cfg (setting Appliance and Ready).
+func (l *L3) startAppliance(ctx context.Context, cfg DsrlbConfig) error {
+	var err error
+	if l.RouterMAC, err = l.Router.LinkMAC("eth0"); err != nil {
+		return err
+	}
+	appl := l.Host("appl")
+	if l.ApplianceMAC, err = appl.LinkMAC("eth0"); err != nil {
+		return err
+	}
+	start := time.Now()
+	if l.Appliance, err = startActive(ctx, appl, l.bins.Dsrlb, cfg); err != nil {
+		return err
+	}
+	l.Ready = time.Since(start)
+	return nil
 }
 
 // Close tears the bed down.
@@ -265,7 +282,7 @@ func (l *L3) Decap() (perBackend map[string]DecapStatus, problems []string, err 
 			problems = append(problems, fmt.Sprintf("%s: no decapsulator on %s (status %+v)", b.Name, b.Iface, st))
 			continue
 		}
-		for _, mode := range L3Modes {
+		for _, mode := range l.Modes() {
 			if _, ok := found.VIPs[L3VIP(mode).String()]; !ok {
 				problems = append(problems, fmt.Sprintf("%s: decapsulator on %s lacks VIP %s (has %v)", b.Name, b.Iface, L3VIP(mode), found.VIPs))
 			}

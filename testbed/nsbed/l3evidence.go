@@ -3,6 +3,8 @@ package nsbed
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 )
 
@@ -80,7 +82,7 @@ func (r *L3Report) bad(format string, args ...any) {
 // (protocol 47, GRE protocol 0x0800) one to the gre VIP.
 func (e *L3Evidence) Finish(ctx context.Context) (*L3Report, error) {
 	r := &L3Report{Envelopes: map[string]*EnvelopeTally{}}
-	for _, m := range L3Modes {
+	for _, m := range e.l.Modes() {
 		r.Envelopes[m] = &EnvelopeTally{ByBackend: map[string]int{}}
 	}
 	for _, c := range []*Capture{e.rtr, e.appl, e.clnt} {
@@ -142,11 +144,14 @@ func (e *L3Evidence) Finish(ctx context.Context) (*L3Report, error) {
 		if src[1] != L3ClientIP.String() || dst[1] != L3VIP(mode).String() {
 			why = append(why, fmt.Sprintf("inner %s -> %s, want client -> %s VIP %s", src[1], dst[1], mode, L3VIP(mode)))
 		}
+		t := r.Envelopes[mode]
+		if t == nil {
+			why = append(why, "no service of the bed uses "+mode)
+		}
 		if len(why) > 0 {
 			r.bad("frame %s (%s): %s", frame, mode, strings.Join(why, "; "))
 			continue
 		}
-		t := r.Envelopes[mode]
 		t.Frames++
 		t.ByBackend[be]++
 		if hlen[1] != "20" {
@@ -178,7 +183,7 @@ func (r *L3Report) Problems() []string {
 	if r.BadEnvelopes != 0 {
 		p = append(p, fmt.Sprintf("%d envelopes break the rules: %s", r.BadEnvelopes, strings.Join(r.Bad, " | ")))
 	}
-	for _, m := range L3Modes {
+	for _, m := range slices.Sorted(maps.Keys(r.Envelopes)) {
 		if r.Envelopes[m].Frames == 0 {
 			p = append(p, "the router received no "+m+" envelope")
 		}
