@@ -7,10 +7,12 @@ import (
 	"github.com/dsrlb/dsrlb/pipeline"
 )
 
-// Neighbors resolves next-hop MACs (the kernel's neighbour table, or a
-// fake). Lookup must not block.
+// Neighbors resolves next-hop MACs (the kernel's neighbour table,
+// kernel.Neighbors, or a fake). Lookup must not block. The MAC is a plain
+// [6]byte (what pipeline.MAC is) so that control/kernel implements Neighbors
+// without importing pipeline.
 type Neighbors interface {
-	Lookup(ip netip.Addr) (pipeline.MAC, bool)
+	Lookup(ip netip.Addr) ([6]byte, bool)
 }
 
 // HealthView tells whether a backend passes its service's health monitor.
@@ -131,6 +133,21 @@ func (t *Typed) NextHop(ip netip.Addr) (netip.Addr, int) {
 		return ip, i
 	}
 	return t.Ports[i].Gateway, i
+}
+
+// NextHops returns the next hop (NextHop) of every backend of every
+// service: the addresses whose MACs the kernel must resolve
+// (kernel.Neighbors.Want).
+func (t *Typed) NextHops() []netip.Addr {
+	var addrs []netip.Addr
+	for _, s := range t.Services {
+		for _, b := range s.Backends {
+			if nh, port := t.NextHop(b.IP); port >= 0 && nh.IsValid() {
+				addrs = append(addrs, nh)
+			}
+		}
+	}
+	return addrs
 }
 
 // Compile builds the snapshot spec for t: stable IDs, next-hop MACs (static

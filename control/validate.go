@@ -134,7 +134,7 @@ func (t *Typed) validatePorts(ports []Port, l *errList) map[netip.Addr]string {
 	before := l.count()
 	var typed []TypedPort
 	for i, p := range ports {
-		f := pf.item(i, p.label())
+		f := pf.item(i, p.Label())
 		if !nameRE.MatchString(p.Name) {
 			l.add(f.key("name"), "must match %s", nameRE)
 		}
@@ -226,7 +226,7 @@ func (t *Typed) validateServices(svcs []Service, own map[netip.Addr]string, l *e
 	keys := map[svcKey]string{}
 	for i := range svcs {
 		s := &svcs[i]
-		f := sf.item(i, s.label())
+		f := sf.item(i, s.Label())
 		ts, keyOK := t.validateService(s, f, own, l)
 		if nameRE.MatchString(s.Name) {
 			if names[s.Name] {
@@ -293,7 +293,7 @@ func (t *Typed) validateService(s *Service, f fieldPath, own map[netip.Addr]stri
 	}
 	seen := map[netip.Addr]bool{}
 	for j, b := range s.Backends {
-		if tb, ok := t.validateBackend(&b, f.key("backends").item(j, b.label()), ts, seen, own, l); ok {
+		if tb, ok := t.validateBackend(&b, f.key("backends").item(j, b.Label()), ts, seen, own, l); ok {
 			ts.Backends = append(ts.Backends, tb)
 		}
 	}

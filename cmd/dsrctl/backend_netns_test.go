@@ -20,7 +20,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,6 +30,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/dsrlb/dsrlb/control/kernel/nsrun"
 )
 
 const backendHelperEnv = "DSRCTL_BACKEND_HELPER"
@@ -105,21 +106,9 @@ func (n *testNetns) ip(t *testing.T, args ...string) {
 	runCmd(t, "ip", append([]string{"-n", n.name}, args...)...)
 }
 
-// do runs fn on a locked OS thread inside the namespace. Sockets fn opens stay
-// in the namespace. The thread is never unlocked, so it dies with its
-// goroutine instead of carrying the namespace back into the Go scheduler.
-func (n *testNetns) do(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := netns.Set(n.h); err != nil {
-			errc <- fmt.Errorf("enter %s: %w", n.name, err)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
+// do runs fn on a locked OS thread inside the namespace (nsrun.Do). Sockets
+// fn opens stay in the namespace.
+func (n *testNetns) do(fn func() error) error { return nsrun.Do(n.h, fn) }
 
 // dsrctl runs `dsrctl backend args...` as a separate process in the
 // namespace, under `ip netns exec`.

@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dsrlb/dsrlb/api/types"
+	v1 "github.com/dsrlb/dsrlb/api/v1"
 	"github.com/dsrlb/dsrlb/control"
 )
 
@@ -93,9 +93,9 @@ func TestRestart(t *testing.T) {
 			Health: &control.Health{Type: "tcp", Interval: control.Duration(2 * time.Second),
 				Timeout: control.Duration(500 * time.Millisecond), Rise: 2, Fall: 3}}, http.StatusCreated},
 		{http.MethodPost, "/api/v1/services/web/backends", control.Backend{IP: "10.1.0.3", Weight: w(5)}, http.StatusCreated},
-		{http.MethodPatch, "/api/v1/services/web/backends/10.1.0.1", control.BackendPatch{State: s("drain")}, http.StatusOK},
-		{http.MethodPatch, "/api/v1/services/web/backends/10.1.0.2", control.BackendPatch{Weight: w(7)}, http.StatusOK},
-		{http.MethodPatch, "/api/v1/services/api/backends/10.3.0.2", control.BackendPatch{Weight: w(0), State: s("disabled")}, http.StatusOK},
+		{http.MethodPatch, "/api/v1/services/web/backends/10.1.0.1", v1.BackendPatch{State: s("drain")}, http.StatusOK},
+		{http.MethodPatch, "/api/v1/services/web/backends/10.1.0.2", v1.BackendPatch{Weight: w(7)}, http.StatusOK},
+		{http.MethodPatch, "/api/v1/services/api/backends/10.3.0.2", v1.BackendPatch{Weight: w(0), State: s("disabled")}, http.StatusOK},
 		{http.MethodPost, "/api/v1/services/dns/backends", control.Backend{IP: "192.0.2.22", MAC: "02:00:00:00:00:22"}, http.StatusCreated},
 		{http.MethodDelete, "/api/v1/services/dns/backends/192.0.2.21", nil, http.StatusNoContent},
 		{http.MethodPut, "/api/v1/services/dns", control.Service{Name: "dns", VIP: "203.0.113.11", Protocol: "udp", Port: 5353, Mode: "l2",
@@ -104,7 +104,7 @@ func TestRestart(t *testing.T) {
 			Backends: []control.Backend{{IP: "10.4.0.1"}}}, http.StatusCreated},
 		{http.MethodDelete, "/api/v1/services/tmp", nil, http.StatusNoContent},
 		// Rejected changes leave nothing behind.
-		{http.MethodPatch, "/api/v1/services/web/backends/10.1.0.3", control.BackendPatch{Weight: w(5000)}, http.StatusBadRequest},
+		{http.MethodPatch, "/api/v1/services/web/backends/10.1.0.3", v1.BackendPatch{Weight: w(5000)}, http.StatusBadRequest},
 		{http.MethodPost, "/api/v1/services/web/backends", control.Backend{IP: "10.1.0.3"}, http.StatusConflict},
 		{http.MethodDelete, "/api/v1/services/web/backends/10.9.9.9", nil, http.StatusNotFound},
 	}
@@ -115,7 +115,7 @@ func TestRestart(t *testing.T) {
 		}
 	}
 	before := api.getJSON(t, "/api/v1/services", nil)
-	var list types.ServiceList
+	var list v1.ServiceList
 	if err := json.Unmarshal(before, &list); err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +229,7 @@ func crRandomChange(rng *rand.Rand, cur *control.Config) crChange {
 	case r < 85:
 		name := svcName()
 		ip := existingBackend(name)
-		var p control.BackendPatch
+		var p v1.BackendPatch
 		switch rng.Intn(5) {
 		case 0:
 			p.Weight = w(5000) // out of range: rejected
@@ -338,7 +338,7 @@ func TestCrash(t *testing.T) {
 	var nAcked, nInFlight, nChanges, nRejected int
 	for it := 0; it <= crIterations; it++ {
 		app.start()
-		var live types.ServiceList
+		var live v1.ServiceList
 		api.getJSON(t, "/api/v1/services", &live)
 		if crJSON(live.Services) != crJSON(want) {
 			t.Fatalf("start %d: GET /api/v1/services:\n%s\nwant (state file):\n%s", it, crJSON(live.Services), crJSON(want))

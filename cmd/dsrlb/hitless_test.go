@@ -33,7 +33,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -46,7 +45,9 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	v1 "github.com/dsrlb/dsrlb/api/v1"
 	"github.com/dsrlb/dsrlb/control"
+	"github.com/dsrlb/dsrlb/control/kernel/nsrun"
 	"github.com/dsrlb/dsrlb/pipeline/testpkt"
 )
 
@@ -202,35 +203,9 @@ func hlNewNS(t *testing.T, role string) *hlNS {
 	return ns
 }
 
-// Do runs fn on an OS thread switched into ns. Sockets fn creates stay in
-// ns for their whole life, whichever thread uses them later.
-func (ns *hlNS) Do(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns.h); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter %s: %w", ns.name, err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			// The thread stays locked and dies with this goroutine.
-			errc <- errors.Join(ferr, fmt.Errorf("leave %s: %w", ns.name, err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+// Do runs fn on an OS thread switched into ns (nsrun.Do). Sockets fn
+// creates stay in ns for their whole life, whichever thread uses them later.
+func (ns *hlNS) Do(fn func() error) error { return nsrun.Do(ns.h, fn) }
 
 // hlAPI is a REST API client whose connections are made inside a namespace.
 type hlAPI struct {
@@ -967,7 +942,7 @@ func (c *hlChurner) next(token string) *hlPending {
 		// churn backends out for a while).
 		ip := netip.MustParseAddr(hlStable[c.rng.Intn(len(hlStable))])
 		w := 1 + c.rng.Intn(5)
-		method, path, body, want = http.MethodPatch, backends+"/"+ip.String(), control.BackendPatch{Weight: &w}, http.StatusOK
+		method, path, body, want = http.MethodPatch, backends+"/"+ip.String(), v1.BackendPatch{Weight: &w}, http.StatusOK
 		c.model[ip], desc = hlBackend{w, "enabled"}, fmt.Sprintf("weight %v %d", ip, w)
 	case !present:
 		b := hlBackend{1 + c.rng.Intn(5), "enabled"}
@@ -985,11 +960,11 @@ func (c *hlChurner) next(token string) *hlPending {
 			delete(c.model, churnIP)
 		case 2:
 			w := c.rng.Intn(6)
-			method, body, want = http.MethodPatch, control.BackendPatch{Weight: &w}, http.StatusOK
+			method, body, want = http.MethodPatch, v1.BackendPatch{Weight: &w}, http.StatusOK
 			c.model[churnIP], desc = hlBackend{w, cur.state}, fmt.Sprintf("weight %v %d", churnIP, w)
 		default:
 			st := []string{"enabled", "drain", "disabled"}[c.rng.Intn(3)]
-			method, body, want = http.MethodPatch, control.BackendPatch{State: &st}, http.StatusOK
+			method, body, want = http.MethodPatch, v1.BackendPatch{State: &st}, http.StatusOK
 			c.model[churnIP], desc = hlBackend{cur.weight, st}, fmt.Sprintf("state %v %s", churnIP, st)
 		}
 	}
@@ -1199,7 +1174,7 @@ func hlSampleStats(api *hlAPI, base time.Time, stop <-chan struct{}) <-chan []hl
 				return
 			case <-tick.C:
 			}
-			var st control.Stats
+			var st v1.Stats
 			code, b, err := api.do(http.MethodGet, "/api/v1/stats", nil)
 			if err != nil || code != http.StatusOK || json.Unmarshal(b, &st) != nil {
 				continue
@@ -1251,7 +1226,7 @@ func TestHitless(t *testing.T) {
 	}
 	defer conn.Close()
 
-	var pre control.Stats
+	var pre v1.Stats
 	api.getJSON(t, "/api/v1/stats", &pre)
 
 	seed := time.Now().UnixNano()
@@ -1346,7 +1321,7 @@ func TestHitless(t *testing.T) {
 
 	// The appliance's own account: nothing dropped, every packet forwarded
 	// for web, every change counted.
-	var st control.Stats
+	var st v1.Stats
 	api.getJSON(t, "/api/v1/stats", &st)
 	sniff.close()
 	if st.Totals.Dropped != 0 {

@@ -147,9 +147,9 @@ type replayNeighbors struct {
 }
 
 // Lookup implements control.Neighbors.
-func (n *replayNeighbors) Lookup(ip netip.Addr) (pipeline.MAC, bool) {
+func (n *replayNeighbors) Lookup(ip netip.Addr) ([6]byte, bool) {
 	if !ip.Is4() {
-		return pipeline.MAC{}, false
+		return [6]byte{}, false
 	}
 	a := ip.As4()
 	mac := pipeline.MAC{0x02, 0x00, a[0], a[1], a[2], a[3]}

@@ -15,10 +15,11 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dsrlb/dsrlb/api"
-	"github.com/dsrlb/dsrlb/api/types"
+	v1 "github.com/dsrlb/dsrlb/api/v1"
 	"github.com/dsrlb/dsrlb/bgp"
 	"github.com/dsrlb/dsrlb/control"
 	"github.com/dsrlb/dsrlb/control/health"
+	"github.com/dsrlb/dsrlb/control/kernel"
 )
 
 // cmdRun is the appliance: data plane with a kernel tap per port, health
@@ -64,9 +65,14 @@ func run(ctx context.Context, cfg *control.Config, statePath string, log zerolog
 	if err != nil {
 		return err
 	}
-	kern := control.NewKernel(control.KernelOptions{Log: log, OnChange: store.Recompile})
-	defer kern.Close()
-	store.SetNeighbors(kern)
+	kopts := kernel.Options{Log: log}
+	neigh := kernel.NewNeighbors(kernel.NeighborOptions{Options: kopts, OnChange: store.Recompile})
+	defer neigh.Close()
+	taps := kernel.NewTaps(kopts)
+	defer taps.Close()
+	vips := kernel.NewVIPs(kopts)
+	defer vips.Close()
+	store.SetNeighbors(neigh)
 	t := store.Typed()
 
 	ports := make([]dpPort, len(t.Ports))
@@ -82,33 +88,39 @@ func run(ctx context.Context, cfg *control.Config, statePath string, log zerolog
 	}
 	defer dp.Stop()
 
-	for _, p := range t.Ports {
+	var vipTap kernel.Tap
+	for i, p := range t.Ports {
 		if iface := afPacketIface(p.Device); iface != "" {
-			if err := kern.QuietSharedInterface(iface); err != nil {
+			if err := taps.QuietSharedInterface(iface); err != nil {
 				return fmt.Errorf("port %s: %w", p.Name, err)
 			}
 		}
-		if err := kern.ConfigureTap(tapName(p.Name), netip.PrefixFrom(p.Addr, p.Prefix.Bits()), p.Gateway, p.MTU); err != nil {
+		tap, err := taps.Configure(tapName(p.Name), netip.PrefixFrom(p.Addr, p.Prefix.Bits()), p.Gateway, p.MTU)
+		if err != nil {
 			return fmt.Errorf("port %s: kernel side: %w", p.Name, err)
+		}
+		neigh.AddTap(tap)
+		if i == 0 {
+			vipTap = tap
 		}
 	}
 	store.Subscribe(func(t *control.Typed) {
-		var vips []netip.Addr
+		var addrs []netip.Addr
 		seen := map[netip.Addr]bool{}
 		for _, s := range t.Services {
 			if !seen[s.VIP] {
 				seen[s.VIP] = true
-				vips = append(vips, s.VIP)
+				addrs = append(addrs, s.VIP)
 			}
 		}
 		// The first port's kernel side answers ARP for the VIPs.
-		if err := kern.SetVIPs(tapName(t.Ports[0].Name), vips); err != nil {
+		if err := vips.Set(vipTap, addrs); err != nil {
 			log.Error().Err(err).Str("event", "vip_sync_failed").Msg("could not set VIPs on the tap")
 		}
-		kern.WantFor(t)
+		neigh.Want(t.NextHops())
 	})
 	go func() {
-		if err := kern.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		if err := neigh.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 			log.Error().Err(err).Str("event", "neighbors_failed").Msg("neighbour watch stopped")
 		}
 	}()
@@ -132,7 +144,7 @@ func run(ctx context.Context, cfg *control.Config, statePath string, log zerolog
 	if env := os.Getenv("DSRLB_API_TOKEN"); env != "" {
 		token = env
 	}
-	opts := api.Options{Store: store, Token: token, Stats: dp, Health: monitors, Neighbors: kern, Log: log}
+	opts := api.Options{Store: store, Token: token, Stats: dp, Health: monitors, Neighbors: neigh, Log: log}
 	if speaker != nil {
 		opts.BGP = bgpPeers{speaker}
 		opts.Announcer = board
@@ -210,10 +222,10 @@ func bgpConfig(t *control.Typed) bgp.Config {
 // bgpPeers shows the speaker's sessions in the API.
 type bgpPeers struct{ s *bgp.Speaker }
 
-func (b bgpPeers) BGPPeers() []types.BGPPeer {
-	var out []types.BGPPeer
+func (b bgpPeers) BGPPeers() []v1.BGPSession {
+	var out []v1.BGPSession
 	for _, p := range b.s.Peers() {
-		out = append(out, types.BGPPeer{Address: p.Address.String(), ASN: p.ASN, State: p.State,
+		out = append(out, v1.BGPSession{Address: p.Address.String(), ASN: p.ASN, State: p.State,
 			UptimeSeconds: p.Uptime.Seconds(), PrefixesSent: p.PrefixesSent})
 	}
 	return out

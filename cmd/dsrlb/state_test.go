@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dsrlb/dsrlb/api/types"
+	v1 "github.com/dsrlb/dsrlb/api/v1"
 	"github.com/dsrlb/dsrlb/control"
 )
 
@@ -27,7 +27,7 @@ func TestStateFileRuleDaemon(t *testing.T) {
 	}
 	services := func() string {
 		t.Helper()
-		var l types.ServiceList
+		var l v1.ServiceList
 		api.getJSON(t, "/api/v1/services", &l)
 		return crJSON(l.Services)
 	}

@@ -30,7 +30,7 @@ func (a *Appliance) Change(ctx context.Context, method, path string, body, out a
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if a.Config.API != nil && a.Config.API.Token != "" {
+	if a.Config.API.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+a.Config.API.Token)
 	}
 	resp, b, err := a.roundTrip(req)

@@ -9,13 +9,14 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/dsrlb/dsrlb/control/kernel/nsrun"
 )
 
 // NS is one network namespace of a Bed.
@@ -177,41 +178,20 @@ func (n *NS) HTTPClient(keepAlive bool) *http.Client {
 	}
 }
 
-// do runs fn on an OS thread switched into the namespace, then switches
-// the thread back. If it cannot, the thread stays locked and is discarded
-// when the goroutine ends, so no other goroutine runs in the wrong
-// namespace. (The process's main thread is never discarded but wedged;
-// then ip netns pids lists this process in the namespace, which is why
-// killNS spares it.)
+// do runs fn on an OS thread switched into the namespace (nsrun.Do: the
+// thread is switched back afterwards, or discarded if it cannot be).
+// Errors entering the namespace name it; fn's own come back unchanged.
 func (n *NS) do(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("[%s] current netns: %w", n.Short, err)
-			return
-		}
-		defer orig.Close()
-		h, err := netns.GetFromName(n.Name)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("[%s] open netns: %w", n.Short, err)
-			return
-		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			errc <- fmt.Errorf("[%s] enter netns: %w", n.Short, err) // thread state unknown: stay locked
-			return
-		}
-		err = fn()
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	return <-errc
+	h, err := netns.GetFromName(n.Name)
+	if err != nil {
+		return fmt.Errorf("[%s] open netns: %w", n.Short, err)
+	}
+	defer h.Close()
+	var ferr error
+	if err := nsrun.Do(h, func() error { ferr = fn(); return nil }); err != nil {
+		return fmt.Errorf("[%s] %w", n.Short, err)
+	}
+	return ferr
 }
 
 // Proc is a background process of a Bed.

@@ -1,4 +1,4 @@
-package control
+package kernel
 
 import (
 	"context"
@@ -19,28 +19,27 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/dsrlb/dsrlb/pipeline"
+	"github.com/dsrlb/dsrlb/control/kernel/nsrun"
 )
 
 // TestKernelMirror feeds notifications straight into the mirror: which
 // entries Lookup uses and when OnChange is due.
 func TestKernelMirror(t *testing.T) {
-	k := NewKernel(KernelOptions{Log: zerolog.New(zerolog.NewTestWriter(t))})
+	k := NewNeighbors(NeighborOptions{Options: Options{Log: zerolog.New(zerolog.NewTestWriter(t))}})
 	t.Cleanup(k.Close)
 	ip := netip.MustParseAddr("192.0.2.7")
 	other := netip.MustParseAddr("192.0.2.8")
-	macA, macB := pipeline.MAC{2, 0, 0, 0, 0, 0xa}, pipeline.MAC{2, 0, 0, 0, 0, 0xb}
-	neigh := func(typ uint16, link int, ip netip.Addr, mac pipeline.MAC, state, flags int) netlink.NeighUpdate {
+	macA, macB := [6]byte{2, 0, 0, 0, 0, 0xa}, [6]byte{2, 0, 0, 0, 0, 0xb}
+	neigh := func(typ uint16, link int, ip netip.Addr, mac [6]byte, state, flags int) netlink.NeighUpdate {
 		n := netlink.Neigh{LinkIndex: link, Family: netlink.FAMILY_V4, State: state, Flags: flags, IP: ip.AsSlice()}
-		if !mac.IsZero() {
+		if mac != ([6]byte{}) {
 			n.HardwareAddr = net.HardwareAddr(mac[:])
 		}
 		return netlink.NeighUpdate{Type: typ, Neigh: n}
 	}
 	k.Want([]netip.Addr{ip})
-	k.mu.Lock()
-	k.tapIdx = map[int]bool{5: true, 6: true}
-	k.mu.Unlock()
+	k.AddTap(Tap{Name: "t5", Index: 5, Addr: netip.MustParsePrefix("192.0.2.1/24")})
+	k.AddTap(Tap{Name: "t6", Index: 6, Addr: netip.MustParsePrefix("198.51.100.1/24")})
 
 	steps := []struct {
 		desc    string
@@ -48,13 +47,13 @@ func TestKernelMirror(t *testing.T) {
 		want    neighHop
 		changed bool
 	}{
-		{"incomplete has no MAC", neigh(unix.RTM_NEWNEIGH, 5, ip, pipeline.MAC{}, netlink.NUD_INCOMPLETE, 0), neighHop{}, false},
+		{"incomplete has no MAC", neigh(unix.RTM_NEWNEIGH, 5, ip, [6]byte{}, netlink.NUD_INCOMPLETE, 0), neighHop{}, false},
 		{"non-tap link ignored", neigh(unix.RTM_NEWNEIGH, 2, ip, macB, netlink.NUD_REACHABLE, 0), neighHop{}, false},
 		{"proxy entry ignored", neigh(unix.RTM_NEWNEIGH, 5, ip, macB, netlink.NUD_PERMANENT, netlink.NTF_PROXY), neighHop{}, false},
 		{"reachable on tap", neigh(unix.RTM_NEWNEIGH, 6, ip, macB, netlink.NUD_REACHABLE, 0), neighHop{macB, true}, true},
 		{"stale still usable", neigh(unix.RTM_NEWNEIGH, 6, ip, macB, netlink.NUD_STALE, 0), neighHop{macB, true}, false},
 		{"lower ifindex preferred", neigh(unix.RTM_NEWNEIGH, 5, ip, macA, netlink.NUD_DELAY, 0), neighHop{macA, true}, true},
-		{"failed drops entry", neigh(unix.RTM_NEWNEIGH, 5, ip, pipeline.MAC{}, netlink.NUD_FAILED, 0), neighHop{macB, true}, true},
+		{"failed drops entry", neigh(unix.RTM_NEWNEIGH, 5, ip, [6]byte{}, netlink.NUD_FAILED, 0), neighHop{macB, true}, true},
 		{"unwanted address", neigh(unix.RTM_NEWNEIGH, 5, other, macA, netlink.NUD_REACHABLE, 0), neighHop{macB, true}, false},
 		{"delete", neigh(unix.RTM_DELNEIGH, 6, ip, macB, netlink.NUD_STALE, 0), neighHop{}, true},
 	}
@@ -77,9 +76,9 @@ func TestKernelMirror(t *testing.T) {
 	}
 }
 
-// TestKernel runs the Kernel against real kernels: a private namespace
-// holds the "tap" (one end of a veth) and a peer namespace holds a
-// neighbour at 10.254.0.2. No packet leaves the two namespaces.
+// TestKernel runs Taps, VIPs and Neighbors against real kernels: a private
+// namespace holds the "tap" (one end of a veth) and a peer namespace holds
+// a neighbour at 10.254.0.2. No packet leaves the two namespaces.
 func TestKernel(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (network namespaces)")
@@ -104,7 +103,7 @@ func TestKernel(t *testing.T) {
 	}
 	// The peer announces a MAC change with a gratuitous ARP, as real hosts
 	// with arp_notify (or keepalived, or a failover NIC) do.
-	if err := runInNetNS(nsB, func() error {
+	if err := nsrun.Do(nsB, func() error {
 		return os.WriteFile("/proc/sys/net/ipv4/conf/"+peerName+"/arp_notify", []byte("1"), 0o644)
 	}); err != nil {
 		t.Fatal(err)
@@ -117,25 +116,31 @@ func TestKernel(t *testing.T) {
 	}
 
 	var changes atomic.Int32
-	k := NewKernel(KernelOptions{
-		Log:      zerolog.New(zerolog.NewTestWriter(t)),
-		OnChange: func() { changes.Add(1) },
-		NetNS:    nsA,
-	})
+	opts := Options{Log: zerolog.New(zerolog.NewTestWriter(t)), NetNS: nsA}
+	taps, vips := NewTaps(opts), NewVIPs(opts)
+	t.Cleanup(taps.Close)
+	t.Cleanup(vips.Close)
+	k := NewNeighbors(NeighborOptions{Options: opts, OnChange: func() { changes.Add(1) }})
 	t.Cleanup(k.Close)
 
 	portAddr := netip.MustParsePrefix("10.254.0.1/24")
 	gw := netip.MustParseAddr("10.254.0.254")
+	var tapInfo Tap
 
-	t.Run("ConfigureTap", func(t *testing.T) {
+	t.Run("Taps.Configure", func(t *testing.T) {
 		for i := range 2 { // idempotent
-			if err := k.ConfigureTap(tap, portAddr, gw, 1400); err != nil {
-				t.Fatalf("ConfigureTap #%d: %v", i+1, err)
+			got, err := taps.Configure(tap, portAddr, gw, 1400)
+			if err != nil {
+				t.Fatalf("Configure #%d: %v", i+1, err)
 			}
+			tapInfo = got
 		}
 		link, err := hA.LinkByName(tap)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if want := (Tap{Name: tap, Index: link.Attrs().Index, Addr: portAddr}); tapInfo != want {
+			t.Errorf("Configure = %+v, want %+v", tapInfo, want)
 		}
 		if got := link.Attrs().MTU; got != 1400 {
 			t.Errorf("MTU = %d, want 1400", got)
@@ -176,9 +181,12 @@ func TestKernel(t *testing.T) {
 		t.FailNow()
 	}
 
-	t.Run("SetVIPs", func(t *testing.T) {
-		if err := k.SetVIPs("dsr-nope", nil); err == nil {
-			t.Errorf("SetVIPs on an unconfigured tap: no error")
+	t.Run("VIPs.Set", func(t *testing.T) {
+		if err := vips.Set(Tap{Name: "dsr-nope"}, nil); err == nil {
+			t.Errorf("Set on an unconfigured tap: no error")
+		}
+		if err := vips.Set(Tap{Name: "dsr-nope", Addr: portAddr}, nil); err == nil {
+			t.Errorf("Set on a missing tap: no error")
 		}
 		steps := []struct {
 			desc string
@@ -193,12 +201,12 @@ func TestKernel(t *testing.T) {
 			{"none again", nil, nil},
 		}
 		for _, s := range steps {
-			var vips []netip.Addr
+			var addrs []netip.Addr
 			for _, v := range s.vips {
-				vips = append(vips, netip.MustParseAddr(v))
+				addrs = append(addrs, netip.MustParseAddr(v))
 			}
-			if err := k.SetVIPs(tap, vips); err != nil {
-				t.Fatalf("%s: SetVIPs(%v): %v", s.desc, s.vips, err)
+			if err := vips.Set(tapInfo, addrs); err != nil {
+				t.Fatalf("%s: Set(%v): %v", s.desc, s.vips, err)
 			}
 			if got := kernIfAddrs(t, hA, tap, true); !slices.Equal(got, s.want) {
 				t.Errorf("%s: VIPs on tap = %v, want %v", s.desc, got, s.want)
@@ -207,9 +215,14 @@ func TestKernel(t *testing.T) {
 				t.Errorf("%s: port address gone: %v", s.desc, got)
 			}
 		}
+		// An IPv6 VIP turned IPv6 on beside the IPv4 port address.
+		if got := kernReadSysctl(t, nsA, "ipv6/conf/"+tap+"/disable_ipv6"); got != "0" {
+			t.Errorf("after an IPv6 VIP: disable_ipv6 = %q, want \"0\"", got)
+		}
 	})
 
 	t.Run("Neighbors", func(t *testing.T) {
+		k.AddTap(tapInfo)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- k.Run(ctx) }()
@@ -322,7 +335,7 @@ func kernIfAddrs(t *testing.T, h *netlink.Handle, ifname string, host bool) []st
 func kernReadSysctl(t *testing.T, ns netns.NsHandle, path string) string {
 	t.Helper()
 	var v []byte
-	err := runInNetNS(ns, func() (err error) {
+	err := nsrun.Do(ns, func() (err error) {
 		v, err = os.ReadFile(filepath.Join("/proc/sys/net", path))
 		return err
 	})
