@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/dsrlb/dsrlb/control/health"
 	"github.com/dsrlb/dsrlb/pipeline"
 )
 
@@ -48,7 +49,7 @@ type TypedService struct {
 	Mode       pipeline.Mode
 	Backends   []TypedBackend
 	MinHealthy int
-	Health     *TypedHealth
+	Health     *health.Config // nil: not monitored
 }
 
 // TypedBackend is a validated backend.
@@ -77,17 +78,6 @@ var adminStates = [...]string{AdminEnabled: "enabled", AdminDrain: "drain", Admi
 
 // String returns the config name of s: enabled, drain or disabled.
 func (s AdminState) String() string { return enumName(adminStates[:], s) }
-
-// TypedHealth is a validated health monitor.
-type TypedHealth struct {
-	Type             string
-	Port             int
-	Path             string
-	Expect           []int
-	Send, Receive    string
-	Interval, Timout time.Duration
-	Rise, Fall       int
-}
 
 // TypedBGP is a validated BGP section: every field the speaker needs,
 // parsed and checked, so that starting it cannot fail on the config.
@@ -521,22 +511,22 @@ func (t *Typed) portFor(ip netip.Addr, viaGateway bool) int {
 
 // validateHealth checks monitor h at f of a service on port svcPort
 // (svcPortOK false: that port is itself invalid and already reported).
-func validateHealth(h *Health, f fieldPath, svcPort int, svcPortOK bool, l *errList) *TypedHealth {
-	th := &TypedHealth{Type: h.Type, Port: h.Port, Path: h.Path, Expect: h.Expect, Send: h.Send, Receive: h.Receive,
-		Interval: time.Duration(h.Interval), Timout: time.Duration(h.Timeout), Rise: h.Rise, Fall: h.Fall}
-	switch h.Type {
-	case "tcp", "http", "udp":
+func validateHealth(h *Health, f fieldPath, svcPort int, svcPortOK bool, l *errList) *health.Config {
+	typ, ok := health.ParseType(h.Type)
+	th := &health.Config{Type: typ, Port: h.Port, Path: h.Path, Expect: h.Expect, Send: h.Send, Receive: h.Receive,
+		Interval: time.Duration(h.Interval), Timeout: time.Duration(h.Timeout), Rise: h.Rise, Fall: h.Fall}
+	switch {
+	case !ok:
+		l.add(f.key("type"), "must be tcp, http, icmp or udp, got %q", h.Type)
+	case typ == health.TypeTCP, typ == health.TypeHTTP, typ == health.TypeUDP:
 		if th.Port == 0 {
 			th.Port = svcPort
 		}
 		if (th.Port < 1 || th.Port > 65535) && (h.Port != 0 || svcPortOK) {
 			l.add(f.key("port"), "must be 1..65535 (the service has no single port)")
 		}
-	case "icmp":
-	default:
-		l.add(f.key("type"), "must be tcp, http, icmp or udp, got %q", h.Type)
 	}
-	if h.Type == "http" {
+	if typ == health.TypeHTTP {
 		if th.Path == "" {
 			th.Path = "/"
 		}
@@ -555,13 +545,13 @@ func validateHealth(h *Health, f fieldPath, svcPort int, svcPortOK bool, l *errL
 	if th.Interval == 0 {
 		th.Interval = 2 * time.Second
 	}
-	if th.Timout == 0 {
-		th.Timout = th.Interval / 2
+	if th.Timeout == 0 {
+		th.Timeout = th.Interval / 2
 	}
 	if th.Interval < 100*time.Millisecond || th.Interval > time.Hour {
 		l.add(f.key("interval"), "must be 100ms..1h")
 	}
-	if th.Timout <= 0 || th.Timout > th.Interval {
+	if th.Timeout <= 0 || th.Timeout > th.Interval {
 		l.add(f.key("timeout"), "must be > 0 and <= interval")
 	}
 	if th.Rise == 0 {

@@ -18,6 +18,7 @@ import (
 	v1 "github.com/dsrlb/dsrlb/api/v1"
 	"github.com/dsrlb/dsrlb/bgp"
 	"github.com/dsrlb/dsrlb/control"
+	"github.com/dsrlb/dsrlb/control/health"
 	"github.com/dsrlb/dsrlb/control/kernel"
 )
 
@@ -124,10 +125,10 @@ func run(ctx context.Context, cfg *control.Config, statePath string, log zerolog
 		}
 	}()
 
-	health := control.NewHealth(control.HealthOptions{Log: log, OnChange: store.Recompile})
-	defer health.Close()
-	store.SetHealth(health)
-	store.Subscribe(health.Update)
+	monitors := health.New(health.Options{Log: log, OnChange: store.Recompile})
+	defer monitors.Close()
+	store.SetHealth(monitors)
+	store.Subscribe(func(t *control.Typed) { monitors.Update(t.HealthTargets()) })
 
 	board := &control.AnnounceBoard{}
 	var speaker *bgp.Speaker
@@ -143,7 +144,7 @@ func run(ctx context.Context, cfg *control.Config, statePath string, log zerolog
 	if env := os.Getenv("DSRLB_API_TOKEN"); env != "" {
 		token = env
 	}
-	opts := api.Options{Store: store, Token: token, Stats: dp, Health: health, Neighbors: neigh, Log: log}
+	opts := api.Options{Store: store, Token: token, Stats: dp, Health: monitors, Neighbors: neigh, Log: log}
 	if speaker != nil {
 		opts.BGP = bgpPeers{speaker}
 		opts.Announcer = board
