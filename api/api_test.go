@@ -18,7 +18,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/dsrlb/dsrlb/api/types"
+	v1 "github.com/dsrlb/dsrlb/api/v1"
 	"github.com/dsrlb/dsrlb/control"
 	"github.com/dsrlb/dsrlb/pipeline"
 )
@@ -274,7 +274,7 @@ func TestChanges(t *testing.T) {
 func TestReads(t *testing.T) {
 	f := newFixture(t, testToken)
 	w := f.do("GET", "/api/v1/services", "")
-	if got, want := decodeJSON[types.ServiceList](t, w).Services, f.store.Config().Services; w.Code != 200 || !reflect.DeepEqual(got, want) {
+	if got, want := decodeJSON[v1.ServiceList](t, w).Services, f.store.Config().Services; w.Code != 200 || !reflect.DeepEqual(got, want) {
 		t.Errorf("GET services = %d %+v, want %+v", w.Code, got, want)
 	}
 	w = f.do("GET", "/api/v1/services/dns", "")
@@ -317,52 +317,52 @@ func TestRejections(t *testing.T) {
 		status                   int
 		code, field              string
 	}{
-		{"invalid JSON", "POST", "/api/v1/services", `{"name":`, nil, 400, types.CodeInvalidJSON, ""},
-		{"empty body", "POST", "/api/v1/services", ``, []func(*http.Request){header("Content-Type", "application/json")}, 400, types.CodeInvalidJSON, ""},
-		{"trailing data", "POST", "/api/v1/services", newSvc("198.51.100.3", "tcp", 80, "") + `{}`, nil, 400, types.CodeInvalidJSON, ""},
-		{"wrong type", "POST", "/api/v1/services", `{"name":5}`, nil, 400, types.CodeInvalidJSON, "name"},
-		{"bad duration", "POST", "/api/v1/services", newSvc("198.51.100.3", "tcp", 80, `,"health":{"type":"tcp","interval":"soon"}`), nil, 400, types.CodeInvalidJSON, ""},
-		{"unknown field", "POST", "/api/v1/services", newSvc("198.51.100.3", "tcp", 80, `,"bogus":1`), nil, 400, types.CodeUnknownField, "bogus"},
-		{"unknown backend field", "POST", "/api/v1/services/web/backends", `{"ip":"192.0.2.30","wieght":3}`, nil, 400, types.CodeUnknownField, "wieght"},
-		{"unknown patch field", "PATCH", "/api/v1/services/web/backends/192.0.2.21", `{"weight":1,"drain":true}`, nil, 400, types.CodeUnknownField, "drain"},
-		{"bad VIP", "POST", "/api/v1/services", newSvc("198.51.100.300", "tcp", 80, ""), nil, 400, types.CodeValidation, "services[api].vip"},
-		{"IPv6 VIP", "POST", "/api/v1/services", newSvc("2001:db8::1", "tcp", 80, ""), nil, 400, types.CodeValidation, "services[api].vip"},
-		{"VIP is a port address", "POST", "/api/v1/services", newSvc("192.0.2.10", "tcp", 80, ""), nil, 400, types.CodeValidation, "services[api].vip"},
-		{"bad backend IP", "POST", "/api/v1/services/web/backends", `{"ip":"192.0.2.x"}`, nil, 400, types.CodeValidation, "services[web].backends[2].ip"},
-		{"bad backend MAC", "POST", "/api/v1/services/web/backends", `{"ip":"192.0.2.30","mac":"02:00"}`, nil, 400, types.CodeValidation, "services[web].backends[192.0.2.30].mac"},
-		{"l2 backend off subnet", "POST", "/api/v1/services/web/backends", `{"ip":"203.0.113.30"}`, nil, 400, types.CodeValidation, "services[web].backends[203.0.113.30].ip"},
-		{"bad mode", "PUT", "/api/v1/services/dns", `{"vip":"198.51.100.2","protocol":"udp","port":53,"mode":"nat","backends":[]}`, nil, 400, types.CodeValidation, "services[dns].mode"},
-		{"bad name", "POST", "/api/v1/services", `{"name":"-x","vip":"198.51.100.3","protocol":"tcp","port":1,"mode":"l2","backends":[]}`, nil, 400, types.CodeValidation, "services[-x].name"},
-		{"port too large", "POST", "/api/v1/services", newSvc("198.51.100.3", "tcp", 65536, ""), nil, 400, types.CodeValidation, "services[api].port"},
-		{"port negative", "PUT", "/api/v1/services/dns", `{"vip":"198.51.100.2","protocol":"udp","port":-1,"mode":"ipip","backends":[]}`, nil, 400, types.CodeValidation, "services[dns].port"},
-		{"weight too large", "POST", "/api/v1/services/web/backends", `{"ip":"192.0.2.30","weight":1001}`, nil, 400, types.CodeValidation, "services[web].backends[192.0.2.30].weight"},
-		{"patch weight negative", "PATCH", "/api/v1/services/web/backends/192.0.2.21", `{"weight":-1}`, nil, 400, types.CodeValidation, "services[web].backends[192.0.2.21].weight"},
-		{"patch bad state", "PATCH", "/api/v1/services/web/backends/192.0.2.21", `{"state":"off"}`, nil, 400, types.CodeValidation, "services[web].backends[192.0.2.21].state"},
-		{"patch nothing", "PATCH", "/api/v1/services/web/backends/192.0.2.21", `{}`, nil, 400, types.CodeValidation, ""},
-		{"patch bad path IP", "PATCH", "/api/v1/services/web/backends/nope", `{"weight":1}`, nil, 400, types.CodeInvalidPath, "ip"},
-		{"delete bad path IP", "DELETE", "/api/v1/services/web/backends/1.2.3", ``, nil, 400, types.CodeInvalidPath, "ip"},
-		{"PUT name mismatch", "PUT", "/api/v1/services/dns", `{"name":"web","vip":"198.51.100.2","protocol":"udp","port":53,"mode":"ipip","backends":[]}`, nil, 400, types.CodeValidation, "name"},
-		{"VIP clash on create", "POST", "/api/v1/services", newSvc("198.51.100.1", "tcp", 80, ""), nil, 409, types.CodeConflict, "services[api].vip"},
-		{"VIP clash on replace", "PUT", "/api/v1/services/dns", `{"vip":"198.51.100.1","protocol":"tcp","port":80,"mode":"ipip","backends":[]}`, nil, 409, types.CodeConflict, "services[dns].vip"},
-		{"duplicate service", "POST", "/api/v1/services", `{"name":"web","vip":"198.51.100.9","protocol":"tcp","port":80,"mode":"l2","backends":[]}`, nil, 409, types.CodeConflict, "services[web].name"},
-		{"duplicate backend", "POST", "/api/v1/services/web/backends", `{"ip":"192.0.2.22"}`, nil, 409, types.CodeConflict, "services[web].backends[192.0.2.22].ip"},
-		{"body too large", "POST", "/api/v1/services", big, nil, 413, types.CodeTooLarge, ""},
-		{"body too large, chunked", "POST", "/api/v1/services", big, []func(*http.Request){func(r *http.Request) { r.ContentLength = -1 }}, 413, types.CodeTooLarge, ""},
-		{"wrong content type", "POST", "/api/v1/services", newSvc("198.51.100.3", "tcp", 80, ""), []func(*http.Request){header("Content-Type", "text/plain")}, 415, types.CodeMediaType, ""},
-		{"no content type", "PATCH", "/api/v1/services/web/backends/192.0.2.21", `{"weight":1}`, []func(*http.Request){header("Content-Type", "")}, 415, types.CodeMediaType, ""},
-		{"missing token", "POST", "/api/v1/services", newSvc("198.51.100.3", "tcp", 80, ""), []func(*http.Request){header("Authorization", "")}, 401, types.CodeUnauthorized, ""},
-		{"wrong token", "DELETE", "/api/v1/services/web", "", []func(*http.Request){header("Authorization", "Bearer "+testToken+"x")}, 401, types.CodeUnauthorized, ""},
-		{"wrong scheme", "PATCH", "/api/v1/services/web/backends/192.0.2.21", `{"weight":1}`, []func(*http.Request){header("Authorization", "Basic "+testToken)}, 401, types.CodeUnauthorized, ""},
-		{"empty bearer", "PUT", "/api/v1/services/web", `{}`, []func(*http.Request){header("Authorization", "Bearer ")}, 401, types.CodeUnauthorized, ""},
-		{"get missing service", "GET", "/api/v1/services/nope", "", nil, 404, types.CodeNotFound, ""},
-		{"replace missing service", "PUT", "/api/v1/services/nope", `{"vip":"198.51.100.9","protocol":"tcp","port":80,"mode":"l2","backends":[]}`, nil, 404, types.CodeNotFound, ""},
-		{"delete missing service", "DELETE", "/api/v1/services/nope", "", nil, 404, types.CodeNotFound, ""},
-		{"backend of missing service", "POST", "/api/v1/services/nope/backends", `{"ip":"192.0.2.30"}`, nil, 404, types.CodeNotFound, ""},
-		{"patch missing backend", "PATCH", "/api/v1/services/web/backends/192.0.2.99", `{"weight":1}`, nil, 404, types.CodeNotFound, ""},
-		{"delete missing backend", "DELETE", "/api/v1/services/web/backends/192.0.2.99", "", nil, 404, types.CodeNotFound, ""},
-		{"delete backend of missing service", "DELETE", "/api/v1/services/nope/backends/192.0.2.21", "", nil, 404, types.CodeNotFound, ""},
-		{"unknown route", "GET", "/api/v1/nope", "", nil, 404, types.CodeNotFound, ""},
-		{"method not allowed", "PATCH", "/api/v1/services", `{}`, nil, 405, types.CodeMethodNotAllowed, ""},
+		{"invalid JSON", "POST", "/api/v1/services", `{"name":`, nil, 400, v1.CodeInvalidJSON, ""},
+		{"empty body", "POST", "/api/v1/services", ``, []func(*http.Request){header("Content-Type", "application/json")}, 400, v1.CodeInvalidJSON, ""},
+		{"trailing data", "POST", "/api/v1/services", newSvc("198.51.100.3", "tcp", 80, "") + `{}`, nil, 400, v1.CodeInvalidJSON, ""},
+		{"wrong type", "POST", "/api/v1/services", `{"name":5}`, nil, 400, v1.CodeInvalidJSON, "name"},
+		{"bad duration", "POST", "/api/v1/services", newSvc("198.51.100.3", "tcp", 80, `,"health":{"type":"tcp","interval":"soon"}`), nil, 400, v1.CodeInvalidJSON, ""},
+		{"unknown field", "POST", "/api/v1/services", newSvc("198.51.100.3", "tcp", 80, `,"bogus":1`), nil, 400, v1.CodeUnknownField, "bogus"},
+		{"unknown backend field", "POST", "/api/v1/services/web/backends", `{"ip":"192.0.2.30","wieght":3}`, nil, 400, v1.CodeUnknownField, "wieght"},
+		{"unknown patch field", "PATCH", "/api/v1/services/web/backends/192.0.2.21", `{"weight":1,"drain":true}`, nil, 400, v1.CodeUnknownField, "drain"},
+		{"bad VIP", "POST", "/api/v1/services", newSvc("198.51.100.300", "tcp", 80, ""), nil, 400, v1.CodeValidation, "services[api].vip"},
+		{"IPv6 VIP", "POST", "/api/v1/services", newSvc("2001:db8::1", "tcp", 80, ""), nil, 400, v1.CodeValidation, "services[api].vip"},
+		{"VIP is a port address", "POST", "/api/v1/services", newSvc("192.0.2.10", "tcp", 80, ""), nil, 400, v1.CodeValidation, "services[api].vip"},
+		{"bad backend IP", "POST", "/api/v1/services/web/backends", `{"ip":"192.0.2.x"}`, nil, 400, v1.CodeValidation, "services[web].backends[2].ip"},
+		{"bad backend MAC", "POST", "/api/v1/services/web/backends", `{"ip":"192.0.2.30","mac":"02:00"}`, nil, 400, v1.CodeValidation, "services[web].backends[192.0.2.30].mac"},
+		{"l2 backend off subnet", "POST", "/api/v1/services/web/backends", `{"ip":"203.0.113.30"}`, nil, 400, v1.CodeValidation, "services[web].backends[203.0.113.30].ip"},
+		{"bad mode", "PUT", "/api/v1/services/dns", `{"vip":"198.51.100.2","protocol":"udp","port":53,"mode":"nat","backends":[]}`, nil, 400, v1.CodeValidation, "services[dns].mode"},
+		{"bad name", "POST", "/api/v1/services", `{"name":"-x","vip":"198.51.100.3","protocol":"tcp","port":1,"mode":"l2","backends":[]}`, nil, 400, v1.CodeValidation, "services[-x].name"},
+		{"port too large", "POST", "/api/v1/services", newSvc("198.51.100.3", "tcp", 65536, ""), nil, 400, v1.CodeValidation, "services[api].port"},
+		{"port negative", "PUT", "/api/v1/services/dns", `{"vip":"198.51.100.2","protocol":"udp","port":-1,"mode":"ipip","backends":[]}`, nil, 400, v1.CodeValidation, "services[dns].port"},
+		{"weight too large", "POST", "/api/v1/services/web/backends", `{"ip":"192.0.2.30","weight":1001}`, nil, 400, v1.CodeValidation, "services[web].backends[192.0.2.30].weight"},
+		{"patch weight negative", "PATCH", "/api/v1/services/web/backends/192.0.2.21", `{"weight":-1}`, nil, 400, v1.CodeValidation, "services[web].backends[192.0.2.21].weight"},
+		{"patch bad state", "PATCH", "/api/v1/services/web/backends/192.0.2.21", `{"state":"off"}`, nil, 400, v1.CodeValidation, "services[web].backends[192.0.2.21].state"},
+		{"patch nothing", "PATCH", "/api/v1/services/web/backends/192.0.2.21", `{}`, nil, 400, v1.CodeValidation, ""},
+		{"patch bad path IP", "PATCH", "/api/v1/services/web/backends/nope", `{"weight":1}`, nil, 400, v1.CodeInvalidPath, "ip"},
+		{"delete bad path IP", "DELETE", "/api/v1/services/web/backends/1.2.3", ``, nil, 400, v1.CodeInvalidPath, "ip"},
+		{"PUT name mismatch", "PUT", "/api/v1/services/dns", `{"name":"web","vip":"198.51.100.2","protocol":"udp","port":53,"mode":"ipip","backends":[]}`, nil, 400, v1.CodeValidation, "name"},
+		{"VIP clash on create", "POST", "/api/v1/services", newSvc("198.51.100.1", "tcp", 80, ""), nil, 409, v1.CodeConflict, "services[api].vip"},
+		{"VIP clash on replace", "PUT", "/api/v1/services/dns", `{"vip":"198.51.100.1","protocol":"tcp","port":80,"mode":"ipip","backends":[]}`, nil, 409, v1.CodeConflict, "services[dns].vip"},
+		{"duplicate service", "POST", "/api/v1/services", `{"name":"web","vip":"198.51.100.9","protocol":"tcp","port":80,"mode":"l2","backends":[]}`, nil, 409, v1.CodeConflict, "services[web].name"},
+		{"duplicate backend", "POST", "/api/v1/services/web/backends", `{"ip":"192.0.2.22"}`, nil, 409, v1.CodeConflict, "services[web].backends[192.0.2.22].ip"},
+		{"body too large", "POST", "/api/v1/services", big, nil, 413, v1.CodeTooLarge, ""},
+		{"body too large, chunked", "POST", "/api/v1/services", big, []func(*http.Request){func(r *http.Request) { r.ContentLength = -1 }}, 413, v1.CodeTooLarge, ""},
+		{"wrong content type", "POST", "/api/v1/services", newSvc("198.51.100.3", "tcp", 80, ""), []func(*http.Request){header("Content-Type", "text/plain")}, 415, v1.CodeMediaType, ""},
+		{"no content type", "PATCH", "/api/v1/services/web/backends/192.0.2.21", `{"weight":1}`, []func(*http.Request){header("Content-Type", "")}, 415, v1.CodeMediaType, ""},
+		{"missing token", "POST", "/api/v1/services", newSvc("198.51.100.3", "tcp", 80, ""), []func(*http.Request){header("Authorization", "")}, 401, v1.CodeUnauthorized, ""},
+		{"wrong token", "DELETE", "/api/v1/services/web", "", []func(*http.Request){header("Authorization", "Bearer "+testToken+"x")}, 401, v1.CodeUnauthorized, ""},
+		{"wrong scheme", "PATCH", "/api/v1/services/web/backends/192.0.2.21", `{"weight":1}`, []func(*http.Request){header("Authorization", "Basic "+testToken)}, 401, v1.CodeUnauthorized, ""},
+		{"empty bearer", "PUT", "/api/v1/services/web", `{}`, []func(*http.Request){header("Authorization", "Bearer ")}, 401, v1.CodeUnauthorized, ""},
+		{"get missing service", "GET", "/api/v1/services/nope", "", nil, 404, v1.CodeNotFound, ""},
+		{"replace missing service", "PUT", "/api/v1/services/nope", `{"vip":"198.51.100.9","protocol":"tcp","port":80,"mode":"l2","backends":[]}`, nil, 404, v1.CodeNotFound, ""},
+		{"delete missing service", "DELETE", "/api/v1/services/nope", "", nil, 404, v1.CodeNotFound, ""},
+		{"backend of missing service", "POST", "/api/v1/services/nope/backends", `{"ip":"192.0.2.30"}`, nil, 404, v1.CodeNotFound, ""},
+		{"patch missing backend", "PATCH", "/api/v1/services/web/backends/192.0.2.99", `{"weight":1}`, nil, 404, v1.CodeNotFound, ""},
+		{"delete missing backend", "DELETE", "/api/v1/services/web/backends/192.0.2.99", "", nil, 404, v1.CodeNotFound, ""},
+		{"delete backend of missing service", "DELETE", "/api/v1/services/nope/backends/192.0.2.21", "", nil, 404, v1.CodeNotFound, ""},
+		{"unknown route", "GET", "/api/v1/nope", "", nil, 404, v1.CodeNotFound, ""},
+		{"method not allowed", "PATCH", "/api/v1/services", `{}`, nil, 405, v1.CodeMethodNotAllowed, ""},
 	}
 	f := newFixture(t, testToken)
 	for _, c := range cases {
@@ -375,7 +375,7 @@ func TestRejections(t *testing.T) {
 			if ct := w.Header().Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
 				t.Errorf("Content-Type = %q", ct)
 			}
-			doc := decodeJSON[types.ErrorResponse](t, w)
+			doc := decodeJSON[v1.ErrorResponse](t, w)
 			e := doc.Error
 			if e.Code != c.code || e.Field != c.field || e.Message == "" {
 				t.Errorf("error = %+v, want code %q field %q", e, c.code, c.field)
@@ -405,9 +405,9 @@ func TestNoTokenIsReadOnly(t *testing.T) {
 	before := f.state()
 	for _, tok := range []string{"", "Bearer ", "Bearer anything"} {
 		w := f.do("DELETE", "/api/v1/services/web", "", header("Authorization", tok))
-		e := decodeJSON[types.ErrorResponse](t, w).Error
-		if w.Code != http.StatusForbidden || e.Code != types.CodeForbidden || !strings.Contains(e.Message, "DSRLB_API_TOKEN") {
-			t.Errorf("Authorization %q: %d %+v, want 403 %s", tok, w.Code, e, types.CodeForbidden)
+		e := decodeJSON[v1.ErrorResponse](t, w).Error
+		if w.Code != http.StatusForbidden || e.Code != v1.CodeForbidden || !strings.Contains(e.Message, "DSRLB_API_TOKEN") {
+			t.Errorf("Authorization %q: %d %+v, want 403 %s", tok, w.Code, e, v1.CodeForbidden)
 		}
 	}
 	if after := f.state(); !reflect.DeepEqual(after, before) {
@@ -440,11 +440,11 @@ func TestStatus(t *testing.T) {
 	f := newFixture(t, testToken)
 	f.setCounters()
 	w := f.do("GET", "/api/v1/status", "")
-	got := decodeJSON[types.Status](t, w)
-	want := types.Status{Generation: f.store.Generation(), BGP: []types.BGPPeer{}, Services: []types.ServiceStatus{
+	got := decodeJSON[v1.Status](t, w)
+	want := v1.Status{Generation: f.store.Generation(), BGP: []v1.BGPSession{}, Services: []v1.ServiceStatus{
 		{Name: "web", VIP: "198.51.100.1", Protocol: "tcp", Port: 80, Mode: "l2", MinHealthy: 1, Usable: 1,
 			Announced: true, Reason: "2 healthy backends >= min_healthy 1",
-			Backends: []types.BackendStatus{
+			Backends: []v1.BackendStatus{
 				{IP: "192.0.2.21", Weight: 1, State: "enabled", Forwarding: "active", Health: "healthy",
 					NextHop: "192.0.2.21", NextHopMAC: "02:00:00:00:00:21", NewFlows: 14},
 				// No MAC for .22 yet: the snapshot takes it down.
@@ -452,7 +452,7 @@ func TestStatus(t *testing.T) {
 			}},
 		{Name: "dns", VIP: "198.51.100.2", Protocol: "udp", Port: 53, Mode: "ipip", MinHealthy: 1, Usable: 1,
 			Reason: "bgp session down",
-			Backends: []types.BackendStatus{
+			Backends: []v1.BackendStatus{
 				{IP: "203.0.113.5", Weight: 1, State: "enabled", Forwarding: "active", Health: "unchecked",
 					NextHop: "192.0.2.1", NextHopMAC: "02:00:00:00:00:01", NewFlows: 6},
 			}},
@@ -464,7 +464,7 @@ func TestStatus(t *testing.T) {
 	// Without optional dependencies: health unknown, not announced; drain
 	// shows in both the config state and the snapshot.
 	if err := f.store.Update(func(c *control.Config) error {
-		_, err := c.PatchBackend("web", netip.MustParseAddr("192.0.2.21"), control.BackendPatch{State: ptr("drain")})
+		_, err := c.PatchBackend("web", netip.MustParseAddr("192.0.2.21"), v1.BackendPatch{State: ptr("drain")})
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -472,7 +472,7 @@ func TestStatus(t *testing.T) {
 	bare := New(Options{Store: f.store, Log: zerolog.Nop()})
 	w = httptest.NewRecorder()
 	bare.Handler().ServeHTTP(w, httptest.NewRequest("GET", "/api/v1/status", nil))
-	st := decodeJSON[types.Status](t, w)
+	st := decodeJSON[v1.Status](t, w)
 	b := st.Services[0].Backends[0]
 	if st.Services[0].Announced || st.Services[0].Reason != "no BGP speaker" || b.Health != "unknown" ||
 		b.State != "drain" || b.Forwarding != "drain" || b.NewFlows != 0 || st.Services[0].Usable != 0 {
@@ -486,24 +486,24 @@ func TestStats(t *testing.T) {
 	f.do("PATCH", "/api/v1/services/web/backends/192.0.2.22", `{"weight":3}`)
 	f.do("PATCH", "/api/v1/services/web/backends/192.0.2.22", `{"weight":3000}`)
 	w := f.do("GET", "/api/v1/stats", "")
-	got := decodeJSON[control.Stats](t, w)
+	got := decodeJSON[v1.Stats](t, w)
 	if w.Code != 200 {
 		t.Fatalf("stats = %d %s", w.Code, w.Body)
 	}
-	wantTotals := control.Totals{RxPackets: 200, RxBytes: 20000, TxPackets: 180, TxBytes: 18000, ToKernel: 10, FromKernel: 8, Dropped: 7}
+	wantTotals := v1.Totals{RxPackets: 200, RxBytes: 20000, TxPackets: 180, TxBytes: 18000, ToKernel: 10, FromKernel: 8, Dropped: 7}
 	if got.Totals != wantTotals {
 		t.Errorf("totals = %+v, want %+v", got.Totals, wantTotals)
 	}
 	if len(got.Drops) != int(pipeline.NumDropReasons)-1 || got.Drops["no_service"] != 7 || got.Drops["ttl_exceeded"] != 0 {
 		t.Errorf("drops = %v", got.Drops)
 	}
-	if want := (control.FlowStats{Entries: 20, Hits: 160, Misses: 20, Evictions: 2}); got.Flows != want {
+	if want := (v1.FlowStats{Entries: 20, Hits: 160, Misses: 20, Evictions: 2}); got.Flows != want {
 		t.Errorf("flows = %+v, want %+v", got.Flows, want)
 	}
-	wantSvc := []control.ServiceStats{
-		{Name: "web", Packets: 120, Bytes: 12000, Backends: []control.BackendStats{
+	wantSvc := []v1.ServiceStats{
+		{Name: "web", Packets: 120, Bytes: 12000, Backends: []v1.BackendStats{
 			{IP: "192.0.2.21", Packets: 120, Bytes: 12000, NewFlows: 14}, {IP: "192.0.2.22"}}},
-		{Name: "dns", Packets: 60, Bytes: 6000, NoBackend: 4, Backends: []control.BackendStats{
+		{Name: "dns", Packets: 60, Bytes: 6000, NoBackend: 4, Backends: []v1.BackendStats{
 			{IP: "203.0.113.5", Packets: 60, Bytes: 6000, NewFlows: 6}}},
 	}
 	if !reflect.DeepEqual(got.Services, wantSvc) {
@@ -512,7 +512,7 @@ func TestStats(t *testing.T) {
 	if len(got.Workers) != 2 || got.Workers[0].BusyRatio != 0.5 || got.Workers[1].BusyRatio != 1 || got.Workers[1].Dropped != 4 || got.Workers[1].Worker != 1 {
 		t.Errorf("workers = %+v", got.Workers)
 	}
-	if got.Changes == nil || *got.Changes != (control.Changes{Accepted: 1, Rejected: 1}) || got.Generation != f.store.Generation() {
+	if got.Changes == nil || *got.Changes != (v1.Changes{Accepted: 1, Rejected: 1}) || got.Generation != f.store.Generation() {
 		t.Errorf("changes = %+v, generation %d", got.Changes, got.Generation)
 	}
 }
@@ -627,7 +627,7 @@ func TestServe(t *testing.T) {
 func TestReplaceServices(t *testing.T) {
 	f := newFixture(t, testToken)
 	put := func(svcs []control.Service) *httptest.ResponseRecorder {
-		b, _ := json.Marshal(types.ServiceList{Services: svcs})
+		b, _ := json.Marshal(v1.ServiceList{Services: svcs})
 		return f.do("PUT", "/api/v1/services", string(b))
 	}
 	base := f.store.Config().Services
@@ -644,7 +644,7 @@ func TestReplaceServices(t *testing.T) {
 	if w.Code != http.StatusOK {
 		t.Fatalf("swap and add: %d %s", w.Code, w.Body)
 	}
-	if got := decodeJSON[types.ServiceList](t, w).Services; !reflect.DeepEqual(got, f.store.Config().Services) {
+	if got := decodeJSON[v1.ServiceList](t, w).Services; !reflect.DeepEqual(got, f.store.Config().Services) {
 		t.Errorf("answer %+v, stored %+v", got, f.store.Config().Services)
 	}
 	if got := f.store.Config().Services; !reflect.DeepEqual(got, want) {
@@ -672,8 +672,8 @@ func TestReplaceServices(t *testing.T) {
 			if w.Code != http.StatusBadRequest {
 				t.Fatalf("%d %s, want 400", w.Code, w.Body)
 			}
-			if e := decodeJSON[types.ErrorResponse](t, w).Error; e.Code != types.CodeValidation || e.Field != tc.field {
-				t.Errorf("error %+v, want %s on %s", e, types.CodeValidation, tc.field)
+			if e := decodeJSON[v1.ErrorResponse](t, w).Error; e.Code != v1.CodeValidation || e.Field != tc.field {
+				t.Errorf("error %+v, want %s on %s", e, v1.CodeValidation, tc.field)
 			}
 			if after := f.state(); !reflect.DeepEqual(before, after) {
 				t.Errorf("a rejected replace changed the config, state file or generation")
@@ -695,21 +695,21 @@ func TestEveryErrorInOneAnswer(t *testing.T) {
 	f := newFixture(t, testToken)
 	for _, tc := range []struct {
 		desc, method, path, body string
-		want                     []types.Error
+		want                     []v1.Error
 	}{
 		{"one service, three errors", "POST", "/api/v1/services",
 			`{"name":"api","vip":"198.51.100.300","protocol":"sctp","port":80,"mode":"ipip","backends":[{"ip":"203.0.113.9","weight":5000}]}`,
-			[]types.Error{
-				{Code: types.CodeValidation, Field: "services[api].vip", Message: `not an IPv4 address: "198.51.100.300"`},
-				{Code: types.CodeValidation, Field: "services[api].protocol", Message: `must be tcp or udp, got "sctp"`},
-				{Code: types.CodeValidation, Field: "services[api].backends[203.0.113.9].weight", Message: "must be 0..1000, got 5000"},
+			[]v1.Error{
+				{Code: v1.CodeValidation, Field: "services[api].vip", Message: `not an IPv4 address: "198.51.100.300"`},
+				{Code: v1.CodeValidation, Field: "services[api].protocol", Message: `must be tcp or udp, got "sctp"`},
+				{Code: v1.CodeValidation, Field: "services[api].backends[203.0.113.9].weight", Message: "must be 0..1000, got 5000"},
 			}},
 		{"every service replaced, two invalid", "PUT", "/api/v1/services",
 			`{"services":[{"name":"web","vip":"198.51.100.1","protocol":"tcp","port":80,"mode":"l2","backends":[{"ip":"203.0.113.30"}]},` +
 				`{"name":"dns","vip":"198.51.100.2","protocol":"udp","port":53,"mode":"ipip","backends":[{"ip":"203.0.113.5","state":"off"}]}]}`,
-			[]types.Error{
-				{Code: types.CodeValidation, Field: "services[web].backends[203.0.113.30].ip", Message: "l2 mode needs the backend on a port's subnet"},
-				{Code: types.CodeValidation, Field: "services[dns].backends[203.0.113.5].state", Message: `must be enabled, drain or disabled, got "off"`},
+			[]v1.Error{
+				{Code: v1.CodeValidation, Field: "services[web].backends[203.0.113.30].ip", Message: "l2 mode needs the backend on a port's subnet"},
+				{Code: v1.CodeValidation, Field: "services[dns].backends[203.0.113.5].state", Message: `must be enabled, drain or disabled, got "off"`},
 			}},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
@@ -718,7 +718,7 @@ func TestEveryErrorInOneAnswer(t *testing.T) {
 			if w.Code != http.StatusBadRequest {
 				t.Fatalf("%d %s, want 400", w.Code, w.Body)
 			}
-			doc := decodeJSON[types.ErrorResponse](t, w)
+			doc := decodeJSON[v1.ErrorResponse](t, w)
 			if !reflect.DeepEqual(doc.Errors, tc.want) {
 				t.Errorf("errors:\n%+v\nwant:\n%+v", doc.Errors, tc.want)
 			}

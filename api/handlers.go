@@ -8,7 +8,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/dsrlb/dsrlb/api/types"
+	v1 "github.com/dsrlb/dsrlb/api/v1"
 	"github.com/dsrlb/dsrlb/control"
 	"github.com/dsrlb/dsrlb/pipeline"
 )
@@ -20,9 +20,9 @@ func (s *Server) healthz(c *gin.Context) {
 func (s *Server) listServices(c *gin.Context) {
 	svcs := s.opts.Store.Config().Services
 	if svcs == nil {
-		svcs = []control.Service{}
+		svcs = []v1.Service{}
 	}
-	c.JSON(http.StatusOK, types.ServiceList{Services: svcs})
+	c.JSON(http.StatusOK, v1.ServiceList{Services: svcs})
 }
 
 func (s *Server) getService(c *gin.Context) {
@@ -43,7 +43,7 @@ func serviceResult(name string) func(*control.Config) any {
 }
 
 func (s *Server) createService(c *gin.Context) {
-	var svc control.Service
+	var svc v1.Service
 	if !s.decode(c, &svc) {
 		return
 	}
@@ -54,22 +54,22 @@ func (s *Server) createService(c *gin.Context) {
 // replaceServices replaces every service at once: all of the body's
 // services take effect together or, if any is invalid, none does.
 func (s *Server) replaceServices(c *gin.Context) {
-	var list types.ServiceList
+	var list v1.ServiceList
 	if !s.decode(c, &list) {
 		return
 	}
 	s.commit(c, http.StatusOK, func(cfg *control.Config) error { return cfg.ReplaceServices(list.Services) },
 		func(cfg *control.Config) any {
-			out := types.ServiceList{Services: cfg.Services}
+			out := v1.ServiceList{Services: cfg.Services}
 			if out.Services == nil {
-				out.Services = []control.Service{}
+				out.Services = []v1.Service{}
 			}
 			return out
 		})
 }
 
 func (s *Server) replaceService(c *gin.Context) {
-	var svc control.Service
+	var svc v1.Service
 	if !s.decode(c, &svc) {
 		return
 	}
@@ -78,7 +78,7 @@ func (s *Server) replaceService(c *gin.Context) {
 		svc.Name = name
 	}
 	if svc.Name != name {
-		s.fail(c, http.StatusBadRequest, types.CodeValidation, "name",
+		s.fail(c, http.StatusBadRequest, v1.CodeValidation, "name",
 			fmt.Sprintf("name %q in the body does not match %q in the path (renaming is delete and create)", svc.Name, name))
 		return
 	}
@@ -91,7 +91,7 @@ func (s *Server) deleteService(c *gin.Context) {
 }
 
 func (s *Server) createBackend(c *gin.Context) {
-	var b control.Backend
+	var b v1.Backend
 	if !s.decode(c, &b) {
 		return
 	}
@@ -105,7 +105,7 @@ func (s *Server) createBackend(c *gin.Context) {
 func (s *Server) pathIP(c *gin.Context) (netip.Addr, bool) {
 	ip, err := netip.ParseAddr(c.Param("ip"))
 	if err != nil {
-		s.fail(c, http.StatusBadRequest, types.CodeInvalidPath, "ip", fmt.Sprintf("not an IP address: %q", c.Param("ip")))
+		s.fail(c, http.StatusBadRequest, v1.CodeInvalidPath, "ip", fmt.Sprintf("not an IP address: %q", c.Param("ip")))
 		return netip.Addr{}, false
 	}
 	return ip, true
@@ -116,16 +116,16 @@ func (s *Server) patchBackend(c *gin.Context) {
 	if !ok {
 		return
 	}
-	var p control.BackendPatch
+	var p v1.BackendPatch
 	if !s.decode(c, &p) {
 		return
 	}
 	if p.Weight == nil && p.State == nil {
-		s.fail(c, http.StatusBadRequest, types.CodeValidation, "", `set "weight" and/or "state"`)
+		s.fail(c, http.StatusBadRequest, v1.CodeValidation, "", `set "weight" and/or "state"`)
 		return
 	}
 	name := c.Param("name")
-	var out control.Backend
+	var out v1.Backend
 	s.commit(c, http.StatusOK, func(cfg *control.Config) (err error) {
 		out, err = cfg.PatchBackend(name, ip, p)
 		return err
@@ -168,23 +168,23 @@ func (s *Server) status(c *gin.Context) {
 	t := s.opts.Store.Typed()
 	snap := s.opts.Store.Snapshots().Load()
 	_, sum := s.counters()
-	st := types.Status{Generation: snap.Generation, Services: make([]types.ServiceStatus, 0, len(t.Services)), BGP: []types.BGPPeer{}}
+	st := v1.Status{Generation: snap.Generation, Services: make([]v1.ServiceStatus, 0, len(t.Services)), BGP: []v1.BGPSession{}}
 	if s.opts.BGP != nil {
 		st.BGP = s.opts.BGP.BGPPeers()
 	}
 	for i := range t.Services {
 		ts := &t.Services[i]
-		ss := types.ServiceStatus{
+		ss := v1.ServiceStatus{
 			Name: ts.Name, VIP: ts.VIP.String(), Protocol: control.ProtoName(ts.Proto), Port: int(ts.Port),
 			Mode: ts.Mode.String(), MinHealthy: ts.MinHealthy, Reason: "no BGP speaker",
-			Backends: make([]types.BackendStatus, 0, len(ts.Backends)),
+			Backends: make([]v1.BackendStatus, 0, len(ts.Backends)),
 		}
 		if s.opts.Announcer != nil {
 			ss.Announced, ss.Reason = s.opts.Announcer.Status(ts.VIP)
 		}
 		psvc := snap.FindService(ts.Name)
 		for _, tb := range ts.Backends {
-			bs := types.BackendStatus{IP: tb.IP.String(), Weight: tb.Weight, State: tb.State, Forwarding: "pending",
+			bs := v1.BackendStatus{IP: tb.IP.String(), Weight: tb.Weight, State: tb.State.String(), Forwarding: "pending",
 				Health: s.health(ts, tb.IP)}
 			if hop, mac := t.NextHopMAC(tb, s.opts.Neighbors); hop.IsValid() {
 				bs.NextHop = hop.String()
@@ -226,6 +226,6 @@ func (s *Server) stats(c *gin.Context) {
 	per, _ := s.counters()
 	st := control.BuildStats(s.opts.Store.Snapshots().Load(), per)
 	acc, rej := s.opts.Store.Changes()
-	st.Changes = &control.Changes{Accepted: acc, Rejected: rej}
+	st.Changes = &v1.Changes{Accepted: acc, Rejected: rej}
 	c.JSON(http.StatusOK, st)
 }

@@ -36,7 +36,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	"github.com/dsrlb/dsrlb/api/types"
+	v1 "github.com/dsrlb/dsrlb/api/v1"
 	"github.com/dsrlb/dsrlb/control"
 	"github.com/dsrlb/dsrlb/pipeline"
 )
@@ -65,7 +65,7 @@ type Announcer interface {
 
 // BGPStatus reports the BGP sessions of the embedded speaker.
 type BGPStatus interface {
-	BGPPeers() []types.BGPPeer
+	BGPPeers() []v1.BGPSession
 }
 
 // Options are the Server's configuration and dependencies.
@@ -163,13 +163,13 @@ func (s *Server) routes() *gin.Engine {
 	_ = r.SetTrustedProxies(nil) // log the peer, not X-Forwarded-For
 	r.Use(gin.CustomRecoveryWithWriter(io.Discard, func(c *gin.Context, err any) {
 		s.opts.Log.Error().Str("event", "panic").Str("path", c.FullPath()).Interface("reason", err).Msg("API handler panicked")
-		s.fail(c, http.StatusInternalServerError, types.CodeInternal, "", "internal error")
+		s.fail(c, http.StatusInternalServerError, v1.CodeInternal, "", "internal error")
 	}))
 	r.NoRoute(func(c *gin.Context) {
-		s.fail(c, http.StatusNotFound, types.CodeNotFound, "", "no route "+c.Request.URL.Path)
+		s.fail(c, http.StatusNotFound, v1.CodeNotFound, "", "no route "+c.Request.URL.Path)
 	})
 	r.NoMethod(func(c *gin.Context) {
-		s.fail(c, http.StatusMethodNotAllowed, types.CodeMethodNotAllowed, "", "method "+c.Request.Method+" not allowed on "+c.Request.URL.Path)
+		s.fail(c, http.StatusMethodNotAllowed, v1.CodeMethodNotAllowed, "", "method "+c.Request.Method+" not allowed on "+c.Request.URL.Path)
 	})
 	r.GET("/healthz", s.healthz)
 	r.GET("/metrics", gin.WrapH(metricsHandler(s.registry)))
@@ -195,31 +195,31 @@ func (s *Server) change(event string) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		c.Set(keyEvent, event)
 		if s.opts.Token == "" {
-			s.fail(c, http.StatusForbidden, types.CodeForbidden, "",
+			s.fail(c, http.StatusForbidden, v1.CodeForbidden, "",
 				"changes are disabled: no API token is configured (set api.token in the config or DSRLB_API_TOKEN)")
 			return
 		}
 		scheme, tok, _ := strings.Cut(c.GetHeader("Authorization"), " ")
 		if !strings.EqualFold(scheme, "Bearer") || tok == "" {
 			c.Header("WWW-Authenticate", `Bearer realm="dsrlb"`)
-			s.fail(c, http.StatusUnauthorized, types.CodeUnauthorized, "", "missing bearer token (Authorization: Bearer <token>)")
+			s.fail(c, http.StatusUnauthorized, v1.CodeUnauthorized, "", "missing bearer token (Authorization: Bearer <token>)")
 			return
 		}
 		if h := sha256.Sum256([]byte(tok)); subtle.ConstantTimeCompare(h[:], s.token[:]) != 1 {
 			c.Header("WWW-Authenticate", `Bearer realm="dsrlb", error="invalid_token"`)
-			s.fail(c, http.StatusUnauthorized, types.CodeUnauthorized, "", "invalid bearer token")
+			s.fail(c, http.StatusUnauthorized, v1.CodeUnauthorized, "", "invalid bearer token")
 		}
 	}
 }
 
 // fail aborts c with an error document, logging it when c is a change.
 func (s *Server) fail(c *gin.Context, status int, code, field, msg string) {
-	s.failAll(c, status, []types.Error{{Code: code, Message: msg, Field: field}})
+	s.failAll(c, status, []v1.Error{{Code: code, Message: msg, Field: field}})
 }
 
 // failAll aborts c with a document of errs (at least one), logging it when
 // c is a change.
-func (s *Server) failAll(c *gin.Context, status int, errs []types.Error) {
+func (s *Server) failAll(c *gin.Context, status int, errs []v1.Error) {
 	reason := errs[0].Message
 	if len(errs) > 1 {
 		all := make([]string, len(errs))
@@ -229,7 +229,7 @@ func (s *Server) failAll(c *gin.Context, status int, errs []types.Error) {
 		reason = strings.Join(all, "; ")
 	}
 	s.logChange(c, reason)
-	c.AbortWithStatusJSON(status, types.ErrorResponse{Error: errs[0], Errors: errs})
+	c.AbortWithStatusJSON(status, v1.ErrorResponse{Error: errs[0], Errors: errs})
 }
 
 // failErr maps a control error to its status: ErrNotFound 404, ErrConflict
@@ -243,17 +243,17 @@ func (s *Server) failErr(c *gin.Context, err error) {
 	}
 	switch {
 	case errors.Is(err, control.ErrNotFound):
-		s.fail(c, http.StatusNotFound, types.CodeNotFound, field, msg)
+		s.fail(c, http.StatusNotFound, v1.CodeNotFound, field, msg)
 	case errors.Is(err, control.ErrConflict):
-		s.fail(c, http.StatusConflict, types.CodeConflict, field, msg)
+		s.fail(c, http.StatusConflict, v1.CodeConflict, field, msg)
 	case isField:
-		var errs []types.Error
+		var errs []v1.Error
 		for _, fe := range control.AllFieldErrors(err) {
-			errs = append(errs, types.Error{Code: types.CodeValidation, Message: fe.Message, Field: fe.Field})
+			errs = append(errs, v1.Error{Code: v1.CodeValidation, Message: fe.Message, Field: fe.Field})
 		}
 		s.failAll(c, http.StatusBadRequest, errs)
 	default:
-		s.fail(c, http.StatusInternalServerError, types.CodeInternal, "", msg)
+		s.fail(c, http.StatusInternalServerError, v1.CodeInternal, "", msg)
 	}
 }
 
@@ -283,12 +283,12 @@ func (s *Server) logChange(c *gin.Context, reason string) {
 // answers and returns false.
 func (s *Server) decode(c *gin.Context, v any) bool {
 	if mt, _, err := mime.ParseMediaType(c.GetHeader("Content-Type")); err != nil || mt != "application/json" {
-		s.fail(c, http.StatusUnsupportedMediaType, types.CodeMediaType, "", "Content-Type must be application/json")
+		s.fail(c, http.StatusUnsupportedMediaType, v1.CodeMediaType, "", "Content-Type must be application/json")
 		return false
 	}
 	tooLarge := fmt.Sprintf("request body is larger than %d bytes", MaxBodyBytes)
 	if c.Request.ContentLength > MaxBodyBytes {
-		s.fail(c, http.StatusRequestEntityTooLarge, types.CodeTooLarge, "", tooLarge)
+		s.fail(c, http.StatusRequestEntityTooLarge, v1.CodeTooLarge, "", tooLarge)
 		return false
 	}
 	dec := json.NewDecoder(http.MaxBytesReader(c.Writer, c.Request.Body, MaxBodyBytes))
@@ -305,17 +305,17 @@ func (s *Server) decode(c *gin.Context, v any) bool {
 	case err == nil:
 		return true
 	case errors.As(err, &tooBig):
-		s.fail(c, http.StatusRequestEntityTooLarge, types.CodeTooLarge, "", tooLarge)
+		s.fail(c, http.StatusRequestEntityTooLarge, v1.CodeTooLarge, "", tooLarge)
 	case errors.Is(err, io.EOF):
-		s.fail(c, http.StatusBadRequest, types.CodeInvalidJSON, "", "request body is empty")
+		s.fail(c, http.StatusBadRequest, v1.CodeInvalidJSON, "", "request body is empty")
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		s.fail(c, http.StatusBadRequest, types.CodeUnknownField, field, "unknown field "+field)
+		s.fail(c, http.StatusBadRequest, v1.CodeUnknownField, field, "unknown field "+field)
 	case errors.As(err, &typeErr):
-		s.fail(c, http.StatusBadRequest, types.CodeInvalidJSON, typeErr.Field,
+		s.fail(c, http.StatusBadRequest, v1.CodeInvalidJSON, typeErr.Field,
 			fmt.Sprintf("field %s: want %s, got JSON %s", typeErr.Field, typeErr.Type, typeErr.Value))
 	default:
-		s.fail(c, http.StatusBadRequest, types.CodeInvalidJSON, "", "invalid JSON: "+err.Error())
+		s.fail(c, http.StatusBadRequest, v1.CodeInvalidJSON, "", "invalid JSON: "+err.Error())
 	}
 	return false
 }

@@ -128,6 +128,13 @@ type Peer struct {
 
 // validate checks c and returns a copy with defaults filled in. Errors name
 // the offending field.
+//
+// These checks are the package's contract, not the appliance's config
+// validation: Config is a public API, New may be called with any value
+// (by tools and tests, with fields dsrlb's config never sets), and GoBGP
+// takes some bad values silently or fails only after it started. dsrlb's
+// control.Validate checks every field it maps here, with the config's
+// field names and lines, so a config that validated never fails here.
 func (c Config) validate() (Config, error) {
 	var errs []error
 	bad := func(field, format string, a ...any) {

@@ -3,6 +3,7 @@ package control
 import (
 	"net/netip"
 
+	"github.com/dsrlb/dsrlb/control/health"
 	"github.com/dsrlb/dsrlb/pipeline"
 )
 
@@ -15,9 +16,30 @@ type Neighbors interface {
 }
 
 // HealthView tells whether a backend passes its service's health monitor.
-// Backends of services without a monitor are healthy.
+// Backends of services without a monitor are healthy. *health.Monitors is
+// one.
 type HealthView interface {
 	Healthy(service string, backend netip.Addr) bool
+}
+
+// HealthTargets returns the monitor of every backend of every service of t
+// that has one, for health.Monitors.Update (Store.Subscribe). A nil t has
+// none, which stops every monitor.
+func (t *Typed) HealthTargets() map[health.Target]health.Config {
+	if t == nil {
+		return nil
+	}
+	want := map[health.Target]health.Config{}
+	for i := range t.Services {
+		s := &t.Services[i]
+		if s.Health == nil {
+			continue
+		}
+		for _, b := range s.Backends {
+			want[health.Target{Service: s.Name, Backend: b.IP}] = *s.Health
+		}
+	}
+	return want
 }
 
 // BackendKey names a backend of a service.
@@ -148,11 +170,11 @@ func Compile(gen uint64, t *Typed, ids *IDs, portMACs []pipeline.MAC, nb Neighbo
 			bs := pipeline.BackendSpec{ID: ids.Backend(BackendKey{s.Name, b.IP}), IP: b.IP, Weight: b.Weight, Port: port}
 			bs.NextHop = t.resolve(b, hop, nb)
 			switch {
-			case b.State == "disabled":
+			case b.State == AdminDisabled:
 				bs.State = pipeline.BackendDown
 			case hv != nil && !hv.Healthy(s.Name, b.IP):
 				bs.State = pipeline.BackendDown
-			case b.State == "drain" || b.Weight == 0:
+			case b.State == AdminDrain || b.Weight == 0:
 				bs.State = pipeline.BackendDrain
 			}
 			ss.Backends = append(ss.Backends, bs)

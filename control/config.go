@@ -8,169 +8,34 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"strings"
-	"time"
 
-	"gopkg.in/yaml.v3"
+	v1 "github.com/dsrlb/dsrlb/api/v1"
 )
 
-// Config is the whole appliance configuration as written in YAML and in the
-// REST API's JSON (the same field names). It is the raw, unvalidated form;
-// Validate checks it and fills defaults.
-type Config struct {
-	Dataplane Dataplane  `yaml:"dataplane" json:"dataplane"`
-	Neighbors []Neighbor `yaml:"neighbors,omitempty" json:"neighbors,omitempty"`
-	Services  []Service  `yaml:"services,omitempty" json:"services"`
-	Flows     Flows      `yaml:"flows,omitempty" json:"flows,omitempty"`
-	Maglev    Maglev     `yaml:"maglev,omitempty" json:"maglev,omitempty"`
-	API       API        `yaml:"api,omitempty" json:"api,omitempty"`
-	BGP       *BGP       `yaml:"bgp,omitempty" json:"bgp,omitempty"`
-}
+// Config is the whole appliance configuration as written in YAML and in
+// the REST API's JSON: the wire schema v1.Config, with the validation and
+// the mutations of the control plane. It is the raw, unvalidated form;
+// Validate checks it and fills defaults. A *v1.Config converts to a
+// *Config and back at no cost.
+type Config v1.Config
 
-// Dataplane is the DPDK side: EAL arguments, workers and ports.
-type Dataplane struct {
-	EALArgs []string `yaml:"eal_args,omitempty" json:"eal_args,omitempty"`
-	// Workers is the number of worker lcores (one RX/TX queue each per
-	// port); 0 means 1.
-	Workers int `yaml:"workers,omitempty" json:"workers,omitempty"`
-	// IdleSleep, when set, lets a worker that found no packet in 512
-	// polls in a row sleep this long between polls until traffic comes
-	// back (a first packet then waits up to IdleSleep plus the kernel's
-	// timer slack). 0, the default, busy-polls: lowest latency, one CPU per
-	// worker at 100 % all the time.
-	IdleSleep Duration `yaml:"idle_sleep,omitempty" json:"idle_sleep,omitempty"`
-	Ports     []Port   `yaml:"ports" json:"ports"`
-}
-
-// Port is one DPDK port of the appliance.
-type Port struct {
-	Name    string `yaml:"name" json:"name"`
-	Device  string `yaml:"device" json:"device"`
-	IP      string `yaml:"ip" json:"ip"`                               // address/prefix, e.g. 192.0.2.10/24
-	Gateway string `yaml:"gateway,omitempty" json:"gateway,omitempty"` // next hop off-subnet
-	MTU     int    `yaml:"mtu,omitempty" json:"mtu,omitempty"`         // 0 means 1500
-	MAC     string `yaml:"mac,omitempty" json:"mac,omitempty"`         // override the device MAC
-}
-
-// Neighbor is a static IP-to-MAC entry; it wins over the kernel's table.
-type Neighbor struct {
-	IP  string `yaml:"ip" json:"ip"`
-	MAC string `yaml:"mac" json:"mac"`
-}
-
-// Service is one virtual service.
-type Service struct {
-	Name       string    `yaml:"name" json:"name"`
-	VIP        string    `yaml:"vip" json:"vip"`
-	Protocol   string    `yaml:"protocol" json:"protocol"`
-	Port       int       `yaml:"port" json:"port"`
-	Mode       string    `yaml:"mode" json:"mode"`
-	Backends   []Backend `yaml:"backends" json:"backends"`
-	MinHealthy int       `yaml:"min_healthy,omitempty" json:"min_healthy,omitempty"`
-	Health     *Health   `yaml:"health,omitempty" json:"health,omitempty"`
-}
-
-// Backend is one real server of a service.
-type Backend struct {
-	IP string `yaml:"ip" json:"ip"`
-	// Weight is the Maglev weight, 0..1000; omitted means 1. Weight 0
-	// drains: old flows stay, no new ones.
-	Weight *int   `yaml:"weight,omitempty" json:"weight,omitempty"`
-	MAC    string `yaml:"mac,omitempty" json:"mac,omitempty"`
-	// State is enabled (default), drain or disabled.
-	State string `yaml:"state,omitempty" json:"state,omitempty"`
-}
-
-// Health is a service's health monitor.
-type Health struct {
-	Type     string   `yaml:"type" json:"type"` // tcp | http | icmp | udp
-	Port     int      `yaml:"port,omitempty" json:"port,omitempty"`
-	Path     string   `yaml:"path,omitempty" json:"path,omitempty"`
-	Expect   []int    `yaml:"expect,omitempty" json:"expect,omitempty"`
-	Send     string   `yaml:"send,omitempty" json:"send,omitempty"`
-	Receive  string   `yaml:"receive,omitempty" json:"receive,omitempty"`
-	Interval Duration `yaml:"interval,omitempty" json:"interval,omitempty"`
-	Timeout  Duration `yaml:"timeout,omitempty" json:"timeout,omitempty"`
-	Rise     int      `yaml:"rise,omitempty" json:"rise,omitempty"`
-	Fall     int      `yaml:"fall,omitempty" json:"fall,omitempty"`
-}
-
-// Flows configures the per-worker flow table.
-type Flows struct {
-	Capacity       int      `yaml:"capacity,omitempty" json:"capacity,omitempty"`
-	TCPSyn         Duration `yaml:"tcp_syn_timeout,omitempty" json:"tcp_syn_timeout,omitempty"`
-	TCPEstablished Duration `yaml:"tcp_established_timeout,omitempty" json:"tcp_established_timeout,omitempty"`
-	TCPClosing     Duration `yaml:"tcp_closing_timeout,omitempty" json:"tcp_closing_timeout,omitempty"`
-	UDP            Duration `yaml:"udp_timeout,omitempty" json:"udp_timeout,omitempty"`
-}
-
-// Maglev configures the consistent hash. Every appliance of an ECMP group
-// MUST use the same values.
-type Maglev struct {
-	TableSize uint32 `yaml:"table_size,omitempty" json:"table_size,omitempty"`
-	Seed      uint32 `yaml:"seed,omitempty" json:"seed,omitempty"`
-}
-
-// API configures the REST API.
-type API struct {
-	Listen string `yaml:"listen,omitempty" json:"listen,omitempty"`
-	Token  string `yaml:"token,omitempty" json:"-"`
-}
-
-// BGP configures the embedded speaker.
-type BGP struct {
-	ASN      uint32    `yaml:"asn" json:"asn"`
-	RouterID string    `yaml:"router_id" json:"router_id"`
-	Role     string    `yaml:"role,omitempty" json:"role,omitempty"` // active | standby
-	Standby  string    `yaml:"standby_by,omitempty" json:"standby_by,omitempty"`
-	Drain    Duration  `yaml:"drain,omitempty" json:"drain,omitempty"`
-	Port     int       `yaml:"listen_port,omitempty" json:"listen_port,omitempty"`
-	Peers    []BGPPeer `yaml:"peers" json:"peers"`
-}
-
-// BGPPeer is one BGP neighbour.
-type BGPPeer struct {
-	Address  string `yaml:"address" json:"address"`
-	ASN      uint32 `yaml:"asn" json:"asn"`
-	HoldTime int    `yaml:"hold_time,omitempty" json:"hold_time,omitempty"`
-	Password string `yaml:"password,omitempty" json:"-"`
-	Port     int    `yaml:"port,omitempty" json:"port,omitempty"`
-}
-
-// Duration is a time.Duration written as "1s", "500ms" in YAML and JSON.
-type Duration time.Duration
-
-// UnmarshalYAML parses a Go duration string.
-func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	var s string
-	if err := n.Decode(&s); err != nil {
-		return err
-	}
-	return d.parse(s)
-}
-
-// MarshalYAML writes d as a duration string.
-func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
-
-// UnmarshalJSON parses a JSON duration string.
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	s := strings.Trim(string(b), `"`)
-	return d.parse(s)
-}
-
-// MarshalJSON writes d as a JSON duration string.
-func (d Duration) MarshalJSON() ([]byte, error) {
-	return []byte(`"` + time.Duration(d).String() + `"`), nil
-}
-
-func (d *Duration) parse(s string) error {
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return fmt.Errorf("invalid duration %q", s)
-	}
-	*d = Duration(v)
-	return nil
-}
+// The objects of a Config are those of the wire schema (package api/v1),
+// the one definition of the config file, the API's documents and the
+// state file's services; control names them for its own code.
+type (
+	Dataplane = v1.Dataplane
+	Port      = v1.Port
+	Neighbor  = v1.Neighbor
+	Service   = v1.Service
+	Backend   = v1.Backend
+	Health    = v1.Health
+	Flows     = v1.Flows
+	Maglev    = v1.Maglev
+	API       = v1.API
+	BGP       = v1.BGP
+	BGPPeer   = v1.BGPPeer
+	Duration  = v1.Duration
+)
 
 // LoadFile reads a YAML config file, decodes it strictly and validates
 // it. A file that does not decode or validate gives a *FileError with
@@ -196,61 +61,28 @@ func LoadFile(path string) (*Config, error) {
 // Validate finds in the rest (a field that did not decode is not also
 // reported by Validate).
 func ParseYAML(b []byte) (*Config, error) {
-	c, lines, errs := decodeYAML(b)
-	if c == nil {
+	doc, lines, errs := v1.DecodeYAMLPartial(b)
+	if doc == nil {
 		return nil, errs
 	}
+	c := (*Config)(doc)
 	if _, err := c.Validate(); err != nil {
 		for _, e := range AllFieldErrors(err) {
-			if !errs.cover(e.at) {
-				e.Line = lines.At(e.at)
+			if !errs.Cover(e.At) {
+				e.Line = lines.At(e.At)
 				errs = append(errs, e)
 			}
 		}
 	}
 	if len(errs) > 0 {
-		errs.byLine()
+		errs.SortByLine()
 		return nil, errs
 	}
 	return c, nil
 }
 
 // Clone returns a deep copy of c.
-func (c *Config) Clone() *Config {
-	n := *c
-	n.Dataplane.EALArgs = append([]string(nil), c.Dataplane.EALArgs...)
-	n.Dataplane.Ports = append([]Port(nil), c.Dataplane.Ports...)
-	n.Neighbors = append([]Neighbor(nil), c.Neighbors...)
-	n.Services = make([]Service, len(c.Services))
-	for i := range c.Services {
-		n.Services[i] = c.Services[i].Clone()
-	}
-	if c.BGP != nil {
-		b := *c.BGP
-		b.Peers = append([]BGPPeer(nil), c.BGP.Peers...)
-		n.BGP = &b
-	}
-	return &n
-}
-
-// Clone returns a deep copy of s.
-func (s Service) Clone() Service {
-	n := s
-	n.Backends = make([]Backend, len(s.Backends))
-	for i, b := range s.Backends {
-		if b.Weight != nil {
-			w := *b.Weight
-			b.Weight = &w
-		}
-		n.Backends[i] = b
-	}
-	if s.Health != nil {
-		h := *s.Health
-		h.Expect = append([]int(nil), s.Health.Expect...)
-		n.Health = &h
-	}
-	return n
-}
+func (c *Config) Clone() *Config { return (*Config)((*v1.Config)(c).Clone()) }
 
 // ServiceIndex returns the index of the service named name, or -1.
 func (c *Config) ServiceIndex(name string) int {

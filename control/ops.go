@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strconv"
 
+	v1 "github.com/dsrlb/dsrlb/api/v1"
 	"github.com/dsrlb/dsrlb/pipeline"
 )
 
@@ -137,15 +138,9 @@ func (c *Config) AddBackend(name string, b Backend) error {
 	return nil
 }
 
-// BackendPatch changes some fields of a backend; nil fields stay.
-type BackendPatch struct {
-	Weight *int    `json:"weight,omitempty"`
-	State  *string `json:"state,omitempty"`
-}
-
 // PatchBackend applies p to backend ip of service name and returns the
 // result.
-func (c *Config) PatchBackend(name string, ip netip.Addr, p BackendPatch) (Backend, error) {
+func (c *Config) PatchBackend(name string, ip netip.Addr, p v1.BackendPatch) (Backend, error) {
 	i, j, err := c.backendIndex(name, ip)
 	if err != nil {
 		return Backend{}, err

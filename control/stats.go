@@ -1,96 +1,9 @@
 package control
 
 import (
+	v1 "github.com/dsrlb/dsrlb/api/v1"
 	"github.com/dsrlb/dsrlb/pipeline"
 )
-
-// Stats is the JSON view of the workers' counters, summed and named after
-// the snapshot's services and backends: the body of GET /api/v1/stats and
-// the last stdout line of `dsrlb replay` and `dsrlb bench`.
-type Stats struct {
-	Generation uint64 `json:"generation"`
-	Totals     Totals `json:"totals"`
-	// Drops counts dropped packets by reason (pipeline.DropReason names);
-	// every reason is present, zero or not, so scripts can rely on the keys.
-	Drops    map[string]uint64 `json:"drops"`
-	Flows    FlowStats         `json:"flows"`
-	Services []ServiceStats    `json:"services"`
-	Workers  []WorkerStats     `json:"workers"`
-	Changes  *Changes          `json:"changes,omitempty"`
-}
-
-// Totals are appliance-wide packet counters.
-type Totals struct {
-	RxPackets           uint64 `json:"rx_packets"`
-	RxBytes             uint64 `json:"rx_bytes"`
-	TxPackets           uint64 `json:"tx_packets"`
-	TxBytes             uint64 `json:"tx_bytes"`
-	ToKernel            uint64 `json:"to_kernel_packets"`
-	FromKernel          uint64 `json:"from_kernel_packets"`
-	Dropped             uint64 `json:"dropped_packets"`
-	FragNeededSent      uint64 `json:"frag_needed_sent"`
-	ICMPErrorsForwarded uint64 `json:"icmp_errors_forwarded"`
-	IPOptions           uint64 `json:"ip_options"`
-}
-
-// FlowStats are flow table counters, summed over workers.
-type FlowStats struct {
-	Entries   uint64 `json:"entries"`
-	Hits      uint64 `json:"hits"`
-	Misses    uint64 `json:"misses"`
-	Evictions uint64 `json:"evictions"`
-	Expired   uint64 `json:"expired"`
-	Remapped  uint64 `json:"remapped"`
-}
-
-// ServiceStats are one service's counters.
-type ServiceStats struct {
-	Name      string         `json:"name"`
-	Packets   uint64         `json:"packets"`
-	Bytes     uint64         `json:"bytes"`
-	NoBackend uint64         `json:"no_backend_drops"`
-	Backends  []BackendStats `json:"backends"`
-}
-
-// BackendStats are one backend's counters.
-type BackendStats struct {
-	IP       string `json:"ip"`
-	Packets  uint64 `json:"packets"`
-	Bytes    uint64 `json:"bytes"`
-	NewFlows uint64 `json:"new_flows"`
-}
-
-// WorkerStats are one worker lcore's counters.
-type WorkerStats struct {
-	Worker      int    `json:"worker"`
-	RxPackets   uint64 `json:"rx_packets"`
-	TxPackets   uint64 `json:"tx_packets"`
-	Dropped     uint64 `json:"dropped_packets"`
-	FlowEntries uint64 `json:"flow_entries"`
-	Polls       uint64 `json:"polls"`
-	BusyPolls   uint64 `json:"busy_polls"`
-	// BusyRatio is BusyPolls/Polls since the worker started.
-	BusyRatio float64 `json:"busy_ratio"`
-	// IdleSleeps counts the worker's sleeps while idle
-	// (dataplane.idle_sleep).
-	IdleSleeps uint64 `json:"idle_sleeps"`
-}
-
-// Changes count config changes through the store since start.
-type Changes struct {
-	Accepted uint64 `json:"accepted"`
-	Rejected uint64 `json:"rejected"`
-}
-
-// Service returns the stats of the service named name, if present.
-func (st *Stats) Service(name string) (ServiceStats, bool) {
-	for _, s := range st.Services {
-		if s.Name == name {
-			return s, true
-		}
-	}
-	return ServiceStats{}, false
-}
 
 // BusyRatio is the share of c's polls that found packets.
 func BusyRatio(c *pipeline.Counters) float64 {
@@ -102,23 +15,23 @@ func BusyRatio(c *pipeline.Counters) float64 {
 
 // BuildStats sums per-worker counters and names them after snap's services
 // and backends. Objects no longer in snap are left out.
-func BuildStats(snap *pipeline.Snapshot, workers []pipeline.Counters) Stats {
+func BuildStats(snap *pipeline.Snapshot, workers []pipeline.Counters) v1.Stats {
 	var sum pipeline.Counters
-	st := Stats{Drops: map[string]uint64{}, Services: []ServiceStats{}, Workers: []WorkerStats{}}
+	st := v1.Stats{Drops: map[string]uint64{}, Services: []v1.ServiceStats{}, Workers: []v1.WorkerStats{}}
 	for i := range workers {
 		w := &workers[i]
 		sum.Add(w)
-		st.Workers = append(st.Workers, WorkerStats{Worker: i, RxPackets: w.RxPackets, TxPackets: w.TxPackets,
+		st.Workers = append(st.Workers, v1.WorkerStats{Worker: i, RxPackets: w.RxPackets, TxPackets: w.TxPackets,
 			Dropped: w.Dropped(), FlowEntries: w.FlowEntries, Polls: w.Polls, BusyPolls: w.BusyPolls, BusyRatio: BusyRatio(w),
 			IdleSleeps: w.IdleSleeps})
 	}
-	st.Totals = Totals{RxPackets: sum.RxPackets, RxBytes: sum.RxBytes, TxPackets: sum.TxPackets, TxBytes: sum.TxBytes,
+	st.Totals = v1.Totals{RxPackets: sum.RxPackets, RxBytes: sum.RxBytes, TxPackets: sum.TxPackets, TxBytes: sum.TxBytes,
 		ToKernel: sum.ToKernel, FromKernel: sum.FromKernel, Dropped: sum.Dropped(), FragNeededSent: sum.FragNeededSent,
 		ICMPErrorsForwarded: sum.ICMPErrorsForwarded, IPOptions: sum.IPOptions}
 	for r := pipeline.DropReason(1); r < pipeline.NumDropReasons; r++ {
 		st.Drops[r.String()] = sum.Drops[r]
 	}
-	st.Flows = FlowStats{Entries: sum.FlowEntries, Hits: sum.FlowHits, Misses: sum.FlowMisses,
+	st.Flows = v1.FlowStats{Entries: sum.FlowEntries, Hits: sum.FlowHits, Misses: sum.FlowMisses,
 		Evictions: sum.FlowEvictions, Expired: sum.FlowExpired, Remapped: sum.FlowRemapped}
 	if snap == nil {
 		return st
@@ -127,11 +40,11 @@ func BuildStats(snap *pipeline.Snapshot, workers []pipeline.Counters) Stats {
 	for i := range snap.Services {
 		svc := &snap.Services[i]
 		sc := at(sum.Services, svc.ID)
-		ss := ServiceStats{Name: svc.Name, Packets: sc.Packets, Bytes: sc.Bytes, NoBackend: sc.NoBackend,
-			Backends: make([]BackendStats, 0, len(svc.Backends))}
+		ss := v1.ServiceStats{Name: svc.Name, Packets: sc.Packets, Bytes: sc.Bytes, NoBackend: sc.NoBackend,
+			Backends: make([]v1.BackendStats, 0, len(svc.Backends))}
 		for _, b := range svc.Backends {
 			bc := at(sum.Backends, b.ID)
-			ss.Backends = append(ss.Backends, BackendStats{IP: b.Addr.String(), Packets: bc.Packets, Bytes: bc.Bytes, NewFlows: bc.NewFlows})
+			ss.Backends = append(ss.Backends, v1.BackendStats{IP: b.Addr.String(), Packets: bc.Packets, Bytes: bc.Bytes, NewFlows: bc.NewFlows})
 		}
 		st.Services = append(st.Services, ss)
 	}

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/dsrlb/dsrlb/control/health"
 	"github.com/dsrlb/dsrlb/pipeline"
 )
 
@@ -25,7 +26,7 @@ type Typed struct {
 	Seed      uint32
 	APIListen string
 	APIToken  string
-	BGP       *BGP
+	BGP       *TypedBGP // nil: no BGP speaker
 	BGPDrain  time.Duration
 }
 
@@ -48,7 +49,7 @@ type TypedService struct {
 	Mode       pipeline.Mode
 	Backends   []TypedBackend
 	MinHealthy int
-	Health     *TypedHealth
+	Health     *health.Config // nil: not monitored
 }
 
 // TypedBackend is a validated backend.
@@ -56,18 +57,102 @@ type TypedBackend struct {
 	IP     netip.Addr
 	Weight uint32
 	MAC    pipeline.MAC // zero: resolve
-	State  string       // enabled | drain | disabled
+	State  AdminState
 }
 
-// TypedHealth is a validated health monitor.
-type TypedHealth struct {
-	Type             string
-	Port             int
-	Path             string
-	Expect           []int
-	Send, Receive    string
-	Interval, Timout time.Duration
-	Rise, Fall       int
+// AdminState is a backend's state as the operator set it (Backend.State);
+// its health and next hop decide the rest in Compile.
+type AdminState uint8
+
+const (
+	// AdminEnabled takes new flows (the default).
+	AdminEnabled AdminState = iota
+	// AdminDrain keeps established flows and takes no new ones.
+	AdminDrain
+	// AdminDisabled takes no flows at all.
+	AdminDisabled
+)
+
+// adminStates are the config names of the AdminState values.
+var adminStates = [...]string{AdminEnabled: "enabled", AdminDrain: "drain", AdminDisabled: "disabled"}
+
+// String returns the config name of s: enabled, drain or disabled.
+func (s AdminState) String() string { return enumName(adminStates[:], s) }
+
+// TypedBGP is a validated BGP section: every field the speaker needs,
+// parsed and checked, so that starting it cannot fail on the config.
+type TypedBGP struct {
+	ASN       uint32
+	RouterID  netip.Addr
+	Role      BGPRole
+	StandbyBy StandbyMethod
+	// ListenPort is the port to accept sessions on; 0: only dial the peers.
+	ListenPort uint16
+	Peers      []TypedPeer
+}
+
+// TypedPeer is a validated BGP neighbour; its address is unique in the
+// section.
+type TypedPeer struct {
+	Address  netip.Addr
+	ASN      uint32
+	HoldTime time.Duration // 0: the speaker's default; else whole seconds, 3s..65535s
+	Password string        // TCP MD5 key, at most MaxBGPPassword bytes; "": none
+	Port     uint16        // 0: 179
+}
+
+// BGPRole is whether the appliance attracts traffic first (active) or
+// only without an active one (standby).
+type BGPRole uint8
+
+const (
+	// BGPActive announces with the best attributes (the default).
+	BGPActive BGPRole = iota
+	// BGPStandby announces made less preferred, by its StandbyMethod.
+	BGPStandby
+)
+
+var bgpRoles = [...]string{BGPActive: "active", BGPStandby: "standby"}
+
+// String returns the config name of r: active or standby.
+func (r BGPRole) String() string { return enumName(bgpRoles[:], r) }
+
+// StandbyMethod is how a standby appliance makes its announcements worse.
+type StandbyMethod uint8
+
+const (
+	// StandbyMED sets a worse MED (the default).
+	StandbyMED StandbyMethod = iota
+	// StandbyPrepend prepends the local ASN to the AS path.
+	StandbyPrepend
+)
+
+var standbyMethods = [...]string{StandbyMED: "med", StandbyPrepend: "prepend"}
+
+// String returns the config name of m: med or prepend.
+func (m StandbyMethod) String() string { return enumName(standbyMethods[:], m) }
+
+// enumName returns the config name of v, an enum whose names are indexed
+// by value.
+func enumName[T ~uint8](names []string, v T) string {
+	if int(v) < len(names) {
+		return names[v]
+	}
+	return "unknown"
+}
+
+// parseEnum returns the index of s in names, the config names of an enum
+// indexed by value; "" is the first (the default).
+func parseEnum[T ~uint8](names []string, s string) (T, bool) {
+	if s == "" {
+		return 0, true
+	}
+	for i, n := range names {
+		if n == s {
+			return T(i), true
+		}
+	}
+	return 0, false
 }
 
 // Limits of config values.
@@ -75,6 +160,9 @@ const (
 	MaxWeight   = 1000
 	MaxBackends = 4096
 	MaxServices = 4096
+	// MaxBGPPassword is the longest TCP MD5 key, in bytes (Linux's
+	// TCP_MD5SIG_MAXKEYLEN).
+	MaxBGPPassword = 80
 )
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
@@ -118,8 +206,7 @@ func (c *Config) Validate() (*Typed, error) {
 	}
 	t.APIToken = c.API.Token
 	if c.BGP != nil {
-		validateBGP(c.BGP, &l)
-		t.BGP = c.BGP
+		t.BGP = validateBGP(c.BGP, &l)
 		t.BGPDrain = time.Duration(c.BGP.Drain)
 		if c.BGP.Drain == 0 {
 			t.BGPDrain = 5 * time.Second
@@ -144,7 +231,7 @@ func (t *Typed) validatePorts(ports []Port, l *errList) map[netip.Addr]string {
 	before := l.count()
 	var typed []TypedPort
 	for i, p := range ports {
-		f := pf.item(i, p.label())
+		f := pf.item(i, p.Label())
 		if !nameRE.MatchString(p.Name) {
 			l.add(f.key("name"), "must match %s", nameRE)
 		}
@@ -160,9 +247,14 @@ func (t *Typed) validatePorts(ports []Port, l *errList) map[netip.Addr]string {
 		tp := TypedPort{Name: p.Name, Device: p.Device, MTU: p.MTU}
 		pfx, err := netip.ParsePrefix(p.IP)
 		ipOK := err == nil && pfx.Addr().Is4()
-		if !ipOK {
+		switch {
+		case !ipOK:
 			l.add(f.key("ip"), "want IPv4 address/prefix like 192.0.2.10/24, got %q", p.IP)
-		} else {
+		case pfx.Addr().IsUnspecified() || pfx.Addr().IsMulticast():
+			l.add(f.key("ip"), "%v cannot be a port address", pfx.Addr())
+			ipOK = false
+		}
+		if ipOK {
 			tp.Addr, tp.Prefix = pfx.Addr(), pfx.Masked()
 			if _, dup := own[tp.Addr]; dup {
 				l.add(f.key("ip"), "address %v used by another port", tp.Addr)
@@ -236,7 +328,7 @@ func (t *Typed) validateServices(svcs []Service, own map[netip.Addr]string, l *e
 	keys := map[svcKey]string{}
 	for i := range svcs {
 		s := &svcs[i]
-		f := sf.item(i, s.label())
+		f := sf.item(i, s.Label())
 		ts, keyOK := t.validateService(s, f, own, l)
 		if nameRE.MatchString(s.Name) {
 			if names[s.Name] {
@@ -303,7 +395,7 @@ func (t *Typed) validateService(s *Service, f fieldPath, own map[netip.Addr]stri
 	}
 	seen := map[netip.Addr]bool{}
 	for j, b := range s.Backends {
-		if tb, ok := t.validateBackend(&b, f.key("backends").item(j, b.label()), ts, seen, own, l); ok {
+		if tb, ok := t.validateBackend(&b, f.key("backends").item(j, b.Label()), ts, seen, own, l); ok {
 			ts.Backends = append(ts.Backends, tb)
 		}
 	}
@@ -338,7 +430,7 @@ func (t *Typed) validateBackend(b *Backend, f fieldPath, ts *TypedService, seen 
 	if parsed {
 		seen[ip] = true
 	}
-	tb = TypedBackend{IP: ip, Weight: 1, State: "enabled"}
+	tb = TypedBackend{IP: ip, Weight: 1}
 	if b.Weight != nil {
 		if *b.Weight < 0 || *b.Weight > MaxWeight {
 			l.add(f.key("weight"), "must be 0..%d, got %d", MaxWeight, *b.Weight)
@@ -352,11 +444,9 @@ func (t *Typed) validateBackend(b *Backend, f fieldPath, ts *TypedService, seen 
 		}
 		tb.MAC = m
 	}
-	switch b.State {
-	case "", "enabled":
-	case "drain", "disabled":
-		tb.State = b.State
-	default:
+	if st, ok := parseEnum[AdminState](adminStates[:], b.State); ok {
+		tb.State = st
+	} else {
 		l.add(f.key("state"), "must be enabled, drain or disabled, got %q", b.State)
 	}
 	// Reachability needs valid ports (t.Ports is empty otherwise) and a
@@ -421,22 +511,22 @@ func (t *Typed) portFor(ip netip.Addr, viaGateway bool) int {
 
 // validateHealth checks monitor h at f of a service on port svcPort
 // (svcPortOK false: that port is itself invalid and already reported).
-func validateHealth(h *Health, f fieldPath, svcPort int, svcPortOK bool, l *errList) *TypedHealth {
-	th := &TypedHealth{Type: h.Type, Port: h.Port, Path: h.Path, Expect: h.Expect, Send: h.Send, Receive: h.Receive,
-		Interval: time.Duration(h.Interval), Timout: time.Duration(h.Timeout), Rise: h.Rise, Fall: h.Fall}
-	switch h.Type {
-	case "tcp", "http", "udp":
+func validateHealth(h *Health, f fieldPath, svcPort int, svcPortOK bool, l *errList) *health.Config {
+	typ, ok := health.ParseType(h.Type)
+	th := &health.Config{Type: typ, Port: h.Port, Path: h.Path, Expect: h.Expect, Send: h.Send, Receive: h.Receive,
+		Interval: time.Duration(h.Interval), Timeout: time.Duration(h.Timeout), Rise: h.Rise, Fall: h.Fall}
+	switch {
+	case !ok:
+		l.add(f.key("type"), "must be tcp, http, icmp or udp, got %q", h.Type)
+	case typ == health.TypeTCP, typ == health.TypeHTTP, typ == health.TypeUDP:
 		if th.Port == 0 {
 			th.Port = svcPort
 		}
 		if (th.Port < 1 || th.Port > 65535) && (h.Port != 0 || svcPortOK) {
 			l.add(f.key("port"), "must be 1..65535 (the service has no single port)")
 		}
-	case "icmp":
-	default:
-		l.add(f.key("type"), "must be tcp, http, icmp or udp, got %q", h.Type)
 	}
-	if h.Type == "http" {
+	if typ == health.TypeHTTP {
 		if th.Path == "" {
 			th.Path = "/"
 		}
@@ -455,13 +545,13 @@ func validateHealth(h *Health, f fieldPath, svcPort int, svcPortOK bool, l *errL
 	if th.Interval == 0 {
 		th.Interval = 2 * time.Second
 	}
-	if th.Timout == 0 {
-		th.Timout = th.Interval / 2
+	if th.Timeout == 0 {
+		th.Timeout = th.Interval / 2
 	}
 	if th.Interval < 100*time.Millisecond || th.Interval > time.Hour {
 		l.add(f.key("interval"), "must be 100ms..1h")
 	}
-	if th.Timout <= 0 || th.Timout > th.Interval {
+	if th.Timeout <= 0 || th.Timeout > th.Interval {
 		l.add(f.key("timeout"), "must be > 0 and <= interval")
 	}
 	if th.Rise == 0 {
@@ -479,39 +569,75 @@ func validateHealth(h *Health, f fieldPath, svcPort int, svcPortOK bool, l *errL
 	return th
 }
 
-func validateBGP(b *BGP, l *errList) {
+// validateBGP checks the BGP section b into its typed form. It checks
+// everything bgp.New would refuse of what it maps onto the speaker's
+// config, so that a config that validates also starts.
+func validateBGP(b *BGP, l *errList) *TypedBGP {
 	f := rootField("bgp")
+	tb := &TypedBGP{ASN: b.ASN}
 	if b.ASN == 0 {
 		l.add(f.key("asn"), "required")
 	}
-	if _, ok := parseAddr4(b.RouterID); !ok {
+	id, ok := parseAddr4(b.RouterID)
+	switch {
+	case !ok:
 		l.add(f.key("router_id"), "not an IPv4 address: %q", b.RouterID)
+	case id.IsUnspecified():
+		l.add(f.key("router_id"), "%v cannot be a router ID", id)
 	}
-	switch b.Role {
-	case "", "active", "standby":
-	default:
+	tb.RouterID = id
+	if r, ok := parseEnum[BGPRole](bgpRoles[:], b.Role); ok {
+		tb.Role = r
+	} else {
 		l.add(f.key("role"), "must be active or standby, got %q", b.Role)
 	}
-	switch b.Standby {
-	case "", "med", "prepend":
-	default:
+	if m, ok := parseEnum[StandbyMethod](standbyMethods[:], b.Standby); ok {
+		tb.StandbyBy = m
+	} else {
 		l.add(f.key("standby_by"), "must be med or prepend, got %q", b.Standby)
 	}
 	if b.Drain < 0 || time.Duration(b.Drain) > 10*time.Minute {
 		l.add(f.key("drain"), "must be 0..10m")
 	}
+	// -1, like 0, does not listen: the speaker's own spelling of it.
+	if b.Port < -1 || b.Port > 65535 {
+		l.add(f.key("listen_port"), "must be 1..65535, or 0 not to listen, got %d", b.Port)
+	} else if b.Port > 0 {
+		tb.ListenPort = uint16(b.Port)
+	}
+	seen := map[netip.Addr]bool{}
 	for i, p := range b.Peers {
-		pf := f.key("peers").item(i, "")
-		if _, ok := parseAddr4(p.Address); !ok {
+		pf := f.key("peers").item(i, p.Label())
+		tp := TypedPeer{ASN: p.ASN, HoldTime: time.Duration(p.HoldTime) * time.Second, Password: p.Password}
+		a, ok := parseAddr4(p.Address)
+		switch {
+		case !ok:
 			l.add(pf.key("address"), "not an IPv4 address: %q", p.Address)
+		case a.IsUnspecified() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+			l.add(pf.key("address"), "%v cannot be a peer", a)
+		case seen[a]:
+			l.add(pf.key("address"), "duplicate peer")
 		}
+		if ok {
+			seen[a] = true
+		}
+		tp.Address = a
 		if p.ASN == 0 {
 			l.add(pf.key("asn"), "required")
 		}
 		if p.HoldTime != 0 && (p.HoldTime < 3 || p.HoldTime > 65535) {
 			l.add(pf.key("hold_time"), "must be 0 or 3..65535")
 		}
+		if p.Port < 0 || p.Port > 65535 {
+			l.add(pf.key("port"), "must be 1..65535, or 0 for 179, got %d", p.Port)
+		}
+		tp.Port = uint16(p.Port)
+		if len(p.Password) > MaxBGPPassword {
+			l.add(pf.key("password"), "longer than the %d bytes of a TCP MD5 key", MaxBGPPassword)
+		}
+		tb.Peers = append(tb.Peers, tp)
 	}
+	return tb
 }
 
 // ParseMAC parses a colon-separated Ethernet address.

@@ -4,8 +4,10 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dsrlb/dsrlb/pipeline"
 )
@@ -268,7 +270,7 @@ func TestParseEveryError(t *testing.T) {
 		`f.yaml:28: flows.capacity: must be 1024..67108864, got 10`,
 		`f.yaml:30: bgp.asn: required`,
 		`f.yaml:32: bgp.router_id: duplicate key (first at line 31)`,
-		`f.yaml:34: bgp.peers[0].hold_time: must be 0 or 3..65535`,
+		`f.yaml:34: bgp.peers[192.0.2.1].hold_time: must be 0 or 3..65535`,
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -309,6 +311,138 @@ func TestValidateEveryError(t *testing.T) {
 	}
 }
 
+const bgpYAML = `bgp:
+  asn: 65010
+  router_id: 192.0.2.10
+  role: standby
+  standby_by: prepend
+  drain: 2s
+  listen_port: 1179
+  peers:
+    - {address: 192.0.2.1, asn: 65000, hold_time: 9}
+    - {address: 192.0.2.2, asn: 65001, port: 1790, password: s3cret}
+`
+
+// TestValidateBGP: the BGP section is typed once, in Validate: addresses,
+// durations, enums and defaults are what the speaker is given.
+func TestValidateBGP(t *testing.T) {
+	c, err := ParseYAML([]byte(baseYAML + bgpYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := c.Validate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := TypedBGP{ASN: 65010, RouterID: netip.MustParseAddr("192.0.2.10"), Role: BGPStandby, StandbyBy: StandbyPrepend,
+		ListenPort: 1179, Peers: []TypedPeer{
+			{Address: netip.MustParseAddr("192.0.2.1"), ASN: 65000, HoldTime: 9 * time.Second},
+			{Address: netip.MustParseAddr("192.0.2.2"), ASN: 65001, Port: 1790, Password: "s3cret"},
+		}}
+	if got := *tc.BGP; !reflect.DeepEqual(got, want) {
+		t.Errorf("typed BGP\n got %+v\nwant %+v", got, want)
+	}
+	if tc.BGPDrain != 2*time.Second {
+		t.Errorf("drain %v, want 2s", tc.BGPDrain)
+	}
+
+	// Omitted fields take their defaults: active, by MED, no listening.
+	y := strings.NewReplacer("  role: standby\n", "", "  standby_by: prepend\n", "", "  listen_port: 1179\n", "").Replace(bgpYAML)
+	c, err = ParseYAML([]byte(baseYAML + y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, _ = c.Validate()
+	if b := tc.BGP; b.Role != BGPActive || b.StandbyBy != StandbyMED || b.ListenPort != 0 {
+		t.Errorf("defaults: role %v, standby_by %v, listen_port %d; want active, med, 0", b.Role, b.StandbyBy, b.ListenPort)
+	}
+}
+
+// TestValidateBGPErrors: everything the speaker would refuse at start is
+// refused by Validate, naming the field (peers by address) and its line.
+func TestValidateBGPErrors(t *testing.T) {
+	for _, tc := range []struct {
+		desc, from, to string
+		want           string // f.yaml:LINE: field: message
+	}{
+		{"duplicate peer", "address: 192.0.2.2,", "address: 192.0.2.1,",
+			"f.yaml:25: bgp.peers[192.0.2.1].address: duplicate peer"},
+		{"unspecified router id", "router_id: 192.0.2.10", "router_id: 0.0.0.0",
+			"f.yaml:18: bgp.router_id: 0.0.0.0 cannot be a router ID"},
+		{"multicast peer", "address: 192.0.2.2,", "address: 224.0.0.5,",
+			"f.yaml:25: bgp.peers[224.0.0.5].address: 224.0.0.5 cannot be a peer"},
+		{"bad peer address", "address: 192.0.2.2,", "address: 192.0.2,",
+			`f.yaml:25: bgp.peers[1].address: not an IPv4 address: "192.0.2"`},
+		{"peer port", "port: 1790", "port: 70000",
+			"f.yaml:25: bgp.peers[192.0.2.2].port: must be 1..65535, or 0 for 179, got 70000"},
+		{"long password", "password: s3cret", "password: " + strings.Repeat("k", MaxBGPPassword+1),
+			"f.yaml:25: bgp.peers[192.0.2.2].password: longer than the 80 bytes of a TCP MD5 key"},
+		{"listen port", "listen_port: 1179", "listen_port: 65536",
+			"f.yaml:22: bgp.listen_port: must be 1..65535, or 0 not to listen, got 65536"},
+		{"role", "role: standby", "role: backup",
+			`f.yaml:19: bgp.role: must be active or standby, got "backup"`},
+		{"standby_by", "standby_by: prepend", "standby_by: community",
+			`f.yaml:20: bgp.standby_by: must be med or prepend, got "community"`},
+		{"unspecified port address", "ip: 192.0.2.10/24", "ip: 0.0.0.0/24",
+			"f.yaml:4: dataplane.ports[eth0].ip: 0.0.0.0 cannot be a port address"},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			y := strings.Replace(baseYAML+bgpYAML, tc.from, tc.to, 1)
+			_, err := ParseYAML([]byte(y))
+			var got []string
+			for _, e := range AllFieldErrors(err) {
+				got = append(got, e.In("f.yaml"))
+			}
+			if len(got) != 1 || got[0] != tc.want {
+				t.Errorf("errors %q, want [%s]", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestValidateDuplicatePeerJSON: a config built in code or from JSON (no
+// lines) with two equal peers is refused by Validate too, with the field.
+func TestValidateDuplicatePeerJSON(t *testing.T) {
+	c, err := ParseYAML([]byte(baseYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.BGP = &BGP{ASN: 65010, RouterID: "192.0.2.10", Peers: []BGPPeer{
+		{Address: "192.0.2.1", ASN: 65000}, {Address: "192.0.2.1", ASN: 65000}}}
+	_, err = c.Validate()
+	es := AllFieldErrors(err)
+	if len(es) != 1 || es[0].Error() != "bgp.peers[192.0.2.1].address: duplicate peer" || es[0].Line != 0 {
+		t.Errorf("errors %v, want only bgp.peers[192.0.2.1].address: duplicate peer", err)
+	}
+}
+
+// TestEnumNames: every value of the config enums has a name that parses
+// back to it, and the zero value is the default an empty field gets.
+func TestEnumNames(t *testing.T) {
+	for _, names := range [][]string{adminStates[:], bgpRoles[:], standbyMethods[:]} {
+		for i, n := range names {
+			if v, ok := parseEnum[uint8](names, n); !ok || int(v) != i {
+				t.Errorf("parseEnum(%q) = %d, %v; want %d", n, v, ok, i)
+			}
+		}
+		if v, ok := parseEnum[uint8](names, ""); !ok || v != 0 {
+			t.Errorf("parseEnum(\"\") = %d, %v; want the default %q", v, ok, names[0])
+		}
+		if _, ok := parseEnum[uint8](names, "bogus"); ok {
+			t.Errorf("parseEnum(bogus) accepted in %v", names)
+		}
+	}
+	for _, tc := range []struct{ got, want string }{
+		{AdminEnabled.String(), "enabled"}, {AdminDrain.String(), "drain"}, {AdminDisabled.String(), "disabled"},
+		{BGPActive.String(), "active"}, {BGPStandby.String(), "standby"},
+		{StandbyMED.String(), "med"}, {StandbyPrepend.String(), "prepend"}, {AdminState(9).String(), "unknown"},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("String() = %q, want %q", tc.got, tc.want)
+		}
+	}
+}
+
 // TestValidateNoCascade: a port that is wrong is reported once, not again
 // for every backend it would have reached.
 func TestValidateNoCascade(t *testing.T) {
@@ -318,70 +452,5 @@ func TestValidateNoCascade(t *testing.T) {
 	es := AllFieldErrors(err)
 	if len(es) != 1 || es[0].Field != "dataplane.ports[eth0].ip" || es[0].Line != 4 {
 		t.Errorf("errors %v, want only dataplane.ports[eth0].ip on line 4", err)
-	}
-}
-
-func TestDecodeYAML(t *testing.T) {
-	for _, tc := range []struct {
-		desc, yaml string
-		want       []string // errors as f.yaml:LINE: field: message
-	}{
-		{"syntax error", "dataplane:\n  ports: [\n", []string{"f.yaml:2: did not find expected node content"}},
-		{"tab indentation", "dataplane:\n\tports: []\n", []string{"f.yaml:2: found character that cannot start any token"}},
-		{"not a mapping", "- a\n", []string{`f.yaml:1: want a mapping, got a list`}},
-		{"unknown top-level key", "bogus: 1\nservices: []\n", []string{
-			"f.yaml:1: bogus: field bogus not found; want one of api, bgp, dataplane, flows, maglev, neighbors, services"}},
-		{"wrong types", "dataplane: {workers: many, eal_args: -l}\nmaglev: {seed: -1}\n", []string{
-			`f.yaml:1: dataplane.workers: want an integer, got "many"`,
-			`f.yaml:1: dataplane.eal_args: want a list, got "-l"`,
-			`f.yaml:2: maglev.seed: want an integer 0..4294967295, got "-1"`}},
-		{"an anchor under an unknown key", "x: &b {ip: 10.0.0.1, bogus: 1}\n", []string{
-			"f.yaml:1: x: field x not found; want one of api, bgp, dataplane, flows, maglev, neighbors, services"}},
-		{"items named as Validate names them, whatever the key order", "services:\n  - health: {type: tcp, interval: 1x}\n    name: web\n" +
-			"    backends: [{weight: x, ip: 10.0.0.1}, {ip: 10.0.0.300, weight: y}]\n  - name: a\n    x.y[0]: 1\n", []string{
-			`f.yaml:2: services[web].health.interval: invalid duration "1x"`,
-			`f.yaml:4: services[web].backends[10.0.0.1].weight: want an integer, got "x"`,
-			`f.yaml:4: services[web].backends[1].weight: want an integer, got "y"`,
-			`f.yaml:6: services[a].x.y[0]: field x.y[0] not found; want one of backends, health, min_healthy, mode, name, port, protocol, vip`}},
-		{"empty file", "", nil},
-	} {
-		t.Run(tc.desc, func(t *testing.T) {
-			_, _, err := DecodeYAML([]byte(tc.yaml))
-			var got []string
-			for _, e := range AllFieldErrors(err) {
-				got = append(got, e.In("f.yaml"))
-			}
-			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
-				t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
-			}
-		})
-	}
-}
-
-// TestDecodeYAMLMerge: merge keys and aliases decode as yaml.v3 decodes
-// them, and their errors are found.
-func TestDecodeYAMLMerge(t *testing.T) {
-	y := `services:
-  - &web {name: web, vip: 203.0.113.10, protocol: tcp, port: 80, mode: ipip, backends: [{ip: 10.0.0.1}]}
-  - <<: *web
-    name: web2
-    port: 81
-`
-	c, lines, err := DecodeYAML([]byte(y))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(c.Services) != 2 || c.Services[1].VIP != "203.0.113.10" || c.Services[1].Port != 81 || len(c.Services[1].Backends) != 1 {
-		t.Errorf("services %+v", c.Services)
-	}
-	if l := lines.Of("services[web2].port"); l != 5 {
-		t.Errorf("line of services[web2].port = %d, want 5", l)
-	}
-	if l := lines.Of("services[web].backends[10.0.0.1].weight"); l != 2 {
-		t.Errorf("line of an absent field = %d, want its backend's 2", l)
-	}
-	_, _, err = DecodeYAML([]byte(strings.Replace(y, "port: 80,", "port: 80, bogus: 1,", 1)))
-	if fe, ok := AsFieldError(err); !ok || fe.Line != 2 || fe.Field != "services[web].bogus" {
-		t.Errorf("error in an anchor: %v", err)
 	}
 }

@@ -19,8 +19,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/dsrlb/dsrlb/api/types"
-	"github.com/dsrlb/dsrlb/control"
+	v1 "github.com/dsrlb/dsrlb/api/v1"
 )
 
 // apiCommands are the API subcommands; each gets its parsed flags and
@@ -56,8 +55,8 @@ func (e usageError) Error() string { return string(e) }
 // apiError is an error document returned by the API.
 type apiError struct {
 	status int
-	body   types.Error   // the first error
-	errs   []types.Error // every error, body first
+	body   v1.Error   // the first error
+	errs   []v1.Error // every error, body first
 	// at returns where a field is in the file being applied, as
 	// FILE:LINE, or ""; nil outside apply.
 	at func(field string) string
@@ -194,7 +193,7 @@ func (c *apiCmd) call(method, path string, in any) ([]byte, error) {
 		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	if resp.StatusCode >= 400 {
-		var er types.ErrorResponse
+		var er v1.ErrorResponse
 		if json.Unmarshal(b, &er) == nil && er.Error.Code != "" {
 			return nil, &apiError{status: resp.StatusCode, body: er.Error, errs: er.Errors}
 		}
@@ -256,7 +255,7 @@ func (c *apiCmd) get() error {
 		if err := c.nargs(0, "get services"); err != nil {
 			return err
 		}
-		var l types.ServiceList
+		var l v1.ServiceList
 		raw, err := c.fetch("/api/v1/services", &l)
 		if err != nil {
 			return err
@@ -271,7 +270,7 @@ func (c *apiCmd) get() error {
 		if err := c.nargs(1, "get service NAME"); err != nil {
 			return err
 		}
-		var s control.Service
+		var s v1.Service
 		raw, err := c.fetch(servicePath(c.args[0]), &s)
 		if err != nil {
 			return err
@@ -306,7 +305,7 @@ func portName(p int) string {
 }
 
 func (c *apiCmd) status() error {
-	var st types.Status
+	var st v1.Status
 	raw, err := c.fetch("/api/v1/status", &st)
 	if err != nil {
 		return err
@@ -331,7 +330,7 @@ func (c *apiCmd) stats() error {
 	if err := c.nargs(0, "stats"); err != nil {
 		return err
 	}
-	var st control.Stats
+	var st v1.Stats
 	raw, err := c.fetch("/api/v1/stats", &st)
 	if err != nil {
 		return err
@@ -385,16 +384,16 @@ func (c *apiCmd) apply() error {
 	if err != nil {
 		return err
 	}
-	var have types.ServiceList
+	var have v1.ServiceList
 	if _, err := c.fetch("/api/v1/services", &have); err != nil {
 		return err
 	}
-	inFile := map[string]control.Service{}
+	inFile := map[string]v1.Service{}
 	for _, s := range want {
 		inFile[s.Name] = s
 	}
-	existing := map[string]control.Service{}
-	var next []control.Service
+	existing := map[string]v1.Service{}
+	var next []v1.Service
 	var report []string
 	changed := false
 	for _, s := range have.Services {
@@ -430,7 +429,7 @@ func (c *apiCmd) apply() error {
 		}
 	}
 	if changed {
-		if _, err := c.call(http.MethodPut, "/api/v1/services", types.ServiceList{Services: next}); err != nil {
+		if _, err := c.call(http.MethodPut, "/api/v1/services", v1.ServiceList{Services: next}); err != nil {
 			var ae *apiError
 			if errors.As(err, &ae) {
 				ae.at = func(field string) string { return fileLine(c.file, lines, inFile, field) }
@@ -457,15 +456,15 @@ func (c *apiCmd) change(method, path string, in any, name, done string) error {
 // values of the wrong type, a missing services key and duplicate names
 // are errors, each with its line. The file may be a whole config file;
 // only its services are returned, with the lines of the file's fields.
-func readServices(path string) ([]control.Service, *control.Lines, error) {
+func readServices(path string) ([]v1.Service, *v1.Lines, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, nil, err
 	}
-	doc, lines, err := control.DecodeYAML(b)
+	doc, lines, err := v1.DecodeYAML(b)
 	if err != nil {
-		if es := control.AllFieldErrors(err); es != nil {
-			return nil, nil, &control.FileError{Path: path, Errs: es}
+		if es := v1.AllFieldErrors(err); es != nil {
+			return nil, nil, &v1.FileError{Path: path, Errs: es}
 		}
 		return nil, nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -473,23 +472,23 @@ func readServices(path string) ([]control.Service, *control.Lines, error) {
 		return nil, nil, fmt.Errorf("%s: no services: list (write services: [] to mean none)", path)
 	}
 	seen := map[string]bool{}
-	var dups control.FieldErrors
+	var dups v1.FieldErrors
 	for i, s := range doc.Services {
 		if seen[s.Name] {
-			dups = append(dups, &control.FieldError{Field: "services[" + s.Name + "].name",
+			dups = append(dups, &v1.FieldError{Field: "services[" + s.Name + "].name",
 				Message: fmt.Sprintf("service %q appears twice", s.Name), Line: lines.At(fmt.Sprintf("services[%d].name", i))})
 		}
 		seen[s.Name] = true
 	}
 	if dups != nil {
-		return nil, nil, &control.FileError{Path: path, Errs: dups}
+		return nil, nil, &v1.FileError{Path: path, Errs: dups}
 	}
 	return doc.Services, lines, nil
 }
 
 // fileLine returns FILE:LINE of an API error's field when it is in a
 // service of the file (inFile), "" otherwise.
-func fileLine(file string, lines *control.Lines, inFile map[string]control.Service, field string) string {
+func fileLine(file string, lines *v1.Lines, inFile map[string]v1.Service, field string) string {
 	rest, ok := strings.CutPrefix(field, "services[")
 	name, _, ok2 := strings.Cut(rest, "]")
 	if !ok || !ok2 {
@@ -523,7 +522,7 @@ func (c *apiCmd) drain() error {
 		return err
 	}
 	state := "drain"
-	raw, err := c.call(http.MethodPatch, backendPath(c.args[0], c.args[1]), control.BackendPatch{State: &state})
+	raw, err := c.call(http.MethodPatch, backendPath(c.args[0], c.args[1]), v1.BackendPatch{State: &state})
 	if err != nil {
 		return err
 	}

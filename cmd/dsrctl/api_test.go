@@ -15,7 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/dsrlb/dsrlb/api"
-	"github.com/dsrlb/dsrlb/api/types"
+	v1 "github.com/dsrlb/dsrlb/api/v1"
 	"github.com/dsrlb/dsrlb/control"
 )
 
@@ -113,7 +113,7 @@ func normal(svcs []control.Service) []control.Service {
 func TestApplyRoundTrip(t *testing.T) {
 	e := newEnv(t)
 	f := e.file("services.yaml", services)
-	var want types.ServiceList
+	var want v1.ServiceList
 	if err := yaml.Unmarshal([]byte(services), &want); err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +127,7 @@ func TestApplyRoundTrip(t *testing.T) {
 	if out := e.mustRun("apply", "-f", f, "--prune"); out != "service/old deleted\nservice/web unchanged\nservice/dns unchanged\n" {
 		t.Errorf("apply --prune printed %q", out)
 	}
-	var got types.ServiceList
+	var got v1.ServiceList
 	if err := json.Unmarshal([]byte(e.mustRun("get", "services", "-o", "json")), &got); err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	v1 "github.com/dsrlb/dsrlb/api/v1"
 	"github.com/dsrlb/dsrlb/control"
 	"github.com/dsrlb/dsrlb/dpdk"
 	"github.com/dsrlb/dsrlb/pipeline"
@@ -61,7 +62,7 @@ type benchResult struct {
 	PortRxNoMbuf uint64   `json:"port_rx_nombuf"`
 	EALArgs      []string `json:"eal_args"`
 	// Stats are the counters of the whole run (control.BuildStats).
-	Stats control.Stats `json:"stats"`
+	Stats v1.Stats `json:"stats"`
 }
 
 type benchCapture struct {

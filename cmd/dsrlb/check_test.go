@@ -58,6 +58,9 @@ func TestCheck(t *testing.T) {
 {F}:14: bgp.asn: want an integer 0..4294967295, got "x"
 {F}: 4 errors
 `},
+		{"duplicate BGP peer", []string{"--config", write("peers.yaml", strings.Replace(checkConfig, "peers: [{address: 192.0.2.1, asn: 65000}]",
+			"peers: [{address: 192.0.2.1, asn: 65000}, {address: 192.0.2.1, asn: 65001}]", 1))}, 1, "",
+			"{F}:16: bgp.peers[192.0.2.1].address: duplicate peer\n{F}: 1 error\n"},
 		{"not YAML", []string{"--config", write("tab.yaml", "dataplane:\n\tports: []\n")}, 1, "",
 			"{F}:2: found character that cannot start any token\n{F}: 1 error\n"},
 		{"no such file", []string{"--config", filepath.Join(dir, "none.yaml")}, 1, "", "dsrlb check: read config: open {F}: no such file or directory\n"},

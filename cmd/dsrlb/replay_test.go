@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/dsrlb/dsrlb/control"
+	v1 "github.com/dsrlb/dsrlb/api/v1"
 	"github.com/dsrlb/dsrlb/pipeline/pcap"
 	"github.com/dsrlb/dsrlb/pipeline/testpkt"
 )
@@ -92,7 +92,7 @@ func replayInput(flows int) (pkts [][]byte, vipPkts int, drops map[string]uint64
 
 // replayRun is one `dsrlb replay`: its counters, output and log.
 type replayRun struct {
-	Stats   control.Stats
+	Stats   v1.Stats
 	Out     [][]byte
 	InPath  string
 	OutPath string

@@ -15,9 +15,10 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dsrlb/dsrlb/api"
-	"github.com/dsrlb/dsrlb/api/types"
+	v1 "github.com/dsrlb/dsrlb/api/v1"
 	"github.com/dsrlb/dsrlb/bgp"
 	"github.com/dsrlb/dsrlb/control"
+	"github.com/dsrlb/dsrlb/control/health"
 	"github.com/dsrlb/dsrlb/control/kernel"
 )
 
@@ -124,10 +125,10 @@ func run(ctx context.Context, cfg *control.Config, statePath string, log zerolog
 		}
 	}()
 
-	health := control.NewHealth(control.HealthOptions{Log: log, OnChange: store.Recompile})
-	defer health.Close()
-	store.SetHealth(health)
-	store.Subscribe(health.Update)
+	monitors := health.New(health.Options{Log: log, OnChange: store.Recompile})
+	defer monitors.Close()
+	store.SetHealth(monitors)
+	store.Subscribe(func(t *control.Typed) { monitors.Update(t.HealthTargets()) })
 
 	board := &control.AnnounceBoard{}
 	var speaker *bgp.Speaker
@@ -143,7 +144,7 @@ func run(ctx context.Context, cfg *control.Config, statePath string, log zerolog
 	if env := os.Getenv("DSRLB_API_TOKEN"); env != "" {
 		token = env
 	}
-	opts := api.Options{Store: store, Token: token, Stats: dp, Health: health, Neighbors: neigh, Log: log}
+	opts := api.Options{Store: store, Token: token, Stats: dp, Health: monitors, Neighbors: neigh, Log: log}
 	if speaker != nil {
 		opts.BGP = bgpPeers{speaker}
 		opts.Announcer = board
@@ -203,17 +204,21 @@ func shutdown(store *control.Store, speaker *bgp.Speaker, dp *dataplane, log zer
 	return nil
 }
 
-// bgpConfig maps the validated config onto the speaker's own config.
+// bgpConfig maps the validated config onto the speaker's own config:
+// control.Validate checked every field it maps, so bgp.New accepts it.
 func bgpConfig(t *control.Typed) bgp.Config {
 	b := t.BGP
-	c := bgp.Config{ASN: b.ASN, RouterID: netip.MustParseAddr(b.RouterID), Role: bgp.Role(b.Role),
-		StandbyBy: bgp.StandbyMethod(b.Standby), ListenPort: b.Port, NextHop: t.Ports[0].Addr}
-	if c.ListenPort == 0 {
-		c.ListenPort = -1
+	c := bgp.Config{ASN: b.ASN, RouterID: b.RouterID, Role: bgp.RoleActive, StandbyBy: bgp.StandbyMED,
+		ListenPort: int(b.ListenPort), NextHop: t.Ports[0].Addr}
+	if b.Role == control.BGPStandby {
+		c.Role = bgp.RoleStandby
+	}
+	if b.StandbyBy == control.StandbyPrepend {
+		c.StandbyBy = bgp.StandbyPrepend
 	}
 	for _, p := range b.Peers {
-		c.Peers = append(c.Peers, bgp.Peer{Address: netip.MustParseAddr(p.Address), ASN: p.ASN,
-			HoldTime: time.Duration(p.HoldTime) * time.Second, Password: p.Password, Port: p.Port})
+		c.Peers = append(c.Peers, bgp.Peer{Address: p.Address, ASN: p.ASN, HoldTime: p.HoldTime,
+			Password: p.Password, Port: int(p.Port)})
 	}
 	return c
 }
@@ -221,10 +226,10 @@ func bgpConfig(t *control.Typed) bgp.Config {
 // bgpPeers shows the speaker's sessions in the API.
 type bgpPeers struct{ s *bgp.Speaker }
 
-func (b bgpPeers) BGPPeers() []types.BGPPeer {
-	var out []types.BGPPeer
+func (b bgpPeers) BGPPeers() []v1.BGPSession {
+	var out []v1.BGPSession
 	for _, p := range b.s.Peers() {
-		out = append(out, types.BGPPeer{Address: p.Address.String(), ASN: p.ASN, State: p.State,
+		out = append(out, v1.BGPSession{Address: p.Address.String(), ASN: p.ASN, State: p.State,
 			UptimeSeconds: p.Uptime.Seconds(), PrefixesSent: p.PrefixesSent})
 	}
 	return out

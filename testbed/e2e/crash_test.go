@@ -27,6 +27,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	v1 "github.com/dsrlb/dsrlb/api/v1"
 	"github.com/dsrlb/dsrlb/testbed/nsbed"
 )
 
@@ -36,22 +37,22 @@ const crToken = "crash-test-token"
 // crConfig is the appliance of the restart and crash tests on host of bed
 // b: a net_null port and two services, one IPIP and one L2 with a static
 // backend MAC.
-func crConfig(b *nsbed.Bed, host string) nsbed.DsrlbConfig {
+func crConfig(b *nsbed.Bed, host string) v1.Config {
 	w := func(n int) *int { return &n }
-	return nsbed.DsrlbConfig{
-		Dataplane: nsbed.DsrlbDataplane{
+	return v1.Config{
+		Dataplane: v1.Dataplane{
 			EALArgs: b.EALArgs(host, "0,1"),
-			Ports: []nsbed.DsrlbPort{{Name: "eth0", Device: "net_null0,no-rx=1",
+			Ports: []v1.Port{{Name: "eth0", Device: "net_null0,no-rx=1",
 				IP: "192.0.2.10/24", Gateway: "192.0.2.1", MAC: "02:00:00:00:00:10"}},
 		},
-		Neighbors: []nsbed.DsrlbNeighbor{{IP: "192.0.2.1", MAC: "02:00:00:00:00:01"}},
-		Flows:     map[string]any{"capacity": 65536},
-		API:       &nsbed.DsrlbAPI{Listen: nsbed.DefaultAPI, Token: crToken},
-		Services: []nsbed.DsrlbService{
+		Neighbors: []v1.Neighbor{{IP: "192.0.2.1", MAC: "02:00:00:00:00:01"}},
+		Flows:     v1.Flows{Capacity: 65536},
+		API:       v1.API{Listen: nsbed.DefaultAPI, Token: crToken},
+		Services: []v1.Service{
 			{Name: "web", VIP: "203.0.113.10", Protocol: "tcp", Port: 80, Mode: "ipip",
-				Backends: []nsbed.DsrlbBackend{{IP: "10.1.0.1"}, {IP: "10.1.0.2", Weight: w(3)}}},
+				Backends: []v1.Backend{{IP: "10.1.0.1"}, {IP: "10.1.0.2", Weight: w(3)}}},
 			{Name: "dns", VIP: "203.0.113.11", Protocol: "udp", Port: 53, Mode: "l2",
-				Backends: []nsbed.DsrlbBackend{{IP: "192.0.2.21", MAC: "02:00:00:00:00:21"}}},
+				Backends: []v1.Backend{{IP: "192.0.2.21", MAC: "02:00:00:00:00:21"}}},
 		},
 	}
 }
@@ -63,7 +64,7 @@ type crBed struct {
 	t    *testing.T
 	bed  *nsbed.Bed
 	ns   *nsbed.NS
-	cfg  nsbed.DsrlbConfig
+	cfg  v1.Config
 	appl *nsbed.Appliance // the running appliance, or the last one
 }
 
@@ -116,9 +117,9 @@ func (c *crBed) get(path string) []byte {
 }
 
 // services returns GET /api/v1/services.
-func (c *crBed) services() []nsbed.DsrlbService {
+func (c *crBed) services() []v1.Service {
 	c.t.Helper()
-	var list nsbed.DsrlbServiceList
+	var list v1.ServiceList
 	if err := json.Unmarshal(c.get("/api/v1/services"), &list); err != nil {
 		c.t.Fatal(err)
 	}
@@ -127,15 +128,15 @@ func (c *crBed) services() []nsbed.DsrlbService {
 
 // crJSON is the canonical JSON of a list of services, for comparisons (an
 // empty list and an empty backend list compare equal to absent ones).
-func crJSON(svcs []nsbed.DsrlbService) string {
+func crJSON(svcs []v1.Service) string {
 	norm := crClone(svcs)
 	for i := range norm {
 		if norm[i].Backends == nil {
-			norm[i].Backends = []nsbed.DsrlbBackend{}
+			norm[i].Backends = []v1.Backend{}
 		}
 	}
 	if norm == nil {
-		norm = []nsbed.DsrlbService{}
+		norm = []v1.Service{}
 	}
 	b, err := json.Marshal(norm)
 	if err != nil {
@@ -145,7 +146,7 @@ func crJSON(svcs []nsbed.DsrlbService) string {
 }
 
 // crClone returns a deep copy of svcs.
-func crClone(svcs []nsbed.DsrlbService) []nsbed.DsrlbService {
+func crClone(svcs []v1.Service) []v1.Service {
 	if svcs == nil {
 		return nil
 	}
@@ -153,7 +154,7 @@ func crClone(svcs []nsbed.DsrlbService) []nsbed.DsrlbService {
 	if err != nil {
 		panic(err)
 	}
-	var out []nsbed.DsrlbService
+	var out []v1.Service
 	if err := json.Unmarshal(b, &out); err != nil {
 		panic(err)
 	}
@@ -164,7 +165,7 @@ func crClone(svcs []nsbed.DsrlbService) []nsbed.DsrlbService {
 // check --state` must say that `run` restores it (it parses, has the
 // version and digest of this config's services and validates with the
 // config). It returns the file's services.
-func (c *crBed) crStateOK() []nsbed.DsrlbService {
+func (c *crBed) crStateOK() []v1.Service {
 	c.t.Helper()
 	path := c.statePath()
 	out, err := exec.Command(bins.Dsrlb, "check", "--config", c.appl.ConfigPath, "--state", path).CombinedOutput()
@@ -180,14 +181,14 @@ func (c *crBed) crStateOK() []nsbed.DsrlbService {
 
 // crReadState returns the services of the state file at path, a version 1
 // file.
-func crReadState(path string) ([]nsbed.DsrlbService, error) {
+func crReadState(path string) ([]v1.Service, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
 	var st struct {
-		Version  int                  `json:"version"`
-		Services []nsbed.DsrlbService `json:"services"`
+		Version  int          `json:"version"`
+		Services []v1.Service `json:"services"`
 	}
 	if err := json.Unmarshal(b, &st); err != nil {
 		return nil, fmt.Errorf("state file %s: %w", path, err)
@@ -201,7 +202,7 @@ func crReadState(path string) ([]nsbed.DsrlbService, error) {
 // valid tells whether the config with services svcs validates, by `dsrlb
 // check` on a config file written for the purpose: the check the API runs
 // on the whole config after every change.
-func (c *crBed) valid(svcs []nsbed.DsrlbService) (bool, error) {
+func (c *crBed) valid(svcs []v1.Service) (bool, error) {
 	cfg := c.cfg
 	cfg.Services = svcs
 	y, err := yaml.Marshal(cfg)
@@ -241,23 +242,23 @@ func TestRestart(t *testing.T) {
 		body         any
 		want         int
 	}{
-		{http.MethodPost, "/api/v1/services", nsbed.DsrlbService{Name: "api", VIP: "203.0.113.12", Protocol: "tcp", Port: 443, Mode: "gre",
-			MinHealthy: 1, Backends: []nsbed.DsrlbBackend{{IP: "10.3.0.1", Weight: w(2)}, {IP: "10.3.0.2"}},
-			Health: &nsbed.DsrlbHealth{Type: "tcp", Interval: "2s", Timeout: "500ms", Rise: 2, Fall: 3}}, http.StatusCreated},
-		{http.MethodPost, "/api/v1/services/web/backends", nsbed.DsrlbBackend{IP: "10.1.0.3", Weight: w(5)}, http.StatusCreated},
-		{http.MethodPatch, "/api/v1/services/web/backends/10.1.0.1", nsbed.DsrlbBackendPatch{State: s("drain")}, http.StatusOK},
-		{http.MethodPatch, "/api/v1/services/web/backends/10.1.0.2", nsbed.DsrlbBackendPatch{Weight: w(7)}, http.StatusOK},
-		{http.MethodPatch, "/api/v1/services/api/backends/10.3.0.2", nsbed.DsrlbBackendPatch{Weight: w(0), State: s("disabled")}, http.StatusOK},
-		{http.MethodPost, "/api/v1/services/dns/backends", nsbed.DsrlbBackend{IP: "192.0.2.22", MAC: "02:00:00:00:00:22"}, http.StatusCreated},
+		{http.MethodPost, "/api/v1/services", v1.Service{Name: "api", VIP: "203.0.113.12", Protocol: "tcp", Port: 443, Mode: "gre",
+			MinHealthy: 1, Backends: []v1.Backend{{IP: "10.3.0.1", Weight: w(2)}, {IP: "10.3.0.2"}},
+			Health: &v1.Health{Type: "tcp", Interval: v1.Duration(2 * time.Second), Timeout: v1.Duration(500 * time.Millisecond), Rise: 2, Fall: 3}}, http.StatusCreated},
+		{http.MethodPost, "/api/v1/services/web/backends", v1.Backend{IP: "10.1.0.3", Weight: w(5)}, http.StatusCreated},
+		{http.MethodPatch, "/api/v1/services/web/backends/10.1.0.1", v1.BackendPatch{State: s("drain")}, http.StatusOK},
+		{http.MethodPatch, "/api/v1/services/web/backends/10.1.0.2", v1.BackendPatch{Weight: w(7)}, http.StatusOK},
+		{http.MethodPatch, "/api/v1/services/api/backends/10.3.0.2", v1.BackendPatch{Weight: w(0), State: s("disabled")}, http.StatusOK},
+		{http.MethodPost, "/api/v1/services/dns/backends", v1.Backend{IP: "192.0.2.22", MAC: "02:00:00:00:00:22"}, http.StatusCreated},
 		{http.MethodDelete, "/api/v1/services/dns/backends/192.0.2.21", nil, http.StatusNoContent},
-		{http.MethodPut, "/api/v1/services/dns", nsbed.DsrlbService{Name: "dns", VIP: "203.0.113.11", Protocol: "udp", Port: 5353, Mode: "l2",
-			Backends: []nsbed.DsrlbBackend{{IP: "192.0.2.22", MAC: "02:00:00:00:00:22", Weight: w(4)}}}, http.StatusOK},
-		{http.MethodPost, "/api/v1/services", nsbed.DsrlbService{Name: "tmp", VIP: "203.0.113.13", Protocol: "udp", Port: 0, Mode: "ipip",
-			Backends: []nsbed.DsrlbBackend{{IP: "10.4.0.1"}}}, http.StatusCreated},
+		{http.MethodPut, "/api/v1/services/dns", v1.Service{Name: "dns", VIP: "203.0.113.11", Protocol: "udp", Port: 5353, Mode: "l2",
+			Backends: []v1.Backend{{IP: "192.0.2.22", MAC: "02:00:00:00:00:22", Weight: w(4)}}}, http.StatusOK},
+		{http.MethodPost, "/api/v1/services", v1.Service{Name: "tmp", VIP: "203.0.113.13", Protocol: "udp", Port: 0, Mode: "ipip",
+			Backends: []v1.Backend{{IP: "10.4.0.1"}}}, http.StatusCreated},
 		{http.MethodDelete, "/api/v1/services/tmp", nil, http.StatusNoContent},
 		// Rejected changes leave nothing behind.
-		{http.MethodPatch, "/api/v1/services/web/backends/10.1.0.3", nsbed.DsrlbBackendPatch{Weight: w(5000)}, http.StatusBadRequest},
-		{http.MethodPost, "/api/v1/services/web/backends", nsbed.DsrlbBackend{IP: "10.1.0.3"}, http.StatusConflict},
+		{http.MethodPatch, "/api/v1/services/web/backends/10.1.0.3", v1.BackendPatch{Weight: w(5000)}, http.StatusBadRequest},
+		{http.MethodPost, "/api/v1/services/web/backends", v1.Backend{IP: "10.1.0.3"}, http.StatusConflict},
 		{http.MethodDelete, "/api/v1/services/web/backends/10.9.9.9", nil, http.StatusNotFound},
 	}
 	for _, st := range steps {
@@ -267,7 +268,7 @@ func TestRestart(t *testing.T) {
 		}
 	}
 	before := c.get("/api/v1/services")
-	var list nsbed.DsrlbServiceList
+	var list v1.ServiceList
 	if err := json.Unmarshal(before, &list); err != nil {
 		t.Fatal(err)
 	}
@@ -311,10 +312,10 @@ type crChange struct {
 
 	kind  string // add-service, remove-service, replace-service, add-backend, patch-backend, remove-backend
 	name  string // the service
-	svc   nsbed.DsrlbService
-	be    nsbed.DsrlbBackend
+	svc   v1.Service
+	be    v1.Backend
 	ip    string // the backend
-	patch nsbed.DsrlbBackendPatch
+	patch v1.BackendPatch
 }
 
 // errCannotApply marks a change the API refuses before validating: an
@@ -322,7 +323,7 @@ type crChange struct {
 var errCannotApply = errors.New("cannot apply")
 
 // crIndex is the index of service name in svcs, or -1.
-func crIndex(svcs []nsbed.DsrlbService, name string) int {
+func crIndex(svcs []v1.Service, name string) int {
 	for i, s := range svcs {
 		if s.Name == name {
 			return i
@@ -335,13 +336,13 @@ func crIndex(svcs []nsbed.DsrlbService, name string) int {
 // before it validates the whole config: it checks only that the objects
 // named exist, and that a new service's name, a new backend's address and
 // a service's (VIP, protocol, port) are not taken (errCannotApply).
-func crApply(svcs []nsbed.DsrlbService, ch crChange) ([]nsbed.DsrlbService, error) {
+func crApply(svcs []v1.Service, ch crChange) ([]v1.Service, error) {
 	out := crClone(svcs)
 	i := crIndex(out, ch.name)
 	if i < 0 && ch.kind != "add-service" {
 		return nil, fmt.Errorf("%w: service %q not found", errCannotApply, ch.name)
 	}
-	vipTaken := func(s nsbed.DsrlbService, skip int) bool {
+	vipTaken := func(s v1.Service, skip int) bool {
 		vip, err := netip.ParseAddr(s.VIP)
 		if err != nil {
 			return false // left to validation
@@ -370,19 +371,19 @@ func crApply(svcs []nsbed.DsrlbService, ch crChange) ([]nsbed.DsrlbService, erro
 		if i >= 0 || vipTaken(ch.svc, -1) {
 			return nil, fmt.Errorf("%w: service %q or its VIP taken", errCannotApply, ch.name)
 		}
-		out = append(out, crClone([]nsbed.DsrlbService{ch.svc})...)
+		out = append(out, crClone([]v1.Service{ch.svc})...)
 	case "remove-service":
 		out = append(out[:i:i], out[i+1:]...)
 	case "replace-service":
 		if vipTaken(ch.svc, i) {
 			return nil, fmt.Errorf("%w: VIP of %q taken", errCannotApply, ch.name)
 		}
-		out[i] = crClone([]nsbed.DsrlbService{ch.svc})[0]
+		out[i] = crClone([]v1.Service{ch.svc})[0]
 	case "add-backend":
 		if backend(ch.be.IP) >= 0 {
 			return nil, fmt.Errorf("%w: backend %s of %q exists", errCannotApply, ch.be.IP, ch.name)
 		}
-		out[i].Backends = append(out[i].Backends, crClone([]nsbed.DsrlbService{{Backends: []nsbed.DsrlbBackend{ch.be}}})[0].Backends...)
+		out[i].Backends = append(out[i].Backends, crClone([]v1.Service{{Backends: []v1.Backend{ch.be}}})[0].Backends...)
 	case "patch-backend", "remove-backend":
 		j := backend(ch.ip)
 		if j < 0 {
@@ -408,7 +409,7 @@ func crApply(svcs []nsbed.DsrlbService, ch crChange) ([]nsbed.DsrlbService, erro
 // crRandomChange picks a change against cur: services and backends added,
 // replaced, patched and removed, and some changes that must be rejected
 // (bad weight, l2 backend off-link, duplicates, unknown objects).
-func crRandomChange(rng *rand.Rand, cur []nsbed.DsrlbService) crChange {
+func crRandomChange(rng *rand.Rand, cur []v1.Service) crChange {
 	w := func(n int) *int { return &n }
 	svcName := func() string {
 		if len(cur) > 0 && rng.Intn(8) != 0 {
@@ -422,16 +423,16 @@ func crRandomChange(rng *rand.Rand, cur []nsbed.DsrlbService) crChange {
 		}
 		return fmt.Sprintf("10.1.0.%d", 1+rng.Intn(20))
 	}
-	newService := func(name string) nsbed.DsrlbService {
+	newService := func(name string) v1.Service {
 		mode := []string{"l2", "ipip", "gre"}[rng.Intn(3)]
 		n := int(name[len(name)-1]-'0') % 10
-		svc := nsbed.DsrlbService{Name: name, VIP: fmt.Sprintf("203.0.113.%d", 20+n), Protocol: []string{"tcp", "udp"}[rng.Intn(2)],
+		svc := v1.Service{Name: name, VIP: fmt.Sprintf("203.0.113.%d", 20+n), Protocol: []string{"tcp", "udp"}[rng.Intn(2)],
 			Port: 80 + rng.Intn(3), Mode: mode}
 		for i := 0; i < 1+rng.Intn(3); i++ {
-			svc.Backends = append(svc.Backends, nsbed.DsrlbBackend{IP: backendIP(mode), Weight: w(1 + rng.Intn(5))})
+			svc.Backends = append(svc.Backends, v1.Backend{IP: backendIP(mode), Weight: w(1 + rng.Intn(5))})
 		}
 		if rng.Intn(4) == 0 {
-			svc.Health = &nsbed.DsrlbHealth{Type: "tcp", Interval: (time.Duration(1+rng.Intn(5)) * time.Second).String()}
+			svc.Health = &v1.Health{Type: "tcp", Interval: v1.Duration(time.Duration(1+rng.Intn(5)) * time.Second)}
 		}
 		return svc
 	}
@@ -465,7 +466,7 @@ func crRandomChange(rng *rand.Rand, cur []nsbed.DsrlbService) crChange {
 		return crChange{method: http.MethodPut, path: "/api/v1/services/" + name, body: svc, kind: "replace-service", name: name, svc: svc}
 	case r < 55:
 		name := svcName()
-		b := nsbed.DsrlbBackend{IP: backendIP(modeOf(name)), Weight: w(rng.Intn(6))}
+		b := v1.Backend{IP: backendIP(modeOf(name)), Weight: w(rng.Intn(6))}
 		if rng.Intn(4) == 0 {
 			b.State = []string{"drain", "disabled"}[rng.Intn(2)]
 		}
@@ -473,7 +474,7 @@ func crRandomChange(rng *rand.Rand, cur []nsbed.DsrlbService) crChange {
 	case r < 85:
 		name := svcName()
 		ip := existingBackend(name)
-		var p nsbed.DsrlbBackendPatch
+		var p v1.BackendPatch
 		switch rng.Intn(5) {
 		case 0:
 			p.Weight = w(5000) // out of range: rejected
@@ -498,8 +499,8 @@ func crRandomChange(rng *rand.Rand, cur []nsbed.DsrlbService) crChange {
 // are crApply's.
 type crAnswer struct {
 	ch       crChange
-	before   []nsbed.DsrlbService
-	after    []nsbed.DsrlbService
+	before   []v1.Service
+	after    []v1.Service
 	applyErr error
 	code     int
 	body     []byte
@@ -514,7 +515,7 @@ type crClient struct {
 	rng  *rand.Rand
 
 	mu                 sync.Mutex
-	acked              []nsbed.DsrlbService
+	acked              []v1.Service
 	sent               []crAnswer
 	accepted, rejected int
 	errs               []string

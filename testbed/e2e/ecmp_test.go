@@ -399,7 +399,7 @@ func TestECMP(t *testing.T) {
 						return
 					}
 				}
-				if B.Appliance != nil && !B.Proc.Exited() && B.Config.BGP["role"] == "standby" && B.Config.BGP["standby_by"] == by {
+				if B.Appliance != nil && !B.Proc.Exited() && B.Config.BGP.Role == "standby" && B.Config.BGP.Standby == by {
 					r.Logf("%s already standby by %s", B.Name, by)
 				} else {
 					if B.Appliance != nil && !B.Proc.Exited() {

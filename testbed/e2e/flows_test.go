@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/dsrlb/dsrlb/api/v1"
 	"github.com/dsrlb/dsrlb/testbed/nsbed"
 )
 
@@ -331,12 +332,12 @@ const (
 func startL2Flows(t *testing.T, token string) *nsbed.L2 {
 	t.Helper()
 	return startL2(t, nsbed.L2Options{Backends: 4,
-		Config: func(c *nsbed.DsrlbConfig) {
+		Config: func(c *v1.Config) {
 			c.API.Token = token
 			for i := range c.Services {
 				c.Services[i].Backends = c.Services[i].Backends[:3]
 				h := c.Services[i].Health
-				h.Interval, h.Timeout, h.Fall = "1s", "1s", 5
+				h.Interval, h.Timeout, h.Fall = v1.Duration(time.Second), v1.Duration(time.Second), 5
 			}
 		}})
 }
@@ -937,7 +938,7 @@ func waitForwarding(ctx context.Context, a *nsbed.Appliance, svc, ip, want strin
 	}
 }
 
-func webBackendStatus(st *nsbed.Status) []nsbed.BackendStatus {
+func webBackendStatus(st *v1.Status) []v1.BackendStatus {
 	for _, s := range st.Services {
 		if s.Name == "web" {
 			return s.Backends

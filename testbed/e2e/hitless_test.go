@@ -29,6 +29,7 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/dsrlb/dsrlb/api/v1"
 	"github.com/dsrlb/dsrlb/pipeline/testpkt"
 	"github.com/dsrlb/dsrlb/testbed/nsbed"
 )
@@ -121,18 +122,18 @@ var (
 // must not blame that on the reconfiguration. The packet latency it logs
 // shows such stalls. The worker busy-polls (no idle_sleep): the test
 // measures the appliance as deployed.
-func hlConfig(b *nsbed.Bed) nsbed.DsrlbConfig {
-	return nsbed.DsrlbConfig{
-		Dataplane: nsbed.DsrlbDataplane{
+func hlConfig(b *nsbed.Bed) v1.Config {
+	return v1.Config{
+		Dataplane: v1.Dataplane{
 			EALArgs: b.EALArgs("lb", "0,1"),
-			Ports: []nsbed.DsrlbPort{{Name: "eth0", Device: "net_af_packet0,iface=vA,framecnt=8192",
+			Ports: []v1.Port{{Name: "eth0", Device: "net_af_packet0,iface=vA,framecnt=8192",
 				IP: "192.0.2.10/24", Gateway: "192.0.2.1", MAC: "02:00:00:00:00:10"}},
 		},
-		Neighbors: []nsbed.DsrlbNeighbor{{IP: "192.0.2.1", MAC: "02:00:00:00:00:01"}},
-		Flows:     map[string]any{"capacity": 65536},
-		API:       &nsbed.DsrlbAPI{Listen: nsbed.DefaultAPI, Token: hlToken},
-		Services: []nsbed.DsrlbService{{Name: "web", VIP: hlVIP.String(), Protocol: "udp", Port: 0, Mode: "ipip",
-			Backends: []nsbed.DsrlbBackend{{IP: hlStable[0]}, {IP: hlStable[1]}}}},
+		Neighbors: []v1.Neighbor{{IP: "192.0.2.1", MAC: "02:00:00:00:00:01"}},
+		Flows:     v1.Flows{Capacity: 65536},
+		API:       v1.API{Listen: nsbed.DefaultAPI, Token: hlToken},
+		Services: []v1.Service{{Name: "web", VIP: hlVIP.String(), Protocol: "udp", Port: 0, Mode: "ipip",
+			Backends: []v1.Backend{{IP: hlStable[0]}, {IP: hlStable[1]}}}},
 	}
 }
 
@@ -467,8 +468,8 @@ func (c *hlChurner) next(appl *nsbed.Appliance) *hlPending {
 		if c.other {
 			method, path, want, desc = http.MethodDelete, "/api/v1/services/other", http.StatusNoContent, "delete service other"
 		} else {
-			body = nsbed.DsrlbService{Name: "other", VIP: "203.0.113.20", Protocol: "udp", Port: 53, Mode: "ipip",
-				Backends: []nsbed.DsrlbBackend{{IP: "10.2.0.1"}, {IP: "10.2.0.2", Weight: weight(2)}}}
+			body = v1.Service{Name: "other", VIP: "203.0.113.20", Protocol: "udp", Port: 53, Mode: "ipip",
+				Backends: []v1.Backend{{IP: "10.2.0.1"}, {IP: "10.2.0.2", Weight: weight(2)}}}
 			method, path, want, desc = http.MethodPost, "/api/v1/services", http.StatusCreated, "add service other"
 		}
 		c.other = !c.other
@@ -477,7 +478,7 @@ func (c *hlChurner) next(appl *nsbed.Appliance) *hlPending {
 		// churn backends out for a while).
 		ip := netip.MustParseAddr(hlStable[c.rng.Intn(len(hlStable))])
 		w := 1 + c.rng.Intn(5)
-		method, path, body, want = http.MethodPatch, backends+"/"+ip.String(), nsbed.DsrlbBackendPatch{Weight: &w}, http.StatusOK
+		method, path, body, want = http.MethodPatch, backends+"/"+ip.String(), v1.BackendPatch{Weight: &w}, http.StatusOK
 		c.model[ip], desc = hlBackend{w, "enabled"}, fmt.Sprintf("weight %v %d", ip, w)
 	case !present:
 		b := hlBackend{1 + c.rng.Intn(5), "enabled"}
@@ -485,7 +486,7 @@ func (c *hlChurner) next(appl *nsbed.Appliance) *hlPending {
 			b.state = "drain"
 		}
 		method, path, want = http.MethodPost, backends, http.StatusCreated
-		body = nsbed.DsrlbBackend{IP: churnIP.String(), Weight: weight(b.weight), State: b.state}
+		body = v1.Backend{IP: churnIP.String(), Weight: weight(b.weight), State: b.state}
 		c.model[churnIP], desc = b, fmt.Sprintf("add %v %+v", churnIP, b)
 	default:
 		path = backends + "/" + churnIP.String()
@@ -495,11 +496,11 @@ func (c *hlChurner) next(appl *nsbed.Appliance) *hlPending {
 			delete(c.model, churnIP)
 		case 2:
 			w := c.rng.Intn(6)
-			method, body, want = http.MethodPatch, nsbed.DsrlbBackendPatch{Weight: &w}, http.StatusOK
+			method, body, want = http.MethodPatch, v1.BackendPatch{Weight: &w}, http.StatusOK
 			c.model[churnIP], desc = hlBackend{w, cur.state}, fmt.Sprintf("weight %v %d", churnIP, w)
 		default:
 			st := []string{"enabled", "drain", "disabled"}[c.rng.Intn(3)]
-			method, body, want = http.MethodPatch, nsbed.DsrlbBackendPatch{State: &st}, http.StatusOK
+			method, body, want = http.MethodPatch, v1.BackendPatch{State: &st}, http.StatusOK
 			c.model[churnIP], desc = hlBackend{cur.weight, st}, fmt.Sprintf("state %v %s", churnIP, st)
 		}
 	}
@@ -703,15 +704,28 @@ func hlSampleStats(appl *nsbed.Appliance, base time.Time, stop <-chan struct{}) 
 				return
 			case <-tick.C:
 			}
-			st, err := appl.Stats(context.Background())
-			if err != nil {
+			var st v1.Stats
+			if appl.Get(context.Background(), "/api/v1/stats", &st) != nil {
 				continue
 			}
-			samples = append(samples, hlSample{at: time.Since(base), rx: st.Totals.RxPackets, dropped: st.Totals.Dropped,
-				polls: st.Polls, generation: st.Generation})
+			sm := hlSample{at: time.Since(base), rx: st.Totals.RxPackets, dropped: st.Totals.Dropped, generation: st.Generation}
+			for _, w := range st.Workers {
+				sm.polls += w.Polls
+			}
+			samples = append(samples, sm)
 		}
 	}()
 	return out
+}
+
+// hlStats returns the appliance's whole stats; an error ends t.
+func hlStats(ctx context.Context, t *testing.T, appl *nsbed.Appliance) *v1.Stats {
+	t.Helper()
+	var st v1.Stats
+	if err := appl.Get(ctx, "/api/v1/stats", &st); err != nil {
+		t.Fatalf("stats: %v", err)
+	}
+	return &st
 }
 
 // hlQuantiles formats p50, p99, p99.9 and the maximum of ds.
@@ -760,7 +774,7 @@ func TestHitless(t *testing.T) {
 	}
 	defer wire.Close()
 
-	pre := mustStats(ctx, t, appl)
+	pre := hlStats(ctx, t, appl)
 
 	seed := time.Now().UnixNano()
 	t.Logf("seed %d", seed)
@@ -835,7 +849,7 @@ func TestHitless(t *testing.T) {
 
 	// The test's model of the service, which the check relies on, is what
 	// the appliance has.
-	var web nsbed.DsrlbService
+	var web v1.Service
 	if err := appl.Get(ctx, "/api/v1/services/web", &web); err != nil {
 		t.Fatal(err)
 	}
@@ -856,7 +870,7 @@ func TestHitless(t *testing.T) {
 
 	// The appliance's own account: nothing dropped, every packet forwarded
 	// for web, every change counted.
-	st := mustStats(ctx, t, appl)
+	st := hlStats(ctx, t, appl)
 	sniff.close()
 	if st.Totals.Dropped != 0 {
 		t.Errorf("appliance dropped %d packets: %v", st.Totals.Dropped, st.Drops)
@@ -874,7 +888,8 @@ func TestHitless(t *testing.T) {
 			t.Errorf("drops[%s] = %d, want 0", r, n)
 		}
 	}
-	webPkts := st.Services["web"].Packets
+	webStats, _ := st.Service("web")
+	webPkts := webStats.Packets
 	if webPkts != uint64(len(tr.sent)) {
 		t.Errorf("service web forwarded %d packets, want %d", webPkts, len(tr.sent))
 	}

@@ -16,7 +16,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/dsrlb/dsrlb/testbed/nsbed"
+	v1 "github.com/dsrlb/dsrlb/api/v1"
 )
 
 func TestStateFileRuleDaemon(t *testing.T) {
@@ -26,7 +26,7 @@ func TestStateFileRuleDaemon(t *testing.T) {
 		t.Helper()
 		return crJSON(c.services())
 	}
-	restart := func(cfg nsbed.DsrlbConfig) {
+	restart := func(cfg v1.Config) {
 		t.Helper()
 		if err := c.appl.Stop(); err != nil {
 			t.Fatalf("dsrlb run after SIGTERM: %v", err)
@@ -45,7 +45,7 @@ func TestStateFileRuleDaemon(t *testing.T) {
 
 	c.start()
 	if code, body, err := c.appl.Do(context.Background(), http.MethodPost, "/api/v1/services/web/backends",
-		nsbed.DsrlbBackend{IP: "10.1.0.9"}); err != nil || code != http.StatusCreated {
+		v1.Backend{IP: "10.1.0.9"}); err != nil || code != http.StatusCreated {
 		t.Fatalf("add a backend: %d %v %s", code, err, body)
 	}
 	changed := services()
@@ -93,7 +93,7 @@ func TestStateFileRuleDaemon(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var other nsbed.DsrlbConfig
+		var other v1.Config
 		if err := yaml.Unmarshal([]byte(strings.NewReplacer("192.0.2.", "198.51.100.", "203.0.113.1", "203.0.113.2").Replace(string(y))), &other); err != nil {
 			t.Fatal(err)
 		}

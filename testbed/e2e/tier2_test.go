@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/dsrlb/dsrlb/api/v1"
 	"github.com/dsrlb/dsrlb/testbed/nsbed"
 )
 
@@ -22,7 +23,7 @@ func startTier2(t *testing.T, token string) *nsbed.Tier2 {
 	defer cancel()
 	start := time.Now()
 	tb, err := nsbed.StartTier2(ctx, nsbed.Tier2Options{Bins: bins, Bed: bedOptions(t),
-		Config: func(c *nsbed.DsrlbConfig) { c.API.Token = token }})
+		Config: func(c *v1.Config) { c.API.Token = token }})
 	if err != nil {
 		t.Fatalf("start tier-2 testbed: %v", err)
 	}

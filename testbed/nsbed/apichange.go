@@ -15,12 +15,16 @@ import (
 // unless nil, and decodes a JSON answer into out unless out is nil. Any
 // status but 2xx is an error carrying the answer.
 func (a *Appliance) Change(ctx context.Context, method, path string, body, out any) error {
-	status, b, err := a.Do(ctx, method, path, body)
+	req, err := a.NewRequest(ctx, method, path, body)
 	if err != nil {
 		return err
 	}
-	if status/100 != 2 {
-		return fmt.Errorf("%s %s: %d %s: %s", method, path, status, http.StatusText(status), strings.TrimSpace(string(b)))
+	resp, b, err := a.roundTrip(req)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b)))
 	}
 	if out != nil && len(b) > 0 {
 		if err := json.Unmarshal(b, out); err != nil {
@@ -30,10 +34,10 @@ func (a *Appliance) Change(ctx context.Context, method, path string, body, out a
 	return nil
 }
 
-// Do sends one request to the API, body encoded as JSON unless nil, with
-// the bearer token of the appliance's config unless it is a GET, and
-// returns the status and the answer's body whatever the status: for tests
-// that expect a change to be refused, or compare answers byte for byte.
+// Do sends one request to the API as Change does (GETs without the
+// token) and returns the status and the answer's body whatever the
+// status: for tests that expect a change to be refused, or compare
+// answers byte for byte.
 func (a *Appliance) Do(ctx context.Context, method, path string, body any) (int, []byte, error) {
 	req, err := a.NewRequest(ctx, method, path, body)
 	if err != nil {
@@ -64,7 +68,7 @@ func (a *Appliance) NewRequest(ctx context.Context, method, path string, body an
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if method != http.MethodGet && a.Config.API != nil && a.Config.API.Token != "" {
+	if method != http.MethodGet && a.Config.API.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+a.Config.API.Token)
 	}
 	return req, nil

@@ -13,107 +13,17 @@ import (
 	"strings"
 	"time"
 
+	v1 "github.com/dsrlb/dsrlb/api/v1"
 	"gopkg.in/yaml.v3"
 )
 
 // The testbed knows dsrlb only from the outside: its binary, its YAML
-// config and its REST API. These types mirror the parts it uses; services
-// and backends have the same field names in YAML and in the API's JSON.
-
-// DsrlbConfig is a dsrlb config file (see control.Config).
-type DsrlbConfig struct {
-	Dataplane DsrlbDataplane  `yaml:"dataplane"`
-	Neighbors []DsrlbNeighbor `yaml:"neighbors,omitempty"`
-	Services  []DsrlbService  `yaml:"services,omitempty"`
-	API       *DsrlbAPI       `yaml:"api,omitempty"`
-	// Flows, Maglev and BGP are passed through as written.
-	Flows  map[string]any `yaml:"flows,omitempty"`
-	Maglev map[string]any `yaml:"maglev,omitempty"`
-	BGP    map[string]any `yaml:"bgp,omitempty"`
-}
-
-// DsrlbDataplane is the config's dataplane section.
-type DsrlbDataplane struct {
-	EALArgs   []string    `yaml:"eal_args"`
-	Workers   int         `yaml:"workers,omitempty"`
-	IdleSleep string      `yaml:"idle_sleep,omitempty"`
-	Ports     []DsrlbPort `yaml:"ports"`
-}
+// config and its REST API, whose documents are those of package api/v1.
 
 // BedIdleSleep is the dataplane.idle_sleep of every bed's appliances:
 // several appliances, FRR, backends and clients share two CPUs, so an
 // idle worker gives its CPU back (see testbed/README.md).
-const BedIdleSleep = "50us"
-
-// DsrlbPort is one dataplane port.
-type DsrlbPort struct {
-	Name    string `yaml:"name"`
-	Device  string `yaml:"device"`
-	IP      string `yaml:"ip"`
-	Gateway string `yaml:"gateway,omitempty"`
-	MTU     int    `yaml:"mtu,omitempty"`
-	MAC     string `yaml:"mac,omitempty"` // overrides the device's MAC
-}
-
-// DsrlbNeighbor is a static IP-to-MAC entry.
-type DsrlbNeighbor struct {
-	IP  string `yaml:"ip"`
-	MAC string `yaml:"mac"`
-}
-
-// DsrlbService is one virtual service, in the config and in the API.
-type DsrlbService struct {
-	Name       string         `yaml:"name" json:"name"`
-	VIP        string         `yaml:"vip" json:"vip"`
-	Protocol   string         `yaml:"protocol" json:"protocol"`
-	Port       int            `yaml:"port" json:"port"`
-	Mode       string         `yaml:"mode" json:"mode"`
-	Backends   []DsrlbBackend `yaml:"backends" json:"backends"`
-	MinHealthy int            `yaml:"min_healthy,omitempty" json:"min_healthy,omitempty"`
-	Health     *DsrlbHealth   `yaml:"health,omitempty" json:"health,omitempty"`
-}
-
-// DsrlbBackend is one backend of a service.
-type DsrlbBackend struct {
-	IP     string `yaml:"ip" json:"ip"`
-	Weight *int   `yaml:"weight,omitempty" json:"weight,omitempty"`
-	MAC    string `yaml:"mac,omitempty" json:"mac,omitempty"`
-	State  string `yaml:"state,omitempty" json:"state,omitempty"`
-}
-
-// DsrlbHealth is a service's health monitor. Durations are written as Go
-// durations ("2s", "500ms"), as dsrlb writes them.
-type DsrlbHealth struct {
-	Type     string `yaml:"type" json:"type"`
-	Port     int    `yaml:"port,omitempty" json:"port,omitempty"`
-	Path     string `yaml:"path,omitempty" json:"path,omitempty"`
-	Expect   []int  `yaml:"expect,omitempty" json:"expect,omitempty"`
-	Send     string `yaml:"send,omitempty" json:"send,omitempty"`
-	Receive  string `yaml:"receive,omitempty" json:"receive,omitempty"`
-	Interval string `yaml:"interval,omitempty" json:"interval,omitempty"`
-	Timeout  string `yaml:"timeout,omitempty" json:"timeout,omitempty"`
-	Rise     int    `yaml:"rise,omitempty" json:"rise,omitempty"`
-	Fall     int    `yaml:"fall,omitempty" json:"fall,omitempty"`
-}
-
-// DsrlbServiceList is the body of GET /api/v1/services, and the services
-// of a state file.
-type DsrlbServiceList struct {
-	Services []DsrlbService `json:"services"`
-}
-
-// DsrlbBackendPatch is the body of PATCH
-// /api/v1/services/NAME/backends/IP: nil fields stay as they are.
-type DsrlbBackendPatch struct {
-	Weight *int    `json:"weight,omitempty"`
-	State  *string `json:"state,omitempty"`
-}
-
-// DsrlbAPI is the config's api section.
-type DsrlbAPI struct {
-	Listen string `yaml:"listen,omitempty"`
-	Token  string `yaml:"token,omitempty"`
-}
+const BedIdleSleep = v1.Duration(50 * time.Microsecond)
 
 // DefaultAPI is where dsrlb's REST API listens unless configured: loopback
 // of the appliance's namespace.
@@ -130,7 +40,7 @@ func (b *Bed) EALArgs(host, lcores string) []string {
 type Appliance struct {
 	NS     *NS
 	Proc   *Proc
-	Config DsrlbConfig
+	Config v1.Config
 	// ConfigPath is the YAML file dsrlb was started with.
 	ConfigPath string
 	// API is the base URL of the REST API, reachable from NS.
@@ -149,10 +59,10 @@ func (b *Bed) StatePath(host string) string {
 // StartDsrlb writes cfg and starts `dsrlb run` in ns, then waits until its
 // API answers /healthz (at most 60 s). If dsrlb exits first, the error
 // carries the end of its log.
-func StartDsrlb(ctx context.Context, ns *NS, bin string, cfg DsrlbConfig) (*Appliance, error) {
+func StartDsrlb(ctx context.Context, ns *NS, bin string, cfg v1.Config) (*Appliance, error) {
 	b := ns.bed
 	listen := DefaultAPI
-	if cfg.API != nil && cfg.API.Listen != "" {
+	if cfg.API.Listen != "" {
 		listen = cfg.API.Listen
 	}
 	y, err := yaml.Marshal(cfg)
@@ -257,8 +167,8 @@ func (a *Appliance) Stats(ctx context.Context) (*Stats, error) {
 }
 
 // Status returns GET /api/v1/status.
-func (a *Appliance) Status(ctx context.Context) (*Status, error) {
-	var s Status
+func (a *Appliance) Status(ctx context.Context) (*v1.Status, error) {
+	var s v1.Status
 	if err := a.Get(ctx, "/api/v1/status", &s); err != nil {
 		return nil, err
 	}
@@ -267,7 +177,7 @@ func (a *Appliance) Status(ctx context.Context) (*Status, error) {
 
 // WaitActive waits until every backend of every service forwards
 // ("active": healthy and its MAC resolved).
-func (a *Appliance) WaitActive(ctx context.Context) (*Status, error) {
+func (a *Appliance) WaitActive(ctx context.Context) (*v1.Status, error) {
 	var last string
 	for {
 		if a.Proc.Exited() {
@@ -275,7 +185,7 @@ func (a *Appliance) WaitActive(ctx context.Context) (*Status, error) {
 		}
 		st, err := a.Status(ctx)
 		if err == nil {
-			if pending := st.NotActive(); len(pending) == 0 {
+			if pending := NotActive(st); len(pending) == 0 {
 				return st, nil
 			} else {
 				last = strings.Join(pending, ", ")
@@ -305,38 +215,9 @@ func (a *Appliance) Stop() error {
 	return nil
 }
 
-// Status is the body of GET /api/v1/status (the fields the testbed uses).
-type Status struct {
-	Generation uint64          `json:"generation"`
-	Services   []ServiceStatus `json:"services"`
-}
-
-// ServiceStatus is one service's live state.
-type ServiceStatus struct {
-	Name     string          `json:"name"`
-	VIP      string          `json:"vip"`
-	Protocol string          `json:"protocol"`
-	Port     int             `json:"port"`
-	Mode     string          `json:"mode"`
-	Usable   int             `json:"usable_backends"`
-	Backends []BackendStatus `json:"backends"`
-	// Announced tells whether BGP announces the VIP; Reason says why (not).
-	Announced bool   `json:"announced"`
-	Reason    string `json:"announce_reason"`
-}
-
-// BackendStatus is one backend's live state.
-type BackendStatus struct {
-	IP         string `json:"ip"`
-	Forwarding string `json:"forwarding"`
-	Health     string `json:"health"`
-	NextHopMAC string `json:"next_hop_mac"`
-	NewFlows   uint64 `json:"new_flows"`
-}
-
-// NotActive lists "service/backend=state" for every backend that does not
-// forward yet.
-func (s *Status) NotActive() []string {
+// NotActive lists "service/backend=state" for every backend of s that does
+// not forward yet.
+func NotActive(s *v1.Status) []string {
 	var out []string
 	if len(s.Services) == 0 {
 		return []string{"no services"}
@@ -351,39 +232,17 @@ func (s *Status) NotActive() []string {
 	return out
 }
 
-// Stats is the body of GET /api/v1/stats. It decodes both shapes dsrlb has
-// used for it (api/types.Stats: services as a list, *_packets totals;
-// control.Stats: services as an object keyed by name).
+// Stats is the body of GET /api/v1/stats (v1.Stats) with services and
+// backends indexed by name and IP, for the testbed's counter checks. It
+// also decodes the body's shape before v1 (services as an object keyed by
+// name, totals without the _packets suffix).
 type Stats struct {
-	// Generation is the published snapshot's.
-	Generation uint64
-	Totals     Totals
-	Drops      map[string]uint64
-	Services   map[string]ServiceStats
-	Flows      FlowStats
-	// Polls sums the workers' polls of their queues.
-	Polls uint64
-	// Changes counts config changes since start; nil where dsrlb does
-	// not report them.
-	Changes *Changes
+	Totals   Totals
+	Drops    map[string]uint64
+	Services map[string]ServiceStats
 }
 
-// FlowStats are the flow tables' counters, summed over workers.
-type FlowStats struct {
-	Hits      uint64 `json:"hits"`
-	Misses    uint64 `json:"misses"`
-	Evictions uint64 `json:"evictions"`
-	Expired   uint64 `json:"expired"`
-	Remapped  uint64 `json:"remapped"`
-}
-
-// Changes count the config changes made through the API.
-type Changes struct {
-	Accepted uint64 `json:"accepted"`
-	Rejected uint64 `json:"rejected"`
-}
-
-// Totals are appliance-wide packet counters.
+// Totals are the appliance-wide packet counters the testbed checks.
 type Totals struct {
 	RxPackets, TxPackets, ToKernel, FromKernel, Dropped uint64
 	// FragNeededSent counts ICMP fragmentation-needed replies the
@@ -404,100 +263,70 @@ type BackendStats struct {
 	Packets, NewFlows uint64
 }
 
-// UnmarshalJSON decodes either shape of the stats body.
+// UnmarshalJSON decodes a v1.Stats body, or one of the shape before v1.
 func (s *Stats) UnmarshalJSON(b []byte) error {
-	var raw struct {
-		Generation uint64            `json:"generation"`
-		Totals     map[string]uint64 `json:"totals"`
-		Drops      map[string]uint64 `json:"drops"`
-		Services   json.RawMessage   `json:"services"`
-		Flows      FlowStats         `json:"flows"`
-		Workers    []struct {
-			Polls uint64 `json:"polls"`
-		} `json:"workers"`
-		Changes *Changes `json:"changes"`
+	var probe struct {
+		Totals   json.RawMessage `json:"totals"`
+		Services json.RawMessage `json:"services"`
 	}
-	if err := json.Unmarshal(b, &raw); err != nil {
+	if err := json.Unmarshal(b, &probe); err != nil {
 		return err
 	}
-	if raw.Totals == nil {
+	if len(probe.Totals) == 0 || string(probe.Totals) == "null" {
 		return errors.New("stats: no totals")
 	}
-	s.Generation, s.Flows, s.Changes, s.Polls = raw.Generation, raw.Flows, raw.Changes, 0
-	for _, w := range raw.Workers {
-		s.Polls += w.Polls
+	if svc := bytes.TrimSpace(probe.Services); len(svc) > 0 && svc[0] == '{' {
+		return s.unmarshalPreV1(b)
 	}
-	pick := func(names ...string) uint64 {
-		for _, n := range names {
-			if v, ok := raw.Totals[n]; ok {
-				return v
-			}
-		}
-		return 0
+	var st v1.Stats
+	if err := json.Unmarshal(b, &st); err != nil {
+		return err
 	}
-	s.Totals = Totals{
-		RxPackets:  pick("rx_packets"),
-		TxPackets:  pick("tx_packets"),
-		ToKernel:   pick("to_kernel_packets", "to_kernel"),
-		FromKernel: pick("from_kernel_packets", "from_kernel"),
-		Dropped:    pick("dropped_packets", "dropped"),
-
-		FragNeededSent:      pick("frag_needed_sent"),
-		ICMPErrorsForwarded: pick("icmp_errors_forwarded"),
-		IPOptions:           pick("ip_options"),
-	}
-	s.Drops = raw.Drops
+	t := st.Totals
+	s.Totals = Totals{RxPackets: t.RxPackets, TxPackets: t.TxPackets, ToKernel: t.ToKernel, FromKernel: t.FromKernel,
+		Dropped: t.Dropped, FragNeededSent: t.FragNeededSent, ICMPErrorsForwarded: t.ICMPErrorsForwarded, IPOptions: t.IPOptions}
+	s.Drops = st.Drops
 	s.Services = map[string]ServiceStats{}
-	type backend struct {
-		IP       string `json:"ip"`
-		Packets  uint64 `json:"packets"`
-		NewFlows uint64 `json:"new_flows"`
+	for _, sv := range st.Services {
+		ss := ServiceStats{Packets: sv.Packets, NoBackend: sv.NoBackend, Backends: map[string]BackendStats{}}
+		for _, b := range sv.Backends {
+			ss.Backends[b.IP] = BackendStats{Packets: b.Packets, NewFlows: b.NewFlows}
+		}
+		s.Services[sv.Name] = ss
 	}
-	type service struct {
-		Name        string          `json:"name"`
-		Packets     uint64          `json:"packets"`
-		NoBackend   uint64          `json:"no_backend_drops"`
-		NoBackendV0 uint64          `json:"no_backend"`
-		Backends    json.RawMessage `json:"backends"`
+	return nil
+}
+
+// unmarshalPreV1 decodes the stats body of dsrlb before v1: services as
+// an object keyed by name, backends keyed by IP, totals named to_kernel,
+// from_kernel and dropped.
+func (s *Stats) unmarshalPreV1(b []byte) error {
+	var old struct {
+		Totals   map[string]uint64 `json:"totals"`
+		Drops    map[string]uint64 `json:"drops"`
+		Services map[string]struct {
+			Packets   uint64 `json:"packets"`
+			NoBackend uint64 `json:"no_backend"`
+			Backends  map[string]struct {
+				Packets  uint64 `json:"packets"`
+				NewFlows uint64 `json:"new_flows"`
+			} `json:"backends"`
+		} `json:"services"`
 	}
-	add := func(name string, sv service) error {
-		ss := ServiceStats{Packets: sv.Packets, NoBackend: sv.NoBackend + sv.NoBackendV0, Backends: map[string]BackendStats{}}
-		var list []backend
-		var byIP map[string]backend
-		switch {
-		case len(sv.Backends) == 0 || string(sv.Backends) == "null":
-		case json.Unmarshal(sv.Backends, &list) == nil:
-			for _, b := range list {
-				ss.Backends[b.IP] = BackendStats{Packets: b.Packets, NewFlows: b.NewFlows}
-			}
-		case json.Unmarshal(sv.Backends, &byIP) == nil:
-			for ip, b := range byIP {
-				ss.Backends[ip] = BackendStats{Packets: b.Packets, NewFlows: b.NewFlows}
-			}
-		default:
-			return fmt.Errorf("stats: service %s: cannot decode backends", name)
+	if err := json.Unmarshal(b, &old); err != nil {
+		return fmt.Errorf("stats: %w", err)
+	}
+	t := old.Totals
+	s.Totals = Totals{RxPackets: t["rx_packets"], TxPackets: t["tx_packets"], ToKernel: t["to_kernel"],
+		FromKernel: t["from_kernel"], Dropped: t["dropped"]}
+	s.Drops = old.Drops
+	s.Services = map[string]ServiceStats{}
+	for name, sv := range old.Services {
+		ss := ServiceStats{Packets: sv.Packets, NoBackend: sv.NoBackend, Backends: map[string]BackendStats{}}
+		for ip, b := range sv.Backends {
+			ss.Backends[ip] = BackendStats{Packets: b.Packets, NewFlows: b.NewFlows}
 		}
 		s.Services[name] = ss
-		return nil
-	}
-	var list []service
-	var byName map[string]service
-	switch {
-	case len(raw.Services) == 0 || string(raw.Services) == "null":
-	case json.Unmarshal(raw.Services, &list) == nil:
-		for _, sv := range list {
-			if err := add(sv.Name, sv); err != nil {
-				return err
-			}
-		}
-	case json.Unmarshal(raw.Services, &byName) == nil:
-		for name, sv := range byName {
-			if err := add(name, sv); err != nil {
-				return err
-			}
-		}
-	default:
-		return errors.New("stats: cannot decode services")
 	}
 	return nil
 }

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	v1 "github.com/dsrlb/dsrlb/api/v1"
 )
 
 // What the L2, L3 and ECMP beds share: building the namespaces, setting up
@@ -120,10 +122,10 @@ func (bs Backends) Missing(got map[string]int) []string {
 }
 
 // backendList is the config's backend list: ip(1)..ip(count).
-func backendList(count int, ip func(int) netip.Addr) []DsrlbBackend {
-	var bes []DsrlbBackend
+func backendList(count int, ip func(int) netip.Addr) []v1.Backend {
+	var bes []v1.Backend
 	for i := 1; i <= count; i++ {
-		bes = append(bes, DsrlbBackend{IP: ip(i).String()})
+		bes = append(bes, v1.Backend{IP: ip(i).String()})
 	}
 	return bes
 }
@@ -131,12 +133,12 @@ func backendList(count int, ip func(int) netip.Addr) []DsrlbBackend {
 // webAndEcho are the services of the L2 and L3 beds on vip in mode with
 // bes: "web"+suffix (tcp/80, HTTP health check) and "echo"+suffix
 // (udp/9000, TCP health check on port 80).
-func webAndEcho(suffix, vip, mode string, bes []DsrlbBackend) []DsrlbService {
-	return []DsrlbService{
+func webAndEcho(suffix, vip, mode string, bes []v1.Backend) []v1.Service {
+	return []v1.Service{
 		{Name: "web" + suffix, VIP: vip, Protocol: "tcp", Port: HTTPPort, Mode: mode, Backends: bes,
-			Health: &DsrlbHealth{Type: "http", Path: "/", Interval: "1s", Timeout: "500ms", Rise: 1, Fall: 3}},
+			Health: &v1.Health{Type: "http", Path: "/", Interval: v1.Duration(time.Second), Timeout: v1.Duration(500 * time.Millisecond), Rise: 1, Fall: 3}},
 		{Name: "echo" + suffix, VIP: vip, Protocol: "udp", Port: UDPPort, Mode: mode, Backends: bes,
-			Health: &DsrlbHealth{Type: "tcp", Port: HTTPPort, Interval: "1s", Timeout: "500ms", Rise: 1, Fall: 3}},
+			Health: &v1.Health{Type: "tcp", Port: HTTPPort, Interval: v1.Duration(time.Second), Timeout: v1.Duration(500 * time.Millisecond), Rise: 1, Fall: 3}},
 	}
 }
 
@@ -144,7 +146,7 @@ func webAndEcho(suffix, vip, mode string, bes []DsrlbBackend) []DsrlbService {
 // most, until it forwards to every backend. It returns the Appliance
 // whenever dsrlb started, with an error too, so that the caller can stop
 // it.
-func startActive(ctx context.Context, ns *NS, bin string, cfg DsrlbConfig) (*Appliance, error) {
+func startActive(ctx context.Context, ns *NS, bin string, cfg v1.Config) (*Appliance, error) {
 	app, err := StartDsrlb(ctx, ns, bin, cfg)
 	if err != nil {
 		return nil, err

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	v1 "github.com/dsrlb/dsrlb/api/v1"
 	"github.com/dsrlb/dsrlb/bgp/frrtest"
 )
 
@@ -66,8 +67,8 @@ func ECMPApplianceName(i int) string { return "appl" + string(rune('A'+i)) }
 
 // ECMPHealth is the health monitor of the ECMP bed's service: HTTP GET /
 // every second, up after 2 passes, down after 2 failures.
-var ECMPHealth = DsrlbHealth{Type: "http", Port: HTTPPort, Path: "/", Expect: []int{200},
-	Interval: "1s", Timeout: "500ms", Rise: 2, Fall: 2}
+var ECMPHealth = v1.Health{Type: "http", Port: HTTPPort, Path: "/", Expect: []int{200},
+	Interval: v1.Duration(time.Second), Timeout: v1.Duration(500 * time.Millisecond), Rise: 2, Fall: 2}
 
 // ECMPOptions parametrise StartECMP.
 type ECMPOptions struct {
@@ -79,8 +80,8 @@ type ECMPOptions struct {
 	// per process, so both appliances' workers then busy-poll CPU 1;
 	// {"--lcores", "0@1,1@0"} for one of them puts its worker on CPU 0.
 	EAL [2][]string
-	// Drain is bgp.drain; default "3s".
-	Drain string
+	// Drain is bgp.drain; default 3 s.
+	Drain time.Duration
 	// HoldTime is the BGP hold time the appliances offer, in seconds;
 	// default 9.
 	HoldTime int
@@ -163,27 +164,25 @@ func ECMPRouterConfig() string {
 // standbyBy ("med" or "prepend"). Everything but the identity (address,
 // router id, EAL file prefix and lcores, role) is the same for every
 // appliance; that is what keeps a flow on one backend across them.
-func ECMPConfig(b *Bed, i, backends int, eal []string, role, standbyBy, drain string, holdTime int) DsrlbConfig {
+func ECMPConfig(b *Bed, i, backends int, eal []string, role, standbyBy string, drain time.Duration, holdTime int) v1.Config {
 	bes := backendList(backends, ECMPBackendIP)
 	name, ip := ECMPApplianceName(i), ECMPApplianceIP(i)
 	health := ECMPHealth
 	args := []string{"--no-huge", "--no-pci", "-m", "512", "--file-prefix", b.prefix + name}
-	return DsrlbConfig{
-		Dataplane: DsrlbDataplane{
+	return v1.Config{
+		Dataplane: v1.Dataplane{
 			EALArgs:   append(args, eal...),
 			Workers:   1,
 			IdleSleep: BedIdleSleep,
-			Ports: []DsrlbPort{{Name: "eth0", Device: "net_af_packet0,iface=eth0",
+			Ports: []v1.Port{{Name: "eth0", Device: "net_af_packet0,iface=eth0",
 				IP: netip.PrefixFrom(ip, ECMPLanSubnet.Bits()).String(), Gateway: ECMPRouterLan.String()}},
 		},
-		Services: []DsrlbService{{Name: "web", VIP: ECMPVIP.String(), Protocol: "tcp", Port: HTTPPort, Mode: "l2",
+		Services: []v1.Service{{Name: "web", VIP: ECMPVIP.String(), Protocol: "tcp", Port: HTTPPort, Mode: "l2",
 			Backends: bes, MinHealthy: 1, Health: &health}},
-		Maglev: map[string]any{"seed": 7},
-		BGP: map[string]any{
-			"asn": ECMPApplianceASN, "router_id": ip.String(), "role": role, "standby_by": standbyBy, "drain": drain,
-			"peers": []map[string]any{{"address": ECMPRouterLan.String(), "asn": ECMPRouterASN, "hold_time": holdTime}},
-		},
-		API: &DsrlbAPI{Listen: DefaultAPI},
+		Maglev: v1.Maglev{Seed: 7},
+		BGP: &v1.BGP{ASN: ECMPApplianceASN, RouterID: ip.String(), Role: role, Standby: standbyBy, Drain: v1.Duration(drain),
+			Peers: []v1.BGPPeer{{Address: ECMPRouterLan.String(), ASN: ECMPRouterASN, HoldTime: holdTime}}},
+		API: v1.API{Listen: DefaultAPI},
 	}
 }
 
@@ -201,8 +200,8 @@ func StartECMP(ctx context.Context, o ECMPOptions) (e *ECMP, err error) {
 			o.EAL[i] = []string{"-l", "0,1"}
 		}
 	}
-	if o.Drain == "" {
-		o.Drain = "3s"
+	if o.Drain == 0 {
+		o.Drain = 3 * time.Second
 	}
 	if o.HoldTime == 0 {
 		o.HoldTime = 9

@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -16,7 +17,7 @@ func TestECMPConfigsAgree(t *testing.T) {
 	b := &Bed{prefix: "dsrtb1-1-"}
 	var docs [2]map[string]any
 	for i := range docs {
-		cfg := ECMPConfig(b, i, 3, []string{"-l", "0," + string(rune('1'+i))}, []string{"active", "standby"}[i], "med", "3s", 9)
+		cfg := ECMPConfig(b, i, 3, []string{"-l", "0," + string(rune('1'+i))}, []string{"active", "standby"}[i], "med", 3*time.Second, 9)
 		y, err := yaml.Marshal(cfg)
 		if err != nil {
 			t.Fatal(err)

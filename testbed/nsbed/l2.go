@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	v1 "github.com/dsrlb/dsrlb/api/v1"
 )
 
 // Addresses of the L2 DSR bed: one private /24 segment shared by the
@@ -55,7 +57,7 @@ type L2Options struct {
 	// Config, if set, edits the appliance config (L2Config) before dsrlb
 	// starts: an API token, fewer backends in a service than hosts built
 	// (a host left out can be added later through the API), ...
-	Config func(*DsrlbConfig)
+	Config func(*v1.Config)
 	// VLAN, if not 0, builds L2TrunkTopology with this 802.1Q VLAN ID
 	// and gives the client a static neighbour entry for the VIP.
 	VLAN int
@@ -103,17 +105,17 @@ func L2TrunkTopology(backends, vlan int) Topology {
 // net_af_packet on the raw veth) with the appliance address; service "web"
 // (tcp/80, HTTP health check) and "echo" (udp/9000, TCP health check on
 // port 80), both l2 mode on the VIP with every backend.
-func L2Config(b *Bed, backends int, lcores string) DsrlbConfig {
-	return DsrlbConfig{
-		Dataplane: DsrlbDataplane{
+func L2Config(b *Bed, backends int, lcores string) v1.Config {
+	return v1.Config{
+		Dataplane: v1.Dataplane{
 			EALArgs:   b.EALArgs("appl", lcores),
 			Workers:   1,
 			IdleSleep: BedIdleSleep,
-			Ports: []DsrlbPort{{Name: "eth0", Device: "net_af_packet0,iface=eth0",
+			Ports: []v1.Port{{Name: "eth0", Device: "net_af_packet0,iface=eth0",
 				IP: netip.PrefixFrom(L2ApplianceIP, L2Subnet.Bits()).String()}},
 		},
 		Services: webAndEcho("", L2VIP.String(), "l2", backendList(backends, L2BackendIP)),
-		API:      &DsrlbAPI{Listen: DefaultAPI},
+		API:      v1.API{Listen: DefaultAPI},
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"strconv"
 	"time"
+
+	v1 "github.com/dsrlb/dsrlb/api/v1"
 )
 
 // Addresses of the L3 DSR bed. The client, the appliance and a router
@@ -85,7 +87,7 @@ type L3Options struct {
 	Bed Options
 	// Config, if set, edits the appliance config (L3Config) before dsrlb
 	// starts.
-	Config func(*DsrlbConfig)
+	Config func(*v1.Config)
 }
 
 // L3Topology is the L3 DSR testbed:
@@ -132,18 +134,18 @@ func L3Topology(backends, mtu int) Topology {
 // gateway and the given MTU; per mode M of L3Modes, service "web-M"
 // (tcp/80, HTTP health check) and "echo-M" (udp/9000, TCP health check on
 // port 80) on L3VIP(M) with every backend, reached through the gateway.
-func L3Config(b *Bed, backends int, lcores string, mtu int, device string) DsrlbConfig {
+func L3Config(b *Bed, backends int, lcores string, mtu int, device string) v1.Config {
 	bes := backendList(backends, L3BackendIP)
-	cfg := DsrlbConfig{
-		Dataplane: DsrlbDataplane{
+	cfg := v1.Config{
+		Dataplane: v1.Dataplane{
 			EALArgs:   b.EALArgs("appl", lcores),
 			Workers:   1,
 			IdleSleep: BedIdleSleep,
-			Ports: []DsrlbPort{{Name: "eth0", Device: device,
+			Ports: []v1.Port{{Name: "eth0", Device: device,
 				IP:      netip.PrefixFrom(L3ApplianceIP, L3FrontSubnet.Bits()).String(),
 				Gateway: L3RouterFrontIP.String(), MTU: mtu}},
 		},
-		API: &DsrlbAPI{Listen: DefaultAPI},
+		API: v1.API{Listen: DefaultAPI},
 	}
 	for _, mode := range L3Modes {
 		cfg.Services = append(cfg.Services, webAndEcho("-"+mode, L3VIP(mode).String(), mode, bes)...)
@@ -228,7 +230,7 @@ func StartL3(ctx context.Context, o L3Options) (l *L3, err error) {
 // startAppliance learns the MACs of the router's and the appliance's
 // front links, starts dsrlb with cfg on the appliance and waits until it
 // forwards to every backend of cfg (setting Appliance and Ready).
-func (l *L3) startAppliance(ctx context.Context, cfg DsrlbConfig) error {
+func (l *L3) startAppliance(ctx context.Context, cfg v1.Config) error {
 	var err error
 	if l.RouterMAC, err = l.Router.LinkMAC("eth0"); err != nil {
 		return err

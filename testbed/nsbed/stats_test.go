@@ -6,19 +6,19 @@ import (
 	"testing"
 )
 
-// apiStats is GET /api/v1/stats as api/types.Stats writes it.
+// apiStats is GET /api/v1/stats as v1.Stats writes it.
 const apiStats = `{"generation":8,"totals":{"rx_packets":122,"rx_bytes":11352,"tx_packets":162,"tx_bytes":12090,
 "to_kernel_packets":92,"from_kernel_packets":132,"dropped_packets":0},"drops":{"no_backend":0,"not_ip":0},
 "flows":{"entries":30},"services":[{"name":"web","packets":30,"bytes":1800,"no_backend_drops":0,"backends":[
 {"ip":"10.99.0.11","packets":12,"bytes":720,"new_flows":12},{"ip":"10.99.0.12","packets":18,"bytes":900,"new_flows":15}]}]}`
 
-// controlStats is the same as control.Stats writes it.
+// controlStats is the same in the shape before v1.
 const controlStats = `{"generation":8,"totals":{"rx_packets":122,"tx_packets":162,"to_kernel":92,"from_kernel":132,"dropped":0},
 "drops":{"no_backend":0,"not_ip":0},"flows":{"entries":30},"services":{"web":{"packets":30,"no_backend":0,"backends":{
 "10.99.0.11":{"packets":12,"new_flows":12,"state":"active"},"10.99.0.12":{"packets":18,"new_flows":15,"state":"active"}}}}}`
 
 func TestStatsDecodesBothShapes(t *testing.T) {
-	for _, tc := range []struct{ desc, body string }{{"api/types", apiStats}, {"control", controlStats}} {
+	for _, tc := range []struct{ desc, body string }{{"v1", apiStats}, {"before v1", controlStats}} {
 		t.Run(tc.desc, func(t *testing.T) {
 			var s Stats
 			if err := json.Unmarshal([]byte(tc.body), &s); err != nil {

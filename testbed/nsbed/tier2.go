@@ -9,6 +9,9 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"time"
+
+	v1 "github.com/dsrlb/dsrlb/api/v1"
 )
 
 // The tier-2 bed: dsrlb (ipip) in front of HAProxy L7 proxies. It is the L3
@@ -73,7 +76,7 @@ type Tier2Options struct {
 	Bed Options
 	// Config, if set, edits the appliance config (Tier2Config) before
 	// dsrlb starts (an API token, ...).
-	Config func(*DsrlbConfig)
+	Config func(*v1.Config)
 }
 
 // Tier2Topology is the L3 bed without backends plus segment "web", hosts
@@ -103,18 +106,18 @@ func Tier2Topology(proxies, webs int) Topology {
 // to proxies px1..px<proxies>, each checked with GET /healthz on its own
 // address, port Tier2MonitorPort (HAProxy's monitor-uri: 200 while the
 // proxy has a web server up).
-func Tier2Service(proxies int) DsrlbService {
-	return DsrlbService{Name: "web", VIP: Tier2VIP.String(), Protocol: "tcp", Port: HTTPPort, Mode: "ipip",
+func Tier2Service(proxies int) v1.Service {
+	return v1.Service{Name: "web", VIP: Tier2VIP.String(), Protocol: "tcp", Port: HTTPPort, Mode: "ipip",
 		Backends: backendList(proxies, Tier2ProxyIP),
-		Health: &DsrlbHealth{Type: "http", Port: Tier2MonitorPort, Path: "/healthz",
-			Interval: "1s", Timeout: "1s", Rise: 2, Fall: 3}}
+		Health: &v1.Health{Type: "http", Port: Tier2MonitorPort, Path: "/healthz",
+			Interval: v1.Duration(time.Second), Timeout: v1.Duration(time.Second), Rise: 2, Fall: 3}}
 }
 
 // Tier2Config is the appliance config of the tier-2 bed: the L3 bed's
 // port (eth0 on net_af_packet, the router as gateway) and Tier2Service.
-func Tier2Config(b *Bed, proxies int, lcores string) DsrlbConfig {
+func Tier2Config(b *Bed, proxies int, lcores string) v1.Config {
 	cfg := L3Config(b, 0, lcores, 1500, L3AFPacketDevice)
-	cfg.Services = []DsrlbService{Tier2Service(proxies)}
+	cfg.Services = []v1.Service{Tier2Service(proxies)}
 	return cfg
 }
 

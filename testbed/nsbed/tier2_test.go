@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	v1 "github.com/dsrlb/dsrlb/api/v1"
 	"gopkg.in/yaml.v3"
 )
 
@@ -20,7 +21,7 @@ func TestTier2DocMatchesBed(t *testing.T) {
 	var svc bytes.Buffer
 	enc := yaml.NewEncoder(&svc)
 	enc.SetIndent(2)
-	if err := enc.Encode(map[string]any{"services": []DsrlbService{Tier2Service(2)}}); err != nil {
+	if err := enc.Encode(map[string]any{"services": []v1.Service{Tier2Service(2)}}); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []struct{ what, text string }{

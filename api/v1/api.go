@@ -1,11 +1,12 @@
-// Package types holds the JSON documents of the dsrlb REST API (/api/v1)
-// that are not config objects, shared by the server (package api) and its
-// client (dsrctl) without pulling the server's dependencies into the client.
-// Services and backends travel as control.Service and control.Backend, with
-// the field names of the YAML config.
-package types
-
-import "github.com/dsrlb/dsrlb/control"
+// Package v1 is dsrlb's wire schema, version 1: the config file (YAML),
+// the documents of the REST API under /api/v1 (JSON) and the services of
+// the state file, with the same field names in all three; the API's error
+// documents; and the strict YAML decoding that reports every error of a
+// file with its line. It is the one definition of these documents: the
+// appliance (control, api), its CLI (dsrctl) and the testbed all use it.
+// It imports nothing of dsrlb, so a client links none of the appliance's
+// code.
+package v1
 
 // ErrorResponse is the body of every 4xx and 5xx answer.
 type ErrorResponse struct {
@@ -45,7 +46,14 @@ const (
 // ServiceList is the body of GET /api/v1/services; it has the shape of the
 // config file's services section.
 type ServiceList struct {
-	Services []control.Service `json:"services" yaml:"services"`
+	Services []Service `json:"services" yaml:"services"`
+}
+
+// BackendPatch is the body of PATCH /api/v1/services/NAME/backends/IP: it
+// changes some fields of a backend; nil fields stay.
+type BackendPatch struct {
+	Weight *int    `json:"weight,omitempty"`
+	State  *string `json:"state,omitempty"`
 }
 
 // Status is the body of GET /api/v1/status.
@@ -54,11 +62,11 @@ type Status struct {
 	Generation uint64          `json:"generation"`
 	Services   []ServiceStatus `json:"services"`
 	// BGP lists the BGP sessions; empty without a speaker.
-	BGP []BGPPeer `json:"bgp"`
+	BGP []BGPSession `json:"bgp"`
 }
 
-// BGPPeer is one BGP session's state.
-type BGPPeer struct {
+// BGPSession is the state of the session with one BGP peer.
+type BGPSession struct {
 	Address string `json:"address"`
 	ASN     uint32 `json:"asn"`
 	// State is the RFC 4271 FSM state in lower case, e.g. "established".

@@ -1,4 +1,4 @@
-package control
+package v1
 
 import (
 	"errors"
@@ -17,10 +17,11 @@ import (
 // neither the object nor the field, so the document is first walked as a
 // yaml.Node tree alongside the Config type: each key is checked against
 // the struct's yaml tags, each scalar decoded on its own, and the line of
-// every field recorded for the errors Validate finds later. The walk
-// removes what it reported (unknown and repeated keys; values that do not
-// decode become null), so that decoding the rest fills every other field
-// and Validate can report on those too.
+// every field recorded for the errors validation (the appliance's
+// control.Config.Validate) finds later. The walk removes what it reported
+// (unknown and repeated keys; values that do not decode become null), so
+// that decoding the rest fills every other field and validation can report
+// on those too.
 
 // Lines tells the line of each field of a decoded YAML config.
 type Lines struct {
@@ -61,11 +62,12 @@ func parentField(p string) string {
 	return ""
 }
 
-// cover tells whether the field at (an index path) is, or is inside, a
-// field of es: a value that did not decode is not validated again.
-func (es FieldErrors) cover(at string) bool {
+// Cover tells whether the field at (an index path, as FieldError.At) is,
+// or is inside, a field of es: a value that did not decode is not
+// validated again.
+func (es FieldErrors) Cover(at string) bool {
 	for _, e := range es {
-		if at == e.at || strings.HasPrefix(at, e.at) && (at[len(e.at)] == '.' || at[len(e.at)] == '[') {
+		if at == e.At || strings.HasPrefix(at, e.At) && (at[len(e.At)] == '.' || at[len(e.At)] == '[') {
 			return true
 		}
 	}
@@ -77,7 +79,7 @@ func (es FieldErrors) cover(at string) bool {
 // field and every value of the wrong type is a FieldError with its line:
 // the error is a FieldErrors with all of them.
 func DecodeYAML(b []byte) (*Config, *Lines, error) {
-	c, lines, errs := decodeYAML(b)
+	c, lines, errs := DecodeYAMLPartial(b)
 	if len(errs) > 0 {
 		return nil, lines, errs
 	}
@@ -86,10 +88,11 @@ func DecodeYAML(b []byte) (*Config, *Lines, error) {
 
 var yamlSyntaxRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
-// decodeYAML decodes b as far as it can: the config is nil only when b is
-// not YAML at all; otherwise it holds every value that decoded, and errs
-// the ones that did not.
-func decodeYAML(b []byte) (*Config, *Lines, FieldErrors) {
+// DecodeYAMLPartial decodes b as far as it can: the config is nil only
+// when b is not YAML at all; otherwise it holds every value that decoded,
+// and errs the ones that did not, so that a validator can report on the
+// rest (skipping the fields errs Cover).
+func DecodeYAMLPartial(b []byte) (*Config, *Lines, FieldErrors) {
 	lines := &Lines{at: map[string]int{}, name: map[string]int{}}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(b, &doc); err != nil {
@@ -125,7 +128,7 @@ func decodeYAML(b []byte) (*Config, *Lines, FieldErrors) {
 		w.errs = append(w.errs, &FieldError{Line: doc.Content[0].Line, Message: err.Error()})
 	}
 	for _, e := range w.errs {
-		e.Field = fieldName(&c, e.at)
+		e.Field = fieldName(&c, e.At)
 	}
 	for at, line := range lines.at {
 		name := fieldName(&c, at)
@@ -138,7 +141,7 @@ func decodeYAML(b []byte) (*Config, *Lines, FieldErrors) {
 
 // yamlWalker walks a YAML node tree alongside the Go type it decodes into.
 // Its paths name list items by index (services[0].port): names come from
-// the decoded config afterwards (fieldName), as Validate names them.
+// the decoded config afterwards (fieldName), as validation names them.
 type yamlWalker struct {
 	lines   *Lines
 	errs    FieldErrors
@@ -148,7 +151,7 @@ type yamlWalker struct {
 var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
 
 func (w *yamlWalker) fail(at string, line int, format string, a ...any) {
-	w.errs = append(w.errs, &FieldError{Message: fmt.Sprintf(format, a...), Line: line, at: at})
+	w.errs = append(w.errs, &FieldError{Message: fmt.Sprintf(format, a...), Line: line, At: at})
 }
 
 // refuse reports value n at at and makes it null, so that decoding the
@@ -289,7 +292,7 @@ func yamlFields(t reflect.Type) map[string]reflect.StructField {
 }
 
 // fieldName turns a path of c with list items by index
-// (services[0].backends[1].weight) into the name Validate gives the field
+// (services[0].backends[1].weight) into the name validation gives the field
 // (services[web].backends[192.0.2.21].weight): items that are labeled by
 // their label. What does not resolve in c stays as it is.
 func fieldName(c *Config, at string) string {
@@ -310,8 +313,8 @@ func fieldName(c *Config, at string) string {
 				break
 			}
 			v = v.Index(i)
-			if l, ok := v.Interface().(labeled); ok && l.label() != "" {
-				b.WriteString("[" + l.label() + "]")
+			if l, ok := v.Interface().(labeled); ok && l.Label() != "" {
+				b.WriteString("[" + l.Label() + "]")
 			} else {
 				b.WriteString(rest[:end+1])
 			}

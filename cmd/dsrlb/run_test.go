@@ -1,0 +1,80 @@
+package main
+
+import (
+	"net"
+	"net/netip"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/dsrlb/dsrlb/bgp"
+	"github.com/dsrlb/dsrlb/control"
+)
+
+// closedPort returns a loopback TCP port that nothing listens on, so that
+// a speaker dialing it is refused at once and sends nothing anywhere else.
+func closedPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	return port
+}
+
+// TestBGPConfig: the typed BGP section maps field by field onto the
+// speaker's config, and bgp.New accepts what Validate accepted.
+func TestBGPConfig(t *testing.T) {
+	port := strconv.Itoa(closedPort(t))
+	y := checkConfig + "  role: standby\n  standby_by: prepend\n"
+	y = strings.Replace(y, "peers: [{address: 192.0.2.1, asn: 65000}]",
+		"peers:\n    - {address: 127.0.0.1, asn: 65000, hold_time: 9, port: "+port+"}\n"+
+			"    - {address: 127.0.0.2, asn: 65001, password: s3cret, port: "+port+"}", 1)
+	c, err := control.ParseYAML([]byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	typed, err := c.Validate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := bgpConfig(typed)
+	p, _ := strconv.Atoi(port)
+	want := bgp.Config{ASN: 65010, RouterID: netip.MustParseAddr("192.0.2.10"), Role: bgp.RoleStandby,
+		StandbyBy: bgp.StandbyPrepend, NextHop: netip.MustParseAddr("192.0.2.10"), Peers: []bgp.Peer{
+			{Address: netip.MustParseAddr("127.0.0.1"), ASN: 65000, HoldTime: 9 * time.Second, Port: p},
+			{Address: netip.MustParseAddr("127.0.0.2"), ASN: 65001, Password: "s3cret", Port: p},
+		}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("bgpConfig\n got %+v\nwant %+v", got, want)
+	}
+
+	// Defaults: active, by MED (the speaker's own defaults too).
+	typed.BGP.Role, typed.BGP.StandbyBy = control.BGPActive, control.StandbyMED
+	if c := bgpConfig(typed); c.Role != bgp.RoleActive || c.StandbyBy != bgp.StandbyMED {
+		t.Errorf("role %q by %q, want active by med", c.Role, c.StandbyBy)
+	}
+
+	// Listening is off (ListenPort 0); the peers are on loopback ports
+	// nobody listens on.
+	s, err := bgp.New(got, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
+	if err != nil {
+		t.Fatalf("bgp.New refused a validated config: %v", err)
+	}
+	defer s.Close()
+	var addrs []netip.Addr
+	for _, peer := range s.Peers() {
+		addrs = append(addrs, peer.Address)
+	}
+	slices.SortFunc(addrs, netip.Addr.Compare)
+	if want := []netip.Addr{want.Peers[0].Address, want.Peers[1].Address}; !slices.Equal(addrs, want) {
+		t.Errorf("speaker peers %v, want %v", addrs, want)
+	}
+}

@@ -1,0 +1,110 @@
+package health
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// Checker probes one backend once. Check returns nil when the backend
+// passes, else why it failed. It honours ctx's deadline (the monitor's
+// timeout) and cancellation. A Checker serves one monitor run and is never
+// called concurrently with itself.
+type Checker interface {
+	Check(ctx context.Context) error
+}
+
+// CheckerFunc adapts a function to a Checker.
+type CheckerFunc func(ctx context.Context) error
+
+// Check calls f(ctx).
+func (f CheckerFunc) Check(ctx context.Context) error { return f(ctx) }
+
+// Type is the kind of probe of a health monitor. The zero Type is not a
+// valid one.
+type Type uint8
+
+// Monitor types, as written in the config (`type: tcp`).
+const (
+	TypeTCP  Type = iota + 1 // TCP connect (TCPChecker)
+	TypeHTTP                 // HTTP GET with expected status codes (HTTPChecker)
+	TypeUDP                  // UDP request and reply (UDPChecker)
+	TypeICMP                 // ICMP echo (ICMPChecker)
+)
+
+var typeNames = [...]string{TypeTCP: "tcp", TypeHTTP: "http", TypeUDP: "udp", TypeICMP: "icmp"}
+
+// ParseType returns the Type named s ("tcp", "http", "udp" or "icmp").
+func ParseType(s string) (Type, bool) {
+	for t, name := range typeNames {
+		if name != "" && name == s {
+			return Type(t), true
+		}
+	}
+	return 0, false
+}
+
+// String returns the config name of t, or "Type(N)" for an invalid one.
+func (t Type) String() string {
+	if int(t) < len(typeNames) && typeNames[t] != "" {
+		return typeNames[t]
+	}
+	return fmt.Sprintf("Type(%d)", uint8(t))
+}
+
+// MarshalText writes t as its String, for JSON.
+func (t Type) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
+
+// Config is a validated health monitor: what a probe checks, how often,
+// and how many results in a row change a backend's state.
+type Config struct {
+	Type Type
+	// Port is the backend's port probed by tcp, http and udp.
+	Port int
+	// Path is the http GET path; Expect the status codes that pass.
+	Path   string
+	Expect []int
+	// Send is the udp request; Receive, when set, must be in the reply.
+	Send, Receive string
+	// Interval is the time from one probe's start to the next; Timeout
+	// bounds one probe (Timeout <= Interval).
+	Interval, Timeout time.Duration
+	// Rise and Fall are the consecutive successes that bring a backend up
+	// and the consecutive failures that take it down.
+	Rise, Fall int
+}
+
+// equal reports whether c and o configure the same monitor.
+func (c *Config) equal(o *Config) bool {
+	return c.Type == o.Type && c.Port == o.Port && c.Path == o.Path && slices.Equal(c.Expect, o.Expect) &&
+		c.Send == o.Send && c.Receive == o.Receive && c.Interval == o.Interval && c.Timeout == o.Timeout &&
+		c.Rise == o.Rise && c.Fall == o.Fall
+}
+
+// clone returns a copy of c that shares no memory with it.
+func (c *Config) clone() Config {
+	n := *c
+	n.Expect = slices.Clone(c.Expect)
+	return n
+}
+
+// newChecker returns the built-in Checker of cfg.Type for backend ip; an
+// ICMP checker uses id as its echo identifier and opens its sockets with
+// icmp.
+func newChecker(ip netip.Addr, cfg *Config, id uint16, icmp *ICMPSockets) Checker {
+	addr := netip.AddrPortFrom(ip, uint16(cfg.Port))
+	switch cfg.Type {
+	case TypeTCP:
+		return TCPChecker{Addr: addr}
+	case TypeHTTP:
+		return NewHTTPChecker(addr, cfg.Path, cfg.Expect)
+	case TypeUDP:
+		return UDPChecker{Addr: addr, Send: cfg.Send, Receive: cfg.Receive}
+	case TypeICMP:
+		return &ICMPChecker{IP: ip, ID: id, Sockets: icmp}
+	default:
+		return CheckerFunc(func(context.Context) error { return fmt.Errorf("unknown monitor type %v", cfg.Type) })
+	}
+}

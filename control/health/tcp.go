@@ -1,0 +1,27 @@
+package health
+
+import (
+	"context"
+	"net"
+	"net/netip"
+)
+
+// TCPChecker passes when a TCP connection to Addr is established. The
+// connection is reset rather than closed (linger 0), as HAProxy does, so
+// that frequent checks leave no TIME_WAIT sockets on the appliance.
+type TCPChecker struct {
+	Addr netip.AddrPort
+}
+
+// Check connects to c.Addr once.
+func (c TCPChecker) Check(ctx context.Context) error {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp4", c.Addr.String())
+	if err != nil {
+		return err
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	return conn.Close()
+}

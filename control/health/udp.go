@@ -1,0 +1,59 @@
+package health
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"syscall"
+	"time"
+)
+
+// UDPChecker sends Send to Addr and passes on any reply, or on one that
+// contains Receive when Receive is set. An ICMP port unreachable (read as
+// ECONNREFUSED on the connected socket) fails at once.
+type UDPChecker struct {
+	Addr          netip.AddrPort
+	Send, Receive string
+}
+
+// Check sends one request and waits for one reply.
+func (c UDPChecker) Check(ctx context.Context) error {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "udp4", c.Addr.String())
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
+	defer stop()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	if _, err := conn.Write([]byte(c.Send)); err != nil {
+		return fmt.Errorf("udp send: %w", err)
+	}
+	buf := make([]byte, 64<<10)
+	n, err := conn.Read(buf)
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("udp %s: port unreachable", c.Addr)
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case err != nil:
+		return fmt.Errorf("udp receive: %w", err)
+	}
+	if c.Receive != "" && !bytes.Contains(buf[:n], []byte(c.Receive)) {
+		return fmt.Errorf("udp reply %q does not contain %q", truncate(buf[:n], 64), c.Receive)
+	}
+	return nil
+}
+
+func truncate(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[:n]
+	}
+	return b
+}
