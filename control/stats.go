@@ -31,6 +31,10 @@ type Totals struct {
 	FragNeededSent      uint64 `json:"frag_needed_sent"`
 	ICMPErrorsForwarded uint64 `json:"icmp_errors_forwarded"`
 	IPOptions           uint64 `json:"ip_options"`
+	// L4ChecksumsCompleted counts TCP and UDP checksums completed on ports
+	// that read a kernel's frames (partial checksums of peers with
+	// checksum offload).
+	L4ChecksumsCompleted uint64 `json:"l4_checksums_completed"`
 }
 
 // FlowStats are flow table counters, summed over workers.
@@ -114,7 +118,7 @@ func BuildStats(snap *pipeline.Snapshot, workers []pipeline.Counters) Stats {
 	}
 	st.Totals = Totals{RxPackets: sum.RxPackets, RxBytes: sum.RxBytes, TxPackets: sum.TxPackets, TxBytes: sum.TxBytes,
 		ToKernel: sum.ToKernel, FromKernel: sum.FromKernel, Dropped: sum.Dropped(), FragNeededSent: sum.FragNeededSent,
-		ICMPErrorsForwarded: sum.ICMPErrorsForwarded, IPOptions: sum.IPOptions}
+		ICMPErrorsForwarded: sum.ICMPErrorsForwarded, IPOptions: sum.IPOptions, L4ChecksumsCompleted: sum.L4ChecksumsCompleted}
 	for r := pipeline.DropReason(1); r < pipeline.NumDropReasons; r++ {
 		st.Drops[r.String()] = sum.Drops[r]
 	}

@@ -27,7 +27,11 @@ type Counters struct {
 	FragNeededSent, ICMPErrorsForwarded uint64
 	// IPOptions counts forwarded VIP packets that carried IPv4 options.
 	IPOptions uint64
-	Drops     [NumDropReasons]uint64
+	// L4ChecksumsCompleted counts TCP and UDP checksums completed on ports
+	// that receive partial ones (PortSpec.PartialChecksums).
+	L4ChecksumsCompleted uint64
+
+	Drops [NumDropReasons]uint64
 
 	FlowEntries, FlowHits, FlowMisses, FlowEvictions, FlowExpired uint64
 	// FlowRemapped counts flows moved because their backend went down or
@@ -85,6 +89,7 @@ func (c *Counters) Add(o *Counters) {
 	c.FragNeededSent += o.FragNeededSent
 	c.ICMPErrorsForwarded += o.ICMPErrorsForwarded
 	c.IPOptions += o.IPOptions
+	c.L4ChecksumsCompleted += o.L4ChecksumsCompleted
 	for i := range c.Drops {
 		c.Drops[i] += o.Drops[i]
 	}

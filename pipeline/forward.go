@@ -216,8 +216,12 @@ func (f *Forwarder) process(s *Snapshot, p *Packet, rxPort int, hash uint32, hin
 		return VerdictDrop, 0, DropBadChecksum
 	}
 	dst := ip.DstU32()
+	partial := rxPort < len(s.Ports) && s.Ports[rxPort].PartialChecksums
 	for i := range s.Ports {
 		if s.Ports[i].IP == dst {
+			if partial {
+				f.completeL4(ip, ihl) // the kernel checks it
+			}
 			return VerdictKernel, 0, DropNone
 		}
 	}
@@ -255,7 +259,14 @@ func (f *Forwarder) process(s *Snapshot, p *Packet, rxPort int, hash uint32, hin
 			if s.IsVIP(dst) {
 				return VerdictDrop, 0, DropNoService
 			}
-			return f.notForUs(dst)
+			v, out, r := f.notForUs(dst)
+			if v == VerdictKernel && partial {
+				f.completeL4(ip, ihl)
+			}
+			return v, out, r
+		}
+		if partial {
+			f.completeL4(ip, ihl)
 		}
 		svc := &s.Services[si]
 		// classify hashed the same bytes iff the frame is untagged and

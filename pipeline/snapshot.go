@@ -76,6 +76,13 @@ type PortSpec struct {
 	MAC MAC
 	IP  netip.Addr // the appliance's own address on this port
 	MTU int        // largest IP packet the port sends; 0 means 1500
+	// PartialChecksums marks a port that receives what a local kernel
+	// sends (net_af_packet on a veth, a replayed capture): TCP and UDP
+	// checksums there may hold only the pseudo-header sum
+	// (CHECKSUM_PARTIAL, left to an offload that never runs), which
+	// Process completes. Real NICs never deliver such frames; leave it off
+	// for them, it costs a check per received packet.
+	PartialChecksums bool
 }
 
 // BackendSpec describes one backend of a service to NewSnapshot.
@@ -148,6 +155,8 @@ type PortState struct {
 	MAC MAC
 	IP  uint32 // host order
 	MTU int
+	// PartialChecksums: see PortSpec.
+	PartialChecksums bool
 }
 
 // Service is a compiled virtual service.
@@ -254,7 +263,7 @@ func NewSnapshot(spec SnapshotSpec) (*Snapshot, error) {
 		if mtu == 0 {
 			mtu = 1500
 		}
-		s.Ports = append(s.Ports, PortState{MAC: p.MAC, IP: addrU32(p.IP), MTU: mtu})
+		s.Ports = append(s.Ports, PortState{MAC: p.MAC, IP: addrU32(p.IP), MTU: mtu, PartialChecksums: p.PartialChecksums})
 	}
 	n := 16
 	for n < 2*len(spec.Services) {

@@ -201,9 +201,10 @@ func (w *Worker) burst(s *Snapshot, wp *WorkerPort, pi int, b *rxBurst) {
 	b.n = 0
 	pkts := b.pkts[:n]
 	hinted := b.hinted
+	fast := fastMask(s, pi, pkts, hinted)
 	var taken uint32
 	for i := 0; i < n; {
-		t, next := w.fastPath(s, pkts, &b.fp, hinted, &w.egress, i)
+		t, next := w.fastPath(s, pkts, &b.fp, fast, &w.egress, i)
 		taken |= t
 		if next >= n {
 			break
@@ -259,6 +260,16 @@ func (w *Worker) burst(s *Snapshot, wp *WorkerPort, pi int, b *rxBurst) {
 	if nd > 0 {
 		wp.NIC.Free(w.drop[:nd])
 	}
+}
+
+// fastMask returns the packets of a burst received on port pi that
+// fastPath may take: those classify hashed (hinted), but on a port with
+// partial checksums not those left unfinished by a kernel (offloaded).
+func fastMask(s *Snapshot, pi int, pkts []Packet, hinted uint32) uint32 {
+	if pi < len(s.Ports) && s.Ports[pi].PartialChecksums {
+		return hinted &^ offloaded(pkts, hinted, s.Ports[pi].MTU)
+	}
+	return hinted
 }
 
 func (w *Worker) flushTx(o int) {

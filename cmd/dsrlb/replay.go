@@ -14,8 +14,11 @@ import (
 
 // cmdReplay runs the data plane over a capture: the first port's device is
 // replaced by a net_pcap device reading --in and writing --out (the port's
-// addresses stay). Packets for the kernel are counted, not written. The
-// last stdout line is the counters as one JSON object.
+// addresses stay). Packets for the kernel are counted, not written. A
+// capture taken on a host holds what its kernel sent before checksum
+// offload, so every port completes partial checksums
+// (control.StoreOptions.KernelFrames). The last stdout line is the counters
+// as one JSON object.
 func cmdReplay(args []string) int {
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
 	cfgPath := fs.String("config", "", "config file (YAML)")
@@ -38,7 +41,7 @@ func cmdReplay(args []string) int {
 	if err != nil {
 		return fail(log, err)
 	}
-	store, err := control.NewStore(cfg, control.StoreOptions{Log: log})
+	store, err := control.NewStore(cfg, control.StoreOptions{Log: log, KernelFrames: true})
 	if err != nil {
 		return fail(log, err)
 	}
