@@ -424,6 +424,7 @@ func (f *fixture) setCounters() {
 			Backends: make([]pipeline.BackendCounters, snap.MaxBackendID+1),
 		}
 		c.L4ChecksumsCompleted = 3
+		c.GSOSegmented, c.GSOSegments = 1, 30
 		c.Drops[pipeline.DropNoService] = uint64(3 + w)
 		c.Services[web.ID] = pipeline.ServiceCounters{Packets: 60, Bytes: 6000}
 		c.Services[dns.ID] = pipeline.ServiceCounters{Packets: 30, Bytes: 3000, NoBackend: 2}
@@ -488,7 +489,7 @@ func TestStats(t *testing.T) {
 		t.Fatalf("stats = %d %s", w.Code, w.Body)
 	}
 	wantTotals := control.Totals{RxPackets: 200, RxBytes: 20000, TxPackets: 180, TxBytes: 18000, ToKernel: 10, FromKernel: 8, Dropped: 7,
-		L4ChecksumsCompleted: 6}
+		L4ChecksumsCompleted: 6, GSOSegmented: 2, GSOSegments: 60}
 	if got.Totals != wantTotals {
 		t.Errorf("totals = %+v, want %+v", got.Totals, wantTotals)
 	}
@@ -538,6 +539,8 @@ func TestMetrics(t *testing.T) {
 		`dsrlb_to_kernel_packets_total 10`,
 		`dsrlb_from_kernel_packets_total 8`,
 		`dsrlb_l4_checksums_completed_total 6`,
+		`dsrlb_gso_superframes_segmented_total 2`,
+		`dsrlb_gso_segments_total 60`,
 		`dsrlb_flow_entries 20`,
 		`dsrlb_flow_hits_total 160`,
 		`dsrlb_flow_misses_total 20`,

@@ -35,6 +35,11 @@ type Totals struct {
 	// that read a kernel's frames (partial checksums of peers with
 	// checksum offload).
 	L4ChecksumsCompleted uint64 `json:"l4_checksums_completed"`
+	// GSOSegmented counts TCP super-frames (longer than the receiving
+	// port's MTU, from a peer's TSO/GSO or GRO) cut into segments;
+	// GSOSegments the segments made.
+	GSOSegmented uint64 `json:"gso_superframes_segmented"`
+	GSOSegments  uint64 `json:"gso_segments"`
 }
 
 // FlowStats are flow table counters, summed over workers.
@@ -118,7 +123,8 @@ func BuildStats(snap *pipeline.Snapshot, workers []pipeline.Counters) Stats {
 	}
 	st.Totals = Totals{RxPackets: sum.RxPackets, RxBytes: sum.RxBytes, TxPackets: sum.TxPackets, TxBytes: sum.TxBytes,
 		ToKernel: sum.ToKernel, FromKernel: sum.FromKernel, Dropped: sum.Dropped(), FragNeededSent: sum.FragNeededSent,
-		ICMPErrorsForwarded: sum.ICMPErrorsForwarded, IPOptions: sum.IPOptions, L4ChecksumsCompleted: sum.L4ChecksumsCompleted}
+		ICMPErrorsForwarded: sum.ICMPErrorsForwarded, IPOptions: sum.IPOptions, L4ChecksumsCompleted: sum.L4ChecksumsCompleted,
+		GSOSegmented: sum.GSOSegmented, GSOSegments: sum.GSOSegments}
 	for r := pipeline.DropReason(1); r < pipeline.NumDropReasons; r++ {
 		st.Drops[r.String()] = sum.Drops[r]
 	}

@@ -23,6 +23,12 @@ type Forwarder struct {
 	snap *Snapshot // the snapshot the counters were sized for
 	// sink keeps the loads of classify (without asmPrefetch) alive.
 	sink uint32
+
+	// alloc, when set (Worker.SetAllocator), supplies the buffers TCP
+	// super-frames are cut into; without it they are dropped. seg
+	// describes the super-frame process last left to the worker.
+	alloc Allocator
+	seg   superframe
 }
 
 // NewForwarder returns a forwarder with a flow table of the given capacity.
@@ -203,8 +209,15 @@ func (f *Forwarder) process(s *Snapshot, p *Packet, rxPort int, hash uint32, hin
 	if ihl < IPv4MinSize || ihl > len(ip) {
 		return VerdictDrop, 0, DropBadIHL
 	}
+	mtu, partial := 1<<16, false // of the receiving port
+	if rxPort < len(s.Ports) {
+		mtu, partial = s.Ports[rxPort].MTU, s.Ports[rxPort].PartialChecksums
+	}
 	tot := int(ip.TotalLen())
 	if tot < ihl || tot > len(ip) {
+		if tot > len(ip) && len(ip) > mtu {
+			return f.dropSuperframe(rxPort) // cut by the driver's ring frame
+		}
 		return VerdictDrop, 0, DropBadTotalLen
 	}
 	ip = ip[:tot] // drop Ethernet padding
@@ -216,9 +229,13 @@ func (f *Forwarder) process(s *Snapshot, p *Packet, rxPort int, hash uint32, hin
 		return VerdictDrop, 0, DropBadChecksum
 	}
 	dst := ip.DstU32()
-	partial := rxPort < len(s.Ports) && s.Ports[rxPort].PartialChecksums
 	for i := range s.Ports {
 		if s.Ports[i].IP == dst {
+			if tot > mtu {
+				if v, r, ok := f.superframe(ip, ihl, l3, mtu, mtu, rxPort); ok {
+					return v, 0, r
+				}
+			}
 			if partial {
 				f.completeL4(ip, ihl) // the kernel checks it
 			}
@@ -265,10 +282,15 @@ func (f *Forwarder) process(s *Snapshot, p *Packet, rxPort int, hash uint32, hin
 			}
 			return v, out, r
 		}
+		svc := &s.Services[si]
+		if tot > mtu {
+			if v, r, ok := f.superframe(ip, ihl, l3, mtu, svc.segMax, rxPort); ok {
+				return v, 0, r
+			}
+		}
 		if partial {
 			f.completeL4(ip, ihl)
 		}
-		svc := &s.Services[si]
 		// classify hashed the same bytes iff the frame is untagged and
 		// the header has no options.
 		hinted = hinted && l3 == EthernetMinSize && ihl == IPv4MinSize

@@ -80,3 +80,122 @@ func offloaded(pkts []Packet, hinted uint32, mtu int) uint32 {
 	}
 	return m
 }
+
+// maxSegments bounds the segments of one super-frame: 64 KB cut at the
+// smallest MSS a 576-byte MTU leaves with both headers at their longest
+// (60 bytes each) is 144 segments.
+const maxSegments = 160
+
+// superframe is a TCP super-frame process left to the worker to cut:
+// frame offsets and the size of the pieces.
+type superframe struct {
+	l3, ihl, thl int // the IP header at l3, ihl long; the TCP header, thl
+	tot          int // the IP total length
+	mss          int // payload bytes per segment
+	n            int // segments
+}
+
+// dropSuperframe drops a super-frame dsrlb cannot segment and flags its
+// port (Counters.SuperframePorts) for the one log line that names the
+// peer setting to change.
+func (f *Forwarder) dropSuperframe(rxPort int) (Verdict, int, DropReason) {
+	if rxPort >= 0 && rxPort < 64 {
+		f.C.SuperframePorts |= 1 << uint(rxPort)
+	}
+	return VerdictDrop, 0, DropSuperframe
+}
+
+// superframe decides ip (validated, trimmed to its total length, after
+// an l3-byte link header), a packet longer than the receiving port's MTU:
+// the GSO or GRO super-frame of a peer's kernel, or a datagram its kernel
+// reassembled. TCP is cut (by the worker, see Worker.segment) into
+// segments that fit both the receiving port's mtu and segMax, the longest
+// IP packet the egress side takes (verdictSegment, with f.seg set),
+// or dropped when there is no allocator or the segment would not fit a
+// buffer; a UDP GSO frame (its checksum still partial) is dropped, as
+// datagram boundaries are lost. ok is false for anything else, which
+// process forwards by the usual rules.
+func (f *Forwarder) superframe(ip IPv4, ihl, l3, mtu, segMax, rxPort int) (v Verdict, r DropReason, ok bool) {
+	l4 := ip[ihl:]
+	if ip.FlagsFrag()&(IPv4FlagMF|IPv4FragOffMask) != 0 {
+		return 0, 0, false
+	}
+	switch ip.Protocol() {
+	case ProtoUDP:
+		if len(l4) < UDPSize || binary.BigEndian.Uint16(l4[udpChecksumOff:]) != fold(pseudoSum(ip, len(l4))) {
+			return 0, 0, false
+		}
+		v, _, r := f.dropSuperframe(rxPort)
+		return v, r, true
+	case ProtoTCP:
+	default:
+		return 0, 0, false
+	}
+	if len(l4) < TCPMinSize {
+		return 0, 0, false
+	}
+	thl := TCP(l4).DataOffset()
+	if thl < TCPMinSize || thl > len(l4) || TCP(l4).Flags()&(TCPFlagSYN|TCPFlagRST) != 0 || f.alloc == nil {
+		v, _, r := f.dropSuperframe(rxPort)
+		return v, r, true
+	}
+	mss := min(mtu, segMax, f.alloc.FrameRoom()-l3) - ihl - thl
+	payload := len(l4) - thl
+	if mss < 8 || payload <= 0 || (payload+mss-1)/mss > maxSegments {
+		v, _, r := f.dropSuperframe(rxPort)
+		return v, r, true
+	}
+	f.seg = superframe{l3: l3, ihl: ihl, thl: thl, tot: len(ip), mss: mss, n: (payload + mss - 1) / mss}
+	return verdictSegment, DropNone, true
+}
+
+// cut writes the segments of super-frame p (f.seg, from process) into
+// segs, len(segs) == f.seg.n, as the sender's NIC would have (TCP
+// segmentation offload): each the link, IP and TCP headers of p with at
+// most mss bytes of its payload in order; IP total length, ID + i and
+// header checksum; sequence number + i*mss; CWR only on the first, FIN and
+// PSH only on the last; a complete TCP checksum. It reports false, writing
+// nothing, if a buffer is too short.
+func (f *Forwarder) cut(p *Packet, segs []Packet) bool {
+	sf := &f.seg
+	frame := p.Buf[p.Off : p.Off+p.Len]
+	hlen := sf.l3 + sf.ihl + sf.thl
+	hdr := frame[:hlen]
+	payload := frame[hlen : sf.l3+sf.tot]
+	for i := range segs {
+		if s := &segs[i]; s.Off < 0 || len(s.Buf)-s.Off < hlen+sf.mss {
+			return false
+		}
+	}
+	ip := IPv4(hdr[sf.l3:])
+	id := ip.ID()
+	seq := binary.BigEndian.Uint32(hdr[sf.l3+sf.ihl+tcpSeqOff:])
+	flags := hdr[sf.l3+sf.ihl+tcpFlagsOff]
+	last := len(segs) - 1
+	for i := range segs {
+		s := &segs[i]
+		chunk := payload[i*sf.mss : min((i+1)*sf.mss, len(payload))]
+		d := s.Buf[s.Off : s.Off+hlen+len(chunk)]
+		copy(d, hdr)
+		copy(d[hlen:], chunk)
+		s.Len = len(d)
+		sip := IPv4(d[sf.l3:])
+		binary.BigEndian.PutUint16(sip[ipv4TotalLen:], uint16(sf.ihl+sf.thl+len(chunk)))
+		binary.BigEndian.PutUint16(sip[ipv4ID:], id+uint16(i))
+		binary.BigEndian.PutUint16(sip[ipv4Checksum:], 0)
+		binary.BigEndian.PutUint16(sip[ipv4Checksum:], Checksum(sip[:sf.ihl], 0))
+		tcp := sip[sf.ihl:]
+		binary.BigEndian.PutUint32(tcp[tcpSeqOff:], seq+uint32(i*sf.mss))
+		fl := flags
+		if i > 0 {
+			fl &^= TCPFlagCWR
+		}
+		if i < last {
+			fl &^= TCPFlagFIN | TCPFlagPSH
+		}
+		tcp[tcpFlagsOff] = fl
+		binary.BigEndian.PutUint16(tcp[tcpChecksumOff:], 0)
+		binary.BigEndian.PutUint16(tcp[tcpChecksumOff:], Checksum(tcp, pseudoSum(sip, len(tcp))))
+	}
+	return true
+}

@@ -181,6 +181,9 @@ type Service struct {
 	// protocol). The fast path then confirms a flow's service by
 	// comparing instead of looking it up.
 	owns bool
+	// segMax is the longest IP packet every backend's egress port carries
+	// once encapsulated: the worker cuts TCP super-frames to it.
+	segMax int
 }
 
 // Backend is a compiled backend with its prebuilt headers.
@@ -196,8 +199,9 @@ type Backend struct {
 	hdr    [EthernetMinSize + IPv4MinSize + greSize]byte
 	hdrLen int
 	// maxTot is the longest client packet (IPv4 total length) that fits
-	// the egress port's MTU once encapsulated; -1 when the backend is down
-	// (the fast path tests both at once).
+	// the egress port's MTU once encapsulated, and at most the smallest
+	// port MTU (a longer one is a super-frame on some port: process's);
+	// -1 when the backend is down (the fast path tests all at once).
 	maxTot int
 	// outerSum is the unfolded checksum of the outer IPv4 template.
 	outerSum uint32
@@ -338,7 +342,11 @@ func (s *Snapshot) compileService(ss ServiceSpec, size, seed uint32) (Service, e
 	if ss.Mode < ModeL2 || ss.Mode > ModeGRE {
 		return Service{}, fmt.Errorf("mode %d unknown", ss.Mode)
 	}
-	svc := Service{ID: ss.ID, Name: ss.Name, VIP: addrU32(ss.VIP), Proto: ss.Proto, Port: ss.Port, Mode: ss.Mode}
+	svc := Service{ID: ss.ID, Name: ss.Name, VIP: addrU32(ss.VIP), Proto: ss.Proto, Port: ss.Port, Mode: ss.Mode, segMax: 1 << 16}
+	minMTU := 1 << 16
+	for _, p := range s.Ports {
+		minMTU = min(minMTU, p.MTU)
+	}
 	bs := append([]BackendSpec(nil), ss.Backends...)
 	sort.Slice(bs, func(i, j int) bool { return bs[i].IP.Less(bs[j].IP) })
 	mb := make([]MaglevBackend, len(bs))
@@ -354,6 +362,8 @@ func (s *Snapshot) compileService(ss ServiceSpec, size, seed uint32) (Service, e
 			b.State = BackendDown
 		}
 		b.buildTemplate(ss.Mode, bsp.NextHop, s.Ports[bsp.Port])
+		svc.segMax = min(svc.segMax, b.maxTot)
+		b.maxTot = min(b.maxTot, minMTU)
 		if b.State == BackendDown {
 			b.maxTot = -1
 		}

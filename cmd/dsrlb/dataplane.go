@@ -63,6 +63,15 @@ type dataplane struct {
 	log     zerolog.Logger
 	stopped bool
 	prefix  string // EAL --file-prefix, for removing its runtime directory
+
+	// kernelRx feeds the rx queues of net_af_packet ports (afpacket.go);
+	// allocs give each worker buffers from pool to segment into.
+	kernelRx *dpdk.Mempool
+	allocs   []*dpdk.Allocator
+	names    []string // of the ports, for logs
+	// superframes reports super-frames dropped as gso_superframe, once
+	// per port (watchSuperframes).
+	superframes superframeLog
 }
 
 // lcoreMap returns the EAL lcore arguments for one main lcore and workers
@@ -150,14 +159,23 @@ func startDataplane(o dpOptions) (*dataplane, error) {
 		return nil, err
 	}
 	d.pool = pool
+	if err := d.newKernelRxPool(o.Ports, nq); err != nil {
+		return nil, err
+	}
 	for i, p := range o.Ports {
-		nic, err := d.openPort(p.Device, p.TxOnly, nq, p.MTU, pool)
+		dev, room := afPacketDevice(p.Device)
+		rxPool := pool
+		if room > 0 && !p.TxOnly {
+			rxPool = d.kernelRx
+		}
+		nic, err := d.openPort(dev, p.TxOnly, nq, p.MTU, rxPool)
 		if err != nil {
 			d.close()
-			return nil, fmt.Errorf("port %s (%s): %w", p.Name, p.Device, err)
+			return nil, fmt.Errorf("port %s (%s): %w", p.Name, dev, err)
 		}
 		d.nics = append(d.nics, nic)
-		d.devices = append(d.devices, p.Device)
+		d.devices = append(d.devices, dev)
+		d.names = append(d.names, p.Name)
 		var tap *dpdk.Port
 		if p.Tap != "" {
 			mac, err := nic.MAC()
@@ -192,6 +210,13 @@ func startDataplane(o dpOptions) (*dataplane, error) {
 		wk := pipeline.NewWorker(wps, o.Snap, o.FlowCap, o.Timeouts, o.Seed)
 		wk.IOOnly = o.IOOnly
 		wk.IdleSleep = o.IdleSleep
+		a, err := pool.NewAllocator()
+		if err != nil {
+			d.close()
+			return nil, err
+		}
+		d.allocs = append(d.allocs, a)
+		wk.SetAllocator(a)
 		d.workers = append(d.workers, wk)
 	}
 	d.drainRx(nq)
@@ -204,8 +229,32 @@ func startDataplane(o dpOptions) (*dataplane, error) {
 			return nil, err
 		}
 	}
+	d.superframes.start(d)
 	o.Log.Info().Str("event", "dataplane_started").Int("workers", o.Workers).Int("ports", len(d.nics)).Msg("data plane running")
 	return d, nil
+}
+
+// newKernelRxPool creates d.kernelRx if a port needs it (afPacketDevice):
+// one pool for the rx queues of every such port, with the largest data
+// room they need.
+func (d *dataplane) newKernelRxPool(ports []dpPort, nq uint16) error {
+	var room uint16
+	queues := 0
+	for _, p := range ports {
+		if _, r := afPacketDevice(p.Device); r > 0 && !p.TxOnly {
+			room = max(room, r)
+			queues += int(nq)
+		}
+	}
+	if queues == 0 {
+		return nil
+	}
+	pool, err := newKernelRxPool(queues, room)
+	if err != nil {
+		return fmt.Errorf("rx pool of the af_packet ports (%d mbufs of %d bytes): %w", kernelRxMbufs(queues), room, err)
+	}
+	d.kernelRx = pool
+	return nil
 }
 
 func (d *dataplane) openPort(dev string, txOnly bool, nq uint16, mtu int, pool *dpdk.Mempool) (*dpdk.Port, error) {
@@ -293,12 +342,14 @@ func (d *dataplane) Stop() {
 		return
 	}
 	d.stopped = true
+	d.superframes.stop()
 	for _, w := range d.workers {
 		w.Stop()
 	}
 	if err := dpdk.WaitAll(); err != nil {
 		d.log.Error().Err(err).Str("event", "worker_failed").Msg("worker lcore failed")
 	}
+	d.superframes.check(d) // what the workers counted last
 	d.close()
 	if err := dpdk.Cleanup(); err != nil {
 		d.log.Warn().Err(err).Str("event", "eal_cleanup").Msg("EAL cleanup failed")
@@ -317,5 +368,8 @@ func (d *dataplane) close() {
 				_ = p.Close()
 			}
 		}
+	}
+	for _, a := range d.allocs {
+		a.Close()
 	}
 }
