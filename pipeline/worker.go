@@ -267,6 +267,12 @@ func (w *Worker) release(wp *WorkerPort, pkts []Packet, lo, hi int, taken uint32
 			nd++
 		}
 	}
+	w.sendQueued(wp, nk, nd)
+}
+
+// sendQueued sends what the tx arrays hold, the first nk packets of the
+// kernel array, and frees the first nd of the drop array.
+func (w *Worker) sendQueued(wp *WorkerPort, nk, nd int) {
 	for o := range w.ports {
 		w.flushTx(o)
 	}
@@ -333,18 +339,12 @@ func (w *Worker) segment(s *Snapshot, wp *WorkerPort, pi int, p *Packet) {
 		w.drop[nd] = *q
 		nd++
 	}
-	for o := range w.ports {
-		w.flushTx(o)
-	}
-	if nk > 0 {
-		w.toKernel(wp, nk)
-	}
 	if nd == BurstSize {
 		wp.NIC.Free(w.drop[:nd])
 		nd = 0
 	}
-	w.drop[nd] = *p
-	wp.NIC.Free(w.drop[:nd+1])
+	w.drop[nd] = *p // the super-frame itself, freed uncounted
+	w.sendQueued(wp, nk, nd+1)
 }
 
 // fastMask returns the packets of a burst received on port pi that

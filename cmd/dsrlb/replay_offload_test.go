@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -31,18 +30,7 @@ func replayOffload(t *testing.T, in [][]byte) (control.Stats, [][]byte, string) 
 	if err := pcap.WriteFile(inPath, in); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "replay", "--config", cfgPath, "--in", inPath, "--out", outPath)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("replay: %v\n%s", err, stderr.String())
-	}
-	lines := strings.Split(strings.TrimSpace(string(stdout)), "\n")
-	var st control.Stats
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &st); err != nil {
-		t.Fatalf("last stdout line is not JSON: %v: %q", err, lines[len(lines)-1])
-	}
+	st := runReplay(t, bin, cfgPath, inPath, outPath)
 	out, err := pcap.ReadFile(outPath)
 	if err != nil {
 		t.Fatal(err)

@@ -114,18 +114,7 @@ func TestReplayGolden(t *testing.T) {
 			if err := pcap.WriteFile(inPath, in); err != nil {
 				t.Fatal(err)
 			}
-			cmd := exec.Command(bin, "replay", "--config", cfgPath, "--in", inPath, "--out", outPath)
-			var stderr bytes.Buffer
-			cmd.Stderr = &stderr
-			stdout, err := cmd.Output()
-			if err != nil {
-				t.Fatalf("replay: %v\n%s", err, stderr.String())
-			}
-			lines := strings.Split(strings.TrimSpace(string(stdout)), "\n")
-			var st control.Stats
-			if err := json.Unmarshal([]byte(lines[len(lines)-1]), &st); err != nil {
-				t.Fatalf("last stdout line is not JSON: %v: %q", err, lines[len(lines)-1])
-			}
+			st := runReplay(t, bin, cfgPath, inPath, outPath)
 			if st.Totals.RxPackets != uint64(len(in)) || st.Totals.TxPackets != uint64(vipPkts) || st.Totals.ToKernel != 1 {
 				t.Errorf("rx %d tx %d kernel %d, want %d, %d, 1", st.Totals.RxPackets, st.Totals.TxPackets, st.Totals.ToKernel, len(in), vipPkts)
 			}
@@ -186,6 +175,25 @@ func TestReplayGolden(t *testing.T) {
 			}
 		})
 	}
+}
+
+// runReplay runs `dsrlb replay` and returns the counters of its last
+// stdout line.
+func runReplay(t *testing.T, bin, cfgPath, inPath, outPath string) control.Stats {
+	t.Helper()
+	cmd := exec.Command(bin, "replay", "--config", cfgPath, "--in", inPath, "--out", outPath)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("replay: %v\n%s", err, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(string(stdout)), "\n")
+	var st control.Stats
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &st); err != nil {
+		t.Fatalf("last stdout line is not JSON: %v: %q", err, lines[len(lines)-1])
+	}
+	return st
 }
 
 func mustRead(t *testing.T, p string) []byte {
