@@ -257,6 +257,15 @@ func (a *Appliance) Stop() error {
 	return nil
 }
 
+// LogEvents counts the lines of dsrlb's log with the given event key.
+func (a *Appliance) LogEvents(event string) (int, error) {
+	b, err := os.ReadFile(a.Proc.Log)
+	if err != nil {
+		return 0, err
+	}
+	return strings.Count(string(b), `"event":"`+event+`"`), nil
+}
+
 // Status is the body of GET /api/v1/status (the fields the testbed uses).
 type Status struct {
 	Generation uint64          `json:"generation"`
@@ -320,6 +329,10 @@ type Totals struct {
 	// flows sent on to their backend, IPOptions forwarded packets with
 	// IPv4 options.
 	FragNeededSent, ICMPErrorsForwarded, IPOptions uint64
+	// L4ChecksumsCompleted counts partial TCP/UDP checksums the appliance
+	// completed; GSOSegmented the TCP super-frames it cut into
+	// GSOSegments segments.
+	L4ChecksumsCompleted, GSOSegmented, GSOSegments uint64
 }
 
 // ServiceStats are one service's counters.
@@ -364,6 +377,10 @@ func (s *Stats) UnmarshalJSON(b []byte) error {
 		FragNeededSent:      pick("frag_needed_sent"),
 		ICMPErrorsForwarded: pick("icmp_errors_forwarded"),
 		IPOptions:           pick("ip_options"),
+
+		L4ChecksumsCompleted: pick("l4_checksums_completed"),
+		GSOSegmented:         pick("gso_superframes_segmented"),
+		GSOSegments:          pick("gso_segments"),
 	}
 	s.Drops = raw.Drops
 	s.Services = map[string]ServiceStats{}
@@ -434,6 +451,10 @@ func (s *Stats) Sub(before *Stats) *Stats {
 			FragNeededSent:      s.Totals.FragNeededSent - before.Totals.FragNeededSent,
 			ICMPErrorsForwarded: s.Totals.ICMPErrorsForwarded - before.Totals.ICMPErrorsForwarded,
 			IPOptions:           s.Totals.IPOptions - before.Totals.IPOptions,
+
+			L4ChecksumsCompleted: s.Totals.L4ChecksumsCompleted - before.Totals.L4ChecksumsCompleted,
+			GSOSegmented:         s.Totals.GSOSegmented - before.Totals.GSOSegmented,
+			GSOSegments:          s.Totals.GSOSegments - before.Totals.GSOSegments,
 		},
 		Drops:    map[string]uint64{},
 		Services: map[string]ServiceStats{},
