@@ -50,9 +50,16 @@ func (f *Forwarder) Use(s *Snapshot) {
 // VerdictTx, the index of the egress port. It counts everything except the
 // final transmission (the worker counts TxPackets and DropTxFull).
 //
-// p.Off and p.Len may change (headers prepended, padding trimmed).
+// p.Off and p.Len may change (headers prepended, padding trimmed). A TCP
+// super-frame, which only a Worker's loop cuts into segments, is dropped
+// here as gso_superframe.
 func (f *Forwarder) Process(s *Snapshot, p *Packet, rxPort int) (Verdict, int) {
-	return f.processHinted(s, p, rxPort, 0, false)
+	v, out := f.processHinted(s, p, rxPort, 0, false)
+	if v == verdictSegment {
+		v, out, _ = f.dropSuperframe(rxPort)
+		f.C.Drops[DropSuperframe]++
+	}
+	return v, out
 }
 
 // processHinted is Process given, when hinted, the slot hash classify

@@ -321,3 +321,19 @@ func FuzzSegment(f *testing.F) {
 		}
 	})
 }
+
+// TestProcessDropsSuperframe: Process alone cannot send several packets,
+// so a TCP super-frame is dropped there even when the forwarder is a
+// worker's with an allocator.
+func TestProcessDropsSuperframe(t *testing.T) {
+	s := offloadSnapshot(t, true)
+	var snap atomic.Pointer[Snapshot]
+	snap.Store(s)
+	w := NewWorker([]WorkerPort{{NIC: &listPort{}}}, &snap, 1024, DefaultFlowTimeouts, 0)
+	w.SetAllocator(&fakeAlloc{room: 2048, left: 100})
+	w.Use(s)
+	v, _ := w.Process(s, newPacket(superTCP(vipL2, 80, 5000).Build()), 0)
+	if v != VerdictDrop || w.C.Drops[DropSuperframe] != 1 || w.C.SuperframePorts != 1 {
+		t.Errorf("verdict %v, gso_superframe %d, ports %#x; want a drop counted and flagged", v, w.C.Drops[DropSuperframe], w.C.SuperframePorts)
+	}
+}

@@ -78,12 +78,13 @@ func afPacketDevice(dev string) (string, uint16) {
 
 // kernelRxMbufs is the size of a pool that only feeds the rx queues of
 // drivers that copy each received frame into a fresh mbuf, freed once it
-// is sent or dropped (net_af_packet): per queue a worker holds at most two
-// bursts and the driver fills a third, and each of the queue's lcore and
-// the main lcore (draining at start) may cache up to 1.5 x
-// kernelRxCache. Rounded up to a power of two minus one.
+// is sent or dropped (net_af_packet, whose tx copies too): per queue a
+// worker holds at most two bursts and the driver fills a third. The pool
+// has no per-lcore cache, which would hold mbufs of its own (the driver
+// takes one mbuf at a time anyway). Rounded up to a power of two minus
+// one: 127 for one queue.
 func kernelRxMbufs(queues int) uint32 {
-	need := uint32(queues)*(3*pipeline.BurstSize+kernelRxCache*3/2) + kernelRxCache*3/2
+	need := uint32(queues) * 3 * pipeline.BurstSize
 	n := uint32(1)
 	for n-1 < need {
 		n <<= 1
@@ -91,13 +92,10 @@ func kernelRxMbufs(queues int) uint32 {
 	return n - 1
 }
 
-// kernelRxCache is the per-lcore cache of the kernel rx pool.
-const kernelRxCache = 32
-
 // kernelRxPoolBytes is about how much EAL memory newKernelRxPool takes for
 // queues rx queues of data room room: mbufs with their headers (struct
 // rte_mbuf and the mempool's own, 256 bytes at most), for the EAL memory
-// (-m) a configuration needs.
+// (-m) a configuration needs: about 8 MB for one queue of 64 KB frames.
 func kernelRxPoolBytes(queues int, room uint16) uint64 {
 	return uint64(kernelRxMbufs(queues)) * (uint64(room) + 256)
 }
@@ -106,7 +104,7 @@ func kernelRxPoolBytes(queues int, room uint16) uint64 {
 // data room than the default pool's (afPacketDevice): queues rx queues in
 // all.
 func newKernelRxPool(queues int, room uint16) (*dpdk.Mempool, error) {
-	return dpdk.NewPktMbufPool("dsrlb_kernel_rx", kernelRxMbufs(queues), kernelRxCache, room, dpdk.SocketAny)
+	return dpdk.NewPktMbufPool("dsrlb_kernel_rx", kernelRxMbufs(queues), 0, room, dpdk.SocketAny)
 }
 
 // superframeLog logs once per port that it dropped super-frames the

@@ -159,14 +159,16 @@ func startDataplane(o dpOptions) (*dataplane, error) {
 		return nil, err
 	}
 	d.pool = pool
-	if err := d.newKernelRxPool(o.Ports, nq); err != nil {
-		return nil, err
-	}
+	d.newKernelRxPool(o.Ports, nq)
 	for i, p := range o.Ports {
 		dev, room := afPacketDevice(p.Device)
 		rxPool := pool
-		if room > 0 && !p.TxOnly {
+		switch {
+		case room == 0 || p.TxOnly:
+		case d.kernelRx != nil:
 			rxPool = d.kernelRx
+		default: // the driver's own ring, whatever it is
+			dev = p.Device
 		}
 		nic, err := d.openPort(dev, p.TxOnly, nq, p.MTU, rxPool)
 		if err != nil {
@@ -236,8 +238,10 @@ func startDataplane(o dpOptions) (*dataplane, error) {
 
 // newKernelRxPool creates d.kernelRx if a port needs it (afPacketDevice):
 // one pool for the rx queues of every such port, with the largest data
-// room they need.
-func (d *dataplane) newKernelRxPool(ports []dpPort, nq uint16) error {
+// room they need. Without the memory for it, it logs why and leaves those
+// ports their driver's ring: super-frames then arrive cut and are dropped
+// (gso_superframe).
+func (d *dataplane) newKernelRxPool(ports []dpPort, nq uint16) {
 	var room uint16
 	queues := 0
 	for _, p := range ports {
@@ -247,14 +251,16 @@ func (d *dataplane) newKernelRxPool(ports []dpPort, nq uint16) error {
 		}
 	}
 	if queues == 0 {
-		return nil
+		return
 	}
 	pool, err := newKernelRxPool(queues, room)
 	if err != nil {
-		return fmt.Errorf("rx pool of the af_packet ports (%d mbufs of %d bytes): %w", kernelRxMbufs(queues), room, err)
+		d.log.Warn().Err(err).Str("event", "kernel_rx_pool_failed").Uint64("bytes", kernelRxPoolBytes(queues, room)).
+			Msg("no memory for the 64 KB rx buffers of the af_packet ports (give the EAL more, -m): they keep the driver's ring, " +
+				"and TCP super-frames of peers with TSO/GSO are dropped as gso_superframe")
+		return
 	}
 	d.kernelRx = pool
-	return nil
 }
 
 func (d *dataplane) openPort(dev string, txOnly bool, nq uint16, mtu int, pool *dpdk.Mempool) (*dpdk.Port, error) {
