@@ -427,6 +427,8 @@ func (f *fixture) setCounters() {
 			Services: make([]pipeline.ServiceCounters, snap.MaxServiceID+1),
 			Backends: make([]pipeline.BackendCounters, snap.MaxBackendID+1),
 		}
+		c.L4ChecksumsCompleted = 3
+		c.GSOSegmented, c.GSOSegments = 1, 30
 		c.Drops[pipeline.DropNoService] = uint64(3 + w)
 		c.Services[web.ID] = pipeline.ServiceCounters{Packets: 60, Bytes: 6000}
 		c.Services[dns.ID] = pipeline.ServiceCounters{Packets: 30, Bytes: 3000, NoBackend: 2}
@@ -490,7 +492,8 @@ func TestStats(t *testing.T) {
 	if w.Code != 200 {
 		t.Fatalf("stats = %d %s", w.Code, w.Body)
 	}
-	wantTotals := v1.Totals{RxPackets: 200, RxBytes: 20000, TxPackets: 180, TxBytes: 18000, ToKernel: 10, FromKernel: 8, Dropped: 7}
+	wantTotals := v1.Totals{RxPackets: 200, RxBytes: 20000, TxPackets: 180, TxBytes: 18000, ToKernel: 10, FromKernel: 8, Dropped: 7,
+		L4ChecksumsCompleted: 6, GSOSegmented: 2, GSOSegments: 60}
 	if got.Totals != wantTotals {
 		t.Errorf("totals = %+v, want %+v", got.Totals, wantTotals)
 	}
@@ -539,6 +542,9 @@ func TestMetrics(t *testing.T) {
 		`dsrlb_tx_bytes_total 18000`,
 		`dsrlb_to_kernel_packets_total 10`,
 		`dsrlb_from_kernel_packets_total 8`,
+		`dsrlb_l4_checksums_completed_total 6`,
+		`dsrlb_gso_superframes_segmented_total 2`,
+		`dsrlb_gso_segments_total 60`,
 		`dsrlb_flow_entries 20`,
 		`dsrlb_flow_hits_total 160`,
 		`dsrlb_flow_misses_total 20`,

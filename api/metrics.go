@@ -31,6 +31,9 @@ var (
 	mFromKernel      = desc("from_kernel_packets_total", "Packets the kernel sent out through the tap.")
 	mFragNeeded      = desc("frag_needed_sent_total", "ICMP fragmentation-needed replies generated.")
 	mICMPForwarded   = desc("icmp_errors_forwarded_total", "ICMP errors sent to the backend owning the flow.")
+	mL4Completed     = desc("l4_checksums_completed_total", "TCP and UDP checksums completed on ports that read a kernel's frames (partial checksums).")
+	mGSOSegmented    = desc("gso_superframes_segmented_total", "TCP super-frames (longer than the port MTU, from a peer's TSO/GSO/GRO) cut into segments.")
+	mGSOSegments     = desc("gso_segments_total", "Segments made of TCP super-frames.")
 	mFlowEntries     = desc("flow_entries", "Flow table entries in use.")
 	mFlowHits        = desc("flow_hits_total", "Flow table hits.")
 	mFlowMisses      = desc("flow_misses_total", "Flow table misses.")
@@ -59,7 +62,7 @@ type collector struct{ s *Server }
 func (m collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mServicePackets, mServiceBytes, mServiceNoBE, mBackendPackets, mBackendBytes,
 		mBackendNewFlows, mDrops, mRxPackets, mRxBytes, mTxPackets, mTxBytes, mToKernel, mFromKernel, mFragNeeded,
-		mICMPForwarded, mFlowEntries, mFlowHits, mFlowMisses, mFlowEvictions, mFlowExpired, mFlowRemapped,
+		mICMPForwarded, mL4Completed, mGSOSegmented, mGSOSegments, mFlowEntries, mFlowHits, mFlowMisses, mFlowEvictions, mFlowExpired, mFlowRemapped,
 		mWorkerPolls, mWorkerBusy, mWorkerRatio, mGeneration, mChanges} {
 		ch <- d
 	}
@@ -105,6 +108,9 @@ func (m collector) Collect(ch chan<- prometheus.Metric) {
 	counter(mFromKernel, sum.FromKernel)
 	counter(mFragNeeded, sum.FragNeededSent)
 	counter(mICMPForwarded, sum.ICMPErrorsForwarded)
+	counter(mL4Completed, sum.L4ChecksumsCompleted)
+	counter(mGSOSegmented, sum.GSOSegmented)
+	counter(mGSOSegments, sum.GSOSegments)
 	emit(mFlowEntries, prometheus.GaugeValue, float64(sum.FlowEntries))
 	counter(mFlowHits, sum.FlowHits)
 	counter(mFlowMisses, sum.FlowMisses)

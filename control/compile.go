@@ -161,7 +161,7 @@ func Compile(gen uint64, t *Typed, ids *IDs, portMACs []pipeline.MAC, nb Neighbo
 		if mac.IsZero() && i < len(portMACs) {
 			mac = portMACs[i]
 		}
-		spec.Ports = append(spec.Ports, pipeline.PortSpec{MAC: mac, IP: p.Addr, MTU: p.MTU})
+		spec.Ports = append(spec.Ports, pipeline.PortSpec{MAC: mac, IP: p.Addr, MTU: p.MTU, PartialChecksums: p.KernelFrames})
 	}
 	for _, s := range t.Services {
 		ss := pipeline.ServiceSpec{ID: ids.Service(s.Name), Name: s.Name, VIP: s.VIP, Proto: s.Proto, Port: s.Port, Mode: s.Mode}

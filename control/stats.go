@@ -27,7 +27,8 @@ func BuildStats(snap *pipeline.Snapshot, workers []pipeline.Counters) v1.Stats {
 	}
 	st.Totals = v1.Totals{RxPackets: sum.RxPackets, RxBytes: sum.RxBytes, TxPackets: sum.TxPackets, TxBytes: sum.TxBytes,
 		ToKernel: sum.ToKernel, FromKernel: sum.FromKernel, Dropped: sum.Dropped(), FragNeededSent: sum.FragNeededSent,
-		ICMPErrorsForwarded: sum.ICMPErrorsForwarded, IPOptions: sum.IPOptions}
+		ICMPErrorsForwarded: sum.ICMPErrorsForwarded, IPOptions: sum.IPOptions, L4ChecksumsCompleted: sum.L4ChecksumsCompleted,
+		GSOSegmented: sum.GSOSegmented, GSOSegments: sum.GSOSegments}
 	for r := pipeline.DropReason(1); r < pipeline.NumDropReasons; r++ {
 		st.Drops[r.String()] = sum.Drops[r]
 	}

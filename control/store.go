@@ -60,6 +60,10 @@ type StoreOptions struct {
 	Neighbors Neighbors
 	Health    HealthView
 	Log       zerolog.Logger
+	// KernelFrames treats every port as reading a kernel's frames
+	// (TypedPort.KernelFrames) whatever its device: `dsrlb replay`, whose
+	// captures, taken on a host, hold what its kernel sent.
+	KernelFrames bool
 }
 
 // Store owns the live config. Every change is validated as a whole,
@@ -358,6 +362,9 @@ func (s *Store) Changes() (accepted, rejected uint64) {
 func (s *Store) publishLocked() error {
 	s.gen++
 	spec := Compile(s.gen, s.typed, s.ids, s.opts.PortMACs, s.opts.Neighbors, s.opts.Health)
+	for i := range spec.Ports {
+		spec.Ports[i].PartialChecksums = spec.Ports[i].PartialChecksums || s.opts.KernelFrames
+	}
 	snap, err := pipeline.NewSnapshot(spec)
 	if err != nil {
 		return fmt.Errorf("compile snapshot: %w", err)

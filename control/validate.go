@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/dsrlb/dsrlb/control/health"
@@ -38,6 +39,32 @@ type TypedPort struct {
 	Gateway      netip.Addr // invalid when none
 	MTU          int
 	MAC          pipeline.MAC // zero: use the device's
+	// KernelFrames: the device reads a kernel interface (see
+	// KernelFramesDevice), so frames may arrive as the peer's kernel left
+	// them for its offloads.
+	KernelFrames bool
+}
+
+// KernelFramesDevice reports whether DPDK device string dev reads the
+// frames of a kernel interface rather than a wire: net_af_packet (alias
+// eth_af_packet), or net_pcap on a live interface (iface=, rx_iface=,
+// rx_iface_in=). Such a port receives the peer kernels' socket buffers
+// before their offloads ran: TCP and UDP checksums holding only the
+// pseudo-header sum (CHECKSUM_PARTIAL), GSO/GRO super-frames.
+func KernelFramesDevice(dev string) bool {
+	name, args, _ := strings.Cut(dev, ",")
+	switch {
+	case strings.HasPrefix(name, "net_af_packet"), strings.HasPrefix(name, "eth_af_packet"):
+		return true
+	case strings.HasPrefix(name, "net_pcap"), strings.HasPrefix(name, "eth_pcap"):
+		for _, kv := range strings.Split(args, ",") {
+			k, _, _ := strings.Cut(strings.TrimSpace(kv), "=")
+			if k == "iface" || k == "rx_iface" || k == "rx_iface_in" {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // TypedService is a validated service.
@@ -244,7 +271,7 @@ func (t *Typed) validatePorts(ports []Port, l *errList) map[netip.Addr]string {
 		if p.Device == "" {
 			l.add(f.key("device"), "required")
 		}
-		tp := TypedPort{Name: p.Name, Device: p.Device, MTU: p.MTU}
+		tp := TypedPort{Name: p.Name, Device: p.Device, MTU: p.MTU, KernelFrames: KernelFramesDevice(p.Device)}
 		pfx, err := netip.ParsePrefix(p.IP)
 		ipOK := err == nil && pfx.Addr().Is4()
 		switch {

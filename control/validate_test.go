@@ -454,3 +454,47 @@ func TestValidateNoCascade(t *testing.T) {
 		t.Errorf("errors %v, want only dataplane.ports[eth0].ip on line 4", err)
 	}
 }
+
+// TestKernelFramesPorts: ports whose device reads a kernel interface are
+// compiled with partial checksums on, others off; a store made with
+// KernelFrames (replay) marks every port.
+func TestKernelFramesPorts(t *testing.T) {
+	for dev, want := range map[string]bool{
+		"net_af_packet0,iface=veth0":               true,
+		"eth_af_packet1,iface=eth1,framesz=65424":  true,
+		"net_pcap0,iface=eth0":                     true,
+		"net_pcap1,rx_iface=eth0,tx_iface=eth0":    true,
+		"net_pcap2,rx_iface_in=eth0":               true,
+		"net_pcap0,rx_pcap=in.pcap,tx_pcap=o.pcap": false,
+		"net_null0":           false,
+		"net_tap0,iface=dsr0": false,
+		"0000:01:00.0":        false,
+	} {
+		if got := KernelFramesDevice(dev); got != want {
+			t.Errorf("KernelFramesDevice(%q) = %v, want %v", dev, got, want)
+		}
+	}
+	y := strings.Replace(baseYAML, "device: net_null0", `device: "net_af_packet0,iface=veth0"`, 1)
+	for _, tc := range []struct {
+		yaml    string
+		replay  bool
+		partial bool
+	}{
+		{baseYAML, false, false},
+		{y, false, true},
+		{baseYAML, true, true},
+	} {
+		c, err := ParseYAML([]byte(tc.yaml))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := NewStore(c, StoreOptions{KernelFrames: tc.replay})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := st.Snapshots().Load().Ports[0].PartialChecksums; got != tc.partial {
+			t.Errorf("device %q, replay %v: port partial checksums %v, want %v",
+				c.Dataplane.Ports[0].Device, tc.replay, got, tc.partial)
+		}
+	}
+}

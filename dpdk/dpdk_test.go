@@ -592,3 +592,52 @@ func BenchmarkNullRxTx(b *testing.B) {
 	}
 	b.ReportMetric(float64(total)/b.Elapsed().Seconds()/1e6, "Mpps")
 }
+
+func TestAllocator(t *testing.T) {
+	a, err := pool.NewAllocator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if a.FrameRoom() != DefaultDataRoom-Headroom {
+		t.Errorf("FrameRoom %d, want %d", a.FrameRoom(), DefaultDataRoom-Headroom)
+	}
+	pkts := make([]pipeline.Packet, 40)
+	if n := a.Alloc(pkts); n != pipeline.BurstSize {
+		t.Fatalf("Alloc(40) = %d, want a burst of %d", n, pipeline.BurstSize)
+	}
+	for i, p := range pkts[:pipeline.BurstSize] {
+		if p.Handle == 0 || p.Off != Headroom || p.Len != 0 || len(p.Buf) != DefaultDataRoom || NbSegs(p.Handle) != 1 {
+			t.Errorf("packet %d: handle %#x off %d len %d buf %d segs %d", i, p.Handle, p.Off, p.Len, len(p.Buf), NbSegs(p.Handle))
+		}
+	}
+	// Written and sent like a received packet.
+	pk := &pkts[0]
+	pk.Len = copy(pk.Buf[pk.Off:], udpFrame(1))
+	if n := sink.TxBurst(0, pkts[:1]); n != 1 {
+		t.Errorf("TxBurst of an allocated packet took %d", n)
+	}
+	FreePackets(pkts[1:pipeline.BurstSize])
+	if got := testing.AllocsPerRun(100, func() {
+		n := a.Alloc(pkts)
+		FreePackets(pkts[:n])
+	}); got != 0 {
+		t.Errorf("allocations per Alloc: %v, want 0", got)
+	}
+	// A pool with fewer free mbufs than asked for gives none.
+	small, err := NewPktMbufPool("dsrlbtest_small", 15, 0, DefaultDataRoom, SocketAny)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer small.Free()
+	sa, err := small.NewAllocator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sa.Close()
+	if n := sa.Alloc(pkts); n != 0 {
+		t.Errorf("Alloc of 32 from a 15-mbuf pool = %d, want 0", n)
+		FreePackets(pkts[:n])
+	}
+	checkNoLeak(t)
+}

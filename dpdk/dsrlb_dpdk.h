@@ -87,6 +87,23 @@ static inline void dsrlb_mbuf_free(uintptr_t m)
 	rte_pktmbuf_free((struct rte_mbuf *)m);
 }
 
+/* Takes n mbufs from pool into the array arr, all or none: 0 or a negative errno. */
+static inline int dsrlb_mbuf_alloc_bulk(uintptr_t pool, uintptr_t arr, unsigned int n)
+{
+	return rte_pktmbuf_alloc_bulk((struct rte_mempool *)pool, (struct rte_mbuf **)arr, n);
+}
+
+/* Allocates a zeroed array of n mbuf pointers (any NUMA socket). */
+static inline uintptr_t dsrlb_ptr_array(unsigned int n)
+{
+	return (uintptr_t)rte_zmalloc("dsrlb_ptrs", n * sizeof(struct rte_mbuf *), RTE_CACHE_LINE_SIZE);
+}
+
+static inline uint16_t dsrlb_pool_data_room(uintptr_t pool)
+{
+	return rte_pktmbuf_data_room_size((struct rte_mempool *)pool);
+}
+
 /*
  * Frees n mbufs chained through the dynamic field at byte offset off: Go
  * writes each mbuf's successor there, so one call frees a whole burst

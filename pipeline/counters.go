@@ -27,7 +27,21 @@ type Counters struct {
 	FragNeededSent, ICMPErrorsForwarded uint64
 	// IPOptions counts forwarded VIP packets that carried IPv4 options.
 	IPOptions uint64
-	Drops     [NumDropReasons]uint64
+	// L4ChecksumsCompleted counts TCP and UDP checksums completed on ports
+	// that receive partial ones (PortSpec.PartialChecksums).
+	L4ChecksumsCompleted uint64
+	// GSOSegmented counts TCP super-frames (longer than the receiving
+	// port's MTU) cut into segments, GSOSegments the segments made. Each
+	// segment then gets a verdict and is counted like a received packet,
+	// the super-frame itself none: RxPackets - GSOSegmented + GSOSegments
+	// packets got a verdict.
+	GSOSegmented, GSOSegments uint64
+	// SuperframePorts has bit i set once port i received a super-frame
+	// dropped as gso_superframe: control logs it once per port, naming
+	// the peer setting to change. Not a count: Add ORs it.
+	SuperframePorts uint64
+
+	Drops [NumDropReasons]uint64
 
 	FlowEntries, FlowHits, FlowMisses, FlowEvictions, FlowExpired uint64
 	// FlowRemapped counts flows moved because their backend went down or
@@ -85,6 +99,10 @@ func (c *Counters) Add(o *Counters) {
 	c.FragNeededSent += o.FragNeededSent
 	c.ICMPErrorsForwarded += o.ICMPErrorsForwarded
 	c.IPOptions += o.IPOptions
+	c.L4ChecksumsCompleted += o.L4ChecksumsCompleted
+	c.GSOSegmented += o.GSOSegmented
+	c.GSOSegments += o.GSOSegments
+	c.SuperframePorts |= o.SuperframePorts
 	for i := range c.Drops {
 		c.Drops[i] += o.Drops[i]
 	}

@@ -23,6 +23,12 @@ type Forwarder struct {
 	snap *Snapshot // the snapshot the counters were sized for
 	// sink keeps the loads of classify (without asmPrefetch) alive.
 	sink uint32
+
+	// alloc, when set (Worker.SetAllocator), supplies the buffers TCP
+	// super-frames are cut into; without it they are dropped. seg
+	// describes the super-frame process last left to the worker.
+	alloc Allocator
+	seg   superframe
 }
 
 // NewForwarder returns a forwarder with a flow table of the given capacity.
@@ -44,9 +50,16 @@ func (f *Forwarder) Use(s *Snapshot) {
 // VerdictTx, the index of the egress port. It counts everything except the
 // final transmission (the worker counts TxPackets and DropTxFull).
 //
-// p.Off and p.Len may change (headers prepended, padding trimmed).
+// p.Off and p.Len may change (headers prepended, padding trimmed). A TCP
+// super-frame, which only a Worker's loop cuts into segments, is dropped
+// here as gso_superframe.
 func (f *Forwarder) Process(s *Snapshot, p *Packet, rxPort int) (Verdict, int) {
-	return f.processHinted(s, p, rxPort, 0, false)
+	v, out := f.processHinted(s, p, rxPort, 0, false)
+	if v == verdictSegment {
+		v, out, _ = f.dropSuperframe(rxPort)
+		f.C.Drops[DropSuperframe]++
+	}
+	return v, out
 }
 
 // processHinted is Process given, when hinted, the slot hash classify
@@ -203,8 +216,15 @@ func (f *Forwarder) process(s *Snapshot, p *Packet, rxPort int, hash uint32, hin
 	if ihl < IPv4MinSize || ihl > len(ip) {
 		return VerdictDrop, 0, DropBadIHL
 	}
+	mtu, partial := 1<<16, false // of the receiving port
+	if rxPort < len(s.Ports) {
+		mtu, partial = s.Ports[rxPort].MTU, s.Ports[rxPort].PartialChecksums
+	}
 	tot := int(ip.TotalLen())
 	if tot < ihl || tot > len(ip) {
+		if tot > len(ip) && len(ip) > mtu {
+			return f.dropSuperframe(rxPort) // cut by the driver's ring frame
+		}
 		return VerdictDrop, 0, DropBadTotalLen
 	}
 	ip = ip[:tot] // drop Ethernet padding
@@ -218,6 +238,14 @@ func (f *Forwarder) process(s *Snapshot, p *Packet, rxPort int, hash uint32, hin
 	dst := ip.DstU32()
 	for i := range s.Ports {
 		if s.Ports[i].IP == dst {
+			if tot > mtu {
+				if v, r, ok := f.superframe(ip, ihl, l3, mtu, mtu, rxPort); ok {
+					return v, 0, r
+				}
+			}
+			if partial {
+				f.completeL4(ip, ihl) // the kernel checks it
+			}
 			return VerdictKernel, 0, DropNone
 		}
 	}
@@ -255,9 +283,21 @@ func (f *Forwarder) process(s *Snapshot, p *Packet, rxPort int, hash uint32, hin
 			if s.IsVIP(dst) {
 				return VerdictDrop, 0, DropNoService
 			}
-			return f.notForUs(dst)
+			v, out, r := f.notForUs(dst)
+			if v == VerdictKernel && partial {
+				f.completeL4(ip, ihl)
+			}
+			return v, out, r
 		}
 		svc := &s.Services[si]
+		if tot > mtu {
+			if v, r, ok := f.superframe(ip, ihl, l3, mtu, svc.segMax, rxPort); ok {
+				return v, 0, r
+			}
+		}
+		if partial {
+			f.completeL4(ip, ihl)
+		}
 		// classify hashed the same bytes iff the frame is untagged and
 		// the header has no options.
 		hinted = hinted && l3 == EthernetMinSize && ihl == IPv4MinSize

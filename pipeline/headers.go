@@ -146,17 +146,26 @@ func (ip IPv4) SrcU32() uint32 { return binary.BigEndian.Uint32(ip[ipv4Src:]) }
 // DstU32 returns the destination address as a big-endian integer.
 func (ip IPv4) DstU32() uint32 { return binary.BigEndian.Uint32(ip[ipv4Dst:]) }
 
-// TCP header (RFC 9293, section 3.1): ports at 0 and 2, data offset in the
-// high nibble of byte 12, flags in byte 13.
+// TCP header (RFC 9293, section 3.1): ports at 0 and 2, the sequence
+// number at 4, data offset in the high nibble of byte 12, flags in byte 13,
+// the checksum at 16. UDP header (RFC 768): ports, length at 4, checksum at
+// 6.
 const (
 	TCPMinSize = 20
 	UDPSize    = 8
 	ICMPSize   = 8
 
+	tcpSeqOff      = 4
+	tcpFlagsOff    = 13
+	tcpChecksumOff = 16
+	udpChecksumOff = 6
+
 	TCPFlagFIN = 0x01
 	TCPFlagSYN = 0x02
 	TCPFlagRST = 0x04
+	TCPFlagPSH = 0x08
 	TCPFlagACK = 0x10
+	TCPFlagCWR = 0x80
 
 	ICMPEchoReply       = 0
 	ICMPDestUnreachable = 3
@@ -217,6 +226,14 @@ func sum(b []byte, s uint32) uint32 {
 		s += uint32(b[i]) << 8
 	}
 	return s
+}
+
+// pseudoSum returns the unfolded sum of the IPv4 pseudo-header that the
+// TCP and UDP checksums cover (RFC 9293 section 3.1, RFC 768): ip's source
+// and destination addresses, its protocol and the L4 length n.
+func pseudoSum(ip IPv4, n int) uint32 {
+	src, dst := ip.SrcU32(), ip.DstU32()
+	return src>>16 + src&0xffff + dst>>16 + dst&0xffff + uint32(ip.Protocol()) + uint32(n)
 }
 
 // fold reduces a 32-bit one's-complement sum to 16 bits.

@@ -36,7 +36,7 @@ func (f *Forwarder) burstOne(s *Snapshot, p *Packet, rxPort int) (Verdict, int, 
 	var out [BurstSize]uint16
 	pkts := []Packet{*p}
 	hinted := f.classify(pkts, &fp)
-	taken, _ := f.fastPath(s, pkts, &fp, hinted, &out, 0)
+	taken, _ := f.fastPath(s, pkts, &fp, fastMask(s, rxPort, pkts, hinted), &out, 0)
 	*p = pkts[0]
 	if taken != 0 {
 		return VerdictTx, int(out[0]), true
@@ -175,9 +175,21 @@ func runBoth(t *testing.T, s *Snapshot, a, b *Forwarder, frame []byte) bool {
 	return fastTaken
 }
 
+// withPartialChecksums returns a copy of s whose port receives partial
+// checksums (PortSpec.PartialChecksums).
+func withPartialChecksums(s *Snapshot) *Snapshot {
+	c := *s
+	c.Ports = append([]PortState(nil), s.Ports...)
+	for i := range c.Ports {
+		c.Ports[i].PartialChecksums = true
+	}
+	return &c
+}
+
 // FuzzFastPath holds Forwarder.fast to Process: each input frame is sent
 // twice (the first time it may create its flow, the second hits it),
-// with the clock moved by the fuzzer between the two.
+// with the clock moved by the fuzzer between the two, on a port with or
+// without partial checksums.
 func FuzzFastPath(f *testing.F) {
 	tcp := func(vip string, port uint16, flags uint8) []byte {
 		return testpkt.Packet{Src: netip.MustParseAddr("198.51.100.7"), Dst: netip.MustParseAddr(vip), Proto: ProtoTCP,
@@ -185,27 +197,40 @@ func FuzzFastPath(f *testing.F) {
 	}
 	udp := testpkt.Packet{Src: netip.MustParseAddr("198.51.100.8"), Dst: netip.MustParseAddr("203.0.113.2"), Proto: ProtoUDP,
 		SrcPort: 5353, DstPort: 53, PadTo: 60}
-	f.Add(tcp("203.0.113.1", 80, TCPFlagACK), uint32(0))
-	f.Add(tcp("203.0.113.3", 443, TCPFlagSYN), uint32(10))
-	f.Add(tcp("203.0.113.3", 443, TCPFlagFIN|TCPFlagACK), uint32(20000))
-	f.Add(udp.Build(), uint32(400000))
+	f.Add(tcp("203.0.113.1", 80, TCPFlagACK), uint32(0), false)
+	f.Add(tcp("203.0.113.3", 443, TCPFlagSYN), uint32(10), false)
+	f.Add(tcp("203.0.113.3", 443, TCPFlagFIN|TCPFlagACK), uint32(20000), false)
+	f.Add(udp.Build(), uint32(400000), false)
 	big := udp
 	big.Payload = make([]byte, 1472)
-	f.Add(big.Build(), uint32(1))
+	f.Add(big.Build(), uint32(1), false)
 	ttl := udp
 	ttl.TTL = 1
-	f.Add(ttl.Build(), uint32(1))
+	f.Add(ttl.Build(), uint32(1), false)
 	opt := udp
 	opt.Options = []byte{1, 1, 1, 0}
-	f.Add(opt.Build(), uint32(1))
+	f.Add(opt.Build(), uint32(1), false)
 	vlan := udp
 	vlan.VLAN = 7
-	f.Add(vlan.Build(), uint32(1))
+	f.Add(vlan.Build(), uint32(1), false)
 	own := udp
 	own.Dst, own.DstPort = netip.MustParseAddr("192.0.2.10"), 7
-	f.Add(own.Build(), uint32(1))
+	f.Add(own.Build(), uint32(1), false)
+	for _, p := range []testpkt.Packet{udp, own} {
+		p.PartialChecksum = true
+		f.Add(p.Build(), uint32(1), true)
+		f.Add(p.Build(), uint32(1), false)
+	}
+	partialTCP := testpkt.Packet{Src: netip.MustParseAddr("198.51.100.7"), Dst: netip.MustParseAddr("203.0.113.1"), Proto: ProtoTCP,
+		SrcPort: 40000, DstPort: 80, DF: true, Payload: []byte("hello"), PartialChecksum: true}
+	f.Add(partialTCP.Build(), uint32(1), true)
 	s := fastSnapshot(f)
-	f.Fuzz(func(t *testing.T, frame []byte, dt uint32) {
+	sp := withPartialChecksums(s)
+	f.Fuzz(func(t *testing.T, frame []byte, dt uint32, partial bool) {
+		s := s
+		if partial {
+			s = sp
+		}
 		a := NewForwarder(64, DefaultFlowTimeouts, 0)
 		b := NewForwarder(64, DefaultFlowTimeouts, 0)
 		a.Use(s)
@@ -217,9 +242,20 @@ func FuzzFastPath(f *testing.F) {
 }
 
 // TestFastPathFlows holds the fast path to Process over many flows, with
-// flow table evictions, expiry and a snapshot swap that moves backends.
+// flow table evictions, expiry and a snapshot swap that moves backends, on
+// a port without and one with partial checksums (a third of the packets
+// carry one).
 func TestFastPathFlows(t *testing.T) {
+	for _, partial := range []bool{false, true} {
+		t.Run(fmt.Sprintf("partial=%v", partial), func(t *testing.T) { fastPathFlows(t, partial) })
+	}
+}
+
+func fastPathFlows(t *testing.T, partial bool) {
 	s := fastSnapshot(t)
+	if partial {
+		s = withPartialChecksums(s)
+	}
 	a := NewForwarder(512, DefaultFlowTimeouts, 7)
 	b := NewForwarder(512, DefaultFlowTimeouts, 7)
 	a.Use(s)
@@ -243,6 +279,7 @@ func TestFastPathFlows(t *testing.T) {
 				}
 				spec.Services = append(spec.Services, ss)
 			}
+			spec.Ports[0].PartialChecksums = partial
 			var err error
 			if s, err = NewSnapshot(spec); err != nil {
 				t.Fatal(err)
@@ -252,7 +289,7 @@ func TestFastPathFlows(t *testing.T) {
 		}
 		v := r.Intn(3)
 		p := testpkt.Packet{Src: netip.AddrFrom4([4]byte{198, 18, 0, byte(r.Intn(40))}), Dst: netip.MustParseAddr(vips[v]),
-			SrcPort: uint16(1000 + r.Intn(4)), PadTo: 60}
+			SrcPort: uint16(1000 + r.Intn(4)), PadTo: 60, PartialChecksum: i%3 == 0}
 		switch v {
 		case 0:
 			p.Proto, p.DstPort, p.TCPFlags = ProtoTCP, 80, []uint8{TCPFlagSYN, TCPFlagACK, TCPFlagFIN}[r.Intn(3)]
@@ -273,9 +310,10 @@ func TestFastPathFlows(t *testing.T) {
 	if fast < 5000 {
 		t.Errorf("only %d of 20000 packets took the fast path", fast)
 	}
-	if a.Flows.Hits == 0 || a.Flows.Evictions == 0 || a.Flows.Expired == 0 || a.C.FlowRemapped == 0 {
-		t.Errorf("the run did not reach every case: hits %d evictions %d expired %d remapped %d",
-			a.Flows.Hits, a.Flows.Evictions, a.Flows.Expired, a.C.FlowRemapped)
+	if a.Flows.Hits == 0 || a.Flows.Evictions == 0 || a.Flows.Expired == 0 || a.C.FlowRemapped == 0 ||
+		(a.C.L4ChecksumsCompleted == 0) == partial {
+		t.Errorf("the run did not reach every case: hits %d evictions %d expired %d remapped %d checksums completed %d",
+			a.Flows.Hits, a.Flows.Evictions, a.Flows.Expired, a.C.FlowRemapped, a.C.L4ChecksumsCompleted)
 	}
 }
 

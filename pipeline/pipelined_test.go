@@ -61,8 +61,9 @@ func (lp *listPort) Free(pkts []Packet) { lp.freed += len(pkts) }
 // Process sends, in the same order, and counts the same.
 func TestWorkerMatchesProcess(t *testing.T) {
 	s1 := testSnapshot(t)
-	// s2 moves the l2 service to other backends and drops the gre one.
-	s2, err := NewSnapshot(SnapshotSpec{Generation: 2, Ports: []PortSpec{{MAC: portMAC, IP: portIP, MTU: 1500}},
+	// s2 moves the l2 service to other backends, drops the gre one and
+	// marks the port as receiving partial checksums.
+	s2, err := NewSnapshot(SnapshotSpec{Generation: 2, Ports: []PortSpec{{MAC: portMAC, IP: portIP, MTU: 1500, PartialChecksums: true}},
 		Services: []ServiceSpec{
 			{ID: 0, Name: "l2", VIP: vipL2, Proto: ProtoTCP, Port: 80, Mode: ModeL2, Backends: []BackendSpec{
 				{ID: 1, IP: netip.MustParseAddr("192.0.2.22"), Weight: 1, NextHop: MAC{2, 0, 0, 0, 0, 0x22}},
@@ -77,7 +78,7 @@ func TestWorkerMatchesProcess(t *testing.T) {
 	var frames [][]byte
 	for i := 0; i < 6000; i++ {
 		p := testpkt.Packet{SrcMAC: gwMAC, DstMAC: portMAC, Src: netip.AddrFrom4([4]byte{198, 18, 0, byte(r.Intn(64))}),
-			SrcPort: uint16(1000 + r.Intn(4)), DF: true, PadTo: 60}
+			SrcPort: uint16(1000 + r.Intn(4)), DF: true, PadTo: 60, PartialChecksum: r.Intn(3) == 0}
 		switch r.Intn(5) {
 		case 0:
 			p.Dst, p.Proto, p.DstPort = vipL2, ProtoTCP, 80
@@ -143,10 +144,14 @@ func TestWorkerMatchesProcess(t *testing.T) {
 	}
 	wc := w.Counters()
 	if wc.RxPackets != ref.C.RxPackets || wc.Dropped() != ref.C.Dropped() || wc.ToKernel != ref.C.ToKernel ||
-		wc.FlowHits != ref.Flows.Hits || wc.FlowMisses != ref.Flows.Misses || wc.IPOptions != ref.C.IPOptions {
-		t.Errorf("worker counters rx %d drop %d kernel %d hits %d misses %d options %d; Process %d %d %d %d %d %d",
-			wc.RxPackets, wc.Dropped(), wc.ToKernel, wc.FlowHits, wc.FlowMisses, wc.IPOptions,
-			ref.C.RxPackets, ref.C.Dropped(), ref.C.ToKernel, ref.Flows.Hits, ref.Flows.Misses, ref.C.IPOptions)
+		wc.FlowHits != ref.Flows.Hits || wc.FlowMisses != ref.Flows.Misses || wc.IPOptions != ref.C.IPOptions ||
+		wc.L4ChecksumsCompleted != ref.C.L4ChecksumsCompleted {
+		t.Errorf("worker counters rx %d drop %d kernel %d hits %d misses %d options %d completed %d; Process %d %d %d %d %d %d %d",
+			wc.RxPackets, wc.Dropped(), wc.ToKernel, wc.FlowHits, wc.FlowMisses, wc.IPOptions, wc.L4ChecksumsCompleted,
+			ref.C.RxPackets, ref.C.Dropped(), ref.C.ToKernel, ref.Flows.Hits, ref.Flows.Misses, ref.C.IPOptions, ref.C.L4ChecksumsCompleted)
+	}
+	if wc.L4ChecksumsCompleted == 0 {
+		t.Error("no checksum was completed: the run did not exercise partial checksums")
 	}
 	if int(wc.TxPackets)+lp.freed != len(frames) {
 		t.Errorf("sent %d + freed %d != received %d", wc.TxPackets, lp.freed, len(frames))

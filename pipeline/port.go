@@ -34,3 +34,17 @@ type Port interface {
 	// Free returns pkts to their pool.
 	Free(pkts []Packet)
 }
+
+// Allocator hands out empty packet buffers: the worker cuts the TCP
+// super-frames of ports that read a kernel's frames into segments held in
+// them (see Worker.SetAllocator). Each call crosses into C at most once.
+type Allocator interface {
+	// Alloc fills pkts with empty packets (Len 0, Off after the headroom,
+	// Buf the whole data room) and returns how many it filled, from the
+	// first: len(pkts), or fewer when the pool runs short. The caller owns
+	// them (hands them to a TxBurst or Free).
+	Alloc(pkts []Packet) int
+	// FrameRoom returns the longest frame a packet of Alloc holds after
+	// its headroom.
+	FrameRoom() int
+}

@@ -76,6 +76,13 @@ type PortSpec struct {
 	MAC MAC
 	IP  netip.Addr // the appliance's own address on this port
 	MTU int        // largest IP packet the port sends; 0 means 1500
+	// PartialChecksums marks a port that receives what a local kernel
+	// sends (net_af_packet on a veth, a replayed capture): TCP and UDP
+	// checksums there may hold only the pseudo-header sum
+	// (CHECKSUM_PARTIAL, left to an offload that never runs), which
+	// Process completes. Real NICs never deliver such frames; leave it off
+	// for them, it costs a check per received packet.
+	PartialChecksums bool
 }
 
 // BackendSpec describes one backend of a service to NewSnapshot.
@@ -148,6 +155,8 @@ type PortState struct {
 	MAC MAC
 	IP  uint32 // host order
 	MTU int
+	// PartialChecksums: see PortSpec.
+	PartialChecksums bool
 }
 
 // Service is a compiled virtual service.
@@ -172,6 +181,9 @@ type Service struct {
 	// protocol). The fast path then confirms a flow's service by
 	// comparing instead of looking it up.
 	owns bool
+	// segMax is the longest IP packet every backend's egress port carries
+	// once encapsulated: the worker cuts TCP super-frames to it.
+	segMax int
 }
 
 // Backend is a compiled backend with its prebuilt headers.
@@ -187,8 +199,9 @@ type Backend struct {
 	hdr    [EthernetMinSize + IPv4MinSize + greSize]byte
 	hdrLen int
 	// maxTot is the longest client packet (IPv4 total length) that fits
-	// the egress port's MTU once encapsulated; -1 when the backend is down
-	// (the fast path tests both at once).
+	// the egress port's MTU once encapsulated, and at most the smallest
+	// port MTU (a longer one is a super-frame on some port: process's);
+	// -1 when the backend is down (the fast path tests all at once).
 	maxTot int
 	// outerSum is the unfolded checksum of the outer IPv4 template.
 	outerSum uint32
@@ -254,7 +267,7 @@ func NewSnapshot(spec SnapshotSpec) (*Snapshot, error) {
 		if mtu == 0 {
 			mtu = 1500
 		}
-		s.Ports = append(s.Ports, PortState{MAC: p.MAC, IP: addrU32(p.IP), MTU: mtu})
+		s.Ports = append(s.Ports, PortState{MAC: p.MAC, IP: addrU32(p.IP), MTU: mtu, PartialChecksums: p.PartialChecksums})
 	}
 	n := 16
 	for n < 2*len(spec.Services) {
@@ -329,7 +342,11 @@ func (s *Snapshot) compileService(ss ServiceSpec, size, seed uint32) (Service, e
 	if ss.Mode < ModeL2 || ss.Mode > ModeGRE {
 		return Service{}, fmt.Errorf("mode %d unknown", ss.Mode)
 	}
-	svc := Service{ID: ss.ID, Name: ss.Name, VIP: addrU32(ss.VIP), Proto: ss.Proto, Port: ss.Port, Mode: ss.Mode}
+	svc := Service{ID: ss.ID, Name: ss.Name, VIP: addrU32(ss.VIP), Proto: ss.Proto, Port: ss.Port, Mode: ss.Mode, segMax: 1 << 16}
+	minMTU := 1 << 16
+	for _, p := range s.Ports {
+		minMTU = min(minMTU, p.MTU)
+	}
 	bs := append([]BackendSpec(nil), ss.Backends...)
 	sort.Slice(bs, func(i, j int) bool { return bs[i].IP.Less(bs[j].IP) })
 	mb := make([]MaglevBackend, len(bs))
@@ -345,6 +362,8 @@ func (s *Snapshot) compileService(ss ServiceSpec, size, seed uint32) (Service, e
 			b.State = BackendDown
 		}
 		b.buildTemplate(ss.Mode, bsp.NextHop, s.Ports[bsp.Port])
+		svc.segMax = min(svc.segMax, b.maxTot)
+		b.maxTot = min(b.maxTot, minMTU)
 		if b.State == BackendDown {
 			b.maxTot = -1
 		}

@@ -37,8 +37,15 @@ const (
 	DropMultiSegment
 	DropNoKernel
 	DropICMPUnrelated
+	DropSuperframe
+	DropNoBuffer
 	NumDropReasons
 )
+
+// verdictSegment is process's answer for a TCP super-frame it leaves to
+// the worker to cut into segments (Forwarder.seg says how); it never
+// leaves the package.
+const verdictSegment Verdict = VerdictKernel + 1
 
 var dropReasonNames = [NumDropReasons]string{
 	DropNone:          "none",
@@ -59,6 +66,12 @@ var dropReasonNames = [NumDropReasons]string{
 	DropMultiSegment:  "multi_segment",
 	DropNoKernel:      "no_kernel_port",
 	DropICMPUnrelated: "icmp_unrelated",
+	// A GSO/GRO super-frame (longer than the receiving port's MTU, from a
+	// peer's kernel) that cannot be segmented: not TCP, cut by the
+	// driver's ring frame, or no buffers to segment into.
+	DropSuperframe: "gso_superframe",
+	// No buffer left in the pool for the segments of a super-frame.
+	DropNoBuffer: "no_buffer",
 }
 
 // String returns the stable name of r.

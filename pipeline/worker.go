@@ -42,6 +42,8 @@ type Worker struct {
 	txN  []int
 	kern [BurstSize]Packet
 	drop [BurstSize]Packet
+	// segs holds the segments of one super-frame (segment).
+	segs [maxSegments]Packet
 
 	// nic holds two rx bursts per NIC port (see Poll).
 	nic []nicBursts
@@ -193,23 +195,32 @@ func (w *Worker) flush() {
 // then one tx burst per egress port, one to the kernel and one free of
 // the drops. When every packet goes out of the same port (the common case
 // of a one-armed appliance) the received array is sent as it is; otherwise
-// packets are copied into per-destination arrays in order. What classify
-// recorded does not depend on the snapshot, so a snapshot change between
-// the two polls changes nothing here.
+// packets are copied into per-destination arrays in order. A TCP
+// super-frame is cut into segments (segment) after the packets before it
+// were sent, so that order is kept. What classify recorded does not depend
+// on the snapshot, so a snapshot change between the two polls changes
+// nothing here.
 func (w *Worker) burst(s *Snapshot, wp *WorkerPort, pi int, b *rxBurst) {
 	n := b.n
 	b.n = 0
 	pkts := b.pkts[:n]
 	hinted := b.hinted
+	fast := fastMask(s, pi, pkts, hinted)
 	var taken uint32
+	done := 0 // packets before done are sent (segment)
 	for i := 0; i < n; {
-		t, next := w.fastPath(s, pkts, &b.fp, hinted, &w.egress, i)
+		t, next := w.fastPath(s, pkts, &b.fp, fast, &w.egress, i)
 		taken |= t
 		if next >= n {
 			break
 		}
 		v, out := w.processHinted(s, &pkts[next], pi, b.fp[next].hash, hinted&(1<<uint(next)) != 0)
 		w.verdict[next], w.egress[next] = v, uint16(out)
+		if v == verdictSegment {
+			w.release(wp, pkts, done, next, taken)
+			w.segment(s, wp, pi, &pkts[next])
+			done = next + 1
+		}
 		i = next + 1
 	}
 	if n > 0 && taken == uint32(1<<uint(n)-1) {
@@ -229,15 +240,21 @@ func (w *Worker) burst(s *Snapshot, wp *WorkerPort, pi int, b *rxBurst) {
 			return
 		}
 	}
-	for i := range n {
-		if taken&(1<<uint(i)) != 0 {
-			w.verdict[i] = VerdictTx
-		}
-	}
+	w.release(wp, pkts, done, n, taken)
+}
+
+// release sends packets lo..hi-1 of a burst by their verdict (taken: the
+// fast path's, VerdictTx): in order into one tx burst per egress port, one
+// to the kernel and one free of the drops.
+func (w *Worker) release(wp *WorkerPort, pkts []Packet, lo, hi int, taken uint32) {
 	nk, nd := 0, 0
-	for i := range pkts {
+	for i := lo; i < hi; i++ {
 		p := &pkts[i]
-		switch w.verdict[i] {
+		v := w.verdict[i]
+		if taken&(1<<uint(i)) != 0 {
+			v = VerdictTx
+		}
+		switch v {
 		case VerdictTx:
 			out := int(w.egress[i])
 			w.tx[out][w.txN[out]] = *p
@@ -250,6 +267,12 @@ func (w *Worker) burst(s *Snapshot, wp *WorkerPort, pi int, b *rxBurst) {
 			nd++
 		}
 	}
+	w.sendQueued(wp, nk, nd)
+}
+
+// sendQueued sends what the tx arrays hold, the first nk packets of the
+// kernel array, and frees the first nd of the drop array.
+func (w *Worker) sendQueued(wp *WorkerPort, nk, nd int) {
 	for o := range w.ports {
 		w.flushTx(o)
 	}
@@ -259,6 +282,79 @@ func (w *Worker) burst(s *Snapshot, wp *WorkerPort, pi int, b *rxBurst) {
 	if nd > 0 {
 		wp.NIC.Free(w.drop[:nd])
 	}
+}
+
+// segment cuts TCP super-frame p, received on port pi (process described
+// it in w.seg), into segments in buffers from the allocator, runs each
+// through process as a received packet and sends them in order, then
+// frees p. Without buffers for every segment it drops p (no_buffer).
+func (w *Worker) segment(s *Snapshot, wp *WorkerPort, pi int, p *Packet) {
+	segs := w.segs[:w.seg.n]
+	got := 0
+	for got < len(segs) {
+		k := w.alloc.Alloc(segs[got:min(len(segs), got+BurstSize)])
+		got += k
+		if k == 0 {
+			break
+		}
+	}
+	if got < len(segs) || !w.cut(p, segs) {
+		w.C.Drops[DropNoBuffer]++
+		w.drop[0] = *p
+		wp.NIC.Free(w.drop[:1])
+		wp.NIC.Free(segs[:got])
+		return
+	}
+	w.C.GSOSegmented++
+	w.C.GSOSegments += uint64(len(segs))
+	nk, nd := 0, 0
+	for i := range segs {
+		q := &segs[i]
+		v, out, r := w.process(s, q, pi, 0, false)
+		switch v {
+		case VerdictTx:
+			if w.txN[out] == BurstSize {
+				w.flushTx(out)
+			}
+			w.tx[out][w.txN[out]] = *q
+			w.txN[out]++
+			continue
+		case VerdictKernel:
+			w.C.ToKernel++
+			if nk == BurstSize {
+				w.toKernel(wp, nk)
+				nk = 0
+			}
+			w.kern[nk] = *q
+			nk++
+			continue
+		case verdictSegment: // a segment is never longer than the MTU
+			r = DropSuperframe
+		}
+		w.C.Drops[r]++
+		if nd == BurstSize {
+			wp.NIC.Free(w.drop[:nd])
+			nd = 0
+		}
+		w.drop[nd] = *q
+		nd++
+	}
+	if nd == BurstSize {
+		wp.NIC.Free(w.drop[:nd])
+		nd = 0
+	}
+	w.drop[nd] = *p // the super-frame itself, freed uncounted
+	w.sendQueued(wp, nk, nd+1)
+}
+
+// fastMask returns the packets of a burst received on port pi that
+// fastPath may take: those classify hashed (hinted), but on a port with
+// partial checksums not those left unfinished by a kernel (offloaded).
+func fastMask(s *Snapshot, pi int, pkts []Packet, hinted uint32) uint32 {
+	if pi < len(s.Ports) && s.Ports[pi].PartialChecksums {
+		return hinted &^ offloaded(pkts, hinted, s.Ports[pi].MTU)
+	}
+	return hinted
 }
 
 func (w *Worker) flushTx(o int) {
@@ -330,6 +426,11 @@ func (w *Worker) Run() {
 	w.syncFlowCounters()
 	w.publish()
 }
+
+// SetAllocator gives the worker the buffers it cuts TCP super-frames into
+// (see Allocator and Counters.GSOSegmented); without one they are dropped
+// as gso_superframe. Call it before Run.
+func (w *Worker) SetAllocator(a Allocator) { w.alloc = a }
 
 // Stop asks Run to return after the current round.
 func (w *Worker) Stop() { w.stop.Store(true) }

@@ -28,6 +28,15 @@ type Totals struct {
 	FragNeededSent      uint64 `json:"frag_needed_sent"`
 	ICMPErrorsForwarded uint64 `json:"icmp_errors_forwarded"`
 	IPOptions           uint64 `json:"ip_options"`
+	// L4ChecksumsCompleted counts TCP and UDP checksums completed on ports
+	// that read a kernel's frames (partial checksums of peers with
+	// checksum offload).
+	L4ChecksumsCompleted uint64 `json:"l4_checksums_completed"`
+	// GSOSegmented counts TCP super-frames (longer than the receiving
+	// port's MTU, from a peer's TSO/GSO or GRO) cut into segments;
+	// GSOSegments the segments made.
+	GSOSegmented uint64 `json:"gso_superframes_segmented"`
+	GSOSegments  uint64 `json:"gso_segments"`
 }
 
 // FlowStats are flow table counters, summed over workers.

@@ -65,6 +65,15 @@ type dataplane struct {
 	log     zerolog.Logger
 	stopped bool
 	prefix  string // EAL --file-prefix, for removing its runtime directory
+
+	// kernelRx feeds the rx queues of net_af_packet ports (afpacket.go);
+	// allocs give each worker buffers from pool to segment into.
+	kernelRx *dpdk.Mempool
+	allocs   []*dpdk.Allocator
+	names    []string // of the ports, for logs
+	// superframes reports super-frames dropped as gso_superframe, once
+	// per port (watchSuperframes).
+	superframes superframeLog
 }
 
 // lcoreMap returns the EAL lcore arguments for one main lcore and workers
@@ -241,14 +250,25 @@ func startDataplane(o dpOptions) (*dataplane, error) {
 		return nil, fmt.Errorf("%w (without hugepages the pool takes %d MB of EAL memory: check -m in dataplane.eal_args)", err, poolMB)
 	}
 	d.pool = pool
+	d.newKernelRxPool(o.Ports, nq)
 	for i, p := range o.Ports {
-		nic, err := d.openPort(p.Device, p.TxOnly, nq, p.MTU, pool)
+		dev, room := afPacketDevice(p.Device)
+		rxPool := pool
+		switch {
+		case room == 0 || p.TxOnly:
+		case d.kernelRx != nil:
+			rxPool = d.kernelRx
+		default: // the driver's own ring, whatever it is
+			dev = p.Device
+		}
+		nic, err := d.openPort(dev, p.TxOnly, nq, p.MTU, rxPool)
 		if err != nil {
 			d.close()
-			return nil, fmt.Errorf("port %s (%s): %w", p.Name, p.Device, err)
+			return nil, fmt.Errorf("port %s (%s): %w", p.Name, dev, err)
 		}
 		d.nics = append(d.nics, nic)
-		d.devices = append(d.devices, p.Device)
+		d.devices = append(d.devices, dev)
+		d.names = append(d.names, p.Name)
 		var tap *dpdk.Port
 		if p.Tap != "" {
 			mac, err := nic.MAC()
@@ -283,6 +303,13 @@ func startDataplane(o dpOptions) (*dataplane, error) {
 		wk := pipeline.NewWorker(wps, o.Snap, o.FlowCap, o.Timeouts, o.Seed)
 		wk.IOOnly = o.IOOnly
 		wk.IdleSleep = o.IdleSleep
+		a, err := pool.NewAllocator()
+		if err != nil {
+			d.close()
+			return nil, err
+		}
+		d.allocs = append(d.allocs, a)
+		wk.SetAllocator(a)
 		d.workers = append(d.workers, wk)
 	}
 	d.drainRx(nq)
@@ -295,8 +322,36 @@ func startDataplane(o dpOptions) (*dataplane, error) {
 			return nil, err
 		}
 	}
+	d.superframes.start(d)
 	o.Log.Info().Str("event", "dataplane_started").Int("workers", o.Workers).Int("ports", len(d.nics)).Msg("data plane running")
 	return d, nil
+}
+
+// newKernelRxPool creates d.kernelRx if a port needs it (afPacketDevice):
+// one pool for the rx queues of every such port, with the largest data
+// room they need. Without the memory for it, it logs why and leaves those
+// ports their driver's ring: super-frames then arrive cut and are dropped
+// (gso_superframe).
+func (d *dataplane) newKernelRxPool(ports []dpPort, nq uint16) {
+	var room uint16
+	queues := 0
+	for _, p := range ports {
+		if _, r := afPacketDevice(p.Device); r > 0 && !p.TxOnly {
+			room = max(room, r)
+			queues += int(nq)
+		}
+	}
+	if queues == 0 {
+		return
+	}
+	pool, err := newKernelRxPool(queues, room)
+	if err != nil {
+		d.log.Warn().Err(err).Str("event", "kernel_rx_pool_failed").Uint64("bytes", kernelRxPoolBytes(queues, room)).
+			Msg("no memory for the 64 KB rx buffers of the af_packet ports (give the EAL more, -m): they keep the driver's ring, " +
+				"and TCP super-frames of peers with TSO/GSO are dropped as gso_superframe")
+		return
+	}
+	d.kernelRx = pool
 }
 
 func (d *dataplane) openPort(dev string, txOnly bool, nq uint16, mtu int, pool *dpdk.Mempool) (*dpdk.Port, error) {
@@ -384,12 +439,14 @@ func (d *dataplane) Stop() {
 		return
 	}
 	d.stopped = true
+	d.superframes.stop()
 	for _, w := range d.workers {
 		w.Stop()
 	}
 	if err := dpdk.WaitAll(); err != nil {
 		d.log.Error().Err(err).Str("event", "worker_failed").Msg("worker lcore failed")
 	}
+	d.superframes.check(d) // what the workers counted last
 	d.close()
 	if err := dpdk.Cleanup(); err != nil {
 		d.log.Warn().Err(err).Str("event", "eal_cleanup").Msg("EAL cleanup failed")
@@ -408,5 +465,8 @@ func (d *dataplane) close() {
 				_ = p.Close()
 			}
 		}
+	}
+	for _, a := range d.allocs {
+		a.Close()
 	}
 }

@@ -26,8 +26,10 @@ const replayStall = 10 * time.Second
 // replaced by a net_pcap device reading --in and writing --out (the port's
 // addresses stay). Packets for the kernel are counted, not written. Health
 // monitors do not run (every backend counts as up) and next hops without a
-// static neighbour get placeholder MACs (replayNeighbors). The last stdout
-// line is the counters as one JSON object.
+// static neighbour get placeholder MACs (replayNeighbors). A capture taken
+// on a host holds what its kernel sent before checksum offload, so every
+// port completes partial checksums (control.StoreOptions.KernelFrames). The
+// last stdout line is the counters as one JSON object.
 //
 // Memory does not grow with the capture: it is counted by streaming it
 // once, net_pcap reads it packet by packet as the worker polls, and the
@@ -55,7 +57,7 @@ func cmdReplay(args []string) int {
 	if err != nil {
 		return fail(log, err)
 	}
-	store, err := control.NewStore(cfg, control.StoreOptions{Log: log, Neighbors: &replayNeighbors{log: log}})
+	store, err := control.NewStore(cfg, control.StoreOptions{Log: log, Neighbors: &replayNeighbors{log: log}, KernelFrames: true})
 	if err != nil {
 		return fail(log, err)
 	}

@@ -363,12 +363,12 @@ func checkTshark(t *testing.T, path, mode string, in [][]byte, backends []string
 	}
 }
 
-// tsharkRows dissects the capture at path with tshark (IPv4 checksums
-// verified) and returns, per frame, each field's values joined by commas
+// tsharkRows dissects the capture at path with tshark (IPv4, TCP and UDP
+// checksums verified) and returns, per frame, each field's values joined by commas
 // (an empty string when the frame has none).
 func tsharkRows(t *testing.T, path string, fields ...string) []map[string]string {
 	t.Helper()
-	args := []string{"-r", path, "-o", "ip.check_checksum:TRUE", "-T", "fields", "-E", "separator=|", "-E", "occurrence=a", "-E", "aggregator=,"}
+	args := []string{"-r", path, "-o", "ip.check_checksum:TRUE", "-o", "tcp.check_checksum:TRUE", "-o", "udp.check_checksum:TRUE", "-T", "fields", "-E", "separator=|", "-E", "occurrence=a", "-E", "aggregator=,"}
 	for _, f := range fields {
 		args = append(args, "-e", f)
 	}

@@ -30,6 +30,12 @@ type Packet struct {
 	// PadTo pads the frame with zeros to at least this many bytes
 	// (Ethernet minimum 60 without FCS).
 	PadTo int
+	// PartialChecksum leaves the TCP or UDP checksum as a sending kernel
+	// does when a NIC is to finish it (CHECKSUM_PARTIAL): the folded
+	// pseudo-header sum, not complemented.
+	PartialChecksum bool
+	// Seq is the TCP sequence number; default 1000.
+	Seq uint32
 }
 
 // Build returns the frame bytes.
@@ -40,7 +46,11 @@ func (p Packet) Build() []byte {
 		l4 = make([]byte, 20+len(p.Payload))
 		binary.BigEndian.PutUint16(l4[0:], p.SrcPort)
 		binary.BigEndian.PutUint16(l4[2:], p.DstPort)
-		binary.BigEndian.PutUint32(l4[4:], 1000)
+		seq := p.Seq
+		if seq == 0 {
+			seq = 1000
+		}
+		binary.BigEndian.PutUint32(l4[4:], seq)
 		l4[12] = 5 << 4
 		l4[13] = p.TCPFlags
 		if p.TCPFlags == 0 {
@@ -96,6 +106,9 @@ func (p Packet) Build() []byte {
 		c := checksum(l4, ph)
 		if p.Proto == 17 && c == 0 {
 			c = 0xffff
+		}
+		if p.PartialChecksum {
+			c = ^checksum(nil, ph)
 		}
 		binary.BigEndian.PutUint16(ip[ihl+off:], c)
 	}

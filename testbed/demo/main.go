@@ -129,6 +129,12 @@ func (d *demo) describe() {
 	w.Flush()
 	fmt.Printf("appliance ready in %v: web tcp/%d and echo udp/%d on %s, l2 mode, every backend healthy and active\n",
 		l.Ready.Round(10*time.Millisecond), nsbed.HTTPPort, nsbed.UDPPort, nsbed.L2VIP)
+	offl, err := l.PeerOffloads("appl", "eth0")
+	if err != nil {
+		d.problem("offloads: %v", err)
+	}
+	fmt.Printf("offloads: the kernel's defaults on every veth; switch port facing the appliance: tx-checksumming %s, tso %s, gso %s\n",
+		offl["tx-checksumming"], offl["tcp-segmentation-offload"], offl["generic-segmentation-offload"])
 }
 
 func (d *demo) traffic(ctx context.Context) error {
@@ -256,8 +262,11 @@ func (d *demo) report() {
 
 	t := d.delta.Totals
 	fmt.Printf("\nappliance counters over the run (%s)\n", d.statsLine)
-	fmt.Printf("  rx %d packets = to services %d (web %d, echo %d) + to its kernel %d (ARP, health-check answers) + dropped %d\n",
-		t.RxPackets, d.delta.ServicePackets(), d.delta.Services["web"].Packets, d.delta.Services["echo"].Packets, t.ToKernel, t.Dropped)
+	fmt.Printf("  rx %d packets, %d of them TCP super-frames (the client's TSO) cut into %d segments:\n", t.RxPackets, t.GSOSegmented, t.GSOSegments)
+	fmt.Printf("    %d = to services %d (web %d, echo %d) + to its kernel %d (ARP, health-check answers) + dropped %d\n",
+		t.RxPackets-t.GSOSegmented+t.GSOSegments, d.delta.ServicePackets(), d.delta.Services["web"].Packets,
+		d.delta.Services["echo"].Packets, t.ToKernel, t.Dropped)
+	fmt.Printf("  %d TCP/UDP checksums completed (left partial by the peers' checksum offload)\n", t.L4ChecksumsCompleted)
 	fmt.Printf("  tx %d packets (client packets handed to backends, plus %d from its kernel)\n", t.TxPackets, t.FromKernel)
 
 	fmt.Println("\nevidence that answers did not pass through the appliance")

@@ -160,6 +160,18 @@ func TestL2DSR(t *testing.T) {
 		}
 	})
 
+	t.Run("peers keep the kernel's default offloads", func(t *testing.T) {
+		// The appliance received the kernels' partial checksums and TSO
+		// super-frames, completed the one and cut the other.
+		checkDefaultOffloads(t, l.Net, "appl", l.Client, l.Backends)
+		t.Logf("appliance delta: %d checksums completed, %d super-frames cut into %d segments",
+			delta.Totals.L4ChecksumsCompleted, delta.Totals.GSOSegmented, delta.Totals.GSOSegments)
+		if delta.Totals.L4ChecksumsCompleted == 0 || delta.Totals.GSOSegmented == 0 || delta.Totals.GSOSegments <= delta.Totals.GSOSegmented {
+			t.Errorf("l4_checksums_completed +%d, gso_superframes_segmented +%d, gso_segments +%d: want all moved",
+				delta.Totals.L4ChecksumsCompleted, delta.Totals.GSOSegmented, delta.Totals.GSOSegments)
+		}
+	})
+
 	t.Run("dsrlb stops cleanly", func(t *testing.T) {
 		if err := l.Appliance.Stop(); err != nil {
 			t.Error(err)

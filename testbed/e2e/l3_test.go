@@ -33,8 +33,14 @@ func startL3(t *testing.T, o nsbed.L3Options) *nsbed.L3 {
 // the client, path MTU discovery through the appliance's fragmentation-
 // needed messages, and the rule for IP options (TestL3Fragments has the one
 // for fragments).
+//
+// It is the one bed whose switch port facing the appliance has its
+// offloads off (PeerOffloadsOff), as a real NIC's link partner would: the
+// appliance then receives complete, MTU-sized frames, and path MTU
+// discovery is checked on the client's full-sized packets. Every other bed
+// keeps the kernel's default offloads (TestOffloadDefaults).
 func TestL3DSR(t *testing.T) {
-	l := startL3(t, nsbed.L3Options{})
+	l := startL3(t, nsbed.L3Options{PeerOffloadsOff: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 

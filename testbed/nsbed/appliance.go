@@ -215,6 +215,15 @@ func (a *Appliance) Stop() error {
 	return nil
 }
 
+// LogEvents counts the lines of dsrlb's log with the given event key.
+func (a *Appliance) LogEvents(event string) (int, error) {
+	b, err := os.ReadFile(a.Proc.Log)
+	if err != nil {
+		return 0, err
+	}
+	return strings.Count(string(b), `"event":"`+event+`"`), nil
+}
+
 // NotActive lists "service/backend=state" for every backend of s that does
 // not forward yet.
 func NotActive(s *v1.Status) []string {
@@ -250,6 +259,10 @@ type Totals struct {
 	// flows sent on to their backend, IPOptions forwarded packets with
 	// IPv4 options.
 	FragNeededSent, ICMPErrorsForwarded, IPOptions uint64
+	// L4ChecksumsCompleted counts partial TCP/UDP checksums the appliance
+	// completed; GSOSegmented the TCP super-frames it cut into
+	// GSOSegments segments.
+	L4ChecksumsCompleted, GSOSegmented, GSOSegments uint64
 }
 
 // ServiceStats are one service's counters.
@@ -284,7 +297,8 @@ func (s *Stats) UnmarshalJSON(b []byte) error {
 	}
 	t := st.Totals
 	s.Totals = Totals{RxPackets: t.RxPackets, TxPackets: t.TxPackets, ToKernel: t.ToKernel, FromKernel: t.FromKernel,
-		Dropped: t.Dropped, FragNeededSent: t.FragNeededSent, ICMPErrorsForwarded: t.ICMPErrorsForwarded, IPOptions: t.IPOptions}
+		Dropped: t.Dropped, FragNeededSent: t.FragNeededSent, ICMPErrorsForwarded: t.ICMPErrorsForwarded, IPOptions: t.IPOptions,
+		L4ChecksumsCompleted: t.L4ChecksumsCompleted, GSOSegmented: t.GSOSegmented, GSOSegments: t.GSOSegments}
 	s.Drops = st.Drops
 	s.Services = map[string]ServiceStats{}
 	for _, sv := range st.Services {
@@ -344,6 +358,10 @@ func (s *Stats) Sub(before *Stats) *Stats {
 			FragNeededSent:      s.Totals.FragNeededSent - before.Totals.FragNeededSent,
 			ICMPErrorsForwarded: s.Totals.ICMPErrorsForwarded - before.Totals.ICMPErrorsForwarded,
 			IPOptions:           s.Totals.IPOptions - before.Totals.IPOptions,
+
+			L4ChecksumsCompleted: s.Totals.L4ChecksumsCompleted - before.Totals.L4ChecksumsCompleted,
+			GSOSegmented:         s.Totals.GSOSegmented - before.Totals.GSOSegmented,
+			GSOSegments:          s.Totals.GSOSegments - before.Totals.GSOSegments,
 		},
 		Drops:    map[string]uint64{},
 		Services: map[string]ServiceStats{},

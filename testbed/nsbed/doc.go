@@ -14,11 +14,14 @@
 // routes), so the L2 DSR bed (StartL2) is one preset and an L3 bed with a
 // router, or two appliances behind ECMP, are others built the same way.
 //
-// A frame an appliance reads with net_af_packet must look like one from a
-// real NIC; veth offloads would hand it partial checksums and 64 KB GSO
-// frames. Links marked Raw therefore get the offloads of the switch port
-// facing them turned off (ethtool), and their own kernel is told to ignore
-// them (no address, no IPv6, rp_filter=1, arp_ignore=8): otherwise the
-// appliance's kernel also receives every frame on that veth and answers
-// VIP traffic itself with a TCP reset.
+// Every veth keeps the kernel's default offloads, as in any container or
+// namespace lab an operator would meet: an appliance reading a veth with
+// net_af_packet receives partial checksums and TSO/GSO super-frames of up
+// to 64 KB, which it completes and segments. Link.PeerOffloadsOff turns
+// the offloads of the switch port facing a link off (ethtool), so that the
+// frames arrive complete and MTU-sized, as from a real NIC: the exception,
+// for a test that needs it (TestL3DSR). Links marked Raw have their own
+// kernel told to ignore them (no address, no IPv6, rp_filter=1,
+// arp_ignore=8): otherwise the appliance's kernel also receives every frame
+// on that veth and answers VIP traffic itself with a TCP reset.
 package nsbed

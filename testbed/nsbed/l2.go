@@ -304,15 +304,19 @@ func (r *DSRReport) Problems(l *L2) []string {
 
 // CounterProblems lists what in the appliance's counters over a traffic run
 // (delta) contradicts DSR: every packet the NIC received must be either for
-// a service or for the kernel (ARP, health-check answers), none dropped, so
-// no answer from a backend can have reached it; and the services must have
-// seen at least minServicePackets.
+// a service (or answered with fragmentation needed) or for the kernel (ARP,
+// health-check answers), none dropped, so no answer from a backend can have
+// reached it; and the services must have seen at least minServicePackets.
+// A TCP super-frame the appliance cut into segments (from a peer with
+// TSO/GSO) counts as its segments.
 func CounterProblems(delta *Stats, minServicePackets uint64) []string {
 	var p []string
+	t := &delta.Totals
 	svc := delta.ServicePackets()
-	if got := svc + delta.Totals.ToKernel + delta.Totals.Dropped; got != delta.Totals.RxPackets {
-		p = append(p, fmt.Sprintf("rx %d != service packets %d + to kernel %d + dropped %d",
-			delta.Totals.RxPackets, svc, delta.Totals.ToKernel, delta.Totals.Dropped))
+	rx := t.RxPackets - t.GSOSegmented + t.GSOSegments
+	if got := svc + t.FragNeededSent + t.ToKernel + t.Dropped; got != rx {
+		p = append(p, fmt.Sprintf("rx %d - super-frames %d + their segments %d != service packets %d + frag-needed %d + to kernel %d + dropped %d",
+			t.RxPackets, t.GSOSegmented, t.GSOSegments, svc, t.FragNeededSent, t.ToKernel, t.Dropped))
 	}
 	if delta.Totals.Dropped != 0 {
 		drops := delta.NonZeroDrops()

@@ -56,8 +56,7 @@ func L3Overhead(mode string) int {
 // lacks: DPDK 22.11 joins its sockets to a PACKET_FANOUT group with
 // PACKET_FANOUT_FLAG_DEFRAG, so the appliance's kernel reassembles IPv4
 // fragments before the PMD reads them, and the data plane never sees a
-// fragment (a datagram larger than the ring's 2048-byte frames arrives
-// truncated and is dropped as bad_total_length). net_pcap (libpcap on the
+// fragment (it gets the reassembled datagram). net_pcap (libpcap on the
 // interface, inbound only) hands over frames as they were on the wire;
 // it is slower, and used where fragments matter.
 const (
@@ -88,6 +87,10 @@ type L3Options struct {
 	// Config, if set, edits the appliance config (L3Config) before dsrlb
 	// starts.
 	Config func(*v1.Config)
+	// PeerOffloadsOff turns the offloads of the switch port facing the
+	// appliance off (Link.PeerOffloadsOff); by default it keeps the
+	// kernel's.
+	PeerOffloadsOff bool
 }
 
 // L3Topology is the L3 DSR testbed:
@@ -194,8 +197,11 @@ func StartL3(ctx context.Context, o L3Options) (l *L3, err error) {
 	if o.Device == "" {
 		o.Device = L3AFPacketDevice
 	}
-	n, err := buildNet(o.Bed, fmt.Sprintf("L3 testbed: front %s, back %s, VIPs %s", L3FrontSubnet, L3BackSubnet, L3VIPSubnet),
-		L3Topology(o.Backends, o.MTU))
+	topo := L3Topology(o.Backends, o.MTU)
+	if o.PeerOffloadsOff {
+		topo = topo.WithPeerOffloadsOff("appl")
+	}
+	n, err := buildNet(o.Bed, fmt.Sprintf("L3 testbed: front %s, back %s, VIPs %s", L3FrontSubnet, L3BackSubnet, L3VIPSubnet), topo)
 	if err != nil {
 		return nil, err
 	}

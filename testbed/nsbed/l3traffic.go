@@ -30,6 +30,12 @@ type UDPProbe struct {
 	// NoDF sets IP_PMTUDISC_DONT: the kernel never sets DF and fragments a
 	// datagram larger than the path MTU itself.
 	NoDF bool
+	// GSOSize, if set, sends each datagram with UDP generic segmentation
+	// offload (setsockopt UDP_SEGMENT): the kernel cuts it into datagrams
+	// of GSOSize payload bytes, or, where the devices on the way offload
+	// UDP segmentation (veth and bridges do), hands it over as one
+	// super-frame.
+	GSOSize int
 	// Wait bounds the wait for echoes after the last datagram is sent
 	// (default 1 s); it ends early once every datagram is answered.
 	Wait time.Duration
@@ -117,6 +123,12 @@ func (p UDPProbe) setsockopts(c *net.UDPConn) error {
 		if len(p.IPOptions) > 0 {
 			if serr = unix.SetsockoptString(int(fd), unix.IPPROTO_IP, unix.IP_OPTIONS, string(p.IPOptions)); serr != nil {
 				serr = fmt.Errorf("IP_OPTIONS % x: %w", p.IPOptions, serr)
+				return
+			}
+		}
+		if p.GSOSize > 0 {
+			if serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT, p.GSOSize); serr != nil {
+				serr = fmt.Errorf("UDP_SEGMENT %d: %w", p.GSOSize, serr)
 			}
 		}
 	})

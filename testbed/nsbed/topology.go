@@ -42,9 +42,10 @@ type Link struct {
 	Addrs   []netip.Prefix
 	MTU     int // 0: the segment's
 	// Raw marks a link that a user-space data plane (DPDK net_af_packet)
-	// drives: it gets no address, its kernel ignores it (IPv6 off,
-	// rp_filter=1, arp_ignore=8), and the switch port facing it has its
-	// offloads off so frames arrive complete, as from a real NIC.
+	// drives: it gets no address and its kernel ignores it (IPv6 off,
+	// rp_filter=1, arp_ignore=8). The switch port facing it keeps the
+	// kernel's default offloads, so the data plane receives what every
+	// peer's kernel sends: partial checksums and TSO/GSO super-frames.
 	Raw bool
 	// Access, if set, makes the switch port an 802.1Q access port: it
 	// tags every frame from the host with this VLAN and untags every frame
@@ -53,6 +54,29 @@ type Link struct {
 	// Untag makes the switch port remove the tag of every frame to the
 	// host: the host takes part in every VLAN, untagged.
 	Untag bool
+	// PeerOffloadsOff turns checksum and segmentation offloads off on the
+	// switch port facing the link (ethtool -K tx off tso off gso off gro
+	// off): frames then arrive complete and at most MTU-sized, as from a
+	// real NIC. The exception, for a test that needs it.
+	PeerOffloadsOff bool
+}
+
+// WithPeerOffloadsOff returns t with PeerOffloadsOff set on every raw link
+// of host.
+func (t Topology) WithPeerOffloadsOff(host string) Topology {
+	hosts := append([]Host(nil), t.Hosts...)
+	for i := range hosts {
+		if hosts[i].Name != host {
+			continue
+		}
+		links := append([]Link(nil), hosts[i].Links...)
+		for j := range links {
+			links[j].PeerOffloadsOff = links[j].PeerOffloadsOff || links[j].Raw
+		}
+		hosts[i].Links = links
+	}
+	t.Hosts = hosts
+	return t
 }
 
 // Route is one route of a host: Dst (default when invalid) via Via.
@@ -73,12 +97,18 @@ type Net struct {
 // Host returns the namespace of host name (nil if none).
 func (n *Net) Host(name string) *NS { return n.Hosts[name] }
 
+// PeerOffloads returns the offloads (NS.Offloads) of the switch port facing
+// host's link: what decides the frames that link receives.
+func (n *Net) PeerOffloads(host, link string) (map[string]string, error) {
+	return n.Switch.Offloads(portName(host, link))
+}
+
 // Build creates the switch namespace with one bridge per segment, then every
 // host with its links, addresses, routes and sysctls.
 func (b *Bed) Build(t Topology) (*Net, error) {
-	if hasRaw(t) {
+	if hasPeerOffloadsOff(t) {
 		if _, err := exec.LookPath("ethtool"); err != nil {
-			return nil, fmt.Errorf("nsbed: ethtool is needed for raw (DPDK) links: %w", err)
+			return nil, fmt.Errorf("nsbed: ethtool is needed to turn a switch port's offloads off: %w", err)
 		}
 	}
 	n := &Net{Bed: b, Hosts: map[string]*NS{}, topo: t}
@@ -140,10 +170,10 @@ func (b *Bed) Build(t Topology) (*Net, error) {
 	return n, nil
 }
 
-func hasRaw(t Topology) bool {
+func hasPeerOffloadsOff(t Topology) bool {
 	for _, h := range t.Hosts {
 		for _, l := range h.Links {
-			if l.Raw {
+			if l.PeerOffloadsOff {
 				return true
 			}
 		}
@@ -175,12 +205,13 @@ func (n *Net) addLink(ns *NS, l Link, seg Segment, port string) error {
 	if err := n.portVLAN(port, l); err != nil {
 		return err
 	}
-	if l.Raw {
-		// The frames the appliance reads must be complete: compute
-		// checksums and segment before they reach its veth.
+	if l.PeerOffloadsOff {
+		// Compute checksums and segment before frames reach the link.
 		if _, err := sw.Run("ethtool", "-K", port, "tx", "off", "tso", "off", "gso", "off", "gro", "off"); err != nil {
 			return err
 		}
+	}
+	if l.Raw {
 		if _, err := ns.Run("sysctl", "-q", "-e", "-w", "net.ipv6.conf."+l.Name+".disable_ipv6=1"); err != nil {
 			return err
 		}
