@@ -123,6 +123,16 @@ func (b *Bed) StatePath(host string) string {
 // API answers /healthz (at most 60 s). If dsrlb exits first, the error
 // carries the end of its log.
 func StartDsrlb(ctx context.Context, ns *NS, bin string, cfg DsrlbConfig) (*Appliance, error) {
+	return StartDsrlbCommand(ctx, ns, cfg, func(config, state string) []string {
+		return []string{bin, "run", "--config", config, "--state", state, "--log-level", "debug"}
+	})
+}
+
+// StartDsrlbCommand is StartDsrlb with the command line that argv makes
+// from the paths of the config file and of the state file (in a directory
+// of its own): `dsrlb run` in a container, for one. The process it starts
+// stands for dsrlb: its output is dsrlb's log, its exit dsrlb's.
+func StartDsrlbCommand(ctx context.Context, ns *NS, cfg DsrlbConfig, argv func(config, state string) []string) (*Appliance, error) {
 	b := ns.bed
 	listen := DefaultAPI
 	if cfg.API != nil && cfg.API.Listen != "" {
@@ -141,12 +151,12 @@ func StartDsrlb(ctx context.Context, ns *NS, bin string, cfg DsrlbConfig) (*Appl
 	if err := os.MkdirAll(filepath.Dir(state), 0o755); err != nil {
 		return nil, err
 	}
-	a.Proc, err = ns.Start(ns.Short+"-dsrlb", bin, "run", "--config", a.ConfigPath,
-		"--state", state, "--log-level", "debug")
+	cmd := argv(a.ConfigPath, state)
+	a.Proc, err = ns.Start(ns.Short+"-dsrlb", cmd...)
 	if err != nil {
 		return nil, err
 	}
-	b.Logf("%s: dsrlb run --config %s (log %s)", ns.Short, a.ConfigPath, a.Proc.Log)
+	b.Logf("%s: %s (log %s)", ns.Short, strings.Join(cmd, " "), a.Proc.Log)
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	for {

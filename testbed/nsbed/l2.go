@@ -51,6 +51,14 @@ type L2Options struct {
 	// starts: an API token, fewer backends in a service than hosts built
 	// (a host left out can be added later through the API), ...
 	Config func(*DsrlbConfig)
+	// Topology, if set, edits the topology (L2Topology) before it is
+	// built: another host, the appliance host in a container's network
+	// namespace (Host.PID), ...
+	Topology func(*Topology)
+	// Start, if set, starts the appliance with cfg in l's host "appl" in
+	// place of Bins.Dsrlb (a container of the appliance's image, say; see
+	// StartDsrlbCommand). StartL2 then waits until it forwards.
+	Start func(ctx context.Context, l *L2, cfg DsrlbConfig) (*Appliance, error)
 }
 
 // L2Topology is the L2 DSR testbed: segment "lan"; host "client"; host
@@ -111,7 +119,11 @@ func StartL2(ctx context.Context, o L2Options) (l *L2, err error) {
 	if o.Lcores == "" {
 		o.Lcores = "0,1"
 	}
-	n, err := buildNet(o.Bed, "testbed "+L2Subnet.String(), L2Topology(o.Backends))
+	topo := L2Topology(o.Backends)
+	if o.Topology != nil {
+		o.Topology(&topo)
+	}
+	n, err := buildNet(o.Bed, "testbed "+L2Subnet.String(), topo)
 	if err != nil {
 		return nil, err
 	}
@@ -138,7 +150,12 @@ func StartL2(ctx context.Context, o L2Options) (l *L2, err error) {
 		o.Config(&cfg)
 	}
 	start := time.Now()
-	if l.Appliance, err = startActive(ctx, appl, o.Bins.Dsrlb, cfg); err != nil {
+	if o.Start == nil {
+		l.Appliance, err = startActive(ctx, appl, o.Bins.Dsrlb, cfg)
+	} else if l.Appliance, err = o.Start(ctx, l, cfg); err == nil {
+		err = waitActive(ctx, l.Appliance)
+	}
+	if err != nil {
 		return nil, err
 	}
 	l.Ready = time.Since(start)
