@@ -26,29 +26,36 @@ const (
 	CLI     = "/usr/bin/docker"
 )
 
-// Where the private daemon keeps its socket, images and runtime state. The
-// data root persists, so base images and the build cache survive the run.
+// Where the private test daemon keeps its socket, images and runtime
+// state. The data root persists, so base images and the build cache
+// survive the run.
 const (
 	Socket   = "/run/dsrlb-test-docker.sock"
 	DataRoot = "/var/lib/dsrlb-test-docker"
 	ExecRoot = "/run/dsrlb-test-docker"
-	PIDFile  = "/run/dsrlb-test-docker.pid"
 )
 
 // daemonFlags keep dockerd off the host's network: no docker0 bridge, no
 // iptables or ip6tables rules, no change to ip_forward. Containers then
 // run with --network none (or another container's namespace) and builds
-// with --network host. Its own containerd namespaces keep it apart from a
-// system daemon sharing the system containerd.
+// with --network host; user-defined bridge networks still work, and a
+// daemon started in a namespace of its own (Options.NetNS) keeps them
+// there.
 var daemonFlags = []string{
-	"--host", "unix://" + Socket,
-	"--data-root", DataRoot,
-	"--exec-root", ExecRoot,
-	"--pidfile", PIDFile,
 	"--bridge", "none",
 	"--iptables=false", "--ip6tables=false", "--ip-forward=false", "--ip-masq=false",
-	"--containerd-namespace", "dsrlb-test",
-	"--containerd-plugins-namespace", "dsrlb-test-plugins",
+}
+
+// Options say which daemon Start talks to. The zero value is the private
+// test daemon (Socket, DataRoot, ExecRoot).
+type Options struct {
+	Socket, DataRoot, ExecRoot string
+	// NetNS, if set, is the path of a network namespace for dockerd
+	// (nsenter --net=): the bridges and veths of its container networks
+	// are made there.
+	NetNS string
+	// Logf receives progress lines; nil discards them.
+	Logf func(format string, args ...any)
 }
 
 // Daemon is a client of the private daemon, which it started or found
@@ -63,10 +70,14 @@ type Daemon struct {
 	done chan struct{}
 }
 
-// Start returns a client of the private daemon, starting dockerd when no
-// daemon answers on Socket. Close stops only a daemon started here. The
+// Start returns a client of the daemon of o, starting dockerd when no
+// daemon answers on its socket. Close stops only a daemon started here. The
 // error says what is missing when Docker cannot run.
-func Start(ctx context.Context, logf func(format string, args ...any)) (*Daemon, error) {
+func Start(ctx context.Context, o Options) (*Daemon, error) {
+	if o.Socket == "" {
+		o.Socket, o.DataRoot, o.ExecRoot = Socket, DataRoot, ExecRoot
+	}
+	logf := o.Logf
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
@@ -75,18 +86,27 @@ func Start(ctx context.Context, logf func(format string, args ...any)) (*Daemon,
 			return nil, fmt.Errorf("dockerlab: %s missing: install Debian's docker.io (make docker-deps): %w", p, err)
 		}
 	}
-	d := &Daemon{Host: "unix://" + Socket, logf: logf}
+	d := &Daemon{Host: "unix://" + o.Socket, logf: logf}
 	if v, err := d.version(ctx); err == nil {
-		logf("docker: daemon %s already running on %s: using it", v, Socket)
+		logf("docker: daemon %s already running on %s: using it", v, o.Socket)
 		return d, nil
 	}
-	d.Log = filepath.Join(os.TempDir(), "dsrlb-test-dockerd.log")
+	d.Log = o.ExecRoot + ".log"
 	f, err := os.OpenFile(d.Log, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	d.cmd = exec.Command(Dockerd, daemonFlags...)
+	// Its own containerd namespaces keep it apart from another daemon
+	// sharing the system's containerd.
+	ns := filepath.Base(o.ExecRoot)
+	argv := append([]string{Dockerd, "--host", d.Host, "--data-root", o.DataRoot, "--exec-root", o.ExecRoot,
+		"--pidfile", o.ExecRoot + ".pid", "--containerd-namespace", ns, "--containerd-plugins-namespace", ns + "-plugins"},
+		daemonFlags...)
+	if o.NetNS != "" {
+		argv = append([]string{"nsenter", "--net=" + o.NetNS}, argv...)
+	}
+	d.cmd = exec.Command(argv[0], argv[1:]...)
 	d.cmd.Stdout, d.cmd.Stderr = f, f
 	// Its own process group: a terminal's Ctrl-C stops the test, whose
 	// clean-up then stops the daemon.
@@ -113,7 +133,7 @@ func Start(ctx context.Context, logf func(format string, args ...any)) (*Daemon,
 			return nil, fmt.Errorf("dockerlab: dockerd exited; end of %s:\n%s", d.Log, lastLines(readFile(d.Log), 20))
 		case <-wait.Done():
 			d.Close()
-			return nil, fmt.Errorf("dockerlab: dockerd not answering on %s: %w; end of %s:\n%s", Socket, err, d.Log, lastLines(readFile(d.Log), 20))
+			return nil, fmt.Errorf("dockerlab: dockerd not answering on %s: %w; end of %s:\n%s", o.Socket, err, d.Log, lastLines(readFile(d.Log), 20))
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
@@ -153,12 +173,17 @@ func (d *Daemon) Command(ctx context.Context, args ...string) *exec.Cmd {
 // Run runs the client with args and returns its standard output; the
 // error carries standard error.
 func (d *Daemon) Run(ctx context.Context, args ...string) (string, error) {
-	cmd := d.Command(ctx, args...)
+	return output(d.Command(ctx, args...), "docker "+strings.Join(args, " "))
+}
+
+// output runs cmd and returns its standard output; the error names what
+// was run and carries standard error.
+func output(cmd *exec.Cmd, what string) (string, error) {
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return string(out), fmt.Errorf("docker %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+		return string(out), fmt.Errorf("%s: %w: %s", what, err, strings.TrimSpace(stderr.String()))
 	}
 	return string(out), nil
 }

@@ -302,6 +302,8 @@ type BuildOptions struct {
 	// Base and Builder are the BASE_IMAGE and BUILDER_IMAGE build
 	// arguments.
 	Base, Builder string
+	// Target is the stage to build; empty: the appliance (the last).
+	Target string
 	// Log receives the build's output (plain progress).
 	Log string
 }
@@ -328,6 +330,9 @@ func (d *Daemon) Build(ctx context.Context, o BuildOptions) error {
 		"--build-arg", "BASE_IMAGE="+o.Base, "--build-arg", "BUILDER_IMAGE="+o.Builder,
 		"--build-arg", "GOPROXY="+env[0], "--build-arg", "GOSUMDB="+env[1],
 		"--tag", o.Tag, o.Context)
+	if o.Target != "" {
+		cmd.Args = append(cmd.Args, "--target", o.Target)
+	}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("dockerlab: docker build: %w; end of %s:\n%s", err, o.Log, lastLines(readFile(o.Log), 30))

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -18,11 +17,17 @@ import (
 	"github.com/dsrlb/dsrlb/testbed/nsbed"
 )
 
-// The BGP router of the container lab: one more host on the L2 bed's
+// The BGP router of the container's bed: one more host on the L2 bed's
 // segment, peering with the appliance's port address.
 var (
 	dockerRouterIP = netip.MustParseAddr("10.99.0.1")
 	dockerVIP      = netip.PrefixFrom(nsbed.L2VIP, 32)
+)
+
+// The compose lab's VIP and backends (docker/compose.yaml).
+var (
+	composeVIP      = netip.MustParseAddr("10.89.0.100")
+	composeBackends = []string{"be1", "be2", "be3"}
 )
 
 const (
@@ -31,25 +36,21 @@ const (
 	dockerDrain        = 2 * time.Second
 )
 
-// TestDockerAppliance builds the appliance's image (docker/Dockerfile) on
-// Debian bases made here with debootstrap, runs it as the appliance of the
-// L2 DSR bed, and checks what an operator relies on: requests spread over
-// every backend, answers not through the container, the VIP announced to a
-// BGP router (FRR), and on `docker stop` the VIP withdrawn while dsrlb
-// drains, then dsrlb ending with status 0. It installs nothing: `make
-// test` runs `make docker-deps` first; without Docker it fails.
-//
-// The container owns no interface of its own: a first container (the
-// network namespace's owner, dockerlab.NetnsArgs) is made with --network
-// none, its namespace becomes the bed's host "appl" (nsbed.Bed.AttachNS),
-// where the bed creates the raw veth eth0 as for the bare appliance; the
-// appliance then runs with --network container:<owner>.
-func TestDockerAppliance(t *testing.T) {
+// TestDocker builds the appliance's image (docker/Dockerfile) and the
+// compose lab's image (its lab target) on Debian bases made here with
+// debootstrap, in a private Docker daemon, then runs the appliance's
+// container twice: as the appliance of the L2 DSR bed, with a BGP router,
+// and in the compose lab (docker/compose.yaml) on a daemon of its own. Each
+// time it checks what an operator relies on: requests spread over every
+// backend, answers not through the container, and a clean `docker stop`.
+// It installs nothing: `make test` runs `make docker-deps` first; without
+// Docker it fails.
+func TestDocker(t *testing.T) {
 	needBins(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 
-	d, err := dockerlab.Start(ctx, t.Logf)
+	d, err := dockerlab.Start(ctx, dockerlab.Options{Logf: t.Logf})
 	if err != nil {
 		t.Fatalf("docker: %v", err)
 	}
@@ -62,18 +63,7 @@ func TestDockerAppliance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	image := buildApplianceImage(ctx, t, d, root)
-
-	t.Run("compose lab file is valid", func(t *testing.T) {
-		if _, err := exec.LookPath("docker-compose"); err != nil {
-			t.Fatalf("docker-compose missing: install it (make docker-deps): %v", err)
-		}
-		out, err := exec.CommandContext(ctx, "docker-compose", "--file", filepath.Join(root, "docker", "compose.yaml"),
-			"config", "--quiet").CombinedOutput()
-		if err != nil {
-			t.Fatalf("docker-compose config: %v\n%s", err, out)
-		}
-	})
+	image, lab := buildImages(ctx, t, d, root)
 
 	t.Run("image holds dsrlb, dsrctl and their libraries", func(t *testing.T) {
 		for _, bin := range []string{"dsrlb", "dsrctl"} {
@@ -95,7 +85,21 @@ func TestDockerAppliance(t *testing.T) {
 			}
 		}
 	})
+	t.Run("appliance container in the L2 bed", func(t *testing.T) { testDockerBed(ctx, t, d, image) })
+	t.Run("compose lab", func(t *testing.T) { testComposeLab(ctx, t, d, root, image, lab) })
+}
 
+// testDockerBed runs the appliance's image as the appliance of the L2 DSR
+// bed, with a BGP router (FRR) on the bed's segment, and checks that on
+// `docker stop` the VIP is withdrawn while dsrlb drains, then dsrlb ends
+// with status 0.
+//
+// The container owns no interface of its own: a first container (the
+// network namespace's owner, dockerlab.NetnsArgs) is made with --network
+// none, its namespace becomes the bed's host "appl" (nsbed.Bed.AttachNS),
+// where the bed creates the raw veth eth0 as for the bare appliance; the
+// appliance then runs with --network container:<owner>.
+func testDockerBed(ctx context.Context, t *testing.T, d *dockerlab.Daemon, image string) {
 	netns := fmt.Sprintf("dsrlb-test-%d-netns", os.Getpid())
 	appName := fmt.Sprintf("dsrlb-test-%d-appliance", os.Getpid())
 	if _, err := d.Run(ctx, dockerlab.NetnsArgs(netns, image)...); err != nil {
@@ -190,7 +194,7 @@ func TestDockerAppliance(t *testing.T) {
 		}
 		t.Logf("RESULT container's NIC: %d TCP/UDP packets from the VIP; client: %d SYN-ACK/UDP answers from the VIP by backend MAC %v",
 			rep.ApplianceFromVIP, rep.ClientFromVIP, rep.ByBackend)
-		for _, p := range rep.Problems(l) {
+		for _, p := range rep.Problems() {
 			t.Error(p)
 		}
 		if miss := l.Missing(rep.ByBackend); len(miss) != 0 {
@@ -253,10 +257,160 @@ func TestDockerAppliance(t *testing.T) {
 	})
 }
 
-// buildApplianceImage makes (or finds cached) the Debian base and the
-// builder image, builds docker/Dockerfile on them, logs the times and the
-// image's size, and removes the image when t ends.
-func buildApplianceImage(ctx context.Context, t *testing.T, d *dockerlab.Daemon, root string) string {
+// testComposeLab runs docker/compose.yaml as it stands on a daemon of its
+// own, started in a network namespace of the test so that the lab's bridge
+// network stays there, with the images copied over under the names the
+// file uses. It attaches the namespaces of the appliance's and the client's
+// containers to a bed, so the client's requests and the captures run there
+// as in the other beds.
+func testComposeLab(ctx context.Context, t *testing.T, d *dockerlab.Daemon, root, image, lab string) {
+	file := filepath.Join(root, "docker", "compose.yaml")
+	bed, err := nsbed.New(bedOptions(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := bed.Close(); err != nil {
+			t.Errorf("teardown: %v", err)
+		}
+	})
+	host, err := bed.NewNS("dockerd", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cd, err := dockerlab.Start(ctx, dockerlab.Options{Socket: bed.Path("docker.sock"), DataRoot: bed.Path("docker-data"),
+		ExecRoot: bed.Path(host.Name), NetNS: "/var/run/netns/" + host.Name, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := cd.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	if err := d.CopyImages(ctx, cd, image, lab); err != nil {
+		t.Fatal(err)
+	}
+	for src, dst := range map[string]string{image: "dsrlb:latest", lab: "dsrlb-lab:latest"} {
+		if _, err := cd.Run(ctx, "tag", src, dst); err != nil {
+			t.Fatal(err)
+		}
+	}
+	project := fmt.Sprintf("dsrlbtest%d", os.Getpid())
+	compose := func(args ...string) (string, error) { return cd.Compose(ctx, project, file, args...) }
+	if out, err := compose("config", "--quiet"); err != nil {
+		t.Fatalf("compose file: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		if _, err := cd.Compose(context.Background(), project, file, "down", "--volumes", "--timeout", "5"); err != nil {
+			t.Error(err)
+		}
+	})
+	start := time.Now()
+	if _, err := compose("up", "--detach", "--no-build"); err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]string{}
+	for _, svc := range append([]string{"appliance", "client"}, composeBackends...) {
+		out, err := compose("ps", "--quiet", svc)
+		if err != nil || strings.TrimSpace(out) == "" {
+			t.Fatalf("compose ps %s: %q %v", svc, out, err)
+		}
+		ids[svc] = strings.TrimSpace(out)
+	}
+	attach := func(svc string) *nsbed.NS {
+		var pid int
+		out, err := cd.Inspect(ctx, ids[svc], "{{.State.Pid}}")
+		if err == nil {
+			_, err = fmt.Sscan(out, &pid)
+		}
+		if err != nil {
+			t.Fatalf("pid of %s: %v", svc, err)
+		}
+		ns, err := bed.AttachNS(svc, pid, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ns
+	}
+	applNS, client := attach("appliance"), attach("client")
+	macOf := func(svc string) string {
+		mac, err := cd.Inspect(ctx, ids[svc], "{{range .NetworkSettings.Networks}}{{.MacAddress}}{{end}}")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return mac
+	}
+	var bes nsbed.Backends
+	for _, name := range composeBackends {
+		bes = append(bes, &nsbed.Backend{Name: name, MAC: macOf(name)})
+	}
+	applMAC := macOf("appliance")
+
+	var last string
+	took, err := frrtest.WaitEvery(60*time.Second, 250*time.Millisecond, func() (bool, error) {
+		out, err := compose("exec", "-T", "appliance", "dsrctl", "get", "status", "-o", "json")
+		if err != nil {
+			return false, err
+		}
+		var st nsbed.Status
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			return false, err
+		}
+		last = strings.Join(st.NotActive(), ", ")
+		return last == "", nil
+	})
+	if err != nil {
+		logs, _ := compose("logs", "--tail", "30", "appliance")
+		t.Fatalf("the lab's appliance never forwarded to every backend (%s): %v\n%s", last, err, logs)
+	}
+	t.Logf("TIMING compose up to every backend active: %v (status polled for %v)", time.Since(start).Round(time.Millisecond), took.Round(time.Millisecond))
+
+	ev, err := nsbed.StartDSREvidence(applNS, client, composeVIP, bes, applMAC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 60
+	got, err := nsbed.CurlMany(ctx, client, "http://"+composeVIP.String()+"/", n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkCurlMany(t, "curl in the compose lab", got, n, bes)
+	rep, err := ev.Finish(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("RESULT compose lab: appliance's eth0 %d TCP/UDP packets from the VIP; client: %d SYN-ACKs from the VIP by backend MAC %v",
+		rep.ApplianceFromVIP, rep.ClientFromVIP, rep.ByBackend)
+	for _, p := range rep.Problems() {
+		t.Error(p)
+	}
+	if miss := bes.Missing(rep.ByBackend); len(miss) != 0 {
+		t.Errorf("no answer from backends %v reached the client", miss)
+	}
+
+	if _, err := compose("stop", "appliance"); err != nil {
+		t.Fatal(err)
+	}
+	if code, err := cd.Inspect(ctx, ids["appliance"], "{{.State.ExitCode}}"); err != nil || code != "0" {
+		t.Errorf("the lab's appliance exited with %q (%v), want 0", code, err)
+	}
+	// docker-compose logs prints the containers' standard error (dsrlb's
+	// log) on its standard output.
+	logs, err := compose("logs", "--no-color", "appliance")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs, `"event":"stopping"`) {
+		t.Errorf("the lab's appliance did not log its stop:\n%s", logs)
+	}
+}
+
+// buildImages makes (or finds cached) the Debian base and the builder
+// image, builds docker/Dockerfile's appliance and lab targets on them, logs
+// the times and the appliance image's size, and removes both images when
+// t ends.
+func buildImages(ctx context.Context, t *testing.T, d *dockerlab.Daemon, root string) (image, lab string) {
 	t.Helper()
 	start := time.Now()
 	base, err := d.DebianBase(ctx)
@@ -268,28 +422,35 @@ func buildApplianceImage(ctx context.Context, t *testing.T, d *dockerlab.Daemon,
 		t.Fatal(err)
 	}
 	bases := time.Since(start)
-	image := fmt.Sprintf("dsrlb-test/dsrlb:%d", os.Getpid())
+	image = fmt.Sprintf("dsrlb-test/dsrlb:%d", os.Getpid())
+	lab = fmt.Sprintf("dsrlb-test/dsrlb-lab:%d", os.Getpid())
 	log := filepath.Join(os.TempDir(), fmt.Sprintf("dsrlb-test-build-%d.log", os.Getpid()))
-	start = time.Now()
-	if err := d.Build(ctx, dockerlab.BuildOptions{Context: root,
-		Tag: image, Base: base, Builder: builder, Log: log}); err != nil {
-		t.Fatal(err)
-	}
+	var built []string
 	t.Cleanup(func() {
-		if err := d.RemoveImage(context.Background(), image); err != nil {
-			t.Error(err)
+		for _, ref := range built {
+			if err := d.RemoveImage(context.Background(), ref); err != nil {
+				t.Error(err)
+			}
 		}
 		if !t.Failed() {
 			os.Remove(log)
 		}
 	})
+	for _, b := range []struct{ ref, target string }{{image, ""}, {lab, "lab"}} {
+		start := time.Now()
+		if err := d.Build(ctx, dockerlab.BuildOptions{Context: root, Tag: b.ref, Target: b.target,
+			Base: base, Builder: builder, Log: log}); err != nil {
+			t.Fatal(err)
+		}
+		built = append(built, b.ref)
+		t.Logf("TIMING image %s built in %v", b.ref, time.Since(start).Round(time.Second))
+	}
 	size, err := d.ImageSize(ctx, image)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("TIMING image %s: bases %s and %s ready in %v, build %v; RESULT size %.0f MB",
-		image, base, builder, bases.Round(time.Second), time.Since(start).Round(time.Second), float64(size)/1e6)
-	return image
+	t.Logf("TIMING bases %s and %s ready in %v; RESULT appliance image %.0f MB", base, builder, bases.Round(time.Second), float64(size)/1e6)
+	return image, lab
 }
 
 // logEvents reads dsrlb's JSON log at path and returns the "event" of

@@ -128,7 +128,7 @@ func TestL2DSR(t *testing.T) {
 		}
 		t.Logf("appliance NIC: %d packets from the VIP; client: %d SYN-ACK/UDP answers from the VIP by backend MAC %v",
 			rep.ApplianceFromVIP, rep.ClientFromVIP, rep.ByBackend)
-		for _, p := range rep.Problems(l) {
+		for _, p := range rep.Problems() {
 			t.Error(p)
 		}
 		if miss := l.Missing(rep.ByBackend); len(miss) != 0 {
