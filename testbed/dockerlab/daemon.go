@@ -201,11 +201,12 @@ func (d *Daemon) Inspect(ctx context.Context, name, format string) (string, erro
 	return strings.TrimSpace(out), err
 }
 
-// Remove force-removes containers, ignoring those that do not exist.
+// Remove force-removes containers and their anonymous volumes (the image's
+// VOLUME), ignoring containers that do not exist.
 func (d *Daemon) Remove(ctx context.Context, names ...string) error {
 	var errs []error
 	for _, n := range names {
-		if _, err := d.Run(ctx, "rm", "--force", n); err != nil && !strings.Contains(err.Error(), "No such container") {
+		if _, err := d.Run(ctx, "rm", "--force", "--volumes", n); err != nil && !strings.Contains(err.Error(), "No such container") {
 			errs = append(errs, err)
 		}
 	}

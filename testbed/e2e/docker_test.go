@@ -59,6 +59,20 @@ func TestDocker(t *testing.T) {
 			t.Error(err)
 		}
 	})
+	// Runs after the subtests' clean-ups, before the daemon stops.
+	volumes, err := d.Run(ctx, "volume", "ls", "--quiet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		left, err := d.Run(context.Background(), "ps", "--all", "--quiet", "--filter", fmt.Sprintf("name=dsrlb-test-%d-", os.Getpid()))
+		if err != nil || strings.TrimSpace(left) != "" {
+			t.Errorf("containers left behind: %q (%v)", left, err)
+		}
+		if after, err := d.Run(context.Background(), "volume", "ls", "--quiet"); err != nil || after != volumes {
+			t.Errorf("volumes before the test %q, after %q (%v)", volumes, after, err)
+		}
+	})
 	root, err := nsbed.ModuleRoot()
 	if err != nil {
 		t.Fatal(err)
