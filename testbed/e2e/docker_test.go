@@ -202,18 +202,7 @@ func testDockerBed(ctx context.Context, t *testing.T, d *dockerlab.Daemon, image
 		checkUDPFlows(t, "udp through the container", got, l.UDPAddr(), flows, per, l.Backends)
 	})
 	t.Run("answers bypass the container", func(t *testing.T) {
-		rep, err := ev.Finish(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("RESULT container's NIC: %d TCP/UDP packets from the VIP; client: %d SYN-ACK/UDP answers from the VIP by backend MAC %v",
-			rep.ApplianceFromVIP, rep.ClientFromVIP, rep.ByBackend)
-		for _, p := range rep.Problems() {
-			t.Error(p)
-		}
-		if miss := l.Missing(rep.ByBackend); len(miss) != 0 {
-			t.Errorf("no answer from backends %v reached the client", miss)
-		}
+		checkDSREvidence(ctx, t, "RESULT appliance container", ev, l.Backends)
 		for _, p := range nsbed.CounterProblems(mustStats(ctx, t, appl).Sub(before), requests) {
 			t.Error(p)
 		}
@@ -390,18 +379,7 @@ func testComposeLab(ctx context.Context, t *testing.T, d *dockerlab.Daemon, root
 		t.Fatal(err)
 	}
 	checkCurlMany(t, "curl in the compose lab", got, n, bes)
-	rep, err := ev.Finish(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("RESULT compose lab: appliance's eth0 %d TCP/UDP packets from the VIP; client: %d SYN-ACKs from the VIP by backend MAC %v",
-		rep.ApplianceFromVIP, rep.ClientFromVIP, rep.ByBackend)
-	for _, p := range rep.Problems() {
-		t.Error(p)
-	}
-	if miss := bes.Missing(rep.ByBackend); len(miss) != 0 {
-		t.Errorf("no answer from backends %v reached the client", miss)
-	}
+	checkDSREvidence(ctx, t, "RESULT compose lab", ev, bes)
 
 	if _, err := compose("stop", "appliance"); err != nil {
 		t.Fatal(err)
