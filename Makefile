@@ -14,8 +14,8 @@ DOCKER_PKGS := docker.io debootstrap debian-archive-keyring docker-compose
 export DEBIAN_FRONTEND := noninteractive
 # Go tests of packages using DPDK or namespaces share the machine's 2 cores:
 # run packages one after another. The timeout is per package: testbed/e2e's
-# TestDocker alone takes about 20 minutes on a fresh machine (debootstrap,
-# a cold Go build in the image).
+# TestDocker alone took 6 to 19 minutes on a fresh machine (debootstrap, a
+# cold Go build in the image; docker/README.md).
 GOTEST_FLAGS ?= -p 1 -count=1 -timeout 60m
 
 .PHONY: all deps docker-deps build test unit e2e demo bench fuzz vet image clean

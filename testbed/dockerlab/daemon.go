@@ -49,6 +49,8 @@ var daemonFlags = []string{
 // Options say which daemon Start talks to. The zero value is the private
 // test daemon (Socket, DataRoot, ExecRoot).
 type Options struct {
+	// Socket, DataRoot and ExecRoot are set together or not at all; the
+	// daemon's pid file and log are ExecRoot.pid and ExecRoot.log.
 	Socket, DataRoot, ExecRoot string
 	// NetNS, if set, is the path of a network namespace for dockerd
 	// (nsenter --net=): the bridges and veths of its container networks
@@ -58,8 +60,7 @@ type Options struct {
 	Logf func(format string, args ...any)
 }
 
-// Daemon is a client of the private daemon, which it started or found
-// running.
+// Daemon is a client of one dockerd, which Start started or found running.
 type Daemon struct {
 	// Host is the daemon's address (DOCKER_HOST).
 	Host string

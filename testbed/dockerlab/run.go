@@ -34,9 +34,10 @@ const (
 
 // NetnsArgs are the `docker` arguments that start container name of image
 // to own the appliance's network namespace: no network but loopback, the
-// NetSysctls, and a process that only waits (tini reaps it on stop). The
-// ports' interfaces are then moved or created in its namespace and the
-// appliance joins it (ApplianceArgs with network "container:"+name).
+// NetSysctls, and a process that only waits (under --init, so that docker
+// stop's SIGTERM ends it). The ports' interfaces are then moved or created
+// in its namespace, and the appliance joins it (Appliance.Network
+// "container:"+name).
 func NetnsArgs(name, image string) []string {
 	args := []string{"run", "--detach", "--name", name, "--network", "none", "--init"}
 	for _, s := range NetSysctls {
@@ -58,7 +59,7 @@ type Appliance struct {
 	Args []string
 }
 
-// Args are the `docker` arguments that run a: dsrlb as the container's
+// RunArgs are the `docker` arguments that run a: dsrlb as the container's
 // process in the foreground, with ApplianceCaps only, /dev/net/tun for the
 // taps, a read-only root with a tmpfs /run (EAL's runtime directory), no
 // privilege gain, the config and state mounted, and time to drain on
