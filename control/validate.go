@@ -123,6 +123,9 @@ func (c *Config) Validate() (*Typed, error) {
 	if len(c.Dataplane.Ports) == 0 {
 		return nil, ferr("dataplane.ports", "at least one port is required")
 	}
+	if len(c.Dataplane.Ports) > pipeline.MaxPorts {
+		return nil, ferr("dataplane.ports", "at most %d ports, got %d", pipeline.MaxPorts, len(c.Dataplane.Ports))
+	}
 	own := map[netip.Addr]string{}
 	for i, p := range c.Dataplane.Ports {
 		f := fmt.Sprintf("dataplane.ports[%d]", i)
