@@ -154,16 +154,6 @@ func (s *Server) counters() ([]pipeline.Counters, pipeline.Counters) {
 	return per, sum
 }
 
-// at returns xs[i], or the zero value when i is out of range (an object
-// newer than the counters).
-func at[T any](xs []T, i uint32) T {
-	if int(i) < len(xs) {
-		return xs[i]
-	}
-	var zero T
-	return zero
-}
-
 func (s *Server) status(c *gin.Context) {
 	t := s.opts.Store.Typed()
 	snap := s.opts.Store.Snapshots().Load()
@@ -197,7 +187,7 @@ func (s *Server) status(c *gin.Context) {
 				if j := psvc.BackendIndex(binary.BigEndian.Uint32(a[:])); j >= 0 {
 					pb := &psvc.Backends[j]
 					bs.Forwarding = pb.State.String()
-					bs.NewFlows = at(sum.Backends, pb.ID).NewFlows
+					bs.NewFlows = sum.Backend(pb.ID).NewFlows
 					if pb.State == pipeline.BackendActive {
 						ss.Usable++
 					}

@@ -13,46 +13,57 @@ import (
 	"github.com/dsrlb/dsrlb/pipeline"
 )
 
-// Metric descriptions. Counters stay per lcore in the fast path; collector
-// sums them on each scrape.
+// Metric descriptions. Counters stay per lcore in the fast path; the
+// collector sums them on each scrape. The data plane's counters are
+// described by control's counters tables, one desc per row with a metric;
+// the rest are below.
 var (
-	mServicePackets  = desc("service_packets_total", "Packets received for the service.", "service")
-	mServiceBytes    = desc("service_bytes_total", "Bytes received for the service.", "service")
-	mServiceNoBE     = desc("service_no_backend_drops_total", "Packets of the service dropped because no backend took new flows.", "service")
-	mBackendPackets  = desc("backend_packets_total", "Packets forwarded to the backend.", "service", "backend")
-	mBackendBytes    = desc("backend_bytes_total", "Bytes forwarded to the backend.", "service", "backend")
-	mBackendNewFlows = desc("backend_new_flows_total", "Flows Maglev assigned to the backend.", "service", "backend")
-	mDrops           = desc("drops_total", "Dropped packets by reason.", "reason")
-	mRxPackets       = desc("rx_packets_total", "Packets received from the NICs.")
-	mRxBytes         = desc("rx_bytes_total", "Bytes received from the NICs.")
-	mTxPackets       = desc("tx_packets_total", "Packets sent out of the NICs.")
-	mTxBytes         = desc("tx_bytes_total", "Bytes sent out of the NICs.")
-	mToKernel        = desc("to_kernel_packets_total", "Packets handed to the kernel (tap).")
-	mFromKernel      = desc("from_kernel_packets_total", "Packets the kernel sent out through the tap.")
-	mFragNeeded      = desc("frag_needed_sent_total", "ICMP fragmentation-needed replies generated.")
-	mICMPForwarded   = desc("icmp_errors_forwarded_total", "ICMP errors sent to the backend owning the flow.")
-	mL4Completed     = desc("l4_checksums_completed_total", "TCP and UDP checksums completed on ports that read a kernel's frames (partial checksums).")
-	mGSOSegmented    = desc("gso_superframes_segmented_total", "TCP super-frames (longer than the port MTU, from a peer's TSO/GSO/GRO) cut into segments.")
-	mGSOSegments     = desc("gso_segments_total", "Segments made of TCP super-frames.")
-	mFlowEntries     = desc("flow_entries", "Flow table entries in use.")
-	mFlowHits        = desc("flow_hits_total", "Flow table hits.")
-	mFlowMisses      = desc("flow_misses_total", "Flow table misses.")
-	mFlowEvictions   = desc("flow_evictions_total", "Flow table entries evicted to make room.")
-	mFlowExpired     = desc("flow_expired_total", "Flow table entries expired.")
-	mFlowRemapped    = desc("flow_remapped_total", "Flows moved because their backend went down or left.")
-	mWorkerPolls     = desc("worker_polls_total", "Poll rounds of the worker.", "worker")
-	mWorkerBusy      = desc("worker_busy_polls_total", "Poll rounds of the worker that found packets.", "worker")
-	mWorkerSleeps    = desc("worker_idle_sleeps_total", "Sleeps of the idle worker (dataplane.idle_sleep).", "worker")
-	mWorkerRatio     = desc("worker_busy_ratio", "Busy polls / polls of the worker since it started.", "worker")
-	mGeneration      = desc("snapshot_generation", "Generation of the published forwarding snapshot.")
-	mChanges         = desc("config_changes_total", "Config changes by result (accepted, rejected).", "result")
-	mBackendUp       = desc("backend_up", "1 while the backend takes flows in the published snapshot (enabled, healthy, next hop resolved).", "service", "backend")
-	mVIPAnnounced    = desc("vip_announced", "1 while the VIP is to be announced over BGP.", "vip")
-	mBGPEstablished  = desc("bgp_session_established", "1 while the BGP session with the peer is established.", "peer")
+	totalDescs   = descs(control.TotalCounters)
+	workerDescs  = descs(control.WorkerCounters, "worker")
+	serviceDescs = descs(control.ServiceCounters, "service")
+	backendDescs = descs(control.BackendCounters, "service", "backend")
+
+	mDrops          = desc("drops_total", "Dropped packets by reason.", "reason")
+	mWorkerRatio    = desc("worker_busy_ratio", "Busy polls / polls of the worker since it started.", "worker")
+	mGeneration     = desc("snapshot_generation", "Generation of the published forwarding snapshot.")
+	mChanges        = desc("config_changes_total", "Config changes by result (accepted, rejected).", "result")
+	mBackendUp      = desc("backend_up", "1 while the backend takes flows in the published snapshot (enabled, healthy, next hop resolved).", "service", "backend")
+	mVIPAnnounced   = desc("vip_announced", "1 while the VIP is to be announced over BGP.", "vip")
+	mBGPEstablished = desc("bgp_session_established", "1 while the BGP session with the peer is established.", "peer")
+
+	// otherDescs are the descriptions not made from a counters table.
+	otherDescs = []*prometheus.Desc{mDrops, mWorkerRatio, mGeneration, mChanges, mBackendUp, mVIPAnnounced, mBGPEstablished}
 )
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
 	return prometheus.NewDesc("dsrlb_"+name, help, labels, nil)
+}
+
+// descs returns the description of each row of a counters table, nil for
+// a row without a metric.
+func descs[C, J any](rows []control.Counter[C, J], labels ...string) []*prometheus.Desc {
+	ds := make([]*prometheus.Desc, len(rows))
+	for i, r := range rows {
+		if r.Metric != "" {
+			ds[i] = desc(r.Metric, r.Help, labels...)
+		}
+	}
+	return ds
+}
+
+// emitRows sends the metric of each row of a counters table with one (nil
+// for rows without a metric), read from c.
+func emitRows[C, J any](ch chan<- prometheus.Metric, rows []control.Counter[C, J], ds []*prometheus.Desc, c *C, labels ...string) {
+	for i, r := range rows {
+		if ds[i] == nil {
+			continue
+		}
+		t := prometheus.CounterValue
+		if r.Kind == control.KindGauge {
+			t = prometheus.GaugeValue
+		}
+		ch <- prometheus.MustNewConstMetric(ds[i], t, float64(r.Read(c)), labels...)
+	}
 }
 
 // collector is the prometheus.Collector of the data plane and the store.
@@ -60,11 +71,12 @@ type collector struct{ s *Server }
 
 // Describe sends every metric description.
 func (m collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{mServicePackets, mServiceBytes, mServiceNoBE, mBackendPackets, mBackendBytes,
-		mBackendNewFlows, mDrops, mRxPackets, mRxBytes, mTxPackets, mTxBytes, mToKernel, mFromKernel, mFragNeeded,
-		mICMPForwarded, mL4Completed, mGSOSegmented, mGSOSegments, mFlowEntries, mFlowHits, mFlowMisses, mFlowEvictions, mFlowExpired, mFlowRemapped,
-		mWorkerPolls, mWorkerBusy, mWorkerRatio, mGeneration, mChanges} {
-		ch <- d
+	for _, set := range [][]*prometheus.Desc{totalDescs, workerDescs, serviceDescs, backendDescs, otherDescs} {
+		for _, d := range set {
+			if d != nil {
+				ch <- d
+			}
+		}
 	}
 }
 
@@ -75,20 +87,13 @@ func (m collector) Collect(ch chan<- prometheus.Metric) {
 	emit := func(d *prometheus.Desc, t prometheus.ValueType, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, t, v, labels...)
 	}
-	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
-		emit(d, prometheus.CounterValue, float64(v), labels...)
-	}
 	announced := map[netip.Addr]bool{}
 	for _, svc := range snap.Services {
-		sc := at(sum.Services, svc.ID)
-		counter(mServicePackets, sc.Packets, svc.Name)
-		counter(mServiceBytes, sc.Bytes, svc.Name)
-		counter(mServiceNoBE, sc.NoBackend, svc.Name)
+		sc := sum.Service(svc.ID)
+		emitRows(ch, control.ServiceCounters, serviceDescs, &sc, svc.Name)
 		for _, b := range svc.Backends {
-			bc, ip := at(sum.Backends, b.ID), b.Addr.String()
-			counter(mBackendPackets, bc.Packets, svc.Name, ip)
-			counter(mBackendBytes, bc.Bytes, svc.Name, ip)
-			counter(mBackendNewFlows, bc.NewFlows, svc.Name, ip)
+			bc, ip := sum.Backend(b.ID), b.Addr.String()
+			emitRows(ch, control.BackendCounters, backendDescs, &bc, svc.Name, ip)
 			emit(mBackendUp, prometheus.GaugeValue, boolGauge(b.State != pipeline.BackendDown), svc.Name, ip)
 		}
 		if m.s.opts.Announcer != nil {
@@ -98,30 +103,12 @@ func (m collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	for r := pipeline.DropReason(1); r < pipeline.NumDropReasons; r++ {
-		counter(mDrops, sum.Drops[r], r.String())
+		emit(mDrops, prometheus.CounterValue, float64(sum.Drops[r]), r.String())
 	}
-	counter(mRxPackets, sum.RxPackets)
-	counter(mRxBytes, sum.RxBytes)
-	counter(mTxPackets, sum.TxPackets)
-	counter(mTxBytes, sum.TxBytes)
-	counter(mToKernel, sum.ToKernel)
-	counter(mFromKernel, sum.FromKernel)
-	counter(mFragNeeded, sum.FragNeededSent)
-	counter(mICMPForwarded, sum.ICMPErrorsForwarded)
-	counter(mL4Completed, sum.L4ChecksumsCompleted)
-	counter(mGSOSegmented, sum.GSOSegmented)
-	counter(mGSOSegments, sum.GSOSegments)
-	emit(mFlowEntries, prometheus.GaugeValue, float64(sum.FlowEntries))
-	counter(mFlowHits, sum.FlowHits)
-	counter(mFlowMisses, sum.FlowMisses)
-	counter(mFlowEvictions, sum.FlowEvictions)
-	counter(mFlowExpired, sum.FlowExpired)
-	counter(mFlowRemapped, sum.FlowRemapped)
+	emitRows(ch, control.TotalCounters, totalDescs, &sum)
 	for i := range per {
 		w := strconv.Itoa(i)
-		counter(mWorkerPolls, per[i].Polls, w)
-		counter(mWorkerBusy, per[i].BusyPolls, w)
-		counter(mWorkerSleeps, per[i].IdleSleeps, w)
+		emitRows(ch, control.WorkerCounters, workerDescs, &per[i], w)
 		emit(mWorkerRatio, prometheus.GaugeValue, control.BusyRatio(&per[i]), w)
 	}
 	for vip, ok := range announced {
@@ -134,8 +121,8 @@ func (m collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	emit(mGeneration, prometheus.GaugeValue, float64(snap.Generation))
 	acc, rej := m.s.opts.Store.Changes()
-	counter(mChanges, acc, "accepted")
-	counter(mChanges, rej, "rejected")
+	emit(mChanges, prometheus.CounterValue, float64(acc), "accepted")
+	emit(mChanges, prometheus.CounterValue, float64(rej), "rejected")
 }
 
 // newRegistry returns a private registry with s's collector and the Go and

@@ -14,50 +14,39 @@ func BusyRatio(c *pipeline.Counters) float64 {
 }
 
 // BuildStats sums per-worker counters and names them after snap's services
-// and backends. Objects no longer in snap are left out.
+// and backends. Objects no longer in snap are left out. The values come
+// from the counters tables (TotalCounters and the others).
 func BuildStats(snap *pipeline.Snapshot, workers []pipeline.Counters) v1.Stats {
 	var sum pipeline.Counters
 	st := v1.Stats{Drops: map[string]uint64{}, Services: []v1.ServiceStats{}, Workers: []v1.WorkerStats{}}
 	for i := range workers {
 		w := &workers[i]
 		sum.Add(w)
-		st.Workers = append(st.Workers, v1.WorkerStats{Worker: i, RxPackets: w.RxPackets, TxPackets: w.TxPackets,
-			Dropped: w.Dropped(), FlowEntries: w.FlowEntries, Polls: w.Polls, BusyPolls: w.BusyPolls, BusyRatio: BusyRatio(w),
-			IdleSleeps: w.IdleSleeps})
+		ws := v1.WorkerStats{Worker: i, Dropped: w.Dropped(), BusyRatio: BusyRatio(w)}
+		fill(WorkerCounters, w, &ws)
+		st.Workers = append(st.Workers, ws)
 	}
-	st.Totals = v1.Totals{RxPackets: sum.RxPackets, RxBytes: sum.RxBytes, TxPackets: sum.TxPackets, TxBytes: sum.TxBytes,
-		ToKernel: sum.ToKernel, FromKernel: sum.FromKernel, Dropped: sum.Dropped(), FragNeededSent: sum.FragNeededSent,
-		ICMPErrorsForwarded: sum.ICMPErrorsForwarded, IPOptions: sum.IPOptions, L4ChecksumsCompleted: sum.L4ChecksumsCompleted,
-		GSOSegmented: sum.GSOSegmented, GSOSegments: sum.GSOSegments}
+	fill(TotalCounters, &sum, &st)
+	st.Totals.Dropped = sum.Dropped()
 	for r := pipeline.DropReason(1); r < pipeline.NumDropReasons; r++ {
 		st.Drops[r.String()] = sum.Drops[r]
 	}
-	st.Flows = v1.FlowStats{Entries: sum.FlowEntries, Hits: sum.FlowHits, Misses: sum.FlowMisses,
-		Evictions: sum.FlowEvictions, Expired: sum.FlowExpired, Remapped: sum.FlowRemapped}
 	if snap == nil {
 		return st
 	}
 	st.Generation = snap.Generation
 	for i := range snap.Services {
 		svc := &snap.Services[i]
-		sc := at(sum.Services, svc.ID)
-		ss := v1.ServiceStats{Name: svc.Name, Packets: sc.Packets, Bytes: sc.Bytes, NoBackend: sc.NoBackend,
-			Backends: make([]v1.BackendStats, 0, len(svc.Backends))}
+		sc := sum.Service(svc.ID)
+		ss := v1.ServiceStats{Name: svc.Name, Backends: make([]v1.BackendStats, 0, len(svc.Backends))}
+		fill(ServiceCounters, &sc, &ss)
 		for _, b := range svc.Backends {
-			bc := at(sum.Backends, b.ID)
-			ss.Backends = append(ss.Backends, v1.BackendStats{IP: b.Addr.String(), Packets: bc.Packets, Bytes: bc.Bytes, NewFlows: bc.NewFlows})
+			bc := sum.Backend(b.ID)
+			bs := v1.BackendStats{IP: b.Addr.String()}
+			fill(BackendCounters, &bc, &bs)
+			ss.Backends = append(ss.Backends, bs)
 		}
 		st.Services = append(st.Services, ss)
 	}
 	return st
-}
-
-// at returns s[id], or the zero value when a worker has not yet grown its
-// counters to id.
-func at[T any](s []T, id uint32) T {
-	var zero T
-	if int(id) < len(s) {
-		return s[id]
-	}
-	return zero
 }

@@ -65,6 +65,25 @@ func (c *Counters) Dropped() uint64 {
 	return n
 }
 
+// Service returns the counters of the service with the given ID, zero when
+// the worker has not yet grown its counters to id (a service newer than
+// them).
+func (c *Counters) Service(id uint32) ServiceCounters {
+	if int(id) < len(c.Services) {
+		return c.Services[id]
+	}
+	return ServiceCounters{}
+}
+
+// Backend returns the counters of the backend with the given ID, zero when
+// the worker has not yet grown its counters to id.
+func (c *Counters) Backend(id uint32) BackendCounters {
+	if int(id) < len(c.Backends) {
+		return c.Backends[id]
+	}
+	return BackendCounters{}
+}
+
 // grow makes room for service and backend IDs up to the given maxima. It
 // allocates only when a snapshot brings larger IDs, never per packet.
 func (c *Counters) grow(maxService, maxBackend uint32) {

@@ -154,7 +154,7 @@ func (ft *FlowTable) bucket(hash uint32) *[flowWays]flowEntry {
 }
 
 // load reads the bucket of hash, both of its cache lines, and returns a
-// value derived from them; see Forwarder.Prefetch.
+// value derived from them; see Forwarder.classify.
 func (ft *FlowTable) load(hash uint32) uint32 {
 	b := &ft.buckets[hash&ft.mask]
 	return b[0].expires + b[flowWays-1].expires

@@ -470,7 +470,7 @@ func (f *Forwarder) rewrite(svc *Service, b *Backend, p *Packet, start, l3 int, 
 // outerIPv4 fills in the per-packet fields of the outer IPv4 header o, the
 // rest of which is b's template: TOS and DF copied from the inner header
 // ip, total length n, the next ID, and the checksum from the template's
-// partial sum (STYLE.md 6).
+// partial sum: no header is summed per packet.
 func (f *Forwarder) outerIPv4(o *[IPv4MinSize]byte, b *Backend, ip IPv4, n int) {
 	f.ipID++
 	fillOuter(o, b.outerSum, ip[ipv4TOS], binary.BigEndian.Uint16(ip[ipv4FlagsFrag:])&IPv4FlagDF, n, f.ipID)

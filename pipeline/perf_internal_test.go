@@ -191,7 +191,7 @@ func withPartialChecksums(s *Snapshot) *Snapshot {
 	return &c
 }
 
-// FuzzFastPath holds Forwarder.fast to Process: each input frame is sent
+// FuzzFastPath holds Forwarder.fastPath to Process: each input frame is sent
 // twice (the first time it may create its flow, the second hits it),
 // with the clock moved by the fuzzer between the two, on a port with or
 // without partial checksums.

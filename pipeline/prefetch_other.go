@@ -2,7 +2,7 @@
 
 package pipeline
 
-// asmPrefetch is false without an assembly prefetch: Forwarder.Prefetch
+// asmPrefetch is false without an assembly prefetch: Forwarder.classify
 // loads the buckets instead.
 const asmPrefetch = false
 

@@ -10,7 +10,8 @@ import (
 // Mode is how a service hands packets to its backends.
 type Mode uint8
 
-// Forwarding modes (../shared/DESIGN.md, "Rewrites").
+// Forwarding modes: how a VIP packet reaches its backend, unchanged
+// inside; the backend answers the client directly (Direct Server Return).
 const (
 	// ModeL2 rewrites the Ethernet addresses only; backends are on-link.
 	ModeL2 Mode = iota + 1
@@ -399,7 +400,9 @@ func (s *Snapshot) compileService(ss ServiceSpec, size, seed uint32) (Service, e
 	return svc, nil
 }
 
-// buildTemplate prebuilds the headers the rewriter prepends (STYLE.md 6).
+// buildTemplate prebuilds the headers the rewriter prepends, with their
+// partial checksum, so that per packet only length, ID and checksum are
+// written.
 func (b *Backend) buildTemplate(m Mode, nextHop MAC, port PortState) {
 	h := b.hdr[:]
 	copy(h[0:6], nextHop[:])

@@ -32,8 +32,17 @@ const (
 	DropNoService
 	DropNoBackend
 	DropTooBig
+	// DropNoRoute is never produced: config validation rejects a backend
+	// no port reaches, and NewSnapshot marks one whose next hop is not
+	// resolved down (backend_up 0), so a chosen backend always has a
+	// route. The reason stays because its name is API: every name is a
+	// key of the JSON drops and a label of dsrlb_drops_total, always
+	// present, and scripts rely on the keys.
 	DropNoRoute
 	DropTxFull
+	// DropMultiSegment is never produced: ports enable no rx offload, so
+	// scatter is off and a received frame is one mbuf. It stays for its
+	// name, as DropNoRoute.
 	DropMultiSegment
 	DropNoKernel
 	DropICMPUnrelated

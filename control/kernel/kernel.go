@@ -1,7 +1,9 @@
-// Package kernel is the Linux side of the exception path (DESIGN.md,
-// "Process model"): the kernel owns the appliance's own addresses and its
-// VIPs on one tap per data plane port, answers ARP and ICMP echo for them,
-// and its neighbour table is where next-hop MACs come from.
+// Package kernel is the Linux side of the exception path (what the data
+// plane hands to the kernel through a tap: ARP, ICMP, BGP, health checks,
+// anything for the appliance itself): the kernel owns the appliance's own
+// addresses and its VIPs on one tap per data plane port, answers ARP and
+// ICMP echo for them, and its neighbour table is where next-hop MACs come
+// from.
 //
 // It has three independent components, each with its own netlink handle:
 //   - Taps provisions a tap (sysctls, MTU, port address, default route) and

@@ -24,7 +24,7 @@ type Backend struct {
 
 // SetupDSRBackend makes ns a DSR backend for vip in mode (l2, ipip, gre)
 // with `dsrctl backend setup --vip V --mode M --dev IFACE` and, for every
-// mode, checks the essentials the seeds describe for Linux: the VIP as a
+// mode, checks what a Linux DSR backend needs: the VIP as a
 // /32 on lo, arp_ignore=1 and arp_announce=2 in effect on iface.
 //
 // For ipip and gre this kernel has no tunnel modules, so dsrctl attaches its
