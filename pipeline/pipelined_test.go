@@ -9,6 +9,7 @@ import (
 	"time"
 
 	. "github.com/dsrlb/dsrlb/pipeline"
+	"github.com/dsrlb/dsrlb/pipeline/packet"
 	"github.com/dsrlb/dsrlb/pipeline/testpkt"
 )
 
@@ -22,8 +23,8 @@ type listPort struct {
 	freed  int
 }
 
-func (lp *listPort) RxBurst(q uint16, pkts []Packet) int {
-	n := min(len(pkts), lp.r.Intn(BurstSize+1), len(lp.frames)-lp.next)
+func (lp *listPort) RxBurst(q uint16, pkts []packet.Packet) int {
+	n := min(len(pkts), lp.r.Intn(packet.BurstSize+1), len(lp.frames)-lp.next)
 	for i := 0; i < n; i++ {
 		lp.next++
 		pkts[i] = rxPacket(lp.frames[lp.next-1], uintptr(lp.next))
@@ -33,10 +34,10 @@ func (lp *listPort) RxBurst(q uint16, pkts []Packet) int {
 
 // rxPacket is a received copy of frame fr in a buffer of its own, with
 // headroom in front and room behind, and handle h.
-func rxPacket(fr []byte, h uintptr) Packet {
+func rxPacket(fr []byte, h uintptr) packet.Packet {
 	buf := make([]byte, headroom+len(fr)+64)
 	copy(buf[headroom:], fr)
-	return Packet{Buf: buf, Off: headroom, Len: len(fr), Handle: h}
+	return packet.Packet{Buf: buf, Off: headroom, Len: len(fr), Handle: h}
 }
 
 // runWorker runs w.Run in a goroutine; the returned function stops it and
@@ -47,14 +48,14 @@ func runWorker(w *Worker) (stop func()) {
 	return func() { w.Stop(); <-done }
 }
 
-func (lp *listPort) TxBurst(q uint16, pkts []Packet) int {
+func (lp *listPort) TxBurst(q uint16, pkts []packet.Packet) int {
 	for i := range pkts {
 		lp.sent = append(lp.sent, append([]byte(nil), pkts[i].Data()...))
 	}
 	return len(pkts)
 }
 
-func (lp *listPort) Free(pkts []Packet) { lp.freed += len(pkts) }
+func (lp *listPort) Free(pkts []packet.Packet) { lp.freed += len(pkts) }
 
 // TestWorkerMatchesProcess: the burst loop (classify one poll, process the
 // next, the fast path, snapshot swaps between the two) sends exactly what
@@ -122,7 +123,7 @@ func TestWorkerMatchesProcess(t *testing.T) {
 		for ; refDone < before; refDone++ {
 			buf := make([]byte, headroom+len(frames[refDone])+64)
 			copy(buf[headroom:], frames[refDone])
-			p := &Packet{Buf: buf, Off: headroom, Len: len(frames[refDone])}
+			p := &packet.Packet{Buf: buf, Off: headroom, Len: len(frames[refDone])}
 			s := snap.Load()
 			ref.Use(s)
 			if v, _ := ref.Process(s, p, 0); v == VerdictTx {
@@ -163,12 +164,12 @@ func TestWorkerMatchesProcess(t *testing.T) {
 // nothing.
 type countingSink struct{ sent atomic.Uint64 }
 
-func (k *countingSink) TxBurst(q uint16, pkts []Packet) int {
+func (k *countingSink) TxBurst(q uint16, pkts []packet.Packet) int {
 	k.sent.Add(uint64(len(pkts)))
 	return len(pkts)
 }
 
-func (k *countingSink) Free(pkts []Packet) {}
+func (k *countingSink) Free(pkts []packet.Packet) {}
 
 // endlessPort receives the same frame forever, 32 at a time.
 type endlessPort struct {
@@ -177,12 +178,12 @@ type endlessPort struct {
 	received atomic.Uint64
 }
 
-func (ep *endlessPort) RxBurst(q uint16, pkts []Packet) int {
-	for i := range pkts[:BurstSize] {
+func (ep *endlessPort) RxBurst(q uint16, pkts []packet.Packet) int {
+	for i := range pkts[:packet.BurstSize] {
 		pkts[i] = rxPacket(ep.frame, 0)
 	}
-	ep.received.Add(BurstSize)
-	return BurstSize
+	ep.received.Add(packet.BurstSize)
+	return packet.BurstSize
 }
 
 // TestWorkerStopFlushes: a worker stopped under load processes the burst it
@@ -240,7 +241,7 @@ type gatedPort struct {
 	countingSink
 }
 
-func (g *gatedPort) RxBurst(q uint16, pkts []Packet) int {
+func (g *gatedPort) RxBurst(q uint16, pkts []packet.Packet) int {
 	if !g.open.Load() {
 		return 0
 	}

@@ -5,15 +5,17 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/dsrlb/dsrlb/pipeline/packet"
 )
 
 // WorkerPort is one NIC port as a worker sees it: the queue it owns on the
 // NIC and, optionally, the kernel tap port of the same link and the queue it
 // owns there.
 type WorkerPort struct {
-	NIC      Port
+	NIC      packet.Port
 	Queue    uint16
-	Tap      Port // nil: kernel-bound packets are counted and freed (replay)
+	Tap      packet.Port // nil: kernel-bound packets are counted and freed (replay)
 	TapQueue uint16
 }
 
@@ -37,19 +39,19 @@ type Worker struct {
 	// on a live appliance.
 	IOOnly bool
 
-	rx   [BurstSize]Packet   // tap bursts
-	tx   [][BurstSize]Packet // per egress port
+	rx   [packet.BurstSize]packet.Packet   // tap bursts
+	tx   [][packet.BurstSize]packet.Packet // per egress port
 	txN  []int
-	kern [BurstSize]Packet
-	drop [BurstSize]Packet
+	kern [packet.BurstSize]packet.Packet
+	drop [packet.BurstSize]packet.Packet
 	// segs holds the segments of one super-frame (segment).
-	segs [maxSegments]Packet
+	segs [maxSegments]packet.Packet
 
 	// nic holds two rx bursts per NIC port (see Poll).
 	nic []nicBursts
 	// Per burst being processed: each packet's verdict and egress port.
-	verdict [BurstSize]Verdict
-	egress  [BurstSize]uint16
+	verdict [packet.BurstSize]Verdict
+	egress  [packet.BurstSize]uint16
 	// clockTick counts polls between clock reads.
 	clockTick uint32
 
@@ -63,8 +65,8 @@ type Worker struct {
 
 // rxBurst is one received NIC burst and what classify learnt of it.
 type rxBurst struct {
-	pkts   [BurstSize]Packet
-	fp     [BurstSize]fastPkt
+	pkts   [packet.BurstSize]packet.Packet
+	fp     [packet.BurstSize]fastPkt
 	n      int
 	hinted uint32
 }
@@ -83,7 +85,7 @@ func NewWorker(ports []WorkerPort, snap *atomic.Pointer[Snapshot], flowCapacity 
 		ports:     ports,
 		snap:      snap,
 		start:     time.Now(),
-		tx:        make([][BurstSize]Packet, len(ports)),
+		tx:        make([][packet.BurstSize]packet.Packet, len(ports)),
 		txN:       make([]int, len(ports)),
 		nic:       make([]nicBursts, len(ports)),
 	}
@@ -156,7 +158,7 @@ func (w *Worker) Poll() int {
 }
 
 // ioOnly sends pkts back out unchanged (see IOOnly).
-func (w *Worker) ioOnly(wp *WorkerPort, pkts []Packet) {
+func (w *Worker) ioOnly(wp *WorkerPort, pkts []packet.Packet) {
 	w.C.RxPackets += uint64(len(pkts))
 	for i := range pkts {
 		w.C.RxBytes += uint64(pkts[i].Len)
@@ -246,7 +248,7 @@ func (w *Worker) burst(s *Snapshot, wp *WorkerPort, pi int, b *rxBurst) {
 // release sends packets lo..hi-1 of a burst by their verdict (taken: the
 // fast path's, VerdictTx): in order into one tx burst per egress port, one
 // to the kernel and one free of the drops.
-func (w *Worker) release(wp *WorkerPort, pkts []Packet, lo, hi int, taken uint32) {
+func (w *Worker) release(wp *WorkerPort, pkts []packet.Packet, lo, hi int, taken uint32) {
 	nk, nd := 0, 0
 	for i := lo; i < hi; i++ {
 		p := &pkts[i]
@@ -288,11 +290,11 @@ func (w *Worker) sendQueued(wp *WorkerPort, nk, nd int) {
 // it in w.seg), into segments in buffers from the allocator, runs each
 // through process as a received packet and sends them in order, then
 // frees p. Without buffers for every segment it drops p (no_buffer).
-func (w *Worker) segment(s *Snapshot, wp *WorkerPort, pi int, p *Packet) {
+func (w *Worker) segment(s *Snapshot, wp *WorkerPort, pi int, p *packet.Packet) {
 	segs := w.segs[:w.seg.n]
 	got := 0
 	for got < len(segs) {
-		k := w.alloc.Alloc(segs[got:min(len(segs), got+BurstSize)])
+		k := w.alloc.Alloc(segs[got:min(len(segs), got+packet.BurstSize)])
 		got += k
 		if k == 0 {
 			break
@@ -313,7 +315,7 @@ func (w *Worker) segment(s *Snapshot, wp *WorkerPort, pi int, p *Packet) {
 		v, out, r := w.process(s, q, pi, 0, false)
 		switch v {
 		case VerdictTx:
-			if w.txN[out] == BurstSize {
+			if w.txN[out] == packet.BurstSize {
 				w.flushTx(out)
 			}
 			w.tx[out][w.txN[out]] = *q
@@ -321,7 +323,7 @@ func (w *Worker) segment(s *Snapshot, wp *WorkerPort, pi int, p *Packet) {
 			continue
 		case VerdictKernel:
 			w.C.ToKernel++
-			if nk == BurstSize {
+			if nk == packet.BurstSize {
 				w.toKernel(wp, nk)
 				nk = 0
 			}
@@ -332,14 +334,14 @@ func (w *Worker) segment(s *Snapshot, wp *WorkerPort, pi int, p *Packet) {
 			r = DropSuperframe
 		}
 		w.C.Drops[r]++
-		if nd == BurstSize {
+		if nd == packet.BurstSize {
 			wp.NIC.Free(w.drop[:nd])
 			nd = 0
 		}
 		w.drop[nd] = *q
 		nd++
 	}
-	if nd == BurstSize {
+	if nd == packet.BurstSize {
 		wp.NIC.Free(w.drop[:nd])
 		nd = 0
 	}
@@ -350,7 +352,7 @@ func (w *Worker) segment(s *Snapshot, wp *WorkerPort, pi int, p *Packet) {
 // fastMask returns the packets of a burst received on port pi that
 // fastPath may take: those classify hashed (hinted), but on a port with
 // partial checksums not those left unfinished by a kernel (offloaded).
-func fastMask(s *Snapshot, pi int, pkts []Packet, hinted uint32) uint32 {
+func fastMask(s *Snapshot, pi int, pkts []packet.Packet, hinted uint32) uint32 {
 	if pi < len(s.Ports) && s.Ports[pi].PartialChecksums {
 		return hinted &^ offloaded(pkts, hinted, s.Ports[pi].MTU)
 	}
@@ -372,7 +374,7 @@ func (w *Worker) flushTx(o int) {
 	w.txN[o] = 0
 }
 
-func (w *Worker) countTx(pkts []Packet) {
+func (w *Worker) countTx(pkts []packet.Packet) {
 	w.C.TxPackets += uint64(len(pkts))
 	for i := range pkts {
 		w.C.TxBytes += uint64(pkts[i].Len)
@@ -428,9 +430,9 @@ func (w *Worker) Run() {
 }
 
 // SetAllocator gives the worker the buffers it cuts TCP super-frames into
-// (see Allocator and Counters.GSOSegmented); without one they are dropped
+// (see packet.Allocator and Counters.GSOSegmented); without one they are dropped
 // as gso_superframe. Call it before Run.
-func (w *Worker) SetAllocator(a Allocator) { w.alloc = a }
+func (w *Worker) SetAllocator(a packet.Allocator) { w.alloc = a }
 
 // Stop asks Run to return after the current round.
 func (w *Worker) Stop() { w.stop.Store(true) }
