@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math/rand"
 	"net/netip"
+	"reflect"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -199,6 +200,81 @@ func TestWorkerStopFlushes(t *testing.T) {
 	c := w.Counters()
 	if c.RxPackets != ep.received.Load() || ep.sent.Load() != ep.received.Load() {
 		t.Errorf("received %d, processed %d, sent %d", ep.received.Load(), c.RxPackets, ep.sent.Load())
+	}
+}
+
+// stuckPort is an endlessPort whose tap blocks, until release is closed,
+// in the round of the NIC's arm-th rx call after arm is set; that rx call
+// closes stuck. Between the two the worker processes the burst it held: it
+// writes its counters after stuck is closed, as a running worker does
+// whatever its reader does.
+type stuckPort struct {
+	endlessPort
+	arm            atomic.Int32
+	stick          atomic.Bool
+	stuck, release chan struct{}
+}
+
+func (sp *stuckPort) RxBurst(q uint16, pkts []packet.Packet) int {
+	if sp.arm.Load() > 0 && sp.arm.Add(-1) == 0 {
+		sp.stick.Store(true)
+		close(sp.stuck)
+	}
+	return sp.endlessPort.RxBurst(q, pkts)
+}
+
+// stuckTap is the tap of a stuckPort: it receives nothing.
+type stuckTap struct {
+	sp *stuckPort
+	countingSink
+}
+
+func (st *stuckTap) RxBurst(q uint16, pkts []packet.Packet) int {
+	if st.sp.stick.CompareAndSwap(true, false) {
+		<-st.sp.release
+	}
+	return 0
+}
+
+// TestWorkerCountersStuck: while a running worker is stuck in a driver
+// call, Counters gives up waiting for it and returns the last copy it
+// published, never reading the counters the worker writes (go test -race
+// catches such a read); once the worker stops, Counters returns its final
+// counts.
+func TestWorkerCountersStuck(t *testing.T) {
+	var snap atomic.Pointer[Snapshot]
+	snap.Store(testSnapshot(t))
+	sp := &stuckPort{endlessPort: endlessPort{frame: tcpTo(vipL2, 80, 1).Build()},
+		stuck: make(chan struct{}), release: make(chan struct{})}
+	w := NewWorker([]WorkerPort{{NIC: sp, Tap: &stuckTap{sp: sp}}}, &snap, 1<<10, DefaultFlowTimeouts, 0)
+	stop := runWorker(w)
+	defer func() {
+		select {
+		case <-sp.release:
+		default:
+			close(sp.release)
+		}
+		stop()
+	}()
+
+	var published Counters
+	for published.RxPackets == 0 {
+		published = w.Counters()
+	}
+	// Two whole rounds after the copy (one rx burst each), then stuck.
+	sp.arm.Store(3)
+	<-sp.stuck
+	if got := w.Counters(); !reflect.DeepEqual(got, published) {
+		t.Errorf("worker stuck: got rx %d, polls %d; want the last published copy: rx %d, polls %d",
+			got.RxPackets, got.Polls, published.RxPackets, published.Polls)
+	}
+
+	close(sp.release)
+	stop()
+	final := w.Counters()
+	if final.RxPackets != sp.received.Load() || final.Polls <= published.Polls+2 {
+		t.Errorf("stopped: got rx %d, polls %d; want rx %d (received), polls > %d",
+			final.RxPackets, final.Polls, sp.received.Load(), published.Polls+2)
 	}
 }
 

@@ -56,11 +56,16 @@ type Worker struct {
 	clockTick uint32
 
 	stop    atomic.Bool
-	running atomic.Bool
+	running atomic.Bool // set and cleared by Run under readMu
 	pubReq  atomic.Uint64
 	pubSeq  atomic.Uint64
-	pub     Counters
-	readMu  sync.Mutex // serialises readers of pub, never taken by Poll
+	pub     Counters // written by the worker only while pubReq != pubSeq
+	// readMu serialises the readers (Counters) and Run's start and end;
+	// Poll never takes it.
+	readMu sync.Mutex
+	// last is the copy the last reader received while Run was active,
+	// under readMu.
+	last Counters
 }
 
 // rxBurst is one received NIC burst and what classify learnt of it.
@@ -178,6 +183,11 @@ const idlePolls = 512
 
 // clockEvery is how many polls share one reading of the clock.
 const clockEvery = 16
+
+// publishWait is how long Counters waits for a running worker to publish
+// before it returns the last copy: a round lasts microseconds, so only a
+// worker stuck in a driver call misses it.
+const publishWait = time.Second
 
 // flush processes the bursts still waiting (see Poll).
 func (w *Worker) flush() {
@@ -404,6 +414,7 @@ func (w *Worker) syncFlowCounters() {
 }
 
 // publish copies the private counters for a reader waiting in Counters.
+// Only call it while pubReq != pubSeq: then no reader is copying pub.
 func (w *Worker) publish() {
 	w.C.CopyTo(&w.pub)
 	w.pubSeq.Store(w.pubReq.Load())
@@ -411,8 +422,9 @@ func (w *Worker) publish() {
 
 // Run polls until Stop is called. It is the body of a worker lcore.
 func (w *Worker) Run() {
+	w.readMu.Lock()
 	w.running.Store(true)
-	defer w.running.Store(false)
+	w.readMu.Unlock()
 	idle := 0
 	for !w.stop.Load() {
 		if w.Poll() > 0 || w.IdleSleep <= 0 {
@@ -426,12 +438,18 @@ func (w *Worker) Run() {
 	}
 	w.flush()
 	w.syncFlowCounters()
-	w.publish()
+	// Answer a reader waiting in Counters; later readers read w.C.
+	if w.pubReq.Load() != w.pubSeq.Load() {
+		w.publish()
+	}
+	w.readMu.Lock()
+	w.running.Store(false)
+	w.readMu.Unlock()
 }
 
 // SetAllocator gives the worker the buffers it cuts TCP super-frames into
-// (see packet.Allocator and Counters.GSOSegmented); without one they are dropped
-// as gso_superframe. Call it before Run.
+// (see packet.Allocator and Counters.GSOSegmented); without one they are
+// dropped as gso_superframe. Call it before Run.
 func (w *Worker) SetAllocator(a packet.Allocator) { w.alloc = a }
 
 // Stop asks Run to return after the current round.
@@ -439,24 +457,29 @@ func (w *Worker) Stop() { w.stop.Store(true) }
 
 // Counters returns a copy of the worker's counters. While Run is active it
 // asks the worker to publish at the end of its current round and waits for
-// it (no lock on the fast path: one atomic load per round); otherwise it
-// reads the last published or private copy.
+// it (no lock on the fast path: one atomic load per round); if the worker
+// does not answer within publishWait (a round stuck in a driver) it returns
+// the last copy a reader received instead, possibly stale: the private
+// counters MUST NOT be read while Run is active. Otherwise (before and after
+// Run, or when the caller drives Poll itself) it reads the private counters.
 func (w *Worker) Counters() Counters {
 	w.readMu.Lock()
 	defer w.readMu.Unlock()
 	var c Counters
-	if w.running.Load() {
-		req := w.pubReq.Add(1)
-		deadline := time.Now().Add(time.Second)
-		for w.pubSeq.Load() < req && w.running.Load() && time.Now().Before(deadline) {
-			runtime.Gosched()
-		}
-		if w.pubSeq.Load() >= req {
-			w.pub.CopyTo(&c)
-			return c
-		}
+	if !w.running.Load() {
+		// Run is not active, and cannot start while readMu is held.
+		w.syncFlowCounters()
+		w.C.CopyTo(&c)
+		return c
 	}
-	w.syncFlowCounters()
-	w.C.CopyTo(&c)
+	req := w.pubReq.Add(1)
+	deadline := time.Now().Add(publishWait)
+	for w.pubSeq.Load() < req && time.Now().Before(deadline) {
+		runtime.Gosched()
+	}
+	if w.pubSeq.Load() >= req {
+		w.pub.CopyTo(&w.last)
+	}
+	w.last.CopyTo(&c)
 	return c
 }
