@@ -28,6 +28,10 @@ type dpPort struct {
 	Tap string
 	// TxOnly ports get no rx queues (a bench sink).
 	TxOnly bool
+	// WholeFrames gives the port's rx queues buffers that hold a 64 KB
+	// frame whole, as net_af_packet ports get (afPacketDevice): replay's
+	// pcap reader, whose capture may hold a host's TSO super-frames.
+	WholeFrames bool
 }
 
 // dpOptions configure startDataplane.
@@ -253,7 +257,7 @@ func startDataplane(o dpOptions) (*dataplane, error) {
 	d.pool = pool
 	d.newKernelRxPool(o.Ports, nq)
 	for i, p := range o.Ports {
-		dev, room := afPacketDevice(p.Device)
+		dev, room := p.rxDevice()
 		rxPool := pool
 		switch {
 		case room == 0 || p.TxOnly:
@@ -328,7 +332,17 @@ func startDataplane(o dpOptions) (*dataplane, error) {
 	return d, nil
 }
 
-// newKernelRxPool creates d.kernelRx if a port needs it (afPacketDevice):
+// rxDevice returns the device string to attach for p and the mbuf data
+// room its rx queues need (0: the default pool's), see afPacketDevice.
+func (p dpPort) rxDevice() (string, uint16) {
+	dev, room := afPacketDevice(p.Device)
+	if room == 0 && p.WholeFrames {
+		room = 0xffff
+	}
+	return dev, room
+}
+
+// newKernelRxPool creates d.kernelRx if a port needs it (rxDevice):
 // one pool for the rx queues of every such port, with the largest data
 // room they need. Without the memory for it, it logs why and leaves those
 // ports their driver's ring: super-frames then arrive cut and are dropped
@@ -337,7 +351,7 @@ func (d *dataplane) newKernelRxPool(ports []dpPort, nq uint16) {
 	var room uint16
 	queues := 0
 	for _, p := range ports {
-		if _, r := afPacketDevice(p.Device); r > 0 && !p.TxOnly {
+		if _, r := p.rxDevice(); r > 0 && !p.TxOnly {
 			room = max(room, r)
 			queues += int(nq)
 		}

@@ -67,6 +67,9 @@ func cmdReplay(args []string) int {
 		ports[i] = dpPort{Name: p.Name, Device: p.Device, MTU: p.MTU, MAC: p.MAC}
 	}
 	ports[0].Device = fmt.Sprintf("net_pcap_replay0,rx_pcap=%s,tx_pcap=%s", *in, *out)
+	// A capture taken on a host holds its TSO super-frames whole: read them
+	// into one mbuf each, so that the worker segments them.
+	ports[0].WholeFrames = true
 	dp, err := startDataplane(dpOptions{
 		EALArgs: cfg.Dataplane.EALArgs, Workers: 1, Ports: ports, Snap: store.Snapshots(),
 		FlowCap: t.FlowCap, Timeouts: t.Timeouts, Seed: t.Seed,

@@ -276,7 +276,7 @@ func (d *demo) report() {
 	fmt.Printf("  capture at the client, SYN-ACKs and UDP answers from %s: %d, from backend MACs: %s; from the appliance's MAC: %d; unknown: %d\n",
 		nsbed.L2VIP, r.ClientFromVIP, nsbed.Spread(r.ByBackend), r.FromAppliance, r.FromUnknown)
 	before := len(d.problems)
-	for _, p := range r.Problems(l) {
+	for _, p := range r.Problems() {
 		d.problem("dsr: %s", p)
 	}
 	if miss := l.Missing(r.ByBackend); len(miss) > 0 {

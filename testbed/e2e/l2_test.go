@@ -122,18 +122,7 @@ func TestL2DSR(t *testing.T) {
 	delta := after.Sub(before)
 
 	t.Run("answers bypass the appliance", func(t *testing.T) {
-		rep, err := ev.Finish(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("appliance NIC: %d packets from the VIP; client: %d SYN-ACK/UDP answers from the VIP by backend MAC %v",
-			rep.ApplianceFromVIP, rep.ClientFromVIP, rep.ByBackend)
-		for _, p := range rep.Problems(l) {
-			t.Error(p)
-		}
-		if miss := l.Missing(rep.ByBackend); len(miss) != 0 {
-			t.Errorf("no answer from backends %v reached the client", miss)
-		}
+		checkDSREvidence(ctx, t, "captures", ev, l.Backends)
 	})
 
 	t.Run("appliance counters see requests, never answers", func(t *testing.T) {

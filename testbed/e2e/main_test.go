@@ -143,3 +143,23 @@ func checkUDPFlows(t *testing.T, label string, got *nsbed.UDPTally, addr string,
 		t.Errorf("backends %v answered no flow (spread %s)", miss, got.Spread())
 	}
 }
+
+// checkDSREvidence finishes ev and, after logging what it saw under label,
+// checks that no answer crossed the appliance's NIC or came from its MAC,
+// that the client resolved the VIP to the appliance, and that every backend
+// of bes answered the client.
+func checkDSREvidence(ctx context.Context, t *testing.T, label string, ev *nsbed.Evidence, bes nsbed.Backends) {
+	t.Helper()
+	rep, err := ev.Finish(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s: appliance NIC: %d packets from the VIP; client: %d SYN-ACK/UDP answers from the VIP by backend MAC %v",
+		label, rep.ApplianceFromVIP, rep.ClientFromVIP, rep.ByBackend)
+	for _, p := range rep.Problems() {
+		t.Error(p)
+	}
+	if miss := bes.Missing(rep.ByBackend); len(miss) != 0 {
+		t.Errorf("no answer from backends %v reached the client", miss)
+	}
+}

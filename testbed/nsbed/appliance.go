@@ -60,6 +60,16 @@ func (b *Bed) StatePath(host string) string {
 // API answers /healthz (at most 60 s). If dsrlb exits first, the error
 // carries the end of its log.
 func StartDsrlb(ctx context.Context, ns *NS, bin string, cfg v1.Config) (*Appliance, error) {
+	return StartDsrlbCommand(ctx, ns, cfg, func(config, state string) []string {
+		return []string{bin, "run", "--config", config, "--state", state, "--log-level", "debug"}
+	})
+}
+
+// StartDsrlbCommand is StartDsrlb with the command line that argv makes
+// from the paths of the config file and of the state file (in a directory
+// of its own): `dsrlb run` in a container, for one. The process it starts
+// stands for dsrlb: its output is dsrlb's log, its exit dsrlb's.
+func StartDsrlbCommand(ctx context.Context, ns *NS, cfg v1.Config, argv func(config, state string) []string) (*Appliance, error) {
 	b := ns.bed
 	listen := DefaultAPI
 	if cfg.API.Listen != "" {
@@ -85,12 +95,12 @@ func StartDsrlb(ctx context.Context, ns *NS, bin string, cfg v1.Config) (*Applia
 	if fi, err := os.Stat(logPath); err == nil {
 		logFrom = fi.Size()
 	}
-	a.Proc, err = ns.Start(ns.Short+"-dsrlb", bin, "run", "--config", a.ConfigPath,
-		"--state", state, "--log-level", "debug")
+	cmd := argv(a.ConfigPath, state)
+	a.Proc, err = ns.Start(ns.Short+"-dsrlb", cmd...)
 	if err != nil {
 		return nil, err
 	}
-	b.Logf("%s: dsrlb run --config %s (log %s)", ns.Short, a.ConfigPath, a.Proc.Log)
+	b.Logf("%s: %s (log %s)", ns.Short, strings.Join(cmd, " "), a.Proc.Log)
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	for listening := false; ; {

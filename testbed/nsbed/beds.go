@@ -151,12 +151,17 @@ func startActive(ctx context.Context, ns *NS, bin string, cfg v1.Config) (*Appli
 	if err != nil {
 		return nil, err
 	}
+	return app, waitActive(ctx, app)
+}
+
+// waitActive waits, 30 s at most, until app forwards to every backend.
+func waitActive(ctx context.Context, app *Appliance) error {
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if _, err := app.WaitActive(wctx); err != nil {
-		return app, fmt.Errorf("%w; dsrlb log:\n%s", err, app.Proc.Tail(20))
+		return fmt.Errorf("%w; dsrlb log:\n%s", err, app.Proc.Tail(20))
 	}
-	return app, nil
+	return nil
 }
 
 // allAtOnce runs f(0)..f(n-1) concurrently, waits for all and joins their

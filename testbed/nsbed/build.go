@@ -31,14 +31,23 @@ func BinariesIn(dir string) (Binaries, error) {
 	return b, nil
 }
 
+// ModuleRoot is the root directory of the module that contains the
+// working directory (dsrlb's repository).
+func ModuleRoot() (string, error) {
+	gomod, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("nsbed: go env GOMOD: %w", err)
+	}
+	return filepath.Dir(strings.TrimSpace(string(gomod))), nil
+}
+
 // BuildBinaries builds dsrlb, dsrctl and backendsrv of the module that
 // contains the working directory into dir.
 func BuildBinaries(dir string) (Binaries, error) {
-	gomod, err := exec.Command("go", "env", "GOMOD").Output()
+	root, err := ModuleRoot()
 	if err != nil {
-		return Binaries{}, fmt.Errorf("nsbed: go env GOMOD: %w", err)
+		return Binaries{}, err
 	}
-	root := filepath.Dir(strings.TrimSpace(string(gomod)))
 	for _, pkg := range []string{"./cmd/dsrlb", "./cmd/dsrctl", "./testbed/backendsrv"} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, filepath.Base(pkg)), pkg)
 		cmd.Dir = root

@@ -61,6 +61,14 @@ type L2Options struct {
 	// VLAN, if not 0, builds L2TrunkTopology with this 802.1Q VLAN ID
 	// and gives the client a static neighbour entry for the VIP.
 	VLAN int
+	// Topology, if set, edits the topology (L2Topology) before it is
+	// built: another host, the appliance host in a container's network
+	// namespace (Host.PID), ...
+	Topology func(*Topology)
+	// Start, if set, starts the appliance with cfg in l's host "appl" in
+	// place of Bins.Dsrlb (a container of the appliance's image, say; see
+	// StartDsrlbCommand). StartL2 then waits until it forwards.
+	Start func(ctx context.Context, l *L2, cfg v1.Config) (*Appliance, error)
 }
 
 // L2Topology is the L2 DSR testbed: segment "lan"; host "client"; host
@@ -145,6 +153,9 @@ func StartL2(ctx context.Context, o L2Options) (l *L2, err error) {
 	if o.VLAN != 0 {
 		topo = L2TrunkTopology(o.Backends, o.VLAN)
 	}
+	if o.Topology != nil {
+		o.Topology(&topo)
+	}
 	n, err := buildNet(o.Bed, "testbed "+L2Subnet.String(), topo)
 	if err != nil {
 		return nil, err
@@ -179,7 +190,12 @@ func StartL2(ctx context.Context, o L2Options) (l *L2, err error) {
 		o.Config(&cfg)
 	}
 	start := time.Now()
-	if l.Appliance, err = startActive(ctx, appl, o.Bins.Dsrlb, cfg); err != nil {
+	if o.Start == nil {
+		l.Appliance, err = startActive(ctx, appl, o.Bins.Dsrlb, cfg)
+	} else if l.Appliance, err = o.Start(ctx, l, cfg); err == nil {
+		err = waitActive(ctx, l.Appliance)
+	}
+	if err != nil {
 		return nil, err
 	}
 	l.Ready = time.Since(start)
@@ -207,22 +223,32 @@ func (l *L2) Missing(got map[string]int) []string { return l.Backends.Missing(go
 // kernel are fine), and at the client the SYN-ACKs and UDP answers from the
 // VIP (their source MACs must be backends').
 type Evidence struct {
-	l          *L2
 	appl, clnt *Capture
+	client     *NS
+	vip        netip.Addr
+	backends   Backends
+	applMAC    string
 }
 
 // StartEvidence starts both captures.
 func (l *L2) StartEvidence() (*Evidence, error) {
-	vip := L2VIP.String()
-	a, err := l.Host("appl").StartCapture("eth0", "ip src host "+vip+" and (tcp or udp)", 96)
+	return StartDSREvidence(l.Host("appl"), l.Client, L2VIP, l.Backends, l.ApplianceMAC)
+}
+
+// StartDSREvidence starts the captures of an L2 DSR setup built otherwise
+// than by StartL2 (a compose lab, say): on eth0 of appl, the namespace of
+// the appliance's NIC, and on eth0 of client. The backends' MACs (bes)
+// and the appliance's (applianceMAC) tell the senders of answers apart.
+func StartDSREvidence(appl, client *NS, vip netip.Addr, bes Backends, applianceMAC string) (*Evidence, error) {
+	a, err := appl.StartCapture("eth0", "ip src host "+vip.String()+" and (tcp or udp)", 96)
 	if err != nil {
 		return nil, err
 	}
-	c, err := l.Client.StartCapture("eth0", "ip src host "+vip+" and (udp or tcp[tcpflags] & tcp-syn != 0)", 96)
+	c, err := client.StartCapture("eth0", "ip src host "+vip.String()+" and (udp or tcp[tcpflags] & tcp-syn != 0)", 96)
 	if err != nil {
 		return nil, err
 	}
-	return &Evidence{l: l, appl: a, clnt: c}, nil
+	return &Evidence{appl: a, clnt: c, client: client, vip: vip, backends: bes, applMAC: applianceMAC}, nil
 }
 
 // DSRReport is what the captures and the client's neighbour table showed.
@@ -239,13 +265,15 @@ type DSRReport struct {
 	FromUnknown   int
 	// VIPNeighbor is the MAC the client's kernel resolved the VIP to.
 	VIPNeighbor string
+	// ApplianceMAC is the appliance's, which VIPNeighbor must be.
+	ApplianceMAC string
 	// CaptureDrops are packets the captures lost.
 	CaptureDrops int
 }
 
 // Finish stops the captures and dissects them.
 func (e *Evidence) Finish(ctx context.Context) (*DSRReport, error) {
-	r := &DSRReport{ByBackend: map[string]int{}}
+	r := &DSRReport{ByBackend: map[string]int{}, ApplianceMAC: e.applMAC}
 	for _, c := range []*Capture{e.appl, e.clnt} {
 		d, err := c.Stop()
 		if err != nil {
@@ -262,24 +290,24 @@ func (e *Evidence) Finish(ctx context.Context) (*DSRReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	byMAC := e.l.Backends.ByMAC()
+	byMAC := e.backends.ByMAC()
 	for _, row := range rows {
 		r.ClientFromVIP++
 		switch mac := row[0]; {
 		case byMAC[mac] != "":
 			r.ByBackend[byMAC[mac]]++
-		case mac == e.l.ApplianceMAC:
+		case mac == e.applMAC:
 			r.FromAppliance++
 		default:
 			r.FromUnknown++
 		}
 	}
-	r.VIPNeighbor, err = e.l.Client.Neighbor(L2VIP.String())
+	r.VIPNeighbor, err = e.client.Neighbor(e.vip.String())
 	return r, err
 }
 
 // Problems lists what in r contradicts direct server return.
-func (r *DSRReport) Problems(l *L2) []string {
+func (r *DSRReport) Problems() []string {
 	var p []string
 	if r.ApplianceFromVIP != 0 {
 		p = append(p, fmt.Sprintf("%d TCP/UDP packets from the VIP crossed the appliance's NIC", r.ApplianceFromVIP))
@@ -293,8 +321,8 @@ func (r *DSRReport) Problems(l *L2) []string {
 	if r.FromUnknown != 0 {
 		p = append(p, fmt.Sprintf("%d answers from the VIP came from unknown MACs", r.FromUnknown))
 	}
-	if r.VIPNeighbor != l.ApplianceMAC {
-		p = append(p, fmt.Sprintf("the client resolved the VIP to %q, want the appliance's %s", r.VIPNeighbor, l.ApplianceMAC))
+	if r.VIPNeighbor != r.ApplianceMAC {
+		p = append(p, fmt.Sprintf("the client resolved the VIP to %q, want the appliance's %s", r.VIPNeighbor, r.ApplianceMAC))
 	}
 	if r.CaptureDrops != 0 {
 		p = append(p, fmt.Sprintf("captures dropped %d packets", r.CaptureDrops))

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -32,6 +33,20 @@ type NS struct {
 // lo up and IPv6 disabled unless ipv6, so no router solicitations, DAD or
 // MLD reports add noise to counters and captures.
 func (b *Bed) NewNS(short string, ipv6 bool) (*NS, error) {
+	return b.addNS(short, ipv6, "add")
+}
+
+// AttachNS makes the network namespace of process pid (a container's) host
+// short of the bed: `ip netns attach` gives it the name NewNS would have
+// given a new one, and it is prepared the same way. Close removes the name
+// again, after killing what still runs in the namespace (pid included).
+func (b *Bed) AttachNS(short string, pid int, ipv6 bool) (*NS, error) {
+	return b.addNS(short, ipv6, "attach", strconv.Itoa(pid))
+}
+
+// addNS names a namespace short with `ip netns <verb> NAME args...`,
+// registers it for Close and prepares it (see NewNS).
+func (b *Bed) addNS(short string, ipv6 bool, verb string, args ...string) (*NS, error) {
 	ns := &NS{Name: b.prefix + short, Short: short, bed: b}
 	b.mu.Lock()
 	if b.closed {
@@ -39,7 +54,7 @@ func (b *Bed) NewNS(short string, ipv6 bool) (*NS, error) {
 		return nil, errors.New("nsbed: bed is closed")
 	}
 	b.mu.Unlock()
-	if _, err := run(nil, "ip", "netns", "add", ns.Name); err != nil {
+	if _, err := run(nil, append([]string{"ip", "netns", verb, ns.Name}, args...)...); err != nil {
 		return nil, err
 	}
 	b.mu.Lock()

@@ -63,13 +63,13 @@ func TestCounterProblems(t *testing.T) {
 }
 
 func TestDSRReportProblems(t *testing.T) {
-	l := &L2{ApplianceMAC: "02:00:00:00:00:01"}
-	good := DSRReport{ClientFromVIP: 10, ByBackend: map[string]int{"be1": 10}, VIPNeighbor: "02:00:00:00:00:01"}
-	if p := good.Problems(l); len(p) != 0 {
+	const mac = "02:00:00:00:00:01"
+	good := DSRReport{ClientFromVIP: 10, ByBackend: map[string]int{"be1": 10}, VIPNeighbor: mac, ApplianceMAC: mac}
+	if p := good.Problems(); len(p) != 0 {
 		t.Errorf("got %v, want none", p)
 	}
-	bad := DSRReport{ApplianceFromVIP: 3, ClientFromVIP: 10, FromAppliance: 3, VIPNeighbor: "02:00:00:00:00:09"}
-	if p := bad.Problems(l); len(p) != 3 {
+	bad := DSRReport{ApplianceFromVIP: 3, ClientFromVIP: 10, FromAppliance: 3, VIPNeighbor: "02:00:00:00:00:09", ApplianceMAC: mac}
+	if p := bad.Problems(); len(p) != 3 {
 		t.Errorf("got %v, want 3 problems (appliance saw VIP packets, answers from its MAC, VIP resolved elsewhere)", p)
 	}
 }

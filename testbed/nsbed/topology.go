@@ -33,6 +33,9 @@ type Host struct {
 	IPv6 bool
 	// Sysctls are extra key/value pairs set after the links are up.
 	Sysctls []string
+	// PID, when set, makes the host the network namespace of that process
+	// (a container's; see Bed.AttachNS) instead of a new one.
+	PID int
 }
 
 // Link is a veth from a host onto a segment.
@@ -77,6 +80,16 @@ func (t Topology) WithPeerOffloadsOff(host string) Topology {
 	}
 	t.Hosts = hosts
 	return t
+}
+
+// Host returns the host called name (nil if none), for editing a preset.
+func (t *Topology) Host(name string) *Host {
+	for i := range t.Hosts {
+		if t.Hosts[i].Name == name {
+			return &t.Hosts[i]
+		}
+	}
+	return nil
 }
 
 // Route is one route of a host: Dst (default when invalid) via Via.
@@ -141,7 +154,12 @@ func (b *Bed) Build(t Topology) (*Net, error) {
 		if _, dup := n.Hosts[h.Name]; dup {
 			return nil, fmt.Errorf("nsbed: duplicate host %q", h.Name)
 		}
-		ns, err := b.NewNS(h.Name, h.IPv6)
+		var ns *NS
+		if h.PID != 0 {
+			ns, err = b.AttachNS(h.Name, h.PID, h.IPv6)
+		} else {
+			ns, err = b.NewNS(h.Name, h.IPv6)
+		}
 		if err != nil {
 			return nil, err
 		}
