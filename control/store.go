@@ -78,6 +78,9 @@ type Store struct {
 	opts  StoreOptions
 	snap  atomic.Pointer[pipeline.Snapshot]
 	subs  []func(*Typed)
+	// published are the channels of Published, each signalled after
+	// every snapshot published.
+	published []chan struct{}
 	// yamlServices is the ServicesDigest of the YAML config's services,
 	// recorded in every state file this store writes.
 	yamlServices string
@@ -269,6 +272,19 @@ func (s *Store) Subscribe(fn func(*Typed)) {
 	fn(s.typed)
 }
 
+// Published returns a channel that receives after every snapshot the store
+// publishes from now on, for a config change, a recompile (neighbours,
+// health) or new port MACs. Signals coalesce: a reader that was busy finds
+// one value for any number of snapshots and reads the latest with
+// Snapshots().Load(). The store never blocks on the channel.
+func (s *Store) Published() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch := make(chan struct{}, 1)
+	s.published = append(s.published, ch)
+	return ch
+}
+
 // Update applies fn to a copy of the config; if the result validates it is
 // persisted, compiled and published, else nothing changes and the error
 // (often a *FieldError) is returned.
@@ -370,6 +386,12 @@ func (s *Store) publishLocked() error {
 		return fmt.Errorf("compile snapshot: %w", err)
 	}
 	s.snap.Store(snap)
+	for _, ch := range s.published {
+		select {
+		case ch <- struct{}{}:
+		default: // a signal is pending: the reader will load this snapshot
+		}
+	}
 	return nil
 }
 

@@ -285,3 +285,49 @@ func jsonOf(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
 }
+
+// TestPublishedSignals: every published snapshot (an accepted change, a
+// recompile) signals Published's channel; signals coalesce, a rejected
+// change sends none, and the store never blocks on a reader.
+func TestPublishedSignals(t *testing.T) {
+	s, err := NewStore(mustParse(t, baseYAML), StoreOptions{Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := s.Published()
+	pending := func() bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
+	if pending() {
+		t.Fatal("signal before any publication")
+	}
+	gen := s.Generation()
+	s.Recompile()
+	s.Recompile() // coalesces with the first: nobody read it
+	if !pending() {
+		t.Fatal("no signal after Recompile")
+	}
+	if pending() {
+		t.Error("two signals for two unread publications, want one")
+	}
+	if got := s.Generation(); got != gen+2 {
+		t.Errorf("generation %d, want %d", got, gen+2)
+	}
+	if err := s.Update(func(c *Config) error { c.Services[0].Port++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !pending() {
+		t.Error("no signal after an accepted Update")
+	}
+	if err := s.Update(func(c *Config) error { c.Services[0].VIP = "not an address"; return nil }); err == nil {
+		t.Fatal("invalid change accepted")
+	}
+	if pending() {
+		t.Error("signal after a rejected Update")
+	}
+}

@@ -255,6 +255,10 @@ func (t *Typed) validatePorts(ports []Port, l *errList) map[netip.Addr]string {
 		l.add(pf, "at least one port is required")
 		return own
 	}
+	if len(ports) > pipeline.MaxPorts {
+		l.add(pf, "at most %d ports, got %d", pipeline.MaxPorts, len(ports))
+		return own
+	}
 	before := l.count()
 	var typed []TypedPort
 	for i, p := range ports {

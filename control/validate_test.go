@@ -1,6 +1,7 @@
 package control
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -64,6 +65,7 @@ func TestValidateErrors(t *testing.T) {
 		{"bad name", "name: web", "name: 'we b'", "services[we b].name"},
 		{"bad state", "{ip: 192.0.2.21}", "{ip: 192.0.2.21, state: sleeping}", "services[web].backends[192.0.2.21].state"},
 		{"idle sleep too long", "dataplane:\n", "dataplane:\n  idle_sleep: 1s\n", "dataplane.idle_sleep"},
+		{"too many ports", "  ports:\n", "  ports:\n" + manyPorts(64), "dataplane.ports"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			y := strings.Replace(baseYAML, tc.from, tc.to, 1)
@@ -497,4 +499,13 @@ func TestKernelFramesPorts(t *testing.T) {
 				c.Dataplane.Ports[0].Device, tc.replay, got, tc.partial)
 		}
 	}
+}
+
+// manyPorts is n port lines for baseYAML's port list (one more makes 65).
+func manyPorts(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "    - {name: p%d, device: net_null%d, ip: 10.%d.%d.1/24}\n", i, i+1, i/256, i%256)
+	}
+	return b.String()
 }

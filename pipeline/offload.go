@@ -60,7 +60,7 @@ func (f *Forwarder) completeL4(ip IPv4, ihl int) {
 // must leave to process on a port with partial checksums: a checksum field
 // equal to the pseudo-header sum (completeL4) or an IP packet longer than
 // the port's MTU (a super-frame). Worker.burst calls it for such ports
-// only, so other ports pay one test per burst.
+// only (Snapshot.partialChecksums).
 func offloaded(pkts []packet.Packet, hinted uint32, mtu int) uint32 {
 	var m uint32
 	for i := range pkts {

@@ -37,7 +37,11 @@ func (f *Forwarder) burstOne(s *Snapshot, p *packet.Packet, rxPort int) (Verdict
 	var out [packet.BurstSize]uint16
 	pkts := []packet.Packet{*p}
 	hinted := f.classify(pkts, &fp)
-	taken, _ := f.fastPath(s, pkts, &fp, fastMask(s, rxPort, pkts, hinted), &out, 0)
+	fast := hinted
+	if s.partialChecksums(rxPort) {
+		fast &^= offloaded(pkts, hinted, s.Ports[rxPort].MTU)
+	}
+	taken, _ := f.fastPath(s, pkts, &fp, fast, &out, 0)
 	*p = pkts[0]
 	if taken != 0 {
 		return VerdictTx, int(out[0]), true
@@ -183,6 +187,7 @@ func withPartialChecksums(s *Snapshot) *Snapshot {
 	c.Ports = append([]PortState(nil), s.Ports...)
 	for i := range c.Ports {
 		c.Ports[i].PartialChecksums = true
+		c.partialPorts |= 1 << uint(i)
 	}
 	return &c
 }

@@ -71,6 +71,10 @@ func (s BackendState) String() string {
 
 const greSize = 4
 
+// MaxPorts is the most NIC ports a snapshot has (DPDK's RTE_MAX_ETHPORTS
+// is 32 in Debian's build): per-port flags are bits of a uint64.
+const MaxPorts = 64
+
 // PortSpec describes a NIC port to NewSnapshot.
 type PortSpec struct {
 	MAC MAC
@@ -144,6 +148,8 @@ type Snapshot struct {
 
 	// svcByID maps a Service.ID to its index in Services, -1 for none.
 	svcByID []int32
+	// partialPorts has bit i set when Ports[i].PartialChecksums.
+	partialPorts uint64
 
 	// MaxServiceID and MaxBackendID bound the IDs, for counter arrays.
 	MaxServiceID uint32
@@ -207,6 +213,11 @@ type Backend struct {
 	outerSum uint32
 }
 
+// partialChecksums reports whether port pi receives partial checksums
+// (PortSpec.PartialChecksums): for the burst loop, which then leaves what a
+// kernel left unfinished to process (offloaded), one bit test per burst.
+func (s *Snapshot) partialChecksums(pi int) bool { return s.partialPorts>>uint(pi)&1 != 0 }
+
 // VIPBytes returns the VIP as four bytes.
 func (svc *Service) VIPBytes() [4]byte {
 	var b [4]byte
@@ -259,6 +270,9 @@ func NewSnapshot(spec SnapshotSpec) (*Snapshot, error) {
 		size = DefaultMaglevSize
 	}
 	s := &Snapshot{Generation: spec.Generation}
+	if len(spec.Ports) > MaxPorts {
+		return nil, fmt.Errorf("%d ports, at most %d", len(spec.Ports), MaxPorts)
+	}
 	for i, p := range spec.Ports {
 		if !p.IP.Is4() {
 			return nil, fmt.Errorf("port %d: ip %v is not IPv4", i, p.IP)
@@ -268,6 +282,9 @@ func NewSnapshot(spec SnapshotSpec) (*Snapshot, error) {
 			mtu = 1500
 		}
 		s.Ports = append(s.Ports, PortState{MAC: p.MAC, IP: addrU32(p.IP), MTU: mtu, PartialChecksums: p.PartialChecksums})
+		if p.PartialChecksums {
+			s.partialPorts |= 1 << uint(i)
+		}
 	}
 	n := 16
 	for n < 2*len(spec.Services) {

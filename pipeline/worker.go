@@ -216,8 +216,10 @@ func (w *Worker) burst(s *Snapshot, wp *WorkerPort, pi int, b *rxBurst) {
 	n := b.n
 	b.n = 0
 	pkts := b.pkts[:n]
-	hinted := b.hinted
-	fast := fastMask(s, pi, pkts, hinted)
+	fast := b.hinted // what fastPath may take
+	if s.partialChecksums(pi) {
+		fast &^= offloaded(pkts, fast, s.Ports[pi].MTU)
+	}
 	var taken uint32
 	done := 0 // packets before done are sent (segment)
 	for i := 0; i < n; {
@@ -226,7 +228,7 @@ func (w *Worker) burst(s *Snapshot, wp *WorkerPort, pi int, b *rxBurst) {
 		if next >= n {
 			break
 		}
-		v, out := w.processHinted(s, &pkts[next], pi, b.fp[next].hash, hinted&(1<<uint(next)) != 0)
+		v, out := w.processHinted(s, &pkts[next], pi, b.fp[next].hash, b.hinted&(1<<uint(next)) != 0)
 		w.verdict[next], w.egress[next] = v, uint16(out)
 		if v == verdictSegment {
 			w.release(wp, pkts, done, next, taken)
@@ -357,16 +359,6 @@ func (w *Worker) segment(s *Snapshot, wp *WorkerPort, pi int, p *packet.Packet) 
 	}
 	w.drop[nd] = *p // the super-frame itself, freed uncounted
 	w.sendQueued(wp, nk, nd+1)
-}
-
-// fastMask returns the packets of a burst received on port pi that
-// fastPath may take: those classify hashed (hinted), but on a port with
-// partial checksums not those left unfinished by a kernel (offloaded).
-func fastMask(s *Snapshot, pi int, pkts []packet.Packet, hinted uint32) uint32 {
-	if pi < len(s.Ports) && s.Ports[pi].PartialChecksums {
-		return hinted &^ offloaded(pkts, hinted, s.Ports[pi].MTU)
-	}
-	return hinted
 }
 
 func (w *Worker) flushTx(o int) {

@@ -8,13 +8,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"runtime/pprof"
 	"sort"
 	"strings"
 	"time"
 
 	v1 "github.com/dsrlb/dsrlb/api/v1"
+	"github.com/dsrlb/dsrlb/cmd/dsrlb/appliance"
 	"github.com/dsrlb/dsrlb/control"
 	"github.com/dsrlb/dsrlb/dpdk"
 	"github.com/dsrlb/dsrlb/pipeline"
@@ -75,7 +75,7 @@ type benchCapture struct {
 	QueuePackets []int `json:"queue_packets"`
 }
 
-// cmdBench runs the full data plane (startDataplane) over a capture replayed
+// cmdBench runs the full data plane (appliance.StartDataplane) over a capture replayed
 // forever: the first config port's device becomes a net_pcap port whose rx
 // queues replay the capture from memory (infinite_rx) and whose tx drops
 // (net_pcap without tx args frees what it is sent: a null sink). With N
@@ -111,9 +111,10 @@ func cmdBench(args []string) int {
 	if err != nil {
 		return fail(log, err)
 	}
-	t := store.Typed()
+	t := store.Typed() // read-only
+	flows := t.FlowCap
 	if *flowCap > 0 {
-		t.FlowCap = *flowCap
+		flows = *flowCap
 	}
 	nw := *workers
 	if nw == 0 {
@@ -164,28 +165,23 @@ func cmdBench(args []string) int {
 		dev += ",rx_pcap=" + f
 	}
 	dev += ",infinite_rx=1"
-	ports := make([]dpPort, len(t.Ports))
+	ports := make([]appliance.Port, len(t.Ports))
 	for i, p := range t.Ports {
-		ports[i] = dpPort{Name: p.Name, Device: p.Device, MTU: p.MTU, MAC: p.MAC}
+		ports[i] = appliance.Port{Name: p.Name, Device: p.Device, MTU: p.MTU, MAC: p.MAC}
 	}
 	ports[0].Device = dev
 
-	eal := ealArgs(benchEALArgs(t.EALArgs, *lcores, poolN, room, capInfo.QueuePackets), nw)
-	// Each worker lcore keeps a Go P busy; leave room for the runtime and
-	// this goroutine (dpdk.Launch).
-	if runtime.GOMAXPROCS(0) < nw+2 {
-		runtime.GOMAXPROCS(nw + 2)
-	}
-	dp, err := startDataplane(dpOptions{
+	eal := appliance.BenchEALArgs(t.EALArgs, *lcores, nw, poolN, room, capInfo.QueuePackets)
+	dp, err := appliance.StartDataplane(appliance.DataplaneOptions{
 		EALArgs: eal, Workers: nw, Ports: ports, Snap: store.Snapshots(),
-		FlowCap: t.FlowCap, Timeouts: t.Timeouts, Seed: t.Seed,
+		FlowCap: flows, Timeouts: t.Timeouts, Seed: t.Seed,
 		PoolMbufs: poolN, DataRoom: uint16(room), Log: log, Ready: store.SetPortMACs, IOOnly: *ioOnly,
 	})
 	if err != nil {
 		return fail(log, err)
 	}
 	time.Sleep(time.Duration(*warmup * float64(time.Second)))
-	threads := lcoreThreads(dp.lcores)
+	threads := lcoreThreads(dp.Lcores())
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
@@ -224,13 +220,13 @@ func cmdBench(args []string) int {
 		pprof.StopCPUProfile()
 	}
 	var nombuf uint64
-	if st, err := dp.nics[0].Stats(); err == nil {
+	if st, err := dp.PortStats(0); err == nil {
 		nombuf = st.RxNoMbuf
 	}
 	dp.Stop()
 
 	win := t1.Sub(t0).Seconds()
-	res := benchResult{WindowSeconds: win, WarmupSeconds: *warmup, Workers: nw, IOOnly: *ioOnly, FlowCapacity: t.FlowCap, Capture: capInfo,
+	res := benchResult{WindowSeconds: win, WarmupSeconds: *warmup, Workers: nw, IOOnly: *ioOnly, FlowCapacity: flows, Capture: capInfo,
 		DataRoom: room, PoolMbufs: poolN, PortRxNoMbuf: nombuf, EALArgs: eal, SamplesMpps: samples,
 		Drops: map[string]uint64{}}
 	var rx, tx, bytes uint64
@@ -279,23 +275,6 @@ func sumRx(cs []pipeline.Counters) uint64 {
 		n += cs[i].RxPackets
 	}
 	return n
-}
-
-// benchEALArgs completes the config's EAL arguments for a benchmark: memory
-// for the pool and for net_pcap's infinite_rx rings (ealMemoryArgs: with
-// --no-huge, unless -m or --socket-mem is given) and the --lcores mapping if
-// one is given (startDataplane picks one otherwise, lcoreMap).
-func benchEALArgs(args []string, lcores string, poolN uint32, room int, queuePackets []int) []string {
-	// infinite_rx keeps each queue's packets in a ring.
-	var rings uint64
-	for _, n := range queuePackets {
-		rings += ringBytes(n)
-	}
-	out := ealMemoryArgs(args, mbufPoolMB(poolN, uint16(room))+toMB(rings))
-	if lcores != "" {
-		out = append(append([]string(nil), out...), "--lcores", lcores)
-	}
-	return out
 }
 
 // flowOf returns the 5-tuple of an untagged IPv4 TCP/UDP frame.

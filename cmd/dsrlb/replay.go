@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/dsrlb/dsrlb/cmd/dsrlb/appliance"
 	"github.com/dsrlb/dsrlb/control"
 	"github.com/dsrlb/dsrlb/pipeline"
 	"github.com/dsrlb/dsrlb/pipeline/pcap"
@@ -33,7 +34,7 @@ const replayStall = 10 * time.Second
 //
 // Memory does not grow with the capture: it is counted by streaming it
 // once, net_pcap reads it packet by packet as the worker polls, and the
-// mbuf pool is sized by the queues (poolMbufs).
+// mbuf pool is sized by the queues (appliance.StartDataplane).
 func cmdReplay(args []string) int {
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
 	cfgPath := fs.String("config", "", "config file (YAML)")
@@ -62,15 +63,15 @@ func cmdReplay(args []string) int {
 		return fail(log, err)
 	}
 	t := store.Typed()
-	ports := make([]dpPort, len(t.Ports))
+	ports := make([]appliance.Port, len(t.Ports))
 	for i, p := range t.Ports {
-		ports[i] = dpPort{Name: p.Name, Device: p.Device, MTU: p.MTU, MAC: p.MAC}
+		ports[i] = appliance.Port{Name: p.Name, Device: p.Device, MTU: p.MTU, MAC: p.MAC}
 	}
 	ports[0].Device = fmt.Sprintf("net_pcap_replay0,rx_pcap=%s,tx_pcap=%s", *in, *out)
 	// A capture taken on a host holds its TSO super-frames whole: read them
 	// into one mbuf each, so that the worker segments them.
 	ports[0].WholeFrames = true
-	dp, err := startDataplane(dpOptions{
+	dp, err := appliance.StartDataplane(appliance.DataplaneOptions{
 		EALArgs: cfg.Dataplane.EALArgs, Workers: 1, Ports: ports, Snap: store.Snapshots(),
 		FlowCap: t.FlowCap, Timeouts: t.Timeouts, Seed: t.Seed,
 		Log: log, Ready: store.SetPortMACs,
@@ -78,8 +79,8 @@ func cmdReplay(args []string) int {
 	if err != nil {
 		return fail(log, err)
 	}
-	waitErr := dp.waitReplayed(uint64(total), log)
-	lossErr := dp.replayLoss()
+	waitErr := waitReplayed(dp, uint64(total), log)
+	lossErr := replayLoss(dp)
 	dp.Stop()
 	st := control.BuildStats(store.Snapshots().Load(), dp.Counters())
 	b, _ := json.Marshal(st)
@@ -99,7 +100,7 @@ func cmdReplay(args []string) int {
 // packets. It waits as long as packets keep coming (logging progress every
 // few seconds) and fails after replayStall without one, or at once when the
 // replay port lost packets (replayLoss).
-func (d *dataplane) waitReplayed(total uint64, log zerolog.Logger) error {
+func waitReplayed(d *appliance.Dataplane, total uint64, log zerolog.Logger) error {
 	lastRx, lastProgress, lastLog := uint64(0), time.Now(), time.Now()
 	for {
 		rx := sumRx(d.Counters())
@@ -111,7 +112,7 @@ func (d *dataplane) waitReplayed(total uint64, log zerolog.Logger) error {
 			lastRx, lastProgress = rx, now
 		}
 		if idle := now.Sub(lastProgress); idle > 200*time.Millisecond {
-			if err := d.replayLoss(); err != nil {
+			if err := replayLoss(d); err != nil {
 				return err
 			}
 			if idle > replayStall {
@@ -129,8 +130,8 @@ func (d *dataplane) waitReplayed(total uint64, log zerolog.Logger) error {
 // replayLoss reports packets the replay port read from the capture but
 // could not hand to a worker (no mbuf, a read error): the replay would
 // then be incomplete.
-func (d *dataplane) replayLoss() error {
-	s, err := d.nics[0].Stats()
+func replayLoss(d *appliance.Dataplane) error {
+	s, err := d.PortStats(0)
 	if err != nil {
 		return err
 	}

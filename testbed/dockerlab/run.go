@@ -7,8 +7,12 @@ package dockerlab
 // ports without hugepages (everything else is dropped):
 //   - NET_ADMIN: create the tap (TUNSETIFF on /dev/net/tun), set its
 //     address, the VIPs and routes, put the port in promiscuous mode;
-//   - NET_RAW: the AF_PACKET socket of net_af_packet, ICMP health checks.
-var ApplianceCaps = []string{"NET_ADMIN", "NET_RAW"}
+//   - NET_RAW: the AF_PACKET socket of net_af_packet, ICMP health checks;
+//   - IPC_LOCK: net_af_packet maps its rings locked (MAP_LOCKED), and the
+//     64 KB ring frames dsrlb asks for take 64 MB per queue, far above the
+//     RLIMIT_MEMLOCK containers inherit from dockerd (8 MB here): without
+//     it the port's probe fails (mmap: EAGAIN).
+var ApplianceCaps = []string{"NET_ADMIN", "NET_RAW", "IPC_LOCK"}
 
 // NetSysctls are set when the appliance's network namespace is made
 // (`docker run --sysctl`): /proc/sys is read-only inside a container, so

@@ -202,9 +202,15 @@ func testDockerBed(ctx context.Context, t *testing.T, d *dockerlab.Daemon, image
 	})
 	t.Run("answers bypass the container", func(t *testing.T) {
 		checkDSREvidence(ctx, t, "RESULT appliance container", ev, l.Backends)
-		for _, p := range nsbed.CounterProblems(mustStats(ctx, t, appl).Sub(before), requests) {
+		delta := mustStats(ctx, t, appl).Sub(before)
+		t.Logf("appliance delta: %d checksums completed, %d super-frames cut into %d segments",
+			delta.Totals.L4ChecksumsCompleted, delta.Totals.GSOSegmented, delta.Totals.GSOSegments)
+		for _, p := range nsbed.CounterProblems(delta, requests) {
 			t.Error(p)
 		}
+	})
+	t.Run("peers keep the kernel's default offloads", func(t *testing.T) {
+		checkDefaultOffloads(t, l.Net, "appl", l.Client, l.Backends)
 	})
 
 	t.Run("docker stop withdraws the VIP, then dsrlb exits 0", func(t *testing.T) {
@@ -262,9 +268,11 @@ func testDockerBed(ctx context.Context, t *testing.T, d *dockerlab.Daemon, image
 // testComposeLab runs docker/compose.yaml as it stands on a daemon of its
 // own, started in a network namespace of the test so that the lab's bridge
 // network stays there, with the images copied over under the names the
-// file uses. It attaches the namespaces of the appliance's and the client's
-// containers to a bed, so the client's requests and the captures run there
-// as in the other beds.
+// file uses. It attaches the namespaces of the lab's containers to a bed,
+// so the client's requests, the captures and ethtool run there as in the
+// other beds. The lab keeps Docker's default veth offloads: the appliance
+// must complete partial checksums and cut the client's upload's TCP
+// super-frames.
 func testComposeLab(ctx context.Context, t *testing.T, d *dockerlab.Daemon, root, image, lab string) {
 	file := filepath.Join(root, "docker", "compose.yaml")
 	bed, err := nsbed.New(bedOptions(t))
@@ -345,9 +353,21 @@ func testComposeLab(ctx context.Context, t *testing.T, d *dockerlab.Daemon, root
 	}
 	var bes nsbed.Backends
 	for _, name := range composeBackends {
-		bes = append(bes, &nsbed.Backend{Name: name, MAC: macOf(name)})
+		bes = append(bes, &nsbed.Backend{Name: name, NS: attach(name), Iface: "eth0", MAC: macOf(name)})
 	}
 	applMAC := macOf("appliance")
+	stats := func() *nsbed.Stats {
+		t.Helper()
+		out, err := compose("exec", "-T", "appliance", "dsrctl", "get", "stats", "-o", "json")
+		var st nsbed.Stats
+		if err == nil {
+			err = json.Unmarshal([]byte(out), &st)
+		}
+		if err != nil {
+			t.Fatalf("the lab's appliance's stats: %v\n%s", err, out)
+		}
+		return &st
+	}
 
 	var last string
 	took, err := frrtest.WaitEvery(60*time.Second, 250*time.Millisecond, func() (bool, error) {
@@ -368,17 +388,51 @@ func testComposeLab(ctx context.Context, t *testing.T, d *dockerlab.Daemon, root
 	}
 	t.Logf("TIMING compose up to every backend active: %v (status polled for %v)", time.Since(start).Round(time.Millisecond), took.Round(time.Millisecond))
 
+	// The lab runs with Docker's default veth offloads: the frames of the
+	// client and the backends reach the appliance with partial checksums,
+	// the client's upload as TCP super-frames, which the appliance cuts.
+	got, err := client.Offloads("eth0")
+	checkOffloadsOn(t, "the lab's client eth0", got, err)
+	checkBackendOffloadsOn(t, bes)
+	port, err := bridgePort(host, applNS, "eth0")
+	if err == nil {
+		got, err = host.Offloads(port)
+	}
+	checkOffloadsOn(t, "the lab's bridge port "+port+" facing the appliance's eth0", got, err)
+
 	ev, err := nsbed.StartDSREvidence(applNS, client, composeVIP, bes, applMAC)
 	if err != nil {
 		t.Fatal(err)
 	}
+	before := stats()
 	const n = 60
-	got, err := nsbed.CurlMany(ctx, client, "http://"+composeVIP.String()+"/", n)
+	tally, err := nsbed.CurlMany(ctx, client, "http://"+composeVIP.String()+"/", n)
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkCurlMany(t, "curl in the compose lab", got, n, bes)
+	checkCurlMany(t, "curl in the compose lab", tally, n, bes)
+	requests := uint64(tally.Requests)
+	up, err := nsbed.Upload(ctx, client, "http://"+composeVIP.String()+"/upload", 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	requests++
+	if !up.OK() {
+		t.Errorf("1 MB upload in the compose lab: backend %s got %d bytes sha256 %s, sent %d bytes sha256 %s",
+			up.Backend, up.Echoed, up.EchoedSHA256, up.Sent, up.SHA256)
+	}
 	checkDSREvidence(ctx, t, "RESULT compose lab", ev, bes)
+	delta := stats().Sub(before)
+	t.Logf("RESULT compose lab appliance delta: rx %d tx %d; %d checksums completed, %d super-frames cut into %d segments; drops %v",
+		delta.Totals.RxPackets, delta.Totals.TxPackets, delta.Totals.L4ChecksumsCompleted, delta.Totals.GSOSegmented,
+		delta.Totals.GSOSegments, delta.NonZeroDrops())
+	if delta.Totals.L4ChecksumsCompleted == 0 || delta.Totals.GSOSegmented == 0 || delta.Totals.GSOSegments <= delta.Totals.GSOSegmented {
+		t.Errorf("l4_checksums_completed +%d, gso_superframes_segmented +%d, gso_segments +%d: want all moved",
+			delta.Totals.L4ChecksumsCompleted, delta.Totals.GSOSegmented, delta.Totals.GSOSegments)
+	}
+	for _, p := range nsbed.CounterProblems(delta, requests) {
+		t.Error(p)
+	}
 
 	if _, err := compose("stop", "appliance"); err != nil {
 		t.Fatal(err)
@@ -395,6 +449,35 @@ func testComposeLab(ctx context.Context, t *testing.T, d *dockerlab.Daemon, root
 	if !strings.Contains(logs, `"event":"stopping"`) {
 		t.Errorf("the lab's appliance did not log its stop:\n%s", logs)
 	}
+}
+
+// bridgePort returns the name, in host (the namespace of the lab's
+// daemon, which holds its bridge), of the veth peer of iface in ns: the
+// bridge's port whose offloads shape the frames iface receives.
+func bridgePort(host, ns *nsbed.NS, iface string) (string, error) {
+	// `ip -o link show eth0` in ns: "9: eth0@if10: <...>".
+	out, err := ns.Run("ip", "-o", "link", "show", iface)
+	if err != nil {
+		return "", err
+	}
+	var peer string
+	if f := strings.Fields(out); len(f) > 1 {
+		_, peer, _ = strings.Cut(strings.TrimSuffix(f[1], ":"), "@if")
+	}
+	if peer == "" {
+		return "", fmt.Errorf("%s in %s names no peer: %q", iface, ns.Short, out)
+	}
+	out, err = host.Run("ip", "-o", "link", "show")
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == peer+":" {
+			name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+			return name, nil
+		}
+	}
+	return "", fmt.Errorf("no interface %s in %s:\n%s", peer, host.Short, out)
 }
 
 // buildImages makes (or finds cached) the Debian base and the builder

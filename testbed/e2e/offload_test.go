@@ -15,24 +15,36 @@ import (
 // the peers' kernels left them.
 func checkDefaultOffloads(t *testing.T, n *nsbed.Net, appl string, client *nsbed.NS, bes nsbed.Backends) {
 	t.Helper()
-	check := func(what string, got map[string]string, err error) {
-		if err != nil {
-			t.Errorf("%s: %v", what, err)
-			return
-		}
-		for _, k := range []string{"tx-checksumming", "tcp-segmentation-offload", "generic-segmentation-offload"} {
-			if got[k] != "on" {
-				t.Errorf("%s: %s is %q, want the kernel's default on (%v)", what, k, got[k], got)
-			}
-		}
-	}
 	got, err := n.PeerOffloads(appl, "eth0")
-	check("switch port facing "+appl+"/eth0", got, err)
+	checkOffloadsOn(t, "switch port facing "+appl+"/eth0", got, err)
 	got, err = client.Offloads("eth0")
-	check("client eth0", got, err)
+	checkOffloadsOn(t, "client eth0", got, err)
+	checkBackendOffloadsOn(t, bes)
+}
+
+// checkBackendOffloadsOn checks checkOffloadsOn for the interface of every
+// backend of bes facing the load balancer.
+func checkBackendOffloadsOn(t *testing.T, bes nsbed.Backends) {
+	t.Helper()
 	for _, b := range bes {
 		got, err := b.NS.Offloads(b.Iface)
-		check(b.Name+" "+b.Iface, got, err)
+		checkOffloadsOn(t, b.Name+" "+b.Iface, got, err)
+	}
+}
+
+// checkOffloadsOn checks that got, the offloads of the interface what
+// (nsbed.NS.Offloads, which failed with err), has checksum, TCP
+// segmentation and generic segmentation offload on.
+func checkOffloadsOn(t *testing.T, what string, got map[string]string, err error) {
+	t.Helper()
+	if err != nil {
+		t.Errorf("%s: %v", what, err)
+		return
+	}
+	for _, k := range []string{"tx-checksumming", "tcp-segmentation-offload", "generic-segmentation-offload"} {
+		if got[k] != "on" {
+			t.Errorf("%s: %s is %q, want the kernel's default on (%v)", what, k, got[k], got)
+		}
 	}
 }
 

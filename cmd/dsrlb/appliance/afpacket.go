@@ -1,4 +1,4 @@
-package main
+package appliance
 
 import (
 	"fmt"
@@ -116,7 +116,7 @@ type superframeLog struct {
 	quit, done chan struct{}
 }
 
-func (l *superframeLog) start(d *dataplane) {
+func (l *superframeLog) start(d *Dataplane) {
 	l.quit, l.done = make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(l.done)
@@ -143,7 +143,7 @@ func (l *superframeLog) stop() {
 }
 
 // check logs the ports flagged since the last check.
-func (l *superframeLog) check(d *dataplane) {
+func (l *superframeLog) check(d *Dataplane) {
 	var flagged uint64
 	for _, c := range d.Counters() {
 		flagged |= c.SuperframePorts
@@ -163,4 +163,18 @@ func (l *superframeLog) check(d *dataplane) {
 			Msgf("port %s drops frames longer than its MTU that dsrlb cannot segment (UDP GSO, or cut by the driver's ring frame), counted as gso_superframe; "+
 				"turn segmentation offloads off on %s: ethtool -K <peer> tso off gso off gro off tx-udp-segmentation off", name, peer)
 	}
+}
+
+// afPacketIface returns the kernel interface of a net_af_packet device
+// string ("net_af_packet0,iface=veth0"), or "".
+func afPacketIface(device string) string {
+	if !strings.HasPrefix(device, "net_af_packet") {
+		return ""
+	}
+	for _, kv := range strings.Split(device, ",")[1:] {
+		if v, ok := strings.CutPrefix(kv, "iface="); ok {
+			return v
+		}
+	}
+	return ""
 }

@@ -1,4 +1,4 @@
-package main
+package appliance
 
 import (
 	"slices"
@@ -83,18 +83,18 @@ func TestMbufPoolMB(t *testing.T) {
 // descriptors, never by traffic, and holds every descriptor with room to
 // spare.
 func TestPoolMbufsFollowsQueues(t *testing.T) {
-	replay := []dpPort{{Name: "eth0"}}
-	appliance := []dpPort{{Name: "eth0", Tap: "dsr-eth0"}}
+	replay := []Port{{Name: "eth0"}}
+	appliance := []Port{{Name: "eth0", Tap: "dsr-eth0"}}
 	for _, tc := range []struct {
 		name    string
-		ports   []dpPort
+		ports   []Port
 		workers int
 		desc    uint32 // descriptors the queues hold
 	}{
 		{"replay", replay, 1, 2048},
 		{"appliance", appliance, 1, 4096},
 		{"appliance 4 workers", appliance, 4, 16384},
-		{"bench sink", []dpPort{{Name: "a"}, {Name: "b", TxOnly: true}}, 2, 2*2048 + 2*1024},
+		{"bench sink", []Port{{Name: "a"}, {Name: "b", TxOnly: true}}, 2, 2*2048 + 2*1024},
 	} {
 		got := poolMbufs(tc.ports, tc.workers)
 		if got <= tc.desc || got > 2*tc.desc {

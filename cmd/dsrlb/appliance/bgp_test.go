@@ -1,4 +1,4 @@
-package main
+package appliance
 
 import (
 	"net"
@@ -15,6 +15,16 @@ import (
 	"github.com/dsrlb/dsrlb/bgp"
 	"github.com/dsrlb/dsrlb/control"
 )
+
+// bgpTestConfig is a valid config with a BGP section.
+const bgpTestConfig = `dataplane:
+  ports:
+    - {name: eth0, device: "net_null0", ip: 192.0.2.10/24, gateway: 192.0.2.1}
+bgp:
+  asn: 65010
+  router_id: 192.0.2.10
+  peers: [{address: 192.0.2.1, asn: 65000}]
+`
 
 // closedPort returns a loopback TCP port that nothing listens on, so that
 // a speaker dialing it is refused at once and sends nothing anywhere else.
@@ -33,7 +43,7 @@ func closedPort(t *testing.T) int {
 // speaker's config, and bgp.New accepts what Validate accepted.
 func TestBGPConfig(t *testing.T) {
 	port := strconv.Itoa(closedPort(t))
-	y := checkConfig + "  role: standby\n  standby_by: prepend\n"
+	y := bgpTestConfig + "  role: standby\n  standby_by: prepend\n"
 	y = strings.Replace(y, "peers: [{address: 192.0.2.1, asn: 65000}]",
 		"peers:\n    - {address: 127.0.0.1, asn: 65000, hold_time: 9, port: "+port+"}\n"+
 			"    - {address: 127.0.0.2, asn: 65001, password: s3cret, port: "+port+"}", 1)

@@ -1,4 +1,4 @@
-package main
+package appliance
 
 import (
 	"fmt"
@@ -17,8 +17,8 @@ import (
 	"github.com/dsrlb/dsrlb/pipeline/packet"
 )
 
-// dpPort is one NIC port to bring up.
-type dpPort struct {
+// Port is one NIC port for StartDataplane to bring up.
+type Port struct {
 	Name   string
 	Device string // DPDK devargs or PCI address
 	MTU    int
@@ -34,11 +34,11 @@ type dpPort struct {
 	WholeFrames bool
 }
 
-// dpOptions configure startDataplane.
-type dpOptions struct {
+// DataplaneOptions configure StartDataplane.
+type DataplaneOptions struct {
 	EALArgs  []string
 	Workers  int
-	Ports    []dpPort
+	Ports    []Port
 	Snap     *atomic.Pointer[pipeline.Snapshot]
 	FlowCap  int
 	Timeouts pipeline.FlowTimeouts
@@ -59,8 +59,8 @@ type dpOptions struct {
 	Ready func(macs []pipeline.MAC)
 }
 
-// dataplane is the running DPDK side: ports, taps and worker lcores.
-type dataplane struct {
+// Dataplane is the running DPDK side: ports, taps and worker lcores.
+type Dataplane struct {
 	nics    []*dpdk.Port
 	devices []string // device string of each NIC
 	taps    []*dpdk.Port
@@ -135,7 +135,7 @@ func ealArgs(args []string, workers int) []string {
 // poolCache is the per-lcore cache of the mbuf pool.
 const poolCache = 256
 
-// poolMbufs returns how many mbufs the pool of startDataplane needs for
+// poolMbufs returns how many mbufs the pool of StartDataplane needs for
 // ports served by workers worker lcores. Every rx and tx descriptor of
 // every queue of every device (a NIC port and its tap) may hold an mbuf;
 // each worker has up to two rx bursts per NIC port waiting (Worker.Poll
@@ -145,7 +145,7 @@ const poolCache = 256
 // rounded up to a device's alignment). The size depends on the
 // configuration only, never on the traffic: replay streams captures of any
 // size through it.
-func poolMbufs(ports []dpPort, workers int) uint32 {
+func poolMbufs(ports []Port, workers int) uint32 {
 	w := uint32(workers)
 	var rxQueues, txQueues, nics, taps uint32
 	for _, p := range ports {
@@ -163,6 +163,25 @@ func poolMbufs(ports []dpPort, workers int) uint32 {
 	need := rxQueues*dpdk.DefaultRxDesc + txQueues*dpdk.DefaultTxDesc +
 		w*(2*nics+taps)*packet.BurstSize + (w+1)*poolCache*3/2
 	return need + need/4
+}
+
+// BenchEALArgs returns the EAL arguments of a benchmark whose first port
+// replays captures from memory (net_pcap infinite_rx, one capture of
+// queuePackets[q] packets per rx queue) with a pool of poolN mbufs of data
+// room room: memory for the pool and for infinite_rx's rings
+// (ealMemoryArgs: with --no-huge, unless -m or --socket-mem is given), the
+// --lcores mapping if one is given, then what every start adds (ealArgs).
+func BenchEALArgs(args []string, lcores string, workers int, poolN uint32, room int, queuePackets []int) []string {
+	// infinite_rx keeps each queue's packets in a ring.
+	var rings uint64
+	for _, n := range queuePackets {
+		rings += ringBytes(n)
+	}
+	out := ealMemoryArgs(args, mbufPoolMB(poolN, uint16(room))+toMB(rings))
+	if lcores != "" {
+		out = append(append([]string(nil), out...), "--lcores", lcores)
+	}
+	return ealArgs(out, workers)
 }
 
 // Memory of the EAL with --no-huge (lib/eal, DPDK 22.11): 64 MB unless -m or
@@ -220,14 +239,15 @@ func ealMemoryArgs(args []string, poolMB uint64) []string {
 	return append(append([]string(nil), args...), "-m", fmt.Sprint(ealNoHugeDefaultMB+poolMB))
 }
 
-// startDataplane initialises the EAL, attaches and starts every port (and
+// StartDataplane initialises the EAL, attaches and starts every port (and
 // its tap), and launches one worker per worker lcore. Worker w polls rx
 // queue w of every port and of every tap.
-func startDataplane(o dpOptions) (*dataplane, error) {
+func StartDataplane(o DataplaneOptions) (*Dataplane, error) {
 	if o.Workers < 1 {
 		o.Workers = 1
 	}
-	// Each busy worker lcore holds a Go P: leave room for the control plane.
+	// Each busy worker lcore holds a Go P: leave room for the runtime, the
+	// control plane and the goroutine that launches them (dpdk.Launch).
 	if runtime.GOMAXPROCS(0) < o.Workers+2 {
 		runtime.GOMAXPROCS(o.Workers + 2)
 	}
@@ -244,7 +264,7 @@ func startDataplane(o dpOptions) (*dataplane, error) {
 	if err := dpdk.Init(args); err != nil {
 		return nil, err
 	}
-	d := &dataplane{log: o.Log, prefix: filePrefix(args)}
+	d := &Dataplane{log: o.Log, prefix: filePrefix(args)}
 	d.lcores = dpdk.WorkerLcores()
 	if len(d.lcores) < o.Workers {
 		return nil, fmt.Errorf("EAL has %d worker lcores, want %d (check -l in dataplane.eal_args)", len(d.lcores), o.Workers)
@@ -276,15 +296,12 @@ func startDataplane(o dpOptions) (*dataplane, error) {
 		d.names = append(d.names, p.Name)
 		var tap *dpdk.Port
 		if p.Tap != "" {
-			mac, err := nic.MAC()
+			mac, err := portMAC(nic, p)
 			if err != nil {
 				d.close()
 				return nil, err
 			}
-			if !p.MAC.IsZero() {
-				mac = p.MAC
-			}
-			dev := fmt.Sprintf("net_tap%d,iface=%s,mac=%s", i, p.Tap, pipeline.MAC(mac).String())
+			dev := fmt.Sprintf("net_tap%d,iface=%s,mac=%s", i, p.Tap, mac.String())
 			tap, err = d.openPort(dev, false, nq, p.MTU, pool)
 			if err != nil {
 				d.close()
@@ -319,7 +336,7 @@ func startDataplane(o dpOptions) (*dataplane, error) {
 	}
 	d.drainRx(nq)
 	if o.Ready != nil {
-		o.Ready(d.PortMACs(o.Ports))
+		o.Ready(d.portMACs(o.Ports))
 	}
 	for i, w := range d.workers {
 		if err := dpdk.Launch(d.lcores[i], w.Run); err != nil {
@@ -334,7 +351,7 @@ func startDataplane(o dpOptions) (*dataplane, error) {
 
 // rxDevice returns the device string to attach for p and the mbuf data
 // room its rx queues need (0: the default pool's), see afPacketDevice.
-func (p dpPort) rxDevice() (string, uint16) {
+func (p Port) rxDevice() (string, uint16) {
 	dev, room := afPacketDevice(p.Device)
 	if room == 0 && p.WholeFrames {
 		room = 0xffff
@@ -347,7 +364,7 @@ func (p dpPort) rxDevice() (string, uint16) {
 // room they need. Without the memory for it, it logs why and leaves those
 // ports their driver's ring: super-frames then arrive cut and are dropped
 // (gso_superframe).
-func (d *dataplane) newKernelRxPool(ports []dpPort, nq uint16) {
+func (d *Dataplane) newKernelRxPool(ports []Port, nq uint16) {
 	var room uint16
 	queues := 0
 	for _, p := range ports {
@@ -369,7 +386,7 @@ func (d *dataplane) newKernelRxPool(ports []dpPort, nq uint16) {
 	d.kernelRx = pool
 }
 
-func (d *dataplane) openPort(dev string, txOnly bool, nq uint16, mtu int, pool *dpdk.Mempool) (*dpdk.Port, error) {
+func (d *Dataplane) openPort(dev string, txOnly bool, nq uint16, mtu int, pool *dpdk.Mempool) (*dpdk.Port, error) {
 	id, err := dpdk.AttachPort(dev)
 	if err != nil {
 		return nil, err
@@ -399,7 +416,7 @@ func (d *dataplane) openPort(dev string, txOnly bool, nq uint16, mtu int, pool *
 // DPDK 22.11's net_af_packet opens its socket for every protocol before
 // binding it to its interface, so frames of other interfaces (loopback
 // included) can sit in its ring from the first milliseconds.
-func (d *dataplane) drainRx(nq uint16) {
+func (d *Dataplane) drainRx(nq uint16) {
 	var pkts [packet.BurstSize]packet.Packet
 	for i, nic := range d.nics {
 		if nic.NbRx() == 0 || !strings.HasPrefix(d.devices[i], "net_af_packet") {
@@ -423,23 +440,36 @@ type txOnly struct{ *dpdk.Port }
 
 func (txOnly) RxBurst(uint16, []packet.Packet) int { return 0 }
 
-// PortMACs returns the NIC ports' MACs, with configured overrides.
-func (d *dataplane) PortMACs(ports []dpPort) []pipeline.MAC {
+// portMAC returns the MAC that port p answers to: its configured override,
+// else the device's own.
+func portMAC(nic *dpdk.Port, p Port) (pipeline.MAC, error) {
+	if !p.MAC.IsZero() {
+		return p.MAC, nil
+	}
+	return nic.MAC()
+}
+
+// portMACs returns the NIC ports' MACs (portMAC); a zero MAC where the
+// device cannot tell.
+func (d *Dataplane) portMACs(ports []Port) []pipeline.MAC {
 	out := make([]pipeline.MAC, len(d.nics))
 	for i, n := range d.nics {
-		if i < len(ports) && !ports[i].MAC.IsZero() {
-			out[i] = ports[i].MAC
-			continue
-		}
-		if m, err := n.MAC(); err == nil {
+		if m, err := portMAC(n, ports[i]); err == nil {
 			out[i] = m
 		}
 	}
 	return out
 }
 
+// Lcores returns the worker lcores, worker i on Lcores()[i].
+func (d *Dataplane) Lcores() []uint { return d.lcores }
+
+// PortStats returns the device counters of NIC port i (in the order of
+// DataplaneOptions.Ports).
+func (d *Dataplane) PortStats(i int) (dpdk.Stats, error) { return d.nics[i].Stats() }
+
 // Counters returns each worker's counters.
-func (d *dataplane) Counters() []pipeline.Counters {
+func (d *Dataplane) Counters() []pipeline.Counters {
 	out := make([]pipeline.Counters, len(d.workers))
 	for i, w := range d.workers {
 		out[i] = w.Counters()
@@ -449,7 +479,7 @@ func (d *dataplane) Counters() []pipeline.Counters {
 
 // Stop stops the workers, waits for their lcores and closes the ports (a
 // net_pcap port flushes its output file when stopped).
-func (d *dataplane) Stop() {
+func (d *Dataplane) Stop() {
 	if d.stopped {
 		return
 	}
@@ -472,7 +502,7 @@ func (d *dataplane) Stop() {
 	}
 }
 
-func (d *dataplane) close() {
+func (d *Dataplane) close() {
 	for _, ps := range [][]*dpdk.Port{d.nics, d.taps} {
 		for _, p := range ps {
 			if p != nil {

@@ -1,0 +1,265 @@
+// Package appliance is the composition root of `dsrlb run`: it brings up
+// the data plane (EAL, ports, their kernel taps, worker lcores) and the
+// control plane around it (config store, neighbour mirror, VIP addresses,
+// health monitors, BGP speaker, REST API), announces the VIPs that are
+// fit to announce whenever a snapshot is published, and shuts down in
+// order: withdraw every VIP, wait bgp.drain, stop forwarding.
+//
+// The data plane alone (StartDataplane) also serves `dsrlb replay` and
+// `dsrlb bench`.
+package appliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/dsrlb/dsrlb/api"
+	"github.com/dsrlb/dsrlb/bgp"
+	"github.com/dsrlb/dsrlb/control"
+	"github.com/dsrlb/dsrlb/control/health"
+	"github.com/dsrlb/dsrlb/control/kernel"
+)
+
+// Deps are what New takes besides the config.
+type Deps struct {
+	// StatePath is the state file of the services as changed over the API
+	// (control.StoreOptions.StatePath); "" keeps none.
+	StatePath string
+	// APIToken, if set, replaces the config's api.token.
+	APIToken string
+	Log      zerolog.Logger
+}
+
+// Appliance is a running dsrlb: New starts forwarding, Run serves the API
+// and announces VIPs until its context ends, Close stops everything.
+type Appliance struct {
+	log      zerolog.Logger
+	store    *control.Store
+	neigh    *kernel.Neighbors
+	taps     *kernel.Taps
+	vips     *kernel.VIPs
+	dp       *Dataplane
+	monitors *health.Monitors
+	speaker  *bgp.Speaker // nil without a bgp section
+	board    *control.AnnounceBoard
+	srv      *api.Server
+	listen   string
+	// published signals every snapshot the store publishes (announce).
+	published <-chan struct{}
+	lastGen   uint64
+}
+
+// TapName is the kernel interface of port's exception path.
+func TapName(port string) string {
+	n := "dsr-" + port
+	if len(n) > 15 { // IFNAMSIZ less the NUL
+		n = n[:15]
+	}
+	return n
+}
+
+// New validates cfg, starts the data plane on its ports with a kernel tap
+// each, and builds the control plane around it. Packets flow from here on;
+// VIPs are announced from Run. On error everything started is stopped.
+func New(cfg *control.Config, deps Deps) (*Appliance, error) {
+	log := deps.Log
+	store, err := control.NewStore(cfg, control.StoreOptions{StatePath: deps.StatePath, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	a := &Appliance{log: log, store: store, board: &control.AnnounceBoard{}, published: store.Published()}
+	if err := a.start(deps); err != nil {
+		a.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *Appliance) start(deps Deps) error {
+	kopts := kernel.Options{Log: a.log}
+	a.neigh = kernel.NewNeighbors(kernel.NeighborOptions{Options: kopts, OnChange: a.store.Recompile})
+	a.taps = kernel.NewTaps(kopts)
+	a.vips = kernel.NewVIPs(kopts)
+	a.store.SetNeighbors(a.neigh)
+	t := a.store.Typed()
+
+	ports := make([]Port, len(t.Ports))
+	for i, p := range t.Ports {
+		ports[i] = Port{Name: p.Name, Device: p.Device, MTU: p.MTU, MAC: p.MAC, Tap: TapName(p.Name)}
+	}
+	dp, err := StartDataplane(DataplaneOptions{
+		EALArgs: t.EALArgs, Workers: t.Workers, IdleSleep: t.IdleSleep, Ports: ports, Snap: a.store.Snapshots(),
+		FlowCap: t.FlowCap, Timeouts: t.Timeouts, Seed: t.Seed, Log: a.log, Ready: a.store.SetPortMACs,
+	})
+	if err != nil {
+		return err
+	}
+	a.dp = dp
+
+	vipTap, err := a.configureTaps(t)
+	if err != nil {
+		return err
+	}
+	a.store.Subscribe(func(t *control.Typed) {
+		if err := a.vips.Set(vipTap, vipAddrs(t)); err != nil {
+			a.log.Error().Err(err).Str("event", "vip_sync_failed").Msg("could not set VIPs on the tap")
+		}
+		a.neigh.Want(t.NextHops())
+	})
+
+	a.monitors = health.New(health.Options{Log: a.log, OnChange: a.store.Recompile})
+	a.store.SetHealth(a.monitors)
+	a.store.Subscribe(func(t *control.Typed) { a.monitors.Update(t.HealthTargets()) })
+
+	if t.BGP != nil {
+		if a.speaker, err = bgp.New(bgpConfig(t), a.log); err != nil {
+			return err
+		}
+	}
+	token := t.APIToken
+	if deps.APIToken != "" {
+		token = deps.APIToken
+	}
+	opts := api.Options{Store: a.store, Token: token, Stats: a.dp, Health: a.monitors, Neighbors: a.neigh, Log: a.log}
+	if a.speaker != nil {
+		opts.BGP = bgpPeers{a.speaker}
+		opts.Announcer = a.board
+	}
+	a.srv = api.New(opts)
+	a.listen = t.APIListen
+	return nil
+}
+
+// configureTaps gives each port's tap the port's address, gateway and MTU
+// and mirrors its neighbours. It returns the tap that answers ARP for the
+// VIPs: the first port's.
+func (a *Appliance) configureTaps(t *control.Typed) (kernel.Tap, error) {
+	var vipTap kernel.Tap
+	for i, p := range t.Ports {
+		if iface := afPacketIface(p.Device); iface != "" {
+			if err := a.taps.QuietSharedInterface(iface); err != nil {
+				return vipTap, fmt.Errorf("port %s: %w", p.Name, err)
+			}
+		}
+		tap, err := a.taps.Configure(TapName(p.Name), netip.PrefixFrom(p.Addr, p.Prefix.Bits()), p.Gateway, p.MTU)
+		if err != nil {
+			return vipTap, fmt.Errorf("port %s: kernel side: %w", p.Name, err)
+		}
+		a.neigh.AddTap(tap)
+		if i == 0 {
+			vipTap = tap
+		}
+	}
+	return vipTap, nil
+}
+
+// vipAddrs returns the VIPs of t's services, each once, in config order.
+func vipAddrs(t *control.Typed) []netip.Addr {
+	var addrs []netip.Addr
+	seen := map[netip.Addr]bool{}
+	for _, s := range t.Services {
+		if !seen[s.VIP] {
+			seen[s.VIP] = true
+			addrs = append(addrs, s.VIP)
+		}
+	}
+	return addrs
+}
+
+// Run watches the kernel's neighbours, serves the REST API and announces
+// the healthy VIPs, re-deciding on every snapshot the store publishes,
+// until ctx ends; then it withdraws every VIP and waits bgp.drain
+// (shutdown) and returns nil, leaving forwarding to Close. It returns
+// early with the API's error if the API stops.
+func (a *Appliance) Run(ctx context.Context) error {
+	go func() {
+		if err := a.neigh.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			a.log.Error().Err(err).Str("event", "neighbors_failed").Msg("neighbour watch stopped")
+		}
+	}()
+	apiErr := make(chan error, 1)
+	go func() { apiErr <- a.srv.Run(ctx, a.listen) }()
+	a.log.Info().Str("event", "started").Str("api", a.listen).Msg("dsrlb running")
+
+	a.announce()
+	for {
+		select {
+		case <-ctx.Done():
+			a.shutdown()
+			return nil
+		case err := <-apiErr:
+			if err != nil {
+				return fmt.Errorf("api: %w", err)
+			}
+		case <-a.published:
+			a.announce()
+		}
+	}
+}
+
+// announce decides, from the latest snapshot, which VIPs to announce, shows
+// it in the API and hands it to the speaker (which diffs).
+func (a *Appliance) announce() {
+	snap := a.store.Snapshots().Load()
+	if snap.Generation == a.lastGen {
+		return
+	}
+	a.lastGen = snap.Generation
+	st := control.Announcements(snap, a.store.Typed())
+	a.board.Set(st)
+	if a.speaker == nil {
+		return
+	}
+	var pfx []netip.Prefix
+	for _, s := range st {
+		if s.Announce {
+			pfx = append(pfx, netip.PrefixFrom(s.VIP, 32))
+		}
+	}
+	if err := a.speaker.Set(pfx); err != nil {
+		a.log.Error().Err(err).Str("event", "bgp_set_failed").Msg("could not update announcements")
+	}
+}
+
+// shutdown withdraws every VIP and waits the drain time so routers move
+// traffic away; Close then stops forwarding.
+func (a *Appliance) shutdown() {
+	if a.speaker != nil {
+		drain := a.store.Typed().BGPDrain
+		a.log.Info().Str("event", "withdraw_all").Dur("drain", drain).Msg("withdrawing VIPs before stopping")
+		if err := a.speaker.WithdrawAll(); err != nil {
+			a.log.Error().Err(err).Str("event", "bgp_withdraw_failed").Msg("withdraw failed")
+		}
+		time.Sleep(drain)
+	}
+	a.log.Info().Str("event", "stopping").Msg("stopping forwarding")
+}
+
+// Close stops forwarding and releases the kernel side: the BGP speaker,
+// the health monitors, the data plane, the VIP addresses, the taps and the
+// neighbour mirror, in that order. Call it once, after Run returned.
+func (a *Appliance) Close() {
+	if a.speaker != nil {
+		a.speaker.Close()
+	}
+	if a.monitors != nil {
+		a.monitors.Close()
+	}
+	if a.dp != nil {
+		a.dp.Stop()
+	}
+	if a.vips != nil {
+		a.vips.Close()
+	}
+	if a.taps != nil {
+		a.taps.Close()
+	}
+	if a.neigh != nil {
+		a.neigh.Close()
+	}
+}

@@ -1,0 +1,38 @@
+package appliance
+
+import (
+	v1 "github.com/dsrlb/dsrlb/api/v1"
+	"github.com/dsrlb/dsrlb/bgp"
+	"github.com/dsrlb/dsrlb/control"
+)
+
+// bgpConfig maps the validated config onto the speaker's own config:
+// control.Validate checked every field it maps, so bgp.New accepts it.
+func bgpConfig(t *control.Typed) bgp.Config {
+	b := t.BGP
+	c := bgp.Config{ASN: b.ASN, RouterID: b.RouterID, Role: bgp.RoleActive, StandbyBy: bgp.StandbyMED,
+		ListenPort: int(b.ListenPort), NextHop: t.Ports[0].Addr}
+	if b.Role == control.BGPStandby {
+		c.Role = bgp.RoleStandby
+	}
+	if b.StandbyBy == control.StandbyPrepend {
+		c.StandbyBy = bgp.StandbyPrepend
+	}
+	for _, p := range b.Peers {
+		c.Peers = append(c.Peers, bgp.Peer{Address: p.Address, ASN: p.ASN, HoldTime: p.HoldTime,
+			Password: p.Password, Port: int(p.Port)})
+	}
+	return c
+}
+
+// bgpPeers shows the speaker's sessions in the API.
+type bgpPeers struct{ s *bgp.Speaker }
+
+func (b bgpPeers) BGPPeers() []v1.BGPSession {
+	var out []v1.BGPSession
+	for _, p := range b.s.Peers() {
+		out = append(out, v1.BGPSession{Address: p.Address.String(), ASN: p.ASN, State: p.State,
+			UptimeSeconds: p.Uptime.Seconds(), PrefixesSent: p.PrefixesSent})
+	}
+	return out
+}
