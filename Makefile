@@ -53,12 +53,18 @@ vet: deps
 
 # test runs every package verbosely into $(TESTLOG) and prints package
 # results, failures and the TIMING/RESULT lines the end-to-end tests measure
-# (BGP withdrawal and recovery times, traffic splits).
+# (BGP withdrawal and recovery times, traffic splits). Then it runs the
+# packages whose goroutines share memory (the worker and its readers, the
+# store and its publishers) again under the race detector, appending to the
+# same log; a race fails the test that met it.
 TESTLOG ?= /tmp/dsrlb-test.log
+RACEPKGS := ./pipeline/... ./control/...
+TESTFILTER := grep --line-buffered -E '^(ok|FAIL|---|panic:)|^\s+--- FAIL|_test\.go:[0-9]+: (TIMING|RESULT)'
 test: build vet docker-deps
-	@set -o pipefail; $(GO) test -v $(GOTEST_FLAGS) ./... 2>&1 | tee $(TESTLOG) | \
-		grep --line-buffered -E '^(ok|FAIL|---|panic:)|^\s+--- FAIL|_test\.go:[0-9]+: (TIMING|RESULT)'; \
-	rc=$$?; echo "full test log: $(TESTLOG)"; exit $$rc
+	@set -o pipefail; $(GO) test -v $(GOTEST_FLAGS) ./... 2>&1 | tee $(TESTLOG) | $(TESTFILTER); \
+	rc=$$?; echo "race: go test -race $(RACEPKGS)"; \
+	$(GO) test -race -v $(GOTEST_FLAGS) $(RACEPKGS) 2>&1 | tee -a $(TESTLOG) | $(TESTFILTER) || rc=1; \
+	echo "full test log: $(TESTLOG)"; exit $$rc
 
 demo: build
 	bash testbed/demo.sh

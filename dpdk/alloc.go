@@ -9,12 +9,12 @@ import (
 	"fmt"
 	"unsafe"
 
-	"github.com/dsrlb/dsrlb/pipeline"
+	"github.com/dsrlb/dsrlb/pipeline/packet"
 )
 
 // Allocator takes empty mbufs from a pool in bursts for one lcore at a
-// time: it owns a C array of pipeline.BurstSize mbuf pointers, so that
-// only integers cross into C. It implements pipeline.Allocator (the worker
+// time: it owns a C array of packet.BurstSize mbuf pointers, so that
+// only integers cross into C. It implements packet.Allocator (the worker
 // cuts super-frames into its buffers). Distinct allocators over the same
 // pool may be used concurrently.
 type Allocator struct {
@@ -23,7 +23,7 @@ type Allocator struct {
 	room int
 }
 
-var _ pipeline.Allocator = (*Allocator)(nil)
+var _ packet.Allocator = (*Allocator)(nil)
 
 // NewAllocator returns an allocator over p. Close it before p is freed.
 // Control path.
@@ -34,7 +34,7 @@ func (p *Mempool) NewAllocator() (*Allocator, error) {
 	a := &Allocator{pool: uintptr(unsafe.Pointer(p.mp))}
 	var arr uintptr
 	if err := onMain(func() {
-		arr = uintptr(C.dsrlb_ptr_array(pipeline.BurstSize))
+		arr = uintptr(C.dsrlb_ptr_array(packet.BurstSize))
 		a.room = int(C.dsrlb_pool_data_room(C.uintptr_t(a.pool))) - Headroom
 	}); err != nil {
 		return nil, err
@@ -46,13 +46,13 @@ func (p *Mempool) NewAllocator() (*Allocator, error) {
 	return a, nil
 }
 
-// Alloc fills pkts[:n], n = min(len(pkts), pipeline.BurstSize), with
+// Alloc fills pkts[:n], n = min(len(pkts), packet.BurstSize), with
 // fresh single-segment mbufs (Off = Headroom, Len 0, Buf the data room)
 // and returns n, or 0 when the pool has fewer than n free
 // (rte_pktmbuf_alloc_bulk takes all or none). Cost: one cgo call, then a
 // few loads per packet; no allocation.
-func (a *Allocator) Alloc(pkts []pipeline.Packet) int {
-	n := min(len(pkts), pipeline.BurstSize)
+func (a *Allocator) Alloc(pkts []packet.Packet) int {
+	n := min(len(pkts), packet.BurstSize)
 	if n == 0 || C.dsrlb_mbuf_alloc_bulk(C.uintptr_t(a.pool), C.uintptr_t(uintptr(unsafe.Pointer(a.arr))), C.uint(n)) != 0 {
 		return 0
 	}

@@ -10,7 +10,7 @@
 // channel round trip plus one or a few cgo calls and are not meant to be
 // called per packet.
 //
-// The fast path is the Port type, which implements pipeline.Port. Each of
+// The fast path is the Port type, which implements packet.Port. Each of
 // RxBurst, TxBurst and Free makes exactly one cgo call whatever the burst
 // size, passes only integers to C (so cgo's pointer checks cost nothing),
 // reads and writes mbuf fields from Go through offsets computed by the C
@@ -18,7 +18,7 @@
 //
 // # Memory rules
 //
-// A pipeline.Packet returned by RxBurst or AllocMbuf points into an mbuf, which
+// A packet.Packet returned by RxBurst or AllocMbuf points into an mbuf, which
 // is C memory owned by a mempool. Its Buf MUST NOT be used after the packet
 // was handed to TxBurst (and taken) or Free: the mbuf goes back to the pool
 // and is reused by the next burst. Frames are single-segment as long as the

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dsrlb/dsrlb/pipeline"
+	"github.com/dsrlb/dsrlb/pipeline/packet"
 )
 
 // The EAL initialises once per process, so TestMain brings it up with the
@@ -170,10 +170,10 @@ func readPcap(path string) ([][]byte, error) {
 }
 
 // rxN receives until want packets arrived or a second passed.
-func rxN(t *testing.T, p *Port, want int) []pipeline.Packet {
+func rxN(t *testing.T, p *Port, want int) []packet.Packet {
 	t.Helper()
-	var got []pipeline.Packet
-	buf := make([]pipeline.Packet, pipeline.BurstSize)
+	var got []packet.Packet
+	buf := make([]packet.Packet, packet.BurstSize)
 	for deadline := time.Now().Add(time.Second); len(got) < want && time.Now().Before(deadline); {
 		n := p.RxBurst(0, buf[:min(len(buf), want-len(got))])
 		got = append(got, buf[:n]...)
@@ -271,10 +271,10 @@ func TestPortControl(t *testing.T) {
 
 func TestNullRxTx(t *testing.T) {
 	before, _ := sink.Stats()
-	pkts := make([]pipeline.Packet, pipeline.BurstSize+8)
+	pkts := make([]packet.Packet, packet.BurstSize+8)
 	n := null0.RxBurst(0, pkts)
-	if n != pipeline.BurstSize {
-		t.Fatalf("RxBurst: got %d packets, want %d (one full burst)", n, pipeline.BurstSize)
+	if n != packet.BurstSize {
+		t.Fatalf("RxBurst: got %d packets, want %d (one full burst)", n, packet.BurstSize)
 	}
 	for i, p := range pkts[:n] {
 		if p.Off != Headroom || p.Len != 64 || len(p.Buf) != DefaultDataRoom || p.Handle == 0 {
@@ -309,7 +309,7 @@ func TestRingLoopback(t *testing.T) {
 	if pk.Off != Headroom || !bytes.Equal(pk.Data(), frame) {
 		t.Fatalf("AllocMbuf: Off %d data %x; want %d, %x", pk.Off, pk.Data(), Headroom, frame)
 	}
-	if n := ring0.TxBurst(0, []pipeline.Packet{pk}); n != 1 {
+	if n := ring0.TxBurst(0, []packet.Packet{pk}); n != 1 {
 		t.Fatalf("TxBurst: took %d, want 1", n)
 	}
 	got := rxN(t, ring0, 1)[0]
@@ -323,7 +323,7 @@ func TestRingLoopback(t *testing.T) {
 	got.Off -= len(env)
 	got.Len += len(env)
 	copy(got.Buf[got.Off:], env)
-	if n := ring0.TxBurst(0, []pipeline.Packet{got}); n != 1 {
+	if n := ring0.TxBurst(0, []packet.Packet{got}); n != 1 {
 		t.Fatalf("TxBurst: took %d, want 1", n)
 	}
 	back := rxN(t, ring0, 1)[0]
@@ -334,11 +334,11 @@ func TestRingLoopback(t *testing.T) {
 	if PktLen(back.Handle) != uint32(len(want)) || NbSegs(back.Handle) != 1 {
 		t.Errorf("prepended: pkt_len %d segs %d; want %d, 1", PktLen(back.Handle), NbSegs(back.Handle), len(want))
 	}
-	ring0.Free([]pipeline.Packet{back})
+	ring0.Free([]packet.Packet{back})
 
 	// A burst larger than BurstSize moves BurstSize packets.
-	var many []pipeline.Packet
-	for i := range pipeline.BurstSize + 5 {
+	var many []packet.Packet
+	for i := range packet.BurstSize + 5 {
 		p, err := AllocMbuf(pool, udpFrame(i))
 		if err != nil {
 			t.Fatal(err)
@@ -346,8 +346,8 @@ func TestRingLoopback(t *testing.T) {
 		many = append(many, p)
 	}
 	n := ring0.TxBurst(0, many)
-	if n != pipeline.BurstSize {
-		t.Errorf("TxBurst of %d: took %d, want %d", len(many), n, pipeline.BurstSize)
+	if n != packet.BurstSize {
+		t.Errorf("TxBurst of %d: took %d, want %d", len(many), n, packet.BurstSize)
 	}
 	ring0.Free(many[n:])
 	recv := rxN(t, ring0, n)
@@ -369,7 +369,7 @@ func TestAllocMbufTooBig(t *testing.T) {
 
 func TestFreeChain(t *testing.T) {
 	// More than the C side's 64-mbuf batch, with holes (zero handles).
-	pkts := make([]pipeline.Packet, 150)
+	pkts := make([]packet.Packet, 150)
 	for i := range pkts {
 		if i%7 == 3 {
 			continue
@@ -476,7 +476,7 @@ func TestRSSAndReattach(t *testing.T) {
 		if err := p.Start(); err != nil {
 			t.Fatal(err)
 		}
-		pkts := make([]pipeline.Packet, pipeline.BurstSize)
+		pkts := make([]packet.Packet, packet.BurstSize)
 		for q := range uint16(2) {
 			n := p.RxBurst(q, pkts)
 			if n == 0 || pkts[0].Len != 100 {
@@ -495,7 +495,7 @@ func TestRSSAndReattach(t *testing.T) {
 // forward moves bursts from null0 to sink until stop is set and counts them.
 func forward(stop *atomic.Bool, count *atomic.Uint64, lcore *atomic.Uint64) {
 	lcore.Store(uint64(CurrentLcore()))
-	pkts := make([]pipeline.Packet, pipeline.BurstSize)
+	pkts := make([]packet.Packet, packet.BurstSize)
 	var total uint64
 	for !stop.Load() {
 		n := null0.RxBurst(0, pkts)
@@ -548,8 +548,8 @@ func TestLaunch(t *testing.T) {
 }
 
 func TestZeroAllocs(t *testing.T) {
-	pkts := make([]pipeline.Packet, pipeline.BurstSize)
-	one := make([]pipeline.Packet, 1)
+	pkts := make([]packet.Packet, packet.BurstSize)
+	one := make([]packet.Packet, 1)
 	for _, tc := range []struct {
 		name string
 		fn   func()
@@ -581,7 +581,7 @@ func TestZeroAllocs(t *testing.T) {
 }
 
 func BenchmarkNullRxTx(b *testing.B) {
-	pkts := make([]pipeline.Packet, pipeline.BurstSize)
+	pkts := make([]packet.Packet, packet.BurstSize)
 	b.ReportAllocs()
 	var total int
 	for b.Loop() {
@@ -602,11 +602,11 @@ func TestAllocator(t *testing.T) {
 	if a.FrameRoom() != DefaultDataRoom-Headroom {
 		t.Errorf("FrameRoom %d, want %d", a.FrameRoom(), DefaultDataRoom-Headroom)
 	}
-	pkts := make([]pipeline.Packet, 40)
-	if n := a.Alloc(pkts); n != pipeline.BurstSize {
-		t.Fatalf("Alloc(40) = %d, want a burst of %d", n, pipeline.BurstSize)
+	pkts := make([]packet.Packet, 40)
+	if n := a.Alloc(pkts); n != packet.BurstSize {
+		t.Fatalf("Alloc(40) = %d, want a burst of %d", n, packet.BurstSize)
 	}
-	for i, p := range pkts[:pipeline.BurstSize] {
+	for i, p := range pkts[:packet.BurstSize] {
 		if p.Handle == 0 || p.Off != Headroom || p.Len != 0 || len(p.Buf) != DefaultDataRoom || NbSegs(p.Handle) != 1 {
 			t.Errorf("packet %d: handle %#x off %d len %d buf %d segs %d", i, p.Handle, p.Off, p.Len, len(p.Buf), NbSegs(p.Handle))
 		}
@@ -617,7 +617,7 @@ func TestAllocator(t *testing.T) {
 	if n := sink.TxBurst(0, pkts[:1]); n != 1 {
 		t.Errorf("TxBurst of an allocated packet took %d", n)
 	}
-	FreePackets(pkts[1:pipeline.BurstSize])
+	FreePackets(pkts[1:packet.BurstSize])
 	if got := testing.AllocsPerRun(100, func() {
 		n := a.Alloc(pkts)
 		FreePackets(pkts[:n])

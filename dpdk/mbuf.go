@@ -8,7 +8,7 @@ import "C"
 import (
 	"unsafe"
 
-	"github.com/dsrlb/dsrlb/pipeline"
+	"github.com/dsrlb/dsrlb/pipeline/packet"
 )
 
 // Byte offsets of struct rte_mbuf fields, computed by the C compiler against
@@ -57,7 +57,7 @@ func field32(m unsafe.Pointer, off uintptr) *uint32 { return (*uint32)(unsafe.Ad
 
 // fillPacket points p at mbuf m: its whole data room, data offset and first
 // segment length.
-func fillPacket(p *pipeline.Packet, m unsafe.Pointer) {
+func fillPacket(p *packet.Packet, m unsafe.Pointer) {
 	buf := *(*unsafe.Pointer)(unsafe.Add(m, offBufAddr))
 	p.Buf = unsafe.Slice((*byte)(buf), *field16(m, offBufLen))
 	p.Off = int(*field16(m, offDataOff))

@@ -10,7 +10,7 @@ import (
 	"fmt"
 	"unsafe"
 
-	"github.com/dsrlb/dsrlb/pipeline"
+	"github.com/dsrlb/dsrlb/pipeline/packet"
 )
 
 // Mempool is a pool of packet mbufs (struct rte_mempool).
@@ -70,8 +70,8 @@ func (p *Mempool) Free() {
 // AllocMbuf takes an mbuf from pool and copies data into it after Headroom,
 // returning it as a Packet the caller owns (hand it to TxBurst or Free). It
 // is meant for tests and the slow path: one cgo call plus a copy.
-func AllocMbuf(pool *Mempool, data []byte) (pipeline.Packet, error) {
-	var pk pipeline.Packet
+func AllocMbuf(pool *Mempool, data []byte) (packet.Packet, error) {
+	var pk packet.Packet
 	if pool == nil || pool.mp == nil {
 		return pk, errors.New("dpdk: AllocMbuf: nil pool")
 	}
@@ -83,7 +83,7 @@ func AllocMbuf(pool *Mempool, data []byte) (pipeline.Packet, error) {
 	fillPacket(&pk, m)
 	if pk.Off+len(data) > len(pk.Buf) {
 		FreeHandle(h)
-		return pipeline.Packet{}, fmt.Errorf("dpdk: AllocMbuf: %d bytes do not fit in %d after headroom %d",
+		return packet.Packet{}, fmt.Errorf("dpdk: AllocMbuf: %d bytes do not fit in %d after headroom %d",
 			len(data), len(pk.Buf)-pk.Off, pk.Off)
 	}
 	pk.Len = copy(pk.Buf[pk.Off:], data)

@@ -9,7 +9,7 @@ import (
 	"fmt"
 	"unsafe"
 
-	"github.com/dsrlb/dsrlb/pipeline"
+	"github.com/dsrlb/dsrlb/pipeline/packet"
 )
 
 // Default descriptor counts per queue, used when PortConfig leaves them 0.
@@ -33,13 +33,13 @@ type PortConfig struct {
 	RSSHash uint64
 }
 
-// burstArray is a C array of pipeline.BurstSize mbuf pointers. They are
+// burstArray is a C array of packet.BurstSize mbuf pointers. They are
 // handled as integers in Go: C memory needs no write barriers.
-type burstArray = [pipeline.BurstSize]uintptr
+type burstArray = [packet.BurstSize]uintptr
 
 // Port is a configured ethdev port: its id and one C array of
-// pipeline.BurstSize mbuf pointers per rx and per tx queue. It implements
-// pipeline.Port.
+// packet.BurstSize mbuf pointers per rx and per tx queue. It implements
+// packet.Port.
 //
 // A queue MUST be used by one goroutine (lcore) at a time; different queues
 // may be used concurrently. Free is safe to call concurrently on distinct
@@ -52,7 +52,7 @@ type Port struct {
 	txDesc  uint16
 }
 
-var _ pipeline.Port = (*Port)(nil)
+var _ packet.Port = (*Port)(nil)
 
 // Configure configures port id with nbRx receive and nbTx transmit queues
 // (rte_eth_dev_configure), sets every queue up (rx from cfg.Pool) and
@@ -97,7 +97,7 @@ func Configure(id PortID, nbRx, nbTx uint16, cfg PortConfig) (*Port, error) {
 		p.tx = make([]*burstArray, nbTx)
 		for _, qs := range [][]*burstArray{p.rx, p.tx} {
 			for q := range qs {
-				a := uintptr(C.dsrlb_burst_array(C.uint16_t(id), pipeline.BurstSize))
+				a := uintptr(C.dsrlb_burst_array(C.uint16_t(id), packet.BurstSize))
 				if a == 0 {
 					rc = -C.ENOMEM
 					return
@@ -151,15 +151,15 @@ func (p *Port) freeArrays() {
 	p.rx, p.tx = nil, nil
 }
 
-// RxBurst receives up to min(len(pkts), pipeline.BurstSize) packets from
+// RxBurst receives up to min(len(pkts), packet.BurstSize) packets from
 // rx queue q (rte_eth_rx_burst) into pkts and returns how many. Each Packet
 // covers the mbuf's whole data room (Buf), with the frame at Off (normally
 // Headroom) for Len bytes of the first segment. Cost: one cgo call, then a
 // few loads per packet; no allocation. It panics if q is not a configured
 // rx queue.
-func (p *Port) RxBurst(q uint16, pkts []pipeline.Packet) int {
+func (p *Port) RxBurst(q uint16, pkts []packet.Packet) int {
 	arr := p.rx[q]
-	n := min(len(pkts), pipeline.BurstSize)
+	n := min(len(pkts), packet.BurstSize)
 	got := int(C.dsrlb_rx_burst(C.uint16_t(p.PortID), C.uint16_t(q),
 		C.uintptr_t(uintptr(unsafe.Pointer(arr))), C.uint16_t(n)))
 	for i := range got {
@@ -168,7 +168,7 @@ func (p *Port) RxBurst(q uint16, pkts []pipeline.Packet) int {
 	return got
 }
 
-// TxBurst queues up to min(len(pkts), pipeline.BurstSize) packets on tx
+// TxBurst queues up to min(len(pkts), packet.BurstSize) packets on tx
 // queue q (rte_eth_tx_burst) and returns how many the driver took; those now
 // belong to the driver. The caller keeps pkts[n:] and must send them again
 // or Free them.
@@ -178,9 +178,9 @@ func (p *Port) RxBurst(q uint16, pkts []pipeline.Packet) int {
 // data_len did (so a chain keeps its tail). Buf is not consulted. Cost: one
 // cgo call plus a few stores per packet; no allocation. It panics if q is
 // not a configured tx queue or a packet's Off/Len fall outside its buffer.
-func (p *Port) TxBurst(q uint16, pkts []pipeline.Packet) int {
+func (p *Port) TxBurst(q uint16, pkts []packet.Packet) int {
 	arr := p.tx[q]
-	n := min(len(pkts), pipeline.BurstSize)
+	n := min(len(pkts), packet.BurstSize)
 	for i := range n {
 		pk := &pkts[i]
 		m := mbufPtr(pk.Handle)
@@ -198,7 +198,7 @@ func (p *Port) TxBurst(q uint16, pkts []pipeline.Packet) int {
 		C.uintptr_t(uintptr(unsafe.Pointer(arr))), C.uint16_t(n)))
 }
 
-func txBoundsError(pk *pipeline.Packet) error {
+func txBoundsError(pk *packet.Packet) error {
 	return fmt.Errorf("dpdk: TxBurst: packet Off %d Len %d outside its %d-byte buffer",
 		pk.Off, pk.Len, *field16(mbufPtr(pk.Handle), offBufLen))
 }
@@ -208,10 +208,10 @@ func txBoundsError(pk *pipeline.Packet) error {
 // handles are chained through an mbuf dynamic field from Go, so any number
 // of packets costs one cgo call and no allocation; it is safe for
 // concurrent use on distinct packets.
-func (p *Port) Free(pkts []pipeline.Packet) { FreePackets(pkts) }
+func (p *Port) Free(pkts []packet.Packet) { FreePackets(pkts) }
 
 // FreePackets is Port.Free for packets of any port or of AllocMbuf.
-func FreePackets(pkts []pipeline.Packet) {
+func FreePackets(pkts []packet.Packet) {
 	off := eal.freeLinkOff
 	var head, prev uintptr
 	n := 0

@@ -9,6 +9,7 @@ import (
 	"unsafe"
 
 	. "github.com/dsrlb/dsrlb/pipeline"
+	"github.com/dsrlb/dsrlb/pipeline/packet"
 	"github.com/dsrlb/dsrlb/pipeline/testpkt"
 )
 
@@ -102,7 +103,7 @@ func BenchmarkProcessMix(b *testing.B) {
 type benchPort struct {
 	frames [][]byte
 	next   int
-	bufs   [2 * BurstSize][]byte
+	bufs   [2 * packet.BurstSize][]byte
 	half   int
 	sent   uint64
 }
@@ -115,27 +116,27 @@ func newBenchPort(frames [][]byte) *benchPort {
 	return bp
 }
 
-func (bp *benchPort) RxBurst(q uint16, pkts []Packet) int {
-	n := min(len(pkts), BurstSize)
+func (bp *benchPort) RxBurst(q uint16, pkts []packet.Packet) int {
+	n := min(len(pkts), packet.BurstSize)
 	for i := 0; i < n; i++ {
 		fr := bp.frames[bp.next]
 		bp.next++
 		if bp.next == len(bp.frames) {
 			bp.next = 0
 		}
-		buf := bp.bufs[bp.half*BurstSize+i]
+		buf := bp.bufs[bp.half*packet.BurstSize+i]
 		copy(buf[headroom:], fr)
-		pkts[i] = Packet{Buf: buf, Off: headroom, Len: len(fr), Handle: uintptr(i + 1)}
+		pkts[i] = packet.Packet{Buf: buf, Off: headroom, Len: len(fr), Handle: uintptr(i + 1)}
 	}
 	bp.half ^= 1
 	return n
 }
 
-func (bp *benchPort) TxBurst(q uint16, pkts []Packet) int {
+func (bp *benchPort) TxBurst(q uint16, pkts []packet.Packet) int {
 	bp.sent += uint64(len(pkts))
 	return len(pkts)
 }
-func (bp *benchPort) Free(pkts []Packet) {}
+func (bp *benchPort) Free(pkts []packet.Packet) {}
 
 // BenchmarkWorkerPoll is the whole burst loop (Worker.Poll: rx, Prefetch,
 // Process, tx) without DPDK, over the 64k-flow mix; ns/pkt is the number
@@ -149,7 +150,7 @@ func BenchmarkWorkerPoll(b *testing.B) {
 			snap.Store(s)
 			bp := newBenchPort(mixFrames(flows))
 			w := NewWorker([]WorkerPort{{NIC: bp}}, &snap, DefaultFlowCapacity, DefaultFlowTimeouts, 0)
-			for i := 0; i < flows/BurstSize+1; i++ {
+			for i := 0; i < flows/packet.BurstSize+1; i++ {
 				w.Poll()
 			}
 			b.ReportAllocs()
@@ -158,14 +159,14 @@ func BenchmarkWorkerPoll(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				w.Poll()
 			}
-			done(b.N*BurstSize, "pkt")
+			done(b.N*packet.BurstSize, "pkt")
 			b.StopTimer()
 			c := w.Counters()
 			if c.TxPackets != c.RxPackets {
 				b.Fatalf("rx %d tx %d: %v", c.RxPackets, c.TxPackets, c.Drops)
 			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*BurstSize), "ns/pkt")
-			b.ReportMetric(float64(b.N*BurstSize)/b.Elapsed().Seconds()/1e6, "Mpps")
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*packet.BurstSize), "ns/pkt")
+			b.ReportMetric(float64(b.N*packet.BurstSize)/b.Elapsed().Seconds()/1e6, "Mpps")
 		})
 	}
 }
@@ -186,7 +187,7 @@ func BenchmarkWorkerPollMode(b *testing.B) {
 			var snap atomic.Pointer[Snapshot]
 			snap.Store(testSnapshot(b))
 			w := NewWorker([]WorkerPort{{NIC: newBenchPort(frames)}}, &snap, DefaultFlowCapacity, DefaultFlowTimeouts, 0)
-			for i := 0; i < len(frames)/BurstSize+1; i++ {
+			for i := 0; i < len(frames)/packet.BurstSize+1; i++ {
 				w.Poll()
 			}
 			b.ReportAllocs()
@@ -195,7 +196,7 @@ func BenchmarkWorkerPollMode(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				w.Poll()
 			}
-			done(b.N*BurstSize, "pkt")
+			done(b.N*packet.BurstSize, "pkt")
 		})
 	}
 }

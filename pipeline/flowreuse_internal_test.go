@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/dsrlb/dsrlb/pipeline/packet"
 	"github.com/dsrlb/dsrlb/pipeline/testpkt"
 )
 
@@ -45,7 +46,7 @@ func TestReusedTupleIsNewFlow(t *testing.T) {
 			Dst: vip, Proto: ProtoTCP, SrcPort: uint16(20000 + i), DstPort: 80, TCPFlags: flags}.Build()
 		buf := make([]byte, 128+len(frame)+64)
 		copy(buf[128:], frame)
-		pkts := []Packet{{Buf: buf, Off: 128, Len: len(frame)}}
+		pkts := []packet.Packet{{Buf: buf, Off: 128, Len: len(frame)}}
 		if _, ok := f.fastPathOne(s, &pkts[0]); ok {
 			return netip.AddrFrom4(IPv4(pkts[0].Data()[EthernetMinSize:]).Dst()).String(), true
 		}

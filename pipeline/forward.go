@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"math/bits"
 	"unsafe"
+
+	"github.com/dsrlb/dsrlb/pipeline/packet"
 )
 
 // Forwarder is the per-packet function with the state it needs: one
@@ -27,7 +29,7 @@ type Forwarder struct {
 	// alloc, when set (Worker.SetAllocator), supplies the buffers TCP
 	// super-frames are cut into; without it they are dropped. seg
 	// describes the super-frame process last left to the worker.
-	alloc Allocator
+	alloc packet.Allocator
 	seg   superframe
 }
 
@@ -53,7 +55,7 @@ func (f *Forwarder) Use(s *Snapshot) {
 // p.Off and p.Len may change (headers prepended, padding trimmed). A TCP
 // super-frame, which only a Worker's loop cuts into segments, is dropped
 // here as gso_superframe.
-func (f *Forwarder) Process(s *Snapshot, p *Packet, rxPort int) (Verdict, int) {
+func (f *Forwarder) Process(s *Snapshot, p *packet.Packet, rxPort int) (Verdict, int) {
 	v, out := f.processHinted(s, p, rxPort, 0, false)
 	if v == verdictSegment {
 		v, out, _ = f.dropSuperframe(rxPort)
@@ -64,7 +66,7 @@ func (f *Forwarder) Process(s *Snapshot, p *Packet, rxPort int) (Verdict, int) {
 
 // processHinted is Process given, when hinted, the slot hash classify
 // computed for p (see classify for when it is valid).
-func (f *Forwarder) processHinted(s *Snapshot, p *Packet, rxPort int, hash uint32, hinted bool) (Verdict, int) {
+func (f *Forwarder) processHinted(s *Snapshot, p *packet.Packet, rxPort int, hash uint32, hinted bool) (Verdict, int) {
 	f.C.RxPackets++
 	f.C.RxBytes += uint64(p.Len)
 	v, out, r := f.process(s, p, rxPort, hash, hinted)
@@ -100,14 +102,14 @@ const (
 // miss, and asking for all of them a poll before the lookups lets the
 // misses overlap instead of queueing one per packet. It reads only the
 // packets and changes nothing; nothing it records depends on the snapshot.
-func (f *Forwarder) classify(pkts []Packet, fp *[BurstSize]fastPkt) uint32 {
+func (f *Forwarder) classify(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt) uint32 {
 	var mask, acc uint32
-	var addrs [2 * BurstSize]uintptr
+	var addrs [2 * packet.BurstSize]uintptr
 	na := 0
 	ft := f.Flows
 	buckets, bmask, seed := ft.buckets, ft.mask, f.Seed
-	if len(pkts) > BurstSize {
-		pkts = pkts[:BurstSize]
+	if len(pkts) > packet.BurstSize {
+		pkts = pkts[:packet.BurstSize]
 	}
 	// A bucket is two cache lines, ways 0-1 and 2-3. While the table
 	// holds fewer flows than buckets, entries sit almost always in the
@@ -130,7 +132,7 @@ func (f *Forwarder) classify(pkts []Packet, fp *[BurstSize]fastPkt) uint32 {
 		if binary.LittleEndian.Uint32(h[12:])&0xffffff != 0x450008 || (proto != ProtoTCP && proto != ProtoUDP) {
 			continue // not IPv4 (or tagged), IPv4 options, not TCP or UDP
 		}
-		q := &fp[i&(BurstSize-1)]
+		q := &fp[i&(packet.BurstSize-1)]
 		q.addrs = flowAddrs(binary.BigEndian.Uint32(h[ip+ipv4Src:]), binary.BigEndian.Uint32(h[ip+ipv4Dst:]))
 		q.tag = flowTag(binary.BigEndian.Uint32(h[ip+IPv4MinSize:]), proto)
 		hash := slotHash(q.addrs, q.tag, seed)
@@ -138,8 +140,8 @@ func (f *Forwarder) classify(pkts []Packet, fp *[BurstSize]fastPkt) uint32 {
 		mask |= 1 << uint(i)
 		if asmPrefetch {
 			b := &buckets[hash&bmask]
-			addrs[na&(2*BurstSize-1)] = uintptr(unsafe.Pointer(&b[0]))
-			addrs[(na+1)&(2*BurstSize-1)] = uintptr(unsafe.Pointer(&b[flowWays-1]))
+			addrs[na&(2*packet.BurstSize-1)] = uintptr(unsafe.Pointer(&b[0]))
+			addrs[(na+1)&(2*packet.BurstSize-1)] = uintptr(unsafe.Pointer(&b[flowWays-1]))
 			na += step
 		} else {
 			acc += ft.load(hash)
@@ -181,7 +183,7 @@ func headerSumOK(ip []byte) bool {
 	return s != 0 && s%0xffff == 0
 }
 
-func (f *Forwarder) process(s *Snapshot, p *Packet, rxPort int, hash uint32, hinted bool) (Verdict, int, DropReason) {
+func (f *Forwarder) process(s *Snapshot, p *packet.Packet, rxPort int, hash uint32, hinted bool) (Verdict, int, DropReason) {
 	if p.Off < 0 || p.Len < 0 || p.Off+p.Len > len(p.Buf) {
 		return VerdictDrop, 0, DropTruncated
 	}
@@ -349,7 +351,7 @@ func (f *Forwarder) notForUs(dst uint32) (Verdict, int, DropReason) {
 
 // toService picks the backend for key and rewrites p for it. h is key's
 // flow table slot hash (slotHash) when hinted.
-func (f *Forwarder) toService(s *Snapshot, svc *Service, p *Packet, l3 int, ip IPv4,
+func (f *Forwarder) toService(s *Snapshot, svc *Service, p *packet.Packet, l3 int, ip IPv4,
 	key *FlowKey, tcpFlags uint8, icmpErr bool, rxPort int, h uint32, hinted bool) (Verdict, int, DropReason) {
 	if svc.Mode != ModeL2 && ip.TTL() <= 1 {
 		return VerdictDrop, 0, DropTTL
@@ -437,7 +439,7 @@ func (f *Forwarder) toService(s *Snapshot, svc *Service, p *Packet, l3 int, ip I
 // counts the packet for its service and backend. In L2 mode start is p.Off
 // and only the two MACs are written: the EtherType and an 802.1Q tag (TPID,
 // PCP, DEI, VID) stay as received, so the packet stays on its VLAN.
-func (f *Forwarder) rewrite(svc *Service, b *Backend, p *Packet, start, l3 int, ip IPv4) {
+func (f *Forwarder) rewrite(svc *Service, b *Backend, p *packet.Packet, start, l3 int, ip IPv4) {
 	tot := len(ip)
 	end := p.Off + l3 + tot // Ethernet padding dropped
 	// The headers are written through array pointers: constant offsets,
@@ -505,15 +507,15 @@ func fillOuter(o *[IPv4MinSize]byte, sum uint32, tos uint8, df uint16, n int, id
 //
 // Everything is in one loop, without calls: this is the per-packet cost
 // of the appliance.
-func (f *Forwarder) fastPath(s *Snapshot, pkts []Packet, fp *[BurstSize]fastPkt, hinted uint32, out *[BurstSize]uint16, from int) (taken uint32, next int) {
+func (f *Forwarder) fastPath(s *Snapshot, pkts []packet.Packet, fp *[packet.BurstSize]fastPkt, hinted uint32, out *[packet.BurstSize]uint16, from int) (taken uint32, next int) {
 	ft := f.Flows
 	buckets, bmask, now := ft.buckets, ft.mask, f.Now
 	svcs, byID := s.Services, s.svcByID
 	sc, bc := f.C.Services, f.C.Backends
 	var rxBytes uint64
 	var ipID uint16
-	if len(pkts) > BurstSize {
-		pkts = pkts[:BurstSize]
+	if len(pkts) > packet.BurstSize {
+		pkts = pkts[:packet.BurstSize]
 	}
 	next = len(pkts)
 	for i := from; i < len(pkts); i++ {
@@ -521,7 +523,7 @@ func (f *Forwarder) fastPath(s *Snapshot, pkts []Packet, fp *[BurstSize]fastPkt,
 		if hinted&(1<<uint(i)) == 0 {
 			break
 		}
-		q := &fp[i&(BurstSize-1)]
+		q := &fp[i&(packet.BurstSize-1)]
 		p := &pkts[i]
 		off, n := p.Off, p.Len
 		if off < 0 || n < fastFrame || off+n > len(p.Buf) {
@@ -621,7 +623,7 @@ func (f *Forwarder) fastPath(s *Snapshot, pkts []Packet, fp *[BurstSize]fastPkt,
 		d.Packets++
 		d.Bytes += uint64(tot)
 		taken |= 1 << uint(i)
-		out[i&(BurstSize-1)] = uint16(b.Port)
+		out[i&(packet.BurstSize-1)] = uint16(b.Port)
 		next = i + 1
 	}
 	f.ipID += ipID
@@ -638,7 +640,7 @@ func (f *Forwarder) fastPath(s *Snapshot, pkts []Packet, fp *[BurstSize]fastPkt,
 // encapsulation overhead). It goes back out of the receiving port to the
 // MAC the packet came from, on the packet's VLAN: an 802.1Q tag (l3 = 18)
 // is copied as received.
-func (f *Forwarder) fragNeeded(s *Snapshot, p *Packet, l3 int, ip IPv4, port *PortState, over, rxPort int) (Verdict, int, DropReason) {
+func (f *Forwarder) fragNeeded(s *Snapshot, p *packet.Packet, l3 int, ip IPv4, port *PortState, over, rxPort int) (Verdict, int, DropReason) {
 	quote := ip.HeaderLen() + 8
 	if quote > len(ip) {
 		quote = len(ip)

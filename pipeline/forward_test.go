@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	. "github.com/dsrlb/dsrlb/pipeline"
+	"github.com/dsrlb/dsrlb/pipeline/packet"
 	"github.com/dsrlb/dsrlb/pipeline/testpkt"
 )
 
@@ -49,10 +50,10 @@ func testSnapshot(t testing.TB) *Snapshot {
 	return s
 }
 
-func newPacket(frame []byte) *Packet {
+func newPacket(frame []byte) *packet.Packet {
 	buf := make([]byte, headroom+len(frame)+64)
 	copy(buf[headroom:], frame)
-	return &Packet{Buf: buf, Off: headroom, Len: len(frame)}
+	return &packet.Packet{Buf: buf, Off: headroom, Len: len(frame)}
 }
 
 func tcpTo(vip netip.Addr, port uint16, sport uint16) testpkt.Packet {
@@ -433,7 +434,7 @@ func FuzzProcess(f *testing.F) {
 		for i := headroom + len(frame); i < len(buf); i++ {
 			buf[i] = 0xa5
 		}
-		p := &Packet{Buf: buf[:headroom+len(frame)], Off: headroom, Len: len(frame)}
+		p := &packet.Packet{Buf: buf[:headroom+len(frame)], Off: headroom, Len: len(frame)}
 		v, _ := fw.Process(s, p, 0)
 		for i := headroom + len(frame); i < len(buf); i++ {
 			if buf[i] != 0xa5 {

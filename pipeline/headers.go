@@ -3,9 +3,9 @@
 // L2 / IPIP / GRE rewriters, verdicts with drop reasons, per-lcore counters
 // and the burst worker loop.
 //
-// It imports nothing of ours and builds without DPDK: packets are byte
-// slices with headroom (see Packet), ports are the small Port interface that
-// package dpdk implements and tests fake.
+// It imports nothing of ours but pipeline/packet and builds without DPDK:
+// packets are byte slices with headroom (packet.Packet), ports are the small
+// packet.Port interface that package dpdk implements and tests fake.
 //
 // Invariants of everything reachable from Worker.Poll: no allocation, no
 // lock, no error value, no logging per packet.

@@ -1,6 +1,10 @@
 package pipeline
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+
+	"github.com/dsrlb/dsrlb/pipeline/packet"
+)
 
 // Frames a local kernel left unfinished.
 //
@@ -57,7 +61,7 @@ func (f *Forwarder) completeL4(ip IPv4, ihl int) {
 // equal to the pseudo-header sum (completeL4) or an IP packet longer than
 // the port's MTU (a super-frame). Worker.burst calls it for such ports
 // only (Snapshot.partialChecksums).
-func offloaded(pkts []Packet, hinted uint32, mtu int) uint32 {
+func offloaded(pkts []packet.Packet, hinted uint32, mtu int) uint32 {
 	var m uint32
 	for i := range pkts {
 		if hinted&(1<<uint(i)) == 0 {
@@ -156,7 +160,7 @@ func (f *Forwarder) superframe(ip IPv4, ihl, l3, mtu, segMax, rxPort int) (v Ver
 // header checksum; sequence number + i*mss; CWR only on the first, FIN and
 // PSH only on the last; a complete TCP checksum. It reports false, writing
 // nothing, if a buffer is too short.
-func (f *Forwarder) cut(p *Packet, segs []Packet) bool {
+func (f *Forwarder) cut(p *packet.Packet, segs []packet.Packet) bool {
 	sf := &f.seg
 	frame := p.Buf[p.Off : p.Off+p.Len]
 	hlen := sf.l3 + sf.ihl + sf.thl

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/dsrlb/dsrlb/pipeline/packet"
 	"github.com/dsrlb/dsrlb/pipeline/testpkt"
 )
 
@@ -19,10 +20,10 @@ import (
 // (classify, then fastPath) and reports the egress port and whether the
 // fast path took the packet; when it did not, nothing has changed and the
 // caller runs Process.
-func (f *Forwarder) fastPathOne(s *Snapshot, p *Packet) (int, bool) {
-	var fp [BurstSize]fastPkt
-	var out [BurstSize]uint16
-	pkts := []Packet{*p}
+func (f *Forwarder) fastPathOne(s *Snapshot, p *packet.Packet) (int, bool) {
+	var fp [packet.BurstSize]fastPkt
+	var out [packet.BurstSize]uint16
+	pkts := []packet.Packet{*p}
 	hinted := f.classify(pkts, &fp)
 	taken, _ := f.fastPath(s, pkts, &fp, hinted, &out, 0)
 	*p = pkts[0]
@@ -31,10 +32,10 @@ func (f *Forwarder) fastPathOne(s *Snapshot, p *Packet) (int, bool) {
 
 // burstOne is Worker.burst for one packet: the fast path, else Process
 // with the flow hash classify computed.
-func (f *Forwarder) burstOne(s *Snapshot, p *Packet, rxPort int) (Verdict, int, bool) {
-	var fp [BurstSize]fastPkt
-	var out [BurstSize]uint16
-	pkts := []Packet{*p}
+func (f *Forwarder) burstOne(s *Snapshot, p *packet.Packet, rxPort int) (Verdict, int, bool) {
+	var fp [packet.BurstSize]fastPkt
+	var out [packet.BurstSize]uint16
+	pkts := []packet.Packet{*p}
 	hinted := f.classify(pkts, &fp)
 	fast := hinted
 	if s.partialChecksums(rxPort) {
@@ -76,9 +77,9 @@ func TestFlowHashMatchesKeyHash(t *testing.T) {
 			fr[14+9] = k.Proto
 			copy(fr[14+12:], hdr[12:24])
 			f := &Forwarder{Flows: NewFlowTable(16, DefaultFlowTimeouts), Seed: seed}
-			var fp [BurstSize]fastPkt
+			var fp [packet.BurstSize]fastPkt
 			want := slotHashKey(&k, seed)
-			if m := f.classify([]Packet{{Buf: fr, Len: len(fr)}}, &fp); m != 1 || fp[0].hash != want {
+			if m := f.classify([]packet.Packet{{Buf: fr, Len: len(fr)}}, &fp); m != 1 || fp[0].hash != want {
 				t.Fatalf("classify slot hash of %+v = %#x (mask %b), want %#x", k, fp[0].hash, m, want)
 			}
 		}
@@ -160,8 +161,8 @@ func runBoth(t *testing.T, s *Snapshot, a, b *Forwarder, frame []byte) bool {
 	bufA := make([]byte, room+len(frame)+64)
 	copy(bufA[room:], frame)
 	bufB := append([]byte(nil), bufA...)
-	pa := []Packet{{Buf: bufA, Off: room, Len: len(frame)}}
-	pb := &Packet{Buf: bufB, Off: room, Len: len(frame)}
+	pa := []packet.Packet{{Buf: bufA, Off: room, Len: len(frame)}}
+	pb := &packet.Packet{Buf: bufB, Off: room, Len: len(frame)}
 	va, oa, fastTaken := a.burstOne(s, &pa[0], 0)
 	vb, ob := b.Process(s, pb, 0)
 	if va != vb || oa != ob || pa[0].Off != pb.Off || pa[0].Len != pb.Len || !bytes.Equal(bufA, bufB) {

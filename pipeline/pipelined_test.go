@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"math/rand"
 	"net/netip"
+	"reflect"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	. "github.com/dsrlb/dsrlb/pipeline"
+	"github.com/dsrlb/dsrlb/pipeline/packet"
 	"github.com/dsrlb/dsrlb/pipeline/testpkt"
 )
 
@@ -22,8 +24,8 @@ type listPort struct {
 	freed  int
 }
 
-func (lp *listPort) RxBurst(q uint16, pkts []Packet) int {
-	n := min(len(pkts), lp.r.Intn(BurstSize+1), len(lp.frames)-lp.next)
+func (lp *listPort) RxBurst(q uint16, pkts []packet.Packet) int {
+	n := min(len(pkts), lp.r.Intn(packet.BurstSize+1), len(lp.frames)-lp.next)
 	for i := 0; i < n; i++ {
 		lp.next++
 		pkts[i] = rxPacket(lp.frames[lp.next-1], uintptr(lp.next))
@@ -33,10 +35,10 @@ func (lp *listPort) RxBurst(q uint16, pkts []Packet) int {
 
 // rxPacket is a received copy of frame fr in a buffer of its own, with
 // headroom in front and room behind, and handle h.
-func rxPacket(fr []byte, h uintptr) Packet {
+func rxPacket(fr []byte, h uintptr) packet.Packet {
 	buf := make([]byte, headroom+len(fr)+64)
 	copy(buf[headroom:], fr)
-	return Packet{Buf: buf, Off: headroom, Len: len(fr), Handle: h}
+	return packet.Packet{Buf: buf, Off: headroom, Len: len(fr), Handle: h}
 }
 
 // runWorker runs w.Run in a goroutine; the returned function stops it and
@@ -47,14 +49,14 @@ func runWorker(w *Worker) (stop func()) {
 	return func() { w.Stop(); <-done }
 }
 
-func (lp *listPort) TxBurst(q uint16, pkts []Packet) int {
+func (lp *listPort) TxBurst(q uint16, pkts []packet.Packet) int {
 	for i := range pkts {
 		lp.sent = append(lp.sent, append([]byte(nil), pkts[i].Data()...))
 	}
 	return len(pkts)
 }
 
-func (lp *listPort) Free(pkts []Packet) { lp.freed += len(pkts) }
+func (lp *listPort) Free(pkts []packet.Packet) { lp.freed += len(pkts) }
 
 // TestWorkerMatchesProcess: the burst loop (classify one poll, process the
 // next, the fast path, snapshot swaps between the two) sends exactly what
@@ -122,7 +124,7 @@ func TestWorkerMatchesProcess(t *testing.T) {
 		for ; refDone < before; refDone++ {
 			buf := make([]byte, headroom+len(frames[refDone])+64)
 			copy(buf[headroom:], frames[refDone])
-			p := &Packet{Buf: buf, Off: headroom, Len: len(frames[refDone])}
+			p := &packet.Packet{Buf: buf, Off: headroom, Len: len(frames[refDone])}
 			s := snap.Load()
 			ref.Use(s)
 			if v, _ := ref.Process(s, p, 0); v == VerdictTx {
@@ -163,12 +165,12 @@ func TestWorkerMatchesProcess(t *testing.T) {
 // nothing.
 type countingSink struct{ sent atomic.Uint64 }
 
-func (k *countingSink) TxBurst(q uint16, pkts []Packet) int {
+func (k *countingSink) TxBurst(q uint16, pkts []packet.Packet) int {
 	k.sent.Add(uint64(len(pkts)))
 	return len(pkts)
 }
 
-func (k *countingSink) Free(pkts []Packet) {}
+func (k *countingSink) Free(pkts []packet.Packet) {}
 
 // endlessPort receives the same frame forever, 32 at a time.
 type endlessPort struct {
@@ -177,12 +179,12 @@ type endlessPort struct {
 	received atomic.Uint64
 }
 
-func (ep *endlessPort) RxBurst(q uint16, pkts []Packet) int {
-	for i := range pkts[:BurstSize] {
+func (ep *endlessPort) RxBurst(q uint16, pkts []packet.Packet) int {
+	for i := range pkts[:packet.BurstSize] {
 		pkts[i] = rxPacket(ep.frame, 0)
 	}
-	ep.received.Add(BurstSize)
-	return BurstSize
+	ep.received.Add(packet.BurstSize)
+	return packet.BurstSize
 }
 
 // TestWorkerStopFlushes: a worker stopped under load processes the burst it
@@ -198,6 +200,81 @@ func TestWorkerStopFlushes(t *testing.T) {
 	c := w.Counters()
 	if c.RxPackets != ep.received.Load() || ep.sent.Load() != ep.received.Load() {
 		t.Errorf("received %d, processed %d, sent %d", ep.received.Load(), c.RxPackets, ep.sent.Load())
+	}
+}
+
+// stuckPort is an endlessPort whose tap blocks, until release is closed,
+// in the round of the NIC's arm-th rx call after arm is set; that rx call
+// closes stuck. Between the two the worker processes the burst it held: it
+// writes its counters after stuck is closed, as a running worker does
+// whatever its reader does.
+type stuckPort struct {
+	endlessPort
+	arm            atomic.Int32
+	stick          atomic.Bool
+	stuck, release chan struct{}
+}
+
+func (sp *stuckPort) RxBurst(q uint16, pkts []packet.Packet) int {
+	if sp.arm.Load() > 0 && sp.arm.Add(-1) == 0 {
+		sp.stick.Store(true)
+		close(sp.stuck)
+	}
+	return sp.endlessPort.RxBurst(q, pkts)
+}
+
+// stuckTap is the tap of a stuckPort: it receives nothing.
+type stuckTap struct {
+	sp *stuckPort
+	countingSink
+}
+
+func (st *stuckTap) RxBurst(q uint16, pkts []packet.Packet) int {
+	if st.sp.stick.CompareAndSwap(true, false) {
+		<-st.sp.release
+	}
+	return 0
+}
+
+// TestWorkerCountersStuck: while a running worker is stuck in a driver
+// call, Counters gives up waiting for it and returns the last copy it
+// published, never reading the counters the worker writes (go test -race
+// catches such a read); once the worker stops, Counters returns its final
+// counts.
+func TestWorkerCountersStuck(t *testing.T) {
+	var snap atomic.Pointer[Snapshot]
+	snap.Store(testSnapshot(t))
+	sp := &stuckPort{endlessPort: endlessPort{frame: tcpTo(vipL2, 80, 1).Build()},
+		stuck: make(chan struct{}), release: make(chan struct{})}
+	w := NewWorker([]WorkerPort{{NIC: sp, Tap: &stuckTap{sp: sp}}}, &snap, 1<<10, DefaultFlowTimeouts, 0)
+	stop := runWorker(w)
+	defer func() {
+		select {
+		case <-sp.release:
+		default:
+			close(sp.release)
+		}
+		stop()
+	}()
+
+	var published Counters
+	for published.RxPackets == 0 {
+		published = w.Counters()
+	}
+	// Two whole rounds after the copy (one rx burst each), then stuck.
+	sp.arm.Store(3)
+	<-sp.stuck
+	if got := w.Counters(); !reflect.DeepEqual(got, published) {
+		t.Errorf("worker stuck: got rx %d, polls %d; want the last published copy: rx %d, polls %d",
+			got.RxPackets, got.Polls, published.RxPackets, published.Polls)
+	}
+
+	close(sp.release)
+	stop()
+	final := w.Counters()
+	if final.RxPackets != sp.received.Load() || final.Polls <= published.Polls+2 {
+		t.Errorf("stopped: got rx %d, polls %d; want rx %d (received), polls > %d",
+			final.RxPackets, final.Polls, sp.received.Load(), published.Polls+2)
 	}
 }
 
@@ -240,7 +317,7 @@ type gatedPort struct {
 	countingSink
 }
 
-func (g *gatedPort) RxBurst(q uint16, pkts []Packet) int {
+func (g *gatedPort) RxBurst(q uint16, pkts []packet.Packet) int {
 	if !g.open.Load() {
 		return 0
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	. "github.com/dsrlb/dsrlb/pipeline"
+	"github.com/dsrlb/dsrlb/pipeline/packet"
 	"github.com/dsrlb/dsrlb/pipeline/pcap"
 	"github.com/dsrlb/dsrlb/pipeline/testpkt"
 )
@@ -23,10 +24,10 @@ type fakeAlloc struct {
 	room, left, given int
 }
 
-func (a *fakeAlloc) Alloc(pkts []Packet) int {
+func (a *fakeAlloc) Alloc(pkts []packet.Packet) int {
 	k := min(len(pkts), a.left)
 	for i := range k {
-		pkts[i] = Packet{Buf: make([]byte, headroom+a.room), Off: headroom, Handle: uintptr(1000000 + a.given)}
+		pkts[i] = packet.Packet{Buf: make([]byte, headroom+a.room), Off: headroom, Handle: uintptr(1000000 + a.given)}
 		a.given++
 	}
 	a.left -= k
@@ -54,7 +55,7 @@ func superTCP(dst netip.Addr, port uint16, n int) testpkt.Packet {
 
 // segRun sends frames through a worker on a port with partial checksums
 // (snapshot s) whose tap is tap (nil: none) and returns what it sent.
-func segRun(t *testing.T, s *Snapshot, frames [][]byte, a Allocator, tap *listPort) (*listPort, Counters) {
+func segRun(t *testing.T, s *Snapshot, frames [][]byte, a packet.Allocator, tap *listPort) (*listPort, Counters) {
 	t.Helper()
 	lp := &listPort{frames: frames, r: rand.New(rand.NewSource(1))}
 	var snap atomic.Pointer[Snapshot]
@@ -254,7 +255,7 @@ func TestSuperframeDropped(t *testing.T) {
 	for _, tc := range []struct {
 		desc  string
 		frame []byte
-		alloc Allocator
+		alloc packet.Allocator
 		drop  string
 	}{
 		{"tcp without allocator", superTCP(vipL2, 80, 20000).Build(), nil, "gso_superframe"},

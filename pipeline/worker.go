@@ -5,15 +5,17 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/dsrlb/dsrlb/pipeline/packet"
 )
 
 // WorkerPort is one NIC port as a worker sees it: the queue it owns on the
 // NIC and, optionally, the kernel tap port of the same link and the queue it
 // owns there.
 type WorkerPort struct {
-	NIC      Port
+	NIC      packet.Port
 	Queue    uint16
-	Tap      Port // nil: kernel-bound packets are counted and freed (replay)
+	Tap      packet.Port // nil: kernel-bound packets are counted and freed (replay)
 	TapQueue uint16
 }
 
@@ -37,34 +39,39 @@ type Worker struct {
 	// on a live appliance.
 	IOOnly bool
 
-	rx   [BurstSize]Packet   // tap bursts
-	tx   [][BurstSize]Packet // per egress port
+	rx   [packet.BurstSize]packet.Packet   // tap bursts
+	tx   [][packet.BurstSize]packet.Packet // per egress port
 	txN  []int
-	kern [BurstSize]Packet
-	drop [BurstSize]Packet
+	kern [packet.BurstSize]packet.Packet
+	drop [packet.BurstSize]packet.Packet
 	// segs holds the segments of one super-frame (segment).
-	segs [maxSegments]Packet
+	segs [maxSegments]packet.Packet
 
 	// nic holds two rx bursts per NIC port (see Poll).
 	nic []nicBursts
 	// Per burst being processed: each packet's verdict and egress port.
-	verdict [BurstSize]Verdict
-	egress  [BurstSize]uint16
+	verdict [packet.BurstSize]Verdict
+	egress  [packet.BurstSize]uint16
 	// clockTick counts polls between clock reads.
 	clockTick uint32
 
 	stop    atomic.Bool
-	running atomic.Bool
+	running atomic.Bool // set and cleared by Run under readMu
 	pubReq  atomic.Uint64
 	pubSeq  atomic.Uint64
-	pub     Counters
-	readMu  sync.Mutex // serialises readers of pub, never taken by Poll
+	pub     Counters // written by the worker only while pubReq != pubSeq
+	// readMu serialises the readers (Counters) and Run's start and end;
+	// Poll never takes it.
+	readMu sync.Mutex
+	// last is the copy the last reader received while Run was active,
+	// under readMu.
+	last Counters
 }
 
 // rxBurst is one received NIC burst and what classify learnt of it.
 type rxBurst struct {
-	pkts   [BurstSize]Packet
-	fp     [BurstSize]fastPkt
+	pkts   [packet.BurstSize]packet.Packet
+	fp     [packet.BurstSize]fastPkt
 	n      int
 	hinted uint32
 }
@@ -83,7 +90,7 @@ func NewWorker(ports []WorkerPort, snap *atomic.Pointer[Snapshot], flowCapacity 
 		ports:     ports,
 		snap:      snap,
 		start:     time.Now(),
-		tx:        make([][BurstSize]Packet, len(ports)),
+		tx:        make([][packet.BurstSize]packet.Packet, len(ports)),
 		txN:       make([]int, len(ports)),
 		nic:       make([]nicBursts, len(ports)),
 	}
@@ -156,7 +163,7 @@ func (w *Worker) Poll() int {
 }
 
 // ioOnly sends pkts back out unchanged (see IOOnly).
-func (w *Worker) ioOnly(wp *WorkerPort, pkts []Packet) {
+func (w *Worker) ioOnly(wp *WorkerPort, pkts []packet.Packet) {
 	w.C.RxPackets += uint64(len(pkts))
 	for i := range pkts {
 		w.C.RxBytes += uint64(pkts[i].Len)
@@ -176,6 +183,11 @@ const idlePolls = 512
 
 // clockEvery is how many polls share one reading of the clock.
 const clockEvery = 16
+
+// publishWait is how long Counters waits for a running worker to publish
+// before it returns the last copy: a round lasts microseconds, so only a
+// worker stuck in a driver call misses it.
+const publishWait = time.Second
 
 // flush processes the bursts still waiting (see Poll).
 func (w *Worker) flush() {
@@ -248,7 +260,7 @@ func (w *Worker) burst(s *Snapshot, wp *WorkerPort, pi int, b *rxBurst) {
 // release sends packets lo..hi-1 of a burst by their verdict (taken: the
 // fast path's, VerdictTx): in order into one tx burst per egress port, one
 // to the kernel and one free of the drops.
-func (w *Worker) release(wp *WorkerPort, pkts []Packet, lo, hi int, taken uint32) {
+func (w *Worker) release(wp *WorkerPort, pkts []packet.Packet, lo, hi int, taken uint32) {
 	nk, nd := 0, 0
 	for i := lo; i < hi; i++ {
 		p := &pkts[i]
@@ -290,11 +302,11 @@ func (w *Worker) sendQueued(wp *WorkerPort, nk, nd int) {
 // it in w.seg), into segments in buffers from the allocator, runs each
 // through process as a received packet and sends them in order, then
 // frees p. Without buffers for every segment it drops p (no_buffer).
-func (w *Worker) segment(s *Snapshot, wp *WorkerPort, pi int, p *Packet) {
+func (w *Worker) segment(s *Snapshot, wp *WorkerPort, pi int, p *packet.Packet) {
 	segs := w.segs[:w.seg.n]
 	got := 0
 	for got < len(segs) {
-		k := w.alloc.Alloc(segs[got:min(len(segs), got+BurstSize)])
+		k := w.alloc.Alloc(segs[got:min(len(segs), got+packet.BurstSize)])
 		got += k
 		if k == 0 {
 			break
@@ -315,7 +327,7 @@ func (w *Worker) segment(s *Snapshot, wp *WorkerPort, pi int, p *Packet) {
 		v, out, r := w.process(s, q, pi, 0, false)
 		switch v {
 		case VerdictTx:
-			if w.txN[out] == BurstSize {
+			if w.txN[out] == packet.BurstSize {
 				w.flushTx(out)
 			}
 			w.tx[out][w.txN[out]] = *q
@@ -323,7 +335,7 @@ func (w *Worker) segment(s *Snapshot, wp *WorkerPort, pi int, p *Packet) {
 			continue
 		case VerdictKernel:
 			w.C.ToKernel++
-			if nk == BurstSize {
+			if nk == packet.BurstSize {
 				w.toKernel(wp, nk)
 				nk = 0
 			}
@@ -334,14 +346,14 @@ func (w *Worker) segment(s *Snapshot, wp *WorkerPort, pi int, p *Packet) {
 			r = DropSuperframe
 		}
 		w.C.Drops[r]++
-		if nd == BurstSize {
+		if nd == packet.BurstSize {
 			wp.NIC.Free(w.drop[:nd])
 			nd = 0
 		}
 		w.drop[nd] = *q
 		nd++
 	}
-	if nd == BurstSize {
+	if nd == packet.BurstSize {
 		wp.NIC.Free(w.drop[:nd])
 		nd = 0
 	}
@@ -364,7 +376,7 @@ func (w *Worker) flushTx(o int) {
 	w.txN[o] = 0
 }
 
-func (w *Worker) countTx(pkts []Packet) {
+func (w *Worker) countTx(pkts []packet.Packet) {
 	w.C.TxPackets += uint64(len(pkts))
 	for i := range pkts {
 		w.C.TxBytes += uint64(pkts[i].Len)
@@ -394,6 +406,7 @@ func (w *Worker) syncFlowCounters() {
 }
 
 // publish copies the private counters for a reader waiting in Counters.
+// Only call it while pubReq != pubSeq: then no reader is copying pub.
 func (w *Worker) publish() {
 	w.C.CopyTo(&w.pub)
 	w.pubSeq.Store(w.pubReq.Load())
@@ -401,8 +414,9 @@ func (w *Worker) publish() {
 
 // Run polls until Stop is called. It is the body of a worker lcore.
 func (w *Worker) Run() {
+	w.readMu.Lock()
 	w.running.Store(true)
-	defer w.running.Store(false)
+	w.readMu.Unlock()
 	idle := 0
 	for !w.stop.Load() {
 		if w.Poll() > 0 || w.IdleSleep <= 0 {
@@ -416,37 +430,48 @@ func (w *Worker) Run() {
 	}
 	w.flush()
 	w.syncFlowCounters()
-	w.publish()
+	// Answer a reader waiting in Counters; later readers read w.C.
+	if w.pubReq.Load() != w.pubSeq.Load() {
+		w.publish()
+	}
+	w.readMu.Lock()
+	w.running.Store(false)
+	w.readMu.Unlock()
 }
 
 // SetAllocator gives the worker the buffers it cuts TCP super-frames into
-// (see Allocator and Counters.GSOSegmented); without one they are dropped
-// as gso_superframe. Call it before Run.
-func (w *Worker) SetAllocator(a Allocator) { w.alloc = a }
+// (see packet.Allocator and Counters.GSOSegmented); without one they are
+// dropped as gso_superframe. Call it before Run.
+func (w *Worker) SetAllocator(a packet.Allocator) { w.alloc = a }
 
 // Stop asks Run to return after the current round.
 func (w *Worker) Stop() { w.stop.Store(true) }
 
 // Counters returns a copy of the worker's counters. While Run is active it
 // asks the worker to publish at the end of its current round and waits for
-// it (no lock on the fast path: one atomic load per round); otherwise it
-// reads the last published or private copy.
+// it (no lock on the fast path: one atomic load per round); if the worker
+// does not answer within publishWait (a round stuck in a driver) it returns
+// the last copy a reader received instead, possibly stale: the private
+// counters MUST NOT be read while Run is active. Otherwise (before and after
+// Run, or when the caller drives Poll itself) it reads the private counters.
 func (w *Worker) Counters() Counters {
 	w.readMu.Lock()
 	defer w.readMu.Unlock()
 	var c Counters
-	if w.running.Load() {
-		req := w.pubReq.Add(1)
-		deadline := time.Now().Add(time.Second)
-		for w.pubSeq.Load() < req && w.running.Load() && time.Now().Before(deadline) {
-			runtime.Gosched()
-		}
-		if w.pubSeq.Load() >= req {
-			w.pub.CopyTo(&c)
-			return c
-		}
+	if !w.running.Load() {
+		// Run is not active, and cannot start while readMu is held.
+		w.syncFlowCounters()
+		w.C.CopyTo(&c)
+		return c
 	}
-	w.syncFlowCounters()
-	w.C.CopyTo(&c)
+	req := w.pubReq.Add(1)
+	deadline := time.Now().Add(publishWait)
+	for w.pubSeq.Load() < req && time.Now().Before(deadline) {
+		runtime.Gosched()
+	}
+	if w.pubSeq.Load() >= req {
+		w.pub.CopyTo(&w.last)
+	}
+	w.last.CopyTo(&c)
 	return c
 }

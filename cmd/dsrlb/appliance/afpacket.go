@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/dsrlb/dsrlb/dpdk"
-	"github.com/dsrlb/dsrlb/pipeline"
+	"github.com/dsrlb/dsrlb/pipeline/packet"
 )
 
 // Whole GSO/GRO super-frames from net_af_packet.
@@ -84,7 +84,7 @@ func afPacketDevice(dev string) (string, uint16) {
 // takes one mbuf at a time anyway). Rounded up to a power of two minus
 // one: 127 for one queue.
 func kernelRxMbufs(queues int) uint32 {
-	need := uint32(queues) * 3 * pipeline.BurstSize
+	need := uint32(queues) * 3 * packet.BurstSize
 	n := uint32(1)
 	for n-1 < need {
 		n <<= 1

@@ -14,6 +14,7 @@ import (
 
 	"github.com/dsrlb/dsrlb/dpdk"
 	"github.com/dsrlb/dsrlb/pipeline"
+	"github.com/dsrlb/dsrlb/pipeline/packet"
 )
 
 // Port is one NIC port for StartDataplane to bring up.
@@ -160,7 +161,7 @@ func poolMbufs(ports []Port, workers int) uint32 {
 		}
 	}
 	need := rxQueues*dpdk.DefaultRxDesc + txQueues*dpdk.DefaultTxDesc +
-		w*(2*nics+taps)*pipeline.BurstSize + (w+1)*poolCache*3/2
+		w*(2*nics+taps)*packet.BurstSize + (w+1)*poolCache*3/2
 	return need + need/4
 }
 
@@ -416,7 +417,7 @@ func (d *Dataplane) openPort(dev string, txOnly bool, nq uint16, mtu int, pool *
 // binding it to its interface, so frames of other interfaces (loopback
 // included) can sit in its ring from the first milliseconds.
 func (d *Dataplane) drainRx(nq uint16) {
-	var pkts [pipeline.BurstSize]pipeline.Packet
+	var pkts [packet.BurstSize]packet.Packet
 	for i, nic := range d.nics {
 		if nic.NbRx() == 0 || !strings.HasPrefix(d.devices[i], "net_af_packet") {
 			continue
@@ -437,7 +438,7 @@ func (d *Dataplane) drainRx(nq uint16) {
 // txOnly is a port polled for nothing: a sink without rx queues.
 type txOnly struct{ *dpdk.Port }
 
-func (txOnly) RxBurst(uint16, []pipeline.Packet) int { return 0 }
+func (txOnly) RxBurst(uint16, []packet.Packet) int { return 0 }
 
 // portMAC returns the MAC that port p answers to: its configured override,
 // else the device's own.

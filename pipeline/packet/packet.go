@@ -1,4 +1,10 @@
-package pipeline
+// Package packet is the seam between the fast path and a driver: the
+// Packet a burst carries, the Port a worker receives from and sends to, and
+// the Allocator it takes empty buffers from. The dpdk binding implements
+// Port and Allocator over mbufs, tests implement them over slices, and
+// package pipeline drives them; neither side sees the other. This package
+// MUST NOT import any other package of dsrlb.
+package packet
 
 // BurstSize is the most packets one rx or tx burst moves.
 const BurstSize = 32
@@ -37,7 +43,8 @@ type Port interface {
 
 // Allocator hands out empty packet buffers: the worker cuts the TCP
 // super-frames of ports that read a kernel's frames into segments held in
-// them (see Worker.SetAllocator). Each call crosses into C at most once.
+// them (see pipeline.Worker.SetAllocator). Each call crosses into C at most
+// once.
 type Allocator interface {
 	// Alloc fills pkts with empty packets (Len 0, Off after the headroom,
 	// Buf the whole data room) and returns how many it filled, from the
