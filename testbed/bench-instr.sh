@@ -92,7 +92,7 @@ run_dsrlb() {
 	local name=$1 out=$DIR/instr-$1
 	shift
 	rm -f "$out".cg*
-	GODEBUG=asyncpreemptoff=1 valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$out.cg" \
+	GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$out.cg" \
 		"$BIN" bench --config "$CFG" --pcap "$CAP" --seconds $((WIN * 10)) --warmup 1 --log-level warn "$@" \
 		>"$out.log" 2>&1 &
 	window "$name" $!
