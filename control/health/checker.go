@@ -108,3 +108,12 @@ func newChecker(ip netip.Addr, cfg *Config, id uint16, icmp *ICMPSockets) Checke
 		return CheckerFunc(func(context.Context) error { return fmt.Errorf("unknown monitor type %v", cfg.Type) })
 	}
 }
+
+// deadlineFromContext gives conn ctx's deadline and ends its blocked reads
+// and writes when ctx is cancelled; call the returned func when done.
+func deadlineFromContext(ctx context.Context, conn interface{ SetDeadline(time.Time) error }) (stop func() bool) {
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	return context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
+}

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"sync/atomic"
-	"time"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/net/icmp"
@@ -82,11 +81,7 @@ func (c *ICMPChecker) Check(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
-	defer stop()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-	}
+	defer deadlineFromContext(ctx, conn)()
 	payload := make([]byte, 16)
 	copy(payload, "dsrlb-hc")
 	_, _ = crand.Read(payload[8:])

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"syscall"
-	"time"
 )
 
 // UDPChecker sends Send to Addr and passes on any reply, or on one that
@@ -27,11 +26,7 @@ func (c UDPChecker) Check(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
-	defer stop()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-	}
+	defer deadlineFromContext(ctx, conn)()
 	if _, err := conn.Write([]byte(c.Send)); err != nil {
 		return fmt.Errorf("udp send: %w", err)
 	}
