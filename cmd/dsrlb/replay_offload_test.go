@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"net/netip"
-	"os/exec"
 	"testing"
 
 	v1 "github.com/dsrlb/dsrlb/api/v1"
@@ -27,9 +26,7 @@ func replayOffload(t *testing.T, in [][]byte) (v1.Stats, [][]byte, string) {
 // for byte, and tshark validates every TCP and UDP checksum; packets with
 // complete checksums pass unchanged.
 func TestReplayPartialChecksums(t *testing.T) {
-	if _, err := exec.LookPath("tshark"); err != nil {
-		t.Fatal("tshark is required (make deps installs it)")
-	}
+	needTshark(t)
 	var in, complete [][]byte
 	partial := 0
 	for i := range 40 {
@@ -76,9 +73,7 @@ func TestReplayPartialChecksums(t *testing.T) {
 // segments: every byte of the payload comes out once, in order, each
 // segment with a checksum tshark validates.
 func TestReplaySuperframes(t *testing.T) {
-	if _, err := exec.LookPath("tshark"); err != nil {
-		t.Fatal("tshark is required (make deps installs it)")
-	}
+	needTshark(t)
 	payload := make([]byte, 44*1448)
 	for i := range payload {
 		payload[i] = byte(i * 7)

@@ -22,6 +22,15 @@ import (
 
 var update = flag.Bool("update", false, "rewrite golden files in testdata/")
 
+// needTshark fails the test unless tshark, the independent dissector the
+// replay tests check their output with, is installed.
+func needTshark(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("tshark"); err != nil {
+		t.Fatal("tshark is required (make deps installs it)")
+	}
+}
+
 // dsrlbBin builds the dsrlb binary once per test run.
 func dsrlbBin(t *testing.T) string {
 	t.Helper()
@@ -187,9 +196,7 @@ func checkReplayed(t *testing.T, r replayRun, in [][]byte, vipPkts int, wantDrop
 }
 
 func TestReplayGolden(t *testing.T) {
-	if _, err := exec.LookPath("tshark"); err != nil {
-		t.Fatal("tshark is required (make deps installs it)")
-	}
+	needTshark(t)
 	for _, tc := range []struct {
 		mode     string
 		overhead int
@@ -259,9 +266,7 @@ func mustRead(t *testing.T, p string) []byte {
 // out, and the process stays far below the 156 MB that one 4 KB mbuf per
 // packet alone would take.
 func TestReplayLargeCaptureBoundedMemory(t *testing.T) {
-	if _, err := exec.LookPath("tshark"); err != nil {
-		t.Fatal("tshark is required (make deps installs it)")
-	}
+	needTshark(t)
 	cfg := strings.Replace(replayConfig, `eal_args: [--no-huge, --no-pci, -m, "256"]`, `eal_args: [--no-huge, --no-pci]`, 1)
 	ips := replayBackends["ipip"]
 	be := fmt.Sprintf("{ip: %s, weight: 1}, {ip: %s, weight: 2}, {ip: %s, weight: 1}", ips[0], ips[1], ips[2])

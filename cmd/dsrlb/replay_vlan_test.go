@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -75,9 +74,7 @@ func replayVLANInput() (pkts [][]byte, vipPkts int) {
 // fragmentation-needed answer goes back on the client's VLAN. Checked
 // field by field, by tshark, and against golden captures.
 func TestReplayVLANGolden(t *testing.T) {
-	if _, err := exec.LookPath("tshark"); err != nil {
-		t.Fatal("tshark is required (make deps installs it)")
-	}
+	needTshark(t)
 	for _, tc := range []struct {
 		mode     string
 		overhead int
