@@ -47,7 +47,11 @@ type flowEntry struct {
 	// only if that slot still holds backend's IP (backendIndex checks), so
 	// that a hit needs no search whatever snapshot is current.
 	bhint uint8
-	_     [2]byte
+	// synRetx counts the SYNs the client sent again while the entry was
+	// in the SYN state (no ACK yet), saturating at 255: a backend that
+	// does not answer shows here first (passive failure detection).
+	synRetx uint8
+	_       byte
 }
 
 // flowAddrs and flowTag are the two words of a flow (addresses and ports in
