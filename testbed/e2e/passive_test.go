@@ -123,12 +123,40 @@ func TestPassiveDetection(t *testing.T) {
 	}
 
 	t.Run("new connections go to the others while held", func(t *testing.T) {
+		// What each backend receives, before its nftables: tshark counts
+		// the SYNs to the VIP.
+		caps := make([]*nsbed.Capture, len(l.Backends))
+		for i, be := range l.Backends {
+			c, err := be.NS.StartCapture(be.Iface, "tcp dst port 80 and dst host "+nsbed.L2VIP.String(), 128)
+			if err != nil {
+				t.Fatal(err)
+			}
+			caps[i] = c
+		}
 		got, err := nsbed.CurlMany(ctx, l.Client, l.URL("/"), 60)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got.OK != 60 || got.PerBackend[be1.Name] != 0 || len(got.PerBackend) != 2 {
 			t.Errorf("got %d of 60 answers (%s; %v), want all from be2 and be3", got.OK, got.Spread(), got.Errors)
+		}
+		syns := 0
+		for i, c := range caps {
+			if _, err := c.Stop(); err != nil {
+				t.Fatal(err)
+			}
+			rows, err := c.Fields(ctx, "tcp.flags.syn == 1 && tcp.flags.ack == 0 && ip.dst == "+nsbed.L2VIP.String(), "tcp.srcport")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s received %d SYNs to the VIP", l.Backends[i].Name, len(rows))
+			if i == 0 && len(rows) != 0 {
+				t.Errorf("the held backend received %d SYNs to the VIP, want none", len(rows))
+			}
+			syns += len(rows)
+		}
+		if syns < 60 {
+			t.Errorf("the backends received %d SYNs to the VIP, want at least 60", syns)
 		}
 	})
 
@@ -146,7 +174,11 @@ func TestPassiveDetection(t *testing.T) {
 			if b.Forwarding == "active" {
 				t.Fatalf("be1 active again at %v (hold until %v) while its probes fail: %+v", time.Now().UTC(), until, *b)
 			}
-			time.Sleep(200 * time.Millisecond)
+			select { // sampling the status, not waiting for an event
+			case <-ctx.Done():
+				t.Fatal(ctx.Err())
+			case <-time.After(200 * time.Millisecond):
+			}
 		}
 		b := waitFor("still out", time.Second, func(b *v1.BackendStatus) bool { return b.Forwarding != "active" })
 		t.Logf("3 s after the hold: forwarding %s, health %s, %s", b.Forwarding, b.Health, b.Passive)
