@@ -267,7 +267,7 @@ func (ms *Monitors) record(m *monitor, gen uint64, err error) {
 	}
 	var released []passiveChange
 	if ms.releaseDueLocked(m, now) {
-		released = append(released, passiveChange{m.target, false, m.passive, m.cfg.Passive})
+		released = append(released, passiveChange{target: m.target, state: m.passive, cfg: m.cfg.Passive})
 		m.passive.held = false
 	}
 	to, reason, typ := m.state, m.last, m.cfg.Type

@@ -16,8 +16,11 @@ import (
 // Unanswered or more of them within Window hold the backend down for Hold.
 // A held backend takes no new flows and keeps its established ones; it
 // takes new flows again once the hold is over and its active monitor has
-// passed Rise consecutive probes since the hold began. The zero value is
-// off.
+// passed Rise consecutive probes since the hold began. It holds at most
+// half of a service's backends at a time (none of a service with one):
+// when most backends seem not to answer, the fault is more likely on the
+// way back to the clients, and holding them all would take the service
+// down. The zero value is off.
 type Passive struct {
 	// SynRetries is for the data plane (it decides when a flow counts as
 	// unanswered); Monitors does not read it.
@@ -48,6 +51,7 @@ type passiveState struct {
 	recent []passiveSample
 
 	held         bool
+	limited      bool // the evidence is there, but the service's limit of holds is reached (logged once)
 	since, until time.Time
 	evidence     uint64        // unanswered flows within the window that caused the hold
 	window       time.Duration // the window they were counted in
@@ -63,7 +67,8 @@ type passiveSample struct {
 // than the last one means the counters started over). Only monitors with
 // Passive on use it; a backend missing from counts is unchanged. A backend
 // whose count grew by Unanswered or more within Window, while its active
-// monitor has it up, is held down for Hold: logged (event passive_hold)
+// monitor has it up and the service's limit allows (Passive), is held
+// down for Hold: logged (event passive_hold)
 // with the evidence, published to Options.Events, and notified
 // (OnChange). Holds whose time is over and whose monitor has since passed
 // Rise consecutive probes end here too (event passive_release). Call it
@@ -71,11 +76,21 @@ type passiveSample struct {
 // it is due.
 func (ms *Monitors) ObserveUnanswered(counts map[Target]uint64) {
 	now := ms.clock.Now()
-	var changes []passiveChange
+	var changes, limited []passiveChange
 	ms.mu.Lock()
 	if ms.closed {
 		ms.mu.Unlock()
 		return
+	}
+	// A service's backends with passive detection, and how many it holds.
+	backends, holds := map[string]int{}, map[string]int{}
+	for k, m := range ms.mons {
+		if m.cfg.Passive.On() {
+			backends[k.Service]++
+			if m.passive.held {
+				holds[k.Service]++
+			}
+		}
 	}
 	for k, m := range ms.mons {
 		p := m.cfg.Passive
@@ -105,28 +120,51 @@ func (ms *Monitors) ObserveUnanswered(counts map[Target]uint64) {
 		for _, s := range ps.recent {
 			sum += s.n
 		}
+		if sum < uint64(p.Unanswered) {
+			ps.limited = false
+		}
 		switch {
+		case !ps.held && m.state == Up && sum >= uint64(p.Unanswered) && holds[k.Service] >= backends[k.Service]/2:
+			if !ps.limited {
+				ps.limited = true
+				limited = append(limited, passiveChange{target: m.target, state: passiveState{evidence: sum, window: p.Window}, cfg: p,
+					held: holds[k.Service], backends: backends[k.Service]})
+			}
 		case !ps.held && m.state == Up && sum >= uint64(p.Unanswered):
+			holds[k.Service]++
 			ps.held, ps.since, ps.until, ps.evidence, ps.window = true, now, now.Add(p.Hold), sum, p.Window
 			ps.recent = ps.recent[:0]
 			m.succ = 0 // the active monitor must pass rise probes again
 			ms.transitions.Add(1)
-			changes = append(changes, passiveChange{m.target, true, *ps, p})
+			changes = append(changes, passiveChange{target: m.target, hold: true, state: *ps, cfg: p})
 		case ms.releaseDueLocked(m, now):
-			changes = append(changes, passiveChange{m.target, false, *ps, p})
+			changes = append(changes, passiveChange{target: m.target, state: *ps, cfg: p})
 			ps.held = false
 		}
 	}
 	ms.mu.Unlock()
 	ms.notifyPassive(changes)
+	for _, c := range limited {
+		reason := fmt.Sprintf("not held down: %d unanswered SYNs in %v, but passive detection already holds %d of the service's %d backends, "+
+			"at most half: when most backends seem not to answer, the fault is more likely on the way back to the clients", c.state.evidence, c.state.window, c.held, c.backends)
+		ms.opts.Log.Warn().Str("event", "passive_hold_limited").Str("service", c.target.Service).Str("backend", c.target.Backend.String()).
+			Uint64("unanswered", c.state.evidence).Dur("window", c.state.window).Str("reason", reason).Msg("passive detection holds no more backends of the service")
+		if ms.opts.Events != nil {
+			ms.opts.Events.Publish("passive", "service "+c.target.Service+"/backend "+c.target.Backend.String(), reason,
+				map[string]string{"service": c.target.Service, "backend": c.target.Backend.String(),
+					"unanswered": strconv.FormatUint(c.state.evidence, 10), "window": c.state.window.String()})
+		}
+	}
 }
 
-// passiveChange is a hold or a release, for notifyPassive.
+// passiveChange is a hold or a release, for notifyPassive, or a hold
+// refused by the limit (held and backends: the service's).
 type passiveChange struct {
-	target Target
-	hold   bool // else a release
-	state  passiveState
-	cfg    Passive
+	target         Target
+	hold           bool // else a release
+	state          passiveState
+	cfg            Passive
+	held, backends int
 }
 
 // releaseDueLocked reports whether m's hold is over: its time has passed

@@ -3,6 +3,7 @@ package health
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,8 +33,10 @@ func (e *events) list() ([]string, []map[string]string) {
 	return append([]string(nil), e.got...), append([]map[string]string(nil), e.dat...)
 }
 
-// passiveBed is one monitored backend, web/127.0.0.1, with a probe whose
-// result the test sets, on a fake clock ticking 1s per probe.
+// passiveBed is a monitored backend, web/127.0.0.1, with a probe whose
+// result the test sets, and a second one of the same service,
+// web/127.0.0.2, that always passes (passive detection holds at most half
+// of a service's backends), on a fake clock ticking 1s per probe.
 type passiveBed struct {
 	t        *testing.T
 	ms       *Monitors
@@ -47,6 +50,8 @@ type passiveBed struct {
 	count    uint64
 }
 
+var peer = Target{Service: "web", Backend: netip.MustParseAddr("127.0.0.2")}
+
 func newPassiveBed(t *testing.T, p Passive) *passiveBed {
 	b := &passiveBed{t: t, target: Target{Service: "web", Backend: loopback}, changed: make(chan struct{}, 1000)}
 	b.ok.Store(true)
@@ -58,16 +63,21 @@ func newPassiveBed(t *testing.T, p Passive) *passiveBed {
 		}
 	}
 	b.ms, b.clk = newMonitors(t, Options{Log: zerolog.New(&b.log), OnChange: onChange, Events: &b.ev,
-		Checker: func(Target, Config) Checker {
+		Checker: func(k Target, _ Config) Checker {
 			return CheckerFunc(func(context.Context) error {
-				if b.ok.Load() {
+				if k != b.target || b.ok.Load() {
 					return nil
 				}
 				return errors.New("connection refused")
 			})
 		}})
-	b.ms.Update(map[Target]Config{b.target: b.config(p)})
+	b.update(p)
 	return b
+}
+
+// update configures both backends with passive detection p.
+func (b *passiveBed) update(p Passive) {
+	b.ms.Update(map[Target]Config{b.target: b.config(p), peer: b.config(p)})
 }
 
 func (b *passiveBed) config(p Passive) Config {
@@ -78,16 +88,18 @@ func (b *passiveBed) config(p Passive) Config {
 // grown by more, to ObserveUnanswered.
 func (b *passiveBed) tick(more uint64) {
 	b.t.Helper()
-	probeRound1s(b.t, b.clk)
+	probeRound1s(b.t, b.clk, 2)
 	b.count += more
 	b.ms.ObserveUnanswered(map[Target]uint64{b.target: b.count})
 }
 
-func probeRound1s(t *testing.T, clk *fakeClock) {
+// probeRound1s moves clk one second, which makes each of the n monitors
+// (interval 1s) probe once, and waits until every result is recorded.
+func probeRound1s(t *testing.T, clk *fakeClock, n int) {
 	t.Helper()
-	clk.waitTimers(t, 1)
+	clk.waitTimers(t, n)
 	clk.Advance(time.Second)
-	clk.waitTimers(t, 1)
+	clk.waitTimers(t, n)
 }
 
 func (b *passiveBed) want(healthy, held bool, when string) {
@@ -213,7 +225,7 @@ func TestPassiveOff(t *testing.T) {
 	if b.ms.PassiveOn() {
 		t.Error("PassiveOn: got true with no passive detection")
 	}
-	b.ms.Update(map[Target]Config{b.target: b.config(passiveOn)})
+	b.update(passiveOn)
 	if !b.ms.PassiveOn() {
 		t.Error("PassiveOn: got false with passive detection")
 	}
@@ -223,11 +235,66 @@ func TestPassiveOff(t *testing.T) {
 	for len(b.changed) > 0 {
 		<-b.changed
 	}
-	b.ms.Update(map[Target]Config{b.target: b.config(Passive{})})
+	b.update(Passive{})
 	b.want(true, false, "passive turned off")
 	select { // OnChange of Update runs on a goroutine of its own
 	case <-b.changed:
 	case <-time.After(10 * time.Second):
 		t.Error("turning passive detection off during a hold: no OnChange")
+	}
+}
+
+// TestPassiveHoldLimit: passive detection holds at most half of a
+// service's backends, none of a service with one; the backends it leaves
+// alone are logged and published once while their evidence lasts.
+func TestPassiveHoldLimit(t *testing.T) {
+	var log syncBuffer
+	var ev events
+	ms, clk := newMonitors(t, Options{Log: zerolog.New(&log), Events: &ev,
+		Checker: func(Target, Config) Checker { return CheckerFunc(func(context.Context) error { return nil }) }})
+	cfg := Config{Type: TypeTCP, Port: 80, Interval: time.Second, Timeout: time.Second, Rise: 1, Fall: 5, Passive: passiveOn}
+	var web []Target
+	want := map[Target]Config{}
+	for i := 1; i <= 3; i++ {
+		k := Target{Service: "web", Backend: netip.AddrFrom4([4]byte{127, 0, 0, byte(i)})}
+		web = append(web, k)
+		want[k] = cfg
+	}
+	solo := Target{Service: "solo", Backend: netip.MustParseAddr("127.0.0.4")}
+	want[solo] = cfg
+	ms.Update(want)
+	counts := map[Target]uint64{}
+	for round := 0; round < 4; round++ {
+		probeRound1s(t, clk, len(want))
+		for k := range want {
+			counts[k] += uint64(round * 5) // round 0: the baseline
+		}
+		ms.ObserveUnanswered(counts)
+	}
+	held := 0
+	for _, k := range web {
+		if ms.Held(k.Service, k.Backend) {
+			held++
+		}
+	}
+	if held != 1 || ms.Held(solo.Service, solo.Backend) {
+		t.Errorf("held: %d of web's 3 backends, solo's %v; want 1 and false", held, ms.Held(solo.Service, solo.Backend))
+	}
+	if got := strings.Count(log.String(), `"event":"passive_hold_limited"`); got != 3 {
+		t.Errorf("passive_hold_limited log lines: got %d, want 3 (once per backend left alone)\n%s", got, log.String())
+	}
+	evs, _ := ev.list()
+	limited := 0
+	for _, e := range evs {
+		if strings.Contains(e, "|not held down: ") {
+			limited++
+		}
+	}
+	if len(evs) != 4 || limited != 3 {
+		t.Errorf("events: got %q, want one hold and three left alone", evs)
+	}
+	if !strings.Contains(log.String(), "already holds 1 of the service's 3 backends, at most half") ||
+		!strings.Contains(log.String(), "already holds 0 of the service's 1 backends, at most half") {
+		t.Errorf("log: want the limit's reasons\n%s", log.String())
 	}
 }
