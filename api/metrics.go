@@ -99,7 +99,7 @@ func (m collector) Collect(ch chan<- prometheus.Metric) {
 			emit(mBackendHeld, prometheus.GaugeValue, boolGauge(b.State == pipeline.BackendHeld), svc.Name, ip)
 		}
 		if m.s.opts.Announcer != nil {
-			vip := netip.AddrFrom4(svc.VIPBytes())
+			vip := svc.VIPAddr
 			ok, _ := m.s.opts.Announcer.Status(vip)
 			announced[vip] = ok
 		}
