@@ -43,6 +43,19 @@ func checksum(b []byte) uint16 {
 	return ^uint16(sum)
 }
 
+// ipv6 returns an IPv6 header (no extension headers) followed by payload.
+func ipv6(src, dst string, next byte, payload []byte) []byte {
+	h := make([]byte, 40, 40+len(payload))
+	h[0] = 0x60
+	binary.BigEndian.PutUint16(h[4:], uint16(len(payload)))
+	h[6] = next
+	h[7] = 64
+	s, d := netip.MustParseAddr(src).As16(), netip.MustParseAddr(dst).As16()
+	copy(h[8:], s[:])
+	copy(h[24:], d[:])
+	return append(h, payload...)
+}
+
 // udp returns a UDP header (checksum 0: none) and payload.
 func udp(sport, dport uint16, payload []byte) []byte {
 	h := make([]byte, 8, 8+len(payload))
@@ -87,6 +100,20 @@ func innerPacket(dst string) []byte {
 	return ipv4(testClient, dst, 17, udp(40000, 53, []byte("hello dsr")))
 }
 
+// Addresses of the IPv6 tests (documentation prefix, RFC 3849).
+const (
+	testVIP6    = "2001:db8:100::10"
+	testClient6 = "2001:db8:7::7"
+	testLB6     = "2001:db8:0:1::1"
+	testBE6     = "2001:db8:0:1::2"
+)
+
+// innerPacket6 returns a client's IPv6 UDP datagram to dst (the checksum is
+// not checked here: the program never reads it).
+func innerPacket6(dst string) []byte {
+	return ipv6(testClient6, dst, 17, udp(40000, 53, []byte("hello dsr6")))
+}
+
 func requireBPF(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -108,7 +135,7 @@ func loadTestProgram(t *testing.T, vips map[string]Mode) (*ebpf.Program, *ebpf.M
 	}
 	t.Cleanup(coll.Close)
 	for vip, m := range vips {
-		if err := coll.Maps[VIPMapName].Put(vipKey(netip.MustParseAddr(vip).As4()), uint32(m)); err != nil {
+		if err := putVIP(coll.Maps[VIPMapName], coll.Maps[VIP6MapName], netip.MustParseAddr(vip), m); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -174,6 +201,79 @@ func TestProgramDecapsulates(t *testing.T) {
 		t.Fatal(err)
 	}
 	if want := (Counters{IPIP: 2, GRE: 1}); c != want {
+		t.Errorf("got counters %+v, want %+v", c, want)
+	}
+}
+
+// TestProgramDecapsulatesIPv6 covers every envelope with an IPv6 side:
+// IPv6 outer headers around IPv6 (next header 41) and IPv4 (4) packets and
+// GRE (47) with either inner family, and IPv4 outer headers around IPv6
+// packets (protocol 41, GRE 0x86DD). When the family changes, so does the
+// Ethernet type.
+func TestProgramDecapsulatesIPv6(t *testing.T) {
+	prog, stats := loadTestProgram(t, map[string]Mode{
+		testVIP:            IPIP | GRE,
+		testVIP6:           IPIP | GRE,
+		"2001:db8:100::11": IPIP,
+	})
+	in4, in6 := innerPacket(testVIP), innerPacket6(testVIP6)
+	hopByHop := ipv6(testLB6, testBE6, 0, append([]byte{41, 0, 1, 4, 0, 0, 0, 0}, in6...))
+	v5 := ipv6(testLB6, testBE6, 41, in6)
+	v5[0] = 0x50
+
+	tests := []struct {
+		desc string
+		in   []byte
+		want []byte // nil: unchanged
+	}{
+		{"v6-in-v6 to VIP", ether(0x86dd, ipv6(testLB6, testBE6, 41, in6)), ether(0x86dd, in6)},
+		{"v4-in-v6 to VIP", ether(0x86dd, ipv6(testLB6, testBE6, 4, in4)), ether(0x0800, in4)},
+		{"gre over v6, inner v6", ether(0x86dd, ipv6(testLB6, testBE6, 47, gre(0, 0x86dd, in6))), ether(0x86dd, in6)},
+		{"gre over v6, inner v4", ether(0x86dd, ipv6(testLB6, testBE6, 47, gre(0, 0x0800, in4))), ether(0x0800, in4)},
+		{"v6-in-v4 (6in4) to VIP", ether(0x0800, ipv4(testLB, testBE, 41, in6)), ether(0x86dd, in6)},
+		{"gre over v4, inner v6", ether(0x0800, ipv4(testLB, testBE, 47, gre(0, 0x86dd, in6))), ether(0x86dd, in6)},
+		{"v6-in-v6 to second VIP", ether(0x86dd, ipv6(testLB6, testBE6, 41, innerPacket6("2001:db8:100::11"))), ether(0x86dd, innerPacket6("2001:db8:100::11"))},
+		{"gre over v6 to VIP configured for ipip only", ether(0x86dd, ipv6(testLB6, testBE6, 47, gre(0, 0x86dd, innerPacket6("2001:db8:100::11")))), nil},
+		{"v6-in-v6 to other address", ether(0x86dd, ipv6(testLB6, testBE6, 41, innerPacket6("2001:db8:100::99"))), nil},
+		{"v6-in-v6, IPv4 VIP's bytes as inner IPv6 prefix", ether(0x86dd, ipv6(testLB6, testBE6, 41, innerPacket6("afb:a::"))), nil},
+		{"plain IPv6 packet to VIP", ether(0x86dd, in6), nil},
+		{"next header 41 carrying IPv4", ether(0x86dd, ipv6(testLB6, testBE6, 41, in4)), nil},
+		{"next header 4 carrying IPv6", ether(0x86dd, ipv6(testLB6, testBE6, 4, in6)), nil},
+		{"protocol 41 carrying IPv4", ether(0x0800, ipv4(testLB, testBE, 41, in4)), nil},
+		{"gre 0x86DD carrying IPv4", ether(0x86dd, ipv6(testLB6, testBE6, 47, gre(0, 0x86dd, in4))), nil},
+		{"gre over v6 with key flag", ether(0x86dd, ipv6(testLB6, testBE6, 47, gre(0x2000, 0x86dd, append([]byte{0, 0, 0, 1}, in6...)))), nil},
+		{"outer extension header", ether(0x86dd, hopByHop), nil},
+		{"outer version 5", ether(0x86dd, v5), nil},
+		{"Ethernet IPv4 carrying an IPv6 header", ether(0x0800, ipv6(testLB6, testBE6, 41, in6)), nil},
+		{"truncated inner IPv6", ether(0x86dd, ipv6(testLB6, testBE6, 41, in6[:39])), nil},
+		{"frame for another host", etherTo([6]byte{0x02, 0, 0, 0, 0, 0x99}, 0x86dd, ipv6(testLB6, testBE6, 41, in6)), nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			out := make([]byte, len(tc.in)+64)
+			ret, err := prog.Run(&ebpf.RunOptions{Data: tc.in, DataOut: out})
+			if err != nil {
+				t.Fatalf("run: %v", err)
+			}
+			if int32(ret) != TCXNext {
+				t.Errorf("got return %d, want %d (TCX_NEXT)", int32(ret), TCXNext)
+			}
+			want := tc.want
+			if want == nil {
+				want = tc.in
+			}
+			got := out[:len(want)]
+			if !bytes.Equal(got, want) {
+				t.Errorf("got packet\n%x\nwant\n%x", got, want)
+			}
+		})
+	}
+
+	c, err := readCounters(stats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (Counters{IPIP: 4, GRE: 3}); c != want {
 		t.Errorf("got counters %+v, want %+v", c, want)
 	}
 }
