@@ -210,11 +210,11 @@ func (n *testNetns) sysctl(t *testing.T, dev, key string) string {
 
 func (n *testNetns) hasAddr(t *testing.T, dev string, a netip.Addr) bool {
 	t.Helper()
-	out, err := exec.Command("ip", "-n", n.name, "-4", "-o", "addr", "show", "dev", dev).CombinedOutput()
+	out, err := exec.Command("ip", "-n", n.name, "-o", "addr", "show", "dev", dev).CombinedOutput()
 	if err != nil {
 		t.Fatalf("ip addr show: %v\n%s", err, out)
 	}
-	return strings.Contains(string(out), " "+a.String()+"/32 ")
+	return strings.Contains(string(out), " "+backendVIPPrefix(a).String()+" ")
 }
 
 // tcxPrograms counts the TCX ingress programs on an interface.
@@ -419,7 +419,11 @@ func listenUDP(t *testing.T, n *testNetns, addr netip.AddrPort) *net.UDPConn {
 	var c *net.UDPConn
 	if err := n.do(func() error {
 		var err error
-		c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(addr))
+		network := "udp4"
+		if addr.Addr().Is6() {
+			network = "udp6"
+		}
+		c, err = net.ListenUDP(network, net.UDPAddrFromAddrPort(addr))
 		return err
 	}); err != nil {
 		t.Fatalf("listen udp %s: %v", addr, err)
