@@ -9,13 +9,17 @@ package main
 // with a packet socket; neighbour solicitations likewise.
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -491,5 +495,278 @@ func TestBackendNetnsIPv6ScriptMatchesSetup(t *testing.T) {
 		if n.hasAddr(t, "lo", tVIP6) {
 			t.Errorf("%s script that stopped left the VIP on lo", mode)
 		}
+	}
+}
+
+// Addresses of the IPv6 client path (TestBackendNetnsIPv6DSRTCP): lbc
+// 2001:db8:1::1 <-> cl0 2001:db8:1::2 for requests, bec 2001:db8:2::1 <->
+// clb 2001:db8:2::2 for the direct replies.
+var tClientTCP6 = netip.MustParseAddr("2001:db8:1::2")
+
+// addIPv6ClientPath gives the client path of a topology with a client its
+// IPv6 addresses and routes: the VIP through the load balancer, the replies
+// straight to the client.
+func (topo *dsrTopology) addIPv6ClientPath(t *testing.T) {
+	t.Helper()
+	lb, be, cl := topo.lb, topo.be, topo.cl
+	lb.ip(t, "-6", "addr", "add", "2001:db8:1::1/64", "dev", "lbc", "nodad")
+	cl.ip(t, "-6", "addr", "add", tClientTCP6.String()+"/64", "dev", "cl0", "nodad")
+	be.ip(t, "-6", "addr", "add", "2001:db8:2::1/64", "dev", "bec", "nodad")
+	cl.ip(t, "-6", "addr", "add", "2001:db8:2::2/64", "dev", "clb", "nodad")
+	cl.ip(t, "-6", "route", "add", tVIP6.String()+"/128", "via", "2001:db8:1::1")
+	be.ip(t, "-6", "route", "add", "2001:db8:1::/64", "via", "2001:db8:2::2")
+	// The load balancer's kernel must drop what the test LB forwards
+	// silently: not route it too, and not answer "no route" (which a
+	// host without a route to the VIP sends for IPv6).
+	if err := lb.do(func() error {
+		return os.WriteFile("/proc/sys/net/ipv6/conf/all/forwarding", []byte("0"), 0o644)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	lb.ip(t, "-6", "route", "add", "blackhole", tVIP6.String()+"/128")
+}
+
+// testLB6 is testLB for an IPv6 VIP: it captures every IPv6 packet to the
+// VIP arriving on lbc and sends it to the backend in envelope env, as a
+// whole frame out of lb0. It counts packets from the VIP seen on any
+// interface of lb, which DSR replies must never cross.
+type testLB6 struct {
+	forwarded atomic.Int64
+	fromVIP   atomic.Int64
+}
+
+func startTestLB6(t *testing.T, topo *dsrTopology, env envelope6) *testLB6 {
+	t.Helper()
+	lb := topo.lb
+	l := &testLB6{}
+	lbMAC, beMAC := linkMAC(t, lb, "lb0"), linkMAC(t, topo.be, "be0")
+	send := frameSender(t, lb, "lb0")
+	var capFD, watchFD int
+	proto := htons(unix.ETH_P_IPV6)
+	if err := lb.do(func() error {
+		ifc, err := net.InterfaceByName("lbc")
+		if err != nil {
+			return err
+		}
+		if capFD, err = unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(proto)); err != nil {
+			return err
+		}
+		if err := unix.Bind(capFD, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: ifc.Index}); err != nil {
+			return err
+		}
+		watchFD, err = unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(proto))
+		return err
+	}); err != nil {
+		t.Fatalf("test LB sockets: %v", err)
+	}
+	tv := unix.NsecToTimeval((50 * time.Millisecond).Nanoseconds())
+	for _, fd := range []int{capFD, watchFD} {
+		unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	}
+	vip := tVIP6.As16()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { // forward
+		defer wg.Done()
+		buf := make([]byte, 65536)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			n, from, err := unix.Recvfrom(capFD, buf, 0)
+			if err != nil {
+				continue // timeout
+			}
+			if sll, ok := from.(*unix.SockaddrLinklayer); !ok || sll.Pkttype == unix.PACKET_OUTGOING {
+				continue
+			}
+			if n < 40 || buf[0]>>4 != 6 || string(buf[24:40]) != string(vip[:]) {
+				continue
+			}
+			inner := append([]byte(nil), buf[:n]...)
+			if inner[6] == 6 { // TCP: complete a partial checksum
+				src, _ := netip.AddrFromSlice(inner[8:24])
+				tUpperChecksum(src, tVIP6, 6, inner[40:], 16)
+			}
+			send(env.frame(lbMAC, beMAC, inner))
+			l.forwarded.Add(1)
+		}
+	}()
+	go func() { // watch for replies crossing the load balancer
+		defer wg.Done()
+		buf := make([]byte, 65536)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			n, _, err := unix.Recvfrom(watchFD, buf, 0)
+			if err == nil && n >= 40 && string(buf[8:24]) == string(vip[:]) {
+				l.fromVIP.Add(1)
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		close(stop)
+		wg.Wait()
+		unix.Close(capFD)
+		unix.Close(watchFD)
+	})
+	return l
+}
+
+// ndWatch counts neighbour discovery messages (ICMPv6 types 133 to 137) on
+// every interface of n, sent or received, whose source or target is addr.
+func ndWatch(t *testing.T, n *testNetns, addr netip.Addr) *atomic.Int64 {
+	t.Helper()
+	var fd int
+	proto := htons(unix.ETH_P_IPV6)
+	if err := n.do(func() error {
+		var err error
+		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(proto))
+		return err
+	}); err != nil {
+		t.Fatalf("packet socket: %v", err)
+	}
+	tv := unix.NsecToTimeval((50 * time.Millisecond).Nanoseconds())
+	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	a := addr.As16()
+	var count atomic.Int64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 65536)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			n, _, err := unix.Recvfrom(fd, buf, 0)
+			if err != nil || n < 48 || buf[6] != 58 || buf[40] < 133 || buf[40] > 137 {
+				continue
+			}
+			target := n >= 64 && (buf[40] == 135 || buf[40] == 136) && string(buf[48:64]) == string(a[:])
+			if string(buf[8:24]) == string(a[:]) || target {
+				count.Add(1)
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		close(stop)
+		<-done
+		unix.Close(fd)
+	})
+	return &count
+}
+
+// TestBackendNetnsIPv6DSRTCP runs real TCP connections to an IPv6 VIP through
+// the whole DSR path, in each envelope an IPv6 VIP may come in: client ->
+// load balancer (encapsulates) -> backend (decapsulates, the VIP on lo
+// accepts) -> replies from the VIP straight to the client. A 1 MiB upload
+// arrives whole; no reply crosses the load balancer; the backend never
+// sends or answers neighbour discovery for the VIP.
+func TestBackendNetnsIPv6DSRTCP(t *testing.T) {
+	if _, err := exec.LookPath("ethtool"); err != nil {
+		t.Skip("needs ethtool: the test LB forwards frames as the client sends them, so the client must not send TSO/GSO super-frames")
+	}
+	for _, env := range envelopes6[:4] {
+		t.Run(env.name, func(t *testing.T) {
+			topo := newDSRTopology(t, true)
+			topo.addIPv6(t)
+			topo.addIPv6ClientPath(t)
+			lb, be, cl := topo.lb, topo.be, topo.cl
+			// The envelope adds up to 44 bytes: the load balancer's path
+			// to the backend has room for it (or the LB sends PMTU
+			// errors, which this stand-in does not).
+			lb.ip(t, "link", "set", "lb0", "mtu", "1600")
+			be.ip(t, "link", "set", "be0", "mtu", "1600")
+			if out, err := cl.command(viaIPNetnsExec, "ethtool", "-K", "cl0", "tso", "off", "gso", "off").CombinedOutput(); err != nil {
+				t.Fatalf("ethtool: %v\n%s", err, out)
+			}
+			be.mustDsrctl(t, "setup", "--vip", tVIP6.String(), "--mode", env.mode, "--bpffs", topo.bpffs)
+			fake := startTestLB6(t, topo, env)
+			nd := ndWatch(t, be, tVIP6)
+			// The watch works: the backend resolves the client's
+			// address on the reply path.
+			ndClient := ndWatch(t, be, netip.MustParseAddr("2001:db8:2::2"))
+
+			var ln net.Listener
+			if err := be.do(func() error {
+				var err error
+				ln, err = net.Listen("tcp6", netip.AddrPortFrom(tVIP6, 8080).String())
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { ln.Close() })
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				h := sha256.New()
+				n, _ := io.Copy(h, c)
+				fmt.Fprintf(c, "%d %x", n, h.Sum(nil))
+			}()
+
+			var conn *net.TCPConn
+			if err := cl.do(func() error {
+				c, err := net.DialTimeout("tcp6", netip.AddrPortFrom(tVIP6, 8080).String(), 5*time.Second)
+				if err == nil {
+					conn = c.(*net.TCPConn)
+				}
+				return err
+			}); err != nil {
+				t.Fatalf("connect to the VIP: %v (forwarded %d)", err, fake.forwarded.Load())
+			}
+			defer conn.Close()
+			if got := conn.LocalAddr().(*net.TCPAddr).AddrPort().Addr(); got != tClientTCP6 {
+				t.Errorf("client address %s, want %s", got, tClientTCP6)
+			}
+			payload := make([]byte, 1<<20)
+			for i := range payload {
+				payload[i] = byte(i * 7)
+			}
+			conn.SetDeadline(time.Now().Add(20 * time.Second))
+			if _, err := conn.Write(payload); err != nil {
+				t.Fatalf("upload: %v (forwarded %d)", err, fake.forwarded.Load())
+			}
+			conn.CloseWrite()
+			reply, err := io.ReadAll(conn)
+			if err != nil {
+				t.Fatalf("read reply: %v", err)
+			}
+			sum := sha256.Sum256(payload)
+			if want := fmt.Sprintf("%d %x", len(payload), sum[:]); string(reply) != want {
+				t.Errorf("backend got %q, want %q", reply, want)
+			}
+			conn.Close()
+
+			st := backendStatusOf(t, be, topo.bpffs)
+			ipip, gre := decapCounts(st, "be0")
+			got := map[string]uint64{"ipip": ipip, "gre": gre}[env.mode]
+			t.Logf("%s: load balancer forwarded %d packets, backend decapsulated %d, replies seen by the load balancer: %d, ND messages about the VIP on the backend: %d",
+				env.name, fake.forwarded.Load(), got, fake.fromVIP.Load(), nd.Load())
+			if min := int64(len(payload) / 1500); fake.forwarded.Load() < min || got < uint64(min) {
+				t.Errorf("forwarded %d, decapsulated %d packets; want at least %d each", fake.forwarded.Load(), got, min)
+			}
+			if n := fake.fromVIP.Load(); n != 0 {
+				t.Errorf("%d packets from the VIP crossed the load balancer; DSR replies must not", n)
+			}
+			if n := nd.Load(); n != 0 {
+				t.Errorf("the backend sent or received %d neighbour discovery messages about the VIP", n)
+			}
+			if ndClient.Load() == 0 {
+				t.Errorf("saw no neighbour discovery about the client's reply address: the watch does not work")
+			}
+			be.mustDsrctl(t, "teardown", "--vip", tVIP6.String(), "--mode", env.mode, "--bpffs", topo.bpffs)
+		})
 	}
 }
