@@ -18,7 +18,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -559,62 +558,26 @@ func startTestLB6(t *testing.T, topo *dsrTopology, env envelope6) *testLB6 {
 	}); err != nil {
 		t.Fatalf("test LB sockets: %v", err)
 	}
-	tv := unix.NsecToTimeval((50 * time.Millisecond).Nanoseconds())
-	for _, fd := range []int{capFD, watchFD} {
-		unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
-	}
 	vip := tVIP6.As16()
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { // forward
-		defer wg.Done()
-		buf := make([]byte, 65536)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			n, from, err := unix.Recvfrom(capFD, buf, 0)
-			if err != nil {
-				continue // timeout
-			}
-			if sll, ok := from.(*unix.SockaddrLinklayer); !ok || sll.Pkttype == unix.PACKET_OUTGOING {
-				continue
-			}
-			if n < 40 || buf[0]>>4 != 6 || string(buf[24:40]) != string(vip[:]) {
-				continue
-			}
-			inner := append([]byte(nil), buf[:n]...)
-			if inner[6] == 6 { // TCP: complete a partial checksum
-				src, _ := netip.AddrFromSlice(inner[8:24])
-				tUpperChecksum(src, tVIP6, 6, inner[40:], 16)
-			}
-			send(env.frame(lbMAC, beMAC, inner))
-			l.forwarded.Add(1)
+	packetLoop(t, capFD, func(pkt []byte, from *unix.SockaddrLinklayer) { // forward
+		if from == nil || from.Pkttype == unix.PACKET_OUTGOING {
+			return
 		}
-	}()
-	go func() { // watch for replies crossing the load balancer
-		defer wg.Done()
-		buf := make([]byte, 65536)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			n, _, err := unix.Recvfrom(watchFD, buf, 0)
-			if err == nil && n >= 40 && string(buf[8:24]) == string(vip[:]) {
-				l.fromVIP.Add(1)
-			}
+		if len(pkt) < 40 || pkt[0]>>4 != 6 || string(pkt[24:40]) != string(vip[:]) {
+			return
 		}
-	}()
-	t.Cleanup(func() {
-		close(stop)
-		wg.Wait()
-		unix.Close(capFD)
-		unix.Close(watchFD)
+		inner := append([]byte(nil), pkt...)
+		if inner[6] == 6 { // TCP: complete a partial checksum
+			src, _ := netip.AddrFromSlice(inner[8:24])
+			tUpperChecksum(src, tVIP6, 6, inner[40:], 16)
+		}
+		send(env.frame(lbMAC, beMAC, inner))
+		l.forwarded.Add(1)
+	})
+	packetLoop(t, watchFD, func(pkt []byte, _ *unix.SockaddrLinklayer) { // replies crossing the load balancer
+		if len(pkt) >= 40 && string(pkt[8:24]) == string(vip[:]) {
+			l.fromVIP.Add(1)
+		}
 	})
 	return l
 }
@@ -632,35 +595,16 @@ func ndWatch(t *testing.T, n *testNetns, addr netip.Addr) *atomic.Int64 {
 	}); err != nil {
 		t.Fatalf("packet socket: %v", err)
 	}
-	tv := unix.NsecToTimeval((50 * time.Millisecond).Nanoseconds())
-	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
 	a := addr.As16()
 	var count atomic.Int64
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 65536)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			n, _, err := unix.Recvfrom(fd, buf, 0)
-			if err != nil || n < 48 || buf[6] != 58 || buf[40] < 133 || buf[40] > 137 {
-				continue
-			}
-			target := n >= 64 && (buf[40] == 135 || buf[40] == 136) && string(buf[48:64]) == string(a[:])
-			if string(buf[8:24]) == string(a[:]) || target {
-				count.Add(1)
-			}
+	packetLoop(t, fd, func(pkt []byte, _ *unix.SockaddrLinklayer) {
+		if len(pkt) < 48 || pkt[6] != 58 || pkt[40] < 133 || pkt[40] > 137 {
+			return
 		}
-	}()
-	t.Cleanup(func() {
-		close(stop)
-		<-done
-		unix.Close(fd)
+		target := len(pkt) >= 64 && (pkt[40] == 135 || pkt[40] == 136) && string(pkt[48:64]) == string(a[:])
+		if string(pkt[8:24]) == string(a[:]) || target {
+			count.Add(1)
+		}
 	})
 	return &count
 }
@@ -696,15 +640,7 @@ func TestBackendNetnsIPv6DSRTCP(t *testing.T) {
 			// address on the reply path.
 			ndClient := ndWatch(t, be, netip.MustParseAddr("2001:db8:2::2"))
 
-			var ln net.Listener
-			if err := be.do(func() error {
-				var err error
-				ln, err = net.Listen("tcp6", netip.AddrPortFrom(tVIP6, 8080).String())
-				return err
-			}); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { ln.Close() })
+			ln := listenTCP(t, be, netip.AddrPortFrom(tVIP6, 8080))
 			go func() {
 				c, err := ln.Accept()
 				if err != nil {
@@ -716,14 +652,8 @@ func TestBackendNetnsIPv6DSRTCP(t *testing.T) {
 				fmt.Fprintf(c, "%d %x", n, h.Sum(nil))
 			}()
 
-			var conn *net.TCPConn
-			if err := cl.do(func() error {
-				c, err := net.DialTimeout("tcp6", netip.AddrPortFrom(tVIP6, 8080).String(), 5*time.Second)
-				if err == nil {
-					conn = c.(*net.TCPConn)
-				}
-				return err
-			}); err != nil {
+			conn, err := dialTCP(cl, netip.AddrPortFrom(tVIP6, 8080))
+			if err != nil {
 				t.Fatalf("connect to the VIP: %v (forwarded %d)", err, fake.forwarded.Load())
 			}
 			defer conn.Close()

@@ -142,37 +142,17 @@ func loadTestProgram(t *testing.T, vips map[string]Mode) (*ebpf.Program, *ebpf.M
 	return coll.Programs[ProgramName], coll.Maps[StatsMapName]
 }
 
-func TestProgramDecapsulates(t *testing.T) {
-	prog, stats := loadTestProgram(t, map[string]Mode{testVIP: IPIP | GRE, "10.251.0.11": IPIP})
-	inner := innerPacket(testVIP)
-	badSum := ipv4(testLB, testBE, 4, inner)
-	badSum[10] ^= 0xff
-	withOptions := ipv4(testLB, testBE, 4, inner)
-	withOptions[0] = 0x46
-	fragment := ipv4(testLB, testBE, 4, inner)
-	fragment[6] |= 0x20 // MF
+// progCase is a frame in and the frame the program leaves.
+type progCase struct {
+	desc string
+	in   []byte
+	want []byte // nil: unchanged
+}
 
-	tests := []struct {
-		desc string
-		in   []byte
-		want []byte // nil: unchanged
-	}{
-		{"ipip to VIP", ether(0x0800, ipv4(testLB, testBE, 4, inner)), ether(0x0800, inner)},
-		{"gre to VIP", ether(0x0800, ipv4(testLB, testBE, 47, gre(0, 0x0800, inner))), ether(0x0800, inner)},
-		{"ipip to second VIP", ether(0x0800, ipv4(testLB, testBE, 4, innerPacket("10.251.0.11"))), ether(0x0800, innerPacket("10.251.0.11"))},
-		{"gre to VIP configured for ipip only", ether(0x0800, ipv4(testLB, testBE, 47, gre(0, 0x0800, innerPacket("10.251.0.11")))), nil},
-		{"ipip to other address", ether(0x0800, ipv4(testLB, testBE, 4, innerPacket("10.251.0.99"))), nil},
-		{"plain packet to VIP", ether(0x0800, inner), nil},
-		{"gre with key flag", ether(0x0800, ipv4(testLB, testBE, 47, gre(0x2000, 0x0800, append([]byte{0, 0, 0, 1}, inner...)))), nil},
-		{"gre with checksum flag", ether(0x0800, ipv4(testLB, testBE, 47, gre(0x8000, 0x0800, append([]byte{0, 0, 0, 0}, inner...)))), nil},
-		{"gre carrying IPv6", ether(0x0800, ipv4(testLB, testBE, 47, gre(0, 0x86dd, inner))), nil},
-		{"outer checksum wrong", ether(0x0800, badSum), nil},
-		{"outer with options", ether(0x0800, withOptions), nil},
-		{"outer fragment", ether(0x0800, fragment), nil},
-		{"truncated inner", ether(0x0800, ipv4(testLB, testBE, 4, inner[:12])), nil},
-		{"arp", ether(0x0806, make([]byte, 28)), nil},
-		{"frame for another host", etherTo([6]byte{0x02, 0, 0, 0, 0, 0x99}, 0x0800, ipv4(testLB, testBE, 4, inner)), nil},
-	}
+// runCases runs the program on each case's frame (BPF_PROG_TEST_RUN) and
+// checks the frame it leaves and that it hands every packet on.
+func runCases(t *testing.T, prog *ebpf.Program, tests []progCase) {
+	t.Helper()
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
 			out := make([]byte, len(tc.in)+64)
@@ -195,6 +175,36 @@ func TestProgramDecapsulates(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestProgramDecapsulates(t *testing.T) {
+	prog, stats := loadTestProgram(t, map[string]Mode{testVIP: IPIP | GRE, "10.251.0.11": IPIP})
+	inner := innerPacket(testVIP)
+	badSum := ipv4(testLB, testBE, 4, inner)
+	badSum[10] ^= 0xff
+	withOptions := ipv4(testLB, testBE, 4, inner)
+	withOptions[0] = 0x46
+	fragment := ipv4(testLB, testBE, 4, inner)
+	fragment[6] |= 0x20 // MF
+
+	tests := []progCase{
+		{"ipip to VIP", ether(0x0800, ipv4(testLB, testBE, 4, inner)), ether(0x0800, inner)},
+		{"gre to VIP", ether(0x0800, ipv4(testLB, testBE, 47, gre(0, 0x0800, inner))), ether(0x0800, inner)},
+		{"ipip to second VIP", ether(0x0800, ipv4(testLB, testBE, 4, innerPacket("10.251.0.11"))), ether(0x0800, innerPacket("10.251.0.11"))},
+		{"gre to VIP configured for ipip only", ether(0x0800, ipv4(testLB, testBE, 47, gre(0, 0x0800, innerPacket("10.251.0.11")))), nil},
+		{"ipip to other address", ether(0x0800, ipv4(testLB, testBE, 4, innerPacket("10.251.0.99"))), nil},
+		{"plain packet to VIP", ether(0x0800, inner), nil},
+		{"gre with key flag", ether(0x0800, ipv4(testLB, testBE, 47, gre(0x2000, 0x0800, append([]byte{0, 0, 0, 1}, inner...)))), nil},
+		{"gre with checksum flag", ether(0x0800, ipv4(testLB, testBE, 47, gre(0x8000, 0x0800, append([]byte{0, 0, 0, 0}, inner...)))), nil},
+		{"gre carrying IPv6", ether(0x0800, ipv4(testLB, testBE, 47, gre(0, 0x86dd, inner))), nil},
+		{"outer checksum wrong", ether(0x0800, badSum), nil},
+		{"outer with options", ether(0x0800, withOptions), nil},
+		{"outer fragment", ether(0x0800, fragment), nil},
+		{"truncated inner", ether(0x0800, ipv4(testLB, testBE, 4, inner[:12])), nil},
+		{"arp", ether(0x0806, make([]byte, 28)), nil},
+		{"frame for another host", etherTo([6]byte{0x02, 0, 0, 0, 0, 0x99}, 0x0800, ipv4(testLB, testBE, 4, inner)), nil},
+	}
+	runCases(t, prog, tests)
 
 	c, err := readCounters(stats)
 	if err != nil {
@@ -221,11 +231,7 @@ func TestProgramDecapsulatesIPv6(t *testing.T) {
 	v5 := ipv6(testLB6, testBE6, 41, in6)
 	v5[0] = 0x50
 
-	tests := []struct {
-		desc string
-		in   []byte
-		want []byte // nil: unchanged
-	}{
+	tests := []progCase{
 		{"v6-in-v6 to VIP", ether(0x86dd, ipv6(testLB6, testBE6, 41, in6)), ether(0x86dd, in6)},
 		{"v4-in-v6 to VIP", ether(0x86dd, ipv6(testLB6, testBE6, 4, in4)), ether(0x0800, in4)},
 		{"gre over v6, inner v6", ether(0x86dd, ipv6(testLB6, testBE6, 47, gre(0, 0x86dd, in6))), ether(0x86dd, in6)},
@@ -248,26 +254,7 @@ func TestProgramDecapsulatesIPv6(t *testing.T) {
 		{"truncated inner IPv6", ether(0x86dd, ipv6(testLB6, testBE6, 41, in6[:39])), nil},
 		{"frame for another host", etherTo([6]byte{0x02, 0, 0, 0, 0, 0x99}, 0x86dd, ipv6(testLB6, testBE6, 41, in6)), nil},
 	}
-	for _, tc := range tests {
-		t.Run(tc.desc, func(t *testing.T) {
-			out := make([]byte, len(tc.in)+64)
-			ret, err := prog.Run(&ebpf.RunOptions{Data: tc.in, DataOut: out})
-			if err != nil {
-				t.Fatalf("run: %v", err)
-			}
-			if int32(ret) != TCXNext {
-				t.Errorf("got return %d, want %d (TCX_NEXT)", int32(ret), TCXNext)
-			}
-			want := tc.want
-			if want == nil {
-				want = tc.in
-			}
-			got := out[:len(want)]
-			if !bytes.Equal(got, want) {
-				t.Errorf("got packet\n%x\nwant\n%x", got, want)
-			}
-		})
-	}
+	runCases(t, prog, tests)
 
 	c, err := readCounters(stats)
 	if err != nil {
