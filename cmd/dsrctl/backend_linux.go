@@ -62,6 +62,10 @@ type backendHost interface {
 	// the hook, so that setup fails before it changes anything when this
 	// kernel cannot run it.
 	DecapCheck(hook decap.Hook) error
+	// DecapChangesFamily reports whether the kernel lets the
+	// decapsulator strip an envelope of the other family than the packet
+	// inside (decap.ChangesFamily).
+	DecapChangesFamily() (bool, error)
 	DecapAttach(l backendLink, vip netip.Addr, mode decap.Mode, hook decap.Hook) (decap.AttachResult, error)
 	DecapDetach(ifname string, vip netip.Addr, mode decap.Mode) (decap.DetachResult, error)
 	// DecapList returns the attached decapsulators.
@@ -219,6 +223,19 @@ func backendApply(h backendHost, cfg backendConfig, w io.Writer) error {
 		}
 	}
 
+	if len(decapOn) > 0 {
+		switch ok, err := h.DecapChangesFamily(); {
+		case err != nil:
+			fmt.Fprintf(w, "note: could not check whether this kernel strips envelopes of the other family: %v\n", err)
+		case !ok:
+			fam, other := "IPv4", "IPv6"
+			if cfg.VIP.Is6() {
+				fam, other = "IPv6", "IPv4"
+			}
+			fmt.Fprintf(w, "note: this kernel (before Linux 6.3) cannot strip %s envelopes around %s packets: "+
+				"the load balancer must reach this backend at an %s address\n", other, fam, fam)
+		}
+	}
 	mode := backendDecapMode(cfg.Mode)
 	for _, l := range decapOn {
 		res, err := h.DecapAttach(l, cfg.VIP, mode, decap.Hook(cfg.Hook))
@@ -706,6 +723,8 @@ func (h *backendNetlinkHost) NDProxies(addr netip.Addr) ([]string, error) {
 func (h *backendNetlinkHost) manager() decap.Manager { return decap.Manager{BPFFS: h.bpffs} }
 
 func (h *backendNetlinkHost) DecapCheck(hook decap.Hook) error { return decap.Check(hook) }
+
+func (h *backendNetlinkHost) DecapChangesFamily() (bool, error) { return decap.ChangesFamily() }
 
 func (h *backendNetlinkHost) DecapAttach(l backendLink, vip netip.Addr, mode decap.Mode, hook decap.Hook) (decap.AttachResult, error) {
 	if !h.collected {

@@ -24,6 +24,7 @@ type fakeHost struct {
 	decaps    map[string]map[netip.Addr]decap.Mode
 	hooks     map[string]decap.Hook // hook of each decapsulator
 	ipv6Off   map[string]bool       // interfaces with disable_ipv6=1
+	oldKernel bool                  // cannot change the family (before Linux 6.3)
 	ndProxies map[netip.Addr][]string
 	openErr   error
 	changes   []string
@@ -123,6 +124,8 @@ func (f *fakeHost) IPv6Disabled(dev string) (bool, error) { return f.ipv6Off[dev
 func (f *fakeHost) NDProxies(addr netip.Addr) ([]string, error) { return f.ndProxies[addr], nil }
 
 func (f *fakeHost) DecapCheck(hook decap.Hook) error { return f.openErr }
+
+func (f *fakeHost) DecapChangesFamily() (bool, error) { return !f.oldKernel, nil }
 
 func (f *fakeHost) DecapAttach(l backendLink, vip netip.Addr, mode decap.Mode, hook decap.Hook) (decap.AttachResult, error) {
 	if hook == decap.HookAuto || hook == "" {
@@ -533,6 +536,30 @@ func TestBackendSetupIPv6Refuses(t *testing.T) {
 				}
 				wantChanges(t, f.changes, nil)
 			})
+		}
+	}
+}
+
+// TestBackendSetupOldKernelNote: where the kernel cannot change the family
+// (before Linux 6.3), setup says which envelopes will not be stripped, and
+// says nothing on a newer kernel or without a decapsulator.
+func TestBackendSetupOldKernelNote(t *testing.T) {
+	tests := []struct {
+		cfg       backendConfig
+		oldKernel bool
+		want      string // "" for no note
+	}{
+		{fakeCfg6("ipip"), true, "cannot strip IPv4 envelopes around IPv6 packets: the load balancer must reach this backend at an IPv6 address"},
+		{fakeCfg("gre"), true, "cannot strip IPv6 envelopes around IPv4 packets: the load balancer must reach this backend at an IPv4 address"},
+		{fakeCfg6("gre"), false, ""},
+		{fakeCfg6("l2"), true, ""},
+	}
+	for _, tc := range tests {
+		f := newFakeHost(false)
+		f.oldKernel = tc.oldKernel
+		_, out := f.apply(t, tc.cfg)
+		if got := strings.Contains(out, "note: this kernel"); got != (tc.want != "") || !strings.Contains(out, tc.want) {
+			t.Errorf("%s %s, old kernel %v: output\n%s\nwant note %q", tc.cfg.VIP, tc.cfg.Mode, tc.oldKernel, out, tc.want)
 		}
 	}
 }

@@ -3,6 +3,7 @@
 package decap
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -101,6 +102,54 @@ func Check(hook Hook) error {
 		return ErrNoTCX
 	}
 	return nil
+}
+
+// ChangesFamily reports whether this kernel lets the decapsulator strip an
+// envelope whose family differs from the packet inside it (IPv6 in IPv4,
+// IPv4 in IPv6): bpf_skb_adjust_room takes BPF_F_ADJ_ROOM_DECAP_L3_IPV4 and
+// _IPV6 from Linux 6.3 on and refuses them before. It runs the program,
+// loaded but not attached, on an IPv6-in-IPv4 frame with BPF_PROG_TEST_RUN
+// and looks at what comes out.
+func ChangesFamily() (bool, error) {
+	coll, err := newCollection(nil)
+	if err != nil {
+		return false, err
+	}
+	defer coll.Close()
+	// A documentation address (RFC 3849), in this private map only.
+	vip := netip.MustParseAddr("2001:db8::1")
+	if err := putVIP(coll.Maps[VIPMapName], coll.Maps[VIP6MapName], vip, IPIP); err != nil {
+		return false, fmt.Errorf("probe the kernel: %w", err)
+	}
+	// Ethernet to the all-zero MAC (BPF_PROG_TEST_RUN runs on lo, whose
+	// MAC that is: the frame counts as addressed to this host), an IPv4
+	// header with protocol 41 and a valid checksum, an IPv6 header to vip.
+	frame := make([]byte, ethLen+ipv4Len+ipv6Len)
+	binary.BigEndian.PutUint16(frame[ethTypeOff:], ethTypeIPv4)
+	outer := frame[outerOff : outerOff+ipv4Len]
+	outer[0] = 0x45
+	binary.BigEndian.PutUint16(outer[2:], ipv4Len+ipv6Len)
+	outer[8], outer[9] = 64, protoIPv6
+	copy(outer[12:], []byte{192, 0, 2, 1})
+	copy(outer[16:], []byte{192, 0, 2, 2})
+	var sum uint32
+	for i := 0; i < ipv4Len; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(outer[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	binary.BigEndian.PutUint16(outer[10:], ^uint16(sum))
+	inner := frame[outerOff+ipv4Len:]
+	inner[0], inner[7] = 0x60, 64
+	a := vip.As16()
+	copy(inner[inner6DstOff:], a[:])
+
+	out := make([]byte, len(frame)+64)
+	if _, err := coll.Programs[ProgramName].Run(&ebpf.RunOptions{Data: frame, DataOut: out}); err != nil {
+		return false, fmt.Errorf("probe the kernel: %w", err)
+	}
+	return binary.BigEndian.Uint16(out[ethTypeOff:]) == ethTypeIPv6 && out[outerOff]>>4 == 6, nil
 }
 
 // newCollection loads the decapsulator, with the maps in repl instead of new

@@ -381,6 +381,28 @@ func TestCheck(t *testing.T) {
 	}
 }
 
+// TestChangesFamily: the probe says what the kernel's version says: Linux
+// 6.3 or later changes the family.
+func TestChangesFamily(t *testing.T) {
+	requireBPF(t)
+	ok, err := ChangesFamily()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var u unix.Utsname
+	unix.Uname(&u)
+	release := unix.ByteSliceToString(u.Release[:])
+	var major, minor int
+	if _, err := fmt.Sscanf(release, "%d.%d", &major, &minor); err != nil {
+		t.Fatalf("kernel release %q: %v", release, err)
+	}
+	want := major > 6 || major == 6 && minor >= 3
+	t.Logf("kernel %s: changes family: %v", release, ok)
+	if ok != want {
+		t.Errorf("got %v on Linux %s, want %v", ok, release, want)
+	}
+}
+
 func TestLoadErrorExplains(t *testing.T) {
 	tests := []struct {
 		err  error
