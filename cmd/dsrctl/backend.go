@@ -94,7 +94,7 @@ const backendUsage = `usage: dsrctl backend <subcommand> [flags]
   held by the interface and removes the pins, teardown removes them.
   script   --vip V --mode l2|ipip|gre [--os linux|windows] [--dev IFACE]
            print the equivalent commands for a host with kernel tunnels
-           (Linux) or a Windows backend (l2 only)
+           (Linux) or a Windows backend (l2 and IPv4 only)
 
 Exit codes: 0 success, 1 the operation failed, 2 bad usage.`
 

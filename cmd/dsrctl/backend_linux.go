@@ -131,7 +131,7 @@ func backendApply(h backendHost, cfg backendConfig, w io.Writer) error {
 	}
 
 	if cfg.VIP.Is6() {
-		if err := backendCheckIPv6(h, links, data, cfg.VIP); err != nil {
+		if err := backendCheckIPv6(h, data, cfg.VIP, w); err != nil {
 			return err
 		}
 	}
@@ -291,23 +291,42 @@ func backendLinkNames(ls []backendLink) string {
 
 // backendCheckIPv6 refuses an IPv6 VIP, before anything changes, where the
 // backend could not serve it or would claim it on the network: IPv6 disabled
-// on lo or on an interface the load balancer's packets arrive on (the kernel
-// drops IPv6 packets there, decapsulated ones too), or a proxy neighbour
-// entry for the VIP, with which the kernel answers solicitations for it
-// (proxy_ndp) as if it owned it.
-func backendCheckIPv6(h backendHost, links, data []backendLink, vip netip.Addr) error {
-	var off []string
-	for _, l := range append([]backendLink{{Name: "lo"}}, data...) {
-		disabled, err := h.IPv6Disabled(l.Name)
+// on lo, or on every interface the load balancer's packets may arrive on
+// (the kernel drops IPv6 packets there, decapsulated ones too; with some of
+// them left it notes the others), or a proxy neighbour entry for the VIP,
+// with which the kernel answers solicitations for it (proxy_ndp) as if it
+// owned it.
+func backendCheckIPv6(h backendHost, data []backendLink, vip netip.Addr, w io.Writer) error {
+	disabled := func(dev string) (bool, error) {
+		off, err := h.IPv6Disabled(dev)
 		if err != nil {
-			return fmt.Errorf("read net.ipv6.conf.%s.disable_ipv6: %w", l.Name, err)
+			return false, fmt.Errorf("read net.ipv6.conf.%s.disable_ipv6: %w", dev, err)
 		}
-		if disabled {
+		return off, nil
+	}
+	const enable = "enable it (sysctl -w net.ipv6.conf.IFACE.disable_ipv6=0) for an IPv6 VIP"
+	if off, err := disabled("lo"); err != nil || off {
+		if err == nil {
+			err = fmt.Errorf("IPv6 is disabled on lo: %s", enable)
+		}
+		return err
+	}
+	var off []string
+	for _, l := range data {
+		d, err := disabled(l.Name)
+		if err != nil {
+			return err
+		}
+		if d {
 			off = append(off, l.Name)
 		}
 	}
-	if len(off) > 0 {
-		return fmt.Errorf("IPv6 is disabled on %s: enable it (sysctl -w net.ipv6.conf.IFACE.disable_ipv6=0) for an IPv6 VIP", strings.Join(off, ", "))
+	switch {
+	case len(off) > 0 && len(off) == len(data):
+		return fmt.Errorf("IPv6 is disabled on %s: %s, or pass --dev with the interface the load balancer's packets arrive on",
+			strings.Join(off, ", "), enable)
+	case len(off) > 0:
+		fmt.Fprintf(w, "note: IPv6 is disabled on %s: the VIP's packets cannot arrive there\n", strings.Join(off, ", "))
 	}
 	proxies, err := h.NDProxies(vip)
 	if err != nil {

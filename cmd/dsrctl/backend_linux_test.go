@@ -519,7 +519,7 @@ func TestBackendSetupIPv6Refuses(t *testing.T) {
 		want  string
 	}{
 		{"ipv6 off on lo", func(f *fakeHost) { f.ipv6Off = map[string]bool{"lo": true} }, "IPv6 is disabled on lo"},
-		{"ipv6 off on a data interface", func(f *fakeHost) { f.ipv6Off = map[string]bool{"eth1": true} }, "IPv6 is disabled on eth1"},
+		{"ipv6 off on every data interface", func(f *fakeHost) { f.ipv6Off = map[string]bool{"eth0": true, "eth1": true} }, "IPv6 is disabled on eth0, eth1"},
 		{"proxy entry", func(f *fakeHost) {
 			f.ndProxies = map[netip.Addr][]string{netip.MustParseAddr("2001:db8:100::10"): {"eth0"}}
 		}, "ip -6 neigh del proxy 2001:db8:100::10 dev eth0"},
@@ -561,5 +561,19 @@ func TestBackendSetupOldKernelNote(t *testing.T) {
 		if got := strings.Contains(out, "note: this kernel"); got != (tc.want != "") || !strings.Contains(out, tc.want) {
 			t.Errorf("%s %s, old kernel %v: output\n%s\nwant note %q", tc.cfg.VIP, tc.cfg.Mode, tc.oldKernel, out, tc.want)
 		}
+	}
+}
+
+// TestBackendSetupIPv6OffOnSome: IPv6 disabled on one of the data interfaces
+// is noted; setup goes on with the others.
+func TestBackendSetupIPv6OffOnSome(t *testing.T) {
+	f := newFakeHost(false)
+	f.ipv6Off = map[string]bool{"eth1": true}
+	_, out := f.apply(t, fakeCfg6("l2"))
+	if want := "note: IPv6 is disabled on eth1: the VIP's packets cannot arrive there"; !strings.Contains(out, want) {
+		t.Errorf("setup output lacks %q:\n%s", want, out)
+	}
+	if !slices.Contains(f.addrs["lo"], netip.MustParsePrefix("2001:db8:100::10/128")) {
+		t.Errorf("setup did not put the VIP on lo")
 	}
 }
