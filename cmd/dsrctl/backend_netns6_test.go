@@ -11,6 +11,7 @@ package main
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -22,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
 
@@ -164,11 +167,97 @@ func (e envelope6) frame(lbMAC, beMAC net.HardwareAddr, inner []byte) []byte {
 }
 
 // inner returns the client's datagram msg to dst:5353.
+// Its hop limit (TTL) and IPv6 traffic class differ from the envelope's
+// (64, 0), so that what the VIP's socket sees shows whose header it got.
 func (e envelope6) inner(dst netip.Addr, msg string) []byte {
 	if dst.Is6() {
-		return tUDP6(tClient6, dst, 40000, 5353, msg)
+		p := tUDP6(tClient6, dst, 40000, 5353, msg)
+		p[0], p[1] = 0x60|innerTClass>>4, innerTClass&0x0f<<4
+		p[7] = innerHopLimit
+		return p
 	}
-	return tIPv4(tClient4, dst, 17, 1, tUDP(40000, 5353, []byte(msg)))
+	p := tIPv4(tClient4, dst, 17, 1, tUDP(40000, 5353, []byte(msg)))
+	p[8] = innerHopLimit
+	binary.BigEndian.PutUint16(p[10:], 0)
+	binary.BigEndian.PutUint16(p[10:], ^tSum(0, p[:20]))
+	return p
+}
+
+// The inner packets' hop limit (TTL) and IPv6 traffic class.
+const (
+	innerHopLimit = 33
+	innerTClass   = 0x28 // DSCP AF11
+)
+
+// vipSocket is a UDP socket on a VIP that reads each datagram with the
+// fields of the IP header it came in.
+type vipSocket struct {
+	conn *net.UDPConn
+	p4   *ipv4.PacketConn
+	p6   *ipv6.PacketConn
+}
+
+func listenVIP(t *testing.T, n *testNetns, addr netip.AddrPort) *vipSocket {
+	t.Helper()
+	s := &vipSocket{conn: listenUDP(t, n, addr)}
+	var err error
+	if addr.Addr().Is6() {
+		s.p6 = ipv6.NewPacketConn(s.conn)
+		err = s.p6.SetControlMessage(ipv6.FlagTrafficClass|ipv6.FlagHopLimit|ipv6.FlagDst, true)
+	} else {
+		s.p4 = ipv4.NewPacketConn(s.conn)
+		err = s.p4.SetControlMessage(ipv4.FlagTTL|ipv4.FlagDst, true)
+	}
+	if err != nil {
+		t.Fatalf("control messages on %s: %v", addr, err)
+	}
+	return s
+}
+
+// received is one datagram and the header fields it came with.
+type received struct {
+	msg      string
+	from     netip.AddrPort
+	dst      netip.Addr
+	hopLimit int
+	tclass   int // IPv6 only
+}
+
+// read returns the next datagram, or msg "" after timeout.
+func (s *vipSocket) read(t *testing.T, timeout time.Duration) received {
+	t.Helper()
+	buf := make([]byte, 2048)
+	s.conn.SetReadDeadline(time.Now().Add(timeout))
+	var r received
+	var n int
+	var src net.Addr
+	var err error
+	if s.p6 != nil {
+		var cm *ipv6.ControlMessage
+		n, cm, src, err = s.p6.ReadFrom(buf)
+		if cm != nil {
+			r.dst, _ = netip.AddrFromSlice(cm.Dst)
+			r.hopLimit, r.tclass = cm.HopLimit, cm.TrafficClass
+		}
+	} else {
+		var cm *ipv4.ControlMessage
+		n, cm, src, err = s.p4.ReadFrom(buf)
+		if cm != nil {
+			r.dst, _ = netip.AddrFromSlice(cm.Dst.To4())
+			r.hopLimit = cm.TTL
+		}
+	}
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return received{}
+		}
+		t.Fatalf("read: %v", err)
+	}
+	r.msg = string(buf[:n])
+	r.from = src.(*net.UDPAddr).AddrPort()
+	r.from = netip.AddrPortFrom(r.from.Addr().Unmap(), r.from.Port())
+	return r
 }
 
 // Every envelope with an IPv6 side, and plain IPIP/GRE for the dual-stack
@@ -222,10 +311,10 @@ func TestBackendNetnsIPv6Decap(t *testing.T) {
 
 	lbMAC, beMAC := linkMAC(t, lb, "lb0"), linkMAC(t, be, "be0")
 	send := frameSender(t, lb, "lb0")
-	conns := map[netip.Addr]*net.UDPConn{
-		tVIP6:   listenUDP(t, be, netip.AddrPortFrom(tVIP6, 5353)),
-		tVIP:    listenUDP(t, be, netip.AddrPortFrom(tVIP, 5353)),
-		tOther6: listenUDP(t, be, netip.AddrPortFrom(netip.IPv6Unspecified(), 5354)),
+	conns := map[netip.Addr]*vipSocket{
+		tVIP6:   listenVIP(t, be, netip.AddrPortFrom(tVIP6, 5353)),
+		tVIP:    listenVIP(t, be, netip.AddrPortFrom(tVIP, 5353)),
+		tOther6: listenVIP(t, be, netip.AddrPortFrom(netip.IPv6Unspecified(), 5354)),
 	}
 	clientOf := func(vip netip.Addr) netip.AddrPort {
 		if vip.Is6() {
@@ -233,21 +322,27 @@ func TestBackendNetnsIPv6Decap(t *testing.T) {
 		}
 		return netip.AddrPortFrom(tClient4, 40000)
 	}
-	// expect sends each envelope and checks what reaches the VIP socket.
+	// expect sends each envelope and checks what reaches the VIP socket,
+	// field by field: the inner packet's payload, source, destination,
+	// hop limit and traffic class, none of the envelope's.
 	expect := func(envs []envelope6, wantDelivered bool) {
 		t.Helper()
 		for i, e := range envs {
 			msg := fmt.Sprintf("%s-%d", e.name, i)
 			send(e.frame(lbMAC, beMAC, e.inner(e.vip, msg)))
-			got, from := receive(t, conns[e.vip], 3*time.Second)
+			got := conns[e.vip].read(t, 3*time.Second)
 			if !wantDelivered {
-				if got != "" {
-					t.Errorf("%s: got %q delivered, want nothing", e.name, got)
+				if got.msg != "" {
+					t.Errorf("%s: got %q delivered, want nothing", e.name, got.msg)
 				}
 				continue
 			}
-			if got != msg || from != clientOf(e.vip) {
-				t.Errorf("%s: got %q from %s, want %q from %s", e.name, got, from, msg, clientOf(e.vip))
+			want := received{msg: msg, from: clientOf(e.vip), dst: e.vip, hopLimit: innerHopLimit}
+			if e.vip.Is6() {
+				want.tclass = innerTClass
+			}
+			if got != want {
+				t.Errorf("%s: got %+v, want %+v", e.name, got, want)
 			}
 		}
 	}
@@ -263,8 +358,8 @@ func TestBackendNetnsIPv6Decap(t *testing.T) {
 	// address would see them if they were stripped.
 	for _, e := range []envelope6{{"v6-in-v6 not a VIP", "ipip", 6, tOther6}, {"gre over v4 not a VIP", "gre", 4, tOther6}} {
 		send(e.frame(lbMAC, beMAC, tUDP6(tClient6, tOther6, 40000, 5354, e.name)))
-		if got, _ := receive(t, conns[tOther6], 300*time.Millisecond); got != "" {
-			t.Errorf("%s: got %q delivered", e.name, got)
+		if got := conns[tOther6].read(t, 300*time.Millisecond); got.msg != "" {
+			t.Errorf("%s: got %+v delivered", e.name, got)
 		}
 	}
 	if ipip2, gre2 := decapCounts(backendStatusOf(t, be, bpffs), "be0"); ipip2 != ipip || gre2 != gre {
