@@ -8,9 +8,14 @@ import (
 	"errors"
 	"net/netip"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/dsrlb/dsrlb/pipeline/pcap"
 )
 
 // Packet builders: readable constructors, not hex blobs.
@@ -108,10 +113,18 @@ const (
 	testBE6     = "2001:db8:0:1::2"
 )
 
-// innerPacket6 returns a client's IPv6 UDP datagram to dst (the checksum is
-// not checked here: the program never reads it).
+// innerPacket6 returns a client's IPv6 UDP datagram to dst, with the
+// checksum IPv6 requires (RFC 8200 section 8.1).
 func innerPacket6(dst string) []byte {
-	return ipv6(testClient6, dst, 17, udp(40000, 53, []byte("hello dsr6")))
+	seg := udp(40000, 53, []byte("hello dsr6"))
+	pseudo := make([]byte, 40)
+	s, d := netip.MustParseAddr(testClient6).As16(), netip.MustParseAddr(dst).As16()
+	copy(pseudo, s[:])
+	copy(pseudo[16:], d[:])
+	binary.BigEndian.PutUint32(pseudo[32:], uint32(len(seg)))
+	pseudo[39] = 17
+	binary.BigEndian.PutUint16(seg[6:], checksum(append(pseudo, seg...)))
+	return ipv6(testClient6, dst, 17, seg)
 }
 
 func requireBPF(t *testing.T) {
@@ -150,9 +163,11 @@ type progCase struct {
 }
 
 // runCases runs the program on each case's frame (BPF_PROG_TEST_RUN) and
-// checks the frame it leaves and that it hands every packet on.
-func runCases(t *testing.T, prog *ebpf.Program, tests []progCase) {
+// checks the frame it leaves and that it hands every packet on. It returns
+// the frames it left of the cases that change them.
+func runCases(t *testing.T, prog *ebpf.Program, tests []progCase) [][]byte {
 	t.Helper()
+	var changed [][]byte
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
 			out := make([]byte, len(tc.in)+64)
@@ -173,8 +188,12 @@ func runCases(t *testing.T, prog *ebpf.Program, tests []progCase) {
 			if !bytes.Equal(got, want) {
 				t.Errorf("got packet\n%x\nwant\n%x", got, want)
 			}
+			if tc.want != nil {
+				changed = append(changed, got)
+			}
 		})
 	}
+	return changed
 }
 
 func TestProgramDecapsulates(t *testing.T) {
@@ -254,7 +273,14 @@ func TestProgramDecapsulatesIPv6(t *testing.T) {
 		{"truncated inner IPv6", ether(0x86dd, ipv6(testLB6, testBE6, 41, in6[:39])), nil},
 		{"frame for another host", etherTo([6]byte{0x02, 0, 0, 0, 0, 0x99}, 0x86dd, ipv6(testLB6, testBE6, 41, in6)), nil},
 	}
-	runCases(t, prog, tests)
+	frames := runCases(t, prog, tests)
+	// What an independent dissector makes of the frames the program left:
+	// one IP header each (the inner one, of its own family behind the
+	// right Ethernet type), to the VIP, the UDP checksum good (IPv6) or
+	// absent as sent (IPv4, status 3). Port 53 reads as DNS.
+	ip4, ip6 := "eth:ethertype:ip:udp:dns||"+testVIP+"|53|3", "eth:ethertype:ipv6:udp:dns|"+testVIP6+"||53|1"
+	dissect(t, frames, []string{"frame.protocols", "ipv6.dst", "ip.dst", "udp.dstport", "udp.checksum.status"},
+		[]string{ip6, ip4, ip6, ip4, ip6, ip6, strings.Replace(ip6, testVIP6, "2001:db8:100::11", 1)})
 
 	c, err := readCounters(stats)
 	if err != nil {
@@ -262,5 +288,35 @@ func TestProgramDecapsulatesIPv6(t *testing.T) {
 	}
 	if want := (Counters{IPIP: 4, GRE: 3}); c != want {
 		t.Errorf("got counters %+v, want %+v", c, want)
+	}
+}
+
+// dissect writes frames to a capture and checks, row by row, the fields
+// tshark reads from them (joined by "|").
+func dissect(t *testing.T, frames [][]byte, fields, want []string) {
+	t.Helper()
+	if _, err := exec.LookPath("tshark"); err != nil {
+		t.Skip("tshark not installed (make deps installs it)")
+	}
+	path := filepath.Join(t.TempDir(), "decapsulated.pcap")
+	if err := pcap.WriteFile(path, frames); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"-r", path, "-o", "udp.check_checksum:TRUE", "-T", "fields", "-E", "separator=|"}
+	for _, f := range fields {
+		args = append(args, "-e", f)
+	}
+	out, err := exec.Command("tshark", args...).Output()
+	if err != nil {
+		t.Fatalf("tshark: %v", err)
+	}
+	got := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(got) != len(want) {
+		t.Fatalf("tshark read %d frames, want %d:\n%s", len(got), len(want), out)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("tshark frame %d: %s = %q, want %q", i+1, strings.Join(fields, "|"), got[i], want[i])
+		}
 	}
 }
