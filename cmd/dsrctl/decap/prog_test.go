@@ -127,7 +127,7 @@ func innerPacket6(dst string) []byte {
 	return ipv6(testClient6, dst, 17, seg)
 }
 
-func requireBPF(t *testing.T) {
+func requireBPF(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for BPF")
@@ -319,4 +319,151 @@ func dissect(t *testing.T, frames [][]byte, fields, want []string) {
 			t.Errorf("tshark frame %d: %s = %q, want %q", i+1, strings.Join(fields, "|"), got[i], want[i])
 		}
 	}
+}
+
+// fuzzVIPs are the VIPs of FuzzProgram.
+var fuzzVIPs = map[string]Mode{
+	testVIP: IPIP | GRE, "10.251.0.11": IPIP,
+	testVIP6: IPIP | GRE, "2001:db8:100::11": GRE,
+}
+
+// referenceDecap is the decapsulator's rule written plainly: the frame it
+// leaves and the counter it bumps (-1: none) for frame f, run the way
+// BPF_PROG_TEST_RUN runs it (on lo, whose MAC is all zeros).
+func referenceDecap(f []byte, vips map[netip.Addr]Mode) ([]byte, int) {
+	pass := func() ([]byte, int) { return f, -1 }
+	if len(f) < ethLen || !bytes.Equal(f[:6], make([]byte, 6)) {
+		return pass() // not addressed to this host
+	}
+	var off, outer int
+	var proto byte
+	switch binary.BigEndian.Uint16(f[ethTypeOff:]) {
+	case ethTypeIPv4:
+		if len(f) < outerOff+ipv4Len || f[outerOff] != 0x45 || binary.BigEndian.Uint16(f[outerFragOff:])&0x3fff != 0 ||
+			checksum(f[outerOff:outerOff+ipv4Len]) != 0 {
+			return pass()
+		}
+		proto, off, outer = f[outerProtoOf], outerOff+ipv4Len, ipv4Len
+	case ethTypeIPv6:
+		if len(f) < outerOff+ipv6Len || f[outerOff]>>4 != 6 {
+			return pass()
+		}
+		proto, off, outer = f[outerNextOff], outerOff+ipv6Len, ipv6Len
+	default:
+		return pass()
+	}
+	var mode Mode
+	var inner uint16
+	switch proto {
+	case protoIPIP:
+		mode, inner = IPIP, ethTypeIPv4
+	case protoIPv6:
+		mode, inner = IPIP, ethTypeIPv6
+	case protoGRE:
+		if len(f) < off+greLen {
+			return pass()
+		}
+		switch binary.BigEndian.Uint32(f[off:]) {
+		case ethTypeIPv4:
+			inner = ethTypeIPv4
+		case ethTypeIPv6:
+			inner = ethTypeIPv6
+		default:
+			return pass()
+		}
+		mode, off, outer = GRE, off+greLen, outer+greLen
+	default:
+		return pass()
+	}
+	var dst netip.Addr
+	if inner == ethTypeIPv4 {
+		if len(f) < off+ipv4Len || f[off]>>4 != 4 {
+			return pass()
+		}
+		dst = netip.AddrFrom4([4]byte(f[off+inner4DstOff:]))
+	} else {
+		if len(f) < off+ipv6Len || f[off]>>4 != 6 {
+			return pass()
+		}
+		dst = netip.AddrFrom16([16]byte(f[off+inner6DstOff:]))
+	}
+	if vips[dst]&mode == 0 {
+		return pass()
+	}
+	out := append(append([]byte{}, f[:ethLen]...), f[ethLen+outer:]...)
+	binary.BigEndian.PutUint16(out[ethTypeOff:], inner)
+	if mode == IPIP {
+		return out, CounterIPIP
+	}
+	return out, CounterGRE
+}
+
+// FuzzProgram holds the program to referenceDecap byte for byte, counter for
+// counter, on any frame: every envelope of the table tests and mutations of
+// them.
+func FuzzProgram(f *testing.F) {
+	requireBPF(f)
+	in4, in6 := innerPacket(testVIP), innerPacket6(testVIP6)
+	for _, seed := range [][]byte{
+		ether(0x0800, ipv4(testLB, testBE, 4, in4)),
+		ether(0x0800, ipv4(testLB, testBE, 47, gre(0, 0x0800, in4))),
+		ether(0x0800, ipv4(testLB, testBE, 41, in6)),
+		ether(0x0800, ipv4(testLB, testBE, 47, gre(0, 0x86dd, in6))),
+		ether(0x86dd, ipv6(testLB6, testBE6, 41, in6)),
+		ether(0x86dd, ipv6(testLB6, testBE6, 4, in4)),
+		ether(0x86dd, ipv6(testLB6, testBE6, 47, gre(0, 0x86dd, in6))),
+		ether(0x86dd, ipv6(testLB6, testBE6, 47, gre(0, 0x0800, innerPacket("10.251.0.11")))),
+		ether(0x86dd, ipv6(testLB6, testBE6, 47, gre(0, 0x86dd, innerPacket6("2001:db8:100::11")))),
+		ether(0x86dd, in6),
+	} {
+		f.Add(seed)
+	}
+	vips := map[netip.Addr]Mode{}
+	for v, m := range fuzzVIPs {
+		vips[netip.MustParseAddr(v)] = m
+	}
+	coll, err := ebpf.NewCollection(CollectionSpec())
+	if err != nil {
+		f.Fatalf("load: %v", err)
+	}
+	f.Cleanup(coll.Close)
+	for v, m := range vips {
+		if err := putVIP(coll.Maps[VIPMapName], coll.Maps[VIP6MapName], v, m); err != nil {
+			f.Fatal(err)
+		}
+	}
+	prog, stats := coll.Programs[ProgramName], coll.Maps[StatsMapName]
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		before, err := readCounters(stats)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts := &ebpf.RunOptions{Data: frame, DataOut: make([]byte, len(frame)+64)}
+		ret, err := prog.Run(opts)
+		if err != nil {
+			return // a frame BPF_PROG_TEST_RUN does not take (shorter than Ethernet, say)
+		}
+		after, err := readCounters(stats)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if int32(ret) != TCXNext {
+			t.Errorf("got return %d, want TCX_NEXT", int32(ret))
+		}
+		want, counter := referenceDecap(frame, vips)
+		if got := opts.DataOut; !bytes.Equal(got, want) {
+			t.Errorf("frame\n%x\ngot\n%x\nwant\n%x", frame, got, want)
+		}
+		delta := Counters{IPIP: after.IPIP - before.IPIP, GRE: after.GRE - before.GRE, AdjustErrors: after.AdjustErrors - before.AdjustErrors}
+		var wantDelta Counters
+		switch counter {
+		case CounterIPIP:
+			wantDelta.IPIP = 1
+		case CounterGRE:
+			wantDelta.GRE = 1
+		}
+		if delta != wantDelta {
+			t.Errorf("frame\n%x\ncounted %+v, want %+v", frame, delta, wantDelta)
+		}
+	})
 }
