@@ -467,3 +467,71 @@ func FuzzProgram(f *testing.F) {
 		}
 	})
 }
+
+// TestApplianceEnvelopes runs the envelopes dsrlb itself writes (the golden
+// captures of its replay tests, cmd/dsrlb/testdata/replay6_*.pcap) through
+// the program: every one is stripped, as the reference says, and counted in
+// its mode. The captures come with dsrlb's IPv6 data plane; a tree without
+// them skips.
+func TestApplianceEnvelopes(t *testing.T) {
+	requireBPF(t)
+	// The VIPs of dsrlb's replay tests.
+	vips := map[netip.Addr]Mode{
+		netip.MustParseAddr("203.0.113.10"):     IPIP | GRE,
+		netip.MustParseAddr("2001:db8:100::10"): IPIP | GRE,
+	}
+	for _, tc := range []struct {
+		file string
+		want int // counter
+	}{
+		{"replay6_v6_in_v6.pcap", CounterIPIP},
+		{"replay6_v4_in_v6.pcap", CounterIPIP},
+		{"replay6_v6_in_v4.pcap", CounterIPIP},
+		{"replay6_gre_v6.pcap", CounterGRE},
+		{"replay6_gre_v4_v6_inner.pcap", CounterGRE},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			frames, err := pcap.ReadFile(filepath.Join("..", "..", "dsrlb", "testdata", tc.file))
+			if errors.Is(err, os.ErrNotExist) {
+				t.Skipf("%s: not in this tree", tc.file)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			coll, err := ebpf.NewCollection(CollectionSpec())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer coll.Close()
+			for v, m := range vips {
+				if err := putVIP(coll.Maps[VIPMapName], coll.Maps[VIP6MapName], v, m); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i, frame := range frames {
+				// BPF_PROG_TEST_RUN runs on lo: to its MAC, all zeros,
+				// the frame is addressed to this host.
+				in := append(make([]byte, 6), frame[6:]...)
+				opts := &ebpf.RunOptions{Data: in, DataOut: make([]byte, len(in)+64)}
+				if _, err := coll.Programs[ProgramName].Run(opts); err != nil {
+					t.Fatal(err)
+				}
+				want, counter := referenceDecap(in, vips)
+				if counter != tc.want || !bytes.Equal(opts.DataOut, want) {
+					t.Fatalf("frame %d: not stripped as the reference says (counter %d, want %d)\nin  %x\nout %x", i, counter, tc.want, in, opts.DataOut)
+				}
+			}
+			c, err := readCounters(coll.Maps[StatsMapName])
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := Counters{IPIP: uint64(len(frames))}
+			if tc.want == CounterGRE {
+				want = Counters{GRE: uint64(len(frames))}
+			}
+			if len(frames) == 0 || c != want {
+				t.Errorf("%d frames, counters %+v, want %+v", len(frames), c, want)
+			}
+		})
+	}
+}
