@@ -11,6 +11,7 @@ package main
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -532,9 +534,7 @@ func TestBackendNetnsIPv6NeighbourDiscovery(t *testing.T) {
 
 // TestBackendNetnsIPv6ScriptMatchesSetup runs the generated l2 script in one
 // namespace and setup in another: the addresses on lo are the same, and a
-// second run of the script changes nothing. (The ipip and gre scripts use the
-// kernel's tunnel modules; without them, as here, they stop before changing
-// anything and say so.)
+// second run of the script changes nothing.
 func TestBackendNetnsIPv6ScriptMatchesSetup(t *testing.T) {
 	requireNetnsTest(t)
 	bySetup, byScript := newTestNetns(t, "setup"), newTestNetns(t, "script")
@@ -575,20 +575,89 @@ func TestBackendNetnsIPv6ScriptMatchesSetup(t *testing.T) {
 		t.Errorf("second run of the script changed lo:\n%s", got)
 	}
 
+}
+
+// TestBackendNetnsIPv6ScriptL3 runs the generated ipip and gre scripts.
+// Without dsrctl on PATH and without the kernel's IPv6 tunnel modules (as
+// here) they stop before changing anything and say why; with dsrctl on PATH
+// they hand over to `dsrctl backend setup`, whose result is then the same
+// as setup's in another namespace, and the VIP's envelopes of both families
+// reach a socket on the VIP.
+func TestBackendNetnsIPv6ScriptL3(t *testing.T) {
+	requireNetnsTest(t)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A dsrctl on PATH: this test binary as `dsrctl backend`.
+	bin := t.TempDir()
+	wrapper := "#!/bin/sh\n[ \"$1\" = backend ] || exit 2\nshift\n" +
+		backendHelperEnv + "=1 exec " + exe + " -test.run='^TestBackendHelperProcess$' -- \"$@\"\n"
+	if err := os.WriteFile(filepath.Join(bin, "dsrctl"), []byte(wrapper), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	for _, mode := range []string{"ipip", "gre"} {
-		_, script, _ := backendRun("script", "--vip", tVIP6.String(), "--mode", mode)
-		n := newTestNetns(t, "script-"+mode)
-		out, err := n.command(viaIPNetnsExec, "sh", "-c", script).CombinedOutput()
-		if err == nil {
-			t.Logf("this kernel has the IPv6 tunnel modules: the %s script ran\n%s", mode, out)
-			continue
-		}
-		if !strings.Contains(string(out), "run dsrctl backend setup --vip "+tVIP6.String()+" --mode "+mode) {
-			t.Errorf("%s script without tunnel modules: %v\n%s\nwant it to point to dsrctl backend setup", mode, err, out)
-		}
-		if n.hasAddr(t, "lo", tVIP6) {
-			t.Errorf("%s script that stopped left the VIP on lo", mode)
-		}
+		t.Run(mode, func(t *testing.T) {
+			_, script, _ := backendRun("script", "--vip", tVIP6.String(), "--mode", mode, "--dev", "be0")
+			bySetup, byScript := newTestNetns(t, "setup-"+mode), newTestNetns(t, "script-"+mode)
+			for _, n := range []*testNetns{bySetup, byScript} {
+				n.ip(t, "link", "add", "be0", "type", "veth", "peer", "name", "lb0")
+				n.ip(t, "link", "set", "be0", "up")
+				n.ip(t, "link", "set", "lb0", "up")
+			}
+
+			run := func(path string) ([]byte, error) {
+				cmd := byScript.command(viaIPNetnsExec, "sh", "-c", script)
+				cmd.Env = append(os.Environ(), "PATH="+path)
+				return cmd.CombinedOutput()
+			}
+			out, err := run(os.Getenv("PATH"))
+			switch {
+			case err == nil:
+				t.Logf("this kernel has the IPv6 tunnel modules: the script used them\n%s", out)
+			case !strings.Contains(string(out), "install dsrctl and run this again"):
+				t.Errorf("script without dsrctl or tunnel modules: %v\n%s\nwant it to say to install dsrctl", err, out)
+			case byScript.hasAddr(t, "lo", tVIP6):
+				t.Errorf("script that stopped left the VIP on lo")
+			}
+
+			if out, err := run(bin + ":" + os.Getenv("PATH")); err != nil {
+				t.Fatalf("script with dsrctl on PATH: %v\n%s", err, out)
+			}
+			bySetup.mustDsrctl(t, "setup", "--vip", tVIP6.String(), "--mode", mode, "--dev", "be0")
+			decaps := func(n *testNetns) string {
+				var st backendStatusJSON
+				out := n.mustDsrctl(t, "status", "-o", "json")
+				if err := json.Unmarshal([]byte(out), &st); err != nil {
+					t.Fatal(err)
+				}
+				var rows []string
+				for _, d := range st.Decapsulators {
+					rows = append(rows, fmt.Sprintf("%s %s %v", d.Interface, d.Hook, d.VIPs))
+				}
+				return strings.Join(rows, "; ")
+			}
+			got, want := decaps(byScript), decaps(bySetup)
+			if got != want || !strings.Contains(want, "be0") {
+				t.Errorf("decapsulators after the script: %q, after setup: %q", got, want)
+			}
+			if !byScript.hasAddr(t, "lo", tVIP6) {
+				t.Errorf("the script did not put the VIP on lo")
+			}
+
+			// Envelopes of both families from lb0 to be0 in the script's
+			// namespace reach the VIP.
+			conn := listenVIP(t, byScript, netip.AddrPortFrom(tVIP6, 5353))
+			send := frameSender(t, byScript, "lb0")
+			lbMAC, beMAC := linkMAC(t, byScript, "lb0"), linkMAC(t, byScript, "be0")
+			for _, outer := range []int{6, 4} {
+				e := envelope6{fmt.Sprintf("%s-over-v%d", mode, outer), mode, outer, tVIP6}
+				send(e.frame(lbMAC, beMAC, e.inner(tVIP6, e.name)))
+				if got := conn.read(t, 3*time.Second); got.msg != e.name {
+					t.Errorf("%s: got %+v, want %q delivered", e.name, got, e.name)
+				}
+			}
+		})
 	}
 }
 

@@ -76,9 +76,10 @@ func backendTunnels6(mode string) [][3]string {
 }
 
 // backendLinuxScript6 renders the setup of an IPv6 VIP: what `backend setup`
-// does, with the kernel's tunnel devices in place of the eBPF decapsulator
-// for ipip and gre (a script cannot load one). It stops with a message where
-// the kernel lacks them.
+// does. For ipip and gre that takes the eBPF decapsulator, which a shell
+// cannot load: the script runs `dsrctl backend setup` where dsrctl is
+// installed, and otherwise uses the kernel's tunnel devices, stopping with a
+// message where the kernel lacks them.
 func backendLinuxScript6(cfg backendConfig) string {
 	var b strings.Builder
 	p := func(format string, a ...any) { fmt.Fprintf(&b, format+"\n", a...) }
@@ -106,19 +107,28 @@ func backendLinuxScript6(cfg backendConfig) string {
 	p("fi")
 	p("")
 	if tuns := backendTunnels6(cfg.Mode); tuns != nil {
-		p("# Terminate the load balancer's envelopes on the catch-all devices of the")
-		p("# kernel's tunnel modules; the inner packet then reaches the VIP on lo.")
+		setup := fmt.Sprintf("dsrctl backend setup --vip %s --mode %s", vip, cfg.Mode)
+		if cfg.Dev != "" {
+			setup += " --dev " + cfg.Dev
+		}
+		p("# Where dsrctl is installed, do what it does: its eBPF decapsulator")
+		p("# strips IPv4 and IPv6 envelopes, and only those around the VIP's packets.")
+		p("if command -v dsrctl >/dev/null 2>&1; then")
+		p("    exec %s", setup)
+		p("fi")
+		p("")
+		p("# Otherwise terminate the load balancer's envelopes on the catch-all")
+		p("# devices of the kernel's tunnel modules (whatever is inside them); the")
+		p("# inner packet then reaches the VIP on lo.")
 		for _, t := range tuns {
 			p("#   %-8s (%s): %s", t[0], t[1], t[2])
 		}
-		p("# Kernel without them? Run `dsrctl backend setup --vip %s --mode %s`", vip, cfg.Mode)
-		p("# on the backend instead: its eBPF decapsulator strips both.")
 		for _, t := range tuns {
 			p("modprobe %s 2>/dev/null || true", t[1])
 		}
 		for _, t := range tuns {
 			p("if ! ip link show %s >/dev/null 2>&1; then", t[0])
-			p("    echo \"no %s: this kernel lacks the %s module; run dsrctl backend setup --vip %s --mode %s\" >&2", t[0], t[1], vip, cfg.Mode)
+			p("    echo \"no %s: this kernel lacks the %s module; install dsrctl and run this again\" >&2", t[0], t[1])
 			p("    exit 1")
 			p("fi")
 		}

@@ -97,6 +97,8 @@ func TestBackendScriptGolden(t *testing.T) {
 			name: "linux6-ipip",
 			args: []string{"--vip", "2001:db8:100::10", "--mode", "ipip"},
 			want: []string{
+				"if command -v dsrctl >/dev/null 2>&1; then\n",
+				"    exec dsrctl backend setup --vip 2001:db8:100::10 --mode ipip\n",
 				"modprobe ip6_tunnel 2>/dev/null || true\n",
 				"modprobe sit 2>/dev/null || true\n",
 				"if ! ip link show ip6tnl0 >/dev/null 2>&1; then\n",
@@ -108,8 +110,9 @@ func TestBackendScriptGolden(t *testing.T) {
 		},
 		{
 			name: "linux6-gre",
-			args: []string{"--vip", "2001:db8:100::10", "--mode", "gre"},
+			args: []string{"--vip", "2001:db8:100::10", "--mode", "gre", "--dev", "eth1"},
 			want: []string{
+				"    exec dsrctl backend setup --vip 2001:db8:100::10 --mode gre --dev eth1\n",
 				"modprobe ip6_gre 2>/dev/null || true\n",
 				"modprobe ip_gre 2>/dev/null || true\n",
 				"ip link set ip6gre0 up\n",
