@@ -82,6 +82,7 @@ image:
 
 fuzz: deps
 	$(GO) test ./pipeline/ -run XXX -fuzz FuzzProcess -fuzztime 60s
+	$(GO) test ./cmd/dsrctl/decap/ -run XXX -fuzz FuzzProgram -fuzztime 60s
 
 clean:
 	rm -rf $(BIN)

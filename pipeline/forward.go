@@ -412,23 +412,6 @@ func (f *Forwarder) toService(s *Snapshot, svc *Service, p *packet.Packet, l3 in
 	return VerdictTx, b.Port, DropNone
 }
 
-// synAgain counts the SYN the client of flow e sent again, e still in the
-// SYN state (no ACK: nothing answered), against e's backend b, and reports
-// whether the flow is to get a new backend: b is held down by passive
-// detection, so the client would keep waiting for an answer from it. The
-// flow counts as unanswered once, at the service's SynRetries.
-func (f *Forwarder) synAgain(svc *Service, e *flowEntry, b *Backend) bool {
-	if e.synRetx < 255 {
-		e.synRetx++
-	}
-	c := &f.C.Backends[b.ID]
-	c.SynRetransmits++
-	if e.synRetx == svc.synRetries {
-		c.UnansweredFlows++
-	}
-	return b.State == BackendHeld
-}
-
 // established returns the index in svc.Backends of the backend that e's
 // flow keeps, or -1 when the packet starts a new flow: no entry, an entry
 // of another service, a backend no longer usable (counted as remapped), or
@@ -447,6 +430,8 @@ func (f *Forwarder) established(svc *Service, e *flowEntry, tcpFlags uint8) (bi 
 	}
 	if i := e.backendIndex(svc); i >= 0 && svc.Backends[i].Usable() {
 		if e.state == flowStateSyn && tcpFlags&(TCPFlagSYN|TCPFlagACK) == TCPFlagSYN && f.synAgain(svc, e, &svc.Backends[i]) {
+			// Its backend is held down by passive detection: the client
+			// would keep waiting for it; the flow starts over elsewhere.
 			f.C.FlowRemapped++
 			return -1, true
 		}
@@ -478,6 +463,23 @@ func (f *Forwarder) assign(svc *Service, e *flowEntry, bi int, reused bool) {
 	e.synRetx = 0 // a new backend: its own evidence
 	e.setBackend(svc, bi)
 	f.C.Backends[svc.Backends[bi].ID].NewFlows++
+}
+
+// synAgain counts the SYN the client of flow e sent again, e still in the
+// SYN state (no ACK: nothing answered), against e's backend b, and reports
+// whether the flow is to get a new backend: b is held down by passive
+// detection, so the client would keep waiting for an answer from it. The
+// flow counts as unanswered once, at the service's SynRetries.
+func (f *Forwarder) synAgain(svc *Service, e *flowEntry, b *Backend) bool {
+	if e.synRetx < 255 {
+		e.synRetx++
+	}
+	c := &f.C.Backends[b.ID]
+	c.SynRetransmits++
+	if e.synRetx == svc.synRetries {
+		c.UnansweredFlows++
+	}
+	return b.State == BackendHeld
 }
 
 // rewrite puts b's headers in front of the IP packet of p (at l3 in the

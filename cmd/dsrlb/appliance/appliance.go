@@ -123,8 +123,7 @@ func (a *Appliance) start(deps Deps) error {
 		a.neigh.Want(t.NextHops())
 	})
 
-	// Passive detection's holds and releases go to the event feed as kind
-	// "passive" (Options.Events).
+	// Passive detection publishes its holds and releases (kind "passive").
 	a.monitors = health.New(health.Options{Log: a.log, OnChange: a.store.Recompile, OnTransition: a.healthEvent, Events: a.events})
 	a.store.SetHealth(a.monitors)
 	a.store.Subscribe(func(t *control.Typed) { a.monitors.Update(t.HealthTargets()) })
