@@ -23,6 +23,7 @@ import (
 	"github.com/dsrlb/dsrlb/control"
 	"github.com/dsrlb/dsrlb/control/health"
 	"github.com/dsrlb/dsrlb/control/kernel"
+	"github.com/dsrlb/dsrlb/pipeline"
 )
 
 // Deps are what New takes besides the config.
@@ -49,6 +50,7 @@ type Appliance struct {
 	board    *control.AnnounceBoard
 	srv      *api.Server
 	listen   string
+	history  *control.History // the console's rates
 	// published signals every snapshot the store publishes (announce).
 	published <-chan struct{}
 	lastGen   uint64
@@ -125,7 +127,11 @@ func (a *Appliance) start(deps Deps) error {
 	if deps.APIToken != "" {
 		token = deps.APIToken
 	}
-	opts := api.Options{Store: a.store, Token: token, Stats: a.dp, Health: a.monitors, Neighbors: a.neigh, Log: a.log}
+	a.history = control.NewHistory(control.HistoryOptions{Source: func() (*pipeline.Snapshot, []pipeline.Counters) {
+		return a.store.Snapshots().Load(), a.dp.Counters()
+	}})
+	opts := api.Options{Store: a.store, Token: token, Stats: a.dp, Health: a.monitors, Neighbors: a.neigh, Log: a.log,
+		History: a.history}
 	if a.speaker != nil {
 		opts.BGP = bgpPeers{a.speaker}
 		opts.Announcer = a.board
@@ -182,6 +188,7 @@ func (a *Appliance) Run(ctx context.Context) error {
 			a.log.Error().Err(err).Str("event", "neighbors_failed").Msg("neighbour watch stopped")
 		}
 	}()
+	go a.history.Run(ctx)
 	apiErr := make(chan error, 1)
 	go func() { apiErr <- a.srv.Run(ctx, a.listen) }()
 	a.log.Info().Str("event", "started").Str("api", a.listen).Msg("dsrlb running")
