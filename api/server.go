@@ -89,7 +89,7 @@ type Options struct {
 	// History may be nil: /api/v1/rates is then empty and
 	// /api/v1/history answers 404.
 	History *control.History
-	Log zerolog.Logger
+	Log     zerolog.Logger
 }
 
 // Server is the REST API. Build it with New.

@@ -215,6 +215,9 @@ func (h *History) record(key string, k int64, names []string, vals ...float64) {
 	tr.last = k
 }
 
+// Interval returns the sampling interval.
+func (h *History) Interval() time.Duration { return h.interval }
+
 // Rates returns the rates of the last interval. The result is shared:
 // do not change it.
 func (h *History) Rates() v1.Rates {
