@@ -77,11 +77,12 @@ func (b *browser) do(d time.Duration, steps ...chromedp.Action[chromedp.Void]) e
 	return chromedp.Do(ctx, steps...)
 }
 
-// eval evaluates the JavaScript expression js into a T.
+// eval evaluates the JavaScript expression js into a T, awaiting it if
+// it is a promise.
 func eval[T any](b *browser, js string) (T, error) {
 	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
 	defer cancel()
-	return chromedp.Run(ctx, chromedp.Evaluate[T](js))
+	return chromedp.Run(ctx, chromedp.Evaluate[T](js, chromedp.EvalAwaitPromise))
 }
 
 // poll waits up to d for the JavaScript expression js to be truthy.
@@ -123,6 +124,10 @@ func (b *browser) screenshot(t *testing.T, name string) {
 		return
 	}
 	path := filepath.Join(*screenshots, name)
+	if err := os.MkdirAll(*screenshots, 0o755); err != nil {
+		t.Error(err)
+		return
+	}
 	if err := os.WriteFile(path, png, 0o644); err != nil {
 		t.Error(err)
 		return
@@ -255,7 +260,6 @@ func TestConsole(t *testing.T) {
 			t.Errorf("web's history %+v has no packets/s while wrk ran", h)
 		}
 		t.Logf("RESULT console web peak %.0f packets/s", peak)
-		b.screenshot(t, "console-service.png")
 	})
 
 	t.Run("drain click drains the backend", func(t *testing.T) {
@@ -286,9 +290,17 @@ func TestConsole(t *testing.T) {
 		if got != "drain" {
 			t.Errorf("web/%s state over the API %q, want drain", web, got)
 		}
+		// Open the backend's graphs, for the screenshot.
+		if err := b.do(10*time.Second, chromedp.Click(`#backends tr[data-backend="`+web+`"] td`)); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.poll(10*time.Second, `Number(document.getElementById("chart-backend-packets").dataset.points) > 0`); err != nil {
+			t.Error(err)
+		}
 		if p := b.problems(); len(p) != 0 {
 			t.Errorf("console messages: %v", p)
 		}
+		b.screenshot(t, "console-service.png")
 	})
 
 	t.Run("200 services and 2,000 backends", func(t *testing.T) {
