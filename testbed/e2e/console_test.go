@@ -318,6 +318,7 @@ func TestConsole(t *testing.T) {
 		}
 		load := time.Since(start)
 		count, _ := eval[string](b, `document.getElementById("services-count").textContent`)
+		b.screenshot(t, "console-scale.png")
 		// Filter to one service and open it: its backends render.
 		start = time.Now()
 		if err := b.do(10*time.Second, chromedp.SendKeys("#services-filter", "svc-0007")); err != nil {
@@ -355,7 +356,6 @@ func TestConsole(t *testing.T) {
 		if p := b.problems(); len(p) != 0 {
 			t.Errorf("console messages: %v", p)
 		}
-		b.screenshot(t, "console-scale.png")
 	})
 }
 

@@ -33,7 +33,7 @@ function si(n) {
   const a = Math.abs(n);
   const units = [[1e12, " T"], [1e9, " G"], [1e6, " M"], [1e3, " k"]];
   for (const [f, u] of units) if (a >= f) return (n / f).toPrecision(3) + u;
-  return a >= 10 || a === 0 ? n.toFixed(0) : n.toPrecision(2);
+  return a >= 10 || Number.isInteger(n) ? n.toFixed(0) : n.toPrecision(2);
 }
 
 function duration(s) {
