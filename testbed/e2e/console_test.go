@@ -142,8 +142,9 @@ const consoleToken = "console-e2e-token-0123456789"
 // in headless Chromium: it loads without a console error and shows the
 // appliance's services and BGP session; a graph gains points while
 // traffic flows; without the token every control is disabled; with it a
-// drain click drains the backend (checked over the API); and a config of
-// 200 services and 2,000 backends renders within a bound.
+// drain click drains the backend (checked over the API) and shows in the
+// event feed; and a config of 200 services and 2,000 backends renders
+// within a bound.
 func TestConsole(t *testing.T) {
 	b := newBrowser(t)
 	l := startL2(t, nsbed.L2Options{Config: func(c *v1.Config) {
@@ -189,6 +190,10 @@ func TestConsole(t *testing.T) {
 		peer, err := eval[string](b, `document.querySelector("#bgp tbody td").textContent`)
 		if err != nil || peer != nsbed.L2ClientIP.String() {
 			t.Errorf("first BGP row's peer %q (%v), want %s", peer, err, nsbed.L2ClientIP)
+		}
+		// The feed holds the events so far, the start's config event first.
+		if err := b.poll(10*time.Second, `document.querySelectorAll("#events li.kind-config").length > 0`); err != nil {
+			t.Error(err)
 		}
 		if p := b.problems(); len(p) != 0 {
 			t.Errorf("console messages: %v", p)
@@ -289,6 +294,11 @@ func TestConsole(t *testing.T) {
 		}
 		if got != "drain" {
 			t.Errorf("web/%s state over the API %q, want drain", web, got)
+		}
+		// The change reaches the event feed through the API's stream.
+		if err := b.poll(10*time.Second, `[...document.querySelectorAll("#events li.kind-config")].some(li => li.textContent.includes("service web/backend `+web+`"))`); err != nil {
+			feed, _ := eval[string](b, `document.getElementById("events").textContent`)
+			t.Errorf("%v; the feed: %s", err, feed)
 		}
 		// Open the backend's graphs, for the screenshot.
 		if err := b.do(10*time.Second, chromedp.Click(`#backends tr[data-backend="`+web+`"] td`)); err != nil {

@@ -10,6 +10,7 @@ import uPlot from "uplot";
 const POLL_MS = 5000; // the server samples rates every 5 s
 const PAGE = 50; // table rows per page: 2,000 backends stay fast
 const EVENTS_KEPT = 100;
+const WINDOW_S = 15 * 60; // the server keeps 15 minutes of rates
 const TOKEN_KEY = "dsrlb.token";
 
 const $ = (id) => document.getElementById(id);
@@ -132,7 +133,8 @@ function draw(id, title, times, series) {
       height: 170,
       cursor: { drag: { x: false, y: false } },
       legend: { live: false },
-      scales: { x: { time: true } },
+      // Always the last 15 minutes, the window the server keeps.
+      scales: { x: { time: true, range: (u, min, max) => [max - WINDOW_S, max] } },
       axes: [{}, { values: (u, vals) => vals.map(si), size: 60 }],
       series: [{}].concat(series.map((s, i) => ({ label: s.label, stroke: PALETTE[i % PALETTE.length], width: 1.5, points: { show: false } }))),
     };
@@ -375,13 +377,17 @@ async function startEvents() {
     $("events-note").textContent = "This dsrlb has no event feed (/api/v1/events).";
     return;
   }
+  let since = 0;
   try {
     const h = await api("/api/v1/events");
     for (const e of h.events || []) addEvent(e);
+    if (state.events.length) since = state.events[state.events.length - 1].seq;
   } catch (e) {
     $("events-note").textContent = "events: " + e.message;
   }
-  const src = new EventSource("/api/v1/events?follow=1");
+  // The stream starts after the history loaded; on a reconnect the
+  // browser resumes after the last event it got (Last-Event-ID).
+  const src = new EventSource("/api/v1/events?follow=1&since=" + since);
   const onEvent = (m) => {
     try {
       addEvent(JSON.parse(m.data));
