@@ -10,11 +10,12 @@ import (
 	"github.com/dsrlb/dsrlb/control"
 )
 
-// consoleFiles is the web console, bundled from console/src by `make
-// console` (esbuild) into console/dist, which is committed so that `go
-// build` needs no npm.
+// consoleFiles is the web console: its page as written, and its script
+// and style sheet as `make console` bundles them (esbuild) from
+// console/src into console/dist, which is committed so that `go build`
+// needs no npm.
 //
-//go:embed console/dist/index.html console/dist/console.js console/dist/console.css
+//go:embed console/src/index.html console/dist/console.js console/dist/console.css
 var consoleFiles embed.FS
 
 // consoleCSP keeps the console to its own origin: every script, style,
@@ -22,11 +23,11 @@ var consoleFiles embed.FS
 const consoleCSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; " +
 	"connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
-// consoleFile answers with the embedded file name of the console.
-func consoleFile(name, contentType string) gin.HandlerFunc {
-	body, err := consoleFiles.ReadFile("console/dist/" + name)
+// consoleFile answers with the embedded file path of the console.
+func consoleFile(path, contentType string) gin.HandlerFunc {
+	body, err := consoleFiles.ReadFile("console/" + path)
 	if err != nil {
-		panic("api: console file missing from the embed: " + name) // the embed pattern names it
+		panic("api: console file missing from the embed: " + path) // the embed pattern names it
 	}
 	return func(c *gin.Context) {
 		c.Header("Content-Security-Policy", consoleCSP)

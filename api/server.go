@@ -199,9 +199,9 @@ func (s *Server) routes() *gin.Engine {
 	v1.GET("/stats", s.stats)
 	v1.GET("/rates", s.rates)
 	v1.GET("/history", s.history)
-	r.GET("/", consoleFile("index.html", "text/html; charset=utf-8"))
-	r.GET("/console/console.js", consoleFile("console.js", "text/javascript; charset=utf-8"))
-	r.GET("/console/console.css", consoleFile("console.css", "text/css; charset=utf-8"))
+	r.GET("/", consoleFile("src/index.html", "text/html; charset=utf-8"))
+	r.GET("/console/console.js", consoleFile("dist/console.js", "text/javascript; charset=utf-8"))
+	r.GET("/console/console.css", consoleFile("dist/console.css", "text/css; charset=utf-8"))
 	v1.GET("/events", s.events)
 	return r
 }
