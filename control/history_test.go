@@ -1,6 +1,7 @@
 package control
 
 import (
+	"context"
 	"net/netip"
 	"testing"
 	"time"
@@ -173,4 +174,22 @@ func TestHistoryBounded(t *testing.T) {
 	if r := f.h.Rates(); len(r.Services[0].Backends) != 1 {
 		t.Errorf("rates list %d backends, want 1", len(r.Services[0].Backends))
 	}
+}
+
+// TestHistoryConcurrent: Run samples while readers read (for -race).
+func TestHistoryConcurrent(t *testing.T) {
+	f := newHistoryFixture(t, time.Minute)
+	h := NewHistory(HistoryOptions{Interval: time.Millisecond, Window: 50 * time.Millisecond, Source: func() (*pipeline.Snapshot, []pipeline.Counters) {
+		return f.store.Snapshots().Load(), nil
+	}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { h.Run(ctx); close(done) }()
+	for i := 0; i < 200; i++ {
+		h.Rates()
+		h.Series(HistoryAppliance)
+		h.Series(HistoryBackend("web", "192.0.2.21"))
+	}
+	cancel()
+	<-done
 }

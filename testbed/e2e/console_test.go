@@ -300,7 +300,43 @@ func TestConsole(t *testing.T) {
 			feed, _ := eval[string](b, `document.getElementById("events").textContent`)
 			t.Errorf("%v; the feed: %s", err, feed)
 		}
-		// Open the backend's graphs, for the screenshot.
+		// Enable it again, and give another backend weight 5.
+		if err := b.do(10*time.Second, chromedp.Click(`#backends tr[data-backend="`+web+`"] button[data-action="enable"]`)); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.poll(10*time.Second, `document.querySelector('#backends tr[data-backend="`+web+`"] td.state').textContent === "enabled"`); err != nil {
+			t.Error(err)
+		}
+		other := l.Backends[1].IP.String()
+		if err := b.do(10*time.Second,
+			chromedp.SetValue(`#backends tr[data-backend="`+other+`"] input.weight`, "5"),
+			chromedp.Click(`#backends tr[data-backend="`+other+`"] button[data-action="set weight"]`)); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.poll(10*time.Second, `document.querySelector('#backends tr[data-backend="`+other+`"] input.weight').value === "5"`); err != nil {
+			t.Error(err)
+		}
+		st, err = l.Appliance.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range st.Services {
+			for _, be := range s.Backends {
+				if s.Name == "web" && be.IP == web && be.State != "enabled" {
+					t.Errorf("web/%s state over the API %q after enable, want enabled", web, be.State)
+				}
+				if s.Name == "web" && be.IP == other && be.Weight != 5 {
+					t.Errorf("web/%s weight over the API %d, want 5", other, be.Weight)
+				}
+			}
+		}
+		// Drain it again and open its graphs, for the screenshot.
+		if err := b.do(10*time.Second, chromedp.Click(`#backends tr[data-backend="`+web+`"] button[data-action="drain"]`)); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.poll(10*time.Second, `document.querySelector('#backends tr[data-backend="`+web+`"] td.state').textContent === "drain"`); err != nil {
+			t.Error(err)
+		}
 		if err := b.do(10*time.Second, chromedp.Click(`#backends tr[data-backend="`+web+`"] td`)); err != nil {
 			t.Fatal(err)
 		}

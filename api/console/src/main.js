@@ -459,7 +459,9 @@ async function refresh() {
   $("generation").textContent = "snapshot " + status.generation;
   $("updated").textContent = "updated " + new Date().toLocaleTimeString();
   renderServices();
-  renderBackends();
+  // A weight being typed survives the refresh: the backends wait for it.
+  const typing = document.activeElement && document.activeElement.classList.contains("weight");
+  if (!typing) renderBackends();
   renderBGP();
   applyMode();
 }
