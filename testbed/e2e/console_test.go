@@ -77,6 +77,20 @@ func (b *browser) do(d time.Duration, steps ...chromedp.Action[chromedp.Void]) e
 	return chromedp.Do(ctx, steps...)
 }
 
+// act runs steps that act on the page's rows, again if a row they found
+// was replaced under them: the console rebuilds its tables on every
+// refresh (5 s), and chromedp acts on a node it found first, where a
+// person's click lands on whatever row is there.
+func (b *browser) act(steps ...chromedp.Action[chromedp.Void]) error {
+	var err error
+	for range 3 {
+		if err = b.do(10*time.Second, steps...); err == nil || !strings.Contains(err.Error(), "node") {
+			return err
+		}
+	}
+	return err
+}
+
 // eval evaluates the JavaScript expression js into a T, awaiting it if
 // it is a promise.
 func eval[T any](b *browser, js string) (T, error) {
@@ -202,7 +216,7 @@ func TestConsole(t *testing.T) {
 
 	web := l.Backends[0].IP.String()
 	t.Run("read-only without the token", func(t *testing.T) {
-		if err := b.do(10*time.Second, chromedp.Click(`#services tr[data-service="web"]`)); err != nil {
+		if err := b.act(chromedp.Click(`#services tr[data-service="web"]`)); err != nil {
 			t.Fatal(err)
 		}
 		if err := b.poll(10*time.Second, `document.querySelectorAll("#backends tbody tr").length === `+fmt.Sprint(len(l.Backends))); err != nil {
@@ -274,7 +288,7 @@ func TestConsole(t *testing.T) {
 		if err := b.poll(10*time.Second, `[...document.querySelectorAll("#backends .control")].every(c => !c.disabled)`); err != nil {
 			t.Fatal(err)
 		}
-		if err := b.do(10*time.Second, chromedp.Click(`#backends tr[data-backend="`+web+`"] button[data-action="drain"]`)); err != nil {
+		if err := b.act(chromedp.Click(`#backends tr[data-backend="`+web+`"] button[data-action="drain"]`)); err != nil {
 			t.Fatal(err)
 		}
 		if err := b.poll(10*time.Second, `document.querySelector('#backends tr[data-backend="`+web+`"] td.state').textContent === "drain"`); err != nil {
@@ -301,14 +315,15 @@ func TestConsole(t *testing.T) {
 			t.Errorf("%v; the feed: %s", err, feed)
 		}
 		// Enable it again, and give another backend weight 5.
-		if err := b.do(10*time.Second, chromedp.Click(`#backends tr[data-backend="`+web+`"] button[data-action="enable"]`)); err != nil {
+		if err := b.act(chromedp.Click(`#backends tr[data-backend="`+web+`"] button[data-action="enable"]`)); err != nil {
 			t.Fatal(err)
 		}
 		if err := b.poll(10*time.Second, `document.querySelector('#backends tr[data-backend="`+web+`"] td.state').textContent === "enabled"`); err != nil {
 			t.Error(err)
 		}
 		other := l.Backends[1].IP.String()
-		if err := b.do(10*time.Second,
+		// Focused, the weight box is left alone by the refresh.
+		if err := b.act(chromedp.Focus(`#backends tr[data-backend="`+other+`"] input.weight`),
 			chromedp.SetValue(`#backends tr[data-backend="`+other+`"] input.weight`, "5"),
 			chromedp.Click(`#backends tr[data-backend="`+other+`"] button[data-action="set weight"]`)); err != nil {
 			t.Fatal(err)
@@ -331,13 +346,13 @@ func TestConsole(t *testing.T) {
 			}
 		}
 		// Drain it again and open its graphs, for the screenshot.
-		if err := b.do(10*time.Second, chromedp.Click(`#backends tr[data-backend="`+web+`"] button[data-action="drain"]`)); err != nil {
+		if err := b.act(chromedp.Click(`#backends tr[data-backend="`+web+`"] button[data-action="drain"]`)); err != nil {
 			t.Fatal(err)
 		}
 		if err := b.poll(10*time.Second, `document.querySelector('#backends tr[data-backend="`+web+`"] td.state').textContent === "drain"`); err != nil {
 			t.Error(err)
 		}
-		if err := b.do(10*time.Second, chromedp.Click(`#backends tr[data-backend="`+web+`"] td`)); err != nil {
+		if err := b.act(chromedp.Click(`#backends tr[data-backend="`+web+`"] td`)); err != nil {
 			t.Fatal(err)
 		}
 		if err := b.poll(10*time.Second, `Number(document.getElementById("chart-backend-packets").dataset.points) > 0`); err != nil {
@@ -365,17 +380,20 @@ func TestConsole(t *testing.T) {
 		load := time.Since(start)
 		count, _ := eval[string](b, `document.getElementById("services-count").textContent`)
 		b.screenshot(t, "console-scale.png")
-		// Filter to one service and open it: its backends render.
-		start = time.Now()
-		if err := b.do(10*time.Second, chromedp.SendKeys("#services-filter", "svc-0007")); err != nil {
+		// Filter to one service, timed in the page: the handler filters
+		// and rebuilds the table, then the layout is forced.
+		filterMs, err := eval[float64](b, `(() => { const f = document.getElementById("services-filter"), t = performance.now();
+			f.value = "svc-0007"; f.dispatchEvent(new Event("input")); void document.body.offsetHeight;
+			return performance.now() - t; })()`)
+		if err != nil {
 			t.Fatal(err)
 		}
 		if err := b.poll(10*time.Second, `document.querySelectorAll("#services tbody tr").length === 1`); err != nil {
 			t.Fatal(err)
 		}
-		filter := time.Since(start)
+		filter := time.Duration(filterMs * float64(time.Millisecond))
 		start = time.Now()
-		if err := b.do(10*time.Second, chromedp.Click(`#services tr[data-service="svc-0007"]`)); err != nil {
+		if err := b.act(chromedp.Click(`#services tr[data-service="svc-0007"]`)); err != nil {
 			t.Fatal(err)
 		}
 		if err := b.poll(10*time.Second, `document.querySelectorAll("#backends tbody tr").length === 10`); err != nil {
@@ -389,15 +407,15 @@ func TestConsole(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("RESULT console 200 services/2000 backends (%s): page loaded and rendered in %v, filter %v, service opened %v, API reads of one refresh %.0f ms",
+		t.Logf("RESULT console 200 services/2000 backends (%s): page loaded and rendered in %v, filter (in the page) %v, service opened %v, API reads of one refresh %.0f ms",
 			count, load.Round(time.Millisecond), filter.Round(time.Millisecond), open.Round(time.Millisecond), refresh)
 		if count != "(200)" {
 			t.Errorf("services count %q, want (200)", count)
 		}
 		// Bounds: several times what was measured on the 2-core test
 		// machine (docs/console.md), so that only a real regression fails.
-		if load > 5*time.Second || filter > 2*time.Second || open > 3*time.Second {
-			t.Errorf("too slow: load %v (bound 5 s), filter %v (2 s), open %v (3 s)", load, filter, open)
+		if load > 5*time.Second || filter > time.Second || open > 3*time.Second {
+			t.Errorf("too slow: load %v (bound 5 s), filter %v (1 s), open %v (3 s)", load, filter, open)
 		}
 		if p := b.problems(); len(p) != 0 {
 			t.Errorf("console messages: %v", p)
