@@ -205,6 +205,11 @@ func TestConsole(t *testing.T) {
 		if err != nil || peer != nsbed.L2ClientIP.String() {
 			t.Errorf("first BGP row's peer %q (%v), want %s", peer, err, nsbed.L2ClientIP)
 		}
+		// Everything the page loaded came from the API that served it.
+		foreign, err := eval[[]string](b, `performance.getEntriesByType("resource").map(e => e.name).filter(u => !u.startsWith(location.origin + "/"))`)
+		if err != nil || len(foreign) != 0 {
+			t.Errorf("requests beyond the API: %v (%v)", foreign, err)
+		}
 		// The feed holds the events so far, the start's config event first.
 		if err := b.poll(10*time.Second, `document.querySelectorAll("#events li.kind-config").length > 0`); err != nil {
 			t.Error(err)
