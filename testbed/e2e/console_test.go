@@ -293,7 +293,7 @@ func TestConsole(t *testing.T) {
 		if err := b.poll(10*time.Second, `[...document.querySelectorAll("#backends .control")].every(c => !c.disabled)`); err != nil {
 			t.Fatal(err)
 		}
-		if err := b.act(chromedp.Click(`#backends tr[data-backend="`+web+`"] button[data-action="drain"]`)); err != nil {
+		if err := b.act(chromedp.Click(`#backends tr[data-backend="` + web + `"] button[data-action="drain"]`)); err != nil {
 			t.Fatal(err)
 		}
 		if err := b.poll(10*time.Second, `document.querySelector('#backends tr[data-backend="`+web+`"] td.state').textContent === "drain"`); err != nil {
@@ -320,7 +320,7 @@ func TestConsole(t *testing.T) {
 			t.Errorf("%v; the feed: %s", err, feed)
 		}
 		// Enable it again, and give another backend weight 5.
-		if err := b.act(chromedp.Click(`#backends tr[data-backend="`+web+`"] button[data-action="enable"]`)); err != nil {
+		if err := b.act(chromedp.Click(`#backends tr[data-backend="` + web + `"] button[data-action="enable"]`)); err != nil {
 			t.Fatal(err)
 		}
 		if err := b.poll(10*time.Second, `document.querySelector('#backends tr[data-backend="`+web+`"] td.state').textContent === "enabled"`); err != nil {
@@ -351,13 +351,13 @@ func TestConsole(t *testing.T) {
 			}
 		}
 		// Drain it again and open its graphs, for the screenshot.
-		if err := b.act(chromedp.Click(`#backends tr[data-backend="`+web+`"] button[data-action="drain"]`)); err != nil {
+		if err := b.act(chromedp.Click(`#backends tr[data-backend="` + web + `"] button[data-action="drain"]`)); err != nil {
 			t.Fatal(err)
 		}
 		if err := b.poll(10*time.Second, `document.querySelector('#backends tr[data-backend="`+web+`"] td.state').textContent === "drain"`); err != nil {
 			t.Error(err)
 		}
-		if err := b.act(chromedp.Click(`#backends tr[data-backend="`+web+`"] td`)); err != nil {
+		if err := b.act(chromedp.Click(`#backends tr[data-backend="` + web + `"] td`)); err != nil {
 			t.Fatal(err)
 		}
 		if err := b.poll(10*time.Second, `Number(document.getElementById("chart-backend-packets").dataset.points) > 0`); err != nil {
