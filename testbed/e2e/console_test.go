@@ -31,16 +31,34 @@ type browser struct {
 	msgs []chromedp.ConsoleMessage
 }
 
-// newBrowser starts Debian's chromium headless for t (without its sandbox,
-// which root cannot have) and closes it when t ends. It skips t when
+// needChromium returns the path of Debian's chromium; it skips t when
 // chromium is not installed.
-func newBrowser(t *testing.T) *browser {
+func needChromium(t *testing.T) string {
 	t.Helper()
 	path, err := exec.LookPath("chromium")
 	if err != nil {
 		t.Skip("chromium is not installed (apt-get install chromium; make deps)")
 	}
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox, chromedp.WindowSize(1400, 1100))
+	return path
+}
+
+// newBrowser starts chromium (path) headless for t inside namespace ns,
+// which has nothing but loopback, so the browser can reach nothing but
+// what is forwarded there; and closes it when t ends. chromedp talks to
+// it over a pipe (--remote-debugging-pipe), which crosses namespaces. It
+// runs without the sandbox, which root cannot have.
+func newBrowser(t *testing.T, path string, ns *nsbed.NS) *browser {
+	t.Helper()
+	ip, err := exec.LookPath("ip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inNS := func(cmd *exec.Cmd) {
+		cmd.Args = append([]string{ip, "netns", "exec", ns.Name, cmd.Path}, cmd.Args[1:]...)
+		cmd.Path = ip
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox,
+		chromedp.WindowSize(1400, 1100), chromedp.ModifyCmdFunc(inNS))
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
 	b := &browser{ctx: ctx}
@@ -160,7 +178,7 @@ const consoleToken = "console-e2e-token-0123456789"
 // event feed; and a config of 200 services and 2,000 backends renders
 // within a bound.
 func TestConsole(t *testing.T) {
-	b := newBrowser(t)
+	chromium := needChromium(t)
 	l := startL2(t, nsbed.L2Options{Config: func(c *v1.Config) {
 		c.API.Token = consoleToken
 		// A peer that runs no BGP: the console shows the session as not
@@ -170,12 +188,17 @@ func TestConsole(t *testing.T) {
 	}})
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	base, stop, err := l.Appliance.Forward()
+	bns, err := l.Bed.NewNS("browser", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, stop, err := l.Appliance.Forward(bns)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer stop()
-	t.Logf("console at %s (the appliance's API, forwarded to the host's loopback)", base)
+	b := newBrowser(t, chromium, bns)
+	t.Logf("console at %s in namespace %s (the appliance's API, forwarded)", base, bns.Name)
 
 	t.Run("loads without console errors and shows the services and BGP", func(t *testing.T) {
 		start := time.Now()

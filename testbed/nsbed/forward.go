@@ -9,18 +9,24 @@ import (
 	"sync"
 )
 
-// Forward makes the appliance's API, which listens inside its namespace,
-// reachable from the host: it listens on a free port of the host's
-// loopback and pipes every connection to the API, dialled from inside the
-// namespace. It returns the base URL on the host (http://127.0.0.1:PORT)
-// and a stop function that closes the listener and every connection. A
-// browser on the host (the console's tests) reaches the API through it.
-func (a *Appliance) Forward() (string, func(), error) {
+// Forward makes the appliance's API, which listens on the loopback of its
+// namespace, reachable from namespace from (the host's if nil): it listens
+// on a free port of from's loopback and pipes every connection to the
+// API, dialled from inside the appliance's namespace. It returns the base
+// URL in from (http://127.0.0.1:PORT) and a stop function that closes the
+// listener and every connection. The console's tests run a browser in a
+// namespace of its own, with nothing but loopback, and reach the API
+// through it.
+func (a *Appliance) Forward(from *NS) (string, func(), error) {
 	u, err := url.Parse(a.API)
 	if err != nil {
 		return "", nil, fmt.Errorf("nsbed: API URL %q: %w", a.API, err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	listen := net.Listen
+	if from != nil {
+		listen = from.Listen
+	}
+	ln, err := listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", nil, err
 	}
