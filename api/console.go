@@ -3,6 +3,7 @@ package api
 import (
 	"embed"
 	"net/http"
+	"net/netip"
 
 	"github.com/gin-gonic/gin"
 
@@ -89,8 +90,12 @@ func (s *Server) configured(svc, be string) bool {
 	if be == "" {
 		return true
 	}
+	want, err := netip.ParseAddr(be)
+	if err != nil {
+		return false
+	}
 	for _, b := range cfg.Backends {
-		if b.IP == be {
+		if ip, err := netip.ParseAddr(b.IP); err == nil && ip == want {
 			return true
 		}
 	}

@@ -233,7 +233,7 @@ function renderServices() {
       "tr",
       { class: "clickable" + (s.name === state.selected ? " selected" : ""), "data-service": s.name, onclick: () => select(s.name) },
       el("td", {}, s.name),
-      el("td", {}, s.vip + ":" + (s.port || "*") + "/" + s.protocol),
+      el("td", {}, endpoint(s)),
       el("td", {}, s.mode),
       el("td", { class: s.announced ? "good" : "bad", title: s.announce_reason || "" }, (s.announced ? "announced" : "not announced") + (s.announce_reason ? ": " + s.announce_reason : "")),
       el("td", { class: s.usable_backends >= Math.max(1, s.min_healthy) ? "" : "bad" }, s.usable_backends + " / " + s.backends.length + (s.min_healthy ? " (min " + s.min_healthy + ")" : "")),
@@ -244,6 +244,13 @@ function renderServices() {
     body.append(tr);
   }
   $("services").replaceChild(body, $("services").tBodies[0]);
+}
+
+// endpoint writes a service's VIP, port (* for all) and protocol, an IPv6
+// VIP in brackets.
+function endpoint(s) {
+  const vip = s.vip.includes(":") ? "[" + s.vip + "]" : s.vip;
+  return vip + ":" + (s.port || "*") + "/" + s.protocol;
 }
 
 function probedBy(cfg) {
@@ -265,7 +272,7 @@ function renderBackends() {
   }
   $("service-detail").className = "";
   $("detail-name").textContent = s.name;
-  $("detail-vip").textContent = s.vip + ":" + (s.port || "*") + "/" + s.protocol + ", " + s.mode;
+  $("detail-vip").textContent = endpoint(s) + ", " + s.mode;
   $("detail-announce").textContent = (s.announced ? "Announced" : "Not announced") + (s.announce_reason ? ": " + s.announce_reason : "");
   const cfg = state.config.get(s.name);
   const how = probedBy(cfg);
