@@ -18,6 +18,8 @@ DOCKER_PKGS := docker.io debootstrap debian-archive-keyring docker-compose
 GOTEST_FLAGS ?= -p 1 -count=1 -timeout 60m
 # HAProxy: the L7 proxies behind dsrlb in the tier-2 e2e test (docs/tier2.md).
 PKGS += haproxy
+# nftables: a backend that silently drops SYNs in the passive detection e2e test.
+PKGS += nftables
 # Chromium: the web console's tests drive it headless (testbed/e2e TestConsole).
 PKGS += chromium
 export DEBIAN_FRONTEND := noninteractive
@@ -101,6 +103,7 @@ console-screenshots: build
 
 fuzz: deps
 	$(GO) test ./pipeline/ -run XXX -fuzz FuzzProcess -fuzztime 60s
+	$(GO) test ./cmd/dsrctl/decap/ -run XXX -fuzz FuzzProgram -fuzztime 60s
 
 clean:
 	rm -rf $(BIN)

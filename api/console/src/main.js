@@ -278,7 +278,7 @@ function renderBackends() {
   const how = probedBy(cfg);
   const r = state.rates.get(s.name);
   const filter = $("backends-filter").value.trim();
-  const rows = s.backends.filter((b) => matches(filter, b.ip, b.health, b.state, b.forwarding));
+  const rows = s.backends.filter((b) => matches(filter, b.ip, b.health, b.state, b.forwarding, b.passive ? "passive held" : ""));
   const pages = Math.max(1, Math.ceil(rows.length / PAGE));
   state.backendsPage = Math.min(state.backendsPage, pages - 1);
   $("backends-count").textContent = rows.length === s.backends.length ? "(" + rows.length + ")" : "(" + rows.length + " of " + s.backends.length + ")";
@@ -299,7 +299,9 @@ function renderBackends() {
         "tr",
         { class: "clickable" + (b.ip === state.selectedBackend ? " selected" : ""), "data-backend": b.ip, onclick: () => selectBackend(b.ip) },
         el("td", {}, b.ip),
-        el("td", { class: b.health === "healthy" ? "good" : b.health === "unhealthy" ? "bad" : "" }, b.health),
+        b.passive
+          ? el("td", { class: "bad", title: b.passive }, "held down (passive)")
+          : el("td", { class: b.health === "healthy" ? "good" : b.health === "unhealthy" ? "bad" : "" }, b.health),
         el("td", {}, how),
         el("td", {}, weight),
         el("td", { class: "state" }, b.state),
