@@ -79,7 +79,8 @@ image:
 	DOCKER_BUILDKIT=1 docker build --network host -f docker/Dockerfile -t $(IMAGE) .
 
 fuzz: deps
-	$(GO) test ./pipeline/ -run XXX -fuzz FuzzProcess -fuzztime 60s
+	$(GO) test ./pipeline/ -run XXX -fuzz '^FuzzProcess$$' -fuzztime 60s
+	$(GO) test ./pipeline/ -run XXX -fuzz '^FuzzProcess6$$' -fuzztime 60s
 
 clean:
 	rm -rf $(BIN)
