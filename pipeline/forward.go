@@ -133,7 +133,15 @@ func (f *Forwarder) classify(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt
 		const ip = EthernetMinSize
 		proto := h[ip+ipv4Protocol]
 		if binary.LittleEndian.Uint32(h[12:])&0xffffff != 0x450008 || (proto != ProtoTCP && proto != ProtoUDP) {
-			continue // not IPv4 (or tagged), IPv4 options, not TCP or UDP
+			// Not IPv4 (or tagged), IPv4 options, not TCP or UDP. An
+			// IPv6 flow's bucket is prefetched too (Process takes it).
+			if h[12] == 0x86 && h[13] == 0xdd && ft.buckets6 != nil && n >= EthernetMinSize+IPv6HeaderSize+4 {
+				if a, ok := f.bucket6Addr(p.Buf[off : off+n]); ok {
+					addrs[na&(2*packet.BurstSize-1)] = a
+					na++
+				}
+			}
+			continue
 		}
 		q := &fp[i&(packet.BurstSize-1)]
 		q.addrs = flowAddrs(binary.BigEndian.Uint32(h[ip+ipv4Src:]), binary.BigEndian.Uint32(h[ip+ipv4Dst:]))
@@ -155,6 +163,26 @@ func (f *Forwarder) classify(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt
 	}
 	f.sink += acc
 	return mask
+}
+
+// bucket6Addr returns the address of the first line of the flow table
+// bucket of frame, an untagged IPv6 frame of at least 58 bytes, if its
+// upper layer, right after the fixed header, is TCP or UDP: the flow
+// Process will look up (slotHash6 of the same key). For classify.
+func (f *Forwarder) bucket6Addr(frame []byte) (uintptr, bool) {
+	ip := IPv6(frame[EthernetMinSize:])
+	if nh := ip.NextHeader(); nh != ProtoTCP && nh != ProtoUDP {
+		return 0, false
+	}
+	l4 := Ports(ip[IPv6HeaderSize:])
+	k := FlowKey6{Src: ip.Src(), Dst: ip.Dst(), SrcPort: l4.Src(), DstPort: l4.Dst(), Proto: ip.NextHeader()}
+	ft := f.Flows
+	b := &ft.buckets6[slotHash6(&k, f.Seed)&ft.mask]
+	if !asmPrefetch {
+		f.sink += b[0].expires
+		return 0, false
+	}
+	return uintptr(unsafe.Pointer(&b[0])), true
 }
 
 // flowHash is FlowKey.Hash(seed) computed from the four little-endian
