@@ -420,13 +420,7 @@ func (f *Forwarder) toService(s *Snapshot, svc *Service, p *packet.Packet, l3 in
 		}
 		return VerdictDrop, 0, DropTooBig
 	}
-	// L3 modes: the envelope replaces the Ethernet header and any 802.1Q
-	// tag (it goes to the next hop untagged). L2: the frame keeps its
-	// header, tag included, and only the MACs change.
-	start := p.Off + l3 - b.hdrLen
-	if b.hdrLen == EthernetMinSize {
-		start = p.Off
-	}
+	start := b.frameStart(p.Off, l3)
 	if start < 0 {
 		return VerdictDrop, 0, DropTruncated
 	}
@@ -438,6 +432,18 @@ func (f *Forwarder) toService(s *Snapshot, svc *Service, p *packet.Packet, l3 in
 	}
 	f.rewrite(svc, b, p, start, l3, tot, ip[ipv4TOS], ip.FlagsFrag()&IPv4FlagDF, h)
 	return VerdictTx, b.Port, DropNone
+}
+
+// frameStart returns the buffer offset at which the frame of a packet at
+// off (its IP header at l3 in the frame) starts once b's headers are in
+// front. L3 modes: the envelope replaces the Ethernet header and any
+// 802.1Q tag (it goes to the next hop untagged). L2: the frame keeps its
+// header, tag included, and only the MACs change.
+func (b *Backend) frameStart(off, l3 int) int {
+	if b.hdrLen == EthernetMinSize {
+		return off
+	}
+	return off + l3 - b.hdrLen
 }
 
 // established returns the index in svc.Backends of the backend that e's
