@@ -21,7 +21,7 @@ type genService struct {
 	Port  uint16 // 0: every port (the generator varies the port)
 }
 
-// genDefaults are the services of testbed/bench/bench.yaml, used without
+// genDefaults are the IPv4 services of testbed/bench/bench.yaml, used without
 // --config: l2 TCP/80, ipip UDP all ports, gre TCP/443.
 var genDefaults = []genService{
 	{netip.MustParseAddr("203.0.113.1"), pipeline.ProtoTCP, 80},
