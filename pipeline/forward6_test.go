@@ -26,7 +26,11 @@ var (
 
 // testSnapshot6 has one service per envelope combination of issue 14,
 // and one with backends of both families.
-func testSnapshot6(t testing.TB) *Snapshot {
+func testSnapshot6(t testing.TB) *Snapshot { return testSnapshot6Partial(t, false) }
+
+// testSnapshot6Partial is testSnapshot6 with the port receiving a
+// kernel's frames (PartialChecksums) when partial is set.
+func testSnapshot6Partial(t testing.TB, partial bool) *Snapshot {
 	t.Helper()
 	be := func(id uint32, ip string, mac MAC) BackendSpec {
 		return BackendSpec{ID: id, IP: netip.MustParseAddr(ip), Weight: 1, NextHop: mac}
@@ -36,7 +40,7 @@ func testSnapshot6(t testing.TB) *Snapshot {
 	}
 	s, err := NewSnapshot(SnapshotSpec{
 		Generation: 1,
-		Ports:      []PortSpec{{MAC: portMAC, IP: portIP, IP6: portIP6, MTU: 1500}},
+		Ports:      []PortSpec{{MAC: portMAC, IP: portIP, IP6: portIP6, MTU: 1500, PartialChecksums: partial}},
 		Services: []ServiceSpec{
 			svc(0, "l2v6", vip6L2, ProtoTCP, 80, ModeL2, be(0, "2001:db8:0:1::21", be1MAC)),
 			svc(1, "v6inv6", vip6IP, ProtoTCP, 443, ModeIPIP, be(1, "2001:db8:0:2::21", gwMAC)),
