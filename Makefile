@@ -102,8 +102,9 @@ console-screenshots: build
 	$(GO) test -count=1 -run 'TestConsole$$' ./testbed/e2e -v -screenshots $(CURDIR)/docs
 
 fuzz: deps
-	$(GO) test ./pipeline/ -run XXX -fuzz FuzzProcess -fuzztime 60s
-	$(GO) test ./cmd/dsrctl/decap/ -run XXX -fuzz FuzzProgram -fuzztime 60s
+	$(GO) test ./pipeline/ -run XXX -fuzz '^FuzzProcess$$' -fuzztime 60s
+	$(GO) test ./pipeline/ -run XXX -fuzz '^FuzzProcess6$$' -fuzztime 60s
+	$(GO) test ./cmd/dsrctl/decap/ -run XXX -fuzz '^FuzzProgram$$' -fuzztime 60s
 
 clean:
 	rm -rf $(BIN)

@@ -133,7 +133,15 @@ func (f *Forwarder) classify(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt
 		const ip = EthernetMinSize
 		proto := h[ip+ipv4Protocol]
 		if binary.LittleEndian.Uint32(h[12:])&0xffffff != 0x450008 || (proto != ProtoTCP && proto != ProtoUDP) {
-			continue // not IPv4 (or tagged), IPv4 options, not TCP or UDP
+			// Not IPv4 (or tagged), IPv4 options, not TCP or UDP. An
+			// IPv6 flow's bucket is prefetched too (Process takes it).
+			if h[12] == 0x86 && h[13] == 0xdd && ft.buckets6 != nil && n >= EthernetMinSize+IPv6HeaderSize+4 {
+				if a, ok := f.bucket6Addr(p.Buf[off : off+n]); ok {
+					addrs[na&(2*packet.BurstSize-1)] = a
+					na++
+				}
+			}
+			continue
 		}
 		q := &fp[i&(packet.BurstSize-1)]
 		q.addrs = flowAddrs(binary.BigEndian.Uint32(h[ip+ipv4Src:]), binary.BigEndian.Uint32(h[ip+ipv4Dst:]))
@@ -155,6 +163,26 @@ func (f *Forwarder) classify(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt
 	}
 	f.sink += acc
 	return mask
+}
+
+// bucket6Addr returns the address of the first line of the flow table
+// bucket of frame, an untagged IPv6 frame of at least 58 bytes, if its
+// upper layer, right after the fixed header, is TCP or UDP: the flow
+// Process will look up (slotHash6 of the same key). For classify.
+func (f *Forwarder) bucket6Addr(frame []byte) (uintptr, bool) {
+	ip := IPv6(frame[EthernetMinSize:])
+	if nh := ip.NextHeader(); nh != ProtoTCP && nh != ProtoUDP {
+		return 0, false
+	}
+	l4 := Ports(ip[IPv6HeaderSize:])
+	k := FlowKey6{Src: ip.Src(), Dst: ip.Dst(), SrcPort: l4.Src(), DstPort: l4.Dst(), Proto: ip.NextHeader()}
+	ft := f.Flows
+	b := &ft.buckets6[slotHash6(&k, f.Seed)&ft.mask]
+	if !asmPrefetch {
+		f.sink += b[0].expires
+		return 0, false
+	}
+	return uintptr(unsafe.Pointer(&b[0])), true
 }
 
 // flowHash is FlowKey.Hash(seed) computed from the four little-endian
@@ -392,13 +420,7 @@ func (f *Forwarder) toService(s *Snapshot, svc *Service, p *packet.Packet, l3 in
 		}
 		return VerdictDrop, 0, DropTooBig
 	}
-	// L3 modes: the envelope replaces the Ethernet header and any 802.1Q
-	// tag (it goes to the next hop untagged). L2: the frame keeps its
-	// header, tag included, and only the MACs change.
-	start := p.Off + l3 - b.hdrLen
-	if b.hdrLen == EthernetMinSize {
-		start = p.Off
-	}
+	start := b.frameStart(p.Off, l3)
 	if start < 0 {
 		return VerdictDrop, 0, DropTruncated
 	}
@@ -410,6 +432,18 @@ func (f *Forwarder) toService(s *Snapshot, svc *Service, p *packet.Packet, l3 in
 	}
 	f.rewrite(svc, b, p, start, l3, tot, ip[ipv4TOS], ip.FlagsFrag()&IPv4FlagDF, h)
 	return VerdictTx, b.Port, DropNone
+}
+
+// frameStart returns the buffer offset at which the frame of a packet at
+// off (its IP header at l3 in the frame) starts once b's headers are in
+// front. L3 modes: the envelope replaces the Ethernet header and any
+// 802.1Q tag (it goes to the next hop untagged). L2: the frame keeps its
+// header, tag included, and only the MACs change.
+func (b *Backend) frameStart(off, l3 int) int {
+	if b.hdrLen == EthernetMinSize {
+		return off
+	}
+	return off + l3 - b.hdrLen
 }
 
 // established returns the index in svc.Backends of the backend that e's

@@ -182,10 +182,7 @@ func (f *Forwarder) toService6(s *Snapshot, svc *Service, p *packet.Packet, l3 i
 		}
 		return VerdictDrop, 0, DropTooBig
 	}
-	start := p.Off + l3 - b.hdrLen
-	if b.hdrLen == EthernetMinSize {
-		start = p.Off
-	}
+	start := b.frameStart(p.Off, l3)
 	if start < 0 {
 		return VerdictDrop, 0, DropTruncated
 	}

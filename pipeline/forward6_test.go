@@ -26,7 +26,11 @@ var (
 
 // testSnapshot6 has one service per envelope combination of issue 14,
 // and one with backends of both families.
-func testSnapshot6(t testing.TB) *Snapshot {
+func testSnapshot6(t testing.TB) *Snapshot { return testSnapshot6Partial(t, false) }
+
+// testSnapshot6Partial is testSnapshot6 with the port receiving a
+// kernel's frames (PartialChecksums) when partial is set.
+func testSnapshot6Partial(t testing.TB, partial bool) *Snapshot {
 	t.Helper()
 	be := func(id uint32, ip string, mac MAC) BackendSpec {
 		return BackendSpec{ID: id, IP: netip.MustParseAddr(ip), Weight: 1, NextHop: mac}
@@ -36,7 +40,7 @@ func testSnapshot6(t testing.TB) *Snapshot {
 	}
 	s, err := NewSnapshot(SnapshotSpec{
 		Generation: 1,
-		Ports:      []PortSpec{{MAC: portMAC, IP: portIP, IP6: portIP6, MTU: 1500}},
+		Ports:      []PortSpec{{MAC: portMAC, IP: portIP, IP6: portIP6, MTU: 1500, PartialChecksums: partial}},
 		Services: []ServiceSpec{
 			svc(0, "l2v6", vip6L2, ProtoTCP, 80, ModeL2, be(0, "2001:db8:0:1::21", be1MAC)),
 			svc(1, "v6inv6", vip6IP, ProtoTCP, 443, ModeIPIP, be(1, "2001:db8:0:2::21", gwMAC)),
@@ -492,4 +496,30 @@ func BenchmarkProcess6(b *testing.B) {
 			}
 		})
 	}
+}
+
+// FuzzProcess6 is FuzzProcess on IPv6 input and the envelope combinations
+// of testSnapshot6.
+func FuzzProcess6(f *testing.F) {
+	for _, v := range []netip.Addr{vip6L2, vip6IP, vip6GRE, vip6GR4, vip6Mix} {
+		f.Add(tcp6To(v, 443, 1).Build())
+	}
+	f.Add(tcpTo(vip4IP6, 80, 1).Build())
+	udp := tcp6To(vip6IP4, 53, 2)
+	udp.Proto = ProtoUDP
+	f.Add(udp.Build())
+	big := tcp6To(vip6IP, 443, 3)
+	big.Payload = make([]byte, 1430) // Packet Too Big
+	f.Add(big.Build())
+	tagged := tcp6To(vip6GRE, 443, 4)
+	tagged.VLAN = 100
+	f.Add(tagged.Build())
+	ext := tcp6To(vip6IP, 443, 5)
+	ext.Ext6 = []testpkt.Ext6{testpkt.Options6(ProtoHopByHop, 1), {Type: ProtoFragment, Body: []byte{0, 0, 0, 0, 0, 0, 1}}}
+	f.Add(ext.Build())
+	reply := testpkt.Packet{Src: vip6Mix, Dst: client6, Proto: ProtoTCP, SrcPort: 443, DstPort: 1}.Build()[14:]
+	f.Add(testpkt.Packet{Src: client6, Dst: vip6Mix, Proto: ProtoICMPv6, ICMPType: ICMPv6PacketTooBig, Payload: reply}.Build())
+	f.Add(testpkt.Packet{Src: client6, Dst: netip.MustParseAddr("ff02::1:ff00:10"), Proto: ProtoICMPv6, ICMPType: 135}.Build())
+	s := testSnapshot6(f)
+	f.Fuzz(func(t *testing.T, frame []byte) { processGuarded(t, s, frame) })
 }

@@ -425,30 +425,35 @@ func FuzzProcess(f *testing.F) {
 	tagged.Dst, tagged.DstPort, tagged.Payload = vipGRE, 443, make([]byte, 1500-40) // fragmentation needed
 	f.Add(tagged.Build())
 	s := testSnapshot(f)
-	f.Fuzz(func(t *testing.T, frame []byte) {
-		fw := NewForwarder(64, DefaultFlowTimeouts, 0)
-		fw.Use(s)
-		// Guard bytes around the packet catch writes outside packet+headroom.
-		buf := make([]byte, headroom+len(frame)+64)
-		copy(buf[headroom:], frame)
-		for i := headroom + len(frame); i < len(buf); i++ {
-			buf[i] = 0xa5
+	f.Fuzz(func(t *testing.T, frame []byte) { processGuarded(t, s, frame) })
+}
+
+// processGuarded runs Process on frame alone and fails t if it writes
+// outside the packet and its headroom, leaves bounds outside the buffer,
+// or gives no verdict or an uncounted drop.
+func processGuarded(t *testing.T, s *Snapshot, frame []byte) {
+	fw := NewForwarder(64, DefaultFlowTimeouts, 0)
+	fw.Use(s)
+	// Guard bytes around the packet catch writes outside packet+headroom.
+	buf := make([]byte, headroom+len(frame)+64)
+	copy(buf[headroom:], frame)
+	for i := headroom + len(frame); i < len(buf); i++ {
+		buf[i] = 0xa5
+	}
+	p := &packet.Packet{Buf: buf[:headroom+len(frame)], Off: headroom, Len: len(frame)}
+	v, _ := fw.Process(s, p, 0)
+	for i := headroom + len(frame); i < len(buf); i++ {
+		if buf[i] != 0xa5 {
+			t.Fatalf("write beyond the packet at %d", i-headroom)
 		}
-		p := &packet.Packet{Buf: buf[:headroom+len(frame)], Off: headroom, Len: len(frame)}
-		v, _ := fw.Process(s, p, 0)
-		for i := headroom + len(frame); i < len(buf); i++ {
-			if buf[i] != 0xa5 {
-				t.Fatalf("write beyond the packet at %d", i-headroom)
-			}
-		}
-		if p.Off < 0 || p.Off+p.Len > headroom+len(frame) {
-			t.Fatalf("packet bounds off=%d len=%d outside buffer", p.Off, p.Len)
-		}
-		if fw.C.RxPackets != 1 || uint64(v) > 2 {
-			t.Fatalf("no verdict")
-		}
-		if v == VerdictDrop && fw.C.Dropped() != 1 {
-			t.Fatalf("drop not counted")
-		}
-	})
+	}
+	if p.Off < 0 || p.Off+p.Len > headroom+len(frame) {
+		t.Fatalf("packet bounds off=%d len=%d outside buffer", p.Off, p.Len)
+	}
+	if fw.C.RxPackets != 1 || uint64(v) > 2 {
+		t.Fatalf("no verdict")
+	}
+	if v == VerdictDrop && fw.C.Dropped() != 1 {
+		t.Fatalf("drop not counted")
+	}
 }

@@ -230,6 +230,10 @@ func FuzzFastPath(f *testing.F) {
 	partialTCP := testpkt.Packet{Src: netip.MustParseAddr("198.51.100.7"), Dst: netip.MustParseAddr("203.0.113.1"), Proto: ProtoTCP,
 		SrcPort: 40000, DstPort: 80, DF: true, Payload: []byte("hello"), PartialChecksum: true}
 	f.Add(partialTCP.Build(), uint32(1), true)
+	// IPv6, which the fast path leaves to Process.
+	f.Add(testpkt.Packet{Src: netip.MustParseAddr("2001:db8::7"), Dst: netip.MustParseAddr("2001:db8:100::1"), Proto: ProtoTCP,
+		SrcPort: 40000, DstPort: 80, Payload: []byte("hello")}.Build(), uint32(1), false)
+	f.Add(testpkt.Packet{Src: netip.MustParseAddr("fe80::1"), Dst: netip.MustParseAddr("ff02::1"), Proto: ProtoICMPv6, ICMPType: 134}.Build(), uint32(1), false)
 	s := fastSnapshot(f)
 	sp := withPartialChecksums(s)
 	f.Fuzz(func(t *testing.T, frame []byte, dt uint32, partial bool) {

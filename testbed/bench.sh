@@ -153,15 +153,23 @@ compare() {
 log "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
 log "generating captures in $DIR"
 "$BIN" gen --config "$CFG" --out "$DIR/mix64.pcap" --flows 65536 --sizes 64 --log-level warn
+# The same mix to the IPv6 services (IPv6 frames are at least their
+# headers: 66 bytes on the wire for UDP, 78 for TCP), and both families
+# taking turns.
+"$BIN" gen --config "$CFG" --out "$DIR/mix64-v6.pcap" --flows 65536 --sizes 64 --family 6 --log-level warn
+"$BIN" gen --config "$CFG" --out "$DIR/mix64-mixed.pcap" --flows 65536 --sizes 64 --family mixed --log-level warn
 if [ "${BENCH_QUICK:-}" = 1 ]; then
 	ROUNDS=1
 	compare mix64 "$DIR/mix64.pcap"
+	compare mix64-v6 "$DIR/mix64-v6.pcap"
 	exit 0
 fi
 "$BIN" gen --config "$CFG" --out "$DIR/imix.pcap" --flows 65536 --sizes imix --log-level warn
 "$BIN" gen --config "$CFG" --out "$DIR/mix64-1m.pcap" --flows 1048576 --sizes 64 --log-level warn
 
 compare mix64 "$DIR/mix64.pcap"
+compare mix64-v6 "$DIR/mix64-v6.pcap"
+compare mix64-mixed "$DIR/mix64-mixed.pcap"
 compare imix "$DIR/imix.pcap"
 
 # 1M flows, the flow table sized as an operator would (4M entries per
@@ -185,6 +193,6 @@ printf '%-9s dsrlb 2 workers: wall %6.2f Mpps, per CPU-second %6.2f (runs: %s)\n
 # Instructions per packet under callgrind: the same comparison without the
 # host's noise (about 4 minutes; BENCH_INSTR=0 skips it).
 if [ "${BENCH_INSTR:-1}" = 1 ]; then
-	BIN=$BIN BENCH_DIR=$DIR bash testbed/bench-instr.sh "$DIR/mix64.pcap" | tee -a "$RESULTS"
+	BIN=$BIN BENCH_DIR=$DIR bash testbed/bench-instr.sh "$DIR/mix64.pcap" "$DIR/mix64-v6.pcap" | tee -a "$RESULTS"
 fi
 log "results in $RESULTS, JSON and logs in $DIR"

@@ -277,22 +277,43 @@ func sumRx(cs []pipeline.Counters) uint64 {
 	return n
 }
 
-// flowOf returns the 5-tuple of an untagged IPv4 TCP/UDP frame.
-func flowOf(p []byte) (pipeline.FlowKey, bool) {
+// benchFlow is the 5-tuple of an IPv4 (v4) or IPv6 (v6, is6) frame.
+type benchFlow struct {
+	v4  pipeline.FlowKey
+	v6  pipeline.FlowKey6
+	is6 bool
+}
+
+// hash is the flow hash of f's family.
+func (f *benchFlow) hash(seed uint32) uint32 {
+	if f.is6 {
+		return f.v6.Hash(seed)
+	}
+	return f.v4.Hash(seed)
+}
+
+// flowOf returns the 5-tuple of an untagged IPv4 TCP/UDP frame, or of an
+// untagged IPv6 one whose upper layer follows the fixed header.
+func flowOf(p []byte) (benchFlow, bool) {
+	if len(p) >= 14+40+4 && binary.BigEndian.Uint16(p[12:]) == pipeline.EtherTypeIPv6 {
+		ip := pipeline.IPv6(p[14:])
+		l4 := pipeline.Ports(ip[40:])
+		return benchFlow{v6: pipeline.FlowKey6{Src: ip.Src(), Dst: ip.Dst(), SrcPort: l4.Src(), DstPort: l4.Dst(), Proto: ip.NextHeader()}, is6: true}, true
+	}
 	if len(p) < 14+20+4 || binary.BigEndian.Uint16(p[12:]) != pipeline.EtherTypeIPv4 {
-		return pipeline.FlowKey{}, false
+		return benchFlow{}, false
 	}
 	ip := pipeline.IPv4(p[14:])
 	ihl := ip.HeaderLen()
 	if ihl < 20 || len(ip) < ihl+4 {
-		return pipeline.FlowKey{}, false
+		return benchFlow{}, false
 	}
 	l4 := pipeline.Ports(ip[ihl:])
-	return pipeline.FlowKey{Src: ip.SrcU32(), Dst: ip.DstU32(), SrcPort: l4.Src(), DstPort: l4.Dst(), Proto: ip.Protocol()}, true
+	return benchFlow{v4: pipeline.FlowKey{Src: ip.SrcU32(), Dst: ip.DstU32(), SrcPort: l4.Src(), DstPort: l4.Dst(), Proto: ip.Protocol()}}, true
 }
 
 func countFlows(pkts [][]byte) int {
-	seen := make(map[pipeline.FlowKey]struct{}, len(pkts))
+	seen := make(map[benchFlow]struct{}, len(pkts))
 	for _, p := range pkts {
 		if k, ok := flowOf(p); ok {
 			seen[k] = struct{}{}
@@ -309,7 +330,7 @@ func splitByFlow(pkts [][]byte, n int, dir string) ([]string, []int, error) {
 	for _, p := range pkts {
 		q := 0
 		if k, ok := flowOf(p); ok {
-			q = int(k.Hash(0x5eed) % uint32(n))
+			q = int(k.hash(0x5eed) % uint32(n))
 		}
 		parts[q] = append(parts[q], p)
 	}

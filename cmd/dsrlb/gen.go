@@ -21,7 +21,7 @@ type genService struct {
 	Port  uint16 // 0: every port (the generator varies the port)
 }
 
-// genDefaults are the services of testbed/bench/bench.yaml, used without
+// genDefaults are the IPv4 services of testbed/bench/bench.yaml, used without
 // --config: l2 TCP/80, ipip UDP all ports, gre TCP/443.
 var genDefaults = []genService{
 	{netip.MustParseAddr("203.0.113.1"), pipeline.ProtoTCP, 80},
@@ -45,11 +45,28 @@ type genOptions struct {
 	DstMAC   pipeline.MAC
 }
 
+// genFamily keeps the services of family ("4", "6" or "mixed": both) of
+// svcs, or says why none is left.
+func genFamily(svcs []genService, family string) ([]genService, error) {
+	var out []genService
+	for _, s := range svcs {
+		if family == "mixed" || family == "4" && s.VIP.Is4() || family == "6" && s.VIP.Is6() {
+			out = append(out, s)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("gen: no service of family %s", family)
+	}
+	return out, nil
+}
+
 // cmdGen writes a benchmark capture: TCP and UDP flows spread round-robin
-// over the configured services, each frame 64 bytes (on the wire) or sized
-// by the IMIX pattern. Packet k belongs to flow k mod flows, so a capture
-// replayed in a loop revisits every flow once per flows packets; flow f goes
-// to service f mod services.
+// over the configured services of the chosen address family (--family),
+// each frame 64 bytes (on the wire) or sized by the IMIX pattern; an IPv6
+// frame is at least its headers (66 bytes on the wire for UDP, 78 for
+// TCP). Packet k belongs to flow k mod flows, so a capture replayed in a
+// loop revisits every flow once per flows packets; flow f goes to service
+// f mod services.
 func cmdGen(args []string) int {
 	fs := flag.NewFlagSet("gen", flag.ContinueOnError)
 	out := fs.String("out", "", "output pcap")
@@ -57,13 +74,15 @@ func cmdGen(args []string) int {
 	sizes := fs.String("sizes", "64", "frame sizes: 64 or imix (64/570/1518 bytes 7:4:1)")
 	packets := fs.Int("packets", 0, "packets in the capture (0: as many as flows)")
 	cfgPath := fs.String("config", "", "take the VIP services (and destination MAC) from this config")
+	family := fs.String("family", "4", "services by VIP family: 4, 6, or mixed (both, taking turns)")
 	newLog := logFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	log := newLog()
-	if *out == "" || *flows < 1 || (*sizes != "64" && *sizes != "imix") || *packets < 0 {
-		fmt.Fprintln(os.Stderr, "dsrlb gen: --out is required, --flows >= 1, --sizes 64|imix")
+	if *out == "" || *flows < 1 || (*sizes != "64" && *sizes != "imix") || *packets < 0 ||
+		(*family != "4" && *family != "6" && *family != "mixed") {
+		fmt.Fprintln(os.Stderr, "dsrlb gen: --out is required, --flows >= 1, --sizes 64|imix, --family 4|6|mixed")
 		return 2
 	}
 	o := genOptions{Flows: *flows, Packets: *packets, IMIX: *sizes == "imix", Services: genDefaults,
@@ -87,9 +106,14 @@ func cmdGen(args []string) int {
 		if len(o.Services) == 0 {
 			return fail(log, errors.New("gen: the config has no services"))
 		}
+		if o.Services, err = genFamily(o.Services, *family); err != nil {
+			return fail(log, err)
+		}
 		if len(t.Ports) > 0 && !t.Ports[0].MAC.IsZero() {
 			o.DstMAC = t.Ports[0].MAC
 		}
+	} else if *family != "4" {
+		return fail(log, errors.New("gen: --family 6 and mixed take their services from --config"))
 	}
 	n, bytes, err := writeBenchCapture(*out, o)
 	if err != nil {
@@ -101,11 +125,15 @@ func cmdGen(args []string) int {
 }
 
 // genFlow returns the 5-tuple of flow i: clients from 198.18.0.0/15
-// (RFC 2544 benchmarking addresses), 2^17 addresses times source ports.
+// (RFC 2544 benchmarking addresses), or for an IPv6 service from
+// 2001:2::/48 (RFC 5180), 2^17 addresses times source ports.
 func genFlow(i int, svcs []genService) (src netip.Addr, sport, dport uint16, svc genService) {
 	svc = svcs[i%len(svcs)]
 	a := 198<<24 | 18<<16 | uint32(i&0x1ffff)
 	src = netip.AddrFrom4([4]byte{byte(a >> 24), byte(a >> 16), byte(a >> 8), byte(a)})
+	if svc.VIP.Is6() {
+		src = netip.AddrFrom16([16]byte{0x20, 0x01, 0, 2, 14: byte(i >> 8), 15: byte(i), 13: byte(i>>16) & 1})
+	}
 	sport = uint16(1024 + (i>>17)%64000)
 	dport = svc.Port
 	if dport == 0 {
@@ -134,9 +162,13 @@ func writeBenchCapture(path string, o genOptions) (int, int64, error) {
 		frameLen := wire - fcsLen
 		p := testpkt.Packet{SrcMAC: client, DstMAC: o.DstMAC, Src: src, Dst: svc.VIP, Proto: svc.Proto,
 			SrcPort: sport, DstPort: dport, DF: true, ID: uint16(k), TTL: 64}
-		hdr := pipeline.EthernetMinSize + pipeline.IPv4MinSize + pipeline.UDPSize
+		ipHdr := pipeline.IPv4MinSize
+		if svc.VIP.Is6() {
+			ipHdr = pipeline.IPv6HeaderSize
+		}
+		hdr := pipeline.EthernetMinSize + ipHdr + pipeline.UDPSize
 		if svc.Proto == pipeline.ProtoTCP {
-			hdr = pipeline.EthernetMinSize + pipeline.IPv4MinSize + pipeline.TCPMinSize
+			hdr = pipeline.EthernetMinSize + ipHdr + pipeline.TCPMinSize
 			p.TCPFlags = pipeline.TCPFlagACK
 		}
 		if frameLen > hdr {

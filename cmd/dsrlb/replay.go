@@ -144,8 +144,9 @@ func replayLoss(d *appliance.Dataplane) error {
 // replayNeighbors stands in for the kernel's neighbour table, which `run`
 // resolves next hops from and replay has not: a next hop without a static
 // neighbour (neighbors:, a backend's mac:) gets the placeholder MAC 02:00
-// followed by its IPv4 address, so that the output shows where each packet
-// would go. Each placeholder is logged once.
+// followed by its IPv4 address (of an IPv6 address, its last four bytes),
+// so that the output shows where each packet would go. Each placeholder is
+// logged once.
 type replayNeighbors struct {
 	log  zerolog.Logger
 	mu   sync.Mutex
@@ -154,11 +155,8 @@ type replayNeighbors struct {
 
 // Lookup implements control.Neighbors.
 func (n *replayNeighbors) Lookup(ip netip.Addr) ([6]byte, bool) {
-	if !ip.Is4() {
-		return [6]byte{}, false
-	}
-	a := ip.As4()
-	mac := pipeline.MAC{0x02, 0x00, a[0], a[1], a[2], a[3]}
+	a := ip.As16()
+	mac := pipeline.MAC{0x02, 0x00, a[12], a[13], a[14], a[15]}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if !n.seen[ip] {
