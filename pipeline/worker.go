@@ -66,6 +66,9 @@ type Worker struct {
 	// last is the copy the last reader received while Run was active,
 	// under readMu.
 	last Counters
+	// flowReq is a LookupFlow waiting for the running worker, nil when
+	// none: one atomic load per round.
+	flowReq atomic.Pointer[flowRequest]
 }
 
 // rxBurst is one received NIC burst and what classify learnt of it.
@@ -158,6 +161,9 @@ func (w *Worker) Poll() int {
 	w.syncFlowCounters()
 	if w.pubReq.Load() != w.pubSeq.Load() {
 		w.publish()
+	}
+	if r := w.flowReq.Load(); r != nil {
+		w.answerFlowRequest(r)
 	}
 	return total
 }
@@ -430,9 +436,13 @@ func (w *Worker) Run() {
 	}
 	w.flush()
 	w.syncFlowCounters()
-	// Answer a reader waiting in Counters; later readers read w.C.
+	// Answer a reader waiting in Counters or LookupFlow; later readers
+	// read w.C and the table.
 	if w.pubReq.Load() != w.pubSeq.Load() {
 		w.publish()
+	}
+	if r := w.flowReq.Load(); r != nil {
+		w.answerFlowRequest(r)
 	}
 	w.readMu.Lock()
 	w.running.Store(false)
