@@ -87,6 +87,9 @@ type Options struct {
 	// Events is the bus GET /api/v1/events serves and accepted changes
 	// are published to; nil serves an empty history.
 	Events *control.Events
+	// Flows asks the workers for their flow table entries (POST
+	// /api/v1/trace); nil traces as if no worker held the flow.
+	Flows control.FlowLookup
 	Log    zerolog.Logger
 }
 
@@ -193,6 +196,7 @@ func (s *Server) routes() *gin.Engine {
 	v1.GET("/status", s.status)
 	v1.GET("/stats", s.stats)
 	v1.GET("/events", s.events)
+	v1.POST("/trace", s.trace)
 	return r
 }
 

@@ -31,6 +31,7 @@ var apiCommands = map[string]func(c *apiCmd) error{
 	"drain":  (*apiCmd).drain,
 	"stats":  (*apiCmd).stats,
 	"events": (*apiCmd).events,
+	"trace":  (*apiCmd).trace,
 }
 
 func init() {
@@ -49,6 +50,8 @@ type apiCmd struct {
 	// events: follow the stream, from after seq since, stop after count.
 	follow       bool
 	since, count uint64
+	// trace: the packet to trace.
+	traceReq v1.TraceRequest
 }
 
 // usageError is a bad command line (exit code 2).
@@ -116,6 +119,16 @@ func runAPI(name string, args []string, stdout, stderr io.Writer, getenv func(st
 		fs.BoolVar(&c.follow, "f", false, "follow: print the kept events, then each new one as it happens")
 		fs.Uint64Var(&c.since, "since", 0, "only events with a sequence number above this")
 		fs.Uint64Var(&c.count, "count", 0, "with -f: exit after this many events (0: never)")
+	}
+	if name == "trace" {
+		r := &c.traceReq
+		fs.StringVar(&r.VIP, "vip", "", "destination VIP")
+		fs.StringVar(&r.Protocol, "proto", "tcp", "tcp or udp")
+		fs.StringVar(&r.Src, "src", "", "client IP:PORT")
+		fs.IntVar(&r.DstPort, "dport", 0, "destination port")
+		fs.StringVar(&r.Flags, "flags", "", "TCP flags, comma-separated: syn (default), ack, fin, rst, psh")
+		fs.StringVar(&r.Port, "port", "", "receiving port (default the first)")
+		fs.IntVar(&r.Size, "size", 0, "payload bytes (DF is set)")
 	}
 	pos, err := parseInterspersed(fs, args)
 	if errors.Is(err, flag.ErrHelp) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/dsrlb/dsrlb/control"
 	"github.com/dsrlb/dsrlb/dpdk"
 	"github.com/dsrlb/dsrlb/pipeline"
 	"github.com/dsrlb/dsrlb/pipeline/packet"
@@ -473,6 +474,16 @@ func (d *Dataplane) Counters() []pipeline.Counters {
 	out := make([]pipeline.Counters, len(d.workers))
 	for i, w := range d.workers {
 		out[i] = w.Counters()
+	}
+	return out
+}
+
+// LookupFlow asks each worker, between two of its bursts, what its flow
+// table holds for k (for trace).
+func (d *Dataplane) LookupFlow(k pipeline.FlowKey) []control.FlowAnswer {
+	out := make([]control.FlowAnswer, len(d.workers))
+	for i, w := range d.workers {
+		out[i].Probe, out[i].Answered = w.LookupFlow(k)
 	}
 	return out
 }
