@@ -90,7 +90,7 @@ type Options struct {
 	// Flows asks the workers for their flow table entries (POST
 	// /api/v1/trace); nil traces as if no worker held the flow.
 	Flows control.FlowLookup
-	Log    zerolog.Logger
+	Log   zerolog.Logger
 }
 
 // Server is the REST API. Build it with New.
