@@ -90,7 +90,9 @@ type Options struct {
 	// Flows asks the workers for their flow table entries (POST
 	// /api/v1/trace); nil traces as if no worker held the flow.
 	Flows control.FlowLookup
-	Log   zerolog.Logger
+	// Captures runs live captures (/api/v1/captures); nil answers 404.
+	Captures *control.Captures
+	Log      zerolog.Logger
 }
 
 // Server is the REST API. Build it with New.
@@ -197,6 +199,10 @@ func (s *Server) routes() *gin.Engine {
 	v1.GET("/stats", s.stats)
 	v1.GET("/events", s.events)
 	v1.POST("/trace", s.trace)
+	v1.POST("/captures", s.change("capture_start"), s.startCapture)
+	v1.GET("/captures/:id", s.getCapture)
+	v1.GET("/captures/:id/pcap", s.change("capture_fetch"), s.capturePcap)
+	v1.DELETE("/captures/:id", s.change("capture_stop"), s.stopCapture)
 	return r
 }
 

@@ -53,10 +53,13 @@ type CaptureRing struct {
 	lost   atomic.Uint64
 }
 
+// NewCaptureRingMin is the fewest records a ring has: one burst.
+const NewCaptureRingMin = packet.BurstSize
+
 // NewCaptureRing returns a ring of size records of up to snap bytes per
 // packet (both directions) for f. Memory: 2 * size * snap bytes.
 func NewCaptureRing(f CaptureFilter, size, snap int) *CaptureRing {
-	r := &CaptureRing{filter: f, slots: make([]captureSlot, max(size, packet.BurstSize))}
+	r := &CaptureRing{filter: f, slots: make([]captureSlot, max(size, NewCaptureRingMin))}
 	mem := make([]byte, 2*len(r.slots)*snap)
 	for i := range r.slots {
 		r.slots[i].in = mem[2*i*snap : (2*i+1)*snap : (2*i+1)*snap]
@@ -194,3 +197,7 @@ func sentTo(f []byte, ip uint32, mac MAC) bool {
 	}
 	return len(f) >= 6 && MAC(f[0:6]) == mac
 }
+
+// NextHopMAC returns the MAC b's packets are sent to: b's own (on-link)
+// or the gateway's; zero while unresolved.
+func (b *Backend) NextHopMAC() MAC { return MAC(b.hdr[0:6]) }

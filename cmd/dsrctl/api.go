@@ -25,13 +25,14 @@ import (
 // apiCommands are the API subcommands; each gets its parsed flags and
 // positional arguments in c.
 var apiCommands = map[string]func(c *apiCmd) error{
-	"get":    (*apiCmd).get,
-	"apply":  (*apiCmd).apply,
-	"delete": (*apiCmd).delete,
-	"drain":  (*apiCmd).drain,
-	"stats":  (*apiCmd).stats,
-	"events": (*apiCmd).events,
-	"trace":  (*apiCmd).trace,
+	"get":     (*apiCmd).get,
+	"apply":   (*apiCmd).apply,
+	"delete":  (*apiCmd).delete,
+	"drain":   (*apiCmd).drain,
+	"stats":   (*apiCmd).stats,
+	"events":  (*apiCmd).events,
+	"trace":   (*apiCmd).trace,
+	"capture": (*apiCmd).capture,
 }
 
 func init() {
@@ -52,6 +53,9 @@ type apiCmd struct {
 	since, count uint64
 	// trace: the packet to trace.
 	traceReq v1.TraceRequest
+	// capture: what to capture, and the file to write.
+	captureReq v1.CaptureRequest
+	pcapFile   string
 }
 
 // usageError is a bad command line (exit code 2).
@@ -129,6 +133,15 @@ func runAPI(name string, args []string, stdout, stderr io.Writer, getenv func(st
 		fs.StringVar(&r.Flags, "flags", "", "TCP flags, comma-separated: syn (default), ack, fin, rst, psh")
 		fs.StringVar(&r.Port, "port", "", "receiving port (default the first)")
 		fs.IntVar(&r.Size, "size", 0, "payload bytes (DF is set)")
+	}
+	if name == "capture" {
+		r := &c.captureReq
+		fs.StringVar(&r.VIP, "vip", "", "capture the packets to this VIP")
+		fs.StringVar(&r.Backend, "backend", "", "only those sent to this backend")
+		fs.IntVar(&r.Count, "count", 0, "stop after this many packets (default 1000)")
+		fs.StringVar(&r.Duration, "duration", "", "stop after this long (default 10s)")
+		fs.IntVar(&r.SnapLen, "snaplen", 0, "bytes kept per packet (default 256)")
+		fs.StringVar(&c.pcapFile, "w", "", "write the capture (pcapng) to this file")
 	}
 	pos, err := parseInterspersed(fs, args)
 	if errors.Is(err, flag.ErrHelp) {

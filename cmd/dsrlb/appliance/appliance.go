@@ -138,7 +138,7 @@ func (a *Appliance) start(deps Deps) error {
 		token = deps.APIToken
 	}
 	opts := api.Options{Store: a.store, Token: token, Stats: a.dp, Health: a.monitors, Neighbors: a.neigh, Log: a.log,
-		Events: a.events, Flows: a.dp}
+		Events: a.events, Flows: a.dp, Captures: control.NewCaptures(a.dp, a.log)}
 	if a.speaker != nil {
 		opts.BGP = bgpPeers{a.speaker}
 		opts.Announcer = a.board

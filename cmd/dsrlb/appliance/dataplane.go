@@ -488,6 +488,17 @@ func (d *Dataplane) LookupFlow(k pipeline.FlowKey) []control.FlowAnswer {
 	return out
 }
 
+// Workers returns the number of worker lcores (control.CaptureTarget).
+func (d *Dataplane) Workers() int { return len(d.workers) }
+
+// ArmCapture arms worker i with capture ring r, or disarms it (nil).
+func (d *Dataplane) ArmCapture(i int, r *pipeline.CaptureRing) { d.workers[i].ArmCapture(r) }
+
+// CaptureIdle reports whether worker i no longer uses r.
+func (d *Dataplane) CaptureIdle(i int, r *pipeline.CaptureRing) bool {
+	return d.workers[i].CaptureIdle(r)
+}
+
 // Stop stops the workers, waits for their lcores and closes the ports (a
 // net_pcap port flushes its output file when stopped).
 func (d *Dataplane) Stop() {
