@@ -2,6 +2,7 @@ package control
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -128,7 +129,7 @@ func captureFilter(snap *pipeline.Snapshot, req v1.CaptureRequest) (pipeline.Cap
 	if err != nil || !vip.Is4() {
 		errs.add(rootField("vip"), "want an IPv4 address, got %q", req.VIP)
 	} else {
-		f.VIP = addrU32(vip)
+		f.VIP = binary.BigEndian.Uint32(vip.AsSlice())
 		for i := range snap.Services {
 			if snap.Services[i].VIP == f.VIP {
 				svcs = append(svcs, &snap.Services[i])
@@ -143,8 +144,8 @@ func captureFilter(snap *pipeline.Snapshot, req v1.CaptureRequest) (pipeline.Cap
 		found := false
 		if err == nil && ip.Is4() {
 			for _, svc := range svcs {
-				if j := svc.BackendIndex(addrU32(ip)); j >= 0 {
-					f.Backend, f.BackendMAC, found = addrU32(ip), svc.Backends[j].NextHopMAC(), true
+				if j := svc.BackendIndex(binary.BigEndian.Uint32(ip.AsSlice())); j >= 0 {
+					f.Backend, f.BackendMAC, found = svc.Backends[j].IP, svc.Backends[j].NextHopMAC(), true
 				}
 			}
 		}
@@ -176,12 +177,6 @@ func captureFilter(snap *pipeline.Snapshot, req v1.CaptureRequest) (pipeline.Cap
 		errs.add(rootField("count"), "count × snaplen must be at most %d MiB, got %d × %d", MaxCaptureBytes>>20, st.Count, st.SnapLen)
 	}
 	return f, st, limit, errs.err()
-}
-
-// addrU32 is an IPv4 address in host order.
-func addrU32(a netip.Addr) uint32 {
-	b := a.As4()
-	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 }
 
 // run drains the rings into the pcap until count packets, the duration or
