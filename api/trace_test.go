@@ -15,11 +15,11 @@ import (
 // fakeFlows answers flow lookups for two workers: worker 1 holds the flows
 // in held, worker 0 nothing; asked records the keys.
 type fakeFlows struct {
-	held  map[pipeline.FlowKey]pipeline.FlowProbe
-	asked []pipeline.FlowKey
+	held  map[pipeline.TraceKey]pipeline.FlowProbe
+	asked []pipeline.TraceKey
 }
 
-func (f *fakeFlows) LookupFlow(k pipeline.FlowKey) []control.FlowAnswer {
+func (f *fakeFlows) LookupFlow(k pipeline.TraceKey) []control.FlowAnswer {
 	f.asked = append(f.asked, k)
 	return []control.FlowAnswer{{Answered: true}, {Probe: f.held[k], Answered: true}}
 }
@@ -34,8 +34,8 @@ func u32(a string) uint32 {
 // against Maglev), the envelope, or the drop reason; bad requests name
 // each field.
 func TestTrace(t *testing.T) {
-	f := newFixture(t, "") // a trace changes nothing: no token needed
-	flows := &fakeFlows{held: map[pipeline.FlowKey]pipeline.FlowProbe{}}
+	f := newFixture(t, testToken) // trace() sends no token: a trace changes nothing
+	flows := &fakeFlows{held: map[pipeline.TraceKey]pipeline.FlowProbe{}}
 	f.srv.opts.Flows = flows
 	trace := func(body string) (int, v1.TraceResult, string) {
 		w := f.do("POST", "/api/v1/trace", body, header("Authorization", ""))
@@ -61,26 +61,30 @@ func TestTrace(t *testing.T) {
 	if len(res.Backends) != 1 || !res.Backends[0].Usable || res.Backends[0].Forwarding != "active" {
 		t.Errorf("backends = %+v", res.Backends)
 	}
-	if want := (pipeline.FlowKey{Src: u32("203.0.113.77"), Dst: u32("198.51.100.2"), SrcPort: 5353, DstPort: 53, Proto: 17}); flows.asked[0] != want {
+	if want := (pipeline.TraceKey{V4: pipeline.FlowKey{Src: u32("203.0.113.77"), Dst: u32("198.51.100.2"), SrcPort: 5353, DstPort: 53, Proto: 17}}); flows.asked[0] != want {
 		t.Errorf("asked the workers for %+v, want %+v", flows.asked[0], want)
 	}
 
-	// A flow worker 1 holds on a backend the snapshot does not have: the
-	// entry's backend is gone, so Maglev chooses again (remapped).
-	k := pipeline.FlowKey{Src: u32("203.0.113.78"), Dst: u32("198.51.100.2"), SrcPort: 5353, DstPort: 53, Proto: 17}
-	dnsID := f.store.Snapshots().Load().FindService("dns").ID
-	flows.held[k] = pipeline.FlowProbe{Found: true, Service: dnsID, Backend: u32("203.0.113.6"), State: "udp"}
-	_, res, body = trace(`{"vip":"198.51.100.2","protocol":"udp","src":"203.0.113.78:5353","dport":53}`)
-	if res.Decision != "maglev" || res.Flow == nil || !res.Flow.Remapped || res.Flow.Worker != 1 || res.Flow.Backend != "203.0.113.6" ||
-		!strings.Contains(res.Reason, "no longer carries flows") {
-		t.Errorf("remapped trace = %s", body)
-	}
-	// Held on the backend it has: the flow table decides.
-	flows.held[k] = pipeline.FlowProbe{Found: true, Service: dnsID, Backend: u32("203.0.113.5"), State: "udp", ExpiresIn: 29e9}
-	_, res, body = trace(`{"vip":"198.51.100.2","protocol":"udp","src":"203.0.113.78:5353","dport":53}`)
-	if res.Decision != "flow_table" || res.Flow == nil || res.Flow.Remapped || res.Flow.ExpiresInMS != 29000 ||
-		res.Reason != "established flow: worker 1's flow table holds it on 203.0.113.5 (active)" {
+	// A flow worker 1 holds on web's backend 192.0.2.21: the flow table
+	// decides, even where Maglev would pick 192.0.2.22.
+	web := f.store.Snapshots().Load().FindService("web")
+	k := pipeline.TraceKey{V4: pipeline.FlowKey{Src: u32("203.0.113.78"), Dst: u32("198.51.100.1"), SrcPort: 40000, DstPort: 80, Proto: 6}}
+	flows.held[k] = pipeline.FlowProbeForTest(web, web.BackendIndex(u32("192.0.2.21")), "established", 29e9)
+	webFlow := `{"vip":"198.51.100.1","protocol":"tcp","src":"203.0.113.78:40000","dport":80,"flags":"ack"}`
+	_, res, body = trace(webFlow)
+	if res.Decision != "flow_table" || res.Backend != "192.0.2.21" || res.Flow == nil || res.Flow.Remapped || res.Flow.ExpiresInMS != 29000 ||
+		res.Flow.State != "established" || res.Reason != "established flow: worker 1's flow table holds it on 192.0.2.21 (active)" {
 		t.Errorf("held trace = %s", body)
+	}
+	// Once that backend is disabled, the entry no longer counts (remapped)
+	// and Maglev has no backend left: 192.0.2.22's MAC is unknown.
+	if w := f.do("PATCH", "/api/v1/services/web/backends/192.0.2.21", `{"state":"disabled"}`); w.Code != 200 {
+		t.Fatal(w.Body)
+	}
+	_, res, body = trace(webFlow)
+	if res.Verdict != "drop" || res.DropReason != "no_backend" || res.Flow == nil || !res.Flow.Remapped || res.Flow.Worker != 1 ||
+		res.Flow.Backend != "192.0.2.21" || res.Maglev == nil || res.Maglev.Backend != "" || res.Backends[0].Forwarding != "down" {
+		t.Errorf("remapped trace = %s", body)
 	}
 
 	for _, tc := range []struct{ desc, body, verdict, reason string }{

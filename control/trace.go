@@ -21,7 +21,7 @@ type FlowAnswer struct {
 // FlowLookup asks every worker what its flow table holds for a flow, one
 // answer per worker in worker order (pipeline.Worker.LookupFlow).
 type FlowLookup interface {
-	LookupFlow(k pipeline.FlowKey) []FlowAnswer
+	LookupFlow(k pipeline.TraceKey) []FlowAnswer
 }
 
 // traceClientMAC is the source MAC of a traced frame: the data plane does
@@ -36,12 +36,13 @@ var tcpFlagNames = map[string]uint8{"syn": pipeline.TCPFlagSYN, "ack": pipeline.
 	"fin": pipeline.TCPFlagFIN, "rst": pipeline.TCPFlagRST, "psh": 0x08}
 
 // tracePacket checks req and builds its frame as received on a port of t
-// (an IPv4 packet with DF, TTL 64), returning the frame and the port index.
+// (an IPv4 packet with DF, TTL 64, or an IPv6 one with hop limit 64),
+// returning the frame and the port index.
 func tracePacket(t *Typed, snap *pipeline.Snapshot, req v1.TraceRequest) ([]byte, int, error) {
 	var errs errList
 	vip, err := netip.ParseAddr(req.VIP)
-	if err != nil || !vip.Is4() {
-		errs.add(rootField("vip"), "want an IPv4 address, got %q", req.VIP)
+	if err != nil || vip.Is4In6() || vip.Zone() != "" {
+		errs.add(rootField("vip"), "want an IPv4 or IPv6 address, got %q", req.VIP)
 	}
 	p := testpkt.Packet{SrcMAC: traceClientMAC, Dst: vip, DF: true, TTL: 64, PadTo: 60, TCPFlags: pipeline.TCPFlagSYN}
 	switch req.Protocol {
@@ -53,8 +54,11 @@ func tracePacket(t *Typed, snap *pipeline.Snapshot, req v1.TraceRequest) ([]byte
 		errs.add(rootField("protocol"), "want tcp or udp, got %q", req.Protocol)
 	}
 	src, err := netip.ParseAddrPort(req.Src)
-	if err != nil || !src.Addr().Is4() {
-		errs.add(rootField("src"), "want IPv4 IP:PORT, got %q", req.Src)
+	switch {
+	case err != nil:
+		errs.add(rootField("src"), "want IP:PORT ([IPv6]:PORT), got %q", req.Src)
+	case vip.IsValid() && src.Addr().Is4() != vip.Is4():
+		errs.add(rootField("src"), "%v and the VIP %v are of different families", src.Addr(), vip)
 	}
 	p.Src, p.SrcPort = src.Addr(), src.Port()
 	if req.DstPort < 0 || req.DstPort > 65535 {
@@ -110,7 +114,7 @@ func Trace(snap *pipeline.Snapshot, t *Typed, req v1.TraceRequest, flows FlowLoo
 	res := v1.TraceResult{Generation: snap.Generation}
 	var held pipeline.FlowProbe
 	worker := -1
-	if k, ok := flowOf(frame); ok && flows != nil {
+	if k, ok := pipeline.TraceKeyOf(frame); ok && flows != nil {
 		answers := flows.LookupFlow(k)
 		res.Workers = len(answers)
 		for i, a := range answers {
@@ -143,8 +147,11 @@ func Trace(snap *pipeline.Snapshot, t *Typed, req v1.TraceRequest, flows FlowLoo
 		}
 		res.Maglev = m
 		if worker >= 0 && held.Service == svc.ID {
-			res.Flow = &v1.TraceFlow{Worker: worker, Backend: addrOf(held.Backend).String(), State: held.State,
+			res.Flow = &v1.TraceFlow{Worker: worker, Backend: "a backend no longer in the service", State: held.State,
 				ExpiresInMS: held.ExpiresIn.Milliseconds(), Remapped: tr.Remapped}
+			if j := held.BackendIndex(svc); j >= 0 {
+				res.Flow.Backend = svc.Backends[j].Addr.String()
+			}
 		}
 	}
 	if tr.Verdict == pipeline.VerdictTx {
@@ -184,24 +191,6 @@ func Trace(snap *pipeline.Snapshot, t *Typed, req v1.TraceRequest, flows FlowLoo
 	return res, nil
 }
 
-// flowOf returns the flow of a frame tracePacket built.
-func flowOf(frame []byte) (pipeline.FlowKey, bool) {
-	const l3 = pipeline.EthernetMinSize
-	if len(frame) < l3+pipeline.IPv4MinSize+4 {
-		return pipeline.FlowKey{}, false
-	}
-	ip := frame[l3:]
-	l4 := ip[pipeline.IPv4MinSize:]
-	return pipeline.FlowKey{Src: binary.BigEndian.Uint32(ip[12:]), Dst: binary.BigEndian.Uint32(ip[16:]),
-		SrcPort: binary.BigEndian.Uint16(l4[0:]), DstPort: binary.BigEndian.Uint16(l4[2:]), Proto: ip[9]}, true
-}
-
-func addrOf(ip uint32) netip.Addr {
-	var a [4]byte
-	binary.BigEndian.PutUint32(a[:], ip)
-	return netip.AddrFrom4(a)
-}
-
 // envelopeOf describes frame as it leaves port egress.
 func envelopeOf(t *Typed, frame []byte, egress int) *v1.TraceEnvelope {
 	e := &v1.TraceEnvelope{Length: len(frame)}
@@ -214,17 +203,24 @@ func envelopeOf(t *Typed, frame []byte, egress int) *v1.TraceEnvelope {
 	e.DstMAC = pipeline.MAC(frame[0:6]).String()
 	e.SrcMAC = pipeline.MAC(frame[6:12]).String()
 	l3 := pipeline.EthernetMinSize
-	if binary.BigEndian.Uint16(frame[12:]) == pipeline.EtherTypeVLAN {
+	et := binary.BigEndian.Uint16(frame[12:])
+	if et == pipeline.EtherTypeVLAN && len(frame) >= l3+pipeline.VLANTagSize {
 		l3 += pipeline.VLANTagSize
-	}
-	if len(frame) < l3+pipeline.IPv4MinSize {
-		return e
+		et = binary.BigEndian.Uint16(frame[16:])
 	}
 	ip := frame[l3:]
-	if proto := ip[9]; proto == pipeline.ProtoIPIP || proto == pipeline.ProtoGRE {
-		e.OuterSrc = addrOf(binary.BigEndian.Uint32(ip[12:])).String()
-		e.OuterDst = addrOf(binary.BigEndian.Uint32(ip[16:])).String()
-		e.OuterProto = int(proto)
+	// An envelope is an outer header carrying IPv4 (4), IPv6 (41) or GRE
+	// (47); the client's own packet carries TCP or UDP.
+	envelope := func(p uint8) bool { return p == pipeline.ProtoIPIP || p == 41 || p == pipeline.ProtoGRE }
+	switch {
+	case et == pipeline.EtherTypeIPv4 && len(ip) >= pipeline.IPv4MinSize && envelope(ip[9]):
+		e.OuterSrc = netip.AddrFrom4([4]byte(ip[12:16])).String()
+		e.OuterDst = netip.AddrFrom4([4]byte(ip[16:20])).String()
+		e.OuterProto = int(ip[9])
+	case et == pipeline.EtherTypeIPv6 && len(ip) >= pipeline.IPv6HeaderSize && envelope(ip[6]):
+		e.OuterSrc = netip.AddrFrom16([16]byte(ip[8:24])).String()
+		e.OuterDst = netip.AddrFrom16([16]byte(ip[24:40])).String()
+		e.OuterProto = int(ip[6])
 	}
 	return e
 }

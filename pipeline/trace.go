@@ -7,19 +7,54 @@ import (
 	"github.com/dsrlb/dsrlb/pipeline/packet"
 )
 
+// TraceKey is the flow of a traced packet: IPv4 (V4) or IPv6 (V6, Is6).
+type TraceKey struct {
+	Is6 bool
+	V4  FlowKey
+	V6  FlowKey6
+}
+
 // FlowProbe is what one worker's flow table holds for a flow
 // (Worker.LookupFlow): a live entry's service, backend and state.
 type FlowProbe struct {
 	// Found reports a live entry; the other fields are zero without one.
 	Found   bool
 	Service uint32 // Service.ID
-	Backend uint32 // the backend's IPv4 address, host order
 	// State is the entry's TCP state (syn, established, closing), udp,
 	// or new before its first refresh.
 	State string
 	// ExpiresIn is how long the entry lives without another packet.
 	ExpiresIn time.Duration
 	state     uint8
+	// backend and b6 are the entry's backend: an IPv4 address, or the
+	// Backend.ID of an IPv6 backend (flowEntry).
+	backend uint32
+	b6      bool
+}
+
+// BackendIndex returns the index in svc.Backends of the entry's backend,
+// -1 when svc no longer has it.
+func (p FlowProbe) BackendIndex(svc *Service) int {
+	if p.b6 {
+		return svc.backendIndexByID(p.backend)
+	}
+	return svc.BackendIndex(p.backend)
+}
+
+// FlowProbeForTest is a probe of a live entry of service on backend b of
+// svc, for tests of the probe's users.
+func FlowProbeForTest(svc *Service, b int, state string, expiresIn time.Duration) FlowProbe {
+	be := &svc.Backends[b]
+	p := FlowProbe{Found: true, Service: svc.ID, State: state, ExpiresIn: expiresIn, backend: be.IP, b6: be.Addr.Is6()}
+	if p.b6 {
+		p.backend = be.ID
+	}
+	for i, n := range flowStateNames {
+		if n == state {
+			p.state = uint8(i)
+		}
+	}
+	return p
 }
 
 // flowStateNames are FlowProbe.State by flowEntry.state.
@@ -28,13 +63,25 @@ var flowStateNames = [...]string{0: "new", flowStateSyn: "syn", flowStateEstabli
 
 // probe looks k up in ft at time now without changing anything (no
 // counters, no refresh, no expiry): safe only from the table's owner.
-func (ft *FlowTable) probe(k *FlowKey, seed, now uint32) FlowProbe {
-	addrs, tag := k.words()
-	e := ft.find(addrs, tag, slotHash(addrs, tag, seed))
+func (ft *FlowTable) probe(k *TraceKey, seed, now uint32) FlowProbe {
+	var e *flowEntry
+	if !k.Is6 {
+		addrs, tag := k.V4.words()
+		e = ft.find(addrs, tag, slotHash(addrs, tag, seed))
+	} else if ft.buckets6 != nil {
+		tag := k.V6.tag()
+		b := &ft.buckets6[slotHash6(&k.V6, seed)&ft.mask]
+		for i := range b {
+			if b[i].tag == tag && b[i].src == k.V6.Src && b[i].dst == k.V6.Dst {
+				e = &b[i].flowEntry
+				break
+			}
+		}
+	}
 	if e == nil || int32(e.expires-now) <= 0 {
 		return FlowProbe{}
 	}
-	p := FlowProbe{Found: true, Service: e.service, Backend: e.backend, state: e.state,
+	p := FlowProbe{Found: true, Service: e.service, backend: e.backend, b6: e.b6, state: e.state,
 		ExpiresIn: time.Duration(e.expires-now) * time.Millisecond}
 	if int(e.state) < len(flowStateNames) {
 		p.State = flowStateNames[e.state]
@@ -44,7 +91,7 @@ func (ft *FlowTable) probe(k *FlowKey, seed, now uint32) FlowProbe {
 
 // flowRequest is one LookupFlow waiting for a running worker's answer.
 type flowRequest struct {
-	key  FlowKey
+	key  TraceKey
 	out  FlowProbe
 	done atomic.Bool
 }
@@ -63,7 +110,7 @@ func (w *Worker) answerFlowRequest(r *flowRequest) {
 // is only ever read by its owner; LookupFlow waits up to a second for the
 // answer and reports false if none came (a worker stuck in a driver call).
 // Otherwise it reads the table itself.
-func (w *Worker) LookupFlow(k FlowKey) (FlowProbe, bool) {
+func (w *Worker) LookupFlow(k TraceKey) (FlowProbe, bool) {
 	w.readMu.Lock()
 	defer w.readMu.Unlock()
 	if !w.running.Load() {
@@ -127,12 +174,20 @@ func (s *Snapshot) Trace(frame []byte, rxPort int, seed uint32, held FlowProbe) 
 	f := NewForwarder(flowWays, DefaultFlowTimeouts, seed)
 	f.Now = 1 << 20
 	f.Use(s)
-	key, ok := traceKey(frame)
+	key, ok := TraceKeyOf(frame)
+	var e *flowEntry // the flow's entry in the scratch table
 	if ok {
-		if si := s.LookupService(key.Dst, key.Proto, key.DstPort); si >= 0 {
+		si := -1
+		if key.Is6 {
+			si = s.LookupService6(&key.V6.Dst, key.V6.Proto, key.V6.DstPort)
+			tr.MaglevHash = keyHash6(&key.V6, seed)
+		} else {
+			si = s.LookupService(key.V4.Dst, key.V4.Proto, key.V4.DstPort)
+			tr.MaglevHash = keyHash(&key.V4, seed)
+		}
+		if si >= 0 {
 			tr.Service = si
 			svc := &s.Services[si]
-			tr.MaglevHash = keyHash(&key, seed)
 			if len(svc.Table) > 0 {
 				tr.MaglevSlot = tr.MaglevHash % uint32(len(svc.Table))
 				if t := svc.Table[tr.MaglevSlot]; t != MaglevNone {
@@ -140,8 +195,13 @@ func (s *Snapshot) Trace(frame []byte, rxPort int, seed uint32, held FlowProbe) 
 				}
 			}
 			if held.Found && held.Service == svc.ID {
-				e := f.Flows.Insert(&key, slotHashKey(&key, seed), f.Now, held.Service, held.Backend)
-				e.state = held.state
+				if key.Is6 {
+					f.Flows.enable6()
+					e = f.Flows.Insert6(&key.V6, slotHash6(&key.V6, seed), f.Now, svc.ID)
+				} else {
+					e = f.Flows.Insert(&key.V4, slotHashKey(&key.V4, seed), f.Now, svc.ID, 0)
+				}
+				e.backend, e.b6, e.state = held.backend, held.b6, held.state
 			}
 		}
 	}
@@ -160,35 +220,49 @@ func (s *Snapshot) Trace(frame []byte, rxPort int, seed uint32, held FlowProbe) 
 		return tr
 	}
 	svc := &s.Services[tr.Service]
-	addrs, tag := key.words()
-	if e := f.Flows.find(addrs, tag, slotHashKey(&key, seed)); e != nil {
-		tr.Backend = svc.BackendIndex(e.backend)
+	if key.Is6 {
+		e = f.Flows.Lookup6(&key.V6, slotHash6(&key.V6, seed), f.Now)
+	} else {
+		addrs, tag := key.V4.words()
+		e = f.Flows.find(addrs, tag, slotHashKey(&key.V4, seed))
+	}
+	if e != nil {
+		tr.Backend = e.backendIndex(svc)
 	}
 	tr.ByFlow = tr.Backend >= 0 && f.C.Backends[svc.Backends[tr.Backend].ID].NewFlows == 0
 	return tr
 }
 
-// traceKey returns the flow of an untagged or 802.1Q-tagged IPv4 TCP or
-// UDP frame.
-func traceKey(frame []byte) (FlowKey, bool) {
+// TraceKeyOf returns the flow of an untagged or 802.1Q-tagged IPv4 or
+// IPv6 (no extension headers) TCP or UDP frame.
+func TraceKeyOf(frame []byte) (TraceKey, bool) {
 	l3 := EthernetMinSize
 	if len(frame) < l3+IPv4MinSize {
-		return FlowKey{}, false
+		return TraceKey{}, false
 	}
 	et := uint16(frame[12])<<8 | uint16(frame[13])
 	if et == EtherTypeVLAN {
 		l3 += VLANTagSize
 		et = uint16(frame[16])<<8 | uint16(frame[17])
 	}
-	if et != EtherTypeIPv4 || len(frame) < l3+IPv4MinSize {
-		return FlowKey{}, false
+	switch {
+	case et == EtherTypeIPv4 && len(frame) >= l3+IPv4MinSize:
+		ip := IPv4(frame[l3:])
+		ihl := ip.HeaderLen()
+		proto := ip.Protocol()
+		if (proto != ProtoTCP && proto != ProtoUDP) || ihl < IPv4MinSize || len(ip) < ihl+4 {
+			return TraceKey{}, false
+		}
+		l4 := Ports(ip[ihl:])
+		return TraceKey{V4: FlowKey{Src: ip.SrcU32(), Dst: ip.DstU32(), SrcPort: l4.Src(), DstPort: l4.Dst(), Proto: proto}}, true
+	case et == EtherTypeIPv6 && len(frame) >= l3+IPv6HeaderSize+4:
+		ip := IPv6(frame[l3:])
+		proto := ip.NextHeader()
+		if proto != ProtoTCP && proto != ProtoUDP {
+			return TraceKey{}, false
+		}
+		l4 := Ports(ip[IPv6HeaderSize:])
+		return TraceKey{Is6: true, V6: FlowKey6{Src: ip.Src(), Dst: ip.Dst(), SrcPort: l4.Src(), DstPort: l4.Dst(), Proto: proto}}, true
 	}
-	ip := IPv4(frame[l3:])
-	ihl := ip.HeaderLen()
-	proto := ip.Protocol()
-	if (proto != ProtoTCP && proto != ProtoUDP) || ihl < IPv4MinSize || len(ip) < ihl+4 {
-		return FlowKey{}, false
-	}
-	l4 := Ports(ip[ihl:])
-	return FlowKey{Src: ip.SrcU32(), Dst: ip.DstU32(), SrcPort: l4.Src(), DstPort: l4.Dst(), Proto: proto}, true
+	return TraceKey{}, false
 }

@@ -123,7 +123,10 @@ func TestTraceAgreesWithWorker(t *testing.T) {
 	var snap atomic.Pointer[Snapshot]
 	snap.Store(s1)
 	q := &queuePort{}
-	w := NewWorker([]WorkerPort{{NIC: q}}, &snap, 1<<14, DefaultFlowTimeouts, seed)
+	// Timeouts longer than the test: a loaded machine takes seconds over
+	// the 1000 lookups, and an expired entry is a new flow.
+	tmo := FlowTimeouts{TCPSyn: time.Hour, TCPEstablished: time.Hour, TCPClosing: time.Hour, UDP: time.Hour}
+	w := NewWorker([]WorkerPort{{NIC: q}}, &snap, 1<<14, tmo, seed)
 	defer runWorker(w)()
 
 	r := rand.New(rand.NewSource(17))
@@ -159,7 +162,7 @@ func TestTraceAgreesWithWorker(t *testing.T) {
 		traces := make([]Trace, len(flows))
 		frames := make([][]byte, len(flows))
 		for i, f := range flows {
-			held, ok := w.LookupFlow(f.key)
+			held, ok := w.LookupFlow(TraceKey{V4: f.key})
 			if !ok {
 				t.Fatalf("%s: the running worker did not answer LookupFlow", phase)
 			}
@@ -241,5 +244,80 @@ func TestTraceDrops(t *testing.T) {
 	big.Payload = make([]byte, 1460)
 	if tr := s.Trace(big.Build(), 0, 0, FlowProbe{}); tr.Verdict != VerdictTx || !tr.FragNeeded || tr.Service != 2 {
 		t.Errorf("1500-byte DF packet to gre: %+v, want fragmentation needed", tr)
+	}
+}
+
+// TestTraceIPv6: IPv6 clients, and backends of both families in one
+// service, trace as a running worker forwards them: new flows by Maglev,
+// then by the entries the worker holds (LookupFlow of an IPv6 flow).
+func TestTraceIPv6(t *testing.T) {
+	const seed = 3
+	var mixed, v4in6 []BackendSpec
+	for i := range 3 {
+		mixed = append(mixed, BackendSpec{ID: uint32(i), IP: netip.AddrFrom4([4]byte{10, 1, 0, byte(1 + i)}), Weight: 1, NextHop: gwMAC},
+			BackendSpec{ID: uint32(3 + i), IP: netip.MustParseAddr(fmt.Sprintf("2001:db8:0:2::%d", 1+i)), Weight: 1, NextHop: gwMAC})
+		v4in6 = append(v4in6, BackendSpec{ID: uint32(6 + i), IP: netip.MustParseAddr(fmt.Sprintf("2001:db8:0:3::%d", 1+i)), Weight: 1, NextHop: gwMAC})
+	}
+	vip6 := netip.MustParseAddr("2001:db8:100::8")
+	s, err := NewSnapshot(SnapshotSpec{Generation: 1, Ports: []PortSpec{{MAC: portMAC, IP: portIP, IP6: portIP6, MTU: 1500}},
+		Services: []ServiceSpec{
+			{ID: 0, Name: "mixed", VIP: vip6, Proto: ProtoTCP, Port: 443, Mode: ModeIPIP, Backends: mixed},
+			{ID: 1, Name: "v4in6", VIP: vipGRE, Proto: ProtoTCP, Port: 443, Mode: ModeGRE, Backends: v4in6},
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var snap atomic.Pointer[Snapshot]
+	snap.Store(s)
+	q := &queuePort{}
+	tmo := FlowTimeouts{TCPSyn: time.Hour, TCPEstablished: time.Hour, TCPClosing: time.Hour, UDP: time.Hour}
+	w := NewWorker([]WorkerPort{{NIC: q}}, &snap, 1<<12, tmo, seed)
+	defer runWorker(w)()
+
+	r := rand.New(rand.NewSource(5))
+	pkts := make([]testpkt.Packet, 300)
+	for i := range pkts {
+		p := testpkt.Packet{SrcMAC: gwMAC, DstMAC: portMAC, Proto: ProtoTCP, SrcPort: uint16(1024 + i), DstPort: 443, DF: true,
+			Src: netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0xff, 0xff, 14: byte(r.Intn(256)), 15: byte(r.Intn(256))}), Dst: vip6}
+		if i%3 == 0 {
+			p.Src, p.Dst = netip.AddrFrom4([4]byte{198, 18, byte(r.Intn(256)), byte(r.Intn(256))}), vipGRE
+		}
+		pkts[i] = p
+	}
+	for _, phase := range []struct {
+		flags  uint8
+		byFlow bool
+	}{{TCPFlagSYN, false}, {TCPFlagACK, true}} {
+		frames := make([][]byte, len(pkts))
+		traces := make([]Trace, len(pkts))
+		families := map[string]int{}
+		for i := range pkts {
+			pkts[i].TCPFlags = phase.flags
+			frames[i] = pkts[i].Build()
+			k, ok := TraceKeyOf(frames[i])
+			if !ok || k.Is6 != pkts[i].Src.Is6() {
+				t.Fatalf("flow %d: TraceKeyOf = %+v, %v", i, k, ok)
+			}
+			held, ok := w.LookupFlow(k)
+			if !ok {
+				t.Fatal("the running worker did not answer")
+			}
+			traces[i] = s.Trace(frames[i], 0, seed, held)
+			if tr := traces[i]; tr.Verdict != VerdictTx || tr.Backend < 0 || tr.ByFlow != phase.byFlow {
+				t.Fatalf("flow %d (flags %#x): %+v, want forwarded, by flow table %v", i, phase.flags, tr, phase.byFlow)
+			}
+			families[s.Services[traces[i].Service].Name+" to "+map[bool]string{true: "v6", false: "v4"}[s.Services[traces[i].Service].Backends[traces[i].Backend].Addr.Is6()]]++
+		}
+		q.push(frames...)
+		sent := q.takeSent(t, len(frames))
+		for i, tr := range traces {
+			if got, want := outerDst(sent[i]), outerDst(tr.Frame); !bytes.Equal(got, want) || len(sent[i]) != len(tr.Frame) ||
+				!bytes.Equal(sent[i][:14], tr.Frame[:14]) {
+				t.Errorf("flags %#x flow %d: worker sent to %x (%d bytes), trace says %x (%d bytes)", phase.flags, i, got, len(sent[i]), want, len(tr.Frame))
+			}
+		}
+		if len(families) != 3 {
+			t.Errorf("flows went %v: want v6 clients to v4 and v6 backends, v4 clients to v6 ones", families)
+		}
 	}
 }

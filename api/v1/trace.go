@@ -5,7 +5,8 @@ package v1
 type TraceRequest struct {
 	VIP      string `json:"vip"`
 	Protocol string `json:"protocol"` // tcp or udp
-	// Src is the client's address and port, IP:PORT.
+	// Src is the client's address and port, IP:PORT or [IPv6]:PORT, of
+	// the VIP's family.
 	Src     string `json:"src"`
 	DstPort int    `json:"dport"`
 	// Flags are the TCP flags, comma-separated (syn, ack, fin, rst, psh);
@@ -106,8 +107,8 @@ type TraceEnvelope struct {
 	DstMAC     string `json:"dst_mac"`
 	// NextHop is the backend (on-link) or the gateway the frame is sent to.
 	NextHop string `json:"next_hop,omitempty"`
-	// OuterSrc, OuterDst and OuterProto are the envelope's IPv4 header in
-	// ipip and gre modes (protocol 4 or 47).
+	// OuterSrc, OuterDst and OuterProto are the envelope's IPv4 or IPv6
+	// header in ipip and gre modes (protocol 4, 41 or 47).
 	OuterSrc   string `json:"outer_src,omitempty"`
 	OuterDst   string `json:"outer_dst,omitempty"`
 	OuterProto int    `json:"outer_proto,omitempty"`

@@ -61,7 +61,7 @@ func printTrace(w io.Writer, res v1.TraceResult) {
 			s += " (next hop " + e.NextHop + ")"
 		}
 		if e.OuterDst != "" {
-			s += fmt.Sprintf(", outer IPv4 %s > %s proto %d", e.OuterSrc, e.OuterDst, e.OuterProto)
+			s += fmt.Sprintf(", outer %s > %s proto %d", e.OuterSrc, e.OuterDst, e.OuterProto)
 		}
 		line("envelope", "%s, %d bytes", s, e.Length)
 	}

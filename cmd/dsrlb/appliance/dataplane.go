@@ -480,7 +480,7 @@ func (d *Dataplane) Counters() []pipeline.Counters {
 
 // LookupFlow asks each worker, between two of its bursts, what its flow
 // table holds for k (for trace).
-func (d *Dataplane) LookupFlow(k pipeline.FlowKey) []control.FlowAnswer {
+func (d *Dataplane) LookupFlow(k pipeline.TraceKey) []control.FlowAnswer {
 	out := make([]control.FlowAnswer, len(d.workers))
 	for i, w := range d.workers {
 		out[i].Probe, out[i].Answered = w.LookupFlow(k)
