@@ -2,7 +2,6 @@ package control
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -126,12 +125,12 @@ func captureFilter(snap *pipeline.Snapshot, req v1.CaptureRequest) (pipeline.Cap
 	var f pipeline.CaptureFilter
 	vip, err := netip.ParseAddr(req.VIP)
 	var svcs []*pipeline.Service
-	if err != nil || !vip.Is4() {
-		errs.add(rootField("vip"), "want an IPv4 address, got %q", req.VIP)
+	if err != nil || vip.Is4In6() || vip.Zone() != "" {
+		errs.add(rootField("vip"), "want an IPv4 or IPv6 address, got %q", req.VIP)
 	} else {
-		f.VIP = binary.BigEndian.Uint32(vip.AsSlice())
+		f.VIP = vip
 		for i := range snap.Services {
-			if snap.Services[i].VIP == f.VIP {
+			if snap.Services[i].VIPAddr == vip {
 				svcs = append(svcs, &snap.Services[i])
 			}
 		}
@@ -142,10 +141,10 @@ func captureFilter(snap *pipeline.Snapshot, req v1.CaptureRequest) (pipeline.Cap
 	if req.Backend != "" {
 		ip, err := netip.ParseAddr(req.Backend)
 		found := false
-		if err == nil && ip.Is4() {
-			for _, svc := range svcs {
-				if j := svc.BackendIndex(binary.BigEndian.Uint32(ip.AsSlice())); j >= 0 {
-					f.Backend, f.BackendMAC, found = svc.Backends[j].IP, svc.Backends[j].NextHopMAC(), true
+		for _, svc := range svcs {
+			for j := range svc.Backends {
+				if b := &svc.Backends[j]; err == nil && b.Addr == ip {
+					f.Backend, f.BackendMAC, found = ip, b.NextHopMAC(), true
 				}
 			}
 		}

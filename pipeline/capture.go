@@ -2,19 +2,35 @@ package pipeline
 
 import (
 	"encoding/binary"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
 	"github.com/dsrlb/dsrlb/pipeline/packet"
 )
 
-// CaptureFilter selects the packets a capture keeps: those to VIP (host
-// order) and, when Backend is set, only those sent to that backend: in an
-// envelope to it (ipip, gre) or, without one (l2), to BackendMAC.
+// CaptureFilter selects the packets a capture keeps: those to VIP (IPv4
+// or IPv6) and, when Backend is valid, only those sent to that backend: in
+// an envelope to it (ipip, gre) or, without one (l2), to BackendMAC.
 type CaptureFilter struct {
-	VIP        uint32
-	Backend    uint32
+	VIP        netip.Addr
+	Backend    netip.Addr
 	BackendMAC MAC
+}
+
+// captureMatch is a CaptureFilter in the form the worker compares.
+type captureMatch struct {
+	vip6, backend6 bool
+	vip, backend   [16]byte // IPv4 in the first 4 bytes
+	anyBackend     bool
+	backendMAC     MAC
+}
+
+func (f CaptureFilter) match() captureMatch {
+	m := captureMatch{vip6: f.VIP.Is6(), backend6: f.Backend.Is6(), anyBackend: !f.Backend.IsValid(), backendMAC: f.BackendMAC}
+	copy(m.vip[:], f.VIP.AsSlice())
+	copy(m.backend[:], f.Backend.AsSlice())
+	return m
 }
 
 // CaptureRecord is one captured packet as received (In) and as sent (Out,
@@ -46,7 +62,7 @@ type captureSlot struct {
 // ring counts the packet as lost) and control drains. Single producer (the
 // worker), single consumer (Drain).
 type CaptureRing struct {
-	filter CaptureFilter
+	filter captureMatch
 	slots  []captureSlot
 	head   atomic.Uint64 // records published by the worker
 	tail   atomic.Uint64 // records consumed by Drain
@@ -59,7 +75,7 @@ const NewCaptureRingMin = packet.BurstSize
 // NewCaptureRing returns a ring of size records of up to snap bytes per
 // packet (both directions) for f. Memory: 2 * size * snap bytes.
 func NewCaptureRing(f CaptureFilter, size, snap int) *CaptureRing {
-	r := &CaptureRing{filter: f, slots: make([]captureSlot, max(size, NewCaptureRingMin))}
+	r := &CaptureRing{filter: f.match(), slots: make([]captureSlot, max(size, NewCaptureRingMin))}
 	mem := make([]byte, 2*len(r.slots)*snap)
 	for i := range r.slots {
 		r.slots[i].in = mem[2*i*snap : (2*i+1)*snap : (2*i+1)*snap]
@@ -95,17 +111,22 @@ func (r *CaptureRing) Drain(fn func(*CaptureRecord)) int {
 	return n
 }
 
-// vipDst returns the IPv4 destination of an untagged or 802.1Q-tagged
-// frame, or 0.
-func vipDst(f []byte) uint32 {
-	if len(f) >= EthernetMinSize+IPv4MinSize && binary.BigEndian.Uint16(f[12:]) == EtherTypeIPv4 {
-		return binary.BigEndian.Uint32(f[EthernetMinSize+ipv4Dst:])
+// toVIP reports whether the untagged or 802.1Q-tagged frame f is an IP
+// packet to m's VIP.
+func (m *captureMatch) toVIP(f []byte) bool {
+	l3, et := EthernetMinSize, uint16(0)
+	if len(f) >= EthernetMinSize+VLANTagSize {
+		if et = binary.BigEndian.Uint16(f[12:]); et == EtherTypeVLAN {
+			l3, et = l3+VLANTagSize, binary.BigEndian.Uint16(f[16:])
+		}
 	}
-	if len(f) >= EthernetMinSize+VLANTagSize+IPv4MinSize && binary.BigEndian.Uint16(f[12:]) == EtherTypeVLAN &&
-		binary.BigEndian.Uint16(f[16:]) == EtherTypeIPv4 {
-		return binary.BigEndian.Uint32(f[EthernetMinSize+VLANTagSize+ipv4Dst:])
+	switch {
+	case !m.vip6 && et == EtherTypeIPv4 && len(f) >= l3+IPv4MinSize:
+		return [4]byte(f[l3+ipv4Dst:]) == [4]byte(m.vip[:])
+	case m.vip6 && et == EtherTypeIPv6 && len(f) >= l3+IPv6HeaderSize:
+		return [16]byte(f[l3+ipv6Dst:]) == m.vip
 	}
-	return 0
+	return false
 }
 
 // ArmCapture makes the worker capture into r from its next round; nil
@@ -131,7 +152,7 @@ func (w *Worker) captureIn(pkts []packet.Packet) {
 	for i := range pkts {
 		w.capSlot[i] = 0
 		p := &pkts[i]
-		if p.Off < 0 || p.Off+p.Len > len(p.Buf) || vipDst(p.Buf[p.Off:p.Off+p.Len]) != r.filter.VIP {
+		if p.Off < 0 || p.Off+p.Len > len(p.Buf) || !r.filter.toVIP(p.Buf[p.Off:p.Off+p.Len]) {
 			continue
 		}
 		if k == free {
@@ -143,7 +164,7 @@ func (w *Worker) captureIn(pkts []packet.Packet) {
 		}
 		s := &r.slots[(head+k)%uint64(len(r.slots))]
 		k++
-		s.time, s.verdict, s.keep, s.outN, s.outLen = now, verdictSegment, r.filter.Backend == 0, 0, 0
+		s.time, s.verdict, s.keep, s.outN, s.outLen = now, verdictSegment, r.filter.anyBackend, 0, 0
 		s.inLen = p.Len
 		s.inN = copy(s.in, p.Buf[p.Off:p.Off+p.Len])
 		w.capSlot[i] = uint32(head + k) // record head+k-1, plus one
@@ -173,8 +194,8 @@ func (w *Worker) captureOut(pkts []packet.Packet, lo, hi int, taken uint32) {
 		f := p.Buf[p.Off : p.Off+p.Len]
 		s.outLen = p.Len
 		s.outN = copy(s.out, f)
-		if r.filter.Backend != 0 {
-			s.keep = sentTo(f, r.filter.Backend, r.filter.BackendMAC)
+		if !r.filter.anyBackend {
+			s.keep = r.filter.sentTo(f)
 		}
 	}
 }
@@ -187,15 +208,24 @@ func (w *Worker) capturePublish() {
 	}
 }
 
-// sentTo reports whether frame f, as sent, goes to backend ip: the outer
-// destination of an IPIP or GRE envelope, else (L2) the destination MAC.
-func sentTo(f []byte, ip uint32, mac MAC) bool {
-	if len(f) >= EthernetMinSize+IPv4MinSize && binary.BigEndian.Uint16(f[12:]) == EtherTypeIPv4 {
-		if p := f[EthernetMinSize+ipv4Protocol]; p == ProtoIPIP || p == ProtoGRE {
-			return binary.BigEndian.Uint32(f[EthernetMinSize+ipv4Dst:]) == ip
+// sentTo reports whether frame f, as sent, goes to m's backend: the outer
+// destination of an envelope (IPv4 or IPv6 carrying IPv4, IPv6 or GRE),
+// else (L2) the destination MAC.
+func (m *captureMatch) sentTo(f []byte) bool {
+	envelope := func(p uint8) bool { return p == ProtoIPIP || p == ProtoIPv6 || p == ProtoGRE }
+	if len(f) >= EthernetMinSize+IPv6HeaderSize {
+		switch binary.BigEndian.Uint16(f[12:]) {
+		case EtherTypeIPv4:
+			if envelope(f[EthernetMinSize+ipv4Protocol]) {
+				return !m.backend6 && [4]byte(f[EthernetMinSize+ipv4Dst:]) == [4]byte(m.backend[:])
+			}
+		case EtherTypeIPv6:
+			if envelope(f[EthernetMinSize+ipv6NextHeader]) {
+				return m.backend6 && [16]byte(f[EthernetMinSize+ipv6Dst:]) == m.backend
+			}
 		}
 	}
-	return len(f) >= 6 && MAC(f[0:6]) == mac
+	return len(f) >= 6 && MAC(f[0:6]) == m.backendMAC
 }
 
 // NextHopMAC returns the MAC b's packets are sent to: b's own (on-link)

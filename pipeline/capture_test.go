@@ -12,11 +12,6 @@ import (
 	"github.com/dsrlb/dsrlb/pipeline/testpkt"
 )
 
-func u32of(a netip.Addr) uint32 {
-	b := a.As4()
-	return binary.BigEndian.Uint32(b[:])
-}
-
 // TestCaptureRunningWorker: armed on a running worker, a capture ring
 // holds every packet to its VIP as received and as sent, paired and in
 // order, and nothing else; a backend filter keeps only that backend's;
@@ -44,8 +39,8 @@ func TestCaptureRunningWorker(t *testing.T) {
 		desc   string
 		filter CaptureFilter
 	}{
-		{"vip", CaptureFilter{VIP: u32of(vipL2)}},
-		{"vip and backend", CaptureFilter{VIP: u32of(vipL2), Backend: u32of(backend2), BackendMAC: MAC{2, 0, 0, 0, 0, 0x22}}},
+		{"vip", CaptureFilter{VIP: vipL2}},
+		{"vip and backend", CaptureFilter{VIP: vipL2, Backend: backend2, BackendMAC: MAC{2, 0, 0, 0, 0, 0x22}}},
 	} {
 		r := NewCaptureRing(tc.filter, 1024, 128)
 		w.ArmCapture(r)
@@ -98,7 +93,7 @@ func TestCaptureRunningWorker(t *testing.T) {
 				out = l2Sent[si]
 				si++
 			}
-			if tc.filter.Backend != 0 && (out == nil || out[5] != 0x22) {
+			if tc.filter.Backend.IsValid() && (out == nil || out[5] != 0x22) {
 				continue
 			}
 			want = append(want, pair{f, out})
@@ -133,7 +128,7 @@ func TestCaptureRingFull(t *testing.T) {
 	snap.Store(testSnapshot(t))
 	bp := newBenchPort(mixFrames(1024))
 	w := NewWorker([]WorkerPort{{NIC: bp}}, &snap, 1<<12, DefaultFlowTimeouts, 0)
-	r := NewCaptureRing(CaptureFilter{VIP: u32of(vipL2)}, 32, 64)
+	r := NewCaptureRing(CaptureFilter{VIP: vipL2}, 32, 64)
 	w.ArmCapture(r)
 	for range 200 {
 		w.Poll()
@@ -150,10 +145,54 @@ func TestCapturePollZeroAllocs(t *testing.T) {
 	var snap atomic.Pointer[Snapshot]
 	snap.Store(testSnapshot(t))
 	w := NewWorker([]WorkerPort{{NIC: newBenchPort(mixFrames(4096))}}, &snap, 1<<16, DefaultFlowTimeouts, 0)
-	r := NewCaptureRing(CaptureFilter{VIP: u32of(vipL2)}, 1<<16, 128) // room for every burst measured
+	r := NewCaptureRing(CaptureFilter{VIP: vipL2}, 1<<16, 128) // room for every burst measured
 	w.ArmCapture(r)
 	w.Poll()
 	if allocs := testing.AllocsPerRun(1000, func() { w.Poll() }); allocs != 0 {
 		t.Errorf("%v allocs per armed burst, want 0", allocs)
+	}
+}
+
+// TestCaptureIPv6: a capture of an IPv6 VIP keeps its packets only, and a
+// backend filter keeps those in an envelope to that backend, of either
+// family.
+func TestCaptureIPv6(t *testing.T) {
+	s := testSnapshot6(t)
+	var frames [][]byte
+	for i := range 64 {
+		frames = append(frames, tcp6To(vip6Mix, 443, uint16(2000+i)).Build(), tcp6To(vip6GRE, 443, uint16(2000+i)).Build())
+	}
+	for _, tc := range []struct {
+		desc    string
+		backend netip.Addr
+		outer   []byte // the outer destination of every packet kept
+	}{
+		{"vip", netip.Addr{}, nil},
+		{"v4 backend", netip.MustParseAddr("10.1.0.7"), []byte{10, 1, 0, 7}},
+		{"v6 backend", netip.MustParseAddr("2001:db8:0:2::27"), netip.MustParseAddr("2001:db8:0:2::27").AsSlice()},
+	} {
+		var snap atomic.Pointer[Snapshot]
+		snap.Store(s)
+		q := &queuePort{}
+		q.push(frames...)
+		w := NewWorker([]WorkerPort{{NIC: q}}, &snap, 1<<12, DefaultFlowTimeouts, 0)
+		r := NewCaptureRing(CaptureFilter{VIP: vip6Mix, Backend: tc.backend, BackendMAC: gwMAC}, 256, 256)
+		w.ArmCapture(r)
+		for range 8 {
+			w.Poll()
+		}
+		n := 0
+		r.Drain(func(rec *CaptureRecord) {
+			n++
+			if got := netip.AddrFrom16([16]byte(rec.In[14+24:])); got != vip6Mix || rec.Verdict != VerdictTx {
+				t.Errorf("%s: kept a packet to %v, verdict %d", tc.desc, got, rec.Verdict)
+			}
+			if tc.outer != nil && !bytes.Equal(outerDst(rec.Out), tc.outer) {
+				t.Errorf("%s: kept a packet sent to %x", tc.desc, outerDst(rec.Out))
+			}
+		})
+		if (tc.outer == nil && n != 64) || n == 0 || (tc.outer != nil && n == 64) {
+			t.Errorf("%s: %d of 64 packets kept", tc.desc, n)
+		}
 	}
 }
