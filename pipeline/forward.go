@@ -417,7 +417,10 @@ func (f *Forwarder) toService(s *Snapshot, svc *Service, p *packet.Packet, l3 in
 // of another service, a backend no longer usable (counted as remapped), or
 // a SYN on the 4-tuple of a connection the client ended (FIN or RST seen;
 // its port is free again as soon as the server closed first): then reused
-// is true, and a draining backend MUST NOT get the new flow.
+// is true, and a draining backend MUST NOT get the new flow. A SYN sent
+// again on a flow that saw no ACK is counted (synAgain) and, when its
+// backend is held down by passive detection, starts the flow over on
+// another backend (remapped, reused).
 func (f *Forwarder) established(svc *Service, e *flowEntry, tcpFlags uint8) (bi int, reused bool) {
 	if e == nil || e.service != svc.ID {
 		return -1, false

@@ -233,3 +233,35 @@ func TestSynRetransmitZeroAllocs(t *testing.T) {
 		}
 	}
 }
+
+// TestSynRetransmitsCounted6: SYNs sent again on IPv6 flows count against
+// their backend like IPv4 ones; an ACK answers the flow.
+func TestSynRetransmitsCounted6(t *testing.T) {
+	s := testSnapshot6(t)
+	f := NewForwarder(1024, DefaultFlowTimeouts, 0)
+	f.Use(s)
+	send := func(sport uint16, flags uint8) {
+		pk := tcp6To(vip6Mix, 443, sport)
+		pk.TCPFlags, pk.Payload = flags, nil
+		if v, _ := f.Process(s, newPacket(pk.Build()), 0); v != VerdictTx {
+			t.Fatalf("flow %d: verdict %v; drops %v", sport, v, f.C.Drops)
+		}
+	}
+	for sport := uint16(1000); sport < 1100; sport++ {
+		send(sport, TCPFlagSYN)
+		if sport%2 == 0 {
+			send(sport, TCPFlagACK) // answered
+		}
+		send(sport, TCPFlagSYN)
+		send(sport, TCPFlagSYN)
+	}
+	var retx, unanswered uint64
+	for _, id := range []uint32{7, 8} {
+		b := f.C.Backend(id)
+		retx += b.SynRetransmits
+		unanswered += b.UnansweredFlows
+	}
+	if retx != 100 || unanswered != 50 {
+		t.Errorf("SYNs sent again %d, unanswered flows %d; want 100 and 50 (50 unanswered flows, each SYN twice again)", retx, unanswered)
+	}
+}

@@ -7,7 +7,9 @@
 // consecutive successes and down after `fall` consecutive failures. Only
 // transitions are logged and notified (Options.OnChange, usually
 // control.Store.Recompile), and only "up" backends are Healthy: the
-// snapshot compiler gives !Healthy backends no new flows. The scheduler's
+// snapshot compiler gives !Healthy backends no new flows. Passive
+// detection (passive.go) may hold an up backend down on the data plane's
+// evidence; only its monitor's probes re-admit it. The scheduler's
 // timers and timestamps come from a Clock, so tests drive time explicitly.
 //
 // The package imports nothing of dsrlb: the control package turns its typed

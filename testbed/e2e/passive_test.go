@@ -116,6 +116,19 @@ func TestPassiveDetection(t *testing.T) {
 	if n, err := l.Appliance.LogEvents("passive_hold"); err != nil || n < 1 {
 		t.Errorf("passive_hold log lines: got %d (%v), want at least 1", n, err)
 	}
+	var evs v1.EventList
+	if err := l.Appliance.Get(ctx, "/api/v1/events", &evs); err != nil {
+		t.Fatal(err)
+	}
+	holdEvent := false
+	for _, e := range evs.Events {
+		if e.Kind == v1.EventPassive && e.Object == "service web/backend "+be1.IP.String() && e.Reason == held.Passive && e.Data["until"] != "" {
+			holdEvent = true
+		}
+	}
+	if !holdEvent {
+		t.Errorf("GET /api/v1/events: no passive event for be1 saying %q: %+v", held.Passive, evs.Events)
+	}
 	if st := backendStats(ctx, t, l.Appliance, be1.IP.String()); st.UnansweredFlows-statsBefore.UnansweredFlows < 3 ||
 		st.SynRetransmits-statsBefore.SynRetransmits < 3 {
 		t.Errorf("be1 counted %d SYNs sent again, %d unanswered flows; want at least 3 each",

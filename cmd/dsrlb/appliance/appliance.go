@@ -25,6 +25,7 @@ import (
 	"github.com/dsrlb/dsrlb/control"
 	"github.com/dsrlb/dsrlb/control/health"
 	"github.com/dsrlb/dsrlb/control/kernel"
+	"github.com/dsrlb/dsrlb/pipeline"
 )
 
 // Deps are what New takes besides the config.
@@ -51,6 +52,7 @@ type Appliance struct {
 	board    *control.AnnounceBoard
 	srv      *api.Server
 	listen   string
+	history  *control.History // the console's rates
 	// published signals every snapshot the store publishes (announce).
 	published <-chan struct{}
 	lastGen   uint64
@@ -138,8 +140,11 @@ func (a *Appliance) start(deps Deps) error {
 	if deps.APIToken != "" {
 		token = deps.APIToken
 	}
+	a.history = control.NewHistory(control.HistoryOptions{Source: func() (*pipeline.Snapshot, []pipeline.Counters) {
+		return a.store.Snapshots().Load(), a.dp.Counters()
+	}})
 	opts := api.Options{Store: a.store, Token: token, Stats: a.dp, Health: a.monitors, Neighbors: a.neigh, Log: a.log,
-		Events: a.events, Flows: a.dp, Captures: control.NewCaptures(a.dp, a.log)}
+		Events: a.events, History: a.history, Flows: a.dp, Captures: control.NewCaptures(a.dp, a.log)}
 	if a.speaker != nil {
 		opts.BGP = bgpPeers{a.speaker}
 		opts.Announcer = a.board
@@ -186,7 +191,8 @@ func vipAddrs(t *control.Typed) []netip.Addr {
 }
 
 // Run watches the kernel's neighbours, feeds passive detection the data
-// plane's unanswered flows, serves the REST API and announces the healthy
+// plane's unanswered flows, samples the console's rates (History), serves
+// the REST API and announces the healthy
 // VIPs, re-deciding on every snapshot the store publishes,
 // until ctx ends; then it withdraws every VIP and waits bgp.drain
 // (shutdown) and returns nil, leaving forwarding to Close. It returns
@@ -199,6 +205,7 @@ func (a *Appliance) Run(ctx context.Context) error {
 	}()
 	feed := &control.PassiveFeed{Snapshots: a.store.Snapshots(), Counters: a.dp.Counters, Monitors: a.monitors}
 	go feed.Run(ctx)
+	go a.history.Run(ctx)
 	apiErr := make(chan error, 1)
 	go func() { apiErr <- a.srv.Run(ctx, a.listen) }()
 	a.log.Info().Str("event", "started").Str("api", a.listen).Msg("dsrlb running")
