@@ -587,7 +587,7 @@ func TestOpenAPICoversRoutes(t *testing.T) {
 	routes := map[string]bool{}
 	for _, r := range f.srv.handler.Routes() {
 		p := r.Path
-		for _, param := range []string{"name", "ip"} {
+		for _, param := range []string{"name", "ip", "id"} {
 			p = strings.ReplaceAll(p, ":"+param, "{"+param+"}")
 		}
 		key := strings.ToLower(r.Method) + " " + p

@@ -92,7 +92,12 @@ type Options struct {
 	// Events is the bus GET /api/v1/events serves and accepted changes
 	// are published to; nil serves an empty history.
 	Events *control.Events
-	Log    zerolog.Logger
+	// Flows asks the workers for their flow table entries (POST
+	// /api/v1/trace); nil traces as if no worker held the flow.
+	Flows control.FlowLookup
+	// Captures runs live captures (/api/v1/captures); nil answers 404.
+	Captures *control.Captures
+	Log      zerolog.Logger
 }
 
 // Server is the REST API. Build it with New.
@@ -203,6 +208,11 @@ func (s *Server) routes() *gin.Engine {
 	r.GET("/console/console.js", consoleFile("dist/console.js", "text/javascript; charset=utf-8"))
 	r.GET("/console/console.css", consoleFile("dist/console.css", "text/css; charset=utf-8"))
 	v1.GET("/events", s.events)
+	v1.POST("/trace", s.trace)
+	v1.POST("/captures", s.change("capture_start"), s.startCapture)
+	v1.GET("/captures/:id", s.getCapture)
+	v1.GET("/captures/:id/pcap", s.change("capture_fetch"), s.capturePcap)
+	v1.DELETE("/captures/:id", s.change("capture_stop"), s.stopCapture)
 	return r
 }
 

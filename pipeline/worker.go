@@ -66,6 +66,20 @@ type Worker struct {
 	// last is the copy the last reader received while Run was active,
 	// under readMu.
 	last Counters
+	// flowReq is a LookupFlow waiting for the running worker, nil when
+	// none: one atomic load per round.
+	flowReq atomic.Pointer[flowRequest]
+
+	// capArm is the capture ring control armed (ArmCapture), loaded once
+	// per round into capRing; capAck is the ring the worker last saw,
+	// stored when it changes (CaptureIdle).
+	capArm  atomic.Pointer[CaptureRing]
+	capAck  atomic.Pointer[CaptureRing]
+	capRing *CaptureRing
+	// capSlot[i] is the record (plus one) of packet i of the burst being
+	// processed, 0 for none; capPending the records it reserved.
+	capSlot    [packet.BurstSize]uint32
+	capPending uint64
 }
 
 // rxBurst is one received NIC burst and what classify learnt of it.
@@ -110,6 +124,10 @@ func NewWorker(ports []WorkerPort, snap *atomic.Pointer[Snapshot], flowCapacity 
 func (w *Worker) Poll() int {
 	s := w.snap.Load()
 	w.Use(s)
+	if c := w.capArm.Load(); c != w.capRing {
+		w.capRing = c
+		w.capAck.Store(c)
+	}
 	// The clock has millisecond resolution; reading it costs tens of
 	// nanoseconds, so it is read every clockEvery polls (a poll lasts at
 	// most a few microseconds).
@@ -158,6 +176,9 @@ func (w *Worker) Poll() int {
 	w.syncFlowCounters()
 	if w.pubReq.Load() != w.pubSeq.Load() {
 		w.publish()
+	}
+	if r := w.flowReq.Load(); r != nil {
+		w.answerFlowRequest(r)
 	}
 	return total
 }
@@ -216,6 +237,9 @@ func (w *Worker) burst(s *Snapshot, wp *WorkerPort, pi int, b *rxBurst) {
 	n := b.n
 	b.n = 0
 	pkts := b.pkts[:n]
+	if w.capRing != nil {
+		w.captureIn(pkts)
+	}
 	fast := b.hinted // what fastPath may take
 	if s.partialChecksums(pi) {
 		fast &^= offloaded(pkts, fast, s.Ports[pi].MTU)
@@ -245,6 +269,10 @@ func (w *Worker) burst(s *Snapshot, wp *WorkerPort, pi int, b *rxBurst) {
 		}
 		if same {
 			op := &w.ports[one]
+			if w.capRing != nil {
+				w.captureOut(pkts, 0, n, taken)
+				w.capturePublish()
+			}
 			sent := op.NIC.TxBurst(op.Queue, pkts)
 			w.countTx(pkts[:sent])
 			if sent < n {
@@ -255,12 +283,18 @@ func (w *Worker) burst(s *Snapshot, wp *WorkerPort, pi int, b *rxBurst) {
 		}
 	}
 	w.release(wp, pkts, done, n, taken)
+	if w.capRing != nil {
+		w.capturePublish()
+	}
 }
 
 // release sends packets lo..hi-1 of a burst by their verdict (taken: the
 // fast path's, VerdictTx): in order into one tx burst per egress port, one
 // to the kernel and one free of the drops.
 func (w *Worker) release(wp *WorkerPort, pkts []packet.Packet, lo, hi int, taken uint32) {
+	if w.capRing != nil {
+		w.captureOut(pkts, lo, hi, taken)
+	}
 	nk, nd := 0, 0
 	for i := lo; i < hi; i++ {
 		p := &pkts[i]
@@ -430,9 +464,13 @@ func (w *Worker) Run() {
 	}
 	w.flush()
 	w.syncFlowCounters()
-	// Answer a reader waiting in Counters; later readers read w.C.
+	// Answer a reader waiting in Counters or LookupFlow; later readers
+	// read w.C and the table.
 	if w.pubReq.Load() != w.pubSeq.Load() {
 		w.publish()
+	}
+	if r := w.flowReq.Load(); r != nil {
+		w.answerFlowRequest(r)
 	}
 	w.readMu.Lock()
 	w.running.Store(false)

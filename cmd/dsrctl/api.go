@@ -25,12 +25,14 @@ import (
 // apiCommands are the API subcommands; each gets its parsed flags and
 // positional arguments in c.
 var apiCommands = map[string]func(c *apiCmd) error{
-	"get":    (*apiCmd).get,
-	"apply":  (*apiCmd).apply,
-	"delete": (*apiCmd).delete,
-	"drain":  (*apiCmd).drain,
-	"stats":  (*apiCmd).stats,
-	"events": (*apiCmd).events,
+	"get":     (*apiCmd).get,
+	"apply":   (*apiCmd).apply,
+	"delete":  (*apiCmd).delete,
+	"drain":   (*apiCmd).drain,
+	"stats":   (*apiCmd).stats,
+	"events":  (*apiCmd).events,
+	"trace":   (*apiCmd).trace,
+	"capture": (*apiCmd).capture,
 }
 
 func init() {
@@ -49,6 +51,11 @@ type apiCmd struct {
 	// events: follow the stream, from after seq since, stop after count.
 	follow       bool
 	since, count uint64
+	// trace: the packet to trace.
+	traceReq v1.TraceRequest
+	// capture: what to capture, and the file to write.
+	captureReq v1.CaptureRequest
+	pcapFile   string
 }
 
 // usageError is a bad command line (exit code 2).
@@ -116,6 +123,25 @@ func runAPI(name string, args []string, stdout, stderr io.Writer, getenv func(st
 		fs.BoolVar(&c.follow, "f", false, "follow: print the kept events, then each new one as it happens")
 		fs.Uint64Var(&c.since, "since", 0, "only events with a sequence number above this")
 		fs.Uint64Var(&c.count, "count", 0, "with -f: exit after this many events (0: never)")
+	}
+	if name == "trace" {
+		r := &c.traceReq
+		fs.StringVar(&r.VIP, "vip", "", "destination VIP")
+		fs.StringVar(&r.Protocol, "proto", "tcp", "tcp or udp")
+		fs.StringVar(&r.Src, "src", "", "client IP:PORT")
+		fs.IntVar(&r.DstPort, "dport", 0, "destination port")
+		fs.StringVar(&r.Flags, "flags", "", "TCP flags, comma-separated: syn (default), ack, fin, rst, psh")
+		fs.StringVar(&r.Port, "port", "", "receiving port (default the first)")
+		fs.IntVar(&r.Size, "size", 0, "payload bytes (DF is set)")
+	}
+	if name == "capture" {
+		r := &c.captureReq
+		fs.StringVar(&r.VIP, "vip", "", "capture the packets to this VIP")
+		fs.StringVar(&r.Backend, "backend", "", "only those sent to this backend")
+		fs.IntVar(&r.Count, "count", 0, "stop after this many packets (default 1000)")
+		fs.StringVar(&r.Duration, "duration", "", "stop after this long (default 10s)")
+		fs.IntVar(&r.SnapLen, "snaplen", 0, "bytes kept per packet (default 256)")
+		fs.StringVar(&c.pcapFile, "w", "", "write the capture (pcapng) to this file")
 	}
 	pos, err := parseInterspersed(fs, args)
 	if errors.Is(err, flag.ErrHelp) {

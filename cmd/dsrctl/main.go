@@ -1,5 +1,5 @@
 // Command dsrctl is the dsrlb command-line client: it talks to the REST API
-// (get, apply, delete, drain, stats, events) and sets up DSR backends (backend
+// (get, apply, delete, drain, stats, events, trace, capture) and sets up DSR backends (backend
 // setup, teardown, script).
 package main
 
@@ -22,6 +22,10 @@ API commands (flags --api URL, --token T or DSRLB_API_TOKEN):
   drain NAME IP                            stop new flows to a backend
   stats                                    counters
   events [-f] [--since SEQ] [--count N]    health, config and BGP events (-f: follow)
+  trace --vip V --proto tcp|udp --src IP:PORT --dport P [--flags syn,ack] [--size N]
+                                           what the data plane does with that packet, and why
+  capture --vip V [--backend B] [--count N] [--duration D] -w FILE.pcap
+                                           live capture, as received and as sent (pcapng)
 
 Backend host commands:
   backend setup --vip V --mode l2|ipip|gre      configure this host as a DSR backend

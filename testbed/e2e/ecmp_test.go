@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/dsrlb/dsrlb/api/v1"
 	"github.com/dsrlb/dsrlb/bgp/frrtest"
 	"github.com/dsrlb/dsrlb/testbed/nsbed"
 )
@@ -275,6 +276,31 @@ func TestECMP(t *testing.T) {
 		}
 		if got, err := nsbed.CurlMany(ctx, e.Client, e.URL("/"), 20); err != nil || got.OK != 20 {
 			t.Errorf("after recovery: %v %+v", err, got)
+		}
+		// Each appliance's event feed tells the story: its BGP session
+		// with the router up, the VIP withdrawn when the backends went
+		// down, announced again after they came back.
+		for _, a := range e.Appliances {
+			var l v1.EventList
+			if err := a.Get(ctx, "/api/v1/events", &l); err != nil {
+				t.Fatal(err)
+			}
+			var peerUp, withdrawn, announced uint64
+			for _, ev := range l.Events {
+				switch {
+				case ev.Kind == "bgp" && ev.Object == "peer "+nsbed.ECMPRouterLan.String() && ev.Reason == "session established":
+					peerUp = ev.Seq
+				case ev.Kind == "bgp" && ev.Object == "vip "+nsbed.ECMPVIP.String() && strings.HasPrefix(ev.Reason, "withdrawn: ") &&
+					strings.Contains(ev.Reason, "below min_healthy"):
+					withdrawn = ev.Seq
+				case ev.Kind == "bgp" && ev.Object == "vip "+nsbed.ECMPVIP.String() && strings.HasPrefix(ev.Reason, "announced: "):
+					announced = ev.Seq
+				}
+			}
+			if peerUp == 0 || withdrawn == 0 || announced < withdrawn {
+				t.Errorf("%s events: session up at %d, VIP withdrawn at %d, announced again at %d; want all, in that order:\n%+v",
+					a.Name, peerUp, withdrawn, announced, l.Events)
+			}
 		}
 	})
 

@@ -144,7 +144,7 @@ func (a *Appliance) start(deps Deps) error {
 		return a.store.Snapshots().Load(), a.dp.Counters()
 	}})
 	opts := api.Options{Store: a.store, Token: token, Stats: a.dp, Health: a.monitors, Neighbors: a.neigh, Log: a.log,
-		Events: a.events, History: a.history}
+		Events: a.events, History: a.history, Flows: a.dp, Captures: control.NewCaptures(a.dp, a.log)}
 	if a.speaker != nil {
 		opts.BGP = bgpPeers{a.speaker}
 		opts.Announcer = a.board

@@ -12,6 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/dsrlb/dsrlb/control"
 	"github.com/dsrlb/dsrlb/dpdk"
 	"github.com/dsrlb/dsrlb/pipeline"
 	"github.com/dsrlb/dsrlb/pipeline/packet"
@@ -475,6 +476,27 @@ func (d *Dataplane) Counters() []pipeline.Counters {
 		out[i] = w.Counters()
 	}
 	return out
+}
+
+// LookupFlow asks each worker, between two of its bursts, what its flow
+// table holds for k (for trace).
+func (d *Dataplane) LookupFlow(k pipeline.TraceKey) []control.FlowAnswer {
+	out := make([]control.FlowAnswer, len(d.workers))
+	for i, w := range d.workers {
+		out[i].Probe, out[i].Answered = w.LookupFlow(k)
+	}
+	return out
+}
+
+// Workers returns the number of worker lcores (control.CaptureTarget).
+func (d *Dataplane) Workers() int { return len(d.workers) }
+
+// ArmCapture arms worker i with capture ring r, or disarms it (nil).
+func (d *Dataplane) ArmCapture(i int, r *pipeline.CaptureRing) { d.workers[i].ArmCapture(r) }
+
+// CaptureIdle reports whether worker i no longer uses r.
+func (d *Dataplane) CaptureIdle(i int, r *pipeline.CaptureRing) bool {
+	return d.workers[i].CaptureIdle(r)
 }
 
 // Stop stops the workers, waits for their lcores and closes the ports (a
