@@ -64,7 +64,7 @@ vet: deps
 TESTLOG ?= /tmp/dsrlb-test.log
 RACEPKGS := ./pipeline/... ./control/...
 TESTFILTER := grep --line-buffered -E '^(ok|FAIL|---|panic:)|^\s+--- FAIL|_test\.go:[0-9]+: (TIMING|RESULT)'
-test: build vet docker-deps
+test: build vet docker-deps console-check
 	@set -o pipefail; $(GO) test -v $(GOTEST_FLAGS) ./... 2>&1 | tee $(TESTLOG) | $(TESTFILTER); \
 	rc=$$?; echo "race: go test -race $(RACEPKGS)"; \
 	$(GO) test -race -v $(GOTEST_FLAGS) $(RACEPKGS) 2>&1 | tee -a $(TESTLOG) | $(TESTFILTER) || rc=1; \
