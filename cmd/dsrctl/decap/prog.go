@@ -237,7 +237,11 @@ func Instructions() asm.Instructions {
 		asm.Mov.Imm(asm.R2, pullLen).WithSymbol("pull"),
 		asm.LoadMem(asm.R3, rCtx, skbLen, asm.Word),
 		asm.JGE.Imm(asm.R3, pullLen, "dopull"),
-		asm.Mov.Imm(asm.R2, 0), // 0: the whole frame
+		// A shorter frame is pulled whole: its length, not 0, which
+		// makes bpf_skb_pull_data pull nothing (it only makes the
+		// linear part writable), and a 94-byte SYN in IPIP would then
+		// pass undecapsulated.
+		asm.Mov.Reg(asm.R2, asm.R3),
 		asm.Mov.Reg(asm.R1, rCtx).WithSymbol("dopull"),
 		asm.FnSkbPullData.Call(),
 
