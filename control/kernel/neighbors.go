@@ -67,6 +67,10 @@ type Neighbors struct {
 	probeErr  map[netip.Addr]bool
 }
 
+// linkLocal is the IPv6 link-local prefix (RFC 4291 2.5.6): on every tap
+// with IPv6.
+var linkLocal = netip.MustParsePrefix("fe80::/64")
+
 type tapNet struct {
 	index  int
 	prefix netip.Prefix
@@ -117,7 +121,9 @@ func (nb *Neighbors) Close() { nb.nl.close() }
 
 // AddTap registers tap (replacing an earlier registration of its name):
 // once any tap is registered, Lookup uses only neighbours on registered
-// taps, and Run resolves a wanted address on the tap whose subnet holds it.
+// taps, and Run resolves a wanted address on the tap whose subnet holds it
+// (IPv4 or IPv6; an IPv6 link-local next hop, such as a `gateway6` of
+// fe80::1, on the lowest-numbered tap with IPv6).
 func (nb *Neighbors) AddTap(tap Tap) {
 	changed := nb.mutate(func() {
 		nb.taps[tap.Name] = tap
@@ -126,6 +132,12 @@ func (nb *Neighbors) AddTap(tap Tap) {
 		for _, t := range nb.taps {
 			idx[t.Index] = true
 			nets = append(nets, tapNet{t.Index, t.Addr.Masked()})
+			if t.Addr6.IsValid() {
+				nets = append(nets, tapNet{t.Index, t.Addr6.Masked()})
+			}
+			if t.Addr.Addr().Is6() || t.Addr6.IsValid() {
+				nets = append(nets, tapNet{t.Index, linkLocal})
+			}
 		}
 		// Longest prefix first, so the most specific tap owns an address.
 		sort.Slice(nets, func(i, j int) bool {

@@ -36,9 +36,9 @@ func (v *VIPs) Close() { v.nl.close() }
 // IPv6 enabled on the tap if any VIP is IPv6 (Taps.Configure disables it
 // beside an IPv4 port address). Every other host-length address on the tap
 // counts as a stale VIP and is removed (the tap is dsrlb's, and this also
-// cleans up after a previous run); the port address set by Taps.Configure,
-// which must come first, is never touched, nor are IPv6 link-local
-// addresses. It is idempotent and makes only a few netlink calls, so it can
+// cleans up after a previous run); the port addresses set by
+// Taps.Configure (`ip`, `ip6`), which must come first, are never touched,
+// nor are IPv6 link-local addresses. It is idempotent and makes only a few netlink calls, so it can
 // run in a Store.Subscribe callback. It tries every change and returns the
 // errors joined.
 func (v *VIPs) Set(tap Tap, vips []netip.Addr) error {
@@ -55,18 +55,17 @@ func (v *VIPs) Set(tap Tap, vips []netip.Addr) error {
 	if err != nil {
 		return fmt.Errorf("tap %s: %w", tap.Name, err)
 	}
-	port := tap.Addr.Addr()
 	want := map[netip.Addr]bool{}
 	v6 := false
 	for _, ip := range vips {
 		ip = ip.Unmap()
-		if !ip.IsValid() || ip == port {
+		if !ip.IsValid() || tap.isPortAddr(ip) {
 			continue
 		}
 		want[ip] = true
 		v6 = v6 || ip.Is6()
 	}
-	if v6 && port.Is4() {
+	if v6 && tap.Addr.Addr().Is4() && !tap.Addr6.IsValid() {
 		if err := setSysctls(&v.nl, v.log, tap.Name, []sysctl{{"ipv6/conf/" + tap.Name + "/disable_ipv6", "0", false}}); err != nil {
 			return err
 		}
@@ -83,7 +82,7 @@ func (v *VIPs) Set(tap Tap, vips []netip.Addr) error {
 		}
 		ip = ip.Unmap()
 		ones, bits := a.Mask.Size()
-		if ones != bits || ip == port || ip.IsLinkLocalUnicast() {
+		if ones != bits || tap.isPortAddr(ip) || ip.IsLinkLocalUnicast() {
 			continue
 		}
 		if want[ip] {

@@ -146,7 +146,8 @@ func (a *Appliance) configureTaps(t *control.Typed) (kernel.Tap, error) {
 				return vipTap, fmt.Errorf("port %s: %w", p.Name, err)
 			}
 		}
-		tap, err := a.taps.Configure(TapName(p.Name), netip.PrefixFrom(p.Addr, p.Prefix.Bits()), p.Gateway, p.MTU)
+		tap, err := a.taps.Configure(TapName(p.Name), kernel.TapConfig{
+			Addr: netip.PrefixFrom(p.Addr, p.Prefix.Bits()), Gateway: p.Gateway, MTU: p.MTU})
 		if err != nil {
 			return vipTap, fmt.Errorf("port %s: kernel side: %w", p.Name, err)
 		}
