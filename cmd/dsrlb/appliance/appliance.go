@@ -216,13 +216,7 @@ func (a *Appliance) announce() {
 	if a.speaker == nil {
 		return
 	}
-	var pfx []netip.Prefix
-	for _, s := range st {
-		if s.Announce {
-			pfx = append(pfx, netip.PrefixFrom(s.VIP, 32))
-		}
-	}
-	if err := a.speaker.Set(pfx); err != nil {
+	if err := a.speaker.Set(announcedPrefixes(st)); err != nil {
 		a.log.Error().Err(err).Str("event", "bgp_set_failed").Msg("could not update announcements")
 	}
 }

@@ -1,6 +1,8 @@
 package appliance
 
 import (
+	"net/netip"
+
 	v1 "github.com/dsrlb/dsrlb/api/v1"
 	"github.com/dsrlb/dsrlb/bgp"
 	"github.com/dsrlb/dsrlb/control"
@@ -35,4 +37,17 @@ func (b bgpPeers) BGPPeers() []v1.BGPSession {
 			UptimeSeconds: p.Uptime.Seconds(), PrefixesSent: p.PrefixesSent})
 	}
 	return out
+}
+
+// announcedPrefixes returns the host prefixes of the VIPs to announce: a /32
+// for an IPv4 VIP, a /128 for an IPv6 one (the speaker sends it in the IPv6
+// unicast family).
+func announcedPrefixes(st []control.VIPStatus) []netip.Prefix {
+	var pfx []netip.Prefix
+	for _, s := range st {
+		if s.Announce {
+			pfx = append(pfx, netip.PrefixFrom(s.VIP, s.VIP.BitLen()))
+		}
+	}
+	return pfx
 }

@@ -88,3 +88,19 @@ func TestBGPConfig(t *testing.T) {
 		t.Errorf("speaker peers %v, want %v", addrs, want)
 	}
 }
+
+// TestAnnouncedPrefixes: a VIP fit to announce is a host prefix of its own
+// family; the others are left out.
+func TestAnnouncedPrefixes(t *testing.T) {
+	st := []control.VIPStatus{
+		{VIP: netip.MustParseAddr("192.0.2.100"), Announce: true},
+		{VIP: netip.MustParseAddr("192.0.2.101")},
+		{VIP: netip.MustParseAddr("2001:db8:100::10"), Announce: true},
+		{VIP: netip.MustParseAddr("2001:db8:100::11")},
+	}
+	got := announcedPrefixes(st)
+	want := []netip.Prefix{netip.MustParsePrefix("192.0.2.100/32"), netip.MustParsePrefix("2001:db8:100::10/128")}
+	if !slices.Equal(got, want) {
+		t.Errorf("announcedPrefixes = %v, want %v", got, want)
+	}
+}
