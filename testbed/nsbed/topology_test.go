@@ -63,3 +63,66 @@ func TestRoutedTopology(t *testing.T) {
 		t.Errorf("work dir %s left after Close", b.Dir())
 	}
 }
+
+// TestRoutedTopologyIPv6 is TestRoutedTopology over IPv6 beside IPv4: the
+// addresses are usable at once (no DAD), the router forwards IPv6, and an
+// IPv6 address on a host without IPv6 is refused.
+func TestRoutedTopologyIPv6(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	b, err := New(Options{Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	p, a := netip.MustParsePrefix, netip.MustParseAddr
+	n, err := b.Build(Topology{
+		Segments: []Segment{{Name: "front"}, {Name: "back"}},
+		Hosts: []Host{
+			{Name: "client", IPv6: true, Links: []Link{{Segment: "front", Addrs: []netip.Prefix{p("10.98.1.10/24"), p("fd00:98:1::10/64")}}},
+				Routes: []Route{{Via: a("10.98.1.1")}, {Via: a("fd00:98:1::1")}}},
+			{Name: "rtr", IPv6: true, Forwarding: true, Links: []Link{
+				{Segment: "front", Addrs: []netip.Prefix{p("10.98.1.1/24"), p("fd00:98:1::1/64")}},
+				{Segment: "back", Addrs: []netip.Prefix{p("10.98.2.1/24"), p("fd00:98:2::1/64")}}}},
+			{Name: "srv", IPv6: true, Links: []Link{{Segment: "back", Addrs: []netip.Prefix{p("10.98.2.20/24"), p("fd00:98:2::20/64")}}},
+				Routes: []Route{{Via: a("10.98.2.1")}, {Via: a("fd00:98:2::1")}}},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dst := range []string{"10.98.2.20", "fd00:98:2::20"} {
+		if out, err := n.Host("client").Run("ping", "-c1", "-W2", dst); err != nil {
+			t.Errorf("client cannot reach srv %s through rtr: %v\n%s", dst, err, out)
+			for _, h := range []string{"client", "rtr", "srv"} {
+				o1, _ := n.Host(h).Run("ip", "-6", "addr")
+				o2, _ := n.Host(h).Run("ip", "-6", "route")
+				o3, _ := n.Host(h).Run("ip", "-6", "neigh")
+				t.Logf("%s:\n%s\n%s\n%s", h, o1, o2, o3)
+			}
+		}
+	}
+	if out, err := n.Host("client").Run("ip", "-6", "addr", "show", "dev", "eth0"); err != nil || strings.Contains(out, "tentative") {
+		t.Errorf("client eth0: got %q (%v), want no tentative address", out, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if c, err := n.Host("client").DialContext(ctx, "tcp", "[fd00:98:2::20]:1"); err == nil {
+		c.Close()
+		t.Errorf("dial to a closed port succeeded")
+	} else if !strings.Contains(err.Error(), "refused") {
+		t.Errorf("dial over IPv6: got %v, want connection refused from srv", err)
+	}
+
+	b2, err := New(Options{Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+	_, err = b2.Build(Topology{Segments: []Segment{{Name: "lan"}},
+		Hosts: []Host{{Name: "h", Links: []Link{{Segment: "lan", Addrs: []netip.Prefix{p("fd00:98:1::10/64")}}}}}})
+	if err == nil || !strings.Contains(err.Error(), "IPv6 off") {
+		t.Errorf("IPv6 address on a host without IPv6: got %v, want an error", err)
+	}
+}
