@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 )
 
 func TestHTTP(t *testing.T) {
@@ -58,7 +59,7 @@ func TestUDPEchoAnswersFromTheDestination(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go udpEcho(ipv4.NewPacketConn(pc), "be7")
+	go udpEcho(echo4{ipv4.NewPacketConn(pc)}, "be7")
 	defer pc.Close()
 	port := pc.LocalAddr().(*net.UDPAddr).Port
 
@@ -78,6 +79,40 @@ func TestUDPEchoAnswersFromTheDestination(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got, want := string(buf[:n]), "backend=be7 hello"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got := from.String(); got != dst.String() {
+		t.Errorf("answer came from %s, want %s", got, dst)
+	}
+}
+
+// TestUDPEcho6 is the IPv6 echo (--udp6) on the wildcard address, asked on
+// ::1: the answer comes from the destination address.
+func TestUDPEcho6(t *testing.T) {
+	pc, err := net.ListenPacket("udp6", "[::]:0")
+	if err != nil {
+		t.Skipf("no IPv6: %v", err)
+	}
+	go udpEcho(echo6{ipv6.NewPacketConn(pc)}, "be7")
+	defer pc.Close()
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+
+	c, err := net.ListenPacket("udp6", "[::1]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	dst := &net.UDPAddr{IP: net.IPv6loopback, Port: port}
+	if _, err := c.WriteTo([]byte("hello6"), dst); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 100)
+	n, from, err := c.ReadFrom(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(buf[:n]), "backend=be7 hello6"; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
 	if got := from.String(); got != dst.String() {
