@@ -80,7 +80,10 @@ const MaxPorts = 64
 type PortSpec struct {
 	MAC MAC
 	IP  netip.Addr // the appliance's own address on this port
-	MTU int        // largest IP packet the port sends; 0 means 1500
+	// IP6 is the appliance's own IPv6 address on this port: the source of
+	// IPv6 envelopes and ICMPv6 errors. Invalid: the port has none.
+	IP6 netip.Addr
+	MTU int // largest IP packet the port sends; 0 means 1500
 	// PartialChecksums marks a port that receives what a local kernel
 	// sends (net_af_packet on a veth, a replayed capture): TCP and UDP
 	// checksums there may hold only the pseudo-header sum
@@ -161,6 +164,9 @@ type Snapshot struct {
 type PortState struct {
 	MAC MAC
 	IP  uint32 // host order
+	// IP6 is the port's IPv6 address; all zeros (::, never a port's
+	// address) when it has none.
+	IP6 [16]byte
 	MTU int
 	// PartialChecksums: see PortSpec.
 	PartialChecksums bool
@@ -282,7 +288,14 @@ func NewSnapshot(spec SnapshotSpec) (*Snapshot, error) {
 		if mtu == 0 {
 			mtu = 1500
 		}
-		s.Ports = append(s.Ports, PortState{MAC: p.MAC, IP: addrU32(p.IP), MTU: mtu, PartialChecksums: p.PartialChecksums})
+		ps := PortState{MAC: p.MAC, IP: addrU32(p.IP), MTU: mtu, PartialChecksums: p.PartialChecksums}
+		if p.IP6.IsValid() {
+			if !p.IP6.Is6() || p.IP6.Is4In6() || p.IP6.IsUnspecified() {
+				return nil, fmt.Errorf("port %d: ip6 %v is not an IPv6 address", i, p.IP6)
+			}
+			ps.IP6 = p.IP6.As16()
+		}
+		s.Ports = append(s.Ports, ps)
 		if p.PartialChecksums {
 			s.partialPorts |= 1 << uint(i)
 		}

@@ -54,6 +54,11 @@ type Options struct {
 	// Update adds or removes monitors, because the snapshot compiled with
 	// the new config was built before Update ran. nil means none.
 	OnChange func()
+	// OnTransition, if set, is told of every state transition (before
+	// OnChange, from the monitor's goroutine, never under a lock of
+	// Monitors): the backend, the monitor's type, the states and the last
+	// probe's result ("ok" or its error).
+	OnTransition func(t Target, typ Type, from, to State, result string)
 	// ICMPNetwork is ICMPRaw, ICMPUnprivileged or "" to try the raw socket
 	// first and fall back to the unprivileged one.
 	ICMPNetwork string
@@ -268,6 +273,9 @@ func (ms *Monitors) record(m *monitor, gen uint64, err error) {
 	ev.Str("event", "health_change").Str("service", m.target.Service).Str("backend", m.target.Backend.String()).
 		Str("monitor", typ.String()).Str("from", from.String()).Str("state", to.String()).Str("reason", reason).
 		Msg("backend health changed")
+	if ms.opts.OnTransition != nil {
+		ms.opts.OnTransition(m.target, typ, from, to, reason)
+	}
 	if ms.opts.OnChange != nil {
 		ms.opts.OnChange()
 	}
