@@ -14,6 +14,11 @@ func bgpConfig(t *control.Typed) bgp.Config {
 	b := t.BGP
 	c := bgp.Config{ASN: b.ASN, RouterID: b.RouterID, Role: bgp.RoleActive, StandbyBy: bgp.StandbyMED,
 		ListenPort: int(b.ListenPort), NextHop: t.Ports[0].Addr}
+	// IPv6 VIPs (as /128 in the IPv6 unicast family) have the IPv6 address
+	// of the port whose tap owns them as next hop.
+	if p := t.Ports[ip6Port(t)]; p.IP6.IsValid() {
+		c.NextHop6 = p.IP6.Addr()
+	}
 	if b.Role == control.BGPStandby {
 		c.Role = bgp.RoleStandby
 	}
