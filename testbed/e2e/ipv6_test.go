@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -91,5 +92,398 @@ func TestIPv6KernelSide(t *testing.T) {
 		if !strings.Contains(out, "lladdr "+cmac) {
 			t.Errorf("appliance kernel's neighbour entry for the client: %q, want lladdr %s", out, cmac)
 		}
+	})
+}
+
+// TestIPv6L2DSR drives real traffic from an IPv6 client through the
+// appliance to IPv6 backends in l2 mode, in the dual-stack L2 bed, and
+// checks what it checks for IPv4 (balance, DSR evidence on the wire,
+// counters) plus neighbour discovery: only the appliance answers it for
+// the VIP, the backends, which hold the VIP on lo, never do. The same
+// backends serve the IPv4 VIP: one dual-stack service.
+func TestIPv6L2DSR(t *testing.T) {
+	l := startL2(t, nsbed.L2Options{IPv6: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	vip6 := nsbed.L2VIP6.String()
+
+	t.Run("kernel side and IPv6 next hops", func(t *testing.T) {
+		// Watch every neighbour advertisement the client receives while
+		// it resolves the VIP afresh.
+		na, err := l.Client.StartCapture("eth0", "icmp6 and ip6[40] == 136", 128)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.Client.Run("ip", "-6", "neigh", "flush", "dev", "eth0"); err != nil {
+			t.Fatal(err)
+		}
+		for _, ip := range []string{nsbed.L2ApplianceIP6.String(), vip6} {
+			if out, err := l.Client.Run("ping", "-6", "-c1", "-W2", ip); err != nil {
+				t.Errorf("ping -6 %s from the client: %v\n%s", ip, err, out)
+			}
+		}
+		if _, err := na.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		rows, err := na.Fields(ctx, "icmpv6.type == 136", "eth.src", "icmpv6.nd.na.target_address")
+		if err != nil {
+			t.Fatal(err)
+		}
+		byMAC := l.Backends.ByMAC()
+		answeredVIP := 0
+		for _, r := range rows {
+			if len(r) < 2 {
+				continue
+			}
+			if byMAC[r[0]] != "" && r[1] == vip6 {
+				t.Errorf("backend %s advertised the VIP %s (neighbour advertisement from %s)", byMAC[r[0]], vip6, r[0])
+			}
+			if r[1] == vip6 && r[0] == l.ApplianceMAC {
+				answeredVIP++
+			}
+		}
+		t.Logf("neighbour advertisements at the client: %v", rows)
+		if answeredVIP == 0 {
+			t.Errorf("no neighbour advertisement for %s from the appliance (%s)", vip6, l.ApplianceMAC)
+		}
+		if mac, err := l.Client.Neighbor(vip6); err != nil || mac != l.ApplianceMAC {
+			t.Errorf("the client resolved %s to %q (%v), want the appliance's %s", vip6, mac, err, l.ApplianceMAC)
+		}
+		// The IPv6 backends' next hops are their MACs, from the
+		// appliance kernel's IPv6 neighbour table.
+		st, err := l.Appliance.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		macOf := map[string]string{}
+		for _, b := range l.Backends {
+			macOf[b.IP.String()], macOf[b.IP6.String()] = b.MAC, b.MAC
+		}
+		v6 := 0
+		for _, svc := range st.Services {
+			for _, b := range svc.Backends {
+				if strings.Contains(b.IP, ":") {
+					v6++
+				}
+				if b.NextHopMAC != macOf[b.IP] {
+					t.Errorf("%s/%s: next hop MAC %q, want the backend's %s", svc.Name, b.IP, b.NextHopMAC, macOf[b.IP])
+				}
+			}
+		}
+		if want := 2 * len(l.Backends); v6 != want {
+			t.Errorf("%d IPv6 backends in the status, want %d (web6 and echo6)", v6, want)
+		}
+	})
+
+	ev, err := l.StartEvidence6()
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := mustStats(ctx, t, l.Appliance)
+	var requests uint64
+
+	t.Run("IPv6: separate connections spread over every backend", func(t *testing.T) {
+		const n = 150
+		got, err := nsbed.CurlMany(ctx, l.Client, l.URL6("/"), n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		requests += uint64(got.Requests)
+		checkCurlMany(t, "curl -6", got, n, l.Backends)
+		for a := range got.ClientAddrs {
+			if !strings.HasPrefix(a, "["+nsbed.L2ClientIP6.String()+"]:") {
+				t.Errorf("a backend saw client address %s, want the client's IPv6 %s", a, nsbed.L2ClientIP6)
+				break
+			}
+		}
+	})
+
+	t.Run("IPv6: udp flows answered from the VIP", func(t *testing.T) {
+		const flows, per = 30, 3
+		got, err := nsbed.UDPFlows(ctx, l.Client, l.UDPAddr6(), flows, per)
+		if err != nil {
+			t.Fatal(err)
+		}
+		requests += uint64(got.Sent)
+		checkUDPFlows(t, "udp6", got, l.UDPAddr6(), flows, per, l.Backends)
+	})
+
+	t.Run("IPv6: 1 MiB upload arrives intact", func(t *testing.T) {
+		got, err := nsbed.Upload(ctx, l.Client, l.URL6("/upload"), 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("upload of %d bytes to %s: sha256 %s…", got.Sent, got.Backend, got.SHA256[:12])
+		if !got.OK() {
+			t.Errorf("backend %s got %d bytes sha256 %s, sent %d bytes sha256 %s", got.Backend, got.Echoed, got.EchoedSHA256, got.Sent, got.SHA256)
+		}
+	})
+
+	t.Run("IPv6: answers bypass the appliance", func(t *testing.T) {
+		checkDSREvidence(ctx, t, "IPv6", ev, l.Backends)
+	})
+
+	t.Run("dual stack: the IPv4 and the IPv6 VIP, the same backends", func(t *testing.T) {
+		const n = 60
+		for _, u := range []struct{ label, url string }{{"IPv4", l.URL("/")}, {"IPv6", l.URL6("/")}} {
+			got, err := nsbed.CurlMany(ctx, l.Client, u.url, n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			requests += uint64(got.Requests)
+			checkCurlMany(t, u.label, got, n, l.Backends)
+		}
+	})
+
+	after := mustStats(ctx, t, l.Appliance)
+	t.Run("appliance counters see requests, never answers", func(t *testing.T) {
+		delta := after.Sub(before)
+		t.Logf("appliance delta: rx %d tx %d to kernel %d from kernel %d dropped %d; services %v",
+			delta.Totals.RxPackets, delta.Totals.TxPackets, delta.Totals.ToKernel, delta.Totals.FromKernel, delta.Totals.Dropped, delta.Services)
+		for _, p := range nsbed.CounterProblems(delta, requests) {
+			t.Error(p)
+		}
+		var web6 uint64
+		for _, b := range delta.Services["web6"].Backends {
+			web6 += b.NewFlows
+		}
+		if web6 == 0 {
+			t.Errorf("web6 counted no new flows")
+		}
+	})
+
+	t.Run("dsrlb stops cleanly", func(t *testing.T) {
+		if err := l.Appliance.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+// TestIPv6L3DSR drives real traffic from an IPv6 client through IPIP
+// (IPv6 in IPv6, RFC 2473) and GRE-over-IPv6 services to IPv6 backends on a
+// subnet behind a router, backends that decapsulate with the eBPF program
+// `dsrctl backend setup` attaches, in the dual-stack L3 bed. Path MTU: the
+// appliance answers a client packet that no longer fits with ICMPv6 Packet
+// Too Big (RFC 4443) carrying 1500 minus the envelope; the client's kernel
+// lowers its path MTU to the VIP, and a 1 MiB upload then goes through.
+// The switch port facing the appliance has its offloads off, as in
+// TestL3DSR, so the appliance sees the client's full-sized packets.
+func TestIPv6L3DSR(t *testing.T) {
+	l := startL3(t, nsbed.L3Options{IPv6: true, PeerOffloadsOff: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	defer cancel()
+
+	t.Run("kernel side and the IPv6 gateway as next hop", func(t *testing.T) {
+		for _, ip := range []string{nsbed.L3ApplianceIP6.String(), nsbed.L3VIP6("ipip").String(), nsbed.L3VIP6("gre").String()} {
+			if out, err := l.Client.Run("ping", "-6", "-c1", "-W2", ip); err != nil {
+				t.Errorf("ping -6 %s from the client: %v\n%s", ip, err, out)
+			}
+		}
+		// Backends are off the port's subnets: the next hop of the IPv6
+		// ones is gateway6, resolved by the appliance kernel's ND.
+		st, err := l.Appliance.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, svc := range st.Services {
+			for _, b := range svc.Backends {
+				if b.NextHopMAC != l.RouterMAC {
+					t.Errorf("%s/%s: next hop MAC %q, want the router's %s", svc.Name, b.IP, b.NextHopMAC, l.RouterMAC)
+				}
+			}
+		}
+	})
+
+	before := mustStats(ctx, t, l.Appliance)
+	var requests uint64
+	for _, mode := range nsbed.L3Modes {
+		t.Run(mode+"/IPv6: separate connections spread over every backend", func(t *testing.T) {
+			const n = 100
+			got, err := nsbed.CurlMany(ctx, l.Client, l.URL6(mode, "/"), n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			requests += uint64(got.Requests)
+			checkCurlMany(t, mode+" curl -6", got, n, l.Backends)
+		})
+		t.Run(mode+"/IPv6: udp flows answered from the VIP", func(t *testing.T) {
+			const flows, per = 20, 3
+			got, err := nsbed.UDPFlows(ctx, l.Client, l.UDPAddr6(mode), flows, per)
+			if err != nil {
+				t.Fatal(err)
+			}
+			requests += uint64(got.Sent)
+			checkUDPFlows(t, mode+" udp6", got, l.UDPAddr6(mode), flows, per, l.Backends)
+		})
+	}
+	t.Run("appliance counters see requests, never answers", func(t *testing.T) {
+		delta := mustStats(ctx, t, l.Appliance).Sub(before)
+		t.Logf("appliance delta: rx %d tx %d to kernel %d from kernel %d dropped %d; services %v",
+			delta.Totals.RxPackets, delta.Totals.TxPackets, delta.Totals.ToKernel, delta.Totals.FromKernel, delta.Totals.Dropped, delta.Services)
+		for _, p := range nsbed.CounterProblems(delta, requests) {
+			t.Error(p)
+		}
+	})
+
+	for _, mode := range nsbed.L3Modes {
+		t.Run(mode+"/IPv6 path MTU: 1 MiB upload after Packet Too Big", func(t *testing.T) {
+			vip := nsbed.L3VIP6(mode)
+			want := l.MTU - nsbed.L3Overhead6(mode)
+			if mtu, route, err := l.Client.RouteMTU(vip); err != nil || mtu != 0 {
+				t.Fatalf("before the upload the client's route to %s is %q (%v), want no learnt MTU", vip, route, err)
+			}
+			b := mustStats(ctx, t, l.Appliance)
+			snmpB, err := l.Client.SNMP6()
+			if err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			got, err := nsbed.Upload(ctx, l.Client, l.URL6(mode, "/upload"), 1<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			took := time.Since(start)
+			d := mustStats(ctx, t, l.Appliance).Sub(b)
+			snmpA, err := l.Client.SNMP6()
+			if err != nil {
+				t.Fatal(err)
+			}
+			mtu, route, err := l.Client.RouteMTU(vip)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ptb := snmpA["Icmp6InPktTooBigs"] - snmpB["Icmp6InPktTooBigs"]
+			t.Logf("%s: upload of %d bytes to %s in %v, sha256 %s… %s; client got %d ICMPv6 Packet Too Big; client route: %s; appliance drops %v",
+				mode, got.Sent, got.Backend, took.Round(time.Millisecond), got.SHA256[:12],
+				map[bool]string{true: "matches", false: "DIFFERS"}[got.OK()], ptb, route, d.NonZeroDrops())
+			if !got.OK() {
+				t.Errorf("backend %s got %d bytes sha256 %s, sent %d bytes sha256 %s", got.Backend, got.Echoed, got.EchoedSHA256, got.Sent, got.SHA256)
+			}
+			if ptb == 0 {
+				t.Errorf("the client received no ICMPv6 Packet Too Big")
+			}
+			if mtu != want {
+				t.Errorf("client path MTU to %s is %d (%s), want %d (%d - %d)", vip, mtu, route, want, l.MTU, nsbed.L3Overhead6(mode))
+			}
+			if d.Totals.Dropped != 0 {
+				t.Errorf("appliance dropped %d packets: %v", d.Totals.Dropped, d.NonZeroDrops())
+			}
+		})
+	}
+
+	t.Run("dsrlb stops cleanly", func(t *testing.T) {
+		if err := l.Appliance.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+// TestECMPIPv6 runs the dual-stack ECMP bed: both appliances announce the
+// IPv6 VIP as a /128 in the IPv6 unicast family with their ip6 as next hop;
+// FRR installs it with both as ECMP next hops, IPv6 clients reach the
+// backends through either, and the /128 leaves the router when every
+// backend fails (the same health rule as the IPv4 /32) and returns when
+// they do.
+func TestECMPIPv6(t *testing.T) {
+	if testing.Short() {
+		t.Skip("two appliances and FRR; skipped in -short mode")
+	}
+	e := startECMP(t, func(o *nsbed.ECMPOptions) { o.IPv6 = true })
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	A, B := e.Appliances[0], e.Appliances[1]
+	vip6 := e.VIPPrefix6()
+	step := func(name string, f func(t *testing.T)) {
+		t.Helper()
+		if !t.Run(name, f) {
+			t.Logf("router state:\n%s", e.FRRDiag())
+			out, _ := e.Router.Vtysh("show bgp ipv6 unicast "+vip6.String(), "show ipv6 route "+vip6.String())
+			t.Logf("%s", out)
+			t.Logf("appliances:\n%s", e.Diag(context.Background()))
+			t.FailNow()
+		}
+	}
+
+	step("FRR installs the /128 from both appliances", func(t *testing.T) {
+		if _, err := e.WaitNexthopsOf(vip6, 15*time.Second, A.IP6, B.IP6); err != nil {
+			t.Fatal(err)
+		}
+		paths, err := e.Router.BGPPaths(vip6)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var nhs []string
+		for _, p := range paths {
+			for _, nh := range p.Nexthops {
+				if nh.Scope == "global" || nh.Scope == "" {
+					nhs = append(nhs, nh.IP)
+				}
+			}
+			if !p.Valid || p.ASPath.String != "65010" {
+				t.Errorf("path %+v: want valid, AS path 65010", p)
+			}
+		}
+		slices.Sort(nhs)
+		want := []string{A.IP6.String(), B.IP6.String()}
+		slices.Sort(want)
+		if !slices.Equal(nhs, want) {
+			t.Errorf("BGP paths of %s: global next hops %v, want %v", vip6, nhs, want)
+		}
+		k, err := e.Router.KernelRoute(vip6)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("router kernel: %s", k)
+		for _, a := range []netip.Addr{A.IP6, B.IP6} {
+			if !strings.Contains(k, "via "+a.String()) {
+				t.Errorf("router kernel route %q lacks next hop %s", k, a)
+			}
+		}
+	})
+
+	step("IPv6 clients through both appliances", func(t *testing.T) {
+		before, err := e.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const n = 120
+		got, err := nsbed.CurlMany(ctx, e.Client, e.URL6("/"), n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkCurlMany(t, "curl -6 via ECMP", got, n, e.Backends)
+		after, err := e.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, a := range e.Appliances {
+			d := after[i].Sub(before[i])
+			t.Logf("%s: web6 +%d packets", a.Name, d.Services["web6"].Packets)
+			if d.Services["web6"].Packets == 0 {
+				t.Errorf("%s carried no web6 packet: the router's ECMP did not use it", a.Name)
+			}
+		}
+	})
+
+	step("/128 withdrawn when every backend fails, back after rise", func(t *testing.T) {
+		if err := e.StopBackends(); err != nil {
+			t.Fatal(err)
+		}
+		d, err := e.WaitNexthopsOf(vip6, 15*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("TIMING /128 withdrawn from the router %v after every backend stopped", d.Round(time.Millisecond))
+		if budget := ecmpFall*ecmpInterval + ecmpSlack; d > budget {
+			t.Errorf("/128 withdrawn after %v, want within %v", d, budget)
+		}
+		if err := e.StartBackends(ctx); err != nil {
+			t.Fatal(err)
+		}
+		d, err = e.WaitNexthopsOf(vip6, 15*time.Second, A.IP6, B.IP6)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("TIMING /128 back with both next hops %v after the backends restarted", d.Round(time.Millisecond))
 	})
 }
