@@ -364,6 +364,40 @@ func TestKernel(t *testing.T) {
 				t.Errorf("%s: port addresses = %v, want %v", s.desc, got, want)
 			}
 		}
+
+		// An IPv6 VIP is deprecated, so the kernel's own packets (health
+		// checks) leave from the port's ip6, never from a VIP; one left
+		// preferred by an older run is made deprecated.
+		vip := netip.MustParseAddr("fd00:254::100") // the closer match to the peer than fd00:254::1
+		link, err := hA.LinkByName(tap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := hA.AddrAdd(link, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(vip, 128)), Flags: unix.IFA_F_NODAD}); err != nil {
+			t.Fatal(err)
+		}
+		if err := vips.Set(tapInfo, []netip.Addr{vip}); err != nil {
+			t.Fatal(err)
+		}
+		addrs, err := hA.AddrList(link, netlink.FAMILY_V6)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range addrs {
+			if a.IP.Equal(vip.AsSlice()) && (a.PreferedLft != 0 || a.ValidLft != infiniteLifetime) {
+				t.Errorf("VIP %s: preferred lifetime %d, valid %d; want 0 and forever", vip, a.PreferedLft, a.ValidLft)
+			}
+		}
+		routes, err := hA.RouteGet(net.ParseIP("fd00:254::2"))
+		if err != nil || len(routes) != 1 {
+			t.Fatalf("route get: %v %v", routes, err)
+		}
+		if src := routes[0].Src.String(); src != portAddr6.Addr().String() {
+			t.Errorf("the kernel's source towards fd00:254::2 is %s, want the port's %s", src, portAddr6.Addr())
+		}
+		if err := vips.Set(tapInfo, nil); err != nil {
+			t.Fatal(err)
+		}
 	})
 
 	t.Run("Neighbors IPv6", func(t *testing.T) {

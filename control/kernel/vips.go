@@ -12,6 +12,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// infiniteLifetime is an address lifetime without end (INFINITY_LIFE_TIME).
+const infiniteLifetime = 0xFFFFFFFF
+
 // VIPs reconciles the VIP addresses on a tap with what the config wants.
 // Its methods are safe for concurrent use.
 type VIPs struct {
@@ -32,7 +35,8 @@ func NewVIPs(opts Options) *VIPs {
 func (v *VIPs) Close() { v.nl.close() }
 
 // Set makes the VIP addresses on tap exactly vips: each as a host address
-// (/32 or /128), so the kernel answers ARP/ND and ICMP echo for it, and
+// (/32 or /128; an IPv6 one deprecated, so never the source of the
+// kernel's own packets), so the kernel answers ARP/ND and ICMP echo for it, and
 // IPv6 enabled on the tap if any VIP is IPv6 (Taps.Configure disables it
 // beside an IPv4 port address). Every other host-length address on the tap
 // counts as a stale VIP and is removed (the tap is dsrlb's, and this also
@@ -86,7 +90,9 @@ func (v *VIPs) Set(tap Tap, vips []netip.Addr) error {
 			continue
 		}
 		if want[ip] {
-			delete(want, ip)
+			if !ip.Is6() || a.PreferedLft == 0 {
+				delete(want, ip)
+			} // else: re-added deprecated below (left by an older run)
 			continue
 		}
 		if err := h.AddrDel(link, &a); err != nil {
@@ -104,6 +110,12 @@ func (v *VIPs) Set(tap Tap, vips []netip.Addr) error {
 		a := &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(ip, ip.BitLen()))}
 		if ip.Is6() {
 			a.Flags = unix.IFA_F_NODAD
+			// Deprecated (preferred lifetime 0, valid forever): the kernel
+			// still owns it (ND, echo, sockets) but never picks it as the
+			// source of its own packets (RFC 6724 rule 3), which must come
+			// from the port's ip6: a health check from the VIP would be
+			// dropped by a backend that holds the VIP itself.
+			a.PreferedLft, a.ValidLft = 0, infiniteLifetime
 		}
 		if err := h.AddrReplace(link, a); err != nil {
 			errs = append(errs, fmt.Errorf("tap %s: add vip %s: %w", tap.Name, ip, err))
