@@ -438,7 +438,7 @@ func (nb *Neighbors) flush() {
 
 // probe asks the kernel to resolve (or re-confirm) every wanted neighbour
 // with NTF_USE, on the tap whose subnet holds it (else the link the kernel
-// routes it to).
+// routes it to), except static (PERMANENT, NOARP) ones.
 func (nb *Neighbors) probe() {
 	type job struct {
 		ip  netip.Addr
@@ -480,7 +480,14 @@ func (nb *Neighbors) probe() {
 	if len(nb.routeLink) > 4*wanted+16 { // forget addresses no longer wanted
 		clear(nb.routeLink)
 	}
+	var static map[netip.Addr]bool
+	if len(jobs) > 0 {
+		static = nb.kernelStatic()
+	}
 	for _, j := range jobs {
+		if static[j.ip] {
+			continue
+		}
 		err := nb.nl.h.NeighSet(&netlink.Neigh{LinkIndex: j.idx, IP: j.ip.AsSlice(), Flags: netlink.NTF_USE})
 		switch {
 		case err != nil && !nb.probeErr[j.ip]:
@@ -491,6 +498,31 @@ func (nb *Neighbors) probe() {
 			delete(nb.probeErr, j.ip)
 		}
 	}
+}
+
+// kernelStatic returns the addresses with a PERMANENT or NOARP entry in
+// the kernel's table now, from a fresh dump: the mirror may not yet have
+// applied the notification of a static entry added a moment ago (an
+// operator's `ip neigh replace ... permanent`), and NTF_USE would turn that
+// entry into a dynamic one (the kernel clears NUD_PERMANENT on use). On a
+// failed dump it returns nil and the mirror's view (staticLocked) decides
+// alone.
+func (nb *Neighbors) kernelStatic() map[netip.Addr]bool {
+	list, err := nb.nl.h.NeighList(0, netlink.FAMILY_ALL)
+	if err != nil {
+		nb.log.Warn().Err(err).Str("event", "neighbor_dump_failed").Msg("cannot check for static neighbours before probing")
+		return nil
+	}
+	static := map[netip.Addr]bool{}
+	for i := range list {
+		if list[i].State&(netlink.NUD_PERMANENT|netlink.NUD_NOARP) == 0 {
+			continue
+		}
+		if ip, ok := netip.AddrFromSlice(list[i].IP); ok {
+			static[ip.Unmap()] = true
+		}
+	}
+	return static
 }
 
 // staticLocked reports whether every mirrored entry of ip is PERMANENT or
