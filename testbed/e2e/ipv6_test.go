@@ -294,6 +294,11 @@ func TestIPv6L3DSR(t *testing.T) {
 		}
 	})
 
+	// The envelopes as the router receives them from the appliance.
+	env, err := l.Router.StartCapture("eth0", "ip6 src host "+nsbed.L3ApplianceIP6.String()+" and (ip6 proto 41 or ip6 proto 47)", 160)
+	if err != nil {
+		t.Fatal(err)
+	}
 	before := mustStats(ctx, t, l.Appliance)
 	var requests uint64
 	for _, mode := range nsbed.L3Modes {
@@ -316,6 +321,9 @@ func TestIPv6L3DSR(t *testing.T) {
 			checkUDPFlows(t, mode+" udp6", got, l.UDPAddr6(mode), flows, per, l.Backends)
 		})
 	}
+	t.Run("IPv6 envelopes on the wire (tshark)", func(t *testing.T) {
+		checkEnvelopes6(ctx, t, l, env)
+	})
 	t.Run("appliance counters see requests, never answers", func(t *testing.T) {
 		delta := mustStats(ctx, t, l.Appliance).Sub(before)
 		t.Logf("appliance delta: rx %d tx %d to kernel %d from kernel %d dropped %d; services %v",
@@ -486,4 +494,61 @@ func TestECMPIPv6(t *testing.T) {
 		}
 		t.Logf("TIMING /128 back with both next hops %v after the backends restarted", d.Round(time.Millisecond))
 	})
+}
+
+// checkEnvelopes6 stops env, the router's capture of the appliance's IPv6
+// envelopes, and checks each with tshark: outer source the appliance's
+// ip6, outer destination a backend's IPv6 address, hop limit 64, next
+// header 41 (IPv6 in IPv6, RFC 2473) for ipip and 47 for gre with GRE
+// protocol 0x86dd (RFC 2784), the inner destination the mode's IPv6 VIP;
+// and that every backend got envelopes of each mode.
+func checkEnvelopes6(ctx context.Context, t *testing.T, l *nsbed.L3, env *nsbed.Capture) {
+	t.Helper()
+	if drops, err := env.Stop(); err != nil || drops != 0 {
+		t.Fatalf("capture: %v, %d dropped", err, drops)
+	}
+	rows, err := env.Fields(ctx, "", "ipv6.src", "ipv6.dst", "ipv6.hlim", "ipv6.nxt", "gre.proto")
+	if err != nil {
+		t.Fatal(err)
+	}
+	backendOf := map[string]string{}
+	for _, b := range l.Backends {
+		backendOf[b.IP6.String()] = b.Name
+	}
+	wantNxt := map[string]string{"ipip": "41", "gre": "47"}
+	modeOf := map[string]string{nsbed.L3VIP6("ipip").String(): "ipip", nsbed.L3VIP6("gre").String(): "gre"}
+	perMode := map[string]map[string]int{"ipip": {}, "gre": {}}
+	bad := 0
+	for _, r := range rows {
+		for len(r) < 5 {
+			r = append(r, "")
+		}
+		src, dst, hlim, nxt := strings.Split(r[0], ","), strings.Split(r[1], ","), strings.Split(r[2], ","), strings.Split(r[3], ",")
+		if len(src) != 2 || len(dst) != 2 || len(hlim) != 2 || len(nxt) < 1 {
+			t.Errorf("envelope %v: want exactly an outer and an inner IPv6 header", r)
+			bad++
+			continue
+		}
+		mode := modeOf[dst[1]]
+		switch {
+		case mode == "":
+			t.Errorf("envelope %v: inner destination %s is no IPv6 VIP of the bed", r, dst[1])
+		case src[0] != nsbed.L3ApplianceIP6.String() || backendOf[dst[0]] == "" || hlim[0] != "64" || nxt[0] != wantNxt[mode]:
+			t.Errorf("%s envelope %v: want outer %s -> a backend, hop limit 64, next header %s", mode, r, nsbed.L3ApplianceIP6, wantNxt[mode])
+		case mode == "gre" && r[4] != "0x86dd":
+			t.Errorf("gre envelope %v: GRE protocol %q, want 0x86dd", r, r[4])
+		default:
+			perMode[mode][backendOf[dst[0]]]++
+			continue
+		}
+		if bad++; bad > 5 {
+			t.Fatalf("more than 5 bad envelopes")
+		}
+	}
+	for _, mode := range nsbed.L3Modes {
+		t.Logf("%s: router received IPv6 envelopes (appliance ip6 -> backend, hop limit 64, next header %s): %s", mode, wantNxt[mode], nsbed.Spread(perMode[mode]))
+		if miss := l.Missing(perMode[mode]); len(miss) != 0 {
+			t.Errorf("%s: no IPv6 envelope to backends %v", mode, miss)
+		}
+	}
 }
