@@ -1,7 +1,6 @@
 package api
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -193,8 +192,7 @@ func (s *Server) status(c *gin.Context) {
 				}
 			}
 			if psvc != nil {
-				a := tb.IP.As4()
-				if j := psvc.BackendIndex(binary.BigEndian.Uint32(a[:])); j >= 0 {
+				if j := psvc.BackendByAddr(tb.IP); j >= 0 {
 					pb := &psvc.Backends[j]
 					bs.Forwarding = pb.State.String()
 					bs.NewFlows = sum.Backend(pb.ID).NewFlows

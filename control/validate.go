@@ -198,6 +198,10 @@ const (
 	// MaxBGPPassword is the longest TCP MD5 key, in bytes (Linux's
 	// TCP_MD5SIG_MAXKEYLEN).
 	MaxBGPPassword = 80
+	// MinMTU6 is the smallest MTU of a port with an IPv6 address: a
+	// 1280-byte IPv6 packet (the least every IPv6 link carries, RFC 8200)
+	// in GRE over IPv6.
+	MinMTU6 = pipeline.IPv6MinMTU + pipeline.IPv6HeaderSize + 4
 )
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
@@ -316,6 +320,8 @@ func (t *Typed) validatePorts(ports []Port, l *errList) map[netip.Addr]string {
 		}
 		if tp.MTU < 576 || tp.MTU > 9000 {
 			l.add(f.key("mtu"), "must be 576..9000, got %d", p.MTU)
+		} else if tp.IP6.IsValid() && tp.MTU < MinMTU6 {
+			l.add(f.key("mtu"), "must be at least %d on a port with ip6 (IPv6's 1280 and the longest envelope, 44 bytes), got %d", MinMTU6, p.MTU)
 		}
 		if p.MAC != "" {
 			m, err := ParseMAC(p.MAC)

@@ -102,6 +102,7 @@ func TestValidateErrorsIPv6(t *testing.T) {
 		{"l2 off-link v6 backend", "port: 443\n    mode: ipip", "port: 443\n    mode: l2",
 			"services[web6].backends[2001:db8:0:2::21].ip", "l2 mode needs the backend on a port's subnet"},
 		{"duplicate v6 backend", `{ip: "2001:db8:0:1::22"}`, `{ip: "2001:db8:0:2::21"}`, "services[web6].backends[2001:db8:0:2::21].ip", "duplicate backend"},
+		{"ip6 port mtu too small", "      gateway: 192.0.2.1\n", "      gateway: 192.0.2.1\n      mtu: 1300\n", "dataplane.ports[eth0].mtu", "must be at least 1324 on a port with ip6"},
 		{"bad v6 neighbour", `{ip: "2001:db8:0:1::1", mac`, `{ip: "2001:db8::1::1", mac`, "neighbors[1].ip", `not an IPv6 address: "2001:db8::1::1"`},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {

@@ -48,6 +48,7 @@ const (
 	DropICMPUnrelated
 	DropSuperframe
 	DropNoBuffer
+	DropExtHeader
 	NumDropReasons
 )
 
@@ -81,6 +82,10 @@ var dropReasonNames = [NumDropReasons]string{
 	DropSuperframe: "gso_superframe",
 	// No buffer left in the pool for the segments of a super-frame.
 	DropNoBuffer: "no_buffer",
+	// An IPv6 packet to a VIP with an extension header dsrlb does not
+	// forward: a routing header with segments left, a header cut short,
+	// or a chain of more than eight.
+	DropExtHeader: "ipv6_ext_header",
 }
 
 // String returns the stable name of r.

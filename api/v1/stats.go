@@ -37,6 +37,8 @@ type Totals struct {
 	// GSOSegments the segments made.
 	GSOSegmented uint64 `json:"gso_superframes_segmented"`
 	GSOSegments  uint64 `json:"gso_segments"`
+	// PacketTooBigSent counts ICMPv6 Packet Too Big replies generated.
+	PacketTooBigSent uint64 `json:"packet_too_big_sent"`
 }
 
 // FlowStats are flow table counters, summed over workers.
