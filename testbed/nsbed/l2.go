@@ -359,7 +359,7 @@ func (r *DSRReport) Problems() []string {
 
 // CounterProblems lists what in the appliance's counters over a traffic run
 // (delta) contradicts DSR: every packet the NIC received must be either for
-// a service (or answered with fragmentation needed) or for the kernel (ARP,
+// a service (or answered with fragmentation needed or Packet Too Big) or for the kernel (ARP,
 // health-check answers), none dropped, so no answer from a backend can have
 // reached it; and the services must have seen at least minServicePackets.
 // A TCP super-frame the appliance cut into segments (from a peer with
@@ -369,9 +369,9 @@ func CounterProblems(delta *Stats, minServicePackets uint64) []string {
 	t := &delta.Totals
 	svc := delta.ServicePackets()
 	rx := t.RxPackets - t.GSOSegmented + t.GSOSegments
-	if got := svc + t.FragNeededSent + t.ToKernel + t.Dropped; got != rx {
-		p = append(p, fmt.Sprintf("rx %d - super-frames %d + their segments %d != service packets %d + frag-needed %d + to kernel %d + dropped %d",
-			t.RxPackets, t.GSOSegmented, t.GSOSegments, svc, t.FragNeededSent, t.ToKernel, t.Dropped))
+	if got := svc + t.FragNeededSent + t.PacketTooBigSent + t.ToKernel + t.Dropped; got != rx {
+		p = append(p, fmt.Sprintf("rx %d - super-frames %d + their segments %d != service packets %d + frag-needed %d + packet too big %d + to kernel %d + dropped %d",
+			t.RxPackets, t.GSOSegmented, t.GSOSegments, svc, t.FragNeededSent, t.PacketTooBigSent, t.ToKernel, t.Dropped))
 	}
 	if delta.Totals.Dropped != 0 {
 		drops := delta.NonZeroDrops()
