@@ -155,16 +155,7 @@ func TestKernel(t *testing.T) {
 		if got := kernIfAddrs(t, hA, tap, false); !slices.Equal(got, []string{"10.254.0.1/24"}) {
 			t.Errorf("addresses = %v, want [10.254.0.1/24]", got)
 		}
-		routes, err := hA.RouteList(nil, netlink.FAMILY_V4)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var defaults []string
-		for _, r := range routes {
-			if isDefaultRoute(r.Dst) {
-				defaults = append(defaults, fmt.Sprintf("via %s dev %d src %s", r.Gw, r.LinkIndex, r.Src))
-			}
-		}
+		defaults := kernDefaultRoutes(t, hA, netlink.FAMILY_V4)
 		wantRoute := fmt.Sprintf("via %s dev %d src %s", gw, link.Attrs().Index, portAddr.Addr())
 		if !slices.Equal(defaults, []string{wantRoute}) {
 			t.Errorf("default routes = %q, want [%q]", defaults, wantRoute)
@@ -299,16 +290,7 @@ func TestKernel(t *testing.T) {
 		if got, want := kernIfAddrs(t, hA, tap, false), []string{"10.254.0.1/24", "fd00:254::1/64"}; !slices.Equal(got, want) {
 			t.Errorf("addresses = %v, want %v", got, want)
 		}
-		routes, err := hA.RouteList(nil, netlink.FAMILY_V6)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var defaults []string
-		for _, r := range routes {
-			if isDefaultRoute(r.Dst) {
-				defaults = append(defaults, fmt.Sprintf("via %s dev %d src %s", r.Gw, r.LinkIndex, r.Src))
-			}
-		}
+		defaults := kernDefaultRoutes(t, hA, netlink.FAMILY_V6)
 		wantRoute := fmt.Sprintf("via %s dev %d src %s", gw6, link.Attrs().Index, portAddr6.Addr())
 		if !slices.Equal(defaults, []string{wantRoute}) {
 			t.Errorf("IPv6 default routes = %q, want [%q]", defaults, wantRoute)
@@ -533,6 +515,23 @@ func kernIfAddrs(t *testing.T, h *netlink.Handle, ifname string, host bool) []st
 	}
 	slices.Sort(out)
 	return out
+}
+
+// kernDefaultRoutes lists the default routes of a family in h's main
+// table as "via GW dev IFINDEX src SRC".
+func kernDefaultRoutes(t *testing.T, h *netlink.Handle, family int) []string {
+	t.Helper()
+	routes, err := h.RouteList(nil, family)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var defaults []string
+	for _, r := range routes {
+		if isDefaultRoute(r.Dst) {
+			defaults = append(defaults, fmt.Sprintf("via %s dev %d src %s", r.Gw, r.LinkIndex, r.Src))
+		}
+	}
+	return defaults
 }
 
 func kernReadSysctl(t *testing.T, ns netns.NsHandle, path string) string {

@@ -68,13 +68,7 @@ func main() {
 			_ = srv.Shutdown(sctx)
 		}()
 	}
-	for _, u := range []struct {
-		network, addr string
-		wrap          func(net.PacketConn) echoConn
-	}{
-		{"udp4", *udpAddr, func(pc net.PacketConn) echoConn { return echo4{ipv4.NewPacketConn(pc)} }},
-		{"udp6", *udp6Addr, func(pc net.PacketConn) echoConn { return echo6{ipv6.NewPacketConn(pc)} }},
-	} {
+	for _, u := range []struct{ network, addr string }{{"udp4", *udpAddr}, {"udp6", *udp6Addr}} {
 		if u.addr == "" {
 			continue
 		}
@@ -83,7 +77,7 @@ func main() {
 			log.Fatal(err)
 		}
 		log.Printf("udp echo listening on %s", pc.LocalAddr())
-		go func() { errc <- udpEcho(u.wrap(pc), *name) }()
+		go func() { errc <- udpEcho(newEchoConn(u.network, pc), *name) }()
 		go func() { <-ctx.Done(); pc.Close() }()
 	}
 	select {
@@ -133,6 +127,14 @@ type echoConn interface {
 	enableDst() error
 	readFrom(b []byte) (n int, dst net.IP, from net.Addr, err error)
 	writeFrom(b []byte, src net.IP, to net.Addr) error
+}
+
+// newEchoConn wraps pc, a socket of network "udp4" or "udp6".
+func newEchoConn(network string, pc net.PacketConn) echoConn {
+	if network == "udp6" {
+		return echo6{ipv6.NewPacketConn(pc)}
+	}
+	return echo4{ipv4.NewPacketConn(pc)}
 }
 
 type echo4 struct{ *ipv4.PacketConn }

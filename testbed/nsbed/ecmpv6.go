@@ -2,8 +2,6 @@ package nsbed
 
 import (
 	"net/netip"
-	"strconv"
-	"strings"
 
 	v1 "github.com/dsrlb/dsrlb/api/v1"
 )
@@ -23,17 +21,11 @@ var (
 
 // ECMPApplianceIP6 is the IPv6 address of appliance i (0-based):
 // fd00:97::2+i.
-func ECMPApplianceIP6(i int) netip.Addr { return ecmpLan6(byte(2 + i)) }
+func ECMPApplianceIP6(i int) netip.Addr { return hostIn6(ECMPLanSubnet6, byte(2+i)) }
 
 // ECMPBackendIP6 is the IPv6 address of backend i (1-based): fd00:97::11
 // for be1.
-func ECMPBackendIP6(i int) netip.Addr { return ecmpLan6(byte(0x10 + i)) }
-
-func ecmpLan6(last byte) netip.Addr {
-	a := ECMPLanSubnet6.Addr().As16()
-	a[15] = last
-	return netip.AddrFrom16(a)
-}
+func ECMPBackendIP6(i int) netip.Addr { return hostIn6(ECMPLanSubnet6, byte(0x10+i)) }
 
 // WithECMPIPv6 makes the ECMP topology dual-stack: IPv6 on on every host
 // (the appliances' raw links keep it off), the client, the router and the
@@ -52,9 +44,9 @@ func WithECMPIPv6(t *Topology) {
 			h.Links[0].Addrs = append(h.Links[0].Addrs, netip.PrefixFrom(ECMPRouterFront6, fbits))
 			h.Links[1].Addrs = append(h.Links[1].Addrs, netip.PrefixFrom(ECMPRouterLan6, lbits))
 			h.Sysctls = append(h.Sysctls, "net.ipv6.fib_multipath_hash_policy", "1")
-		case strings.HasPrefix(h.Name, "be"):
-			n, err := strconv.Atoi(h.Name[2:])
-			if err != nil {
+		default:
+			n, ok := backendIndex(h.Name)
+			if !ok {
 				continue
 			}
 			h.Links[0].Addrs = append(h.Links[0].Addrs, netip.PrefixFrom(ECMPBackendIP6(n), lbits))

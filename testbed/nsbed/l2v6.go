@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 )
 
 // IPv6 addresses of the L2 bed built with L2Options.IPv6: a /64 beside the
@@ -20,10 +21,24 @@ var (
 
 // L2BackendIP6 is the IPv6 address of backend i (1-based): fd00:99::11 for
 // be1, as 10.99.0.11 is its IPv4 one.
-func L2BackendIP6(i int) netip.Addr {
-	a := L2Subnet6.Addr().As16()
-	a[15] = byte(0x10 + i)
+func L2BackendIP6(i int) netip.Addr { return hostIn6(L2Subnet6, byte(0x10+i)) }
+
+// hostIn6 is the address of subnet (a /64 or longer is all the beds use)
+// whose last byte is last.
+func hostIn6(subnet netip.Prefix, last byte) netip.Addr {
+	a := subnet.Addr().As16()
+	a[15] = last
 	return netip.AddrFrom16(a)
+}
+
+// backendIndex returns i for a backend host named "be<i>".
+func backendIndex(host string) (int, bool) {
+	n, ok := strings.CutPrefix(host, "be")
+	if !ok {
+		return 0, false
+	}
+	i, err := strconv.Atoi(n)
+	return i, err == nil
 }
 
 // WithL2IPv6 makes an L2 topology dual-stack: IPv6 on on every host (the
@@ -38,13 +53,12 @@ func WithL2IPv6(t *Topology) {
 		switch {
 		case h.Name == "client":
 			ip = L2ClientIP6
-		case len(h.Name) > 2 && h.Name[:2] == "be":
-			n, err := strconv.Atoi(h.Name[2:])
-			if err != nil {
+		default:
+			n, ok := backendIndex(h.Name)
+			if !ok {
 				continue
 			}
 			ip = L2BackendIP6(n)
-		default:
 			continue
 		}
 		h.Links[0].Addrs = append(h.Links[0].Addrs, netip.PrefixFrom(ip, bits))

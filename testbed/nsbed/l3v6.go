@@ -22,11 +22,7 @@ var (
 
 // L3BackendIP6 is the IPv6 address of backend i (1-based): fd00:96:2::11
 // for be1.
-func L3BackendIP6(i int) netip.Addr {
-	a := L3BackSubnet6.Addr().As16()
-	a[15] = byte(0x10 + i)
-	return netip.AddrFrom16(a)
-}
+func L3BackendIP6(i int) netip.Addr { return hostIn6(L3BackSubnet6, byte(0x10+i)) }
 
 // L3VIP6 is the IPv6 VIP of the L3 bed's services in mode: fd00:96::10
 // for ipip, fd00:96::20 for gre, one each so that the client's kernel
@@ -67,9 +63,9 @@ func WithL3IPv6(t *Topology) {
 			h.Links[0].Addrs = append(h.Links[0].Addrs, netip.PrefixFrom(L3RouterFrontIP6, front))
 			h.Links[1].Addrs = append(h.Links[1].Addrs, netip.PrefixFrom(L3RouterBackIP6, back))
 			h.Routes = append(h.Routes, Route{Dst: L3VIPSubnet6, Via: L3ApplianceIP6})
-		case len(h.Name) > 2 && h.Name[:2] == "be":
-			n, err := strconv.Atoi(h.Name[2:])
-			if err != nil {
+		default:
+			n, ok := backendIndex(h.Name)
+			if !ok {
 				continue
 			}
 			h.Links[0].Addrs = append(h.Links[0].Addrs, netip.PrefixFrom(L3BackendIP6(n), back))

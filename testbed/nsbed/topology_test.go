@@ -126,3 +126,27 @@ func TestRoutedTopologyIPv6(t *testing.T) {
 		t.Errorf("IPv6 address on a host without IPv6: got %v, want an error", err)
 	}
 }
+
+// TestIPv6Addresses pins the IPv6 addresses of the beds' hosts, each the
+// counterpart of its IPv4 one.
+func TestIPv6Addresses(t *testing.T) {
+	for _, tc := range []struct{ got, want netip.Addr }{
+		{L2BackendIP6(1), netip.MustParseAddr("fd00:99::11")},
+		{L3BackendIP6(3), netip.MustParseAddr("fd00:96:2::13")},
+		{ECMPBackendIP6(2), netip.MustParseAddr("fd00:97::12")},
+		{ECMPApplianceIP6(1), netip.MustParseAddr("fd00:97::3")},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("got %s, want %s", tc.got, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		host string
+		i    int
+		ok   bool
+	}{{"be1", 1, true}, {"be12", 12, true}, {"client", 0, false}, {"bex", 0, false}, {"rtr", 0, false}} {
+		if i, ok := backendIndex(tc.host); i != tc.i || ok != tc.ok {
+			t.Errorf("backendIndex(%q) = %d %v, want %d %v", tc.host, i, ok, tc.i, tc.ok)
+		}
+	}
+}
