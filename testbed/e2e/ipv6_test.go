@@ -335,50 +335,7 @@ func TestIPv6L3DSR(t *testing.T) {
 
 	for _, mode := range nsbed.L3Modes {
 		t.Run(mode+"/IPv6 path MTU: 1 MiB upload after Packet Too Big", func(t *testing.T) {
-			vip := nsbed.L3VIP6(mode)
-			want := l.MTU - nsbed.L3Overhead6(mode)
-			if mtu, route, err := l.Client.RouteMTU(vip); err != nil || mtu != 0 {
-				t.Fatalf("before the upload the client's route to %s is %q (%v), want no learnt MTU", vip, route, err)
-			}
-			b := mustStats(ctx, t, l.Appliance)
-			snmpB, err := l.Client.SNMP6()
-			if err != nil {
-				t.Fatal(err)
-			}
-			start := time.Now()
-			got, err := nsbed.Upload(ctx, l.Client, l.URL6(mode, "/upload"), 1<<20)
-			if err != nil {
-				t.Fatal(err)
-			}
-			took := time.Since(start)
-			d := mustStats(ctx, t, l.Appliance).Sub(b)
-			snmpA, err := l.Client.SNMP6()
-			if err != nil {
-				t.Fatal(err)
-			}
-			mtu, route, err := l.Client.RouteMTU(vip)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ptb := snmpA["Icmp6InPktTooBigs"] - snmpB["Icmp6InPktTooBigs"]
-			t.Logf("%s: upload of %d bytes to %s in %v, sha256 %s… %s; appliance packet_too_big_sent +%d, client got %d ICMPv6 Packet Too Big; client route: %s",
-				mode, got.Sent, got.Backend, took.Round(time.Millisecond), got.SHA256[:12],
-				map[bool]string{true: "matches", false: "DIFFERS"}[got.OK()], d.Totals.PacketTooBigSent, ptb, route)
-			if !got.OK() {
-				t.Errorf("backend %s got %d bytes sha256 %s, sent %d bytes sha256 %s", got.Backend, got.Echoed, got.EchoedSHA256, got.Sent, got.SHA256)
-			}
-			if d.Totals.PacketTooBigSent == 0 {
-				t.Errorf("appliance sent no Packet Too Big (packet_too_big_sent +0)")
-			}
-			if ptb < d.Totals.PacketTooBigSent {
-				t.Errorf("client received %d ICMPv6 Packet Too Big, want at least the %d the appliance sent", ptb, d.Totals.PacketTooBigSent)
-			}
-			if mtu != want {
-				t.Errorf("client path MTU to %s is %d (%s), want %d (%d - %d)", vip, mtu, route, want, l.MTU, nsbed.L3Overhead6(mode))
-			}
-			if d.Totals.Dropped != 0 {
-				t.Errorf("appliance dropped %d packets: %v", d.Totals.Dropped, d.NonZeroDrops())
-			}
+			checkPathMTUUpload(ctx, t, l, mode, nsbed.L3VIP6(mode), l.URL6(mode, "/upload"), nsbed.L3Overhead6(mode), packetTooBig)
 		})
 	}
 
