@@ -59,7 +59,6 @@ func WithL2IPv6(t *Topology) {
 				continue
 			}
 			ip = L2BackendIP6(n)
-			continue
 		}
 		h.Links[0].Addrs = append(h.Links[0].Addrs, netip.PrefixFrom(ip, bits))
 	}

@@ -150,3 +150,38 @@ func TestIPv6Addresses(t *testing.T) {
 		}
 	}
 }
+
+// TestWithIPv6 checks what the dual-stack editors give each host of the
+// L2, L3 and ECMP topologies: IPv6 on, and the IPv6 counterpart of every
+// IPv4 address (none on the appliances' raw links).
+func TestWithIPv6(t *testing.T) {
+	l2, l3, ecmp := L2Topology(2), L3Topology(2, 1500), ECMPTopology(2)
+	WithL2IPv6(&l2)
+	WithL3IPv6(&l3)
+	WithECMPIPv6(&ecmp)
+	for _, tc := range []struct {
+		desc string
+		topo Topology
+		want map[string]string // host -> its IPv6 addresses, space-separated
+	}{
+		{"l2", l2, map[string]string{"client": "fd00:99::10/64", "appl": "", "be1": "fd00:99::11/64", "be2": "fd00:99::12/64"}},
+		{"l3", l3, map[string]string{"client": "fd00:96:1::10/64", "appl": "", "rtr": "fd00:96:1::1/64 fd00:96:2::1/64",
+			"be1": "fd00:96:2::11/64", "be2": "fd00:96:2::12/64"}},
+		{"ecmp", ecmp, map[string]string{"client": "fd00:97:1::10/64", "applA": "", "applB": "", "rtr": "fd00:97:1::1/64 fd00:97::1/64",
+			"probe": "", "be1": "fd00:97::11/64", "be2": "fd00:97::12/64"}},
+	} {
+		for _, h := range tc.topo.Hosts {
+			var got []string
+			for _, l := range h.Links {
+				for _, a := range l.Addrs {
+					if a.Addr().Is6() {
+						got = append(got, a.String())
+					}
+				}
+			}
+			if want, ok := tc.want[h.Name]; !ok || strings.Join(got, " ") != want || !h.IPv6 {
+				t.Errorf("%s: host %s: IPv6 %v, addresses %q; want IPv6 on, %q", tc.desc, h.Name, h.IPv6, got, want)
+			}
+		}
+	}
+}
