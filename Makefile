@@ -18,6 +18,8 @@ DOCKER_PKGS := docker.io debootstrap debian-archive-keyring docker-compose
 GOTEST_FLAGS ?= -p 1 -count=1 -timeout 60m
 # HAProxy: the L7 proxies behind dsrlb in the tier-2 e2e test (docs/tier2.md).
 PKGS += haproxy
+# nftables: a backend that silently drops SYNs in the passive detection e2e test.
+PKGS += nftables
 export DEBIAN_FRONTEND := noninteractive
 
 .PHONY: all deps docker-deps build test unit e2e demo bench fuzz vet image clean
@@ -80,6 +82,7 @@ image:
 
 fuzz: deps
 	$(GO) test ./pipeline/ -run XXX -fuzz FuzzProcess -fuzztime 60s
+	$(GO) test ./cmd/dsrctl/decap/ -run XXX -fuzz FuzzProgram -fuzztime 60s
 
 clean:
 	rm -rf $(BIN)

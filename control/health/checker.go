@@ -74,9 +74,12 @@ type Config struct {
 	// Rise and Fall are the consecutive successes that bring a backend up
 	// and the consecutive failures that take it down.
 	Rise, Fall int
+	// Passive is passive failure detection; the zero value is off.
+	Passive Passive
 }
 
-// equal reports whether c and o configure the same monitor.
+// equal reports whether c and o configure the same probes (Passive aside:
+// changing it needs no new run of the monitor).
 func (c *Config) equal(o *Config) bool {
 	return c.Type == o.Type && c.Port == o.Port && c.Path == o.Path && slices.Equal(c.Expect, o.Expect) &&
 		c.Send == o.Send && c.Receive == o.Receive && c.Interval == o.Interval && c.Timeout == o.Timeout &&

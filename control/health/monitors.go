@@ -70,6 +70,9 @@ type Options struct {
 	// UDPChecker, ICMPChecker). Tests pass fakes. It is called under the
 	// lock of Monitors and must not call back into it.
 	Checker func(target Target, cfg Config) Checker
+	// Events, when set, receives passive detection's holds and releases
+	// (kind "passive").
+	Events Publisher
 }
 
 // Status is the health of one monitored backend, for the API and metrics.
@@ -120,6 +123,8 @@ type monitor struct {
 	lastCheck  time.Time
 	lastChange time.Time
 	checks     uint64
+
+	passive passiveState
 }
 
 // New returns Monitors with no monitors. Monitors start with the first
@@ -167,9 +172,13 @@ func (ms *Monitors) Update(want map[Target]Config) {
 			ms.mons[k] = m
 			viewChanged = true // was unmonitored (healthy), now unknown
 		case m.cfg.equal(&cfg):
+			if m.cfg.Passive != cfg.Passive {
+				viewChanged = ms.setPassiveLocked(m, cfg.Passive) || viewChanged
+			}
 			continue
 		default:
 			m.stop()
+			viewChanged = ms.setPassiveLocked(m, cfg.Passive) || viewChanged
 		}
 		m.cfg = cfg.clone()
 		ms.startLocked(m)
@@ -261,8 +270,14 @@ func (ms *Monitors) record(m *monitor, gen uint64, err error) {
 		m.lastChange = now
 		ms.transitions.Add(1)
 	}
+	var released []passiveChange
+	if ms.releaseDueLocked(m, now) {
+		released = append(released, passiveChange{target: m.target, state: m.passive, cfg: m.cfg.Passive})
+		m.passive.held = false
+	}
 	to, reason, typ := m.state, m.last, m.cfg.Type
 	ms.mu.Unlock()
+	ms.notifyPassive(released)
 	if !changed {
 		return
 	}
@@ -282,12 +297,13 @@ func (ms *Monitors) record(m *monitor, gen uint64, err error) {
 }
 
 // Healthy tells whether backend passes the monitor of service: it does when
-// it is up, or when it has no monitor.
+// it is up and not held down by passive detection, or when it has no
+// monitor.
 func (ms *Monitors) Healthy(service string, backend netip.Addr) bool {
 	ms.mu.RLock()
 	defer ms.mu.RUnlock()
 	m, ok := ms.mons[Target{service, backend}]
-	return !ok || m.state == Up
+	return !ok || m.state == Up && !m.passive.held
 }
 
 // Status returns the health of every monitored backend, sorted by service

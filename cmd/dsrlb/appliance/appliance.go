@@ -123,7 +123,8 @@ func (a *Appliance) start(deps Deps) error {
 		a.neigh.Want(t.NextHops())
 	})
 
-	a.monitors = health.New(health.Options{Log: a.log, OnChange: a.store.Recompile, OnTransition: a.healthEvent})
+	// Passive detection publishes its holds and releases (kind "passive").
+	a.monitors = health.New(health.Options{Log: a.log, OnChange: a.store.Recompile, OnTransition: a.healthEvent, Events: a.events})
 	a.store.SetHealth(a.monitors)
 	a.store.Subscribe(func(t *control.Typed) { a.monitors.Update(t.HealthTargets()) })
 
@@ -222,8 +223,9 @@ func vipAddrs(t *control.Typed) []netip.Addr {
 	return addrs
 }
 
-// Run watches the kernel's neighbours, serves the REST API and announces
-// the healthy VIPs, re-deciding on every snapshot the store publishes,
+// Run watches the kernel's neighbours, feeds passive detection the data
+// plane's unanswered flows, serves the REST API and announces the healthy
+// VIPs, re-deciding on every snapshot the store publishes,
 // until ctx ends; then it withdraws every VIP and waits bgp.drain
 // (shutdown) and returns nil, leaving forwarding to Close. It returns
 // early with the API's error if the API stops.
@@ -233,6 +235,8 @@ func (a *Appliance) Run(ctx context.Context) error {
 			a.log.Error().Err(err).Str("event", "neighbors_failed").Msg("neighbour watch stopped")
 		}
 	}()
+	feed := &control.PassiveFeed{Snapshots: a.store.Snapshots(), Counters: a.dp.Counters, Monitors: a.monitors}
+	go feed.Run(ctx)
 	apiErr := make(chan error, 1)
 	go func() { apiErr <- a.srv.Run(ctx, a.listen) }()
 	a.log.Info().Str("event", "started").Str("api", a.listen).Msg("dsrlb running")
