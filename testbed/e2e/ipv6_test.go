@@ -261,7 +261,8 @@ func TestIPv6L2DSR(t *testing.T) {
 
 // TestIPv6L3DSR drives real traffic from an IPv6 client through IPIP
 // (IPv6 in IPv6, RFC 2473) and GRE-over-IPv6 services to IPv6 backends on a
-// subnet behind a router, backends that decapsulate with the eBPF program
+// subnet behind a router, and from an IPv4 client to the same backends
+// (IPv4 in IPv6), backends that decapsulate with the eBPF program
 // `dsrctl backend setup` attaches, in the dual-stack L3 bed. Path MTU: the
 // appliance answers a client packet that no longer fits with ICMPv6 Packet
 // Too Big (RFC 4443) carrying 1500 minus the envelope; the client's kernel
@@ -338,6 +339,22 @@ func TestIPv6L3DSR(t *testing.T) {
 			checkPathMTUUpload(ctx, t, l, mode, nsbed.L3VIP6(mode), l.URL6(mode, "/upload"), nsbed.L3Overhead6(mode), packetTooBig)
 		})
 	}
+
+	// IPv4 clients, IPv6 backends: IPv4 in IPv6. A client packet with DF
+	// that no longer fits gets fragmentation needed with the MTU minus
+	// the 40-byte IPv6 envelope.
+	url46 := "http://" + nsbed.L3VIP46.String()
+	t.Run("IPv4 in IPv6: separate connections spread over every backend", func(t *testing.T) {
+		const n = 60
+		got, err := nsbed.CurlMany(ctx, l.Client, url46+"/", n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkCurlMany(t, "curl to the IPv4 VIP of IPv6 backends", got, n, l.Backends)
+	})
+	t.Run("IPv4 in IPv6 path MTU: 1 MiB upload after fragmentation needed", func(t *testing.T) {
+		checkPathMTUUpload(ctx, t, l, "ipip (IPv4 in IPv6)", nsbed.L3VIP46, url46+"/upload", nsbed.L3Overhead6("ipip"), fragNeeded)
+	})
 
 	t.Run("dsrlb stops cleanly", func(t *testing.T) {
 		if err := l.Appliance.Stop(); err != nil {

@@ -95,7 +95,8 @@ type L3Options struct {
 	// gets ip6 L3ApplianceIP6 and gateway6 L3RouterFrontIP6, every backend
 	// the VIPs L3VIP6(mode) beside L3VIP(mode), and the config, per mode
 	// M, the services "web6-M" and "echo6-M" on L3VIP6(M) with the
-	// backends' IPv6 addresses.
+	// backends' IPv6 addresses, and "web46" (ipip) on the IPv4 VIP
+	// L3VIP46 with the same IPv6 backends.
 	IPv6 bool
 }
 
@@ -227,6 +228,9 @@ func StartL3(ctx context.Context, o L3Options) (l *L3, err error) {
 			vips = append(vips, dsrVIP{L3VIP6(mode), mode})
 		}
 	}
+	if o.IPv6 {
+		vips = append(vips, dsrVIP{L3VIP46, "ipip"})
+	}
 	if l.Backends, err = setupBackends(n, o.Bins.Dsrctl, o.Backends, L3BackendIP, vips...); err != nil {
 		return nil, err
 	}
@@ -247,6 +251,7 @@ func StartL3(ctx context.Context, o L3Options) (l *L3, err error) {
 		for _, mode := range L3Modes {
 			cfg.Services = append(cfg.Services, webAndEcho("6-"+mode, L3VIP6(mode).String(), mode, backendList(o.Backends, L3BackendIP6))...)
 		}
+		cfg.Services = append(cfg.Services, webAndEcho("46", L3VIP46.String(), "ipip", backendList(o.Backends, L3BackendIP6))[0])
 	}
 	if o.Config != nil {
 		o.Config(&cfg)

@@ -37,6 +37,11 @@ func L3VIP6(mode string) netip.Addr {
 	panic("nsbed: no L3 IPv6 VIP for mode " + mode)
 }
 
+// L3VIP46 is the IPv4 VIP of the dual-stack L3 bed's service "web46": IPv4
+// clients, IPv6 backends, so IPv4 in IPv6 envelopes (RFC 2473, next header
+// 4), 40 bytes (L3Overhead6("ipip")).
+var L3VIP46 = netip.MustParseAddr("10.96.0.30")
+
 // L3Overhead6 is the envelope's size in mode around a packet to an IPv6
 // backend: a 40-byte outer IPv6 header (RFC 2473), plus a 4-byte GRE
 // header for gre (RFC 2784).
