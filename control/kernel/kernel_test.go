@@ -196,13 +196,7 @@ func TestKernel(t *testing.T) {
 			{"none again", nil, nil},
 		}
 		for _, s := range steps {
-			var addrs []netip.Addr
-			for _, v := range s.vips {
-				addrs = append(addrs, netip.MustParseAddr(v))
-			}
-			if err := vips.Set(tapInfo, addrs); err != nil {
-				t.Fatalf("%s: Set(%v): %v", s.desc, s.vips, err)
-			}
+			kernSetVIPs(t, vips, tapInfo, s.desc, s.vips)
 			if got := kernIfAddrs(t, hA, tap, true); !slices.Equal(got, s.want) {
 				t.Errorf("%s: VIPs on tap = %v, want %v", s.desc, got, s.want)
 			}
@@ -332,13 +326,7 @@ func TestKernel(t *testing.T) {
 			{"none", nil, nil},
 		}
 		for _, s := range steps {
-			var addrs []netip.Addr
-			for _, v := range s.vips {
-				addrs = append(addrs, netip.MustParseAddr(v))
-			}
-			if err := vips.Set(tapInfo, addrs); err != nil {
-				t.Fatalf("%s: Set(%v): %v", s.desc, s.vips, err)
-			}
+			kernSetVIPs(t, vips, tapInfo, s.desc, s.vips)
 			if got := kernIfAddrs(t, hA, tap, true); !slices.Equal(got, s.want) {
 				t.Errorf("%s: VIPs on tap = %v, want %v", s.desc, got, s.want)
 			}
@@ -515,6 +503,18 @@ func kernIfAddrs(t *testing.T, h *netlink.Handle, ifname string, host bool) []st
 	}
 	slices.Sort(out)
 	return out
+}
+
+// kernSetVIPs calls vips.Set(tap, list) and ends t if it fails (step desc).
+func kernSetVIPs(t *testing.T, vips *VIPs, tap Tap, desc string, list []string) {
+	t.Helper()
+	var addrs []netip.Addr
+	for _, v := range list {
+		addrs = append(addrs, netip.MustParseAddr(v))
+	}
+	if err := vips.Set(tap, addrs); err != nil {
+		t.Fatalf("%s: Set(%v): %v", desc, list, err)
+	}
 }
 
 // kernDefaultRoutes lists the default routes of a family in h's main

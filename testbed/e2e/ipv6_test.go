@@ -275,24 +275,7 @@ func TestIPv6L3DSR(t *testing.T) {
 	defer cancel()
 
 	t.Run("kernel side and the IPv6 gateway as next hop", func(t *testing.T) {
-		for _, ip := range []string{nsbed.L3ApplianceIP6.String(), nsbed.L3VIP6("ipip").String(), nsbed.L3VIP6("gre").String()} {
-			if out, err := l.Client.Run("ping", "-6", "-c1", "-W2", ip); err != nil {
-				t.Errorf("ping -6 %s from the client: %v\n%s", ip, err, out)
-			}
-		}
-		// Backends are off the port's subnets: the next hop of the IPv6
-		// ones is gateway6, resolved by the appliance kernel's ND.
-		st, err := l.Appliance.Status(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, svc := range st.Services {
-			for _, b := range svc.Backends {
-				if b.NextHopMAC != l.RouterMAC {
-					t.Errorf("%s/%s: next hop MAC %q, want the router's %s", svc.Name, b.IP, b.NextHopMAC, l.RouterMAC)
-				}
-			}
-		}
+		checkRoutedKernelSide(ctx, t, l, nsbed.L3ApplianceIP6, nsbed.L3VIP6("ipip"), nsbed.L3VIP6("gre"))
 	})
 
 	// The envelopes as the router receives them from the appliance.

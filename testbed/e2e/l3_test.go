@@ -46,26 +46,7 @@ func TestL3DSR(t *testing.T) {
 	defer cancel()
 
 	t.Run("routed next hop and kernel exception path", func(t *testing.T) {
-		// The appliance's kernel answers ICMP echo for its port address
-		// and the VIPs through the tap.
-		for _, ip := range []string{nsbed.L3ApplianceIP.String(), nsbed.L3VIP("ipip").String(), nsbed.L3VIP("gre").String()} {
-			if out, err := l.Client.Run("ping", "-c1", "-W2", ip); err != nil {
-				t.Errorf("ping %s from the client: %v\n%s", ip, err, out)
-			}
-		}
-		// Backends are off the port's subnet: their next hop is the
-		// gateway, resolved by the appliance's kernel.
-		st, err := l.Appliance.Status(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, svc := range st.Services {
-			for _, b := range svc.Backends {
-				if b.NextHopMAC != l.RouterMAC {
-					t.Errorf("%s/%s: next hop MAC %q, want the router's %s", svc.Name, b.IP, b.NextHopMAC, l.RouterMAC)
-				}
-			}
-		}
+		checkRoutedKernelSide(ctx, t, l, nsbed.L3ApplianceIP, nsbed.L3VIP("ipip"), nsbed.L3VIP("gre"))
 	})
 
 	ev, err := l.StartEvidence()
@@ -428,5 +409,30 @@ func checkPathMTUUpload(ctx context.Context, t *testing.T, l *nsbed.L3, mode str
 	}
 	if d.Totals.Dropped != 0 {
 		t.Errorf("appliance dropped %d packets: %v", d.Totals.Dropped, d.NonZeroDrops())
+	}
+}
+
+// checkRoutedKernelSide checks the kernel side of the L3 bed: the
+// appliance's kernel answers ICMP (or ICMPv6) echo from the client for
+// each of addrs (its port addresses, the VIPs) through the tap; and the
+// backends being off the port's subnets, every backend's next hop is the
+// router (gateway, gateway6), resolved by the appliance's kernel.
+func checkRoutedKernelSide(ctx context.Context, t *testing.T, l *nsbed.L3, addrs ...netip.Addr) {
+	t.Helper()
+	for _, ip := range addrs {
+		if out, err := l.Client.Run("ping", "-c1", "-W2", ip.String()); err != nil {
+			t.Errorf("ping %s from the client: %v\n%s", ip, err, out)
+		}
+	}
+	st, err := l.Appliance.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, svc := range st.Services {
+		for _, b := range svc.Backends {
+			if b.NextHopMAC != l.RouterMAC {
+				t.Errorf("%s/%s: next hop MAC %q, want the router's %s", svc.Name, b.IP, b.NextHopMAC, l.RouterMAC)
+			}
+		}
 	}
 }
