@@ -180,8 +180,27 @@ func frrChild(t *testing.T, routerNS string) {
 			return strings.Contains(kernel, "via fd00:252::2") && strings.Contains(kernel, "proto bgp")
 		})
 		t.Logf("TIMING announce IPv6: Set to kernel route %v (%q)", time.Since(start).Round(time.Microsecond), kernel)
-		if routes, err := rt.Route(frrVIP6); err != nil || len(routes) != 1 || routes[0].Protocol != "bgp" {
-			t.Errorf("show ipv6 route json: got %+v, %v; want one bgp route", routes, err)
+		routes, err := rt.Route(frrVIP6)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(routes) != 1 || routes[0].Protocol != "bgp" || !routes[0].Installed ||
+			strings.Join(routes[0].FIBNexthops(), ",") != "fd00:252::2" {
+			t.Errorf("show ipv6 route json: got %+v; want one installed bgp /128 via fd00:252::2", routes)
+		}
+		// The path came in the IPv6 unicast family (RFC 4760) with the
+		// configured global next hop only.
+		paths, err := rt.BGPPaths(frrVIP6)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(paths) != 1 || paths[0].MED != ActiveMED || paths[0].ASPath.String != "65010" || !paths[0].Valid ||
+			len(paths[0].Nexthops) != 1 || paths[0].Nexthops[0].IP != "fd00:252::2" || paths[0].Nexthops[0].AFI != "ipv6" ||
+			paths[0].Nexthops[0].Scope != "global" {
+			t.Errorf("show bgp ipv6 unicast json: got %+v, want one valid path, MED 0, AS path 65010, next hop fd00:252::2 (ipv6, global)", paths)
+		}
+		if ps := s.Peers()[0]; ps.PrefixesSent != 1 {
+			t.Errorf("PrefixesSent: got %d, want 1", ps.PrefixesSent)
 		}
 		start = time.Now()
 		if err := s.Set(nil); err != nil {

@@ -501,7 +501,11 @@ type BGPPath struct {
 	Origin   string `json:"origin"`
 	Valid    bool   `json:"valid"`
 	Nexthops []struct {
-		IP string `json:"ip"`
+		IP  string `json:"ip"`
+		AFI string `json:"afi"`
+		// Scope is "global" or "link-local" for an IPv6 next hop (an
+		// MP_REACH_NLRI may carry both, RFC 2545 3).
+		Scope string `json:"scope"`
 	} `json:"nexthops"`
 	BestPath *struct {
 		Overall bool `json:"overall"`

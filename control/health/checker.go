@@ -112,6 +112,15 @@ func newChecker(ip netip.Addr, cfg *Config, id uint16, icmp *ICMPSockets) Checke
 	}
 }
 
+// network returns proto ("tcp", "udp") narrowed to ip's family, as Dial
+// takes it: "tcp4" or "tcp6".
+func network(proto string, ip netip.Addr) string {
+	if ip.Unmap().Is4() {
+		return proto + "4"
+	}
+	return proto + "6"
+}
+
 // deadlineFromContext gives conn ctx's deadline and ends its blocked reads
 // and writes when ctx is cancelled; call the returned func when done.
 func deadlineFromContext(ctx context.Context, conn interface{ SetDeadline(time.Time) error }) (stop func() bool) {

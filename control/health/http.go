@@ -9,12 +9,13 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"strings"
 )
 
 // HTTPChecker passes when GET Path answers with one of the Expect status
 // codes. Redirects are not followed (a 301 is a status like any other);
 // each probe uses a new connection; Host is the backend's IP (with the port
-// unless 80). Make one with NewHTTPChecker.
+// unless 80; an IPv6 one in brackets). Make one with NewHTTPChecker.
 type HTTPChecker struct {
 	path   string
 	url    string
@@ -28,7 +29,7 @@ type HTTPChecker struct {
 func NewHTTPChecker(addr netip.AddrPort, path string, expect []int) *HTTPChecker {
 	host := addr.String()
 	if addr.Port() == 80 {
-		host = addr.Addr().String()
+		host = strings.TrimSuffix(host, ":80") // "[2001:db8::21]" keeps its brackets (RFC 3986 3.2.2)
 	}
 	return &HTTPChecker{
 		path:   path,

@@ -633,3 +633,135 @@ func TestHealthUpdateUnderLock(t *testing.T) {
 		t.Fatal("no OnChange after Update added a monitor")
 	}
 }
+
+// TestHealthIPv6 runs every probe type against backends on ::1.
+func TestHealthIPv6(t *testing.T) {
+	loopback6 := netip.MustParseAddr("::1")
+	listen := func(network string) net.Listener {
+		l, err := net.Listen(network, "[::1]:0")
+		if err != nil {
+			t.Skipf("no IPv6 loopback: %v", err)
+		}
+		t.Cleanup(func() { l.Close() })
+		return l
+	}
+	tcpUp := listen("tcp6")
+	go func() {
+		for {
+			c, err := tcpUp.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	tcpClosed := listen("tcp6")
+	tcpClosed.Close()
+
+	var mu sync.Mutex
+	var hosts []string
+	httpL := listen("tcp6")
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		hosts = append(hosts, r.Host)
+		mu.Unlock()
+		w.WriteHeader(204)
+	})}
+	go srv.Serve(httpL)
+	t.Cleanup(func() { srv.Close() })
+
+	udp, err := net.ListenPacket("udp6", "[::1]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { udp.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := udp.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			udp.WriteTo(append([]byte("PONG "), buf[:n]...), from)
+		}
+	}()
+	udpClosed, err := net.ListenPacket("udp6", "[::1]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	udpClosedPort := portOf(t, udpClosed.LocalAddr())
+	udpClosed.Close()
+
+	web := fast(TypeHTTP, portOf(t, httpL.Addr()), 1, 1)
+	web.Path, web.Expect = "/", []int{204}
+	echo := fast(TypeUDP, portOf(t, udp.LocalAddr()), 1, 1)
+	echo.Send, echo.Receive = "PING", "PONG"
+	unreachable := fast(TypeUDP, udpClosedPort, 1, 1)
+	unreachable.Send = "PING"
+	tests := []struct {
+		svc    string
+		cfg    *Config
+		want   State
+		reason string
+	}{
+		{"tcp-up", fast(TypeTCP, portOf(t, tcpUp.Addr()), 1, 1), Up, "ok"},
+		{"tcp-refused", fast(TypeTCP, portOf(t, tcpClosed.Addr()), 1, 1), Down, "connection refused"},
+		{"http-204", web, Up, "ok"},
+		{"udp-pong", echo, Up, "ok"},
+		{"udp-unreachable", unreachable, Down, "port unreachable"},
+		{"icmpv6-echo", fast(TypeICMP, 0, 1, 1), Up, "ok"},
+	}
+	ms, clk := newMonitors(t, Options{})
+	if c, _, err := ms.icmp.Listen6(); err != nil {
+		t.Logf("no ICMPv6 socket (%v): the icmpv6 case expects the error", err)
+		tests[len(tests)-1].want, tests[len(tests)-1].reason = Down, "icmp socket"
+	} else {
+		c.Close()
+	}
+	targets := map[Target]Config{}
+	for _, tc := range tests {
+		targets[Target{Service: tc.svc, Backend: loopback6}] = *tc.cfg
+	}
+	ms.Update(targets)
+	probeRound(t, clk, len(tests))
+	got := map[string]Status{}
+	for _, s := range ms.Status() {
+		if s.Backend == loopback6 {
+			got[s.Service] = s
+		}
+	}
+	for _, tc := range tests {
+		t.Run(tc.svc, func(t *testing.T) {
+			st, ok := got[tc.svc]
+			if !ok {
+				t.Fatalf("no status for backend %s", loopback6)
+			}
+			if st.State != tc.want || !strings.Contains(st.LastResult, tc.reason) {
+				t.Errorf("got %v (%q), want %v (%q)", st.State, st.LastResult, tc.want, tc.reason)
+			}
+			if ms.Healthy(tc.svc, loopback6) != (tc.want == Up) {
+				t.Errorf("Healthy: got %v, want %v", !(tc.want == Up), tc.want == Up)
+			}
+		})
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := netip.AddrPortFrom(loopback6, uint16(web.Port)).String(); len(hosts) != 1 || hosts[0] != want {
+		t.Errorf("http Host headers: got %q, want [%q]", hosts, want)
+	}
+}
+
+// TestHealthHTTPHost pins the Host header: the port only when not 80, an
+// IPv6 address in brackets (RFC 3986 3.2.2).
+func TestHealthHTTPHost(t *testing.T) {
+	for _, tc := range []struct{ addr, want string }{
+		{"192.0.2.21:80", "192.0.2.21"},
+		{"192.0.2.21:8080", "192.0.2.21:8080"},
+		{"[2001:db8::21]:80", "[2001:db8::21]"},
+		{"[2001:db8::21]:8080", "[2001:db8::21]:8080"},
+	} {
+		if got := NewHTTPChecker(netip.MustParseAddrPort(tc.addr), "/", []int{200}).host; got != tc.want {
+			t.Errorf("%s: got Host %q, want %q", tc.addr, got, tc.want)
+		}
+	}
+}

@@ -6,7 +6,8 @@ import (
 	"net/netip"
 )
 
-// TCPChecker passes when a TCP connection to Addr is established. The
+// TCPChecker passes when a TCP connection to Addr (IPv4 or IPv6) is
+// established. The
 // connection is reset rather than closed (linger 0), as HAProxy does, so
 // that frequent checks leave no TIME_WAIT sockets on the appliance.
 type TCPChecker struct {
@@ -16,7 +17,7 @@ type TCPChecker struct {
 // Check connects to c.Addr once.
 func (c TCPChecker) Check(ctx context.Context) error {
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp4", c.Addr.String())
+	conn, err := d.DialContext(ctx, network("tcp", c.Addr.Addr()), c.Addr.String())
 	if err != nil {
 		return err
 	}

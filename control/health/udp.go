@@ -10,8 +10,8 @@ import (
 	"syscall"
 )
 
-// UDPChecker sends Send to Addr and passes on any reply, or on one that
-// contains Receive when Receive is set. An ICMP port unreachable (read as
+// UDPChecker sends Send to Addr (IPv4 or IPv6) and passes on any reply, or on one that
+// contains Receive when Receive is set. An ICMP or ICMPv6 port unreachable (read as
 // ECONNREFUSED on the connected socket) fails at once.
 type UDPChecker struct {
 	Addr          netip.AddrPort
@@ -21,7 +21,7 @@ type UDPChecker struct {
 // Check sends one request and waits for one reply.
 func (c UDPChecker) Check(ctx context.Context) error {
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "udp4", c.Addr.String())
+	conn, err := d.DialContext(ctx, network("udp", c.Addr.Addr()), c.Addr.String())
 	if err != nil {
 		return err
 	}

@@ -45,6 +45,14 @@ type Tap struct {
 	Name  string
 	Index int          // ifindex
 	Addr  netip.Prefix // the port address and its subnet
+	// Addr6 is the port's IPv6 address and its subnet beside an IPv4 Addr
+	// (the port's `ip6`); the zero Prefix when the port has none.
+	Addr6 netip.Prefix
+}
+
+// isPortAddr reports whether ip is one of the tap's port addresses.
+func (t Tap) isPortAddr(ip netip.Addr) bool {
+	return ip == t.Addr.Addr() || (t.Addr6.IsValid() && ip == t.Addr6.Addr())
 }
 
 // nlHandle is a netlink handle in the namespace of Options. A component
@@ -101,4 +109,11 @@ func addrString(a netip.Addr) string {
 		return ""
 	}
 	return a.String()
+}
+
+func prefixString(p netip.Prefix) string {
+	if !p.IsValid() {
+		return ""
+	}
+	return p.String()
 }

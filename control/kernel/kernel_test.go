@@ -104,7 +104,11 @@ func TestKernel(t *testing.T) {
 	// The peer announces a MAC change with a gratuitous ARP, as real hosts
 	// with arp_notify (or keepalived, or a failover NIC) do.
 	if err := nsrun.Do(nsB, func() error {
-		return os.WriteFile("/proc/sys/net/ipv4/conf/"+peerName+"/arp_notify", []byte("1"), 0o644)
+		if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+peerName+"/arp_notify", []byte("1"), 0o644); err != nil {
+			return err
+		}
+		// Its IPv6 link-local address is usable at once.
+		return os.WriteFile("/proc/sys/net/ipv6/conf/"+peerName+"/accept_dad", []byte("0"), 0o644)
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +133,7 @@ func TestKernel(t *testing.T) {
 
 	t.Run("Taps.Configure", func(t *testing.T) {
 		for i := range 2 { // idempotent
-			got, err := taps.Configure(tap, portAddr, gw, 1400)
+			got, err := taps.Configure(tap, TapConfig{Addr: portAddr, Gateway: gw, MTU: 1400})
 			if err != nil {
 				t.Fatalf("Configure #%d: %v", i+1, err)
 			}
@@ -151,16 +155,7 @@ func TestKernel(t *testing.T) {
 		if got := kernIfAddrs(t, hA, tap, false); !slices.Equal(got, []string{"10.254.0.1/24"}) {
 			t.Errorf("addresses = %v, want [10.254.0.1/24]", got)
 		}
-		routes, err := hA.RouteList(nil, netlink.FAMILY_V4)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var defaults []string
-		for _, r := range routes {
-			if isDefaultRoute(r.Dst) {
-				defaults = append(defaults, fmt.Sprintf("via %s dev %d src %s", r.Gw, r.LinkIndex, r.Src))
-			}
-		}
+		defaults := kernDefaultRoutes(t, hA, netlink.FAMILY_V4)
 		wantRoute := fmt.Sprintf("via %s dev %d src %s", gw, link.Attrs().Index, portAddr.Addr())
 		if !slices.Equal(defaults, []string{wantRoute}) {
 			t.Errorf("default routes = %q, want [%q]", defaults, wantRoute)
@@ -201,13 +196,7 @@ func TestKernel(t *testing.T) {
 			{"none again", nil, nil},
 		}
 		for _, s := range steps {
-			var addrs []netip.Addr
-			for _, v := range s.vips {
-				addrs = append(addrs, netip.MustParseAddr(v))
-			}
-			if err := vips.Set(tapInfo, addrs); err != nil {
-				t.Fatalf("%s: Set(%v): %v", s.desc, s.vips, err)
-			}
+			kernSetVIPs(t, vips, tapInfo, s.desc, s.vips)
 			if got := kernIfAddrs(t, hA, tap, true); !slices.Equal(got, s.want) {
 				t.Errorf("%s: VIPs on tap = %v, want %v", s.desc, got, s.want)
 			}
@@ -265,6 +254,190 @@ func TestKernel(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 		if got := changes.Load(); got != before {
 			t.Errorf("OnChange calls for an unwanted neighbour: %d, want 0", got-before)
+		}
+	})
+
+	// The port gains an IPv6 address and gateway (`ip6`, `gateway6`); the
+	// peer a global and a link-local IPv6 address.
+	portAddr6 := netip.MustParsePrefix("fd00:254::1/64")
+	gw6 := netip.MustParseAddr("fd00:254::fe")
+	peer6 := netip.MustParseAddr("fd00:254::2")
+	if err := hB.AddrAdd(peer, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(peer6, 64)), Flags: unix.IFA_F_NODAD}); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("Taps.Configure IPv6", func(t *testing.T) {
+		for i := range 2 { // idempotent
+			got, err := taps.Configure(tap, TapConfig{Addr: portAddr, Gateway: gw, Addr6: portAddr6, Gateway6: gw6, MTU: 1400})
+			if err != nil {
+				t.Fatalf("Configure #%d: %v", i+1, err)
+			}
+			tapInfo = got
+		}
+		link, err := hA.LinkByName(tap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := (Tap{Name: tap, Index: link.Attrs().Index, Addr: portAddr, Addr6: portAddr6}); tapInfo != want {
+			t.Errorf("Configure = %+v, want %+v", tapInfo, want)
+		}
+		if got, want := kernIfAddrs(t, hA, tap, false), []string{"10.254.0.1/24", "fd00:254::1/64"}; !slices.Equal(got, want) {
+			t.Errorf("addresses = %v, want %v", got, want)
+		}
+		defaults := kernDefaultRoutes(t, hA, netlink.FAMILY_V6)
+		wantRoute := fmt.Sprintf("via %s dev %d src %s", gw6, link.Attrs().Index, portAddr6.Addr())
+		if !slices.Equal(defaults, []string{wantRoute}) {
+			t.Errorf("IPv6 default routes = %q, want [%q]", defaults, wantRoute)
+		}
+		for _, s := range []struct{ path, want string }{
+			{"ipv6/conf/" + tap + "/disable_ipv6", "0"},
+			{"ipv6/conf/" + tap + "/autoconf", "0"},
+			{"ipv6/conf/" + tap + "/accept_dad", "0"},
+			{"ipv6/conf/" + tap + "/accept_redirects", "0"},
+			{"ipv6/conf/" + tap + "/accept_ra_defrtr", "0"},
+			{"ipv4/conf/" + tap + "/arp_ignore", "0"},
+		} {
+			if got := kernReadSysctl(t, nsA, s.path); got != s.want {
+				t.Errorf("sysctl %s = %q, want %q", s.path, got, s.want)
+			}
+		}
+		for _, bad := range []TapConfig{
+			{Addr: portAddr, Addr6: netip.MustParsePrefix("10.0.0.1/24")},
+			{Addr: portAddr6, Addr6: portAddr6},
+			{Addr: portAddr, Gateway6: gw6},
+		} {
+			if _, err := taps.Configure(tap, bad); err == nil {
+				t.Errorf("Configure(%+v): no error", bad)
+			}
+		}
+	})
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	t.Run("VIPs.Set IPv6", func(t *testing.T) {
+		steps := []struct {
+			desc string
+			vips []string
+			want []string
+		}{
+			{"v4 and v6, port addresses ignored", []string{"10.0.0.10", "2001:db8::10", "fd00:254::1", "10.254.0.1"}, []string{"10.0.0.10/32", "2001:db8::10/128"}},
+			{"v6 only", []string{"2001:db8::11"}, []string{"2001:db8::11/128"}},
+			{"none", nil, nil},
+		}
+		for _, s := range steps {
+			kernSetVIPs(t, vips, tapInfo, s.desc, s.vips)
+			if got := kernIfAddrs(t, hA, tap, true); !slices.Equal(got, s.want) {
+				t.Errorf("%s: VIPs on tap = %v, want %v", s.desc, got, s.want)
+			}
+			if got, want := kernIfAddrs(t, hA, tap, false), []string{"10.254.0.1/24", "fd00:254::1/64"}; !slices.Equal(got, want) {
+				t.Errorf("%s: port addresses = %v, want %v", s.desc, got, want)
+			}
+		}
+
+		// An IPv6 VIP is deprecated, so the kernel's own packets (health
+		// checks) leave from the port's ip6, never from a VIP; one left
+		// preferred by an older run is made deprecated.
+		vip := netip.MustParseAddr("fd00:254::100") // the closer match to the peer than fd00:254::1
+		link, err := hA.LinkByName(tap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := hA.AddrAdd(link, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(vip, 128)), Flags: unix.IFA_F_NODAD}); err != nil {
+			t.Fatal(err)
+		}
+		if err := vips.Set(tapInfo, []netip.Addr{vip}); err != nil {
+			t.Fatal(err)
+		}
+		addrs, err := hA.AddrList(link, netlink.FAMILY_V6)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range addrs {
+			if a.IP.Equal(vip.AsSlice()) && (a.PreferedLft != 0 || a.ValidLft != infiniteLifetime) {
+				t.Errorf("VIP %s: preferred lifetime %d, valid %d; want 0 and forever", vip, a.PreferedLft, a.ValidLft)
+			}
+		}
+		routes, err := hA.RouteGet(net.ParseIP("fd00:254::2"))
+		if err != nil || len(routes) != 1 {
+			t.Fatalf("route get: %v %v", routes, err)
+		}
+		if src := routes[0].Src.String(); src != portAddr6.Addr().String() {
+			t.Errorf("the kernel's source towards fd00:254::2 is %s, want the port's %s", src, portAddr6.Addr())
+		}
+		if err := vips.Set(tapInfo, nil); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("Neighbors IPv6", func(t *testing.T) {
+		// A fresh mirror: Run is called once per Neighbors.
+		var changes6 atomic.Int32
+		k6 := NewNeighbors(NeighborOptions{Options: opts, OnChange: func() { changes6.Add(1) }})
+		t.Cleanup(k6.Close)
+		k6.AddTap(tapInfo)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- k6.Run(ctx) }()
+		defer func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		}()
+		link, err := hB.LinkByName(peerName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		peerMAC := link.Attrs().HardwareAddr.String()
+		var peerLL netip.Addr
+		lls, err := hB.AddrList(link, netlink.FAMILY_V6)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range lls {
+			if ip, _ := netip.AddrFromSlice(a.IP); ip.IsLinkLocalUnicast() {
+				peerLL = ip
+			}
+		}
+		if !peerLL.IsValid() {
+			t.Fatalf("peer has no link-local address: %v", lls)
+		}
+
+		// A static (PERMANENT) neighbour is used as it is and never probed
+		// (NTF_USE would turn it into a dynamic entry).
+		static := netip.MustParseAddr("fd00:254::3")
+		staticMAC := net.HardwareAddr{0x02, 0x00, 0x5e, 0x00, 0x00, 0x33}
+		if err := hA.NeighAdd(&netlink.Neigh{LinkIndex: tapInfo.Index, Family: netlink.FAMILY_V6, State: netlink.NUD_PERMANENT,
+			IP: static.AsSlice(), HardwareAddr: staticMAC}); err != nil {
+			t.Fatal(err)
+		}
+
+		// The global next hop (a backend on the port's IPv6 subnet) and a
+		// link-local one (a gateway6 such as fe80::1) both resolve by
+		// neighbour discovery on the tap.
+		k6.Want([]netip.Addr{peer6, peerLL, static})
+		for _, ip := range []netip.Addr{peer6, peerLL} {
+			kernWaitFor(t, 3*time.Second, fmt.Sprintf("Lookup(%s) = %s", ip, peerMAC), func() bool {
+				mac, ok := k6.Lookup(ip)
+				return ok && net.HardwareAddr(mac[:]).String() == peerMAC
+			})
+		}
+		if changes6.Load() == 0 {
+			t.Errorf("no OnChange after IPv6 neighbours resolved")
+		}
+		if mac, ok := k6.Lookup(static); !ok || net.HardwareAddr(mac[:]).String() != staticMAC.String() {
+			t.Errorf("Lookup(static %s) = %v %v, want %s", static, mac, ok, staticMAC)
+		}
+		time.Sleep(2 * DefaultProbeInterval) // a few probe rounds
+		ns, err := hA.NeighList(tapInfo.Index, netlink.FAMILY_V6)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range ns {
+			if n.IP.Equal(static.AsSlice()) && n.State != netlink.NUD_PERMANENT {
+				t.Errorf("static neighbour %s: state %s after probes, want permanent", static, nudName(n.State))
+			}
 		}
 	})
 }
@@ -330,6 +503,35 @@ func kernIfAddrs(t *testing.T, h *netlink.Handle, ifname string, host bool) []st
 	}
 	slices.Sort(out)
 	return out
+}
+
+// kernSetVIPs calls vips.Set(tap, list) and ends t if it fails (step desc).
+func kernSetVIPs(t *testing.T, vips *VIPs, tap Tap, desc string, list []string) {
+	t.Helper()
+	var addrs []netip.Addr
+	for _, v := range list {
+		addrs = append(addrs, netip.MustParseAddr(v))
+	}
+	if err := vips.Set(tap, addrs); err != nil {
+		t.Fatalf("%s: Set(%v): %v", desc, list, err)
+	}
+}
+
+// kernDefaultRoutes lists the default routes of a family in h's main
+// table as "via GW dev IFINDEX src SRC".
+func kernDefaultRoutes(t *testing.T, h *netlink.Handle, family int) []string {
+	t.Helper()
+	routes, err := h.RouteList(nil, family)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var defaults []string
+	for _, r := range routes {
+		if isDefaultRoute(r.Dst) {
+			defaults = append(defaults, fmt.Sprintf("via %s dev %d src %s", r.Gw, r.LinkIndex, r.Src))
+		}
+	}
+	return defaults
 }
 
 func kernReadSysctl(t *testing.T, ns netns.NsHandle, path string) string {

@@ -67,6 +67,10 @@ type Neighbors struct {
 	probeErr  map[netip.Addr]bool
 }
 
+// linkLocal is the IPv6 link-local prefix (RFC 4291 2.5.6): on every tap
+// with IPv6.
+var linkLocal = netip.MustParsePrefix("fe80::/64")
+
 type tapNet struct {
 	index  int
 	prefix netip.Prefix
@@ -117,7 +121,9 @@ func (nb *Neighbors) Close() { nb.nl.close() }
 
 // AddTap registers tap (replacing an earlier registration of its name):
 // once any tap is registered, Lookup uses only neighbours on registered
-// taps, and Run resolves a wanted address on the tap whose subnet holds it.
+// taps, and Run resolves a wanted address on the tap whose subnet holds it
+// (IPv4 or IPv6; an IPv6 link-local next hop, such as a `gateway6` of
+// fe80::1, on the lowest-numbered tap with IPv6).
 func (nb *Neighbors) AddTap(tap Tap) {
 	changed := nb.mutate(func() {
 		nb.taps[tap.Name] = tap
@@ -126,6 +132,12 @@ func (nb *Neighbors) AddTap(tap Tap) {
 		for _, t := range nb.taps {
 			idx[t.Index] = true
 			nets = append(nets, tapNet{t.Index, t.Addr.Masked()})
+			if t.Addr6.IsValid() {
+				nets = append(nets, tapNet{t.Index, t.Addr6.Masked()})
+			}
+			if t.Addr.Addr().Is6() || t.Addr6.IsValid() {
+				nets = append(nets, tapNet{t.Index, linkLocal})
+			}
 		}
 		// Longest prefix first, so the most specific tap owns an address.
 		sort.Slice(nets, func(i, j int) bool {
@@ -426,7 +438,7 @@ func (nb *Neighbors) flush() {
 
 // probe asks the kernel to resolve (or re-confirm) every wanted neighbour
 // with NTF_USE, on the tap whose subnet holds it (else the link the kernel
-// routes it to).
+// routes it to), except static (PERMANENT, NOARP) ones.
 func (nb *Neighbors) probe() {
 	type job struct {
 		ip  netip.Addr
@@ -468,7 +480,14 @@ func (nb *Neighbors) probe() {
 	if len(nb.routeLink) > 4*wanted+16 { // forget addresses no longer wanted
 		clear(nb.routeLink)
 	}
+	var static map[netip.Addr]bool
+	if len(jobs) > 0 {
+		static = nb.kernelStatic()
+	}
 	for _, j := range jobs {
+		if static[j.ip] {
+			continue
+		}
 		err := nb.nl.h.NeighSet(&netlink.Neigh{LinkIndex: j.idx, IP: j.ip.AsSlice(), Flags: netlink.NTF_USE})
 		switch {
 		case err != nil && !nb.probeErr[j.ip]:
@@ -479,6 +498,31 @@ func (nb *Neighbors) probe() {
 			delete(nb.probeErr, j.ip)
 		}
 	}
+}
+
+// kernelStatic returns the addresses with a PERMANENT or NOARP entry in
+// the kernel's table now, from a fresh dump: the mirror may not yet have
+// applied the notification of a static entry added a moment ago (an
+// operator's `ip neigh replace ... permanent`), and NTF_USE would turn that
+// entry into a dynamic one (the kernel clears NUD_PERMANENT on use). On a
+// failed dump it returns nil and the mirror's view (staticLocked) decides
+// alone.
+func (nb *Neighbors) kernelStatic() map[netip.Addr]bool {
+	list, err := nb.nl.h.NeighList(0, netlink.FAMILY_ALL)
+	if err != nil {
+		nb.log.Warn().Err(err).Str("event", "neighbor_dump_failed").Msg("cannot check for static neighbours before probing")
+		return nil
+	}
+	static := map[netip.Addr]bool{}
+	for i := range list {
+		if list[i].State&(netlink.NUD_PERMANENT|netlink.NUD_NOARP) == 0 {
+			continue
+		}
+		if ip, ok := netip.AddrFromSlice(list[i].IP); ok {
+			static[ip.Unmap()] = true
+		}
+	}
+	return static
 }
 
 // staticLocked reports whether every mirrored entry of ip is PERMANENT or

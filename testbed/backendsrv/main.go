@@ -3,6 +3,7 @@
 // backend a load balancer picked.
 //
 //	backendsrv --name be1 --http :80 --udp :9000
+//	backendsrv --name be1 --http [::]:80 --udp 0.0.0.0:9000 --udp6 [::]:9000
 //
 // HTTP (keep-alive as usual for net/http):
 //
@@ -12,6 +13,7 @@
 //
 // UDP: every datagram is answered with "backend=be1 " followed by the
 // datagram's payload, from the address it was sent to (the VIP for DSR).
+// --udp listens on IPv4, --udp6 on IPv6; "[::]:80" serves HTTP on both.
 package main
 
 import (
@@ -32,12 +34,14 @@ import (
 	"time"
 
 	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 )
 
 func main() {
 	name := flag.String("name", "", "backend name put in every answer (required)")
 	httpAddr := flag.String("http", ":80", "HTTP listen address; empty disables HTTP")
-	udpAddr := flag.String("udp", "", "UDP echo listen address; empty disables UDP")
+	udpAddr := flag.String("udp", "", "UDP echo listen address (IPv4); empty disables it")
+	udp6Addr := flag.String("udp6", "", "UDP echo listen address (IPv6); empty disables it")
 	flag.Parse()
 	if *name == "" {
 		fmt.Fprintln(os.Stderr, "backendsrv: --name is required")
@@ -48,7 +52,7 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	if *httpAddr != "" {
 		srv := &http.Server{Addr: *httpAddr, Handler: newHandler(*name), ReadHeaderTimeout: 10 * time.Second}
 		ln, err := net.Listen("tcp", *httpAddr)
@@ -64,13 +68,16 @@ func main() {
 			_ = srv.Shutdown(sctx)
 		}()
 	}
-	if *udpAddr != "" {
-		pc, err := net.ListenPacket("udp4", *udpAddr)
+	for _, u := range []struct{ network, addr string }{{"udp4", *udpAddr}, {"udp6", *udp6Addr}} {
+		if u.addr == "" {
+			continue
+		}
+		pc, err := net.ListenPacket(u.network, u.addr)
 		if err != nil {
 			log.Fatal(err)
 		}
 		log.Printf("udp echo listening on %s", pc.LocalAddr())
-		go func() { errc <- udpEcho(ipv4.NewPacketConn(pc), *name) }()
+		go func() { errc <- udpEcho(newEchoConn(u.network, pc), *name) }()
 		go func() { <-ctx.Done(); pc.Close() }()
 	}
 	select {
@@ -114,32 +121,90 @@ func newHandler(name string) http.Handler {
 	return mux
 }
 
+// echoConn is a UDP socket that tells each datagram's destination address
+// and sends from a given source address (IP_PKTINFO, IPV6_PKTINFO).
+type echoConn interface {
+	enableDst() error
+	readFrom(b []byte) (n int, dst net.IP, from net.Addr, err error)
+	writeFrom(b []byte, src net.IP, to net.Addr) error
+}
+
+// newEchoConn wraps pc, a socket of network "udp4" or "udp6".
+func newEchoConn(network string, pc net.PacketConn) echoConn {
+	if network == "udp6" {
+		return echo6{ipv6.NewPacketConn(pc)}
+	}
+	return echo4{ipv4.NewPacketConn(pc)}
+}
+
+type echo4 struct{ *ipv4.PacketConn }
+
+func (c echo4) enableDst() error { return c.SetControlMessage(ipv4.FlagDst, true) }
+
+func (c echo4) readFrom(b []byte) (int, net.IP, net.Addr, error) {
+	n, cm, from, err := c.ReadFrom(b)
+	if cm == nil {
+		return n, nil, from, err
+	}
+	return n, cm.Dst, from, err
+}
+
+func (c echo4) writeFrom(b []byte, src net.IP, to net.Addr) error {
+	var cm *ipv4.ControlMessage
+	if src != nil {
+		cm = &ipv4.ControlMessage{Src: src}
+	}
+	_, err := c.WriteTo(b, cm, to)
+	return err
+}
+
+type echo6 struct{ *ipv6.PacketConn }
+
+func (c echo6) enableDst() error { return c.SetControlMessage(ipv6.FlagDst, true) }
+
+func (c echo6) readFrom(b []byte) (int, net.IP, net.Addr, error) {
+	n, cm, from, err := c.ReadFrom(b)
+	if cm == nil {
+		return n, nil, from, err
+	}
+	return n, cm.Dst, from, err
+}
+
+func (c echo6) writeFrom(b []byte, src net.IP, to net.Addr) error {
+	var cm *ipv6.ControlMessage
+	if src != nil {
+		cm = &ipv6.ControlMessage{Src: src}
+	}
+	_, err := c.WriteTo(b, cm, to)
+	return err
+}
+
 // udpEcho answers every datagram on pc until pc is closed. A socket bound to
 // the wildcard address would answer from the address the route to the
 // client prefers (the backend's own), so each answer is sent from the
-// datagram's destination address instead (IP_PKTINFO): the VIP on lo when
-// the datagram came through a DSR load balancer.
-func udpEcho(pc *ipv4.PacketConn, name string) error {
-	if err := pc.SetControlMessage(ipv4.FlagDst, true); err != nil {
-		return fmt.Errorf("udp: IP_PKTINFO: %w", err)
+// datagram's destination address instead (IP_PKTINFO, IPV6_PKTINFO): the
+// VIP on lo when the datagram came through a DSR load balancer.
+func udpEcho(pc echoConn, name string) error {
+	if err := pc.enableDst(); err != nil {
+		return fmt.Errorf("udp: pktinfo: %w", err)
 	}
 	buf := make([]byte, 64<<10)
 	prefix := []byte("backend=" + name + " ")
 	out := make([]byte, 0, len(prefix)+len(buf))
 	for {
-		n, cm, from, err := pc.ReadFrom(buf)
+		n, dst, from, err := pc.readFrom(buf)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
 			return err
 		}
-		var reply *ipv4.ControlMessage
-		if cm != nil && cm.Dst != nil && !cm.Dst.IsMulticast() {
-			reply = &ipv4.ControlMessage{Src: cm.Dst}
+		var src net.IP
+		if dst != nil && !dst.IsMulticast() {
+			src = dst
 		}
 		out = append(append(out[:0], prefix...), buf[:n]...)
-		if _, err := pc.WriteTo(out, reply, from); err != nil {
+		if err := pc.writeFrom(out, src, from); err != nil {
 			log.Printf("udp reply to %s: %v", from, err)
 		}
 	}

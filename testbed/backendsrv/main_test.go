@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/net/ipv4"
 )
 
 func TestHTTP(t *testing.T) {
@@ -52,35 +50,46 @@ func TestHTTP(t *testing.T) {
 // TestUDPEchoAnswersFromTheDestination sends to 127.0.0.2 while the echo
 // listens on the wildcard address: the answer must come from 127.0.0.2 (as
 // it must come from the VIP behind a DSR load balancer), not from the
-// address the route would pick (127.0.0.1).
+// address the route would pick (127.0.0.1). The IPv6 echo (--udp6) is asked
+// on ::1, the one IPv6 loopback address.
 func TestUDPEchoAnswersFromTheDestination(t *testing.T) {
-	pc, err := net.ListenPacket("udp4", "0.0.0.0:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go udpEcho(ipv4.NewPacketConn(pc), "be7")
-	defer pc.Close()
-	port := pc.LocalAddr().(*net.UDPAddr).Port
+	for _, tc := range []struct {
+		network, listen, from string
+		dst                   net.IP
+	}{
+		{"udp4", "0.0.0.0:0", "127.0.0.1:0", net.IPv4(127, 0, 0, 2)},
+		{"udp6", "[::]:0", "[::1]:0", net.IPv6loopback},
+	} {
+		t.Run(tc.network, func(t *testing.T) {
+			pc, err := net.ListenPacket(tc.network, tc.listen)
+			if err != nil {
+				t.Skipf("no %s: %v", tc.network, err)
+			}
+			go udpEcho(newEchoConn(tc.network, pc), "be7")
+			defer pc.Close()
+			port := pc.LocalAddr().(*net.UDPAddr).Port
 
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	dst := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2), Port: port}
-	if _, err := c.WriteTo([]byte("hello"), dst); err != nil {
-		t.Fatal(err)
-	}
-	c.SetReadDeadline(time.Now().Add(2 * time.Second))
-	buf := make([]byte, 100)
-	n, from, err := c.ReadFrom(buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, want := string(buf[:n]), "backend=be7 hello"; got != want {
-		t.Errorf("got %q, want %q", got, want)
-	}
-	if got := from.String(); got != dst.String() {
-		t.Errorf("answer came from %s, want %s", got, dst)
+			c, err := net.ListenPacket(tc.network, tc.from)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			dst := &net.UDPAddr{IP: tc.dst, Port: port}
+			if _, err := c.WriteTo([]byte("hello"), dst); err != nil {
+				t.Fatal(err)
+			}
+			c.SetReadDeadline(time.Now().Add(2 * time.Second))
+			buf := make([]byte, 100)
+			n, from, err := c.ReadFrom(buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := string(buf[:n]), "backend=be7 hello"; got != want {
+				t.Errorf("got %q, want %q", got, want)
+			}
+			if got := from.String(); got != dst.String() {
+				t.Errorf("answer came from %s, want %s", got, dst)
+			}
+		})
 	}
 }

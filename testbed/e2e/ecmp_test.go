@@ -653,15 +653,20 @@ func checkStandbyPaths(r *trial, paths []frrtest.BGPPath, active, standby netip.
 	}
 }
 
-// startECMP brings up the ECMP bed for t and tears it down when t ends.
-func startECMP(t *testing.T) *nsbed.ECMP {
+// startECMP brings up the ECMP bed for t, its options changed by edit,
+// and tears it down when t ends.
+func startECMP(t *testing.T, edit ...func(*nsbed.ECMPOptions)) *nsbed.ECMP {
 	t.Helper()
 	needBins(t)
 	frrtest.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	start := time.Now()
-	e, err := nsbed.StartECMP(ctx, nsbed.ECMPOptions{Bins: bins, EAL: ecmpEAL(), Bed: bedOptions(t)})
+	o := nsbed.ECMPOptions{Bins: bins, EAL: ecmpEAL(), Bed: bedOptions(t)}
+	for _, f := range edit {
+		f(&o)
+	}
+	e, err := nsbed.StartECMP(ctx, o)
 	if err != nil {
 		t.Fatalf("start ECMP testbed: %v", err)
 	}

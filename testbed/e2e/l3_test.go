@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -45,26 +46,7 @@ func TestL3DSR(t *testing.T) {
 	defer cancel()
 
 	t.Run("routed next hop and kernel exception path", func(t *testing.T) {
-		// The appliance's kernel answers ICMP echo for its port address
-		// and the VIPs through the tap.
-		for _, ip := range []string{nsbed.L3ApplianceIP.String(), nsbed.L3VIP("ipip").String(), nsbed.L3VIP("gre").String()} {
-			if out, err := l.Client.Run("ping", "-c1", "-W2", ip); err != nil {
-				t.Errorf("ping %s from the client: %v\n%s", ip, err, out)
-			}
-		}
-		// Backends are off the port's subnet: their next hop is the
-		// gateway, resolved by the appliance's kernel.
-		st, err := l.Appliance.Status(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, svc := range st.Services {
-			for _, b := range svc.Backends {
-				if b.NextHopMAC != l.RouterMAC {
-					t.Errorf("%s/%s: next hop MAC %q, want the router's %s", svc.Name, b.IP, b.NextHopMAC, l.RouterMAC)
-				}
-			}
-		}
+		checkRoutedKernelSide(ctx, t, l, nsbed.L3ApplianceIP, nsbed.L3VIP("ipip"), nsbed.L3VIP("gre"))
 	})
 
 	ev, err := l.StartEvidence()
@@ -232,43 +214,7 @@ func TestL3DSR(t *testing.T) {
 	}
 	for _, mode := range nsbed.L3Modes {
 		t.Run(mode+"/path MTU: 1 MB upload after fragmentation needed", func(t *testing.T) {
-			vip := nsbed.L3VIP(mode)
-			want := l.MTU - nsbed.L3Overhead(mode)
-			if mtu, route, err := l.Client.RouteMTU(vip); err != nil || mtu != 0 {
-				t.Fatalf("before the upload the client's route to %s is %q (%v), want no learnt MTU", vip, route, err)
-			}
-			b, snmpB := l3Counters(ctx, t, l)
-			start := time.Now()
-			got, err := nsbed.Upload(ctx, l.Client, l.URL(mode, "/upload"), 1<<20)
-			if err != nil {
-				t.Fatal(err)
-			}
-			took := time.Since(start)
-			a, snmpA := l3Counters(ctx, t, l)
-			d := a.Sub(b)
-			mtu, route, err := l.Client.RouteMTU(vip)
-			if err != nil {
-				t.Fatal(err)
-			}
-			icmpIn := snmpA["Icmp.InDestUnreachs"] - snmpB["Icmp.InDestUnreachs"]
-			t.Logf("%s: upload of %d bytes to %s in %v, sha256 %s… %s; appliance frag_needed_sent +%d, client got %d ICMP unreachable; client route: %s",
-				mode, got.Sent, got.Backend, took.Round(time.Millisecond), got.SHA256[:12],
-				map[bool]string{true: "matches", false: "DIFFERS"}[got.OK()], d.Totals.FragNeededSent, icmpIn, route)
-			if !got.OK() {
-				t.Errorf("backend %s got %d bytes sha256 %s, sent %d bytes sha256 %s", got.Backend, got.Echoed, got.EchoedSHA256, got.Sent, got.SHA256)
-			}
-			if d.Totals.FragNeededSent == 0 {
-				t.Errorf("appliance sent no fragmentation needed (frag_needed_sent +0)")
-			}
-			if icmpIn < d.Totals.FragNeededSent {
-				t.Errorf("client received %d ICMP destination unreachable, want at least the %d the appliance sent", icmpIn, d.Totals.FragNeededSent)
-			}
-			if mtu != want {
-				t.Errorf("client path MTU to %s is %d (%s), want %d (%d - %d)", vip, mtu, route, want, l.MTU, nsbed.L3Overhead(mode))
-			}
-			if d.Totals.Dropped != 0 {
-				t.Errorf("appliance dropped %d packets: %v", d.Totals.Dropped, d.NonZeroDrops())
-			}
+			checkPathMTUUpload(ctx, t, l, mode, nsbed.L3VIP(mode), l.URL(mode, "/upload"), nsbed.L3Overhead(mode), fragNeeded)
 		})
 	}
 	t.Run("no frame larger than the MTU reached the appliance", func(t *testing.T) {
@@ -390,4 +336,103 @@ func l3Counters(ctx context.Context, t *testing.T, l *nsbed.L3) (*nsbed.Stats, m
 		t.Fatal(err)
 	}
 	return st, snmp
+}
+
+// icmpTooBig names the ICMP error a path MTU check counts: the appliance's
+// counter of those it sent and the client's kernel counter of those it
+// received.
+type icmpTooBig struct {
+	what, counter string // "fragmentation needed", "frag_needed_sent"
+	sent          func(*nsbed.Totals) uint64
+	clientWhat    string                                     // "ICMP destination unreachable"
+	client        func(*nsbed.NS) (map[string]uint64, error) // (*nsbed.NS).SNMP
+	clientKey     string                                     // "Icmp.InDestUnreachs"
+}
+
+var (
+	// fragNeeded is ICMP type 3 code 4 (RFC 792, RFC 1191).
+	fragNeeded = icmpTooBig{"fragmentation needed", "frag_needed_sent", func(t *nsbed.Totals) uint64 { return t.FragNeededSent },
+		"ICMP destination unreachable", (*nsbed.NS).SNMP, "Icmp.InDestUnreachs"}
+	// packetTooBig is ICMPv6 type 2 (RFC 4443).
+	packetTooBig = icmpTooBig{"Packet Too Big", "packet_too_big_sent", func(t *nsbed.Totals) uint64 { return t.PacketTooBigSent },
+		"ICMPv6 Packet Too Big", (*nsbed.NS).SNMP6, "Icmp6InPktTooBigs"}
+)
+
+// checkPathMTUUpload uploads 1 MiB from the client to url, a service on vip
+// in mode, whose envelope adds overhead bytes, and checks path MTU
+// discovery through the appliance: no MTU learnt before; then the upload
+// arrives intact, the appliance sent e's errors and the client received
+// at least as many, the client's path MTU to vip is the MTU minus the
+// envelope, and nothing was dropped.
+func checkPathMTUUpload(ctx context.Context, t *testing.T, l *nsbed.L3, mode string, vip netip.Addr, url string, overhead int, e icmpTooBig) {
+	t.Helper()
+	want := l.MTU - overhead
+	if mtu, route, err := l.Client.RouteMTU(vip); err != nil || mtu != 0 {
+		t.Fatalf("before the upload the client's route to %s is %q (%v), want no learnt MTU", vip, route, err)
+	}
+	counters := func() (*nsbed.Stats, map[string]uint64) {
+		st := mustStats(ctx, t, l.Appliance)
+		snmp, err := e.client(l.Client)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st, snmp
+	}
+	b, snmpB := counters()
+	start := time.Now()
+	got, err := nsbed.Upload(ctx, l.Client, url, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	a, snmpA := counters()
+	d := a.Sub(b)
+	mtu, route, err := l.Client.RouteMTU(vip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent, icmpIn := e.sent(&d.Totals), snmpA[e.clientKey]-snmpB[e.clientKey]
+	t.Logf("%s: upload of %d bytes to %s in %v, sha256 %s… %s; appliance %s +%d, client got %d %s; client route: %s",
+		mode, got.Sent, got.Backend, took.Round(time.Millisecond), got.SHA256[:12],
+		map[bool]string{true: "matches", false: "DIFFERS"}[got.OK()], e.counter, sent, icmpIn, e.clientWhat, route)
+	if !got.OK() {
+		t.Errorf("backend %s got %d bytes sha256 %s, sent %d bytes sha256 %s", got.Backend, got.Echoed, got.EchoedSHA256, got.Sent, got.SHA256)
+	}
+	if sent == 0 {
+		t.Errorf("appliance sent no %s (%s +0)", e.what, e.counter)
+	}
+	if icmpIn < sent {
+		t.Errorf("client received %d %s, want at least the %d the appliance sent", icmpIn, e.clientWhat, sent)
+	}
+	if mtu != want {
+		t.Errorf("client path MTU to %s is %d (%s), want %d (%d - %d)", vip, mtu, route, want, l.MTU, overhead)
+	}
+	if d.Totals.Dropped != 0 {
+		t.Errorf("appliance dropped %d packets: %v", d.Totals.Dropped, d.NonZeroDrops())
+	}
+}
+
+// checkRoutedKernelSide checks the kernel side of the L3 bed: the
+// appliance's kernel answers ICMP (or ICMPv6) echo from the client for
+// each of addrs (its port addresses, the VIPs) through the tap; and the
+// backends being off the port's subnets, every backend's next hop is the
+// router (gateway, gateway6), resolved by the appliance's kernel.
+func checkRoutedKernelSide(ctx context.Context, t *testing.T, l *nsbed.L3, addrs ...netip.Addr) {
+	t.Helper()
+	for _, ip := range addrs {
+		if out, err := l.Client.Run("ping", "-c1", "-W2", ip.String()); err != nil {
+			t.Errorf("ping %s from the client: %v\n%s", ip, err, out)
+		}
+	}
+	st, err := l.Appliance.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, svc := range st.Services {
+		for _, b := range svc.Backends {
+			if b.NextHopMAC != l.RouterMAC {
+				t.Errorf("%s/%s: next hop MAC %q, want the router's %s", svc.Name, b.IP, b.NextHopMAC, l.RouterMAC)
+			}
+		}
+	}
 }

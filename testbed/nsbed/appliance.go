@@ -269,6 +269,9 @@ type Totals struct {
 	// flows sent on to their backend, IPOptions forwarded packets with
 	// IPv4 options.
 	FragNeededSent, ICMPErrorsForwarded, IPOptions uint64
+	// PacketTooBigSent counts ICMPv6 Packet Too Big replies the appliance
+	// generated.
+	PacketTooBigSent uint64
 	// L4ChecksumsCompleted counts partial TCP/UDP checksums the appliance
 	// completed; GSOSegmented the TCP super-frames it cut into
 	// GSOSegments segments.
@@ -308,7 +311,8 @@ func (s *Stats) UnmarshalJSON(b []byte) error {
 	t := st.Totals
 	s.Totals = Totals{RxPackets: t.RxPackets, TxPackets: t.TxPackets, ToKernel: t.ToKernel, FromKernel: t.FromKernel,
 		Dropped: t.Dropped, FragNeededSent: t.FragNeededSent, ICMPErrorsForwarded: t.ICMPErrorsForwarded, IPOptions: t.IPOptions,
-		L4ChecksumsCompleted: t.L4ChecksumsCompleted, GSOSegmented: t.GSOSegmented, GSOSegments: t.GSOSegments}
+		L4ChecksumsCompleted: t.L4ChecksumsCompleted, GSOSegmented: t.GSOSegmented, GSOSegments: t.GSOSegments,
+		PacketTooBigSent: t.PacketTooBigSent}
 	s.Drops = st.Drops
 	s.Services = map[string]ServiceStats{}
 	for _, sv := range st.Services {
@@ -372,6 +376,8 @@ func (s *Stats) Sub(before *Stats) *Stats {
 			L4ChecksumsCompleted: s.Totals.L4ChecksumsCompleted - before.Totals.L4ChecksumsCompleted,
 			GSOSegmented:         s.Totals.GSOSegmented - before.Totals.GSOSegmented,
 			GSOSegments:          s.Totals.GSOSegments - before.Totals.GSOSegments,
+
+			PacketTooBigSent: s.Totals.PacketTooBigSent - before.Totals.PacketTooBigSent,
 		},
 		Drops:    map[string]uint64{},
 		Services: map[string]ServiceStats{},

@@ -14,10 +14,13 @@ import (
 // Backend is a DSR backend host: the VIP on lo, ARP for it silenced, and
 // backendsrv answering.
 type Backend struct {
-	Name  string
-	NS    *NS
-	IP    netip.Addr // its own address
-	Iface string     // the interface facing the load balancer
+	Name string
+	NS   *NS
+	IP   netip.Addr // its own address
+	// IP6 is its own IPv6 address in a bed with IPv6 (the zero Addr
+	// otherwise): backendsrv then serves both families.
+	IP6   netip.Addr
+	Iface string // the interface facing the load balancer
 	MAC   string
 	Proc  *Proc
 }
@@ -25,7 +28,8 @@ type Backend struct {
 // SetupDSRBackend makes ns a DSR backend for vip in mode (l2, ipip, gre)
 // with `dsrctl backend setup --vip V --mode M --dev IFACE` and, for every
 // mode, checks what a Linux DSR backend needs: the VIP as a
-// /32 on lo, arp_ignore=1 and arp_announce=2 in effect on iface.
+// /32 on lo, arp_ignore=1 and arp_announce=2 in effect on iface (an IPv6
+// VIP: a /128 on lo).
 //
 // For ipip and gre this kernel has no tunnel modules, so dsrctl attaches its
 // eBPF decapsulator, which the interface holds. Commands run under `ip netns
@@ -42,15 +46,19 @@ func SetupDSRBackend(ns *NS, dsrctl string, vip netip.Addr, mode, iface string) 
 	return CheckDSRBackend(ns, vip, iface)
 }
 
-// CheckDSRBackend verifies that ns holds vip as a /32 on lo and neither
-// answers nor announces it by ARP on iface (the kernel uses the larger of
-// the "all" and per-interface values).
+// CheckDSRBackend verifies that ns holds vip as a host address on lo (/32,
+// /128) and, for an IPv4 VIP, neither answers nor announces it by ARP on
+// iface (the kernel uses the larger of the "all" and per-interface values).
+// An IPv6 VIP must be on lo only, and needs no more: the kernel answers a
+// neighbour solicitation only for an address of the interface it arrived
+// on.
 func CheckDSRBackend(ns *NS, vip netip.Addr, iface string) error {
-	out, err := ns.Run("ip", "-j", "addr", "show", "dev", "lo")
+	out, err := ns.Run("ip", "-j", "addr", "show")
 	if err != nil {
 		return err
 	}
 	var links []struct {
+		IfName   string `json:"ifname"`
 		AddrInfo []struct {
 			Local     string `json:"local"`
 			PrefixLen int    `json:"prefixlen"`
@@ -62,13 +70,23 @@ func CheckDSRBackend(ns *NS, vip netip.Addr, iface string) error {
 	found := false
 	for _, l := range links {
 		for _, a := range l.AddrInfo {
-			if a.Local == vip.String() && a.PrefixLen == 32 {
-				found = true
+			if a.Local != vip.String() {
+				continue
 			}
+			if l.IfName != "lo" {
+				if vip.Is6() { // it would answer neighbour solicitations there
+					return fmt.Errorf("[%s] VIP %s is on %s, not only on lo", ns.Short, vip, l.IfName)
+				}
+				continue
+			}
+			found = found || a.PrefixLen == vip.BitLen()
 		}
 	}
 	if !found {
-		return fmt.Errorf("[%s] VIP %s/32 is not on lo", ns.Short, vip)
+		return fmt.Errorf("[%s] VIP %s/%d is not on lo", ns.Short, vip, vip.BitLen())
+	}
+	if vip.Is6() {
+		return nil
 	}
 	for _, want := range []struct {
 		key string
@@ -92,8 +110,10 @@ func CheckDSRBackend(ns *NS, vip netip.Addr, iface string) error {
 
 // StartBackendsrv starts backendsrv in ns and waits until its HTTP port
 // accepts connections.
-func StartBackendsrv(ctx context.Context, ns *NS, bin, name, httpAddr, udpAddr string) (*Proc, error) {
-	p, err := ns.Start(ns.Short+"-backendsrv", bin, "--name", name, "--http", httpAddr, "--udp", udpAddr)
+// Further flags of backendsrv (--udp6 ADDR) follow in extra.
+func StartBackendsrv(ctx context.Context, ns *NS, bin, name, httpAddr, udpAddr string, extra ...string) (*Proc, error) {
+	argv := append([]string{bin, "--name", name, "--http", httpAddr, "--udp", udpAddr}, extra...)
+	p, err := ns.Start(ns.Short+"-backendsrv", argv...)
 	if err != nil {
 		return nil, err
 	}

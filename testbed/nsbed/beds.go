@@ -69,10 +69,15 @@ func setupDSRHosts(n *Net, dsrctl, prefix string, count int, ip func(int) netip.
 }
 
 // Serve starts backendsrv (binary bin) on b with HTTP on port HTTPPort and
-// UDP on port UDPPort, waits until it accepts connections and sets b.Proc.
+// UDP on port UDPPort, over IPv6 too when b has an IPv6 address, waits
+// until it accepts connections and sets b.Proc.
 func (b *Backend) Serve(ctx context.Context, bin string) error {
+	httpHost, extra := "0.0.0.0", []string(nil)
+	if b.IP6.IsValid() {
+		httpHost, extra = "::", []string{"--udp6", net.JoinHostPort("::", strconv.Itoa(UDPPort))}
+	}
 	p, err := StartBackendsrv(ctx, b.NS, bin, b.Name,
-		net.JoinHostPort("0.0.0.0", strconv.Itoa(HTTPPort)), net.JoinHostPort("0.0.0.0", strconv.Itoa(UDPPort)))
+		net.JoinHostPort(httpHost, strconv.Itoa(HTTPPort)), net.JoinHostPort("0.0.0.0", strconv.Itoa(UDPPort)), extra...)
 	if err != nil {
 		return err
 	}
@@ -92,11 +97,14 @@ func (bs Backends) Names() []string {
 	return out
 }
 
-// ByIP maps backend addresses to names.
+// ByIP maps backend addresses (IPv4 and IPv6) to names.
 func (bs Backends) ByIP() map[string]string {
 	m := map[string]string{}
 	for _, b := range bs {
 		m[b.IP.String()] = b.Name
+		if b.IP6.IsValid() {
+			m[b.IP6.String()] = b.Name
+		}
 	}
 	return m
 }

@@ -87,6 +87,10 @@ type ECMPOptions struct {
 	HoldTime int
 	// Bed configures the underlying Bed.
 	Bed Options
+	// IPv6 builds the bed dual-stack (WithECMPIPv6) and adds the service
+	// "web6" on ECMPVIP6 with the backends' IPv6 addresses: the appliances
+	// announce its /128 in the IPv6 unicast family, next hop their ip6.
+	IPv6 bool
 }
 
 // ECMPAppliance is one appliance of the ECMP bed. Appliance is nil while
@@ -94,6 +98,7 @@ type ECMPOptions struct {
 type ECMPAppliance struct {
 	Name string
 	IP   netip.Addr
+	IP6  netip.Addr // in a bed with IPv6
 	NS   *NS
 	MAC  string
 	*Appliance
@@ -149,10 +154,14 @@ func ECMPTopology(backends int) Topology {
 // ECMPRouterConfig is FRR's bgpd.conf: both appliances as passive eBGP
 // neighbours (the appliances dial), ECMP over up to 4 paths, AS-path
 // multipath-relax.
-func ECMPRouterConfig() string {
+func ECMPRouterConfig() string { return ecmpRouterConfig(false) }
+
+// ecmpRouterConfig is ECMPRouterConfig, the sessions activated for the
+// IPv6 unicast family too when ipv6.
+func ecmpRouterConfig(ipv6 bool) string {
 	var peers []frrtest.Peer
 	for i := range 2 {
-		peers = append(peers, frrtest.Peer{Address: ECMPApplianceIP(i).String(), ASN: ECMPApplianceASN, Passive: true})
+		peers = append(peers, frrtest.Peer{Address: ECMPApplianceIP(i).String(), ASN: ECMPApplianceASN, Passive: true, IPv6: ipv6})
 	}
 	return frrtest.BGPConfig{ASN: ECMPRouterASN, RouterID: ECMPRouterLan.String(), Neighbors: peers, MaximumPaths: 4}.String()
 }
@@ -209,7 +218,11 @@ func StartECMP(ctx context.Context, o ECMPOptions) (e *ECMP, err error) {
 	if _, err := os.Stat(frrtest.BGPDPath); err != nil {
 		return nil, fmt.Errorf("nsbed: FRR is needed for the ECMP bed (apt-get install frr): %w", err)
 	}
-	n, err := buildNet(o.Bed, "ECMP testbed", ECMPTopology(o.Backends))
+	topo := ECMPTopology(o.Backends)
+	if o.IPv6 {
+		WithECMPIPv6(&topo)
+	}
+	n, err := buildNet(o.Bed, "ECMP testbed", topo)
 	if err != nil {
 		return nil, err
 	}
@@ -242,13 +255,22 @@ func StartECMP(ctx context.Context, o ECMPOptions) (e *ECMP, err error) {
 			}
 		}
 	})
-	e.Router, err = frrtest.Launch(e.RouterNS.Name, ECMPRouterConfig(), frrtest.Options{})
+	e.Router, err = frrtest.Launch(e.RouterNS.Name, ecmpRouterConfig(o.IPv6), frrtest.Options{})
 	if err != nil {
 		return nil, err
 	}
 	bed.Logf("rtr: FRR zebra+bgpd (config and logs in %s)", e.Router.Dir)
-	if e.Backends, err = setupBackends(n, o.Bins.Dsrctl, o.Backends, ECMPBackendIP, dsrVIP{ECMPVIP, "l2"}); err != nil {
+	vips := []dsrVIP{{ECMPVIP, "l2"}}
+	if o.IPv6 {
+		vips = append(vips, dsrVIP{ECMPVIP6, "l2"})
+	}
+	if e.Backends, err = setupBackends(n, o.Bins.Dsrctl, o.Backends, ECMPBackendIP, vips...); err != nil {
 		return nil, err
+	}
+	if o.IPv6 {
+		for i, be := range e.Backends {
+			be.IP6 = ECMPBackendIP6(i + 1)
+		}
 	}
 	if err := e.StartBackends(ctx); err != nil {
 		return nil, err
@@ -260,6 +282,9 @@ func StartECMP(ctx context.Context, o ECMPOptions) (e *ECMP, err error) {
 			return nil, err
 		}
 		e.Appliances[i] = &ECMPAppliance{Name: ns.Short, IP: ECMPApplianceIP(i), NS: ns, MAC: mac}
+		if o.IPv6 {
+			e.Appliances[i].IP6 = ECMPApplianceIP6(i)
+		}
 	}
 	if err := allAtOnce(len(e.Appliances), func(i int) error {
 		return e.StartAppliance(ctx, i, "active", "med")
@@ -268,6 +293,11 @@ func StartECMP(ctx context.Context, o ECMPOptions) (e *ECMP, err error) {
 	}
 	if _, err := e.WaitNexthops(30*time.Second, e.Appliances[0].IP, e.Appliances[1].IP); err != nil {
 		return nil, err
+	}
+	if o.IPv6 {
+		if _, err := e.WaitNexthopsOf(e.VIPPrefix6(), 30*time.Second, e.Appliances[0].IP6, e.Appliances[1].IP6); err != nil {
+			return nil, err
+		}
 	}
 	return e, nil
 }
@@ -292,6 +322,9 @@ func (e *ECMP) StartAppliance(ctx context.Context, i int, role, standbyBy string
 	}
 	_ = os.Remove(e.Bed.StatePath(a.Name))
 	cfg := ECMPConfig(e.Bed, i, len(e.Backends), e.opts.EAL[i], role, standbyBy, e.opts.Drain, e.opts.HoldTime)
+	if e.opts.IPv6 {
+		withECMPIPv6Config(&cfg, i, len(e.Backends))
+	}
 	app, err := startActive(ctx, a.NS, e.opts.Bins.Dsrlb, cfg)
 	if app != nil {
 		a.Appliance = app
@@ -314,14 +347,14 @@ func (e *ECMP) SignalStop(i int) error {
 // router's kernel, sorted (none while the VIP is not routed, and also
 // while zebra is replacing the route: see WaitNexthops).
 func (e *ECMP) Nexthops() ([]netip.Addr, error) {
-	nh, _, err := e.vipRoute()
+	nh, _, err := e.vipRoute(e.VIPPrefix())
 	return nh, err
 }
 
 // vipRoute returns the installed next hops of the VIP's BGP route and
 // whether zebra has a BGP route for it at all (installed or queued).
-func (e *ECMP) vipRoute() (nexthops []netip.Addr, present bool, err error) {
-	routes, err := e.Router.Route(e.VIPPrefix())
+func (e *ECMP) vipRoute(vip netip.Prefix) (nexthops []netip.Addr, present bool, err error) {
+	routes, err := e.Router.Route(vip)
 	if err != nil {
 		return nil, false, err
 	}
@@ -349,12 +382,17 @@ func (e *ECMP) vipRoute() (nexthops []netip.Addr, present bool, err error) {
 // it and the router's kernel no route (a route being replaced shows no
 // installed next hop for a moment, which is not a withdrawal).
 func (e *ECMP) WaitNexthops(timeout time.Duration, want ...netip.Addr) (time.Duration, error) {
+	return e.WaitNexthopsOf(e.VIPPrefix(), timeout, want...)
+}
+
+// WaitNexthopsOf is WaitNexthops for the route to vip (VIPPrefix6, say).
+func (e *ECMP) WaitNexthopsOf(vip netip.Prefix, timeout time.Duration, want ...netip.Addr) (time.Duration, error) {
 	want = slices.Clone(want)
 	slices.SortFunc(want, netip.Addr.Compare)
 	var last []netip.Addr
 	var lastKernel string
 	d, err := poll(timeout, func() (bool, error) {
-		got, present, err := e.vipRoute()
+		got, present, err := e.vipRoute(vip)
 		if err != nil {
 			return false, err
 		}
@@ -365,11 +403,11 @@ func (e *ECMP) WaitNexthops(timeout time.Duration, want ...netip.Addr) (time.Dur
 		if present {
 			return false, nil
 		}
-		lastKernel, err = e.KernelRoute()
+		lastKernel, err = e.Router.KernelRoute(vip)
 		return err == nil && lastKernel == "", err
 	})
 	if err != nil {
-		return d, fmt.Errorf("VIP next hops on the router: got %v (kernel %q), want %v: %w", last, lastKernel, want, err)
+		return d, fmt.Errorf("%s next hops on the router: got %v (kernel %q), want %v: %w", vip, last, lastKernel, want, err)
 	}
 	return d, nil
 }
@@ -386,13 +424,17 @@ func (e *ECMP) StopBackends() error {
 	})
 }
 
-// StartBackends starts backendsrv on every backend (HTTP on port 80) and
-// waits until each accepts connections.
+// StartBackends starts backendsrv on every backend (HTTP on port 80, over
+// IPv6 too in a bed with IPv6) and waits until each accepts connections.
 func (e *ECMP) StartBackends(ctx context.Context) error {
 	return allAtOnce(len(e.Backends), func(i int) error {
 		be := e.Backends[i]
+		host := "0.0.0.0"
+		if be.IP6.IsValid() {
+			host = "::"
+		}
 		p, err := StartBackendsrv(ctx, be.NS, e.opts.Bins.Backendsrv, be.Name,
-			net.JoinHostPort("0.0.0.0", strconv.Itoa(HTTPPort)), "")
+			net.JoinHostPort(host, strconv.Itoa(HTTPPort)), "")
 		be.Proc = p
 		return err
 	})

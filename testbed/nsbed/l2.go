@@ -58,6 +58,11 @@ type L2Options struct {
 	// starts: an API token, fewer backends in a service than hosts built
 	// (a host left out can be added later through the API), ...
 	Config func(*v1.Config)
+	// IPv6 builds the bed dual-stack (WithL2IPv6): the appliance's port
+	// gets ip6 L2ApplianceIP6, every backend the VIP L2VIP6 beside L2VIP,
+	// and the config the services "web6" and "echo6" (as "web" and "echo")
+	// on L2VIP6 with the backends' IPv6 addresses.
+	IPv6 bool
 	// VLAN, if not 0, builds L2TrunkTopology with this 802.1Q VLAN ID
 	// and gives the client a static neighbour entry for the VIP.
 	VLAN int
@@ -153,6 +158,9 @@ func StartL2(ctx context.Context, o L2Options) (l *L2, err error) {
 	if o.VLAN != 0 {
 		topo = L2TrunkTopology(o.Backends, o.VLAN)
 	}
+	if o.IPv6 {
+		WithL2IPv6(&topo)
+	}
 	if o.Topology != nil {
 		o.Topology(&topo)
 	}
@@ -166,8 +174,17 @@ func StartL2(ctx context.Context, o L2Options) (l *L2, err error) {
 		}
 	}()
 	l = &L2{Net: n, Client: n.Host("client")}
-	if l.Backends, err = setupBackends(n, o.Bins.Dsrctl, o.Backends, L2BackendIP, dsrVIP{L2VIP, "l2"}); err != nil {
+	vips := []dsrVIP{{L2VIP, "l2"}}
+	if o.IPv6 {
+		vips = append(vips, dsrVIP{L2VIP6, "l2"})
+	}
+	if l.Backends, err = setupBackends(n, o.Bins.Dsrctl, o.Backends, L2BackendIP, vips...); err != nil {
 		return nil, err
+	}
+	if o.IPv6 {
+		for i, be := range l.Backends {
+			be.IP6 = L2BackendIP6(i + 1)
+		}
 	}
 	for _, be := range l.Backends {
 		if err := be.Serve(ctx, o.Bins.Backendsrv); err != nil {
@@ -186,6 +203,10 @@ func StartL2(ctx context.Context, o L2Options) (l *L2, err error) {
 		}
 	}
 	cfg := L2Config(n.Bed, o.Backends, o.Lcores)
+	if o.IPv6 {
+		cfg.Dataplane.Ports[0].IP6 = netip.PrefixFrom(L2ApplianceIP6, L2Subnet6.Bits()).String()
+		cfg.Services = append(cfg.Services, webAndEcho("6", L2VIP6.String(), "l2", backendList(o.Backends, L2BackendIP6))...)
+	}
 	if o.Config != nil {
 		o.Config(&cfg)
 	}
@@ -240,11 +261,17 @@ func (l *L2) StartEvidence() (*Evidence, error) {
 // the appliance's NIC, and on eth0 of client. The backends' MACs (bes)
 // and the appliance's (applianceMAC) tell the senders of answers apart.
 func StartDSREvidence(appl, client *NS, vip netip.Addr, bes Backends, applianceMAC string) (*Evidence, error) {
-	a, err := appl.StartCapture("eth0", "ip src host "+vip.String()+" and (tcp or udp)", 96)
+	// pcap-filter's tcp[] cannot look past an IPv6 header: ip6[53] is the
+	// TCP flags byte behind a 40-byte IPv6 header (13 into the TCP header).
+	family, syn := "ip", "tcp[tcpflags] & tcp-syn != 0"
+	if vip.Is6() {
+		family, syn = "ip6", "(tcp and ip6[53] & 2 != 0)"
+	}
+	a, err := appl.StartCapture("eth0", family+" src host "+vip.String()+" and (tcp or udp)", 96)
 	if err != nil {
 		return nil, err
 	}
-	c, err := client.StartCapture("eth0", "ip src host "+vip.String()+" and (udp or tcp[tcpflags] & tcp-syn != 0)", 96)
+	c, err := client.StartCapture("eth0", family+" src host "+vip.String()+" and (udp or "+syn+")", 96)
 	if err != nil {
 		return nil, err
 	}
@@ -332,7 +359,7 @@ func (r *DSRReport) Problems() []string {
 
 // CounterProblems lists what in the appliance's counters over a traffic run
 // (delta) contradicts DSR: every packet the NIC received must be either for
-// a service (or answered with fragmentation needed) or for the kernel (ARP,
+// a service (or answered with fragmentation needed or Packet Too Big) or for the kernel (ARP,
 // health-check answers), none dropped, so no answer from a backend can have
 // reached it; and the services must have seen at least minServicePackets.
 // A TCP super-frame the appliance cut into segments (from a peer with
@@ -342,9 +369,9 @@ func CounterProblems(delta *Stats, minServicePackets uint64) []string {
 	t := &delta.Totals
 	svc := delta.ServicePackets()
 	rx := t.RxPackets - t.GSOSegmented + t.GSOSegments
-	if got := svc + t.FragNeededSent + t.ToKernel + t.Dropped; got != rx {
-		p = append(p, fmt.Sprintf("rx %d - super-frames %d + their segments %d != service packets %d + frag-needed %d + to kernel %d + dropped %d",
-			t.RxPackets, t.GSOSegmented, t.GSOSegments, svc, t.FragNeededSent, t.ToKernel, t.Dropped))
+	if got := svc + t.FragNeededSent + t.PacketTooBigSent + t.ToKernel + t.Dropped; got != rx {
+		p = append(p, fmt.Sprintf("rx %d - super-frames %d + their segments %d != service packets %d + frag-needed %d + packet too big %d + to kernel %d + dropped %d",
+			t.RxPackets, t.GSOSegmented, t.GSOSegments, svc, t.FragNeededSent, t.PacketTooBigSent, t.ToKernel, t.Dropped))
 	}
 	if delta.Totals.Dropped != 0 {
 		drops := delta.NonZeroDrops()

@@ -91,6 +91,13 @@ type L3Options struct {
 	// appliance off (Link.PeerOffloadsOff); by default it keeps the
 	// kernel's.
 	PeerOffloadsOff bool
+	// IPv6 builds the bed dual-stack (WithL3IPv6): the appliance's port
+	// gets ip6 L3ApplianceIP6 and gateway6 L3RouterFrontIP6, every backend
+	// the VIPs L3VIP6(mode) beside L3VIP(mode), and the config, per mode
+	// M, the services "web6-M" and "echo6-M" on L3VIP6(M) with the
+	// backends' IPv6 addresses, and "web46" (ipip) on the IPv4 VIP
+	// L3VIP46 with the same IPv6 backends.
+	IPv6 bool
 }
 
 // L3Topology is the L3 DSR testbed:
@@ -201,6 +208,9 @@ func StartL3(ctx context.Context, o L3Options) (l *L3, err error) {
 	if o.PeerOffloadsOff {
 		topo = topo.WithPeerOffloadsOff("appl")
 	}
+	if o.IPv6 {
+		WithL3IPv6(&topo)
+	}
 	n, err := buildNet(o.Bed, fmt.Sprintf("L3 testbed: front %s, back %s, VIPs %s", L3FrontSubnet, L3BackSubnet, L3VIPSubnet), topo)
 	if err != nil {
 		return nil, err
@@ -214,9 +224,20 @@ func StartL3(ctx context.Context, o L3Options) (l *L3, err error) {
 	var vips []dsrVIP
 	for _, mode := range L3Modes {
 		vips = append(vips, dsrVIP{L3VIP(mode), mode})
+		if o.IPv6 {
+			vips = append(vips, dsrVIP{L3VIP6(mode), mode})
+		}
+	}
+	if o.IPv6 {
+		vips = append(vips, dsrVIP{L3VIP46, "ipip"})
 	}
 	if l.Backends, err = setupBackends(n, o.Bins.Dsrctl, o.Backends, L3BackendIP, vips...); err != nil {
 		return nil, err
+	}
+	if o.IPv6 {
+		for i, be := range l.Backends {
+			be.IP6 = L3BackendIP6(i + 1)
+		}
 	}
 	for _, be := range l.Backends {
 		if err := be.Serve(ctx, o.Bins.Backendsrv); err != nil {
@@ -224,6 +245,14 @@ func StartL3(ctx context.Context, o L3Options) (l *L3, err error) {
 		}
 	}
 	cfg := L3Config(n.Bed, o.Backends, o.Lcores, o.MTU, o.Device)
+	if o.IPv6 {
+		p := &cfg.Dataplane.Ports[0]
+		p.IP6, p.Gateway6 = netip.PrefixFrom(L3ApplianceIP6, L3FrontSubnet6.Bits()).String(), L3RouterFrontIP6.String()
+		for _, mode := range L3Modes {
+			cfg.Services = append(cfg.Services, webAndEcho("6-"+mode, L3VIP6(mode).String(), mode, backendList(o.Backends, L3BackendIP6))...)
+		}
+		cfg.Services = append(cfg.Services, webAndEcho("46", L3VIP46.String(), "ipip", backendList(o.Backends, L3BackendIP6))[0])
+	}
 	if o.Config != nil {
 		o.Config(&cfg)
 	}

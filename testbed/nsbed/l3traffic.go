@@ -162,6 +162,28 @@ func (n *NS) SNMP() (map[string]uint64, error) {
 	return m, nil
 }
 
+// SNMP6 returns the namespace's IPv6 kernel counters from /proc/net/snmp6
+// keyed as there: "Icmp6InPktTooBigs", "Ip6FragCreates", ...
+func (n *NS) SNMP6() (map[string]uint64, error) {
+	out, err := n.Run("cat", "/proc/net/snmp6")
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]uint64{}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) != 2 {
+			continue
+		}
+		v, err := strconv.ParseUint(f[1], 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("[%s] /proc/net/snmp6: %q: %w", n.Short, line, err)
+		}
+		m[f[0]] = v
+	}
+	return m, nil
+}
+
 var routeMTURE = regexp.MustCompile(`\bmtu (\d+)\b`)
 
 // RouteMTU returns what `ip route get dst` says in the namespace and the

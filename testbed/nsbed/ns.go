@@ -31,7 +31,8 @@ type NS struct {
 
 // NewNS creates namespace short (full name: the bed's prefix + short) with
 // lo up and IPv6 disabled unless ipv6, so no router solicitations, DAD or
-// MLD reports add noise to counters and captures.
+// MLD reports add noise to counters and captures. With ipv6, duplicate
+// address detection is off.
 func (b *Bed) NewNS(short string, ipv6 bool) (*NS, error) {
 	return b.addNS(short, ipv6, "add")
 }
@@ -65,6 +66,10 @@ func (b *Bed) addNS(short string, ipv6 bool, verb string, args ...string) (*NS, 
 		if _, err := ns.Run("sysctl", "-q", "-e", "-w", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"); err != nil {
 			return nil, err
 		}
+	} else if err := ns.Sysctl("net.ipv6.conf.all.accept_dad", "0", "net.ipv6.conf.default.accept_dad", "0"); err != nil {
+		// Every address, link-local ones too, is usable at once: no test
+		// waits for (or races) duplicate address detection.
+		return nil, err
 	}
 	if _, err := ns.Run("ip", "link", "set", "lo", "up"); err != nil {
 		return nil, err

@@ -27,9 +27,11 @@ type Host struct {
 	Links []Link
 	// Routes are installed after the links' addresses.
 	Routes []Route
-	// Forwarding turns the host into a router (net.ipv4.ip_forward=1).
+	// Forwarding turns the host into a router (net.ipv4.ip_forward=1, and
+	// net.ipv6.conf.all.forwarding=1 with IPv6).
 	Forwarding bool
-	// IPv6 keeps IPv6 enabled (it is disabled by default).
+	// IPv6 keeps IPv6 enabled (it is disabled by default). IPv6 addresses
+	// of its links skip duplicate address detection.
 	IPv6 bool
 	// Sysctls are extra key/value pairs set after the links are up.
 	Sysctls []string
@@ -172,6 +174,11 @@ func (b *Bed) Build(t Topology) (*Net, error) {
 			if l.Name == "" {
 				l.Name = "eth" + strconv.Itoa(i)
 			}
+			for _, a := range l.Addrs {
+				if a.Addr().Is6() && !h.IPv6 {
+					return nil, fmt.Errorf("nsbed: host %s: IPv6 address %s on %s, but the host has IPv6 off (Host.IPv6)", h.Name, a, l.Name)
+				}
+			}
 			port := portName(h.Name, l.Name)
 			if other, dup := ports[port]; dup {
 				return nil, fmt.Errorf("nsbed: switch port name %s of %s/%s clashes with %s", port, h.Name, l.Name, other)
@@ -244,7 +251,11 @@ func (n *Net) addLink(ns *NS, l Link, seg Segment, port string) error {
 		}
 	}
 	for _, a := range l.Addrs {
-		if _, err := ns.Run("ip", "addr", "add", a.String(), "dev", l.Name); err != nil {
+		argv := []string{"ip", "addr", "add", a.String(), "dev", l.Name}
+		if a.Addr().Is6() {
+			argv = append(argv, "nodad") // usable at once, not tentative for a second
+		}
+		if _, err := ns.Run(argv...); err != nil {
 			return err
 		}
 	}
@@ -256,6 +267,11 @@ func (n *Net) configureHost(ns *NS, h Host) error {
 	if h.Forwarding {
 		if err := ns.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
 			return err
+		}
+		if h.IPv6 {
+			if err := ns.Sysctl("net.ipv6.conf.all.forwarding", "1"); err != nil {
+				return err
+			}
 		}
 	}
 	for _, r := range h.Routes {

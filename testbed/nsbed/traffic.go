@@ -302,17 +302,21 @@ type UDPTally struct {
 func (u *UDPTally) Spread() string { return Spread(u.PerBackend) }
 
 // UDPFlows sends perFlow datagrams on each of flows UDP flows (one socket,
-// so one source port, per flow) from ns to addr and waits for each echo,
+// so one source port, per flow) from ns to addr (IPv4 or IPv6) and waits for each echo,
 // recording which backend answered and from which address.
 func UDPFlows(ctx context.Context, ns *NS, addr string, flows, perFlow int) (*UDPTally, error) {
-	dst, err := net.ResolveUDPAddr("udp4", addr)
+	dst, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
 		return nil, err
+	}
+	network := "udp4"
+	if dst.IP.To4() == nil {
+		network = "udp6"
 	}
 	u := &UDPTally{Flows: flows, PerBackend: map[string]int{}, Sources: map[string]int{}}
 	buf := make([]byte, 2048)
 	for f := 0; f < flows; f++ {
-		pc, err := ns.ListenPacket("udp4", ":0")
+		pc, err := ns.ListenPacket(network, ":0")
 		if err != nil {
 			return nil, err
 		}

@@ -114,12 +114,12 @@ func (a *Appliance) start(deps Deps) error {
 	}
 	a.dp = dp
 
-	vipTap, err := a.configureTaps(t)
+	vipTaps, err := a.configureTaps(t)
 	if err != nil {
 		return err
 	}
 	a.store.Subscribe(func(t *control.Typed) {
-		if err := a.vips.Set(vipTap, vipAddrs(t)); err != nil {
+		if err := vipTaps.set(a.vips, vipAddrs(t)); err != nil {
 			a.log.Error().Err(err).Str("event", "vip_sync_failed").Msg("could not set VIPs on the tap")
 		}
 		a.neigh.Want(t.NextHops())
@@ -154,27 +154,65 @@ func (a *Appliance) start(deps Deps) error {
 	return nil
 }
 
-// configureTaps gives each port's tap the port's address, gateway and MTU
-// and mirrors its neighbours. It returns the tap that answers ARP for the
-// VIPs: the first port's.
-func (a *Appliance) configureTaps(t *control.Typed) (kernel.Tap, error) {
-	var vipTap kernel.Tap
+// configureTaps gives each port's tap the port's addresses (ip, ip6),
+// gateways and MTU and mirrors its neighbours. It returns the taps that
+// answer ARP and neighbour discovery for the VIPs.
+func (a *Appliance) configureTaps(t *control.Typed) (vipTaps, error) {
+	var vt vipTaps
+	v6 := ip6Port(t)
 	for i, p := range t.Ports {
 		if iface := afPacketIface(p.Device); iface != "" {
 			if err := a.taps.QuietSharedInterface(iface); err != nil {
-				return vipTap, fmt.Errorf("port %s: %w", p.Name, err)
+				return vt, fmt.Errorf("port %s: %w", p.Name, err)
 			}
 		}
-		tap, err := a.taps.Configure(TapName(p.Name), netip.PrefixFrom(p.Addr, p.Prefix.Bits()), p.Gateway, p.MTU)
+		tap, err := a.taps.Configure(TapName(p.Name), kernel.TapConfig{
+			Addr: netip.PrefixFrom(p.Addr, p.Prefix.Bits()), Gateway: p.Gateway,
+			Addr6: p.IP6, Gateway6: p.Gateway6, MTU: p.MTU})
 		if err != nil {
-			return vipTap, fmt.Errorf("port %s: kernel side: %w", p.Name, err)
+			return vt, fmt.Errorf("port %s: kernel side: %w", p.Name, err)
 		}
 		a.neigh.AddTap(tap)
 		if i == 0 {
-			vipTap = tap
+			vt.v4 = tap
+		}
+		if i == v6 {
+			vt.v6 = tap
 		}
 	}
-	return vipTap, nil
+	return vt, nil
+}
+
+// ip6Port returns the index of the port that owns the IPv6 VIPs: the first
+// port with an ip6, else the first port.
+func ip6Port(t *control.Typed) int {
+	for i, p := range t.Ports {
+		if p.IP6.IsValid() {
+			return i
+		}
+	}
+	return 0
+}
+
+// vipTaps are the taps whose kernel owns the VIPs: the IPv4 VIPs on the
+// first port's, the IPv6 VIPs on ip6Port's.
+type vipTaps struct{ v4, v6 kernel.Tap }
+
+// set makes the VIP addresses on the taps exactly vips (kernel.VIPs.Set on
+// each).
+func (vt vipTaps) set(v *kernel.VIPs, vips []netip.Addr) error {
+	if vt.v4.Name == vt.v6.Name {
+		return v.Set(vt.v4, vips)
+	}
+	var v4, v6 []netip.Addr
+	for _, ip := range vips {
+		if ip.Is4() {
+			v4 = append(v4, ip)
+		} else {
+			v6 = append(v6, ip)
+		}
+	}
+	return errors.Join(v.Set(vt.v4, v4), v.Set(vt.v6, v6))
 }
 
 // vipAddrs returns the VIPs of t's services, each once, in config order.
@@ -239,13 +277,7 @@ func (a *Appliance) announce() {
 	if a.speaker == nil {
 		return
 	}
-	var pfx []netip.Prefix
-	for _, s := range st {
-		if s.Announce {
-			pfx = append(pfx, netip.PrefixFrom(s.VIP, 32))
-		}
-	}
-	if err := a.speaker.Set(pfx); err != nil {
+	if err := a.speaker.Set(announcedPrefixes(st)); err != nil {
 		a.log.Error().Err(err).Str("event", "bgp_set_failed").Msg("could not update announcements")
 		return
 	}

@@ -88,3 +88,48 @@ func TestBGPConfig(t *testing.T) {
 		t.Errorf("speaker peers %v, want %v", addrs, want)
 	}
 }
+
+// TestAnnouncedPrefixes: a VIP fit to announce is a host prefix of its own
+// family; the others are left out.
+func TestAnnouncedPrefixes(t *testing.T) {
+	st := []control.VIPStatus{
+		{VIP: netip.MustParseAddr("192.0.2.100"), Announce: true},
+		{VIP: netip.MustParseAddr("192.0.2.101")},
+		{VIP: netip.MustParseAddr("2001:db8:100::10"), Announce: true},
+		{VIP: netip.MustParseAddr("2001:db8:100::11")},
+	}
+	got := announcedPrefixes(st)
+	want := []netip.Prefix{netip.MustParsePrefix("192.0.2.100/32"), netip.MustParsePrefix("2001:db8:100::10/128")}
+	if !slices.Equal(got, want) {
+		t.Errorf("announcedPrefixes = %v, want %v", got, want)
+	}
+}
+
+// TestBGPConfigNextHop6: IPv6 VIPs get the IPv6 address of the first port
+// with an ip6 as next hop; without one there is none.
+func TestBGPConfigNextHop6(t *testing.T) {
+	for _, tc := range []struct {
+		desc, ports string
+		want        netip.Addr
+	}{
+		{"no ip6", "    - {name: eth0, device: \"net_null0\", ip: 192.0.2.10/24}\n", netip.Addr{}},
+		{"first port", "    - {name: eth0, device: \"net_null0\", ip: 192.0.2.10/24, ip6: \"2001:db8:0:1::10/64\"}\n",
+			netip.MustParseAddr("2001:db8:0:1::10")},
+		{"second port", "    - {name: eth0, device: \"net_null0\", ip: 192.0.2.10/24}\n" +
+			"    - {name: eth1, device: \"net_null1\", ip: 198.51.100.10/24, ip6: \"2001:db8:0:2::10/64\"}\n",
+			netip.MustParseAddr("2001:db8:0:2::10")},
+	} {
+		y := "dataplane:\n  ports:\n" + tc.ports + "bgp:\n  asn: 65010\n  router_id: 192.0.2.10\n  peers: [{address: 192.0.2.1, asn: 65000}]\n"
+		c, err := control.ParseYAML([]byte(y))
+		if err != nil {
+			t.Fatal(err)
+		}
+		typed, err := c.Validate()
+		if err != nil {
+			t.Fatalf("%s: %v", tc.desc, err)
+		}
+		if got := bgpConfig(typed); got.NextHop6 != tc.want || got.NextHop != netip.MustParseAddr("192.0.2.10") {
+			t.Errorf("%s: next hops %v and %v, want 192.0.2.10 and %v", tc.desc, got.NextHop, got.NextHop6, tc.want)
+		}
+	}
+}
