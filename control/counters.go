@@ -66,6 +66,10 @@ var TotalCounters = []Counter[pipeline.Counters, v1.Stats]{
 		func(c *pipeline.Counters) uint64 { return c.GSOSegmented }, func(s *v1.Stats) *uint64 { return &s.Totals.GSOSegmented }},
 	{"gso_segments_total", "Segments made of TCP super-frames.", KindCounter,
 		func(c *pipeline.Counters) uint64 { return c.GSOSegments }, func(s *v1.Stats) *uint64 { return &s.Totals.GSOSegments }},
+	{"probes_sent_total", "Health probes through the VIP sent to a backend.", KindCounter,
+		func(c *pipeline.Counters) uint64 { return c.ProbesSent }, func(s *v1.Stats) *uint64 { return &s.Totals.ProbesSent }},
+	{"probe_replies_total", "Backends' answers to health probes through the VIP handed to the probes.", KindCounter,
+		func(c *pipeline.Counters) uint64 { return c.ProbeReplies }, func(s *v1.Stats) *uint64 { return &s.Totals.ProbeReplies }},
 	{"flow_entries", "Flow table entries in use.", KindGauge,
 		func(c *pipeline.Counters) uint64 { return c.FlowEntries }, func(s *v1.Stats) *uint64 { return &s.Flows.Entries }},
 	{"flow_hits_total", "Flow table hits.", KindCounter,
@@ -116,6 +120,8 @@ var BackendCounters = []Counter[pipeline.BackendCounters, v1.BackendStats]{
 		func(c *pipeline.BackendCounters) uint64 { return c.Bytes }, func(b *v1.BackendStats) *uint64 { return &b.Bytes }},
 	{"backend_new_flows_total", "Flows Maglev assigned to the backend.", KindCounter,
 		func(c *pipeline.BackendCounters) uint64 { return c.NewFlows }, func(b *v1.BackendStats) *uint64 { return &b.NewFlows }},
+	{"backend_probes_total", "Health probes through the VIP sent to the backend.", KindCounter,
+		func(c *pipeline.BackendCounters) uint64 { return c.Probes }, func(b *v1.BackendStats) *uint64 { return &b.Probes }},
 }
 
 // fill writes every row's value from c into j.

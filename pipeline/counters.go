@@ -12,6 +12,9 @@ type BackendCounters struct {
 	Packets, Bytes uint64
 	// NewFlows counts flows assigned to this backend by Maglev.
 	NewFlows uint64
+	// Probes counts health probes through the VIP sent to this backend
+	// (not in Packets and Bytes, which are the clients').
+	Probes uint64
 }
 
 // Counters are one worker's counters. Only the owning worker writes them;
@@ -40,6 +43,9 @@ type Counters struct {
 	// dropped as gso_superframe: control logs it once per port, naming
 	// the peer setting to change. Not a count: Add ORs it.
 	SuperframePorts uint64
+	// ProbesSent counts health probes through the VIP sent to a backend;
+	// ProbeReplies the backends' answers handed to the probe port.
+	ProbesSent, ProbeReplies uint64
 
 	Drops [NumDropReasons]uint64
 
@@ -122,6 +128,8 @@ func (c *Counters) Add(o *Counters) {
 	c.GSOSegmented += o.GSOSegmented
 	c.GSOSegments += o.GSOSegments
 	c.SuperframePorts |= o.SuperframePorts
+	c.ProbesSent += o.ProbesSent
+	c.ProbeReplies += o.ProbeReplies
 	for i := range c.Drops {
 		c.Drops[i] += o.Drops[i]
 	}
@@ -149,5 +157,6 @@ func (c *Counters) Add(o *Counters) {
 		c.Backends[i].Packets += b.Packets
 		c.Backends[i].Bytes += b.Bytes
 		c.Backends[i].NewFlows += b.NewFlows
+		c.Backends[i].Probes += b.Probes
 	}
 }

@@ -248,6 +248,10 @@ func (f *Forwarder) process(s *Snapshot, p *packet.Packet, rxPort int, hash uint
 			if partial {
 				f.completeL4(ip, ihl) // the kernel checks it
 			}
+			if len(s.probes) != 0 && s.probeReply(ip, ihl) {
+				f.C.ProbeReplies++
+				return VerdictProbe, 0, DropNone
+			}
 			return VerdictKernel, 0, DropNone
 		}
 	}
@@ -441,6 +445,19 @@ func (f *Forwarder) toService(s *Snapshot, svc *Service, p *packet.Packet, l3 in
 // PCP, DEI, VID) stay as received, so the packet stays on its VLAN.
 func (f *Forwarder) rewrite(svc *Service, b *Backend, p *packet.Packet, start, l3 int, ip IPv4) {
 	tot := len(ip)
+	f.writeHeaders(b, p, start, l3, ip)
+	sc := &f.C.Services[svc.ID]
+	sc.Packets++
+	sc.Bytes += uint64(tot)
+	bc := &f.C.Backends[b.ID]
+	bc.Packets++
+	bc.Bytes += uint64(tot)
+}
+
+// writeHeaders is rewrite without the counting: the headers of b in front
+// of ip, for client packets (rewrite) and health probes (toProbed) alike.
+func (f *Forwarder) writeHeaders(b *Backend, p *packet.Packet, start, l3 int, ip IPv4) {
+	tot := len(ip)
 	end := p.Off + l3 + tot // Ethernet padding dropped
 	// The headers are written through array pointers: constant offsets,
 	// no bounds check per field, fixed-size copies inlined as moves.
@@ -461,12 +478,6 @@ func (f *Forwarder) rewrite(svc *Service, b *Backend, p *packet.Packet, start, l
 	}
 	p.Off = start
 	p.Len = end - start
-	sc := &f.C.Services[svc.ID]
-	sc.Packets++
-	sc.Bytes += uint64(tot)
-	bc := &f.C.Backends[b.ID]
-	bc.Packets++
-	bc.Bytes += uint64(tot)
 }
 
 // outerIPv4 fills in the per-packet fields of the outer IPv4 header o, the

@@ -104,6 +104,10 @@ type BackendSpec struct {
 	NextHop MAC
 	// Port is the index (into SnapshotSpec.Ports) of the egress port.
 	Port int
+	// ProbePort, when not 0, is the first source port of the block of
+	// ProbePortsPerTarget ports whose health probes through the VIP go to
+	// this backend (see probe.go): ProbePortBase + k*ProbePortsPerTarget.
+	ProbePort uint16
 }
 
 // ServiceSpec describes one virtual service to NewSnapshot.
@@ -151,6 +155,9 @@ type Snapshot struct {
 	svcByID []int32
 	// partialPorts has bit i set when Ports[i].PartialChecksums.
 	partialPorts uint64
+	// probes maps a probe source port (less ProbePortBase) to the backend
+	// it probes through the VIP; empty when no backend is (probe.go).
+	probes []probeDest
 
 	// MaxServiceID and MaxBackendID bound the IDs, for counter arrays.
 	MaxServiceID uint32
@@ -212,6 +219,8 @@ type Backend struct {
 	maxTot int
 	// outerSum is the unfolded checksum of the outer IPv4 template.
 	outerSum uint32
+	// probePort is BackendSpec.ProbePort.
+	probePort uint16
 }
 
 // partialChecksums reports whether port pi receives partial checksums
@@ -336,6 +345,9 @@ func NewSnapshot(spec SnapshotSpec) (*Snapshot, error) {
 		s.svcByID[svc.ID] = int32(i)
 		svc.owns = svc.Port != 0 || s.singlePorts(svc.VIP, svc.Proto) == 0
 	}
+	if err := s.indexProbes(); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -375,7 +387,8 @@ func (s *Snapshot) compileService(ss ServiceSpec, size, seed uint32) (Service, e
 		if bsp.Port < 0 || bsp.Port >= len(s.Ports) {
 			return Service{}, fmt.Errorf("backend %v: port index %d out of range", bsp.IP, bsp.Port)
 		}
-		b := Backend{ID: bsp.ID, IP: addrU32(bsp.IP), Addr: bsp.IP, Weight: bsp.Weight, State: bsp.State, Port: bsp.Port}
+		b := Backend{ID: bsp.ID, IP: addrU32(bsp.IP), Addr: bsp.IP, Weight: bsp.Weight, State: bsp.State, Port: bsp.Port,
+			probePort: bsp.ProbePort}
 		if bsp.NextHop.IsZero() {
 			b.State = BackendDown
 		}

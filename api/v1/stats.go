@@ -37,6 +37,10 @@ type Totals struct {
 	// GSOSegments the segments made.
 	GSOSegmented uint64 `json:"gso_superframes_segmented"`
 	GSOSegments  uint64 `json:"gso_segments"`
+	// ProbesSent counts health probes through the VIP sent to a backend;
+	// ProbeReplies the backends' answers handed back to the probes.
+	ProbesSent   uint64 `json:"probes_sent"`
+	ProbeReplies uint64 `json:"probe_replies"`
 }
 
 // FlowStats are flow table counters, summed over workers.
@@ -64,6 +68,8 @@ type BackendStats struct {
 	Packets  uint64 `json:"packets"`
 	Bytes    uint64 `json:"bytes"`
 	NewFlows uint64 `json:"new_flows"`
+	// Probes counts health probes through the VIP sent to the backend.
+	Probes uint64 `json:"probes"`
 }
 
 // WorkerStats are one worker lcore's counters.
