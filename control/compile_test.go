@@ -24,7 +24,8 @@ func TestHealthTargets(t *testing.T) {
 		t.Fatal(err)
 	}
 	mon := health.Config{Type: health.TypeHTTP, Port: 80, Path: "/", Expect: []int{200},
-		Interval: 2 * time.Second, Timeout: time.Second, Rise: 3, Fall: 2}
+		Interval: 2 * time.Second, Timeout: time.Second, Rise: 3, Fall: 2,
+		Via: health.ViaVIP, VIP: netip.MustParseAddr("203.0.113.10"), Mode: "ipip"}
 	want := map[health.Target]health.Config{
 		{Service: "web", Backend: netip.MustParseAddr("10.0.0.1")}:   mon,
 		{Service: "web", Backend: netip.MustParseAddr("192.0.2.21")}: mon,
@@ -34,6 +35,96 @@ func TestHealthTargets(t *testing.T) {
 	}
 	if got := (*Typed)(nil).HealthTargets(); got != nil {
 		t.Errorf("nil config: got %v, want none", got)
+	}
+}
+
+// TestValidateHealthVia: tcp, http and udp monitors probe through the VIP
+// unless told otherwise; icmp ones always probe the backend's address.
+func TestValidateHealthVia(t *testing.T) {
+	for _, tc := range []struct {
+		health string
+		want   health.Via
+		field  string // the error's field; "" for none
+	}{
+		{"{type: tcp}", health.ViaVIP, ""},
+		{"{type: http}", health.ViaVIP, ""},
+		{"{type: udp}", health.ViaVIP, ""},
+		{"{type: icmp}", health.ViaBackend, ""},
+		{"{type: http, via: backend}", health.ViaBackend, ""},
+		{"{type: tcp, via: vip}", health.ViaVIP, ""},
+		{"{type: icmp, via: backend}", health.ViaBackend, ""},
+		{"{type: icmp, via: vip}", 0, "services[web].health.via"},
+		{"{type: tcp, via: VIP}", 0, "services[web].health.via"},
+		{"{type: tcp, via: real}", 0, "services[web].health.via"},
+	} {
+		t.Run(tc.health, func(t *testing.T) {
+			y := strings.Replace(baseYAML, "mode: ipip", "mode: ipip\n    health: "+tc.health, 1)
+			c, err := ParseYAML([]byte(y))
+			if tc.field != "" {
+				fe, ok := AsFieldError(err)
+				if !ok || fe.Field != tc.field {
+					t.Fatalf("got %v, want a FieldError on %s", err, tc.field)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			typed, err := c.Validate()
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := typed.Services[0].Health
+			if h.Via != tc.want || h.VIP != netip.MustParseAddr("203.0.113.10") || h.Mode != "ipip" {
+				t.Errorf("got via %v, VIP %v, mode %q; want %v, 203.0.113.10, ipip", h.Via, h.VIP, h.Mode, tc.want)
+			}
+		})
+	}
+}
+
+// TestProbePorts: Compile gives every backend probed through the VIP a
+// block of probe source ports of its own, kept while it is probed so,
+// and hands a freed block out again only after every other.
+func TestProbePorts(t *testing.T) {
+	y := strings.Replace(baseYAML, "mode: ipip", "mode: ipip\n    health: {type: tcp}", 1) +
+		"  - {name: dns, vip: 203.0.113.11, protocol: udp, port: 53, mode: ipip, health: {type: udp, via: backend}, backends: [{ip: 10.0.0.2}]}\n"
+	c, err := ParseYAML([]byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	typed, err := c.Validate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := NewIDs()
+	ports := func(typed *Typed) map[string]uint16 {
+		got := map[string]uint16{}
+		for _, s := range Compile(1, typed, ids, nil, nil, nil).Services {
+			for _, b := range s.Backends {
+				got[s.Name+"/"+b.IP.String()] = b.ProbePort
+			}
+		}
+		return got
+	}
+	first := ports(typed)
+	want := map[string]uint16{"web/10.0.0.1": 16384, "web/192.0.2.21": 16388, "dns/10.0.0.2": 0}
+	if !reflect.DeepEqual(first, want) {
+		t.Fatalf("probe ports %v, want %v", first, want)
+	}
+	if again := ports(typed); !reflect.DeepEqual(again, first) {
+		t.Errorf("recompiled: probe ports %v, want them kept: %v", again, first)
+	}
+	// Without 10.0.0.1 and with a new backend: the new one gets a block
+	// never used, not 10.0.0.1's.
+	c2 := c.Clone()
+	c2.Services[0].Backends = []Backend{{IP: "192.0.2.21"}, {IP: "192.0.2.22"}}
+	typed2, err := c2.Validate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want2 := map[string]uint16{"web/192.0.2.21": 16388, "web/192.0.2.22": 16392, "dns/10.0.0.2": 0}
+	if got := ports(typed2); !reflect.DeepEqual(got, want2) {
+		t.Errorf("after the change: probe ports %v, want %v", got, want2)
 	}
 }
 

@@ -376,6 +376,16 @@ func (t *Typed) validateServices(svcs []Service, own map[netip.Addr]string, l *e
 		}
 		t.Services = append(t.Services, *ts)
 	}
+	probed := 0
+	for _, ts := range t.Services {
+		if ts.Health != nil && ts.Health.ProbesVia() == health.ViaVIP {
+			probed += len(ts.Backends)
+		}
+	}
+	if probed > pipeline.MaxProbeTargets {
+		l.add(sf, "%d backends are probed through the VIP (health.via: vip, the default), at most %d: probe some via: backend",
+			probed, pipeline.MaxProbeTargets)
+	}
 }
 
 // validateService checks service s at f. keyOK tells whether its VIP,
@@ -438,6 +448,7 @@ func (t *Typed) validateService(s *Service, f fieldPath, own map[netip.Addr]stri
 	}
 	if s.Health != nil {
 		ts.Health = validateHealth(s.Health, f.key("health"), s.Port, portOK, l)
+		ts.Health.VIP, ts.Health.Mode = ts.VIP, s.Mode
 	}
 	return ts, keyOK
 }
@@ -556,6 +567,18 @@ func validateHealth(h *Health, f fieldPath, svcPort int, svcPortOK bool, l *errL
 		if (th.Port < 1 || th.Port > 65535) && (h.Port != 0 || svcPortOK) {
 			l.add(f.key("port"), "must be 1..65535 (the service has no single port)")
 		}
+	}
+	switch via, ok := health.ParseVia(h.Via); {
+	case h.Via == "" && typ == health.TypeICMP:
+		th.Via = health.ViaBackend
+	case h.Via == "":
+		th.Via = health.ViaVIP
+	case !ok:
+		l.add(f.key("via"), "must be vip or backend, got %q", h.Via)
+	case via == health.ViaVIP && typ == health.TypeICMP:
+		l.add(f.key("via"), "icmp monitors probe the backend's own address: use via: backend, or a tcp, http or udp monitor")
+	default:
+		th.Via = via
 	}
 	if typ == health.TypeHTTP {
 		if th.Path == "" {

@@ -1,7 +1,9 @@
 package pipeline
 
 import (
+	"encoding/binary"
 	"fmt"
+	"net/netip"
 
 	"github.com/dsrlb/dsrlb/pipeline/packet"
 )
@@ -197,4 +199,22 @@ func (f *Forwarder) toProbed(s *Snapshot, p *packet.Packet) (Verdict, int, DropR
 	f.C.ProbesSent++
 	f.C.Backends[b.ID].Probes++
 	return VerdictTx, b.Port, DropNone
+}
+
+// ProbeSource returns where the probes through the VIP of backend (of
+// service) come from: the address of the backend's egress port and the
+// first port of its block; false when it is not probed through the VIP.
+func (s *Snapshot) ProbeSource(service string, backend netip.Addr) (netip.AddrPort, bool) {
+	svc := s.FindService(service)
+	if svc == nil || !backend.Is4() {
+		return netip.AddrPort{}, false
+	}
+	i := svc.BackendIndex(addrU32(backend))
+	if i < 0 || svc.Backends[i].probePort == 0 {
+		return netip.AddrPort{}, false
+	}
+	b := &svc.Backends[i]
+	var ip [4]byte
+	binary.BigEndian.PutUint32(ip[:], s.Ports[b.Port].IP)
+	return netip.AddrPortFrom(netip.AddrFrom4(ip), b.probePort), true
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"syscall"
 )
@@ -16,12 +15,17 @@ import (
 type UDPChecker struct {
 	Addr          netip.AddrPort
 	Send, Receive string
+	// Dial, when set, opens the socket (probes through the VIP).
+	Dial DialFunc
 }
 
 // Check sends one request and waits for one reply.
 func (c UDPChecker) Check(ctx context.Context) error {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "udp4", c.Addr.String())
+	dial := c.Dial
+	if dial == nil {
+		dial = dialDirect
+	}
+	conn, err := dial(ctx, "udp4", c.Addr)
 	if err != nil {
 		return err
 	}
