@@ -321,6 +321,19 @@ func (ms *Monitors) Healthy(service string, backend netip.Addr) bool {
 	return !ok || m.state == Up
 }
 
+// LastProbe returns the last probe result of backend of service ("ok",
+// the failure, "" before the first) and, after a failure, its reason in
+// words an operator can act on; false when the backend has no monitor.
+func (ms *Monitors) LastProbe(service string, backend netip.Addr) (result, reason string, ok bool) {
+	ms.mu.RLock()
+	defer ms.mu.RUnlock()
+	m, ok := ms.mons[Target{service, backend}]
+	if !ok {
+		return "", "", false
+	}
+	return m.last, m.reason, true
+}
+
 // Status returns the health of every monitored backend, sorted by service
 // and backend.
 func (ms *Monitors) Status() []Status {
