@@ -51,10 +51,10 @@ type Appliance struct {
 	// probeOK tells whether their path (namespace, probe port) is up.
 	probeNS *kernel.ProbeNS
 	probeOK bool
-	speaker  *bgp.Speaker // nil without a bgp section
-	board    *control.AnnounceBoard
-	srv      *api.Server
-	listen   string
+	speaker *bgp.Speaker // nil without a bgp section
+	board   *control.AnnounceBoard
+	srv     *api.Server
+	listen  string
 	// published signals every snapshot the store publishes (announce).
 	published <-chan struct{}
 	lastGen   uint64
