@@ -380,6 +380,9 @@ func (f *Forwarder) toService(s *Snapshot, svc *Service, p *packet.Packet, l3 in
 		}
 	}
 	if bi < 0 {
+		if len(s.probes) != 0 && s.fromPort(key.Src) {
+			return VerdictDrop, 0, DropProbeLooped
+		}
 		if len(svc.Table) == 0 {
 			f.C.Services[svc.ID].NoBackend++
 			return VerdictDrop, 0, DropNoBackend

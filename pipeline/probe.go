@@ -31,7 +31,9 @@ import (
 // backend's answers (to a port address, from a VIP, to a port of the probe
 // range, or an ICMP error from a VIP) go to the probe port instead of the
 // kernel (probeReply): the appliance's kernel never talks to a VIP over
-// the wire, it owns them.
+// the wire, it owns them. A probe that comes back to the appliance as a
+// new flow to the VIP (a backend without the VIP forwards it) is dropped
+// (fromPort), never balanced to another backend.
 //
 // Cost for other packets: the burst loop tests one pointer every
 // clockEvery polls; process tests one slice length on packets to a port
@@ -139,6 +141,21 @@ func (s *Snapshot) probeReply(ip IPv4, ihl int) bool {
 		}
 		k := int(Ports(l4).Dst()) - ProbePortBase
 		return k >= 0 && k < MaxProbeTargets*ProbePortsPerTarget
+	}
+	return false
+}
+
+// fromPort reports whether src is a port address. A new flow from one to a
+// VIP is a probe looped back: a backend without the VIP that forwards what
+// it does not own sends the probe on to its route to the VIP, the
+// appliance; handed to Maglev it would reach another backend, which would
+// answer for the one probed. process drops it (probe_looped), so the probe
+// fails as it should.
+func (s *Snapshot) fromPort(src uint32) bool {
+	for i := range s.Ports {
+		if s.Ports[i].IP == src {
+			return true
+		}
 	}
 	return false
 }

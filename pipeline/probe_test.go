@@ -252,3 +252,33 @@ func TestProbeSnapshotErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestProbeLooped: a probe a backend without the VIP sends back to the
+// appliance (it forwards what it does not own: a new flow from the port
+// address to the VIP) is dropped, never balanced to another backend; a
+// snapshot without probes forwards it as before.
+func TestProbeLooped(t *testing.T) {
+	looped := probeFrom(ProbePortBase+1, vipL2, 80)
+	looped.SrcMAC = be1MAC
+	for _, tc := range []struct {
+		desc string
+		snap *Snapshot
+		want Verdict
+	}{
+		{"with probes", probeSnapshot(t), VerdictDrop},
+		{"without probes", testSnapshot(t), VerdictTx},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			f := NewForwarder(1024, DefaultFlowTimeouts, 0)
+			f.Use(tc.snap)
+			v, _ := f.Process(tc.snap, newPacket(looped.Build()), 0)
+			if v != tc.want {
+				t.Fatalf("verdict %v, want %v", v, tc.want)
+			}
+			if tc.want == VerdictDrop && (f.C.Drops[DropProbeLooped] != 1 || f.Flows.Entries != 0 || f.C.Backends[0].NewFlows+f.C.Backends[1].NewFlows != 0) {
+				t.Errorf("probe_looped %d, flow entries %d, new flows %d/%d; want 1, 0, 0", f.C.Drops[DropProbeLooped], f.Flows.Entries,
+					f.C.Backends[0].NewFlows, f.C.Backends[1].NewFlows)
+			}
+		})
+	}
+}

@@ -53,6 +53,8 @@ const (
 	// DropProbeUnmatched: a packet from the probe port that is no probe
 	// of a backend of its VIP (see probe.go).
 	DropProbeUnmatched
+	// DropProbeLooped: a new flow to a VIP from a port address (probe.go).
+	DropProbeLooped
 	NumDropReasons
 )
 
@@ -89,6 +91,10 @@ var dropReasonNames = [NumDropReasons]string{
 	// A packet from the health probes' namespace whose source port names
 	// no backend probed through its destination VIP: never sent anywhere.
 	DropProbeUnmatched: "probe_unmatched",
+	// A new flow to a VIP from the appliance's own port address: a health
+	// probe the backend it was for sent back (a backend without the VIP
+	// that forwards what it does not own), never handed to a backend.
+	DropProbeLooped: "probe_looped",
 }
 
 // String returns the stable name of r.

@@ -260,7 +260,7 @@ func (ms *Monitors) run(ctx context.Context, m *monitor, gen uint64, interval, t
 			return // stopped mid-probe: the result means nothing
 		}
 		if err != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded)) {
-			err = fmt.Errorf("timeout after %v", timeout)
+			err = timeoutError{timeout}
 		}
 		ms.record(m, gen, err)
 		timer.Reset(max(0, interval-ms.clock.Now().Sub(start)))
@@ -373,3 +373,10 @@ func (ms *Monitors) Close() {
 	ms.mu.Unlock()
 	ms.wg.Wait()
 }
+
+// timeoutError is a probe that ran out of time: "timeout after 500ms",
+// still a context.DeadlineExceeded for explain.
+type timeoutError struct{ d time.Duration }
+
+func (e timeoutError) Error() string        { return fmt.Sprintf("timeout after %v", e.d) }
+func (e timeoutError) Is(target error) bool { return target == context.DeadlineExceeded }
