@@ -28,7 +28,7 @@ import (
 type ProbeNS struct {
 	ns  netns.NsHandle
 	nl  nlHandle
-	log Options
+	opts Options
 }
 
 // ProbeLocalPorts is the probe namespace's ephemeral port range: above
@@ -65,12 +65,23 @@ func NewProbeNS(opts Options) (*ProbeNS, error) {
 	if err := <-errc; err != nil {
 		return nil, fmt.Errorf("probe namespace: %w", err)
 	}
-	p := &ProbeNS{ns: ns, nl: openHandle(ns), log: opts}
+	p := &ProbeNS{ns: ns, nl: openHandle(ns), opts: opts}
 	if p.nl.err != nil {
 		p.Close()
 		return nil, fmt.Errorf("probe namespace: %w", p.nl.err)
 	}
-	lo, err := p.nl.h.LinkByName("lo")
+	// Before the probe tap exists, so that it never sends IPv6 (router
+	// solicitations, MLD) into the data plane (for now the probes are
+	// IPv4).
+	if err := setSysctls(&p.nl, opts.Log, "default", []sysctl{
+		{path: "ipv6/conf/default/disable_ipv6", value: "1", optional: true},
+		{path: "ipv6/conf/all/disable_ipv6", value: "1", optional: true},
+		{path: "ipv4/ip_local_port_range", value: ProbeLocalPorts},
+	}); err != nil {
+		p.Close()
+		return nil, fmt.Errorf("probe namespace: %w", err)
+	}
+		lo, err := p.nl.h.LinkByName("lo")
 	if err == nil {
 		err = p.nl.h.LinkSetUp(lo)
 	}
@@ -121,15 +132,9 @@ func (p *ProbeNS) Do(fn func() error) error { return nsrun.Do(p.ns, fn) }
 // Configure prepares tap ifname, the probe port inside the namespace:
 // the port addresses addrs as /32s, MTU mtu, NOARP (it has no neighbours:
 // the data plane reads the frames whatever their destination MAC), up,
-// and a default route out of it; IPv6 off (for now the probes are IPv4),
-// the ephemeral ports above the probe source ports (ProbeLocalPorts).
+// and a default route out of it. (NewProbeNS turned IPv6 off and set the
+// ephemeral ports above the probe source ports, ProbeLocalPorts.)
 func (p *ProbeNS) Configure(ifname string, addrs []netip.Addr, mtu int) error {
-	if err := setSysctls(&p.nl, p.log.Log, ifname, []sysctl{
-		{path: "ipv4/ip_local_port_range", value: ProbeLocalPorts},
-		{path: "ipv6/conf/" + ifname + "/disable_ipv6", value: "1", optional: true},
-	}); err != nil {
-		return err
-	}
 	h := p.nl.h
 	link, err := h.LinkByName(ifname)
 	if err != nil {
@@ -159,7 +164,7 @@ func (p *ProbeNS) Configure(ifname string, addrs []netip.Addr, mtu int) error {
 	if err := h.RouteReplace(r); err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("probe tap %s: default route: %w", ifname, err)
 	}
-	p.log.Log.Info().Str("event", "probe_tap_configured").Str("tap", ifname).Int("mtu", mtu).
+	p.opts.Log.Info().Str("event", "probe_tap_configured").Str("tap", ifname).Int("mtu", mtu).
 		Msg("health probes through the VIP leave through the probe tap")
 	return nil
 }

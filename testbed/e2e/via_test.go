@@ -95,7 +95,8 @@ func waitHealth(ctx context.Context, t *testing.T, appl *nsbed.Appliance, svc st
 // it stays healthy; be still answers on its own address but gets none of
 // the client's new connections to url, which the others all serve; the
 // VIP stays announced (min_healthy 2 of 3). Undone, be comes back.
-func checkViaFault(ctx context.Context, t *testing.T, appl *nsbed.Appliance, client *nsbed.NS, url, web, echo string,
+// neighbour is a host that reaches be's own address.
+func checkViaFault(ctx context.Context, t *testing.T, appl *nsbed.Appliance, client, neighbour *nsbed.NS, url, web, echo string,
 	bes nsbed.Backends, be *nsbed.Backend, fault viaFault) {
 	if err := fault.apply(); err != nil {
 		t.Fatalf("%s: %v", fault.name, err)
@@ -124,8 +125,8 @@ func checkViaFault(ctx context.Context, t *testing.T, appl *nsbed.Appliance, cli
 	if _, e := backendStatus(st, echo, be.IP); e == nil || e.Health != "healthy" || e.Forwarding != "active" || e.Probe == nil || e.Probe.Via != "backend" {
 		t.Errorf("%s/%s (via: backend): %+v, want healthy and active: the fault is invisible to it", echo, be.Name, e)
 	}
-	// Its own address still answers.
-	own, err := nsbed.CurlMany(ctx, client, "http://"+be.IP.String()+"/", 1)
+	// Its own address still answers (asked from a host on its subnet).
+	own, err := nsbed.CurlMany(ctx, neighbour, "http://"+be.IP.String()+"/", 1)
 	if err != nil || own.OK != 1 || own.PerBackend[be.Name] != 1 {
 		t.Errorf("%s's own address: %+v %v, want it to answer", be.Name, own, err)
 	}
@@ -199,7 +200,7 @@ func TestHealthViaVIPL2(t *testing.T) {
 	}
 	be := l.Backends[0]
 	vip := nsbed.L2VIP.String() + "/32"
-	checkViaFault(ctx, t, l.Appliance, l.Client, l.URL("/"), "web", "echo", l.Backends, be, viaFault{
+	checkViaFault(ctx, t, l.Appliance, l.Client, l.Client, l.URL("/"), "web", "echo", l.Backends, be, viaFault{
 		name:   "VIP removed from lo",
 		apply:  func() error { _, err := be.NS.Run("ip", "addr", "del", vip, "dev", "lo"); return err },
 		undo:   func() error { _, err := be.NS.Run("ip", "addr", "add", vip, "dev", "lo"); return err },
@@ -233,11 +234,11 @@ func TestHealthViaVIPL3(t *testing.T) {
 			return func() error { _, err := be.NS.Run("ip", "addr", op, addr, "dev", "lo"); return err }
 		}
 		t.Run(mode, func(t *testing.T) {
-			checkViaFault(ctx, t, l.Appliance, l.Client, l.URL(mode, "/"), "web-"+mode, "echo-"+mode, l.Backends, be, viaFault{
+			checkViaFault(ctx, t, l.Appliance, l.Client, l.Router, l.URL(mode, "/"), "web-"+mode, "echo-"+mode, l.Backends, be, viaFault{
 				name: "VIP removed from lo", apply: lo("del"), undo: lo("add"),
 				reason: fmt.Sprintf("no answer from the VIP %s:80 through %s", vip, mode),
 			})
-			checkViaFault(ctx, t, l.Appliance, l.Client, l.URL(mode, "/"), "web-"+mode, "echo-"+mode, l.Backends, be, viaFault{
+			checkViaFault(ctx, t, l.Appliance, l.Client, l.Router, l.URL(mode, "/"), "web-"+mode, "echo-"+mode, l.Backends, be, viaFault{
 				name: "decapsulator removed",
 				// teardown takes the VIP off the decapsulator (and lo,
 				// which gets it back): only the decapsulation is missing.
