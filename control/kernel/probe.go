@@ -76,7 +76,8 @@ func NewProbeNS(opts Options) (*ProbeNS, error) {
 	if err := setSysctls(&p.nl, opts.Log, "default", []sysctl{
 		{path: "ipv6/conf/default/disable_ipv6", value: "1", optional: true},
 		{path: "ipv6/conf/all/disable_ipv6", value: "1", optional: true},
-		{path: "ipv4/ip_local_port_range", value: ProbeLocalPorts},
+		// The default already; a container's read-only /proc/sys keeps it.
+		{path: "ipv4/ip_local_port_range", value: ProbeLocalPorts, optional: true},
 	}); err != nil {
 		p.Close()
 		return nil, fmt.Errorf("probe namespace: %w", err)
