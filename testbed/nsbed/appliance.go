@@ -273,6 +273,9 @@ type Totals struct {
 	// completed; GSOSegmented the TCP super-frames it cut into
 	// GSOSegments segments.
 	L4ChecksumsCompleted, GSOSegmented, GSOSegments uint64
+	// ProbeReplies counts the backends' answers to the health probes
+	// through the VIP the appliance handed to its probe port.
+	ProbeReplies uint64
 }
 
 // ServiceStats are one service's counters.
@@ -308,7 +311,8 @@ func (s *Stats) UnmarshalJSON(b []byte) error {
 	t := st.Totals
 	s.Totals = Totals{RxPackets: t.RxPackets, TxPackets: t.TxPackets, ToKernel: t.ToKernel, FromKernel: t.FromKernel,
 		Dropped: t.Dropped, FragNeededSent: t.FragNeededSent, ICMPErrorsForwarded: t.ICMPErrorsForwarded, IPOptions: t.IPOptions,
-		L4ChecksumsCompleted: t.L4ChecksumsCompleted, GSOSegmented: t.GSOSegmented, GSOSegments: t.GSOSegments}
+		L4ChecksumsCompleted: t.L4ChecksumsCompleted, GSOSegmented: t.GSOSegmented, GSOSegments: t.GSOSegments,
+		ProbeReplies: t.ProbeReplies}
 	s.Drops = st.Drops
 	s.Services = map[string]ServiceStats{}
 	for _, sv := range st.Services {
@@ -372,6 +376,7 @@ func (s *Stats) Sub(before *Stats) *Stats {
 			L4ChecksumsCompleted: s.Totals.L4ChecksumsCompleted - before.Totals.L4ChecksumsCompleted,
 			GSOSegmented:         s.Totals.GSOSegmented - before.Totals.GSOSegmented,
 			GSOSegments:          s.Totals.GSOSegments - before.Totals.GSOSegments,
+			ProbeReplies:         s.Totals.ProbeReplies - before.Totals.ProbeReplies,
 		},
 		Drops:    map[string]uint64{},
 		Services: map[string]ServiceStats{},
