@@ -424,10 +424,7 @@ func (f *Forwarder) toService(s *Snapshot, svc *Service, p *packet.Packet, l3 in
 	// L3 modes: the envelope replaces the Ethernet header and any 802.1Q
 	// tag (it goes to the next hop untagged). L2: the frame keeps its
 	// header, tag included, and only the MACs change.
-	start := p.Off + l3 - b.hdrLen
-	if b.hdrLen == EthernetMinSize {
-		start = p.Off
-	}
+	start := b.start(p, l3)
 	if start < 0 {
 		return VerdictDrop, 0, DropTruncated
 	}
@@ -439,6 +436,16 @@ func (f *Forwarder) toService(s *Snapshot, svc *Service, p *packet.Packet, l3 in
 	}
 	f.rewrite(svc, b, p, start, l3, ip)
 	return VerdictTx, b.Port, DropNone
+}
+
+// start returns where the frame of p begins once b's headers replace its
+// link header of l3 bytes (l2: where it began; negative when the headroom
+// is too short).
+func (b *Backend) start(p *packet.Packet, l3 int) int {
+	if b.hdrLen == EthernetMinSize {
+		return p.Off
+	}
+	return p.Off + l3 - b.hdrLen
 }
 
 // rewrite puts b's headers in front of the IP packet ip of p (at l3 in the

@@ -205,10 +205,7 @@ func (f *Forwarder) toProbed(s *Snapshot, p *packet.Packet) (Verdict, int, DropR
 	if tot+svc.Mode.Overhead() > s.Ports[b.Port].MTU {
 		return VerdictDrop, 0, DropTooBig
 	}
-	start := p.Off + l3 - b.hdrLen
-	if b.hdrLen == EthernetMinSize {
-		start = p.Off
-	}
+	start := b.start(p, l3)
 	if start < 0 {
 		return VerdictDrop, 0, DropTruncated
 	}

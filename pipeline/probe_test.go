@@ -57,6 +57,18 @@ func replyTo(src netip.Addr, dport uint16) testpkt.Packet {
 		SrcPort: 80, DstPort: dport, TCPFlags: 0x12}
 }
 
+// runProbeWorker runs a worker on snapshot s with port wp and probe port
+// probe until in has delivered its frames (pollAll), and returns its
+// counters.
+func runProbeWorker(s *Snapshot, wp WorkerPort, probe, in *listPort) Counters {
+	var snap atomic.Pointer[Snapshot]
+	snap.Store(s)
+	w := NewWorker([]WorkerPort{wp}, &snap, 1024, DefaultFlowTimeouts, 0)
+	w.SetProbe(probe, 0, probeMAC)
+	pollAll(w, in)
+	return w.Counters()
+}
+
 // pollAll polls w until every port's frames are received and a last
 // probe round ran.
 func pollAll(w *Worker, ports ...*listPort) {
@@ -96,12 +108,7 @@ func TestProbeToOneBackend(t *testing.T) {
 		t.Run(tc.desc, func(t *testing.T) {
 			nic := &listPort{r: rand.New(rand.NewSource(1))}
 			probe := &listPort{r: rand.New(rand.NewSource(2)), frames: [][]byte{tc.in.Build()}}
-			var snap atomic.Pointer[Snapshot]
-			snap.Store(s)
-			w := NewWorker([]WorkerPort{{NIC: nic}}, &snap, 1024, DefaultFlowTimeouts, 0)
-			w.SetProbe(probe, 0, probeMAC)
-			pollAll(w, probe)
-			c := w.Counters()
+			c := runProbeWorker(s, WorkerPort{NIC: nic}, probe, probe)
 			if len(nic.sent) != 1 {
 				t.Fatalf("sent %d packets, want 1; drops %v", len(nic.sent), c.Drops)
 			}
@@ -166,12 +173,7 @@ func TestProbeUnmatched(t *testing.T) {
 		t.Run(tc.desc, func(t *testing.T) {
 			nic := &listPort{r: rand.New(rand.NewSource(1))}
 			probe := &listPort{r: rand.New(rand.NewSource(2)), frames: [][]byte{tc.frame}}
-			var snap atomic.Pointer[Snapshot]
-			snap.Store(s)
-			w := NewWorker([]WorkerPort{{NIC: nic}}, &snap, 1024, DefaultFlowTimeouts, 0)
-			w.SetProbe(probe, 0, probeMAC)
-			pollAll(w, probe)
-			c := w.Counters()
+			c := runProbeWorker(s, WorkerPort{NIC: nic}, probe, probe)
 			if len(nic.sent) != 0 || c.Drops[tc.want] != 1 || probe.freed != 1 || c.ProbesSent != 0 {
 				t.Errorf("sent %d, %s drops %d, freed %d, probes sent %d; want 0, 1, 1, 0", len(nic.sent), tc.want, c.Drops[tc.want], probe.freed, c.ProbesSent)
 			}
@@ -204,12 +206,7 @@ func TestProbeReplies(t *testing.T) {
 			nic := &listPort{r: rand.New(rand.NewSource(1)), frames: [][]byte{in}}
 			tap := &listPort{r: rand.New(rand.NewSource(3))}
 			probe := &listPort{r: rand.New(rand.NewSource(2))}
-			var snap atomic.Pointer[Snapshot]
-			snap.Store(tc.snap)
-			w := NewWorker([]WorkerPort{{NIC: nic, Tap: tap}}, &snap, 1024, DefaultFlowTimeouts, 0)
-			w.SetProbe(probe, 0, probeMAC)
-			pollAll(w, nic)
-			c := w.Counters()
+			c := runProbeWorker(tc.snap, WorkerPort{NIC: nic, Tap: tap}, probe, nic)
 			if !tc.toProb {
 				if len(tap.sent) != 1 || len(probe.sent) != 0 || c.ProbeReplies != 0 {
 					t.Errorf("to the kernel %d, to the probe port %d, probe replies %d; want 1, 0, 0", len(tap.sent), len(probe.sent), c.ProbeReplies)

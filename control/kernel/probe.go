@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -38,31 +37,8 @@ const ProbeLocalPorts = "32768 60999"
 
 // NewProbeNS creates the probe namespace with its loopback up.
 func NewProbeNS(opts Options) (*ProbeNS, error) {
-	var ns netns.NsHandle
-	errc := make(chan error, 1)
-	go func() {
-		// netns.New switches the calling thread: create on a thread of
-		// our own, switch it back, and let the runtime discard it if
-		// that fails (as nsrun.Do does).
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("current netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		ns, err = netns.New()
-		if err != nil {
-			errc <- fmt.Errorf("new netns: %w", err)
-			return
-		}
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- nil
-	}()
-	if err := <-errc; err != nil {
+	ns, err := nsrun.New()
+	if err != nil {
 		return nil, fmt.Errorf("probe namespace: %w", err)
 	}
 	p := &ProbeNS{ns: ns, nl: openHandle(ns), opts: opts}

@@ -133,6 +133,9 @@ func (a *Appliance) start(deps Deps) error {
 		a.neigh.Want(t.NextHops())
 	})
 
+	// health.Options.OnTransition is where the events bus (kind
+	// "health", object "service S/backend B", the operator's reason)
+	// plugs in once the appliance has one.
 	a.monitors = health.New(health.Options{Log: a.log, OnChange: a.store.Recompile,
 		ProbeSource: a.probeSource, ProbeDialer: a.probeDial})
 	a.store.SetHealth(a.monitors)

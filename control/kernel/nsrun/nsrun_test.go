@@ -91,3 +91,37 @@ func newNetNS(t *testing.T) (netns.NsHandle, int) {
 	t.Cleanup(func() { r.h.Close() })
 	return r.h, r.tid
 }
+
+// TestNew creates a namespace: not the caller's, and no thread of the
+// process is left in it.
+func TestNew(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespaces)")
+	}
+	ns, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	cur, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cur.Close()
+	if ns.Equal(cur) {
+		t.Fatalf("New returned the caller's namespace")
+	}
+	ino, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range tasks {
+		if in, err := os.Readlink(filepath.Join("/proc/self/task", task.Name(), "ns/net")); err == nil && in == ino {
+			t.Errorf("thread %s is still in the new namespace", task.Name())
+		}
+	}
+}
