@@ -25,8 +25,8 @@ import (
 // last reference, the handle Close releases and the tap the data plane
 // closes.
 type ProbeNS struct {
-	ns  netns.NsHandle
-	nl  nlHandle
+	ns   netns.NsHandle
+	nl   nlHandle
 	opts Options
 }
 
@@ -58,7 +58,7 @@ func NewProbeNS(opts Options) (*ProbeNS, error) {
 		p.Close()
 		return nil, fmt.Errorf("probe namespace: %w", err)
 	}
-		lo, err := p.nl.h.LinkByName("lo")
+	lo, err := p.nl.h.LinkByName("lo")
 	if err == nil {
 		err = p.nl.h.LinkSetUp(lo)
 	}
