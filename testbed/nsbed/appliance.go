@@ -287,6 +287,8 @@ type ServiceStats struct {
 // BackendStats are one backend's counters.
 type BackendStats struct {
 	Packets, NewFlows uint64
+	// Probes counts the health probes through the VIP sent to it.
+	Probes uint64
 }
 
 // UnmarshalJSON decodes a v1.Stats body, or one of the shape before v1.
@@ -318,7 +320,7 @@ func (s *Stats) UnmarshalJSON(b []byte) error {
 	for _, sv := range st.Services {
 		ss := ServiceStats{Packets: sv.Packets, NoBackend: sv.NoBackend, Backends: map[string]BackendStats{}}
 		for _, b := range sv.Backends {
-			ss.Backends[b.IP] = BackendStats{Packets: b.Packets, NewFlows: b.NewFlows}
+			ss.Backends[b.IP] = BackendStats{Packets: b.Packets, NewFlows: b.NewFlows, Probes: b.Probes}
 		}
 		s.Services[sv.Name] = ss
 	}
@@ -389,11 +391,21 @@ func (s *Stats) Sub(before *Stats) *Stats {
 		ds := ServiceStats{Packets: sv.Packets - bs.Packets, NoBackend: sv.NoBackend - bs.NoBackend, Backends: map[string]BackendStats{}}
 		for ip, b := range sv.Backends {
 			bb := bs.Backends[ip]
-			ds.Backends[ip] = BackendStats{Packets: b.Packets - bb.Packets, NewFlows: b.NewFlows - bb.NewFlows}
+			ds.Backends[ip] = BackendStats{Packets: b.Packets - bb.Packets, NewFlows: b.NewFlows - bb.NewFlows, Probes: b.Probes - bb.Probes}
 		}
 		d.Services[name] = ds
 	}
 	return d
+}
+
+// ServiceProbes is the sum of the health probes through the VIP sent to
+// the backends of service name.
+func (s *Stats) ServiceProbes(name string) uint64 {
+	var n uint64
+	for _, b := range s.Services[name].Backends {
+		n += b.Probes
+	}
+	return n
 }
 
 // ServicePackets is the sum of every service's packets.
