@@ -77,15 +77,19 @@ type fixture struct {
 	srv   *Server
 	stats *fakeStats
 	logs  *bytes.Buffer
+	// events is the bus the server publishes accepted changes to.
+	events *control.Events
 }
 
 func newFixture(t *testing.T, token string) *fixture {
 	t.Helper()
-	f := &fixture{t: t, path: filepath.Join(t.TempDir(), "state.json"), stats: &fakeStats{}, logs: &bytes.Buffer{}}
+	f := &fixture{t: t, path: filepath.Join(t.TempDir(), "state.json"), stats: &fakeStats{}, logs: &bytes.Buffer{},
+		events: control.NewEvents(control.DefaultEventHistory)}
 	f.store = f.newStore()
 	f.srv = New(Options{
 		Store: f.store, Token: token, Stats: f.stats, Log: zerolog.New(f.logs),
 		Health: fakeHealth{netip.MustParseAddr("192.0.2.21"): true}, Announcer: fakeAnnouncer{},
+		Events: f.events,
 	})
 	return f
 }

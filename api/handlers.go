@@ -1,10 +1,10 @@
 package api
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net/http"
 	"net/netip"
+	"strings"
 
 	"github.com/gin-gonic/gin"
 
@@ -58,6 +58,7 @@ func (s *Server) replaceServices(c *gin.Context) {
 	if !s.decode(c, &list) {
 		return
 	}
+	c.Set(keyDetail, fmt.Sprintf("%d services", len(list.Services)))
 	s.commit(c, http.StatusOK, func(cfg *control.Config) error { return cfg.ReplaceServices(list.Services) },
 		func(cfg *control.Config) any {
 			out := v1.ServiceList{Services: cfg.Services}
@@ -124,6 +125,14 @@ func (s *Server) patchBackend(c *gin.Context) {
 		s.fail(c, http.StatusBadRequest, v1.CodeValidation, "", `set "weight" and/or "state"`)
 		return
 	}
+	var set []string
+	if p.Weight != nil {
+		set = append(set, fmt.Sprintf("weight %d", *p.Weight))
+	}
+	if p.State != nil {
+		set = append(set, "state "+*p.State)
+	}
+	c.Set(keyDetail, strings.Join(set, ", "))
 	name := c.Param("name")
 	var out v1.Backend
 	s.commit(c, http.StatusOK, func(cfg *control.Config) (err error) {
@@ -184,8 +193,7 @@ func (s *Server) status(c *gin.Context) {
 				}
 			}
 			if psvc != nil {
-				a := tb.IP.As4()
-				if j := psvc.BackendIndex(binary.BigEndian.Uint32(a[:])); j >= 0 {
+				if j := psvc.BackendByAddr(tb.IP); j >= 0 {
 					pb := &psvc.Backends[j]
 					bs.Forwarding = pb.State.String()
 					bs.NewFlows = sum.Backend(pb.ID).NewFlows

@@ -97,7 +97,7 @@ func (m collector) Collect(ch chan<- prometheus.Metric) {
 			emit(mBackendUp, prometheus.GaugeValue, boolGauge(b.State != pipeline.BackendDown), svc.Name, ip)
 		}
 		if m.s.opts.Announcer != nil {
-			vip := netip.AddrFrom4(svc.VIPBytes())
+			vip := svc.VIPAddr
 			ok, _ := m.s.opts.Announcer.Status(vip)
 			announced[vip] = ok
 		}

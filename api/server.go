@@ -91,7 +91,10 @@ type Options struct {
 	Neighbors control.Neighbors
 	// BGP may be nil: no sessions are shown.
 	BGP BGPStatus
-	Log zerolog.Logger
+	// Events is the bus GET /api/v1/events serves and accepted changes
+	// are published to; nil serves an empty history.
+	Events *control.Events
+	Log    zerolog.Logger
 }
 
 // Server is the REST API. Build it with New.
@@ -132,6 +135,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       2 * time.Minute,
+		// Requests end with ctx, so event streams let Shutdown finish.
+		BaseContext: func(net.Listener) context.Context { return ctx },
 	}
 	addr := ln.Addr().String()
 	ev := s.opts.Log.Info()
@@ -161,6 +166,7 @@ const (
 	keyEvent   = "dsrlb.event"
 	keyService = "dsrlb.service"
 	keyBackend = "dsrlb.backend"
+	keyDetail  = "dsrlb.detail" // what a change set, for its event
 )
 
 func (s *Server) routes() *gin.Engine {
@@ -193,6 +199,7 @@ func (s *Server) routes() *gin.Engine {
 	v1.DELETE("/services/:name/backends/:ip", s.change("backend_delete"), s.deleteBackend)
 	v1.GET("/status", s.status)
 	v1.GET("/stats", s.stats)
+	v1.GET("/events", s.events)
 	return r
 }
 
@@ -271,18 +278,21 @@ func (s *Server) logChange(c *gin.Context, reason string) {
 	if event == "" {
 		return
 	}
-	pick := func(key, param string) string {
-		if v := c.GetString(key); v != "" {
-			return v
-		}
-		return c.Param(param)
-	}
 	e, msg := s.opts.Log.Info(), "change accepted"
 	if reason != "" {
 		e, msg = s.opts.Log.Warn().Str("reason", reason), "change rejected"
 	}
-	e.Str("event", event).Str("service", pick(keyService, "name")).Str("backend", pick(keyBackend, "ip")).
+	e.Str("event", event).Str("service", changed(c, keyService, "name")).Str("backend", changed(c, keyBackend, "ip")).
 		Str("remote", c.ClientIP()).Msg(msg)
+}
+
+// changed returns what a change touched: the value the handler set under
+// key, else the path parameter param.
+func changed(c *gin.Context, key, param string) string {
+	if v := c.GetString(key); v != "" {
+		return v
+	}
+	return c.Param(param)
 }
 
 // decode reads a JSON body strictly into v: application/json only, at most
@@ -346,6 +356,7 @@ func (s *Server) commit(c *gin.Context, status int, change func(*control.Config)
 		return
 	}
 	s.logChange(c, "")
+	s.publishChange(c)
 	if out == nil {
 		c.Status(status)
 		return

@@ -65,6 +65,7 @@ type Speaker struct {
 
 	states   sync.Mutex
 	lastSeen map[string]api.PeerState_SessionState
+	onPeer   func(PeerChange) // OnPeerChange's; under states
 
 	cancelWatch context.CancelFunc
 	closeOnce   sync.Once
@@ -531,8 +532,27 @@ func stateName(st api.PeerState_SessionState) string {
 	return "unknown(" + strconv.Itoa(int(st)) + ")"
 }
 
+// PeerChange is a BGP session coming up (State "established") or going
+// down (Previous "established").
+type PeerChange struct {
+	Address string
+	ASN     uint32
+	// State and Previous are FSM states as in PeerStatus.State.
+	State, Previous string
+}
+
+// OnPeerChange makes the speaker call fn (from GoBGP's event goroutine) on
+// every session that comes up or goes down; the connection retries in
+// between are not reported. It replaces an earlier fn; nil stops it.
+func (s *Speaker) OnPeerChange(fn func(PeerChange)) {
+	s.states.Lock()
+	s.onPeer = fn
+	s.states.Unlock()
+}
+
 // onEvent logs session state transitions: entering established at info,
-// leaving it at warn, the rest (connection retries) at debug.
+// leaving it at warn, the rest (connection retries) at debug. The first two
+// also go to OnPeerChange's function.
 func (s *Speaker) onEvent(r *api.WatchEventResponse) {
 	ev := r.GetPeer()
 	if ev == nil || ev.GetType() != api.WatchEventResponse_PeerEvent_STATE {
@@ -544,9 +564,13 @@ func (s *Speaker) onEvent(r *api.WatchEventResponse) {
 	s.states.Lock()
 	prev, seen := s.lastSeen[addr]
 	s.lastSeen[addr] = now
+	onPeer := s.onPeer
 	s.states.Unlock()
 	if seen && prev == now {
 		return
+	}
+	if onPeer != nil && (now == api.PeerState_ESTABLISHED || (seen && prev == api.PeerState_ESTABLISHED)) {
+		onPeer(PeerChange{Address: addr, ASN: st.GetPeerAsn(), State: stateName(now), Previous: stateName(prev)})
 	}
 	var e *zerolog.Event
 	switch {

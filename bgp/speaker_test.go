@@ -373,6 +373,8 @@ func TestPeerStatus(t *testing.T) {
 func TestPeerStateLog(t *testing.T) {
 	s, _, logs := newFakeSpeaker(t, testConfig())
 	s.log = s.log.Level(zerolog.InfoLevel)
+	var changes []PeerChange
+	s.OnPeerChange(func(c PeerChange) { changes = append(changes, c) })
 	ev := func(st api.PeerState_SessionState) {
 		s.onEvent(&api.WatchEventResponse{Event: &api.WatchEventResponse_Peer{Peer: &api.WatchEventResponse_PeerEvent{
 			Type: api.WatchEventResponse_PeerEvent_STATE,
@@ -382,6 +384,10 @@ func TestPeerStateLog(t *testing.T) {
 	for _, st := range []api.PeerState_SessionState{api.PeerState_ACTIVE, api.PeerState_OPENSENT, api.PeerState_OPENCONFIRM,
 		api.PeerState_ESTABLISHED, api.PeerState_ESTABLISHED, api.PeerState_IDLE} {
 		ev(st)
+	}
+	wantChanges := []PeerChange{{"10.252.0.1", 65000, "established", "openconfirm"}, {"10.252.0.1", 65000, "idle", "established"}}
+	if !slices.Equal(changes, wantChanges) {
+		t.Errorf("OnPeerChange got %+v, want %+v (up, down)", changes, wantChanges)
 	}
 	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
 	if len(lines) != 2 {

@@ -166,16 +166,21 @@ func (ids *IDs) retain(t *Typed) {
 }
 
 // NextHop returns the address whose MAC a packet to backend ip is sent to,
-// and the port index: ip itself when on a port's subnet, else the gateway.
+// and the port index: ip itself when on a port's subnet of its family,
+// else the port's gateway of that family (gateway, gateway6).
 func (t *Typed) NextHop(ip netip.Addr) (netip.Addr, int) {
 	i := t.portFor(ip, true)
 	if i < 0 {
 		return netip.Addr{}, -1
 	}
-	if t.Ports[i].Prefix.Contains(ip) {
+	p := &t.Ports[i]
+	switch {
+	case p.onLink(ip):
 		return ip, i
+	case ip.Is6():
+		return p.Gateway6, i
 	}
-	return t.Ports[i].Gateway, i
+	return p.Gateway, i
 }
 
 // NextHops returns the next hop (NextHop) of every backend of every
@@ -204,7 +209,7 @@ func Compile(gen uint64, t *Typed, ids *IDs, portMACs []pipeline.MAC, nb Neighbo
 		if mac.IsZero() && i < len(portMACs) {
 			mac = portMACs[i]
 		}
-		spec.Ports = append(spec.Ports, pipeline.PortSpec{MAC: mac, IP: p.Addr, MTU: p.MTU, PartialChecksums: p.KernelFrames})
+		spec.Ports = append(spec.Ports, pipeline.PortSpec{MAC: mac, IP: p.Addr, IP6: p.IP6.Addr(), MTU: p.MTU, PartialChecksums: p.KernelFrames})
 	}
 	for _, s := range t.Services {
 		ss := pipeline.ServiceSpec{ID: ids.Service(s.Name), Name: s.Name, VIP: s.VIP, Proto: s.Proto, Port: s.Port, Mode: s.Mode}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strings"
 
 	v1 "github.com/dsrlb/dsrlb/api/v1"
 )
@@ -92,6 +93,23 @@ func (c *Config) ServiceIndex(name string) int {
 		}
 	}
 	return -1
+}
+
+// parseAddr parses an IPv4 or an IPv6 address, the families a VIP, a
+// backend or a neighbour may have. An IPv4-mapped IPv6 address
+// (::ffff:192.0.2.1) and a zone (%eth0) are refused: the one address has
+// one spelling. When s is not an address, msg says which family it looked
+// like (a colon: IPv6), for "not an IPv4 address: ..." errors that stay as
+// they were before IPv6.
+func parseAddr(s string) (a netip.Addr, msg string) {
+	a, err := netip.ParseAddr(s)
+	switch {
+	case err == nil && (a.Is4() || a.Is6() && !a.Is4In6() && a.Zone() == ""):
+		return a, ""
+	case strings.Contains(s, ":"):
+		return netip.Addr{}, fmt.Sprintf("not an IPv6 address: %q", s)
+	}
+	return netip.Addr{}, fmt.Sprintf("not an IPv4 address: %q", s)
 }
 
 // parseAddr4 parses an IPv4 address.

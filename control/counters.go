@@ -66,6 +66,8 @@ var TotalCounters = []Counter[pipeline.Counters, v1.Stats]{
 		func(c *pipeline.Counters) uint64 { return c.GSOSegmented }, func(s *v1.Stats) *uint64 { return &s.Totals.GSOSegmented }},
 	{"gso_segments_total", "Segments made of TCP super-frames.", KindCounter,
 		func(c *pipeline.Counters) uint64 { return c.GSOSegments }, func(s *v1.Stats) *uint64 { return &s.Totals.GSOSegments }},
+	{"packet_too_big_sent_total", "ICMPv6 Packet Too Big replies generated.", KindCounter,
+		func(c *pipeline.Counters) uint64 { return c.PacketTooBigSent }, func(s *v1.Stats) *uint64 { return &s.Totals.PacketTooBigSent }},
 	{"probes_sent_total", "Health probes through the VIP sent to a backend.", KindCounter,
 		func(c *pipeline.Counters) uint64 { return c.ProbesSent }, func(s *v1.Stats) *uint64 { return &s.Totals.ProbesSent }},
 	{"probe_replies_total", "Backends' answers to health probes through the VIP handed to the probes.", KindCounter,

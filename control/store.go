@@ -84,6 +84,8 @@ type Store struct {
 	// yamlServices is the ServicesDigest of the YAML config's services,
 	// recorded in every state file this store writes.
 	yamlServices string
+	// started is where the services came from at start (StartedFrom).
+	started StateChoice
 
 	rejected atomic.Uint64
 	accepted atomic.Uint64
@@ -115,6 +117,10 @@ func NewStore(cfg *Config, opts StoreOptions) (*Store, error) {
 			}
 		}
 		s.cfg.Services = start.Services
+		s.started = start
+		s.started.Services = nil
+	} else {
+		s.started = StateChoice{Event: "state_none", Reason: "no state file kept"}
 	}
 	t, err := s.cfg.Validate()
 	if err != nil {
@@ -238,6 +244,10 @@ func setAside(path, kind string, now time.Time) (string, error) {
 	}
 	return to, nil
 }
+
+// StartedFrom tells where the services came from at start: Event and
+// Reason of the state-file rule (ChooseState); Services is not kept.
+func (s *Store) StartedFrom() StateChoice { return s.started }
 
 // Snapshots returns the pointer workers load their snapshot from.
 func (s *Store) Snapshots() *atomic.Pointer[pipeline.Snapshot] { return &s.snap }

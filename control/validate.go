@@ -37,8 +37,16 @@ type TypedPort struct {
 	Addr         netip.Addr
 	Prefix       netip.Prefix
 	Gateway      netip.Addr // invalid when none
-	MTU          int
-	MAC          pipeline.MAC // zero: use the device's
+	// IP6 is the port's IPv6 address with its prefix length, not masked
+	// (2001:db8:0:1::10/64): IP6.Addr() is the source of IPv6 envelopes,
+	// IP6.Contains tells an on-link IPv6 address. Invalid when the port
+	// has no IPv6 address.
+	IP6 netip.Prefix
+	// Gateway6 is the next hop of IPv6 backends off IP6's subnet: on that
+	// subnet or link-local. Invalid when none.
+	Gateway6 netip.Addr
+	MTU      int
+	MAC      pipeline.MAC // zero: use the device's
 	// KernelFrames: the device reads a kernel interface (see
 	// KernelFramesDevice), so frames may arrive as the peer's kernel left
 	// them for its offloads.
@@ -190,6 +198,10 @@ const (
 	// MaxBGPPassword is the longest TCP MD5 key, in bytes (Linux's
 	// TCP_MD5SIG_MAXKEYLEN).
 	MaxBGPPassword = 80
+	// MinMTU6 is the smallest MTU of a port with an IPv6 address: a
+	// 1280-byte IPv6 packet (the least every IPv6 link carries, RFC 8200)
+	// in GRE over IPv6.
+	MinMTU6 = pipeline.IPv6MinMTU + pipeline.IPv6HeaderSize + 4
 )
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
@@ -302,11 +314,14 @@ func (t *Typed) validatePorts(ports []Port, l *errList) map[netip.Addr]string {
 			}
 			tp.Gateway = gw
 		}
+		validatePort6(p, f, &tp, own, l)
 		if tp.MTU == 0 {
 			tp.MTU = 1500
 		}
 		if tp.MTU < 576 || tp.MTU > 9000 {
 			l.add(f.key("mtu"), "must be 576..9000, got %d", p.MTU)
+		} else if tp.IP6.IsValid() && tp.MTU < MinMTU6 {
+			l.add(f.key("mtu"), "must be at least %d on a port with ip6 (IPv6's 1280 and the longest envelope, 44 bytes), got %d", MinMTU6, p.MTU)
 		}
 		if p.MAC != "" {
 			m, err := ParseMAC(p.MAC)
@@ -323,12 +338,64 @@ func (t *Typed) validatePorts(ports []Port, l *errList) map[netip.Addr]string {
 	return own
 }
 
+// validatePort6 checks port p's IPv6 address and gateway (both optional)
+// at f into tp, and records the address in own.
+func validatePort6(p Port, f fieldPath, tp *TypedPort, own map[netip.Addr]string, l *errList) {
+	ip6OK := false
+	if p.IP6 != "" {
+		pfx, err := netip.ParsePrefix(p.IP6)
+		a := pfx.Addr()
+		switch {
+		case err != nil || !a.Is6() || a.Is4In6():
+			l.add(f.key("ip6"), "want IPv6 address/prefix like 2001:db8:0:1::10/64, got %q", p.IP6)
+		case a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() || a.IsLinkLocalUnicast():
+			l.add(f.key("ip6"), "%v cannot be a port address (a global or unique local unicast address)", a)
+		default:
+			ip6OK = true
+			tp.IP6 = pfx
+			if _, dup := own[a]; dup {
+				l.add(f.key("ip6"), "address %v used by another port", a)
+			}
+			own[a] = p.Name
+		}
+	}
+	if p.Gateway6 == "" {
+		return
+	}
+	gw, err := netip.ParseAddr(p.Gateway6)
+	switch {
+	case err != nil || !gw.Is6() || gw.Is4In6() || gw.Zone() != "":
+		l.add(f.key("gateway6"), "not an IPv6 address: %q", p.Gateway6)
+		return
+	case p.IP6 == "":
+		l.add(f.key("gateway6"), "needs the port's ip6")
+	case gw.IsUnspecified() || gw.IsMulticast() || gw.IsLoopback():
+		l.add(f.key("gateway6"), "%v cannot be a gateway", gw)
+	case ip6OK && gw == tp.IP6.Addr():
+		l.add(f.key("gateway6"), "%v is the port's own address", gw)
+	case ip6OK && !gw.IsLinkLocalUnicast() && !tp.IP6.Contains(gw):
+		l.add(f.key("gateway6"), "%v is neither on the port's subnet %v nor link-local", gw, tp.IP6.Masked())
+	}
+	tp.Gateway6 = gw
+}
+
+// hasIP6 reports whether a port has an IPv6 address.
+func (t *Typed) hasIP6() bool {
+	for _, p := range t.Ports {
+		if p.IP6.IsValid() {
+			return true
+		}
+	}
+	return false
+}
+
 func (t *Typed) validateNeighbors(nbs []Neighbor, l *errList) {
 	for i, n := range nbs {
 		f := rootField("neighbors").item(i, "")
-		a, ipOK := parseAddr4(n.IP)
+		a, msg := parseAddr(n.IP)
+		ipOK := msg == ""
 		if !ipOK {
-			l.add(f.key("ip"), "not an IPv4 address: %q", n.IP)
+			l.add(f.key("ip"), "%s", msg)
 		}
 		m, err := ParseMAC(n.MAC)
 		if err != nil {
@@ -397,14 +464,18 @@ func (t *Typed) validateService(s *Service, f fieldPath, own map[netip.Addr]stri
 	}
 	ts = &TypedService{Name: s.Name, MinHealthy: s.MinHealthy}
 	before := l.count()
-	vip, ok := parseAddr4(s.VIP)
+	vip, msg := parseAddr(s.VIP)
 	switch {
-	case !ok:
-		l.add(f.key("vip"), "not an IPv4 address: %q", s.VIP)
-	case vip.IsUnspecified() || vip.IsMulticast() || vip.IsLoopback() || vip == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+	case msg != "":
+		l.add(f.key("vip"), "%s", msg)
+	case vip.IsUnspecified() || vip.IsMulticast() || vip.IsLoopback() || vip == netip.AddrFrom4([4]byte{255, 255, 255, 255}) || vip.IsLinkLocalUnicast():
 		l.add(f.key("vip"), "%v cannot be a VIP", vip)
 	case own[vip] != "":
 		l.add(f.key("vip"), "%v is the address of port %s", vip, own[vip])
+	case vip.Is6() && len(t.Ports) > 0 && !t.hasIP6():
+		// The tap answers neighbour discovery for the VIP and the
+		// appliance sends ICMPv6 from a port's IPv6 address.
+		l.add(f.key("vip"), "%v is an IPv6 VIP, but no port has an IPv6 address (dataplane.ports[].ip6)", vip)
 	}
 	ts.VIP = vip
 	switch s.Protocol {
@@ -449,6 +520,15 @@ func (t *Typed) validateService(s *Service, f fieldPath, own map[netip.Addr]stri
 	if s.Health != nil {
 		ts.Health = validateHealth(s.Health, f.key("health"), s.Port, portOK, l)
 		ts.Health.VIP, ts.Health.Mode = ts.VIP, s.Mode
+		if ts.VIP.Is6() && ts.Health.Via == health.ViaVIP {
+			// The probe path (its namespace and the data plane's
+			// steering) is IPv4 for now: an IPv6 VIP's backends are
+			// probed at their own addresses unless told otherwise.
+			if s.Health.Via != "" {
+				l.add(f.key("health").key("via"), "vip: probes through an IPv6 VIP are not supported yet; use via: backend")
+			}
+			ts.Health.Via = health.ViaBackend
+		}
 	}
 	return ts, keyOK
 }
@@ -457,14 +537,15 @@ func (t *Typed) validateService(s *Service, f fieldPath, own map[netip.Addr]stri
 // backend addresses before it. ok is false when b had an error.
 func (t *Typed) validateBackend(b *Backend, f fieldPath, ts *TypedService, seen map[netip.Addr]bool, own map[netip.Addr]string, l *errList) (tb TypedBackend, ok bool) {
 	before := l.count()
-	ip, parsed := parseAddr4(b.IP)
+	ip, msg := parseAddr(b.IP)
+	parsed := msg == ""
 	ipOK := false
 	switch {
 	case !parsed:
-		l.add(f.key("ip"), "not an IPv4 address: %q", b.IP)
+		l.add(f.key("ip"), "%s", msg)
 	case seen[ip]:
 		l.add(f.key("ip"), "duplicate backend")
-	case ip == ts.VIP || own[ip] != "" || ip.IsUnspecified() || ip.IsMulticast() || ip.IsLoopback():
+	case ip == ts.VIP || own[ip] != "" || ip.IsUnspecified() || ip.IsMulticast() || ip.IsLoopback() || ip.IsLinkLocalUnicast():
 		l.add(f.key("ip"), "%v cannot be a backend", ip)
 	default:
 		ipOK = true
@@ -494,10 +575,14 @@ func (t *Typed) validateBackend(b *Backend, f fieldPath, ts *TypedService, seen 
 	// Reachability needs valid ports (t.Ports is empty otherwise) and a
 	// valid backend address.
 	if ipOK && len(t.Ports) > 0 {
-		if ts.Mode == pipeline.ModeL2 && t.portFor(ip, false) < 0 {
+		switch {
+		case ts.Mode == pipeline.ModeL2 && t.portFor(ip, false) < 0:
 			l.add(f.key("ip"), "l2 mode needs the backend on a port's subnet")
-		} else if t.portFor(ip, true) < 0 {
+		case t.portFor(ip, true) >= 0:
+		case ip.Is4():
 			l.add(f.key("ip"), "no port reaches %v (not on a port subnet, and no gateway)", ip)
+		default:
+			l.add(f.key("ip"), "no port reaches %v (not on a port's ip6 subnet, and no gateway6)", ip)
 		}
 	}
 	return tb, l.count() == before
@@ -533,22 +618,28 @@ func (t *Typed) validateFlows(fl *Flows, l *errList) {
 	}
 }
 
-// portFor returns the index of the port that reaches ip: on-link first,
-// then (when viaGateway) the first port with a gateway; -1 if none.
+// portFor returns the index of the port that reaches ip: on-link first
+// (ip on the port's subnet of ip's family), then (when viaGateway) the
+// first port with a gateway of ip's family; -1 if none.
 func (t *Typed) portFor(ip netip.Addr, viaGateway bool) int {
-	for i, p := range t.Ports {
-		if p.Prefix.Contains(ip) {
+	for i := range t.Ports {
+		if t.Ports[i].onLink(ip) {
 			return i
 		}
 	}
 	if viaGateway {
 		for i, p := range t.Ports {
-			if p.Gateway.IsValid() {
+			if ip.Is4() && p.Gateway.IsValid() || ip.Is6() && p.Gateway6.IsValid() {
 				return i
 			}
 		}
 	}
 	return -1
+}
+
+// onLink reports whether ip is on one of p's subnets (IPv4 or IPv6).
+func (p *TypedPort) onLink(ip netip.Addr) bool {
+	return p.Prefix.Contains(ip) || p.IP6.IsValid() && p.IP6.Contains(ip)
 }
 
 // validateHealth checks monitor h at f of a service on port svcPort

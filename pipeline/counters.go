@@ -28,6 +28,8 @@ type Counters struct {
 	// FragNeededSent counts ICMP fragmentation-needed replies generated;
 	// ICMPErrorsForwarded counts ICMP errors sent to a flow's backend.
 	FragNeededSent, ICMPErrorsForwarded uint64
+	// PacketTooBigSent counts ICMPv6 Packet Too Big replies generated.
+	PacketTooBigSent uint64
 	// IPOptions counts forwarded VIP packets that carried IPv4 options.
 	IPOptions uint64
 	// L4ChecksumsCompleted counts TCP and UDP checksums completed on ports
@@ -123,6 +125,7 @@ func (c *Counters) Add(o *Counters) {
 	c.FromKernel += o.FromKernel
 	c.FragNeededSent += o.FragNeededSent
 	c.ICMPErrorsForwarded += o.ICMPErrorsForwarded
+	c.PacketTooBigSent += o.PacketTooBigSent
 	c.IPOptions += o.IPOptions
 	c.L4ChecksumsCompleted += o.L4ChecksumsCompleted
 	c.GSOSegmented += o.GSOSegmented

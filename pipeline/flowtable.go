@@ -47,7 +47,10 @@ type flowEntry struct {
 	// only if that slot still holds backend's IP (backendIndex checks), so
 	// that a hit needs no search whatever snapshot is current.
 	bhint uint8
-	_     [2]byte
+	// b6: the backend is an IPv6 one and backend holds its Backend.ID
+	// (stable while the backend exists, never reused), not an address.
+	b6 bool
+	_  [1]byte
 }
 
 // flowAddrs and flowTag are the two words of a flow (addresses and ports in
@@ -70,14 +73,31 @@ func (ft *FlowTable) lastUsed(e *flowEntry) uint32 { return e.expires - ft.tmo[e
 // backendIndex returns the index in svc.Backends of e's backend, or -1,
 // trying the hint before searching (and refreshing the hint).
 func (e *flowEntry) backendIndex(svc *Service) int {
-	if i := int(e.bhint); i < len(svc.Backends) && svc.Backends[i].IP == e.backend {
-		return i
+	if i := int(e.bhint); i < len(svc.Backends) {
+		if b := &svc.Backends[i]; !e.b6 && b.IP == e.backend || e.b6 && b.ID == e.backend {
+			return i
+		}
 	}
-	i := svc.BackendIndex(e.backend)
+	var i int
+	if e.b6 {
+		i = svc.backendIndexByID(e.backend)
+	} else {
+		i = svc.BackendIndex(e.backend)
+	}
 	if i >= 0 {
 		e.setBackendHint(i)
 	}
 	return i
+}
+
+// setBackend makes backend bi of svc e's backend.
+func (e *flowEntry) setBackend(svc *Service, bi int) {
+	b := &svc.Backends[bi]
+	e.service, e.backend, e.b6 = svc.ID, b.IP, b.Addr.Is6()
+	if e.b6 {
+		e.backend = b.ID
+	}
+	e.setBackendHint(bi)
 }
 
 // setBackendHint records i as the index of e's backend (indexes that do
@@ -94,8 +114,10 @@ func (e *flowEntry) setBackendHint(i int) {
 // full the least recently used of its entries is evicted.
 type FlowTable struct {
 	buckets [][flowWays]flowEntry
-	mask    uint32
-	tmo     [5]uint32 // milliseconds, indexed by state
+	// buckets6 holds the IPv6 flows (flowtable6.go), nil until enable6.
+	buckets6 [][flowWays]flowEntry6
+	mask     uint32
+	tmo      [5]uint32 // milliseconds, indexed by state
 
 	// Entries is the number of live (possibly expired, not yet reused)
 	// entries; Hits, Misses, Evictions and Expired count lookups and
@@ -114,7 +136,7 @@ func NewFlowTable(capacity int, t FlowTimeouts) *FlowTable {
 		nb <<= 1
 	}
 	ft := &FlowTable{mask: uint32(nb - 1)}
-	ft.buckets = allocBuckets(nb, ft)
+	ft.buckets = allocBuckets[[flowWays]flowEntry](nb, ft)
 	ms := func(d time.Duration) uint32 { return uint32(d / time.Millisecond) }
 	ft.tmo[0] = ms(t.TCPSyn) // a new entry, until Touch
 	ft.tmo[flowStateSyn] = ms(t.TCPSyn)
@@ -197,35 +219,37 @@ func (ft *FlowTable) Lookup(k *FlowKey, hash uint32, now uint32) *flowEntry {
 // used entry.
 func (ft *FlowTable) Insert(k *FlowKey, hash uint32, now uint32, service, backend uint32) *flowEntry {
 	b := &ft.buckets[hash&ft.mask]
-	victim := -1
-	for i := range b {
-		if !b[i].used() {
-			victim = i
-			break
-		}
-		if int32(b[i].expires-now) <= 0 {
-			ft.Expired++
-			ft.Entries--
-			b[i].tag = 0
-			victim = i
-			break
-		}
-	}
-	if victim < 0 {
-		victim = 0
-		for i := 1; i < flowWays; i++ {
-			if int32(ft.lastUsed(&b[i])-ft.lastUsed(&b[victim])) < 0 {
-				victim = i
-			}
-		}
-		ft.Evictions++
-		ft.Entries--
-	}
-	e := &b[victim]
+	e := &b[ft.victim(&[flowWays]*flowEntry{&b[0], &b[1], &b[2], &b[3]}, now)]
 	addrs, tag := k.words()
 	*e = flowEntry{addrs: addrs, tag: tag, service: service, backend: backend, expires: now + ft.tmo[0]}
 	ft.Entries++
 	return e
+}
+
+// victim returns the way of a bucket (its entries, of either family) a
+// new entry takes: a free or expired one, else the least recently used,
+// which it evicts. It counts what it replaces.
+func (ft *FlowTable) victim(ways *[flowWays]*flowEntry, now uint32) int {
+	for i, e := range ways {
+		if !e.used() {
+			return i
+		}
+		if int32(e.expires-now) <= 0 {
+			ft.Expired++
+			ft.Entries--
+			e.tag = 0
+			return i
+		}
+	}
+	v := 0
+	for i := 1; i < flowWays; i++ {
+		if int32(ft.lastUsed(ways[i])-ft.lastUsed(ways[v])) < 0 {
+			v = i
+		}
+	}
+	ft.Evictions++
+	ft.Entries--
+	return v
 }
 
 // Touch refreshes e for a packet with the given TCP flags (ignored for UDP).

@@ -43,6 +43,9 @@ func NewForwarder(flowCapacity int, t FlowTimeouts, seed uint32) *Forwarder {
 func (f *Forwarder) Use(s *Snapshot) {
 	if s != f.snap {
 		f.C.grow(s.MaxServiceID, s.MaxBackendID)
+		if s.has6 {
+			f.Flows.enable6()
+		}
 		f.snap = s
 	}
 }
@@ -202,7 +205,9 @@ func (f *Forwarder) process(s *Snapshot, p *packet.Packet, rxPort int, hash uint
 	}
 	switch et {
 	case EtherTypeIPv4:
-	case EtherTypeARP, EtherTypeIPv6:
+	case EtherTypeIPv6:
+		return f.process6(s, p, frame, l3, rxPort)
+	case EtherTypeARP:
 		return VerdictKernel, 0, DropNone
 	default:
 		return VerdictDrop, 0, DropNotIP
@@ -363,49 +368,22 @@ func (f *Forwarder) toService(s *Snapshot, svc *Service, p *packet.Packet, l3 in
 	if !hinted {
 		h = slotHashKey(key, f.Seed)
 	}
-	bi := -1
-	reused := false
 	e := f.Flows.Lookup(key, h, f.Now)
-	if e != nil && e.service == svc.ID {
-		if e.state == flowStateClosing && tcpFlags&(TCPFlagSYN|TCPFlagACK) == TCPFlagSYN {
-			// A new connection on the 4-tuple of one the client ended
-			// (FIN or RST seen; its port is free again as soon as the
-			// server closed first): a new flow, which a draining backend
-			// MUST NOT get.
-			reused = true
-		} else if i := e.backendIndex(svc); i >= 0 && svc.Backends[i].Usable() {
-			bi = i
-		} else {
-			f.C.FlowRemapped++
-		}
-	}
+	bi, reused := f.established(svc, e, tcpFlags)
 	if bi < 0 {
 		if len(s.probes) != 0 && s.fromPort(key.Src) {
 			return VerdictDrop, 0, DropProbeLooped
 		}
-		if len(svc.Table) == 0 {
-			f.C.Services[svc.ID].NoBackend++
-			return VerdictDrop, 0, DropNoBackend
-		}
 		// Maglev places new flows by the flow hash, the same on every
 		// appliance (h only places the flow in this worker's table).
-		t := svc.Table[keyHash(key, f.Seed)%uint32(len(svc.Table))]
-		if t == MaglevNone {
-			f.C.Services[svc.ID].NoBackend++
+		if bi = f.maglevPick(svc, keyHash(key, f.Seed)); bi < 0 {
 			return VerdictDrop, 0, DropNoBackend
 		}
-		bi = int(t)
 		if !icmpErr {
 			if e == nil {
-				e = f.Flows.Insert(key, h, f.Now, svc.ID, svc.Backends[bi].IP)
-			} else {
-				e.service, e.backend = svc.ID, svc.Backends[bi].IP
-				if reused {
-					e.state = 0 // Touch starts it over
-				}
+				e = f.Flows.Insert(key, h, f.Now, svc.ID, 0)
 			}
-			e.setBackendHint(bi)
-			f.C.Backends[svc.Backends[bi].ID].NewFlows++
+			f.assign(svc, e, bi, reused)
 		}
 	}
 	if e != nil && !icmpErr {
@@ -414,7 +392,7 @@ func (f *Forwarder) toService(s *Snapshot, svc *Service, p *packet.Packet, l3 in
 	b := &svc.Backends[bi]
 	port := &s.Ports[b.Port]
 	tot := len(ip)
-	over := svc.Mode.Overhead()
+	over := b.Overhead()
 	if tot+over > port.MTU {
 		if ip.FlagsFrag()&IPv4FlagDF != 0 && !icmpErr {
 			return f.fragNeeded(s, p, l3, ip, port, over, rxPort)
@@ -434,8 +412,69 @@ func (f *Forwarder) toService(s *Snapshot, svc *Service, p *packet.Packet, l3 in
 	if icmpErr {
 		f.C.ICMPErrorsForwarded++
 	}
-	f.rewrite(svc, b, p, start, l3, ip)
+	f.rewrite(svc, b, p, start, l3, tot, ip[ipv4TOS], ip.FlagsFrag()&IPv4FlagDF, h)
 	return VerdictTx, b.Port, DropNone
+}
+
+// established returns the index in svc.Backends of the backend that e's
+// flow keeps, or -1 when the packet starts a new flow: no entry, an entry
+// of another service, a backend no longer usable (counted as remapped), or
+// a SYN on the 4-tuple of a connection the client ended (FIN or RST seen;
+// its port is free again as soon as the server closed first): then reused
+// is true, and a draining backend MUST NOT get the new flow.
+func (f *Forwarder) established(svc *Service, e *flowEntry, tcpFlags uint8) (bi int, reused bool) {
+	if e == nil || e.service != svc.ID {
+		return -1, false
+	}
+	if e.state == flowStateClosing && tcpFlags&(TCPFlagSYN|TCPFlagACK) == TCPFlagSYN {
+		return -1, true
+	}
+	if i := e.backendIndex(svc); i >= 0 && svc.Backends[i].Usable() {
+		return i, false
+	}
+	f.C.FlowRemapped++
+	return -1, false
+}
+
+// maglevPick returns the backend svc's Maglev table gives the flow hash
+// fh, or -1 when no backend takes new flows (counted for the service).
+func (f *Forwarder) maglevPick(svc *Service, fh uint32) int {
+	if len(svc.Table) > 0 {
+		if t := svc.Table[fh%uint32(len(svc.Table))]; t != MaglevNone {
+			return int(t)
+		}
+	}
+	f.C.Services[svc.ID].NoBackend++
+	return -1
+}
+
+// assign gives flow entry e (new, or the entry of a flow that moves)
+// backend bi of svc and counts the new flow; reused (established) starts
+// the entry's TCP state over.
+func (f *Forwarder) assign(svc *Service, e *flowEntry, bi int, reused bool) {
+	if reused {
+		e.state = 0 // Touch starts it over
+	}
+	e.setBackend(svc, bi)
+	f.C.Backends[svc.Backends[bi].ID].NewFlows++
+}
+
+// rewrite puts b's headers in front of the IP packet of p (at l3 in the
+// frame, tot bytes long; the new frame starts at buffer offset start and
+// ends with it) and counts the packet for its service and backend. tos is
+// the inner packet's TOS or traffic class, df the DF flag an IPv4 envelope
+// gets, hash the flow's slot hash, whose low 20 bits are the flow label of
+// an IPv6 envelope (RFC 6438). In L2 mode start is p.Off and only the two
+// MACs are written: the EtherType and an 802.1Q tag (TPID, PCP, DEI, VID)
+// stay as received, so the packet stays on its VLAN.
+func (f *Forwarder) rewrite(svc *Service, b *Backend, p *packet.Packet, start, l3, tot int, tos uint8, df uint16, hash uint32) {
+	f.writeHeaders(b, p, start, l3, tot, tos, df, hash)
+	sc := &f.C.Services[svc.ID]
+	sc.Packets++
+	sc.Bytes += uint64(tot)
+	bc := &f.C.Backends[b.ID]
+	bc.Packets++
+	bc.Bytes += uint64(tot)
 }
 
 // start returns where the frame of p begins once b's headers replace its
@@ -448,26 +487,10 @@ func (b *Backend) start(p *packet.Packet, l3 int) int {
 	return p.Off + l3 - b.hdrLen
 }
 
-// rewrite puts b's headers in front of the IP packet ip of p (at l3 in the
-// frame; the new frame starts at buffer offset start and ends with ip) and
-// counts the packet for its service and backend. In L2 mode start is p.Off
-// and only the two MACs are written: the EtherType and an 802.1Q tag (TPID,
-// PCP, DEI, VID) stay as received, so the packet stays on its VLAN.
-func (f *Forwarder) rewrite(svc *Service, b *Backend, p *packet.Packet, start, l3 int, ip IPv4) {
-	tot := len(ip)
-	f.writeHeaders(b, p, start, l3, ip)
-	sc := &f.C.Services[svc.ID]
-	sc.Packets++
-	sc.Bytes += uint64(tot)
-	bc := &f.C.Backends[b.ID]
-	bc.Packets++
-	bc.Bytes += uint64(tot)
-}
-
 // writeHeaders is rewrite without the counting: the headers of b in front
-// of ip, for client packets (rewrite) and health probes (toProbed) alike.
-func (f *Forwarder) writeHeaders(b *Backend, p *packet.Packet, start, l3 int, ip IPv4) {
-	tot := len(ip)
+// of the packet, for client packets (rewrite) and health probes (toProbed)
+// alike.
+func (f *Forwarder) writeHeaders(b *Backend, p *packet.Packet, start, l3, tot int, tos uint8, df uint16, hash uint32) {
 	end := p.Off + l3 + tot // Ethernet padding dropped
 	// The headers are written through array pointers: constant offsets,
 	// no bounds check per field, fixed-size copies inlined as moves.
@@ -480,23 +503,20 @@ func (f *Forwarder) writeHeaders(b *Backend, p *packet.Packet, start, l3 int, ip
 		// calls memmove).
 		*(*[32]byte)(h[:]) = *(*[32]byte)(b.hdr[:])
 		*(*[32]byte)(h[2:]) = *(*[32]byte)(b.hdr[2:])
-		f.outerIPv4((*[IPv4MinSize]byte)(h[EthernetMinSize:]), b, ip, tot+IPv4MinSize)
-	default: // GRE
+		f.ipID++
+		fillOuter((*[IPv4MinSize]byte)(h[EthernetMinSize:]), b.outerSum, tos, df, tot+IPv4MinSize, f.ipID)
+	case EthernetMinSize + IPv4MinSize + greSize:
 		h := (*[len(b.hdr)]byte)(p.Buf[start:])
 		*h = b.hdr
-		f.outerIPv4((*[IPv4MinSize]byte)(h[EthernetMinSize:]), b, ip, tot+IPv4MinSize+greSize)
+		f.ipID++
+		fillOuter((*[IPv4MinSize]byte)(h[EthernetMinSize:]), b.outerSum, tos, df, tot+IPv4MinSize+greSize, f.ipID)
+	default: // an IPv6 envelope
+		h := p.Buf[start : start+b.hdrLen]
+		copy(h, b.hdr6[:])
+		fillOuter6((*[IPv6HeaderSize]byte)(h[EthernetMinSize:]), tos, hash, b.hdrLen-EthernetMinSize-IPv6HeaderSize+tot)
 	}
 	p.Off = start
 	p.Len = end - start
-}
-
-// outerIPv4 fills in the per-packet fields of the outer IPv4 header o, the
-// rest of which is b's template: TOS and DF copied from the inner header
-// ip, total length n, the next ID, and the checksum from the template's
-// partial sum: no header is summed per packet.
-func (f *Forwarder) outerIPv4(o *[IPv4MinSize]byte, b *Backend, ip IPv4, n int) {
-	f.ipID++
-	fillOuter(o, b.outerSum, ip[ipv4TOS], binary.BigEndian.Uint16(ip[ipv4FlagsFrag:])&IPv4FlagDF, n, f.ipID)
 }
 
 // fillOuter writes the per-packet fields of an outer IPv4 header whose
@@ -608,7 +628,8 @@ func (f *Forwarder) fastPath(s *Snapshot, pkts []packet.Packet, fp *[packet.Burs
 		}
 		b := &svc.Backends[bi]
 		start := off + EthernetMinSize - b.hdrLen
-		if b.IP != e.backend || tot > b.maxTot || start < 0 { // maxTot < 0: down
+		// An entry of an IPv6 backend (b6) holds its ID, not its address.
+		if b.IP != e.backend || e.b6 || tot > b.maxTot || start < 0 { // maxTot < 0: down
 			break
 		}
 
@@ -620,7 +641,7 @@ func (f *Forwarder) fastPath(s *Snapshot, pkts []packet.Packet, fp *[packet.Burs
 		} else {
 			// The template (34 or 38 bytes) as five 8-byte moves, the
 			// last overlapping (an array copy calls memmove), then the
-			// outer IPv4 fields of outerIPv4.
+			// per-packet fields of the outer IPv4 header (fillOuter).
 			// In bounds: start >= 0 and start+len(b.hdr) <= off+fastFrame.
 			o := (*[len(b.hdr)]byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(p.Buf)), start))
 			t := &b.hdr

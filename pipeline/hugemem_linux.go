@@ -17,19 +17,20 @@ const hugeMinBytes = 2 << 20
 // (in a VM, a two-dimensional page walk). The mapping is released when
 // owner is garbage collected. Entries hold no pointers, so the collector
 // need not see the memory.
-func allocBuckets(n int, owner *FlowTable) [][flowWays]flowEntry {
-	size := n * int(unsafe.Sizeof([flowWays]flowEntry{}))
+func allocBuckets[B any](n int, owner *FlowTable) []B {
+	var zero B
+	size := n * int(unsafe.Sizeof(zero))
 	if size < hugeMinBytes {
-		return make([][flowWays]flowEntry, n)
+		return make([]B, n)
 	}
 	// Round up to whole huge pages so that the kernel can back all of it.
 	size = (size + hugeMinBytes - 1) &^ (hugeMinBytes - 1)
 	mem, err := syscall.Mmap(-1, 0, size, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANON)
 	if err != nil {
-		return make([][flowWays]flowEntry, n)
+		return make([]B, n)
 	}
 	_ = syscall.Madvise(mem, 14) // MADV_HUGEPAGE; a kernel without THP ignores it
-	b := unsafe.Slice((*[flowWays]flowEntry)(unsafe.Pointer(&mem[0])), n)
+	b := unsafe.Slice((*B)(unsafe.Pointer(&mem[0])), n)
 	runtime.AddCleanup(owner, func(m []byte) { _ = syscall.Munmap(m) }, mem)
 	return b
 }

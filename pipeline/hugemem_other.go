@@ -3,6 +3,6 @@
 package pipeline
 
 // allocBuckets returns n zeroed buckets from the Go heap.
-func allocBuckets(n int, owner *FlowTable) [][flowWays]flowEntry {
-	return make([][flowWays]flowEntry, n)
+func allocBuckets[B any](n int, owner *FlowTable) []B {
+	return make([]B, n)
 }

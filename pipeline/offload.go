@@ -43,8 +43,30 @@ func (f *Forwarder) completeL4(ip IPv4, ihl int) {
 	default:
 		return
 	}
-	if ip.FlagsFrag()&(IPv4FlagMF|IPv4FragOffMask) != 0 ||
-		binary.BigEndian.Uint16(l4[off:]) != fold(pseudoSum(ip, len(l4))) {
+	if ip.FlagsFrag()&(IPv4FlagMF|IPv4FragOffMask) != 0 {
+		return
+	}
+	f.completeSum(l4, off, pseudoSum(ip, len(l4)))
+}
+
+// completeL4v6 is completeL4 for the IPv6 packet ip, whose upper layer
+// proto starts at off (after the extension headers): the TCP or UDP
+// checksum over the IPv6 pseudo-header. A UDP checksum of 0 is invalid in
+// IPv6 (RFC 8200, section 8.1) and is left to the receiver to drop.
+func (f *Forwarder) completeL4v6(ip IPv6, proto uint8, off int) {
+	l4 := ip[off:]
+	switch {
+	case proto == ProtoTCP && len(l4) >= TCPMinSize:
+		f.completeSum(l4, tcpChecksumOff, pseudoSum6(ip, proto, len(l4)))
+	case proto == ProtoUDP && len(l4) >= UDPSize:
+		f.completeSum(l4, udpChecksumOff, pseudoSum6(ip, proto, len(l4)))
+	}
+}
+
+// completeSum writes the checksum of l4 into its field at off when the
+// field holds the folded pseudo-header sum ps (completeL4).
+func (f *Forwarder) completeSum(l4 []byte, off int, ps uint32) {
+	if binary.BigEndian.Uint16(l4[off:]) != fold(ps) {
 		return
 	}
 	c := Checksum(l4, 0)
@@ -94,9 +116,11 @@ const maxSegments = 160
 // frame offsets and the size of the pieces.
 type superframe struct {
 	l3, ihl, thl int // the IP header at l3, ihl long; the TCP header, thl
-	tot          int // the IP total length
-	mss          int // payload bytes per segment
-	n            int // segments
+	// v6: the IP header is IPv6, ihl long with its extension headers.
+	v6  bool
+	tot int // the IP total length
+	mss int // payload bytes per segment
+	n   int // segments
 }
 
 // dropSuperframe drops a super-frame dsrlb cannot segment and flags its
@@ -120,13 +144,25 @@ func (f *Forwarder) dropSuperframe(rxPort int) (Verdict, int, DropReason) {
 // datagram boundaries are lost. ok is false for anything else, which
 // process forwards by the usual rules.
 func (f *Forwarder) superframe(ip IPv4, ihl, l3, mtu, segMax, rxPort int) (v Verdict, r DropReason, ok bool) {
-	l4 := ip[ihl:]
 	if ip.FlagsFrag()&(IPv4FlagMF|IPv4FragOffMask) != 0 {
 		return 0, 0, false
 	}
-	switch ip.Protocol() {
+	return f.superframeL4(ip, ihl, ip.Protocol(), pseudoSum(ip, len(ip)-ihl), false, l3, mtu, segMax, rxPort)
+}
+
+// superframe6 is superframe for the IPv6 packet ip, whose upper layer
+// proto starts at off.
+func (f *Forwarder) superframe6(ip IPv6, off int, proto uint8, l3, mtu, segMax, rxPort int) (v Verdict, r DropReason, ok bool) {
+	return f.superframeL4(ip, off, proto, pseudoSum6(ip, proto, len(ip)-off), true, l3, mtu, segMax, rxPort)
+}
+
+// superframeL4 is superframe past the IP header (ihl long, of either
+// family: v6), whose upper layer is proto and pseudo-header sum ps.
+func (f *Forwarder) superframeL4(ip []byte, ihl int, proto uint8, ps uint32, v6 bool, l3, mtu, segMax, rxPort int) (v Verdict, r DropReason, ok bool) {
+	l4 := ip[ihl:]
+	switch proto {
 	case ProtoUDP:
-		if len(l4) < UDPSize || binary.BigEndian.Uint16(l4[udpChecksumOff:]) != fold(pseudoSum(ip, len(l4))) {
+		if len(l4) < UDPSize || binary.BigEndian.Uint16(l4[udpChecksumOff:]) != fold(ps) {
 			return 0, 0, false
 		}
 		v, _, r := f.dropSuperframe(rxPort)
@@ -149,17 +185,17 @@ func (f *Forwarder) superframe(ip IPv4, ihl, l3, mtu, segMax, rxPort int) (v Ver
 		v, _, r := f.dropSuperframe(rxPort)
 		return v, r, true
 	}
-	f.seg = superframe{l3: l3, ihl: ihl, thl: thl, tot: len(ip), mss: mss, n: (payload + mss - 1) / mss}
+	f.seg = superframe{l3: l3, ihl: ihl, thl: thl, v6: v6, tot: len(ip), mss: mss, n: (payload + mss - 1) / mss}
 	return verdictSegment, DropNone, true
 }
 
 // cut writes the segments of super-frame p (f.seg, from process) into
 // segs, len(segs) == f.seg.n, as the sender's NIC would have (TCP
 // segmentation offload): each the link, IP and TCP headers of p with at
-// most mss bytes of its payload in order; IP total length, ID + i and
-// header checksum; sequence number + i*mss; CWR only on the first, FIN and
-// PSH only on the last; a complete TCP checksum. It reports false, writing
-// nothing, if a buffer is too short.
+// most mss bytes of its payload in order; IPv4 total length, ID + i and
+// header checksum, or IPv6 payload length; sequence number + i*mss; CWR
+// only on the first, FIN and PSH only on the last; a complete TCP
+// checksum. It reports false, writing nothing, if a buffer is too short.
 func (f *Forwarder) cut(p *packet.Packet, segs []packet.Packet) bool {
 	sf := &f.seg
 	frame := p.Buf[p.Off : p.Off+p.Len]
@@ -172,7 +208,10 @@ func (f *Forwarder) cut(p *packet.Packet, segs []packet.Packet) bool {
 		}
 	}
 	ip := IPv4(hdr[sf.l3:])
-	id := ip.ID()
+	var id uint16
+	if !sf.v6 {
+		id = ip.ID()
+	}
 	seq := binary.BigEndian.Uint32(hdr[sf.l3+sf.ihl+tcpSeqOff:])
 	flags := hdr[sf.l3+sf.ihl+tcpFlagsOff]
 	last := len(segs) - 1
@@ -184,11 +223,15 @@ func (f *Forwarder) cut(p *packet.Packet, segs []packet.Packet) bool {
 		copy(d[hlen:], chunk)
 		s.Len = len(d)
 		sip := IPv4(d[sf.l3:])
-		binary.BigEndian.PutUint16(sip[ipv4TotalLen:], uint16(sf.ihl+sf.thl+len(chunk)))
-		binary.BigEndian.PutUint16(sip[ipv4ID:], id+uint16(i))
-		binary.BigEndian.PutUint16(sip[ipv4Checksum:], 0)
-		binary.BigEndian.PutUint16(sip[ipv4Checksum:], Checksum(sip[:sf.ihl], 0))
 		tcp := sip[sf.ihl:]
+		if sf.v6 {
+			binary.BigEndian.PutUint16(sip[ipv6PayloadLen:], uint16(sf.ihl-IPv6HeaderSize+sf.thl+len(chunk)))
+		} else {
+			binary.BigEndian.PutUint16(sip[ipv4TotalLen:], uint16(sf.ihl+sf.thl+len(chunk)))
+			binary.BigEndian.PutUint16(sip[ipv4ID:], id+uint16(i))
+			binary.BigEndian.PutUint16(sip[ipv4Checksum:], 0)
+			binary.BigEndian.PutUint16(sip[ipv4Checksum:], Checksum(sip[:sf.ihl], 0))
+		}
 		binary.BigEndian.PutUint32(tcp[tcpSeqOff:], seq+uint32(i*sf.mss))
 		fl := flags
 		if i > 0 {
@@ -199,7 +242,11 @@ func (f *Forwarder) cut(p *packet.Packet, segs []packet.Packet) bool {
 		}
 		tcp[tcpFlagsOff] = fl
 		binary.BigEndian.PutUint16(tcp[tcpChecksumOff:], 0)
-		binary.BigEndian.PutUint16(tcp[tcpChecksumOff:], Checksum(tcp, pseudoSum(sip, len(tcp))))
+		ps := pseudoSum(sip, len(tcp))
+		if sf.v6 {
+			ps = pseudoSum6(IPv6(sip), ProtoTCP, len(tcp))
+		}
+		binary.BigEndian.PutUint16(tcp[tcpChecksumOff:], Checksum(tcp, ps))
 	}
 	return true
 }

@@ -199,17 +199,17 @@ func (f *Forwarder) toProbed(s *Snapshot, p *packet.Packet) (Verdict, int, DropR
 		return VerdictDrop, 0, DropProbeUnmatched
 	}
 	b := &svc.Backends[d.backend]
-	if b.hdr[0]|b.hdr[1]|b.hdr[2]|b.hdr[3]|b.hdr[4]|b.hdr[5] == 0 {
+	if !b.resolved {
 		return VerdictDrop, 0, DropNoRoute // next hop not resolved
 	}
-	if tot+svc.Mode.Overhead() > s.Ports[b.Port].MTU {
+	if tot+b.Overhead() > s.Ports[b.Port].MTU {
 		return VerdictDrop, 0, DropTooBig
 	}
 	start := b.start(p, l3)
 	if start < 0 {
 		return VerdictDrop, 0, DropTruncated
 	}
-	f.writeHeaders(b, p, start, l3, ip)
+	f.writeHeaders(b, p, start, l3, tot, ip[ipv4TOS], ip.FlagsFrag()&IPv4FlagDF, 0)
 	f.C.ProbesSent++
 	f.C.Backends[b.ID].Probes++
 	return VerdictTx, b.Port, DropNone

@@ -80,7 +80,10 @@ const MaxPorts = 64
 type PortSpec struct {
 	MAC MAC
 	IP  netip.Addr // the appliance's own address on this port
-	MTU int        // largest IP packet the port sends; 0 means 1500
+	// IP6 is the appliance's own IPv6 address on this port: the source of
+	// IPv6 envelopes and ICMPv6 errors. Invalid: the port has none.
+	IP6 netip.Addr
+	MTU int // largest IP packet the port sends; 0 means 1500
 	// PartialChecksums marks a port that receives what a local kernel
 	// sends (net_af_packet on a veth, a replayed capture): TCP and UDP
 	// checksums there may hold only the pseudo-header sum
@@ -150,6 +153,13 @@ type Snapshot struct {
 	// vipAddrs holds every VIP address (sorted) so that packets to a VIP on
 	// an unserved protocol (ICMP echo) can be told from strangers.
 	vipAddrs []uint32
+	// vip6Slots index the IPv6 services by (VIP, proto, port), and every
+	// IPv6 VIP address by (VIP, 0, 0) (snapshot6.go).
+	vip6Slots []vip6Slot
+	vip6Mask  uint32
+	// has6: some service has an IPv6 VIP (workers then give their flow
+	// tables IPv6 buckets).
+	has6 bool
 
 	// svcByID maps a Service.ID to its index in Services, -1 for none.
 	svcByID []int32
@@ -168,6 +178,9 @@ type Snapshot struct {
 type PortState struct {
 	MAC MAC
 	IP  uint32 // host order
+	// IP6 is the port's IPv6 address; all zeros (::, never a port's
+	// address) when it has none.
+	IP6 [16]byte
 	MTU int
 	// PartialChecksums: see PortSpec.
 	PartialChecksums bool
@@ -175,14 +188,21 @@ type PortState struct {
 
 // Service is a compiled virtual service.
 type Service struct {
-	ID    uint32
-	Name  string
-	VIP   uint32 // host order
-	Proto uint8
-	Port  uint16
-	Mode  Mode
-	// Backends are sorted by IP, the stable key.
+	ID   uint32
+	Name string
+	VIP  uint32 // host order; 0 for an IPv6 service
+	// VIP6 is the VIP of an IPv6 service (IPv6 true).
+	VIP6 [16]byte
+	IPv6 bool
+	// VIPAddr is the VIP of either family.
+	VIPAddr netip.Addr
+	Proto   uint8
+	Port    uint16
+	Mode    Mode
+	// Backends are sorted by address, the stable key: the IPv4 ones
+	// first (n4 of them), then the IPv6 ones.
 	Backends []Backend
+	n4       int
 	// Table is the Maglev lookup table: indexes into Backends, MaglevNone
 	// when no backend takes new flows.
 	Table []uint16
@@ -202,8 +222,9 @@ type Service struct {
 
 // Backend is a compiled backend with its prebuilt headers.
 type Backend struct {
-	ID     uint32
-	IP     uint32 // host order
+	ID uint32
+	IP uint32 // host order; 0 for an IPv6 backend
+	// Addr is the backend's address, of either family.
 	Addr   netip.Addr
 	Weight uint32
 	State  BackendState
@@ -219,8 +240,15 @@ type Backend struct {
 	maxTot int
 	// outerSum is the unfolded checksum of the outer IPv4 template.
 	outerSum uint32
-	// probePort is BackendSpec.ProbePort.
+	// hdr6, for an IPv6 backend in an L3 mode, replaces hdr: Ethernet,
+	// the outer IPv6 header with traffic class, flow label and payload
+	// length zero, then GRE (snapshot6.go). hdrLen is then its length.
+	// Nil otherwise.
+	hdr6 *[EthernetMinSize + IPv6HeaderSize + greSize]byte
+	// probePort is BackendSpec.ProbePort; resolved tells whether its next
+	// hop's MAC is known (the templates hold it).
 	probePort uint16
+	resolved  bool
 }
 
 // partialChecksums reports whether port pi receives partial checksums
@@ -228,7 +256,7 @@ type Backend struct {
 // kernel left unfinished to process (offloaded), one bit test per burst.
 func (s *Snapshot) partialChecksums(pi int) bool { return s.partialPorts>>uint(pi)&1 != 0 }
 
-// VIPBytes returns the VIP as four bytes.
+// VIPBytes returns the VIP of an IPv4 service as four bytes.
 func (svc *Service) VIPBytes() [4]byte {
 	var b [4]byte
 	binary.BigEndian.PutUint32(b[:], svc.VIP)
@@ -291,7 +319,14 @@ func NewSnapshot(spec SnapshotSpec) (*Snapshot, error) {
 		if mtu == 0 {
 			mtu = 1500
 		}
-		s.Ports = append(s.Ports, PortState{MAC: p.MAC, IP: addrU32(p.IP), MTU: mtu, PartialChecksums: p.PartialChecksums})
+		ps := PortState{MAC: p.MAC, IP: addrU32(p.IP), MTU: mtu, PartialChecksums: p.PartialChecksums}
+		if p.IP6.IsValid() {
+			if !p.IP6.Is6() || p.IP6.Is4In6() || p.IP6.IsUnspecified() {
+				return nil, fmt.Errorf("port %d: ip6 %v is not an IPv6 address", i, p.IP6)
+			}
+			ps.IP6 = p.IP6.As16()
+		}
+		s.Ports = append(s.Ports, ps)
 		if p.PartialChecksums {
 			s.partialPorts |= 1 << uint(i)
 		}
@@ -304,10 +339,20 @@ func NewSnapshot(spec SnapshotSpec) (*Snapshot, error) {
 	s.protoSlots = make([]protoSlot, n)
 	s.vipMask = uint32(n - 1)
 	vips := map[uint32]bool{}
+	s.vip6Slots = make([]vip6Slot, 2*n)
+	s.vip6Mask = uint32(2*n - 1)
 	for _, ss := range spec.Services {
 		svc, err := s.compileService(ss, size, spec.MaglevSeed)
 		if err != nil {
 			return nil, fmt.Errorf("service %q: %w", ss.Name, err)
+		}
+		if svc.IPv6 {
+			if err := s.index6(&svc, int32(len(s.Services))); err != nil {
+				return nil, fmt.Errorf("service %q: %w", ss.Name, err)
+			}
+			s.Services = append(s.Services, svc)
+			s.noteIDs(&svc)
+			continue
 		}
 		key := vipKey(svc.VIP, svc.Proto, svc.Port)
 		if s.findVIP(key) >= 0 {
@@ -319,14 +364,7 @@ func NewSnapshot(spec SnapshotSpec) (*Snapshot, error) {
 			svc.vipIsPortIP = svc.vipIsPortIP || p.IP == svc.VIP
 		}
 		s.Services = append(s.Services, svc)
-		if svc.ID > s.MaxServiceID {
-			s.MaxServiceID = svc.ID
-		}
-		for _, b := range svc.Backends {
-			if b.ID > s.MaxBackendID {
-				s.MaxBackendID = b.ID
-			}
-		}
+		s.noteIDs(&svc)
 		if !vips[svc.VIP] {
 			vips[svc.VIP] = true
 			s.vipAddrs = append(s.vipAddrs, svc.VIP)
@@ -343,12 +381,20 @@ func NewSnapshot(spec SnapshotSpec) (*Snapshot, error) {
 			return nil, fmt.Errorf("service %q: duplicate service id %d", svc.Name, svc.ID)
 		}
 		s.svcByID[svc.ID] = int32(i)
-		svc.owns = svc.Port != 0 || s.singlePorts(svc.VIP, svc.Proto) == 0
+		svc.owns = !svc.IPv6 && (svc.Port != 0 || s.singlePorts(svc.VIP, svc.Proto) == 0)
 	}
 	if err := s.indexProbes(); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// noteIDs raises MaxServiceID and MaxBackendID to svc's IDs.
+func (s *Snapshot) noteIDs(svc *Service) {
+	s.MaxServiceID = max(s.MaxServiceID, svc.ID)
+	for _, b := range svc.Backends {
+		s.MaxBackendID = max(s.MaxBackendID, b.ID)
+	}
 }
 
 // singlePorts returns how many single-port services share (vip, proto).
@@ -363,8 +409,8 @@ func (s *Snapshot) singlePorts(vip uint32, proto uint8) int {
 }
 
 func (s *Snapshot) compileService(ss ServiceSpec, size, seed uint32) (Service, error) {
-	if !ss.VIP.Is4() {
-		return Service{}, fmt.Errorf("vip %v is not IPv4", ss.VIP)
+	if !ss.VIP.Is4() && (!ss.VIP.Is6() || ss.VIP.Is4In6() || ss.VIP.IsUnspecified()) {
+		return Service{}, fmt.Errorf("vip %v is neither IPv4 nor IPv6", ss.VIP)
 	}
 	if ss.Proto != ProtoTCP && ss.Proto != ProtoUDP {
 		return Service{}, fmt.Errorf("protocol %d is not tcp or udp", ss.Proto)
@@ -372,7 +418,12 @@ func (s *Snapshot) compileService(ss ServiceSpec, size, seed uint32) (Service, e
 	if ss.Mode < ModeL2 || ss.Mode > ModeGRE {
 		return Service{}, fmt.Errorf("mode %d unknown", ss.Mode)
 	}
-	svc := Service{ID: ss.ID, Name: ss.Name, VIP: addrU32(ss.VIP), Proto: ss.Proto, Port: ss.Port, Mode: ss.Mode, segMax: 1 << 16}
+	svc := Service{ID: ss.ID, Name: ss.Name, VIPAddr: ss.VIP, IPv6: ss.VIP.Is6(), Proto: ss.Proto, Port: ss.Port, Mode: ss.Mode, segMax: 1 << 16}
+	if svc.IPv6 {
+		svc.VIP6 = ss.VIP.As16()
+	} else {
+		svc.VIP = addrU32(ss.VIP)
+	}
 	minMTU := 1 << 16
 	for _, p := range s.Ports {
 		minMTU = min(minMTU, p.MTU)
@@ -381,21 +432,30 @@ func (s *Snapshot) compileService(ss ServiceSpec, size, seed uint32) (Service, e
 	sort.Slice(bs, func(i, j int) bool { return bs[i].IP.Less(bs[j].IP) })
 	mb := make([]MaglevBackend, len(bs))
 	for i, bsp := range bs {
-		if !bsp.IP.Is4() {
-			return Service{}, fmt.Errorf("backend %v is not IPv4", bsp.IP)
+		if !bsp.IP.Is4() && (!bsp.IP.Is6() || bsp.IP.Is4In6() || bsp.IP.IsUnspecified()) {
+			return Service{}, fmt.Errorf("backend %v is neither IPv4 nor IPv6", bsp.IP)
 		}
 		if bsp.Port < 0 || bsp.Port >= len(s.Ports) {
 			return Service{}, fmt.Errorf("backend %v: port index %d out of range", bsp.IP, bsp.Port)
 		}
-		b := Backend{ID: bsp.ID, IP: addrU32(bsp.IP), Addr: bsp.IP, Weight: bsp.Weight, State: bsp.State, Port: bsp.Port,
+		b := Backend{ID: bsp.ID, Addr: bsp.IP, Weight: bsp.Weight, State: bsp.State, Port: bsp.Port,
 			probePort: bsp.ProbePort}
-		if bsp.NextHop.IsZero() {
+		if bsp.IP.Is4() {
+			b.IP = addrU32(bsp.IP)
+			svc.n4++
+		}
+		b.resolved = !bsp.NextHop.IsZero()
+		if !b.resolved {
 			b.State = BackendDown
 		}
-		b.buildTemplate(ss.Mode, bsp.NextHop, s.Ports[bsp.Port])
+		if err := b.buildTemplate(ss.Mode, svc.IPv6, bsp.NextHop, s.Ports[bsp.Port]); err != nil {
+			return Service{}, fmt.Errorf("backend %v: %w", bsp.IP, err)
+		}
 		svc.segMax = min(svc.segMax, b.maxTot)
 		b.maxTot = min(b.maxTot, minMTU)
-		if b.State == BackendDown {
+		// The burst loop's fast path (fastPath) writes IPv4 envelopes
+		// only: an IPv6 one is Process's, as for a backend that is down.
+		if b.State == BackendDown || b.hdr6 != nil {
 			b.maxTot = -1
 		}
 		svc.Backends = append(svc.Backends, b)
@@ -415,30 +475,42 @@ func (s *Snapshot) compileService(ss ServiceSpec, size, seed uint32) (Service, e
 
 // buildTemplate prebuilds the headers the rewriter prepends, with their
 // partial checksum, so that per packet only length, ID and checksum are
-// written.
-func (b *Backend) buildTemplate(m Mode, nextHop MAC, port PortState) {
+// written. The envelope's family follows the backend's address (an IPv6
+// one gets hdr6, buildTemplate6), what it announces inside follows the
+// VIP's (inner6: IPv6): protocol 4 or 41, GRE protocol 0x0800 or 0x86DD.
+func (b *Backend) buildTemplate(m Mode, inner6 bool, nextHop MAC, port PortState) error {
+	innerType, innerProto := uint16(EtherTypeIPv4), uint8(ProtoIPIP)
+	if inner6 {
+		innerType, innerProto = EtherTypeIPv6, ProtoIPv6
+	}
 	h := b.hdr[:]
 	copy(h[0:6], nextHop[:])
 	copy(h[6:12], port.MAC[:])
-	binary.BigEndian.PutUint16(h[12:], EtherTypeIPv4)
+	binary.BigEndian.PutUint16(h[12:], innerType)
 	b.hdrLen = EthernetMinSize
-	b.maxTot = port.MTU - m.Overhead()
+	b.maxTot = port.MTU
 	if m == ModeL2 {
-		return
+		return nil
 	}
+	if b.Addr.Is6() {
+		return b.buildTemplate6(m, innerType, innerProto, port)
+	}
+	binary.BigEndian.PutUint16(h[12:], EtherTypeIPv4)
 	ip := h[EthernetMinSize:]
 	ip[ipv4VersIHL] = 0x45
 	ip[ipv4TTL] = outerTTL
-	ip[ipv4Protocol] = ProtoIPIP
+	ip[ipv4Protocol] = innerProto
 	if m == ModeGRE {
 		ip[ipv4Protocol] = ProtoGRE
-		// GRE (RFC 2784): no checksum, version 0, protocol IPv4.
-		binary.BigEndian.PutUint16(h[EthernetMinSize+IPv4MinSize+2:], EtherTypeIPv4)
+		// GRE (RFC 2784): no checksum, version 0, the inner protocol.
+		binary.BigEndian.PutUint16(h[EthernetMinSize+IPv4MinSize+2:], innerType)
 	}
 	binary.BigEndian.PutUint32(ip[ipv4Src:], port.IP)
 	binary.BigEndian.PutUint32(ip[ipv4Dst:], b.IP)
 	b.outerSum = sum(ip[:IPv4MinSize], 0)
 	b.hdrLen = EthernetMinSize + m.Overhead()
+	b.maxTot = port.MTU - m.Overhead()
+	return nil
 }
 
 // outerTTL is the TTL of outer IPv4 headers.
@@ -544,10 +616,10 @@ func (s *Snapshot) IsVIP(a uint32) bool {
 	return lo < len(s.vipAddrs) && s.vipAddrs[lo] == a
 }
 
-// BackendIndex returns the index in svc.Backends of the backend with address
-// ip, or -1 (binary search over the sorted backends).
+// BackendIndex returns the index in svc.Backends of the IPv4 backend with
+// address ip, or -1 (binary search over the sorted IPv4 backends).
 func (svc *Service) BackendIndex(ip uint32) int {
-	bs := svc.Backends
+	bs := svc.Backends[:svc.n4]
 	lo, hi := 0, len(bs)
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)

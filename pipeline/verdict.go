@@ -50,6 +50,7 @@ const (
 	DropICMPUnrelated
 	DropSuperframe
 	DropNoBuffer
+	DropExtHeader
 	// DropProbeUnmatched: a packet from the probe port that is no probe
 	// of a backend of its VIP (see probe.go).
 	DropProbeUnmatched
@@ -88,6 +89,10 @@ var dropReasonNames = [NumDropReasons]string{
 	DropSuperframe: "gso_superframe",
 	// No buffer left in the pool for the segments of a super-frame.
 	DropNoBuffer: "no_buffer",
+	// An IPv6 packet to a VIP with an extension header dsrlb does not
+	// forward: a routing header with segments left, a header cut short,
+	// or a chain of more than eight.
+	DropExtHeader: "ipv6_ext_header",
 	// A packet from the health probes' namespace whose source port names
 	// no backend probed through its destination VIP: never sent anywhere.
 	DropProbeUnmatched: "probe_unmatched",

@@ -45,6 +45,13 @@ type Port struct {
 	Gateway string `yaml:"gateway,omitempty" json:"gateway,omitempty"` // next hop off-subnet
 	MTU     int    `yaml:"mtu,omitempty" json:"mtu,omitempty"`         // 0 means 1500
 	MAC     string `yaml:"mac,omitempty" json:"mac,omitempty"`         // override the device MAC
+	// IP6 is the port's IPv6 address/prefix, e.g. 2001:db8:0:1::10/64:
+	// the source of IPv6 envelopes and of ICMPv6 errors, and the tap's
+	// IPv6 address. Optional; IPv6 VIPs and backends need it.
+	IP6 string `yaml:"ip6,omitempty" json:"ip6,omitempty"`
+	// Gateway6 is the IPv6 next hop for IPv6 backends outside IP6's
+	// subnet: an address on that subnet or a link-local one (fe80::/10).
+	Gateway6 string `yaml:"gateway6,omitempty" json:"gateway6,omitempty"`
 }
 
 // Neighbor is a static IP-to-MAC entry; it wins over the kernel's table.
@@ -216,10 +223,12 @@ func (s Service) Label() string { return s.Name }
 func (p Port) Label() string { return p.Name }
 
 // Label names b in field paths by its address,
-// services[web].backends[192.0.2.21]; "" (by its index) when the address
-// is not an IPv4 address.
+// services[web].backends[192.0.2.21] or
+// services[web].backends[2001:db8::21]; "" (by its index) when the
+// address is neither an IPv4 nor an IPv6 address (an IPv4-mapped IPv6
+// address, a zone, are not labels either).
 func (b Backend) Label() string {
-	if a, err := netip.ParseAddr(b.IP); err == nil && a.Is4() {
+	if a, err := netip.ParseAddr(b.IP); err == nil && (a.Is4() || a.Is6() && !a.Is4In6() && a.Zone() == "") {
 		return a.String()
 	}
 	return ""

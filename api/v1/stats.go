@@ -37,6 +37,8 @@ type Totals struct {
 	// GSOSegments the segments made.
 	GSOSegmented uint64 `json:"gso_superframes_segmented"`
 	GSOSegments  uint64 `json:"gso_segments"`
+	// PacketTooBigSent counts ICMPv6 Packet Too Big replies generated.
+	PacketTooBigSent uint64 `json:"packet_too_big_sent"`
 	// ProbesSent counts health probes through the VIP sent to a backend;
 	// ProbeReplies the backends' answers handed back to the probes.
 	ProbesSent   uint64 `json:"probes_sent"`

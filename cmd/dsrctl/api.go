@@ -30,6 +30,7 @@ var apiCommands = map[string]func(c *apiCmd) error{
 	"delete": (*apiCmd).delete,
 	"drain":  (*apiCmd).drain,
 	"stats":  (*apiCmd).stats,
+	"events": (*apiCmd).events,
 }
 
 func init() {
@@ -45,6 +46,9 @@ type apiCmd struct {
 	prune                    bool
 	out, errOut              io.Writer
 	client                   *http.Client
+	// events: follow the stream, from after seq since, stop after count.
+	follow       bool
+	since, count uint64
 }
 
 // usageError is a bad command line (exit code 2).
@@ -107,6 +111,11 @@ func runAPI(name string, args []string, stdout, stderr io.Writer, getenv func(st
 	if name == "apply" {
 		fs.StringVar(&c.file, "f", "", "YAML file with a services: list (a whole config file works; only services are applied)")
 		fs.BoolVar(&c.prune, "prune", false, "delete services that are not in the file")
+	}
+	if name == "events" {
+		fs.BoolVar(&c.follow, "f", false, "follow: print the kept events, then each new one as it happens")
+		fs.Uint64Var(&c.since, "since", 0, "only events with a sequence number above this")
+		fs.Uint64Var(&c.count, "count", 0, "with -f: exit after this many events (0: never)")
 	}
 	pos, err := parseInterspersed(fs, args)
 	if errors.Is(err, flag.ErrHelp) {

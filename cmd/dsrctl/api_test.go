@@ -54,10 +54,11 @@ const services = `services:
 `
 
 type env struct {
-	t     *testing.T
-	store *control.Store
-	vars  map[string]string
-	dir   string
+	t      *testing.T
+	store  *control.Store
+	events *control.Events // keeps the latest 5
+	vars   map[string]string
+	dir    string
 }
 
 func newEnv(t *testing.T) *env {
@@ -71,9 +72,10 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(api.New(api.Options{Store: store, Token: token, Log: zerolog.Nop()}).Handler())
+	events := control.NewEvents(5)
+	srv := httptest.NewServer(api.New(api.Options{Store: store, Token: token, Log: zerolog.Nop(), Events: events}).Handler())
 	t.Cleanup(srv.Close)
-	return &env{t: t, store: store, dir: dir, vars: map[string]string{"DSRLB_API": srv.URL, "DSRLB_API_TOKEN": token}}
+	return &env{t: t, store: store, events: events, dir: dir, vars: map[string]string{"DSRLB_API": srv.URL, "DSRLB_API_TOKEN": token}}
 }
 
 // run runs dsrctl args and returns its exit code and output.

@@ -1,5 +1,5 @@
 // Command dsrctl is the dsrlb command-line client: it talks to the REST API
-// (get, apply, delete, drain, stats) and sets up DSR backends (backend
+// (get, apply, delete, drain, stats, events) and sets up DSR backends (backend
 // setup, teardown, script).
 package main
 
@@ -21,6 +21,7 @@ API commands (flags --api URL, --token T or DSRLB_API_TOKEN):
   delete service NAME | backend NAME IP    remove
   drain NAME IP                            stop new flows to a backend
   stats                                    counters
+  events [-f] [--since SEQ] [--count N]    health, config and BGP events (-f: follow)
 
 Backend host commands:
   backend setup --vip V --mode l2|ipip|gre      configure this host as a DSR backend

@@ -52,6 +52,12 @@ type Options struct {
 	// Update adds or removes monitors, because the snapshot compiled with
 	// the new config was built before Update ran. nil means none.
 	OnChange func()
+	// OnTransition, if set, is told of every state transition (before
+	// OnChange, from the monitor's goroutine, never under a lock of
+	// Monitors): the backend, the monitor's type, the states and the last
+	// probe's result: "ok", or its failure in words an operator can act
+	// on (explain).
+	OnTransition func(t Target, typ Type, from, to State, result string)
 	// ICMPNetwork is ICMPRaw, ICMPUnprivileged or "" to try the raw socket
 	// first and fall back to the unprivileged one.
 	ICMPNetwork string
@@ -73,20 +79,6 @@ type Options struct {
 	// appliance's probe namespace); nil dials in the process's own
 	// namespace (DialFrom), for tests.
 	ProbeDialer func(ctx context.Context, network string, local, addr netip.AddrPort) (net.Conn, error)
-	// OnTransition, if set, is called after every state transition with
-	// what changed and why, from the monitor's goroutine and never under
-	// a lock of Monitors (the appliance's hook for its events).
-	OnTransition func(Transition)
-}
-
-// Transition is a change of a backend's health.
-type Transition struct {
-	Target   Target
-	From, To State
-	Via      Via
-	// Reason is the last probe's failure as an operator reads it
-	// (explain), or "ok".
-	Reason string
 }
 
 // Status is the health of one monitored backend, for the API and metrics.
@@ -304,11 +296,11 @@ func (ms *Monitors) record(m *monitor, gen uint64, err error) {
 	ev.Str("event", "health_change").Str("service", m.target.Service).Str("backend", m.target.Backend.String()).
 		Str("monitor", typ.String()).Str("via", via.String()).Str("from", from.String()).Str("state", to.String()).
 		Str("reason", reason).Str("detail", detail).Msg("backend health changed")
+	if ms.opts.OnTransition != nil {
+		ms.opts.OnTransition(m.target, typ, from, to, detail)
+	}
 	if ms.opts.OnChange != nil {
 		ms.opts.OnChange()
-	}
-	if ms.opts.OnTransition != nil {
-		ms.opts.OnTransition(Transition{Target: m.target, From: from, To: to, Via: via, Reason: detail})
 	}
 }
 

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -288,7 +290,14 @@ func TestHealthRiseFall(t *testing.T) {
 	defer srv.Close()
 	var log syncBuffer
 	var notified atomic.Int64
-	ms, clk := newMonitors(t, Options{Log: zerolog.New(&log), OnChange: func() { notified.Add(1) }})
+	var transMu sync.Mutex
+	var trans []string
+	ms, clk := newMonitors(t, Options{Log: zerolog.New(&log), OnChange: func() { notified.Add(1) },
+		OnTransition: func(tg Target, typ Type, from, to State, result string) {
+			transMu.Lock()
+			defer transMu.Unlock()
+			trans = append(trans, fmt.Sprintf("%s/%v %v %v->%v %s", tg.Service, tg.Backend, typ, from, to, result))
+		}})
 	m := fast(TypeHTTP, portOf(t, srv.Listener.Addr()), 3, 2)
 	m.Path, m.Expect = "/", []int{200}
 	start := clk.Now()
@@ -333,6 +342,14 @@ func TestHealthRiseFall(t *testing.T) {
 
 	if got := ms.Transitions(); got != 3 {
 		t.Errorf("got %d transitions, want 3 (unknown→up→down→up)", got)
+	}
+	wantTrans := []string{
+		"web/127.0.0.1 http unknown->up ok",
+		"web/127.0.0.1 http up->down http GET /: status 500, want [200]",
+		"web/127.0.0.1 http down->up ok",
+	}
+	if !slices.Equal(trans, wantTrans) {
+		t.Errorf("OnTransition got\n%s\nwant\n%s", strings.Join(trans, "\n"), strings.Join(wantTrans, "\n"))
 	}
 	// One notification from Update (new monitor), one per transition.
 	if got := notified.Load(); got != 4 {

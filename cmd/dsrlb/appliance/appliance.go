@@ -15,11 +15,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/dsrlb/dsrlb/api"
+	v1 "github.com/dsrlb/dsrlb/api/v1"
 	"github.com/dsrlb/dsrlb/bgp"
 	"github.com/dsrlb/dsrlb/control"
 	"github.com/dsrlb/dsrlb/control/health"
@@ -58,6 +60,11 @@ type Appliance struct {
 	// published signals every snapshot the store publishes (announce).
 	published <-chan struct{}
 	lastGen   uint64
+	// events is the operator's event feed (GET /api/v1/events).
+	events *control.Events
+	// announced are the VIPs handed to the speaker last, for the bgp
+	// events of announce.
+	announced map[netip.Addr]bool
 }
 
 // TapName is the kernel interface of port's exception path.
@@ -78,7 +85,11 @@ func New(cfg *control.Config, deps Deps) (*Appliance, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Appliance{log: log, store: store, board: &control.AnnounceBoard{}, published: store.Published()}
+	a := &Appliance{log: log, store: store, board: &control.AnnounceBoard{}, published: store.Published(),
+		events: control.NewEvents(control.DefaultEventHistory), announced: map[netip.Addr]bool{}}
+	started := store.StartedFrom()
+	a.events.Publish(v1.EventConfig, "services", fmt.Sprintf("%d services at start: %s", len(store.Typed().Services), started.Reason),
+		map[string]string{"change": started.Event, "source": "start"})
 	if err := a.start(deps); err != nil {
 		a.Close()
 		return nil, err
@@ -133,10 +144,7 @@ func (a *Appliance) start(deps Deps) error {
 		a.neigh.Want(t.NextHops())
 	})
 
-	// health.Options.OnTransition is where the events bus (kind
-	// "health", object "service S/backend B", the operator's reason)
-	// plugs in once the appliance has one.
-	a.monitors = health.New(health.Options{Log: a.log, OnChange: a.store.Recompile,
+	a.monitors = health.New(health.Options{Log: a.log, OnChange: a.store.Recompile, OnTransition: a.healthEvent,
 		ProbeSource: a.probeSource, ProbeDialer: a.probeDial})
 	a.store.SetHealth(a.monitors)
 	a.store.Subscribe(func(t *control.Typed) { a.monitors.Update(t.HealthTargets()) })
@@ -145,12 +153,14 @@ func (a *Appliance) start(deps Deps) error {
 		if a.speaker, err = bgp.New(bgpConfig(t), a.log); err != nil {
 			return err
 		}
+		a.speaker.OnPeerChange(a.peerEvent)
 	}
 	token := t.APIToken
 	if deps.APIToken != "" {
 		token = deps.APIToken
 	}
-	opts := api.Options{Store: a.store, Token: token, Stats: a.dp, Health: a.monitors, Neighbors: a.neigh, Log: a.log}
+	opts := api.Options{Store: a.store, Token: token, Stats: a.dp, Health: a.monitors, Neighbors: a.neigh, Log: a.log,
+		Events: a.events}
 	if a.speaker != nil {
 		opts.BGP = bgpPeers{a.speaker}
 		opts.Announcer = a.board
@@ -293,8 +303,59 @@ func (a *Appliance) announce() {
 	}
 	if err := a.speaker.Set(pfx); err != nil {
 		a.log.Error().Err(err).Str("event", "bgp_set_failed").Msg("could not update announcements")
+		return
+	}
+	a.announceEvents(st)
+}
+
+// announceEvents publishes a bgp event for every VIP whose announcement
+// changed with st, the decisions just handed to the speaker.
+func (a *Appliance) announceEvents(st []control.VIPStatus) {
+	decided := map[netip.Addr]bool{}
+	for _, s := range st {
+		decided[s.VIP] = true
+		if s.Announce == a.announced[s.VIP] {
+			continue
+		}
+		a.announced[s.VIP] = s.Announce
+		what := "withdrawn"
+		if s.Announce {
+			what = "announced"
+		}
+		a.events.Publish(v1.EventBGP, "vip "+s.VIP.String(), what+": "+s.Reason,
+			map[string]string{"state": what, "available_backends": strconv.Itoa(s.Available)})
+	}
+	for vip, on := range a.announced {
+		if !decided[vip] {
+			delete(a.announced, vip)
+			if on {
+				a.events.Publish(v1.EventBGP, "vip "+vip.String(), "withdrawn: no service has this VIP any more",
+					map[string]string{"state": "withdrawn"})
+			}
+		}
 	}
 }
+
+// healthEvent publishes a backend's health transition.
+func (a *Appliance) healthEvent(t health.Target, typ health.Type, from, to health.State, result string) {
+	a.events.Publish(v1.EventHealth, "service "+t.Service+"/backend "+t.Backend.String(),
+		fmt.Sprintf("%s (%s check): %s", to, typ, result),
+		map[string]string{"from": from.String(), "state": to.String(), "monitor": typ.String(), "result": result})
+}
+
+// peerEvent publishes a BGP session coming up or going down.
+func (a *Appliance) peerEvent(c bgp.PeerChange) {
+	reason := "session established"
+	if c.State != "established" {
+		reason = "session down: " + c.State
+	}
+	a.events.Publish(v1.EventBGP, "peer "+c.Address, reason,
+		map[string]string{"state": c.State, "previous": c.Previous, "asn": strconv.FormatUint(uint64(c.ASN), 10)})
+}
+
+// Events returns the appliance's event feed, for components that publish
+// to it.
+func (a *Appliance) Events() *control.Events { return a.events }
 
 // shutdown withdraws every VIP and waits the drain time so routers move
 // traffic away; Close then stops forwarding.
@@ -304,6 +365,11 @@ func (a *Appliance) shutdown() {
 		a.log.Info().Str("event", "withdraw_all").Dur("drain", drain).Msg("withdrawing VIPs before stopping")
 		if err := a.speaker.WithdrawAll(); err != nil {
 			a.log.Error().Err(err).Str("event", "bgp_withdraw_failed").Msg("withdraw failed")
+		}
+		for vip, on := range a.announced {
+			if on {
+				a.events.Publish(v1.EventBGP, "vip "+vip.String(), "withdrawn: shutting down", map[string]string{"state": "withdrawn"})
+			}
 		}
 		time.Sleep(drain)
 	}
