@@ -165,3 +165,38 @@ func TestValidateHealthType(t *testing.T) {
 		})
 	}
 }
+
+// TestHealthViaIPv6: an IPv6 VIP's monitors probe the backends' own
+// addresses (the probe path is IPv4 for now) and refuse via: vip; an IPv4
+// VIP with an IPv6 backend is probed through the VIP and gets a probe port.
+func TestHealthViaIPv6(t *testing.T) {
+	y := strings.Replace(dualYAML, "    mode: ipip\n", "    mode: ipip\n    health: {type: tcp}\n", 1)
+	y = strings.Replace(y, "    mode: gre\n", "    mode: gre\n    health: {type: http}\n", 1)
+	c, err := ParseYAML([]byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	typed, err := c.Validate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := typed.Services[0].Health.Via; v != health.ViaBackend {
+		t.Errorf("web6 (IPv6 VIP): via %v, want backend", v)
+	}
+	if v := typed.Services[1].Health.Via; v != health.ViaVIP {
+		t.Errorf("web4 (IPv4 VIP, IPv6 backend): via %v, want vip", v)
+	}
+	spec := Compile(1, typed, NewIDs(), nil, nil, nil)
+	if p := spec.Services[1].Backends[0].ProbePort; p != 16384 {
+		t.Errorf("web4's IPv6 backend: probe port %d, want 16384", p)
+	}
+	for _, b := range spec.Services[0].Backends {
+		if b.ProbePort != 0 {
+			t.Errorf("web6 backend %v: probe port %d, want none", b.IP, b.ProbePort)
+		}
+	}
+	bad := strings.Replace(dualYAML, "    mode: ipip\n", "    mode: ipip\n    health: {type: tcp, via: vip}\n", 1)
+	if _, err := ParseYAML([]byte(bad)); err == nil || !strings.Contains(err.Error(), "services[web6].health.via") {
+		t.Errorf("via: vip on an IPv6 VIP: got %v, want an error on services[web6].health.via", err)
+	}
+}

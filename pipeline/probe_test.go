@@ -279,3 +279,43 @@ func TestProbeLooped(t *testing.T) {
 		})
 	}
 }
+
+// TestProbeToIPv6Backend: a probe of an IPv4 VIP whose backend is IPv6
+// (ipip, gre) gets that backend's IPv6 envelope, as its clients do.
+func TestProbeToIPv6Backend(t *testing.T) {
+	for _, tc := range []struct {
+		mode Mode
+		next uint8 // the envelope's next header
+		vip  netip.Addr
+	}{{ModeIPIP, ProtoIPIP, vip4IP6}, {ModeGRE, ProtoGRE, vip4GR6}} {
+		t.Run(tc.mode.String(), func(t *testing.T) {
+			be6 := netip.MustParseAddr("2001:db8:0:2::25")
+			s, err := NewSnapshot(SnapshotSpec{Ports: []PortSpec{{MAC: portMAC, IP: portIP, IP6: portIP6, MTU: 1500}},
+				Services: []ServiceSpec{{Name: "v4inv6", VIP: tc.vip, Proto: ProtoTCP, Port: 80, Mode: tc.mode,
+					Backends: []BackendSpec{{ID: 0, IP: be6, Weight: 1, NextHop: gwMAC, ProbePort: ProbePortBase}}}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			in := probeFrom(ProbePortBase+2, tc.vip, 80)
+			nic := &listPort{r: rand.New(rand.NewSource(1))}
+			probe := &listPort{r: rand.New(rand.NewSource(2)), frames: [][]byte{in.Build()}}
+			c := runProbeWorker(s, WorkerPort{NIC: nic}, probe, probe)
+			if len(nic.sent) != 1 || c.ProbesSent != 1 {
+				t.Fatalf("sent %d, probes %d; want 1, 1 (drops %v)", len(nic.sent), c.ProbesSent, c.Drops)
+			}
+			got := nic.sent[0]
+			if et := binary.BigEndian.Uint16(got[12:]); et != EtherTypeIPv6 || !bytes.Equal(got[0:6], gwMAC[:]) {
+				t.Fatalf("ethertype %#x to %x, want IPv6 to the gateway", et, got[0:6])
+			}
+			o := got[14:]
+			src, _ := netip.AddrFromSlice(o[8:24])
+			dst, _ := netip.AddrFromSlice(o[24:40])
+			if o[6] != tc.next || src != portIP6 || dst != be6 {
+				t.Errorf("envelope next header %d %v > %v, want %d %v > %v", o[6], src, dst, tc.next, portIP6, be6)
+			}
+			if inner := in.Build()[14:]; !bytes.Equal(got[len(got)-len(inner):], inner) {
+				t.Errorf("probe changed inside the envelope")
+			}
+		})
+	}
+}
