@@ -43,23 +43,7 @@ func TestDo(t *testing.T) {
 
 	// Do switched its threads back: no thread of the process but the one
 	// that created ns (which the runtime discards) is left in it.
-	ino, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tasks, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, task := range tasks {
-		in, err := os.Readlink(filepath.Join("/proc/self/task", task.Name(), "ns/net"))
-		if err != nil || task.Name() == strconv.Itoa(creator) {
-			continue // the thread has exited meanwhile, or is the creator
-		}
-		if in == ino {
-			t.Errorf("thread %s is still in the test namespace (%s)", task.Name(), ino)
-		}
-	}
+	checkNoThreadIn(t, ns, creator)
 
 	// Last, as it discards a thread: one that might have been left in ns.
 	if err := Do(netns.None(), func() error { t.Error("fn ran without a namespace"); return nil }); err == nil {
@@ -111,6 +95,14 @@ func TestNew(t *testing.T) {
 	if ns.Equal(cur) {
 		t.Fatalf("New returned the caller's namespace")
 	}
+	checkNoThreadIn(t, ns, -1)
+}
+
+// checkNoThreadIn fails t if a thread of the process other than except
+// (its task ID; the creator of a namespace, which the runtime discards)
+// is in ns.
+func checkNoThreadIn(t *testing.T, ns netns.NsHandle, except int) {
+	t.Helper()
 	ino, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", ns))
 	if err != nil {
 		t.Fatal(err)
@@ -120,8 +112,12 @@ func TestNew(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, task := range tasks {
-		if in, err := os.Readlink(filepath.Join("/proc/self/task", task.Name(), "ns/net")); err == nil && in == ino {
-			t.Errorf("thread %s is still in the new namespace", task.Name())
+		in, err := os.Readlink(filepath.Join("/proc/self/task", task.Name(), "ns/net"))
+		if err != nil || task.Name() == strconv.Itoa(except) {
+			continue // the thread has exited meanwhile, or is the exception
+		}
+		if in == ino {
+			t.Errorf("thread %s is still in the namespace (%s)", task.Name(), ino)
 		}
 	}
 }
