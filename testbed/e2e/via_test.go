@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -49,6 +51,9 @@ type viaFault struct {
 	apply, undo func() error
 	// reason is what the status must say of the backend while it is down.
 	reason string
+	// missing is what `dsrctl backend check` on the backend must name
+	// first while the fault lasts.
+	missing string
 }
 
 // backendStatus finds backend ip of service svc in st.
@@ -117,6 +122,28 @@ func checkViaFault(ctx context.Context, t *testing.T, appl *nsbed.Appliance, cli
 	t.Logf("status of %s/%s: probe %+v, reason %q", web, be.Name, *b.Probe, b.HealthReason)
 	if b.Probe == nil || b.Probe.Via != "vip" || !strings.Contains(b.HealthReason, fault.reason) {
 		t.Errorf("%s/%s: probe %+v, reason %q; want via vip and a reason containing %q", web, be.Name, b.Probe, b.HealthReason, fault.reason)
+	}
+	// The event of the transition carries the same reason.
+	var evs v1.EventList
+	if err := appl.Get(ctx, "/api/v1/events", &evs); err != nil {
+		t.Fatal(err)
+	}
+	object := "service " + web + "/backend " + be.IP.String()
+	found := false
+	for _, e := range evs.Events {
+		if e.Kind == v1.EventHealth && e.Object == object && e.Data["state"] == "down" && strings.Contains(e.Reason, fault.reason) {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no health event %q down with a reason containing %q in %+v", object, fault.reason, evs.Events)
+	}
+	// dsrctl backend check on the backend names what is missing.
+	out, err := be.NS.Run(bins.Dsrctl, "backend", "check", "--vip", svc.VIP, "--mode", svc.Mode, "--port", "80", "--dev", be.Iface)
+	t.Logf("dsrctl backend check on %s: %v\n%s", be.Name, err, out)
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(out, "MISSING  "+fault.missing) {
+		t.Errorf("dsrctl backend check on %s: %v, want exit code 1 naming %q", be.Name, err, fault.missing)
 	}
 	if !svc.Announced {
 		t.Errorf("VIP %s withdrawn with 2 of 3 backends up (min_healthy 2): %s", svc.VIP, svc.Reason)
@@ -204,7 +231,8 @@ func TestHealthViaVIPL2(t *testing.T) {
 		name:   "VIP removed from lo",
 		apply:  func() error { _, err := be.NS.Run("ip", "addr", "del", vip, "dev", "lo"); return err },
 		undo:   func() error { _, err := be.NS.Run("ip", "addr", "add", vip, "dev", "lo"); return err },
-		reason: fmt.Sprintf("no answer from the VIP %s:80 through l2", nsbed.L2VIP),
+		reason:  fmt.Sprintf("no answer from the VIP %s:80 through l2", nsbed.L2VIP),
+		missing: fmt.Sprintf("VIP %s/32 on lo", nsbed.L2VIP),
 	})
 	checkProbeSources(ctx, t, w, l.Appliance, nsbed.L2VIP)
 }
@@ -236,7 +264,8 @@ func TestHealthViaVIPL3(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			checkViaFault(ctx, t, l.Appliance, l.Client, l.Router, l.URL(mode, "/"), "web-"+mode, "echo-"+mode, l.Backends, be, viaFault{
 				name: "VIP removed from lo", apply: lo("del"), undo: lo("add"),
-				reason: fmt.Sprintf("no answer from the VIP %s:80 through %s", vip, mode),
+				reason:  fmt.Sprintf("no answer from the VIP %s:80 through %s", vip, mode),
+				missing: fmt.Sprintf("VIP %s/32 on lo", vip),
 			})
 			checkViaFault(ctx, t, l.Appliance, l.Client, l.Router, l.URL(mode, "/"), "web-"+mode, "echo-"+mode, l.Backends, be, viaFault{
 				name: "decapsulator removed",
@@ -251,7 +280,8 @@ func TestHealthViaVIPL3(t *testing.T) {
 				undo: func() error {
 					return nsbed.SetupDSRBackend(be.NS, bins.Dsrctl, vip, mode, be.Iface)
 				},
-				reason: fmt.Sprintf("check the VIP on lo and the decapsulator on %s", be.IP),
+				reason:  fmt.Sprintf("check the VIP on lo and the decapsulator on %s", be.IP),
+				missing: fmt.Sprintf("decapsulator on %s for %s %s", be.Iface, vip, mode),
 			})
 		})
 	}
