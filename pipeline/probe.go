@@ -35,9 +35,11 @@ import (
 // new flow to the VIP (a backend without the VIP forwards it) is dropped
 // (fromPort), never balanced to another backend.
 //
-// Cost for other packets: the burst loop tests one pointer every
-// clockEvery polls; process tests one slice length on packets to a port
-// address; release has one more case for packets that are not transmitted.
+// Cost for other packets: the burst loop tests one pointer per poll (and
+// polls the probe port every clockEvery polls); process tests one slice
+// length on packets to a port address and on new flows to a VIP; release
+// has one more case for packets that are not transmitted. The fast path
+// (flow table hits) is unchanged.
 
 // The probe range of source ports. MUST NOT overlap the probe namespace's
 // ephemeral ports (which the control plane sets above it). Each backend
@@ -55,13 +57,6 @@ const (
 // Snapshot.Services and that service's Backends; svc < 0 for none.
 type probeDest struct {
 	svc, backend int32
-}
-
-// ProbeTarget names the backend a probe source port belongs to, for
-// tests and the API.
-type ProbeTarget struct {
-	Service string
-	Backend uint32 // host order
 }
 
 // indexProbes builds s.probes from the services' backends' probe ports.
@@ -103,16 +98,6 @@ func (s *Snapshot) indexProbes() error {
 	}
 	s.probes = probes
 	return nil
-}
-
-// ProbeTargetOf returns the backend source port port probes, if any.
-func (s *Snapshot) ProbeTargetOf(port uint16) (ProbeTarget, bool) {
-	d, ok := s.probeDest(port)
-	if !ok {
-		return ProbeTarget{}, false
-	}
-	svc := &s.Services[d.svc]
-	return ProbeTarget{Service: svc.Name, Backend: svc.Backends[d.backend].IP}, true
 }
 
 func (s *Snapshot) probeDest(port uint16) (probeDest, bool) {
