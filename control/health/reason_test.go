@@ -108,3 +108,14 @@ func TestExplain(t *testing.T) {
 		}
 	}
 }
+
+// TestExplainUDPRefused: an ICMP port unreachable to a udp probe through
+// the VIP reads as nothing listening there.
+func TestExplainUDPRefused(t *testing.T) {
+	cfg := Config{Type: TypeUDP, Port: 53, Via: ViaVIP, VIP: netip.MustParseAddr("192.0.2.1"), Mode: "gre"}
+	err := UDPChecker{Addr: netip.AddrPortFrom(loopback, uint16(closedUDPPort(t)))}.Check(context.Background())
+	want := "connection refused by the VIP: nothing listens on 192.0.2.1:53 on 10.1.2.3"
+	if got := explain(&cfg, netip.MustParseAddr("10.1.2.3"), err); got != want {
+		t.Errorf("explain(%v) = %q, want %q", err, got, want)
+	}
+}

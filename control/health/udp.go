@@ -38,7 +38,7 @@ func (c UDPChecker) Check(ctx context.Context) error {
 	n, err := conn.Read(buf)
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return fmt.Errorf("udp %s: port unreachable", c.Addr)
+		return fmt.Errorf("udp %s: port unreachable (%w)", c.Addr, syscall.ECONNREFUSED)
 	case ctx.Err() != nil:
 		return ctx.Err()
 	case err != nil:
