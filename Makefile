@@ -18,9 +18,13 @@ DOCKER_PKGS := docker.io debootstrap debian-archive-keyring docker-compose
 GOTEST_FLAGS ?= -p 1 -count=1 -timeout 60m
 # HAProxy: the L7 proxies behind dsrlb in the tier-2 e2e test (docs/tier2.md).
 PKGS += haproxy
+# nftables: a backend that silently drops SYNs in the passive detection e2e test.
+PKGS += nftables
+# Chromium: the web console's tests drive it headless (testbed/e2e TestConsole).
+PKGS += chromium
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: all deps docker-deps build test unit e2e demo bench fuzz vet image clean
+.PHONY: all deps docker-deps build test unit e2e demo bench fuzz vet image clean console console-check console-screenshots
 
 all: build
 
@@ -78,8 +82,28 @@ IMAGE ?= dsrlb:latest
 image:
 	DOCKER_BUILDKIT=1 docker build --network host -f docker/Dockerfile -t $(IMAGE) .
 
+# console bundles the web console: npm installs the exact versions of
+# api/console/package-lock.json (uPlot, esbuild) and esbuild bundles
+# api/console/src into api/console/dist, which the api package embeds.
+# dist is committed, so `go build` needs no npm; the bundle is the same
+# bytes on every run (pinned versions, no timestamps): console-check
+# rebuilds it and fails if it differs from the committed one.
+CONSOLE := api/console
+console:
+	@command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; }
+	cd $(CONSOLE) && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
+
+console-check: console
+	git diff --exit-code --stat -- $(CONSOLE)/dist
+
+# console-screenshots runs the console's e2e test in headless Chromium and
+# writes its screenshots to docs/.
+console-screenshots: build
+	$(GO) test -count=1 -run 'TestConsole$$' ./testbed/e2e -v -screenshots $(CURDIR)/docs
+
 fuzz: deps
 	$(GO) test ./pipeline/ -run XXX -fuzz FuzzProcess -fuzztime 60s
+	$(GO) test ./cmd/dsrctl/decap/ -run XXX -fuzz FuzzProgram -fuzztime 60s
 
 clean:
 	rm -rf $(BIN)

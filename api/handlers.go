@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -202,11 +203,22 @@ func (s *Server) status(c *gin.Context) {
 					}
 				}
 			}
+			if ph, ok := s.opts.Health.(passiveHolds); ok {
+				if reason, until, held := ph.PassiveHold(ts.Name, tb.IP); held {
+					bs.Passive, bs.HeldUntil = reason, &until
+				}
+			}
 			ss.Backends = append(ss.Backends, bs)
 		}
 		st.Services = append(st.Services, ss)
 	}
 	c.JSON(http.StatusOK, st)
+}
+
+// passiveHolds says why and until when passive detection holds a backend
+// down (*health.Monitors is one).
+type passiveHolds interface {
+	PassiveHold(service string, backend netip.Addr) (reason string, until time.Time, held bool)
 }
 
 func (s *Server) health(ts *control.TypedService, ip netip.Addr) string {

@@ -30,9 +30,10 @@ var (
 	mBackendUp      = desc("backend_up", "1 while the backend takes flows in the published snapshot (enabled, healthy, next hop resolved).", "service", "backend")
 	mVIPAnnounced   = desc("vip_announced", "1 while the VIP is to be announced over BGP.", "vip")
 	mBGPEstablished = desc("bgp_session_established", "1 while the BGP session with the peer is established.", "peer")
+	mBackendHeld    = desc("backend_passive_held", "1 while passive detection holds the backend down (no new flows, established ones kept).", "service", "backend")
 
 	// otherDescs are the descriptions not made from a counters table.
-	otherDescs = []*prometheus.Desc{mDrops, mWorkerRatio, mGeneration, mChanges, mBackendUp, mVIPAnnounced, mBGPEstablished}
+	otherDescs = []*prometheus.Desc{mDrops, mWorkerRatio, mGeneration, mChanges, mBackendUp, mVIPAnnounced, mBGPEstablished, mBackendHeld}
 )
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
@@ -95,6 +96,7 @@ func (m collector) Collect(ch chan<- prometheus.Metric) {
 			bc, ip := sum.Backend(b.ID), b.Addr.String()
 			emitRows(ch, control.BackendCounters, backendDescs, &bc, svc.Name, ip)
 			emit(mBackendUp, prometheus.GaugeValue, boolGauge(b.State != pipeline.BackendDown), svc.Name, ip)
+			emit(mBackendHeld, prometheus.GaugeValue, boolGauge(b.State == pipeline.BackendHeld), svc.Name, ip)
 		}
 		if m.s.opts.Announcer != nil {
 			vip := svc.VIPAddr

@@ -1,7 +1,9 @@
 // Package api is the dsrlb REST API: Gin handlers under /api/v1 that read
 // and change the services of a control.Store, the live status and counters,
 // Prometheus /metrics, /healthz and an OpenAPI 3 description of it all
-// (/api/v1/openapi.json).
+// (/api/v1/openapi.json); the rates the web console graphs
+// (/api/v1/rates, /api/v1/history) and the console itself at /, a page
+// embedded in the binary that reads and changes only through this API.
 //
 // Security: reads (GET) are open; every change (POST, PUT, PATCH, DELETE)
 // needs "Authorization: Bearer <token>". With no token configured the API
@@ -91,6 +93,9 @@ type Options struct {
 	Neighbors control.Neighbors
 	// BGP may be nil: no sessions are shown.
 	BGP BGPStatus
+	// History may be nil: /api/v1/rates is then empty and
+	// /api/v1/history answers 404.
+	History *control.History
 	// Events is the bus GET /api/v1/events serves and accepted changes
 	// are published to; nil serves an empty history.
 	Events *control.Events
@@ -199,6 +204,11 @@ func (s *Server) routes() *gin.Engine {
 	v1.DELETE("/services/:name/backends/:ip", s.change("backend_delete"), s.deleteBackend)
 	v1.GET("/status", s.status)
 	v1.GET("/stats", s.stats)
+	v1.GET("/rates", s.rates)
+	v1.GET("/history", s.history)
+	r.GET("/", consoleFile("src/index.html", "text/html; charset=utf-8"))
+	r.GET("/console/console.js", consoleFile("dist/console.js", "text/javascript; charset=utf-8"))
+	r.GET("/console/console.css", consoleFile("dist/console.css", "text/css; charset=utf-8"))
 	v1.GET("/events", s.events)
 	return r
 }

@@ -22,6 +22,14 @@ type HealthView interface {
 	Healthy(service string, backend netip.Addr) bool
 }
 
+// PassiveView tells a backend held down by passive detection, which
+// keeps its established flows, from one that failed its monitor, whose
+// flows move. *health.Monitors is one; Compile asks a HealthView that is
+// one about every backend it does not find healthy.
+type PassiveView interface {
+	Held(service string, backend netip.Addr) bool
+}
+
 // HealthTargets returns the monitor of every backend of every service of t
 // that has one, for health.Monitors.Update (Store.Subscribe). A nil t has
 // none, which stops every monitor.
@@ -214,6 +222,9 @@ func Compile(gen uint64, t *Typed, ids *IDs, portMACs []pipeline.MAC, nb Neighbo
 	for _, s := range t.Services {
 		ss := pipeline.ServiceSpec{ID: ids.Service(s.Name), Name: s.Name, VIP: s.VIP, Proto: s.Proto, Port: s.Port, Mode: s.Mode}
 		viaVIP := s.Health != nil && s.Health.ProbesVia() == health.ViaVIP
+		if s.Health != nil && s.Health.Passive.On() {
+			ss.SynRetries = uint8(s.Health.Passive.SynRetries)
+		}
 		for _, b := range s.Backends {
 			hop, port := t.NextHop(b.IP)
 			bs := pipeline.BackendSpec{ID: ids.Backend(BackendKey{s.Name, b.IP}), IP: b.IP, Weight: b.Weight, Port: port}
@@ -226,6 +237,9 @@ func Compile(gen uint64, t *Typed, ids *IDs, portMACs []pipeline.MAC, nb Neighbo
 				bs.State = pipeline.BackendDown
 			case hv != nil && !hv.Healthy(s.Name, b.IP):
 				bs.State = pipeline.BackendDown
+				if pv, ok := hv.(PassiveView); ok && pv.Held(s.Name, b.IP) {
+					bs.State = pipeline.BackendHeld
+				}
 			case b.State == AdminDrain || b.Weight == 0:
 				bs.State = pipeline.BackendDrain
 			}

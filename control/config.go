@@ -30,6 +30,7 @@ type (
 	Service   = v1.Service
 	Backend   = v1.Backend
 	Health    = v1.Health
+	Passive   = v1.Passive
 	Flows     = v1.Flows
 	Maglev    = v1.Maglev
 	API       = v1.API

@@ -122,6 +122,10 @@ var BackendCounters = []Counter[pipeline.BackendCounters, v1.BackendStats]{
 		func(c *pipeline.BackendCounters) uint64 { return c.Bytes }, func(b *v1.BackendStats) *uint64 { return &b.Bytes }},
 	{"backend_new_flows_total", "Flows Maglev assigned to the backend.", KindCounter,
 		func(c *pipeline.BackendCounters) uint64 { return c.NewFlows }, func(b *v1.BackendStats) *uint64 { return &b.NewFlows }},
+	{"backend_syn_retransmits_total", "SYNs clients sent again on new flows of the backend that saw no ACK.", KindCounter,
+		func(c *pipeline.BackendCounters) uint64 { return c.SynRetransmits }, func(b *v1.BackendStats) *uint64 { return &b.SynRetransmits }},
+	{"backend_unanswered_flows_total", "New flows of the backend whose client sent the SYN again syn_retries times with no ACK (passive detection).", KindCounter,
+		func(c *pipeline.BackendCounters) uint64 { return c.UnansweredFlows }, func(b *v1.BackendStats) *uint64 { return &b.UnansweredFlows }},
 	{"backend_probes_total", "Health probes through the VIP sent to the backend.", KindCounter,
 		func(c *pipeline.BackendCounters) uint64 { return c.Probes }, func(b *v1.BackendStats) *uint64 { return &b.Probes }},
 }

@@ -529,6 +529,9 @@ func (t *Typed) validateService(s *Service, f fieldPath, own map[netip.Addr]stri
 			}
 			ts.Health.Via = health.ViaBackend
 		}
+		if s.Health.Passive != nil {
+			ts.Health.Passive = validatePassive(s.Health.Passive, f.key("health").key("passive"), s.Protocol, l)
+		}
 	}
 	return ts, keyOK
 }
@@ -794,4 +797,46 @@ func ParseMAC(s string) (pipeline.MAC, error) {
 	var m pipeline.MAC
 	copy(m[:], hw)
 	return m, nil
+}
+
+// Defaults of health.passive.
+const (
+	DefaultPassiveSynRetries = pipeline.DefaultSynRetries
+	DefaultPassiveUnanswered = 5
+	DefaultPassiveWindow     = 10 * time.Second
+	DefaultPassiveHold       = 30 * time.Second
+)
+
+// validatePassive checks passive detection p at f of a service of
+// protocol proto and fills its defaults.
+func validatePassive(p *Passive, f fieldPath, proto string, l *errList) health.Passive {
+	tp := health.Passive{SynRetries: p.SynRetries, Unanswered: p.Unanswered, Window: time.Duration(p.Window), Hold: time.Duration(p.Hold)}
+	if proto == "udp" {
+		l.add(f, "needs a tcp service: it counts SYNs that get no answer")
+	}
+	if tp.SynRetries == 0 {
+		tp.SynRetries = DefaultPassiveSynRetries
+	}
+	if tp.Unanswered == 0 {
+		tp.Unanswered = DefaultPassiveUnanswered
+	}
+	if tp.Window == 0 {
+		tp.Window = DefaultPassiveWindow
+	}
+	if tp.Hold == 0 {
+		tp.Hold = DefaultPassiveHold
+	}
+	if tp.SynRetries < 1 || tp.SynRetries > 6 {
+		l.add(f.key("syn_retries"), "must be 1..6 (SYNs a client sends again before its flow counts as unanswered), got %d", tp.SynRetries)
+	}
+	if tp.Unanswered < 1 || tp.Unanswered > 100000 {
+		l.add(f.key("unanswered"), "must be 1..100000 (unanswered flows within the window that hold a backend down), got %d", tp.Unanswered)
+	}
+	if tp.Window < time.Second || tp.Window > time.Hour {
+		l.add(f.key("window"), "must be 1s..1h, got %v", tp.Window)
+	}
+	if tp.Hold < time.Second || tp.Hold > 24*time.Hour {
+		l.add(f.key("hold"), "must be 1s..24h, got %v", tp.Hold)
+	}
+	return tp
 }

@@ -12,6 +12,12 @@ type BackendCounters struct {
 	Packets, Bytes uint64
 	// NewFlows counts flows assigned to this backend by Maglev.
 	NewFlows uint64
+	// SynRetransmits counts the SYNs clients sent again on new flows of
+	// this backend that had seen no ACK (the same 5-tuple, its flow entry
+	// still in the SYN state). UnansweredFlows counts the flows whose
+	// client did so ServiceSpec.SynRetries times: the evidence of passive
+	// failure detection, which control sums and judges.
+	SynRetransmits, UnansweredFlows uint64
 	// Probes counts health probes through the VIP sent to this backend
 	// (not in Packets and Bytes, which are the clients').
 	Probes uint64
@@ -160,6 +166,8 @@ func (c *Counters) Add(o *Counters) {
 		c.Backends[i].Packets += b.Packets
 		c.Backends[i].Bytes += b.Bytes
 		c.Backends[i].NewFlows += b.NewFlows
+		c.Backends[i].SynRetransmits += b.SynRetransmits
+		c.Backends[i].UnansweredFlows += b.UnansweredFlows
 		c.Backends[i].Probes += b.Probes
 	}
 }

@@ -50,7 +50,10 @@ type flowEntry struct {
 	// b6: the backend is an IPv6 one and backend holds its Backend.ID
 	// (stable while the backend exists, never reused), not an address.
 	b6 bool
-	_  [1]byte
+	// synRetx counts the SYNs the client sent again while the entry was
+	// in the SYN state (no ACK yet), saturating at 255: a backend that
+	// does not answer shows here first (passive failure detection).
+	synRetx uint8
 }
 
 // flowAddrs and flowTag are the two words of a flow (addresses and ports in

@@ -421,7 +421,10 @@ func (f *Forwarder) toService(s *Snapshot, svc *Service, p *packet.Packet, l3 in
 // of another service, a backend no longer usable (counted as remapped), or
 // a SYN on the 4-tuple of a connection the client ended (FIN or RST seen;
 // its port is free again as soon as the server closed first): then reused
-// is true, and a draining backend MUST NOT get the new flow.
+// is true, and a draining backend MUST NOT get the new flow. A SYN sent
+// again on a flow that saw no ACK is counted (synAgain) and, when its
+// backend is held down by passive detection, starts the flow over on
+// another backend (remapped, reused).
 func (f *Forwarder) established(svc *Service, e *flowEntry, tcpFlags uint8) (bi int, reused bool) {
 	if e == nil || e.service != svc.ID {
 		return -1, false
@@ -430,6 +433,12 @@ func (f *Forwarder) established(svc *Service, e *flowEntry, tcpFlags uint8) (bi 
 		return -1, true
 	}
 	if i := e.backendIndex(svc); i >= 0 && svc.Backends[i].Usable() {
+		if e.state == flowStateSyn && tcpFlags&(TCPFlagSYN|TCPFlagACK) == TCPFlagSYN && f.synAgain(svc, e, &svc.Backends[i]) {
+			// Its backend is held down by passive detection: the client
+			// would keep waiting for it; the flow starts over elsewhere.
+			f.C.FlowRemapped++
+			return -1, true
+		}
 		return i, false
 	}
 	f.C.FlowRemapped++
@@ -455,8 +464,26 @@ func (f *Forwarder) assign(svc *Service, e *flowEntry, bi int, reused bool) {
 	if reused {
 		e.state = 0 // Touch starts it over
 	}
+	e.synRetx = 0 // a new backend: its own evidence
 	e.setBackend(svc, bi)
 	f.C.Backends[svc.Backends[bi].ID].NewFlows++
+}
+
+// synAgain counts the SYN the client of flow e sent again, e still in the
+// SYN state (no ACK: nothing answered), against e's backend b, and reports
+// whether the flow is to get a new backend: b is held down by passive
+// detection, so the client would keep waiting for an answer from it. The
+// flow counts as unanswered once, at the service's SynRetries.
+func (f *Forwarder) synAgain(svc *Service, e *flowEntry, b *Backend) bool {
+	if e.synRetx < 255 {
+		e.synRetx++
+	}
+	c := &f.C.Backends[b.ID]
+	c.SynRetransmits++
+	if e.synRetx == svc.synRetries {
+		c.UnansweredFlows++
+	}
+	return b.State == BackendHeld
 }
 
 // rewrite puts b's headers in front of the IP packet of p (at l3 in the
@@ -533,11 +560,11 @@ func fillOuter(o *[IPv4MinSize]byte, sum uint32, tos uint8, df uint16, n int, id
 // fastPath is the common case of Process for the packets of a burst
 // classify hashed (their bits in hinted): a packet that passes every check
 // process makes, to a VIP service, of a flow the table holds (live, same
-// service, not a new SYN on a closed flow) on a backend that is still
-// usable, fitting the egress MTU. For such a packet it does exactly what
-// process would do: count the packet and the hit, refresh the entry,
-// rewrite, count for service and backend; it sets the packet's bit in the
-// returned mask and its egress port in out.
+// service, not a SYN on a flow that is not established) on a backend that
+// is still usable, fitting the egress MTU. For such a packet it does
+// exactly what process would do: count the packet and the hit, refresh the
+// entry, rewrite, count for service and backend; it sets the packet's bit
+// in the returned mask and its egress port in out.
 //
 // It starts at packet from and stops at the first packet it cannot take,
 // which it leaves untouched and returns as next (len(pkts) when it took
@@ -597,8 +624,11 @@ func (f *Forwarder) fastPath(s *Snapshot, pkts []packet.Packet, fp *[packet.Burs
 				break
 			}
 		}
+		// A SYN on an entry not established is left to process: on a
+		// closing one maybe a new connection on an ended one's 4-tuple,
+		// on a SYN-state one the client sending it again (synAgain).
 		if e == nil || int32(e.expires-now) <= 0 ||
-			(e.state == flowStateClosing && flags&TCPFlagSYN != 0) { // maybe a new connection on an ended one's 4-tuple
+			(flags&TCPFlagSYN != 0 && e.state != flowStateEstablished) {
 			break
 		}
 		// Its service, if it is still the one LookupService gives the

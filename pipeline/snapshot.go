@@ -57,6 +57,11 @@ const (
 	// BackendDown takes nothing: disabled, failed its health check, or its
 	// next-hop MAC is unknown. Its flows move to the Maglev choice at once.
 	BackendDown
+	// BackendHeld is held down by passive failure detection: like
+	// BackendDrain it takes no new flows and keeps its established ones,
+	// and a flow whose client sends its SYN again (no ACK yet: the backend
+	// never answered) is given a new backend by Maglev.
+	BackendHeld
 )
 
 // String returns the API name of s.
@@ -66,6 +71,8 @@ func (s BackendState) String() string {
 		return "active"
 	case BackendDrain:
 		return "drain"
+	case BackendHeld:
+		return "held"
 	}
 	return "down"
 }
@@ -122,7 +129,17 @@ type ServiceSpec struct {
 	Port     uint16 // 0 = every port
 	Mode     Mode
 	Backends []BackendSpec
+	// SynRetries is how many times a client may send a new flow's SYN
+	// again, with no ACK, before the flow counts as unanswered against
+	// its backend (BackendCounters.UnansweredFlows); 0 means
+	// DefaultSynRetries.
+	SynRetries uint8
 }
+
+// DefaultSynRetries is ServiceSpec.SynRetries when not set: a Linux
+// client sends its SYN again after 1 s and 3 s, so a flow counts as
+// unanswered 3 s after its first SYN.
+const DefaultSynRetries = 2
 
 // SnapshotSpec is everything NewSnapshot compiles.
 type SnapshotSpec struct {
@@ -218,6 +235,8 @@ type Service struct {
 	// segMax is the longest IP packet every backend's egress port carries
 	// once encapsulated: the worker cuts TCP super-frames to it.
 	segMax int
+	// synRetries is ServiceSpec.SynRetries, never 0.
+	synRetries uint8
 }
 
 // Backend is a compiled backend with its prebuilt headers.
@@ -418,7 +437,11 @@ func (s *Snapshot) compileService(ss ServiceSpec, size, seed uint32) (Service, e
 	if ss.Mode < ModeL2 || ss.Mode > ModeGRE {
 		return Service{}, fmt.Errorf("mode %d unknown", ss.Mode)
 	}
-	svc := Service{ID: ss.ID, Name: ss.Name, VIPAddr: ss.VIP, IPv6: ss.VIP.Is6(), Proto: ss.Proto, Port: ss.Port, Mode: ss.Mode, segMax: 1 << 16}
+	svc := Service{ID: ss.ID, Name: ss.Name, VIPAddr: ss.VIP, IPv6: ss.VIP.Is6(), Proto: ss.Proto, Port: ss.Port, Mode: ss.Mode, segMax: 1 << 16,
+		synRetries: ss.SynRetries}
+	if svc.synRetries == 0 {
+		svc.synRetries = DefaultSynRetries
+	}
 	if svc.IPv6 {
 		svc.VIP6 = ss.VIP.As16()
 	} else {

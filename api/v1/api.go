@@ -8,6 +8,8 @@
 // code.
 package v1
 
+import "time"
+
 // ErrorResponse is the body of every 4xx and 5xx answer.
 type ErrorResponse struct {
 	// Error is the first error (of Errors).
@@ -112,6 +114,12 @@ type BackendStatus struct {
 	NextHopMAC string `json:"next_hop_mac,omitempty"`
 	// NewFlows counts flows Maglev assigned to the backend (all workers).
 	NewFlows uint64 `json:"new_flows"`
+	// Passive says, while passive failure detection holds the backend
+	// down, until when and on what evidence ("held down by passive
+	// detection until ...: 5 unanswered SYNs in 10s"); HeldUntil is that
+	// time.
+	Passive   string     `json:"passive,omitempty"`
+	HeldUntil *time.Time `json:"held_until,omitempty"`
 	// Probe says how the health monitor probes the backend; absent when
 	// the service has none.
 	Probe *BackendProbe `json:"probe,omitempty"`

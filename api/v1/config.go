@@ -100,6 +100,23 @@ type Health struct {
 	// that one backend as a client's packet; backend to its own address.
 	// icmp monitors always probe the backend's own address.
 	Via string `yaml:"via,omitempty" json:"via,omitempty"`
+	// Passive, when set, turns on passive failure detection for the
+	// service (tcp services only).
+	Passive *Passive `yaml:"passive,omitempty" json:"passive,omitempty"`
+}
+
+// Passive is passive failure detection: the data plane sees only what
+// clients send, and a backend that stops answering shows there as new
+// flows whose client sends its SYN again and again and never an ACK. A
+// flow is unanswered once its client sent the SYN again SynRetries times;
+// Unanswered such flows to one backend within Window hold it down for
+// Hold (no new flows, established ones kept), after which its active
+// monitor must pass rise checks again before it takes new flows.
+type Passive struct {
+	SynRetries int      `yaml:"syn_retries,omitempty" json:"syn_retries,omitempty"` // default 2
+	Unanswered int      `yaml:"unanswered,omitempty" json:"unanswered,omitempty"`   // default 5
+	Window     Duration `yaml:"window,omitempty" json:"window,omitempty"`           // default 10s
+	Hold       Duration `yaml:"hold,omitempty" json:"hold,omitempty"`               // default 30s
 }
 
 // Flows configures the per-worker flow table.
@@ -211,6 +228,10 @@ func (s Service) Clone() Service {
 	if s.Health != nil {
 		h := *s.Health
 		h.Expect = append([]int(nil), s.Health.Expect...)
+		if h.Passive != nil {
+			p := *h.Passive
+			h.Passive = &p
+		}
 		n.Health = &h
 	}
 	return n

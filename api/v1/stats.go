@@ -70,6 +70,12 @@ type BackendStats struct {
 	Packets  uint64 `json:"packets"`
 	Bytes    uint64 `json:"bytes"`
 	NewFlows uint64 `json:"new_flows"`
+	// SynRetransmits counts SYNs clients sent again on new flows of the
+	// backend that saw no ACK; UnansweredFlows the flows that did so
+	// health.passive.syn_retries times (default 2): passive detection's
+	// evidence.
+	SynRetransmits  uint64 `json:"syn_retransmits"`
+	UnansweredFlows uint64 `json:"unanswered_flows"`
 	// Probes counts health probes through the VIP sent to the backend.
 	Probes uint64 `json:"probes"`
 }

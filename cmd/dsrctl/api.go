@@ -332,6 +332,18 @@ func (c *apiCmd) status() error {
 					b.Health, firstOf(b.NextHop, "-"), firstOf(b.NextHopMAC, "unresolved"), b.NewFlows)
 			}
 		}
+		heading := "\nSERVICE\tBACKEND\tPASSIVE DETECTION"
+		for _, s := range st.Services {
+			for _, b := range s.Backends {
+				if b.Passive != "" {
+					if heading != "" {
+						fmt.Fprintln(w, heading)
+						heading = ""
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\n", s.Name, b.IP, b.Passive)
+				}
+			}
+		}
 		probes(w, st.Services)
 	})
 }
@@ -394,11 +406,11 @@ func (c *apiCmd) stats() error {
 				fmt.Fprintf(w, "%s\t%d\n", r, st.Drops[r])
 			}
 		}
-		fmt.Fprintln(w, "\nSERVICE\tBACKEND\tPACKETS\tBYTES\tNEW-FLOWS")
+		fmt.Fprintln(w, "\nSERVICE\tBACKEND\tPACKETS\tBYTES\tNEW-FLOWS\tSYN-RETRANSMITS\tUNANSWERED-FLOWS")
 		for _, s := range st.Services {
-			fmt.Fprintf(w, "%s\t*\t%d\t%d\t\n", s.Name, s.Packets, s.Bytes)
+			fmt.Fprintf(w, "%s\t*\t%d\t%d\t\t\t\n", s.Name, s.Packets, s.Bytes)
 			for _, b := range s.Backends {
-				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\n", s.Name, b.IP, b.Packets, b.Bytes, b.NewFlows)
+				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%d\n", s.Name, b.IP, b.Packets, b.Bytes, b.NewFlows, b.SynRetransmits, b.UnansweredFlows)
 			}
 		}
 		fmt.Fprintln(w, "\nWORKER\tRX-PACKETS\tTX-PACKETS\tDROPPED\tFLOWS\tBUSY")

@@ -16,6 +16,12 @@ package main
 // off, because decapsulated packets carry the client's source address. Where
 // the kernel has no ipip/ip_gre module, setup attaches the eBPF decapsulator
 // of package decap instead (VIP on lo), on TCX or tc ingress (--hook).
+//
+// An IPv6 VIP goes on lo as a /128 without duplicate address detection, and
+// for ipip/gre always with the eBPF decapsulator, which strips IPv4 and IPv6
+// envelopes alike. Linux needs no neighbour-discovery counterpart of the ARP
+// settings: it answers solicitations only for addresses of the interface
+// they arrive on (unless a proxy entry says otherwise, which setup refuses).
 
 import (
 	"errors"
@@ -70,6 +76,8 @@ const backendUsage = `usage: dsrctl backend <subcommand> [flags]
            configure this host (this network namespace) as a DSR backend:
            VIP /32 on lo (or on the tunl0/gre0 tunnel device when the kernel
            has one), arp_ignore=1, arp_announce=2, rp_filter=0 for ipip/gre;
+           an IPv6 VIP: /128 on lo (nodad), the eBPF decapsulator for
+           ipip/gre (IPv4 and IPv6 envelopes);
            without kernel tunnel support an eBPF decapsulator is attached to
            every up Ethernet interface at setup time (or --dev). The
            interface holds it: it outlives dsrctl and needs no BPF
@@ -89,7 +97,7 @@ const backendUsage = `usage: dsrctl backend <subcommand> [flags]
   held by the interface and removes the pins, teardown removes them.
   script   --vip V --mode l2|ipip|gre [--os linux|windows] [--dev IFACE]
            print the equivalent commands for a host with kernel tunnels
-           (Linux) or a Windows backend (l2 only)
+           (Linux) or a Windows backend (l2 and IPv4 only)
   check    --vip V --mode l2|ipip|gre [--port P] [--proto tcp|udp] [--dev IFACE]
            list what this host lacks to serve the VIP by DSR (what a health
            check through the VIP finds and one of the host's own address
@@ -166,7 +174,7 @@ var (
 func parseBackendFlags(sub string, args []string, stderr io.Writer) (backendConfig, error) {
 	fs := flag.NewFlagSet("dsrctl backend "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	vip := fs.String("vip", "", "virtual IP address (IPv4)")
+	vip := fs.String("vip", "", "virtual IP address (IPv4 or IPv6)")
 	mode := fs.String("mode", "", "DSR mode: l2, ipip or gre")
 	dev := fs.String("dev", "", "data interface (default: every up interface; Windows script: Ethernet)")
 	osName := fs.String("os", "linux", "script: target OS, linux or windows")
@@ -224,10 +232,11 @@ func parseBackendFlags(sub string, args []string, stderr io.Writer) (backendConf
 	if err != nil {
 		return cfg, backendUsagef("--vip %q is not an IP address", *vip)
 	}
-	if !a.Is4() {
-		return cfg, backendUsagef("--vip %s: only IPv4 VIPs are supported for backend setup", a)
+	if a.Zone() != "" || a.Is4In6() {
+		return cfg, backendUsagef("--vip %s: give an IPv4 address or an IPv6 address without zone, not an IPv4-mapped one", a)
 	}
-	if a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+	if a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || a.IsLinkLocalUnicast() ||
+		a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
 		return cfg, backendUsagef("--vip %s cannot be a VIP", a)
 	}
 	cfg.VIP = a

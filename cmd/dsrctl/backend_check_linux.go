@@ -105,14 +105,15 @@ func backendFindings(h backendCheckHost, cfg backendConfig) ([]backendFinding, e
 			return nil, err
 		}
 	}
+	pfx := backendVIPPrefix(cfg.VIP)
 	switch {
 	case onLo:
-		add(true, fmt.Sprintf("VIP %s/32 on lo", cfg.VIP), "")
+		add(true, fmt.Sprintf("VIP %s on lo", pfx), "")
 	case onTun:
-		add(true, fmt.Sprintf("VIP %s/32 on %s", cfg.VIP, tunnel.Name), "")
+		add(true, fmt.Sprintf("VIP %s on %s", pfx, tunnel.Name), "")
 	default:
-		add(false, fmt.Sprintf("VIP %s/32 on lo: absent, so the host drops (or forwards) what the load balancer hands it", cfg.VIP),
-			fmt.Sprintf("ip addr add %s/32 dev lo  (or %s)", cfg.VIP, setup))
+		add(false, fmt.Sprintf("VIP %s on lo: absent, so the host drops (or forwards) what the load balancer hands it", pfx),
+			fmt.Sprintf("ip addr add %s dev lo  (or %s)", pfx, setup))
 	}
 	for _, l := range links {
 		if l.Loopback {
@@ -122,8 +123,13 @@ func backendFindings(h backendCheckHost, cfg backendConfig) ([]backendFinding, e
 
 	// ARP: never answer for the VIP (arp_ignore >= 1), never announce it
 	// (arp_announce = 2); the kernel uses the larger of "all" and the
-	// interface's value.
+	// interface's value. (IPv4 only, as rp_filter below: an IPv6 VIP on
+	// lo is not answered by neighbour discovery on other interfaces.)
+	v4 := cfg.VIP.Is4()
 	for _, l := range data {
+		if !v4 {
+			break
+		}
 		for _, want := range []struct {
 			key string
 			min int
@@ -155,6 +161,9 @@ func backendFindings(h backendCheckHost, cfg backendConfig) ([]backendFinding, e
 		}
 	}
 	for _, d := range rpDevs {
+		if !v4 {
+			break
+		}
 		eff, err := backendEffectiveSysctl(h, d, "rp_filter")
 		if err != nil {
 			return nil, err

@@ -39,7 +39,11 @@ var errBackendNoTunnel = errors.New("kernel has no support for this tunnel kind"
 // decapsulators on its interfaces. Tests replace it with a fake.
 type backendHost interface {
 	Links() ([]backendLink, error)
+	// Addrs returns the IPv4 and IPv6 addresses of dev.
 	Addrs(dev string) ([]netip.Prefix, error)
+	// AddAddr adds p to dev; an IPv6 address without duplicate address
+	// detection (nodad), so that it is usable at once and never probed
+	// for on the network.
 	AddAddr(dev string, p netip.Prefix) error
 	DelAddr(dev string, p netip.Prefix) error
 	SetUp(dev string, up bool) error
@@ -48,10 +52,20 @@ type backendHost interface {
 	CreateTunnel(dev, kind string) error
 	// SetSysctl sets net.ipv4.conf.<dev>.<key> and returns the old value.
 	SetSysctl(dev, key, value string) (old string, err error)
+	// IPv6Disabled reports net.ipv6.conf.<dev>.disable_ipv6.
+	IPv6Disabled(dev string) (bool, error)
+	// NDProxies returns the interfaces with a proxy neighbour entry for
+	// addr (`ip -6 neigh show proxy`): the kernel answers neighbour
+	// solicitations for addr there when proxy_ndp is on.
+	NDProxies(addr netip.Addr) ([]string, error)
 	// DecapCheck loads the decapsulator without attaching it and checks
 	// the hook, so that setup fails before it changes anything when this
 	// kernel cannot run it.
 	DecapCheck(hook decap.Hook) error
+	// DecapChangesFamily reports whether the kernel lets the
+	// decapsulator strip an envelope of the other family than the packet
+	// inside (decap.ChangesFamily).
+	DecapChangesFamily() (bool, error)
 	DecapAttach(l backendLink, vip netip.Addr, mode decap.Mode, hook decap.Hook) (decap.AttachResult, error)
 	DecapDetach(ifname string, vip netip.Addr, mode decap.Mode) (decap.DetachResult, error)
 	// DecapList returns the attached decapsulators.
@@ -116,10 +130,30 @@ func backendApply(h backendHost, cfg backendConfig, w io.Writer) error {
 		return err
 	}
 
+	if cfg.VIP.Is6() {
+		if err := backendCheckIPv6(h, data, cfg.VIP, w); err != nil {
+			return err
+		}
+	}
+
 	vipDev := "lo"
 	var decapOn []backendLink // eBPF fallback: interfaces to attach to
 	var rpDevs []string       // where decapsulated packets arrive
-	if cfg.Mode != backendModeL2 {
+	switch {
+	case cfg.Mode != backendModeL2 && cfg.VIP.Is6():
+		// The kernel's IPv6 tunnel devices (ip6tnl0, sit0, ip6gre0)
+		// are not used: the eBPF decapsulator strips every envelope
+		// the load balancer may send for an IPv6 VIP, IPv4 and IPv6
+		// outer headers alike, in one place.
+		fmt.Fprintf(w, "IPv6 VIP: using the eBPF decapsulator (IPv4 and IPv6 envelopes)\n")
+		if len(data) == 0 {
+			return fmt.Errorf("no up Ethernet interface to attach the eBPF decapsulator to; pass --dev")
+		}
+		if err := h.DecapCheck(decap.Hook(cfg.Hook)); err != nil {
+			return fmt.Errorf("the eBPF decapsulator cannot run here: %w", err)
+		}
+		decapOn = data
+	case cfg.Mode != backendModeL2:
 		tun, kind := backendTunnel(cfg.Mode)
 		kernel, err := backendEnsureTunnel(h, links, tun, kind, w)
 		if err != nil {
@@ -158,9 +192,20 @@ func backendApply(h backendHost, cfg backendConfig, w io.Writer) error {
 		}
 	}
 
-	arpDevs := []string{"all", "lo"}
-	for _, l := range data {
-		arpDevs = append(arpDevs, l.Name)
+	// ARP and IPv4 reverse path filtering concern IPv4 VIPs only. An IPv6
+	// VIP on lo needs nothing in their place: the kernel answers
+	// neighbour solicitations only for addresses of the interface they
+	// arrive on, joins the VIP's solicited-node group on lo only, and
+	// never sends a solicitation from an address of another interface
+	// (see backendCheckIPv6 for the one setting that would answer).
+	var arpDevs []string
+	if cfg.VIP.Is4() {
+		arpDevs = []string{"all", "lo"}
+		for _, l := range data {
+			arpDevs = append(arpDevs, l.Name)
+		}
+	} else {
+		fmt.Fprintf(w, "neighbour discovery: the VIP is on lo, so the kernel neither answers nor sends solicitations for it on %s\n", backendLinkNames(data))
 	}
 	for _, d := range arpDevs {
 		if err := backendSysctl(h, d, "arp_ignore", "1", w); err != nil {
@@ -170,7 +215,7 @@ func backendApply(h backendHost, cfg backendConfig, w io.Writer) error {
 			return err
 		}
 	}
-	if cfg.Mode != backendModeL2 {
+	if cfg.Mode != backendModeL2 && cfg.VIP.Is4() {
 		for _, d := range append([]string{"all"}, rpDevs...) {
 			if err := backendSysctl(h, d, "rp_filter", "0", w); err != nil {
 				return err
@@ -178,6 +223,19 @@ func backendApply(h backendHost, cfg backendConfig, w io.Writer) error {
 		}
 	}
 
+	if len(decapOn) > 0 {
+		switch ok, err := h.DecapChangesFamily(); {
+		case err != nil:
+			fmt.Fprintf(w, "note: could not check whether this kernel strips envelopes of the other family: %v\n", err)
+		case !ok:
+			fam, other := "IPv4", "IPv6"
+			if cfg.VIP.Is6() {
+				fam, other = "IPv6", "IPv4"
+			}
+			fmt.Fprintf(w, "note: this kernel (before Linux 6.3) cannot strip %s envelopes around %s packets: "+
+				"the load balancer must reach this backend at an %s address\n", other, fam, fam)
+		}
+	}
 	mode := backendDecapMode(cfg.Mode)
 	for _, l := range decapOn {
 		res, err := h.DecapAttach(l, cfg.VIP, mode, decap.Hook(cfg.Hook))
@@ -219,6 +277,69 @@ func backendHookName(h decap.Hook) string {
 	return "TCX ingress"
 }
 
+// backendLinkNames lists interface names for messages.
+func backendLinkNames(ls []backendLink) string {
+	if len(ls) == 0 {
+		return "no interface"
+	}
+	names := make([]string, len(ls))
+	for i, l := range ls {
+		names[i] = l.Name
+	}
+	return strings.Join(names, ", ")
+}
+
+// backendCheckIPv6 refuses an IPv6 VIP, before anything changes, where the
+// backend could not serve it or would claim it on the network: IPv6 disabled
+// on lo, or on every interface the load balancer's packets may arrive on
+// (the kernel drops IPv6 packets there, decapsulated ones too; with some of
+// them left it notes the others), or a proxy neighbour entry for the VIP,
+// with which the kernel answers solicitations for it (proxy_ndp) as if it
+// owned it.
+func backendCheckIPv6(h backendHost, data []backendLink, vip netip.Addr, w io.Writer) error {
+	disabled := func(dev string) (bool, error) {
+		off, err := h.IPv6Disabled(dev)
+		if err != nil {
+			return false, fmt.Errorf("read net.ipv6.conf.%s.disable_ipv6: %w", dev, err)
+		}
+		return off, nil
+	}
+	const enable = "enable it (sysctl -w net.ipv6.conf.IFACE.disable_ipv6=0) for an IPv6 VIP"
+	if off, err := disabled("lo"); err != nil || off {
+		if err == nil {
+			err = fmt.Errorf("IPv6 is disabled on lo: %s", enable)
+		}
+		return err
+	}
+	var off []string
+	for _, l := range data {
+		d, err := disabled(l.Name)
+		if err != nil {
+			return err
+		}
+		if d {
+			off = append(off, l.Name)
+		}
+	}
+	switch {
+	case len(off) > 0 && len(off) == len(data):
+		return fmt.Errorf("IPv6 is disabled on %s: %s, or pass --dev with the interface the load balancer's packets arrive on",
+			strings.Join(off, ", "), enable)
+	case len(off) > 0:
+		fmt.Fprintf(w, "note: IPv6 is disabled on %s: the VIP's packets cannot arrive there\n", strings.Join(off, ", "))
+	}
+	proxies, err := h.NDProxies(vip)
+	if err != nil {
+		return fmt.Errorf("list proxy neighbour entries: %w", err)
+	}
+	if len(proxies) > 0 {
+		return fmt.Errorf("a proxy neighbour entry for %s on %s makes this host answer neighbour solicitations for the VIP; "+
+			"remove it (ip -6 neigh del proxy %s dev %s): only the load balancer may claim the VIP",
+			vip, strings.Join(proxies, ", "), vip, proxies[0])
+	}
+	return nil
+}
+
 // backendEnsureTunnel makes sure the kernel's catch-all tunnel device exists.
 // It reports false, without error, when the kernel cannot create it.
 func backendEnsureTunnel(h backendHost, links []backendLink, tun, kind string, w io.Writer) (bool, error) {
@@ -247,7 +368,8 @@ func backendEnsureTunnel(h backendHost, links []backendLink, tun, kind string, w
 	return false, fmt.Errorf("create tunnel %s: %w", tun, err)
 }
 
-func backendVIPPrefix(vip netip.Addr) netip.Prefix { return netip.PrefixFrom(vip, 32) }
+// backendVIPPrefix is the VIP as a host address: /32 or /128.
+func backendVIPPrefix(vip netip.Addr) netip.Prefix { return netip.PrefixFrom(vip, vip.BitLen()) }
 
 func backendHasAddr(h backendHost, dev string, vip netip.Addr) (bool, error) {
 	addrs, err := h.Addrs(dev)
@@ -262,14 +384,19 @@ func backendEnsureAddr(h backendHost, dev string, vip netip.Addr, w io.Writer) e
 	if err != nil {
 		return err
 	}
+	p := backendVIPPrefix(vip)
 	if has {
-		fmt.Fprintf(w, "address %s/32 on %s: present\n", vip, dev)
+		fmt.Fprintf(w, "address %s on %s: present\n", p, dev)
 		return nil
 	}
-	if err := h.AddAddr(dev, backendVIPPrefix(vip)); err != nil && !errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("add %s/32 to %s: %w", vip, dev, err)
+	if err := h.AddAddr(dev, p); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("add %s to %s: %w", p, dev, err)
 	}
-	fmt.Fprintf(w, "address %s/32 on %s: added\n", vip, dev)
+	if vip.Is6() {
+		fmt.Fprintf(w, "address %s on %s: added (nodad)\n", p, dev)
+	} else {
+		fmt.Fprintf(w, "address %s on %s: added\n", p, dev)
+	}
 	return nil
 }
 
@@ -306,7 +433,7 @@ func backendUndo(h backendHost, cfg backendConfig, w io.Writer) error {
 	removeFromLo := cfg.Mode == backendModeL2
 	if cfg.Mode != backendModeL2 {
 		tun, kind := backendTunnel(cfg.Mode)
-		if slices.ContainsFunc(links, func(l backendLink) bool { return l.Name == tun && l.Kind == kind }) {
+		if cfg.VIP.Is4() && slices.ContainsFunc(links, func(l backendLink) bool { return l.Name == tun && l.Kind == kind }) {
 			has, err := backendHasAddr(h, tun, cfg.VIP)
 			if err != nil {
 				return err
@@ -317,7 +444,9 @@ func backendUndo(h backendHost, cfg backendConfig, w io.Writer) error {
 				}
 				fmt.Fprintf(w, "address %s/32 on %s: removed\n", cfg.VIP, tun)
 				changed = true
-				if left, err := h.Addrs(tun); err == nil && len(left) == 0 {
+				// IPv4 addresses only: the kernel gives gre0 an IPv6
+				// link-local address of its own.
+				if left, err := h.Addrs(tun); err == nil && !slices.ContainsFunc(left, func(p netip.Prefix) bool { return p.Addr().Is4() }) {
 					if err := h.SetUp(tun, false); err != nil {
 						return fmt.Errorf("set %s down: %w", tun, err)
 					}
@@ -368,22 +497,25 @@ func backendUndo(h backendHost, cfg backendConfig, w io.Writer) error {
 		if err != nil {
 			return err
 		}
+		p := backendVIPPrefix(cfg.VIP)
 		switch {
 		case !has:
 		case len(users) > 0:
-			fmt.Fprintf(w, "address %s/32 on lo: kept, still decapsulated on %s\n", cfg.VIP, strings.Join(users, ", "))
+			fmt.Fprintf(w, "address %s on lo: kept, still decapsulated on %s\n", p, strings.Join(users, ", "))
 		default:
-			if err := h.DelAddr("lo", backendVIPPrefix(cfg.VIP)); err != nil {
-				return fmt.Errorf("remove %s/32 from lo: %w", cfg.VIP, err)
+			if err := h.DelAddr("lo", p); err != nil {
+				return fmt.Errorf("remove %s from lo: %w", p, err)
 			}
-			fmt.Fprintf(w, "address %s/32 on lo: removed\n", cfg.VIP)
+			fmt.Fprintf(w, "address %s on lo: removed\n", p)
 			changed = true
 		}
 	}
 	if !changed {
 		fmt.Fprintf(w, "nothing to undo for VIP %s mode %s\n", cfg.VIP, cfg.Mode)
 	}
-	fmt.Fprintln(w, "sysctls (arp_ignore, arp_announce, rp_filter) left as they are: they are shared by every VIP")
+	if cfg.VIP.Is4() {
+		fmt.Fprintln(w, "sysctls (arp_ignore, arp_announce, rp_filter) left as they are: they are shared by every VIP")
+	}
 	return nil
 }
 
@@ -491,27 +623,31 @@ func (h *backendNetlinkHost) Addrs(dev string) ([]netip.Prefix, error) {
 	if err != nil {
 		return nil, err
 	}
-	as, err := netlink.AddrList(l, netlink.FAMILY_V4)
+	as, err := netlink.AddrList(l, netlink.FAMILY_ALL)
 	if err != nil {
 		return nil, err
 	}
 	var out []netip.Prefix
 	for _, a := range as {
-		ip, ok := netip.AddrFromSlice(a.IP.To4())
+		ip, ok := netip.AddrFromSlice(a.IP)
 		if !ok {
 			continue
 		}
 		ones, _ := a.Mask.Size()
-		out = append(out, netip.PrefixFrom(ip, ones))
+		out = append(out, netip.PrefixFrom(ip.Unmap(), ones))
 	}
 	return out, nil
 }
 
 func backendNetlinkAddr(p netip.Prefix) *netlink.Addr {
-	return &netlink.Addr{IPNet: &net.IPNet{
+	a := &netlink.Addr{IPNet: &net.IPNet{
 		IP:   net.IP(p.Addr().AsSlice()),
 		Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen()),
 	}}
+	if p.Addr().Is6() {
+		a.Flags = unix.IFA_F_NODAD
+	}
+	return a
 }
 
 func (h *backendNetlinkHost) AddAddr(dev string, p netip.Prefix) error {
@@ -573,9 +709,41 @@ func (h *backendNetlinkHost) SetSysctl(dev, key, value string) (string, error) {
 	return o, os.WriteFile(path, []byte(value+"\n"), 0o644)
 }
 
+func (h *backendNetlinkHost) IPv6Disabled(dev string) (bool, error) {
+	v, err := os.ReadFile(filepath.Join("/proc/sys/net/ipv6/conf", dev, "disable_ipv6"))
+	if errors.Is(err, os.ErrNotExist) {
+		return true, nil // a kernel without IPv6
+	}
+	if err != nil {
+		return false, err
+	}
+	return strings.TrimSpace(string(v)) != "0", nil
+}
+
+func (h *backendNetlinkHost) NDProxies(addr netip.Addr) ([]string, error) {
+	ns, err := netlink.NeighProxyList(0, netlink.FAMILY_V6)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, n := range ns {
+		if a, ok := netip.AddrFromSlice(n.IP); !ok || a != addr {
+			continue
+		}
+		name := fmt.Sprint(n.LinkIndex)
+		if l, err := netlink.LinkByIndex(n.LinkIndex); err == nil {
+			name = l.Attrs().Name
+		}
+		out = append(out, name)
+	}
+	return out, nil
+}
+
 func (h *backendNetlinkHost) manager() decap.Manager { return decap.Manager{BPFFS: h.bpffs} }
 
 func (h *backendNetlinkHost) DecapCheck(hook decap.Hook) error { return decap.Check(hook) }
+
+func (h *backendNetlinkHost) DecapChangesFamily() (bool, error) { return decap.ChangesFamily() }
 
 func (h *backendNetlinkHost) DecapAttach(l backendLink, vip netip.Addr, mode decap.Mode, hook decap.Hook) (decap.AttachResult, error) {
 	if !h.collected {

@@ -23,6 +23,9 @@ type fakeHost struct {
 	tunnels   map[string]bool   // kinds the kernel supports
 	decaps    map[string]map[netip.Addr]decap.Mode
 	hooks     map[string]decap.Hook // hook of each decapsulator
+	ipv6Off   map[string]bool       // interfaces with disable_ipv6=1
+	oldKernel bool                  // cannot change the family (before Linux 6.3)
+	ndProxies map[netip.Addr][]string
 	openErr   error
 	changes   []string
 	nextIndex int
@@ -116,7 +119,13 @@ func (f *fakeHost) SetSysctl(dev, key, value string) (string, error) {
 	return old, nil
 }
 
+func (f *fakeHost) IPv6Disabled(dev string) (bool, error) { return f.ipv6Off[dev], nil }
+
+func (f *fakeHost) NDProxies(addr netip.Addr) ([]string, error) { return f.ndProxies[addr], nil }
+
 func (f *fakeHost) DecapCheck(hook decap.Hook) error { return f.openErr }
+
+func (f *fakeHost) DecapChangesFamily() (bool, error) { return !f.oldKernel, nil }
 
 func (f *fakeHost) DecapAttach(l backendLink, vip netip.Addr, mode decap.Mode, hook decap.Hook) (decap.AttachResult, error) {
 	if hook == decap.HookAuto || hook == "" {
@@ -428,5 +437,143 @@ func TestBackendStatusOutput(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), `"10.251.0.10": "ipip"`) {
 		t.Errorf("status json lacks the VIP:\n%s", out.String())
+	}
+}
+
+func fakeCfg6(mode string) backendConfig {
+	return backendConfig{VIP: netip.MustParseAddr("2001:db8:100::10"), Mode: mode, OS: "linux", Hook: "auto"}
+}
+
+// TestBackendSetupIPv6 pins what setup and teardown change for an IPv6 VIP
+// in each mode: the /128 on lo, the eBPF decapsulator for ipip and gre (even
+// where the kernel has IPv4 tunnels), and no ARP or rp_filter sysctl.
+func TestBackendSetupIPv6(t *testing.T) {
+	for _, kernelTunnels := range []bool{false, true} {
+		for _, mode := range []string{"l2", "ipip", "gre"} {
+			t.Run(fmt.Sprintf("%s/kernel-tunnels=%v", mode, kernelTunnels), func(t *testing.T) {
+				f := newFakeHost(kernelTunnels)
+				cfg := fakeCfg6(mode)
+				want := []string{"addr add 2001:db8:100::10/128 dev lo"}
+				if mode != "l2" {
+					want = append(want,
+						"decap attach eth0", "decap add eth0 2001:db8:100::10 "+mode,
+						"decap attach eth1", "decap add eth1 2001:db8:100::10 "+mode)
+				}
+				got, out := f.apply(t, cfg)
+				wantChanges(t, got, want)
+				if !strings.Contains(out, "address 2001:db8:100::10/128 on lo: added (nodad)") ||
+					!strings.Contains(out, "neighbour discovery: the VIP is on lo") {
+					t.Errorf("setup output:\n%s", out)
+				}
+				got, _ = f.apply(t, cfg)
+				wantChanges(t, got, nil)
+
+				want = nil
+				if mode != "l2" {
+					want = []string{
+						"decap del eth0 2001:db8:100::10 " + mode, "decap detach eth0",
+						"decap del eth1 2001:db8:100::10 " + mode, "decap detach eth1",
+					}
+				}
+				want = append(want, "addr del 2001:db8:100::10/128 dev lo")
+				got, out = f.undo(t, cfg)
+				wantChanges(t, got, want)
+				if strings.Contains(out, "sysctls") {
+					t.Errorf("teardown of an IPv6 VIP talks about IPv4 sysctls:\n%s", out)
+				}
+			})
+		}
+	}
+}
+
+// TestBackendSetupDualStack: an IPv4 and an IPv6 VIP share the decapsulator;
+// tearing one down leaves the other.
+func TestBackendSetupDualStack(t *testing.T) {
+	f := newFakeHost(false)
+	v4, v6 := fakeCfg("ipip"), fakeCfg6("ipip")
+	f.apply(t, v4)
+	got, _ := f.apply(t, v6)
+	wantChanges(t, got, []string{
+		"addr add 2001:db8:100::10/128 dev lo",
+		"decap add eth0 2001:db8:100::10 ipip",
+		"decap add eth1 2001:db8:100::10 ipip",
+	})
+	got, _ = f.undo(t, v4)
+	wantChanges(t, got, []string{
+		"decap del eth0 10.251.0.10 ipip",
+		"decap del eth1 10.251.0.10 ipip",
+		"addr del 10.251.0.10/32 dev lo",
+	})
+	if f.decaps["eth0"][v6.VIP] != decap.IPIP {
+		t.Errorf("IPv6 VIP lost with the IPv4 one: %v", f.decaps)
+	}
+}
+
+// TestBackendSetupIPv6Refuses: IPv6 disabled where the VIP's packets arrive,
+// or a proxy neighbour entry that would answer for the VIP: setup fails
+// before it changes anything and says how to fix it.
+func TestBackendSetupIPv6Refuses(t *testing.T) {
+	tests := []struct {
+		desc  string
+		setup func(f *fakeHost)
+		want  string
+	}{
+		{"ipv6 off on lo", func(f *fakeHost) { f.ipv6Off = map[string]bool{"lo": true} }, "IPv6 is disabled on lo"},
+		{"ipv6 off on every data interface", func(f *fakeHost) { f.ipv6Off = map[string]bool{"eth0": true, "eth1": true} }, "IPv6 is disabled on eth0, eth1"},
+		{"proxy entry", func(f *fakeHost) {
+			f.ndProxies = map[netip.Addr][]string{netip.MustParseAddr("2001:db8:100::10"): {"eth0"}}
+		}, "ip -6 neigh del proxy 2001:db8:100::10 dev eth0"},
+	}
+	for _, tc := range tests {
+		for _, mode := range []string{"l2", "gre"} {
+			t.Run(tc.desc+"/"+mode, func(t *testing.T) {
+				f := newFakeHost(false)
+				tc.setup(f)
+				var out bytes.Buffer
+				err := backendApply(f, fakeCfg6(mode), &out)
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Errorf("got error %v, want one containing %q", err, tc.want)
+				}
+				wantChanges(t, f.changes, nil)
+			})
+		}
+	}
+}
+
+// TestBackendSetupOldKernelNote: where the kernel cannot change the family
+// (before Linux 6.3), setup says which envelopes will not be stripped, and
+// says nothing on a newer kernel or without a decapsulator.
+func TestBackendSetupOldKernelNote(t *testing.T) {
+	tests := []struct {
+		cfg       backendConfig
+		oldKernel bool
+		want      string // "" for no note
+	}{
+		{fakeCfg6("ipip"), true, "cannot strip IPv4 envelopes around IPv6 packets: the load balancer must reach this backend at an IPv6 address"},
+		{fakeCfg("gre"), true, "cannot strip IPv6 envelopes around IPv4 packets: the load balancer must reach this backend at an IPv4 address"},
+		{fakeCfg6("gre"), false, ""},
+		{fakeCfg6("l2"), true, ""},
+	}
+	for _, tc := range tests {
+		f := newFakeHost(false)
+		f.oldKernel = tc.oldKernel
+		_, out := f.apply(t, tc.cfg)
+		if got := strings.Contains(out, "note: this kernel"); got != (tc.want != "") || !strings.Contains(out, tc.want) {
+			t.Errorf("%s %s, old kernel %v: output\n%s\nwant note %q", tc.cfg.VIP, tc.cfg.Mode, tc.oldKernel, out, tc.want)
+		}
+	}
+}
+
+// TestBackendSetupIPv6OffOnSome: IPv6 disabled on one of the data interfaces
+// is noted; setup goes on with the others.
+func TestBackendSetupIPv6OffOnSome(t *testing.T) {
+	f := newFakeHost(false)
+	f.ipv6Off = map[string]bool{"eth1": true}
+	_, out := f.apply(t, fakeCfg6("l2"))
+	if want := "note: IPv6 is disabled on eth1: the VIP's packets cannot arrive there"; !strings.Contains(out, want) {
+		t.Errorf("setup output lacks %q:\n%s", want, out)
+	}
+	if !slices.Contains(f.addrs["lo"], netip.MustParsePrefix("2001:db8:100::10/128")) {
+		t.Errorf("setup did not put the VIP on lo")
 	}
 }

@@ -112,22 +112,7 @@ func TestBackendNetnsDecapNonLinear(t *testing.T) {
 			t.Skip("this kernel has ipip/ip_gre: the kernel decapsulates, not eBPF")
 		}
 	}
-	var beMAC, lbMAC net.HardwareAddr
-	for _, x := range []struct {
-		n   *testNetns
-		dev string
-		mac *net.HardwareAddr
-	}{{be, "be0", &beMAC}, {lb, "lb0", &lbMAC}} {
-		if err := x.n.do(func() error {
-			ifi, err := net.InterfaceByName(x.dev)
-			if err == nil {
-				*x.mac = ifi.HardwareAddr
-			}
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	beMAC, lbMAC := linkMAC(t, be, "be0"), linkMAC(t, lb, "lb0")
 
 	conn := listenUDP(t, be, netip.AddrPortFrom(tVIP, 5353))
 	ring := newTxRing(t, lb, "lb0")

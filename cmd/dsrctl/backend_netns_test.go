@@ -21,7 +21,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -210,11 +209,11 @@ func (n *testNetns) sysctl(t *testing.T, dev, key string) string {
 
 func (n *testNetns) hasAddr(t *testing.T, dev string, a netip.Addr) bool {
 	t.Helper()
-	out, err := exec.Command("ip", "-n", n.name, "-4", "-o", "addr", "show", "dev", dev).CombinedOutput()
+	out, err := exec.Command("ip", "-n", n.name, "-o", "addr", "show", "dev", dev).CombinedOutput()
 	if err != nil {
 		t.Fatalf("ip addr show: %v\n%s", err, out)
 	}
-	return strings.Contains(string(out), " "+a.String()+"/32 ")
+	return strings.Contains(string(out), " "+backendVIPPrefix(a).String()+" ")
 }
 
 // tcxPrograms counts the TCX ingress programs on an interface.
@@ -419,7 +418,11 @@ func listenUDP(t *testing.T, n *testNetns, addr netip.AddrPort) *net.UDPConn {
 	var c *net.UDPConn
 	if err := n.do(func() error {
 		var err error
-		c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(addr))
+		network := "udp4"
+		if addr.Addr().Is6() {
+			network = "udp6"
+		}
+		c, err = net.ListenUDP(network, net.UDPAddrFromAddrPort(addr))
 		return err
 	}); err != nil {
 		t.Fatalf("listen udp %s: %v", addr, err)
@@ -785,13 +788,11 @@ func TestBackendNetnsDecapUDP(t *testing.T) {
 type testLB struct {
 	forwarded atomic.Int64
 	fromVIP   atomic.Int64
-	stop      chan struct{}
-	wg        sync.WaitGroup
 }
 
 func startTestLB(t *testing.T, lb *testNetns, ifname, mode string) *testLB {
 	t.Helper()
-	l := &testLB{stop: make(chan struct{})}
+	l := &testLB{}
 	var capFD, watchFD, rawFD int
 	err := lb.do(func() error {
 		ifc, err := net.InterfaceByName(ifname)
@@ -814,64 +815,92 @@ func startTestLB(t *testing.T, lb *testNetns, ifname, mode string) *testLB {
 	if err != nil {
 		t.Fatalf("test LB sockets: %v", err)
 	}
-	tv := unix.NsecToTimeval((50 * time.Millisecond).Nanoseconds())
-	for _, fd := range []int{capFD, watchFD} {
-		unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
-	}
+	t.Cleanup(func() { unix.Close(rawFD) }) // after the loops have stopped
 	vip := tVIP.As4()
-	l.wg.Add(2)
-	go func() { // forward
-		defer l.wg.Done()
-		buf := make([]byte, 65536)
-		var id uint16
-		for {
-			select {
-			case <-l.stop:
-				return
-			default:
-			}
-			n, from, err := unix.Recvfrom(capFD, buf, 0)
-			if err != nil {
-				continue // timeout
-			}
-			if sll, ok := from.(*unix.SockaddrLinklayer); !ok || sll.Pkttype == unix.PACKET_OUTGOING {
-				continue
-			}
-			pkt := buf[:n]
-			if n < 20 || pkt[0]>>4 != 4 || !bytes.Equal(pkt[16:20], vip[:]) {
-				continue
-			}
-			inner := append([]byte(nil), pkt...)
-			tFixL4Checksum(inner)
-			id++
-			if err := unix.Sendto(rawFD, tEncap(mode, tLB, tBE, id, inner), 0, &unix.SockaddrInet4{Addr: tBE.As4()}); err == nil {
-				l.forwarded.Add(1)
-			}
+	var id uint16
+	packetLoop(t, capFD, func(pkt []byte, from *unix.SockaddrLinklayer) { // forward
+		if from == nil || from.Pkttype == unix.PACKET_OUTGOING {
+			return
 		}
-	}()
-	go func() { // watch for replies crossing the load balancer
-		defer l.wg.Done()
-		buf := make([]byte, 65536)
-		for {
-			select {
-			case <-l.stop:
-				return
-			default:
-			}
-			n, _, err := unix.Recvfrom(watchFD, buf, 0)
-			if err == nil && n >= 20 && bytes.Equal(buf[12:16], vip[:]) {
-				l.fromVIP.Add(1)
-			}
+		if len(pkt) < 20 || pkt[0]>>4 != 4 || !bytes.Equal(pkt[16:20], vip[:]) {
+			return
 		}
-	}()
-	t.Cleanup(func() {
-		close(l.stop)
-		l.wg.Wait()
-		for _, fd := range []int{capFD, watchFD, rawFD} {
-			unix.Close(fd)
+		inner := append([]byte(nil), pkt...)
+		tFixL4Checksum(inner)
+		id++
+		if err := unix.Sendto(rawFD, tEncap(mode, tLB, tBE, id, inner), 0, &unix.SockaddrInet4{Addr: tBE.As4()}); err == nil {
+			l.forwarded.Add(1)
+		}
+	})
+	packetLoop(t, watchFD, func(pkt []byte, _ *unix.SockaddrLinklayer) { // replies crossing the load balancer
+		if len(pkt) >= 20 && bytes.Equal(pkt[12:16], vip[:]) {
+			l.fromVIP.Add(1)
 		}
 	})
 	return l
+}
+
+// packetLoop calls fn, on a goroutine of its own, with every packet that
+// the packet socket fd receives, until the test ends; then it closes fd. A
+// short receive timeout lets the loop see the end.
+func packetLoop(t *testing.T, fd int, fn func(pkt []byte, from *unix.SockaddrLinklayer)) {
+	t.Helper()
+	tv := unix.NsecToTimeval((50 * time.Millisecond).Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		unix.Close(fd)
+		t.Fatalf("SO_RCVTIMEO: %v", err)
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 65536)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			n, from, err := unix.Recvfrom(fd, buf, 0)
+			if err != nil {
+				continue // timeout
+			}
+			sll, _ := from.(*unix.SockaddrLinklayer)
+			fn(buf[:n], sll)
+		}
+	}()
+	t.Cleanup(func() {
+		close(stop)
+		<-done
+		unix.Close(fd)
+	})
+}
+
+// listenTCP listens on addr in n until the test ends.
+func listenTCP(t *testing.T, n *testNetns, addr netip.AddrPort) net.Listener {
+	t.Helper()
+	var ln net.Listener
+	if err := n.do(func() error {
+		var err error
+		ln, err = net.Listen("tcp", addr.String())
+		return err
+	}); err != nil {
+		t.Fatalf("listen on %s: %v", addr, err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// dialTCP connects from n to addr.
+func dialTCP(n *testNetns, addr netip.AddrPort) (*net.TCPConn, error) {
+	var conn *net.TCPConn
+	err := n.do(func() error {
+		c, err := net.DialTimeout("tcp", addr.String(), 5*time.Second)
+		if err == nil {
+			conn = c.(*net.TCPConn)
+		}
+		return err
+	})
+	return conn, err
 }
 
 func htons(v uint16) uint16 {
@@ -891,15 +920,7 @@ func TestBackendNetnsDSRTCP(t *testing.T) {
 			be.mustDsrctl(t, "setup", "--vip", tVIP.String(), "--mode", mode, "--bpffs", topo.bpffs)
 			fake := startTestLB(t, lb, "lbc", mode)
 
-			var ln net.Listener
-			if err := be.do(func() error {
-				var err error
-				ln, err = net.Listen("tcp4", netip.AddrPortFrom(tVIP, 8080).String())
-				return err
-			}); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { ln.Close() })
+			ln := listenTCP(t, be, netip.AddrPortFrom(tVIP, 8080))
 			go func() {
 				c, err := ln.Accept()
 				if err != nil {
@@ -911,12 +932,8 @@ func TestBackendNetnsDSRTCP(t *testing.T) {
 				c.Write(bytes.ToUpper(buf[:n]))
 			}()
 
-			var conn net.Conn
-			if err := cl.do(func() error {
-				var err error
-				conn, err = net.DialTimeout("tcp4", netip.AddrPortFrom(tVIP, 8080).String(), 5*time.Second)
-				return err
-			}); err != nil {
+			conn, err := dialTCP(cl, netip.AddrPortFrom(tVIP, 8080))
+			if err != nil {
 				t.Fatalf("connect to the VIP: %v (forwarded %d)", err, fake.forwarded.Load())
 			}
 			defer conn.Close()

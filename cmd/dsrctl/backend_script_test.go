@@ -84,6 +84,43 @@ func TestBackendScriptGolden(t *testing.T) {
 			},
 		},
 		{
+			name: "linux6-l2",
+			args: []string{"--vip", "2001:db8:100::10", "--mode", "l2", "--dev", "eth1"},
+			want: []string{
+				"if [ \"$(cat /proc/sys/net/ipv6/conf/lo/disable_ipv6)\" != 0 ]; then\n",
+				"if [ \"$(cat /proc/sys/net/ipv6/conf/eth1/disable_ipv6)\" != 0 ]; then\n",
+				"if [ -n \"$(ip -6 neigh show proxy to 2001:db8:100::10)\" ]; then\n",
+				"ip -6 addr replace 2001:db8:100::10/128 dev lo nodad\n",
+			},
+		},
+		{
+			name: "linux6-ipip",
+			args: []string{"--vip", "2001:db8:100::10", "--mode", "ipip"},
+			want: []string{
+				"if command -v dsrctl >/dev/null 2>&1; then\n",
+				"    exec dsrctl backend setup --vip 2001:db8:100::10 --mode ipip\n",
+				"modprobe ip6_tunnel 2>/dev/null || true\n",
+				"modprobe sit 2>/dev/null || true\n",
+				"if ! ip link show ip6tnl0 >/dev/null 2>&1; then\n",
+				"if ! ip link show sit0 >/dev/null 2>&1; then\n",
+				"ip link set ip6tnl0 up\n",
+				"ip link set sit0 up\n",
+				"ip -6 addr replace 2001:db8:100::10/128 dev lo nodad\n",
+			},
+		},
+		{
+			name: "linux6-gre",
+			args: []string{"--vip", "2001:db8:100::10", "--mode", "gre", "--dev", "eth1"},
+			want: []string{
+				"    exec dsrctl backend setup --vip 2001:db8:100::10 --mode gre --dev eth1\n",
+				"modprobe ip6_gre 2>/dev/null || true\n",
+				"modprobe ip_gre 2>/dev/null || true\n",
+				"ip link set ip6gre0 up\n",
+				"ip link set gre0 up\n",
+				"ip -6 addr replace 2001:db8:100::10/128 dev lo nodad\n",
+			},
+		},
+		{
 			name: "windows-l2",
 			args: []string{"--vip", "10.251.0.10", "--mode", "l2", "--os", "windows"},
 			want: []string{
@@ -140,6 +177,10 @@ func TestBackendScriptGolden(t *testing.T) {
 
 func TestBackendScriptLinuxNoEBPFOrWindowsLeftovers(t *testing.T) {
 	for _, mode := range []string{"l2", "ipip", "gre"} {
+		_, got6, _ := backendRun("script", "--vip", "2001:db8:100::10", "--mode", mode)
+		if strings.Contains(got6, "arp_") || strings.Contains(got6, "rp_filter") || strings.Contains(got6, "net.ipv4") {
+			t.Errorf("mode %s: IPv6 script touches IPv4 settings:\n%s", mode, got6)
+		}
 		_, got, _ := backendRun("script", "--vip", "10.251.0.10", "--mode", mode)
 		if strings.Contains(got, "netsh") || strings.Contains(got, "\r") {
 			t.Errorf("mode %s: Linux script contains Windows content", mode)
@@ -162,7 +203,11 @@ func TestBackendUsageAndErrors(t *testing.T) {
 		{"help", []string{"--help"}, 0, ""},
 		{"missing vip", []string{"script", "--mode", "l2"}, 2, "--vip is required"},
 		{"bad vip", []string{"script", "--vip", "10.251.0", "--mode", "l2"}, 2, "not an IP address"},
-		{"ipv6 vip", []string{"script", "--vip", "2001:db8::1", "--mode", "l2"}, 2, "only IPv4"},
+		{"ipv4-mapped vip", []string{"script", "--vip", "::ffff:10.251.0.10", "--mode", "l2"}, 2, "not an IPv4-mapped one"},
+		{"vip with zone", []string{"script", "--vip", "fe80::1%eth0", "--mode", "l2"}, 2, "without zone"},
+		{"link-local vip", []string{"script", "--vip", "fe80::10", "--mode", "l2"}, 2, "cannot be a VIP"},
+		{"ipv6 loopback vip", []string{"setup", "--vip", "::1", "--mode", "ipip"}, 2, "cannot be a VIP"},
+		{"ipv6 multicast vip", []string{"setup", "--vip", "ff02::1", "--mode", "l2"}, 2, "cannot be a VIP"},
 		{"loopback vip", []string{"script", "--vip", "127.0.0.5", "--mode", "l2"}, 2, "cannot be a VIP"},
 		{"missing mode", []string{"script", "--vip", "10.251.0.10"}, 2, "--mode is required"},
 		{"bad mode", []string{"setup", "--vip", "10.251.0.10", "--mode", "dsr"}, 2, "--mode must be l2, ipip or gre"},
@@ -175,6 +220,7 @@ func TestBackendUsageAndErrors(t *testing.T) {
 		{"unknown flag", []string{"status", "--vip", "10.251.0.10"}, 2, "--vip does not apply to status"},
 		{"bad output", []string{"status", "-o", "yaml"}, 2, "-o must be table or json"},
 		{"windows ipip", []string{"script", "--vip", "10.251.0.10", "--mode", "ipip", "--os", "windows"}, 1, "mode ipip is not supported on Windows"},
+		{"windows ipv6", []string{"script", "--vip", "2001:db8:100::10", "--mode", "l2", "--os", "windows"}, 1, "IPv6 VIPs are not supported on Windows"},
 		{"windows gre", []string{"script", "--vip", "10.251.0.10", "--mode", "gre", "--os", "Windows"}, 1, "mode gre is not supported on Windows"},
 	}
 	for _, tc := range tests {

@@ -82,6 +82,8 @@ type Config struct {
 	Via  Via
 	VIP  netip.Addr
 	Mode string // l2, ipip or gre
+	// Passive is passive failure detection; the zero value is off.
+	Passive Passive
 }
 
 // Via is how a monitor reaches the backend.
@@ -123,7 +125,8 @@ func (v Via) MarshalText() ([]byte, error) { return []byte(v.String()), nil }
 // throughVIP reports whether cfg's probes go through the VIP.
 func (c *Config) throughVIP() bool { return c.Via == ViaVIP && c.Type != TypeICMP }
 
-// equal reports whether c and o configure the same monitor.
+// equal reports whether c and o configure the same probes (Passive aside:
+// changing it needs no new run of the monitor).
 func (c *Config) equal(o *Config) bool {
 	return c.Type == o.Type && c.Port == o.Port && c.Path == o.Path && slices.Equal(c.Expect, o.Expect) &&
 		c.Send == o.Send && c.Receive == o.Receive && c.Interval == o.Interval && c.Timeout == o.Timeout &&

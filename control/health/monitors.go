@@ -7,7 +7,9 @@
 // consecutive successes and down after `fall` consecutive failures. Only
 // transitions are logged and notified (Options.OnChange, usually
 // control.Store.Recompile), and only "up" backends are Healthy: the
-// snapshot compiler gives !Healthy backends no new flows. The scheduler's
+// snapshot compiler gives !Healthy backends no new flows. Passive
+// detection (passive.go) may hold an up backend down on the data plane's
+// evidence; only its monitor's probes re-admit it. The scheduler's
 // timers and timestamps come from a Clock, so tests drive time explicitly.
 //
 // The package imports nothing of dsrlb: the control package turns its typed
@@ -79,6 +81,9 @@ type Options struct {
 	// appliance's probe namespace); nil dials in the process's own
 	// namespace (DialFrom), for tests.
 	ProbeDialer func(ctx context.Context, network string, local, addr netip.AddrPort) (net.Conn, error)
+	// Events, when set, receives passive detection's holds and releases
+	// (kind "passive").
+	Events Publisher
 }
 
 // Status is the health of one monitored backend, for the API and metrics.
@@ -137,6 +142,8 @@ type monitor struct {
 	lastCheck  time.Time
 	lastChange time.Time
 	checks     uint64
+
+	passive passiveState
 }
 
 // New returns Monitors with no monitors. Monitors start with the first
@@ -184,9 +191,13 @@ func (ms *Monitors) Update(want map[Target]Config) {
 			ms.mons[k] = m
 			viewChanged = true // was unmonitored (healthy), now unknown
 		case m.cfg.equal(&cfg):
+			if m.cfg.Passive != cfg.Passive {
+				viewChanged = ms.setPassiveLocked(m, cfg.Passive) || viewChanged
+			}
 			continue
 		default:
 			m.stop()
+			viewChanged = ms.setPassiveLocked(m, cfg.Passive) || viewChanged
 		}
 		m.cfg = cfg.clone()
 		ms.startLocked(m)
@@ -281,8 +292,14 @@ func (ms *Monitors) record(m *monitor, gen uint64, err error) {
 		m.lastChange = now
 		ms.transitions.Add(1)
 	}
+	var released []passiveChange
+	if ms.releaseDueLocked(m, now) {
+		released = append(released, passiveChange{target: m.target, state: m.passive, cfg: m.cfg.Passive})
+		m.passive.held = false
+	}
 	to, reason, typ, detail, via := m.state, m.last, m.cfg.Type, m.reason, m.cfg.ProbesVia()
 	ms.mu.Unlock()
+	ms.notifyPassive(released)
 	if !changed {
 		return
 	}
@@ -305,12 +322,13 @@ func (ms *Monitors) record(m *monitor, gen uint64, err error) {
 }
 
 // Healthy tells whether backend passes the monitor of service: it does when
-// it is up, or when it has no monitor.
+// it is up and not held down by passive detection, or when it has no
+// monitor.
 func (ms *Monitors) Healthy(service string, backend netip.Addr) bool {
 	ms.mu.RLock()
 	defer ms.mu.RUnlock()
 	m, ok := ms.mons[Target{service, backend}]
-	return !ok || m.state == Up
+	return !ok || m.state == Up && !m.passive.held
 }
 
 // LastProbe returns the last probe result of backend of service ("ok",

@@ -179,6 +179,17 @@ func (n *NS) ListenPacket(network, addr string) (net.PacketConn, error) {
 	return c, err
 }
 
+// Listen opens a listening socket inside the namespace.
+func (n *NS) Listen(network, addr string) (net.Listener, error) {
+	var l net.Listener
+	err := n.do(func() error {
+		var err error
+		l, err = net.Listen(network, addr)
+		return err
+	})
+	return l, err
+}
+
 // HTTPClient returns a client whose connections start in the namespace.
 // With keepAlive false every request uses a new connection.
 func (n *NS) HTTPClient(keepAlive bool) *http.Client {

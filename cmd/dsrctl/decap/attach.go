@@ -3,6 +3,7 @@
 package decap
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -103,6 +104,54 @@ func Check(hook Hook) error {
 	return nil
 }
 
+// ChangesFamily reports whether this kernel lets the decapsulator strip an
+// envelope whose family differs from the packet inside it (IPv6 in IPv4,
+// IPv4 in IPv6): bpf_skb_adjust_room takes BPF_F_ADJ_ROOM_DECAP_L3_IPV4 and
+// _IPV6 from Linux 6.3 on and refuses them before. It runs the program,
+// loaded but not attached, on an IPv6-in-IPv4 frame with BPF_PROG_TEST_RUN
+// and looks at what comes out.
+func ChangesFamily() (bool, error) {
+	coll, err := newCollection(nil)
+	if err != nil {
+		return false, err
+	}
+	defer coll.Close()
+	// A documentation address (RFC 3849), in this private map only.
+	vip := netip.MustParseAddr("2001:db8::1")
+	if err := putVIP(coll.Maps[VIPMapName], coll.Maps[VIP6MapName], vip, IPIP); err != nil {
+		return false, fmt.Errorf("probe the kernel: %w", err)
+	}
+	// Ethernet to the all-zero MAC (BPF_PROG_TEST_RUN runs on lo, whose
+	// MAC that is: the frame counts as addressed to this host), an IPv4
+	// header with protocol 41 and a valid checksum, an IPv6 header to vip.
+	frame := make([]byte, ethLen+ipv4Len+ipv6Len)
+	binary.BigEndian.PutUint16(frame[ethTypeOff:], ethTypeIPv4)
+	outer := frame[outerOff : outerOff+ipv4Len]
+	outer[0] = 0x45
+	binary.BigEndian.PutUint16(outer[2:], ipv4Len+ipv6Len)
+	outer[8], outer[9] = 64, protoIPv6
+	copy(outer[12:], []byte{192, 0, 2, 1})
+	copy(outer[16:], []byte{192, 0, 2, 2})
+	var sum uint32
+	for i := 0; i < ipv4Len; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(outer[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	binary.BigEndian.PutUint16(outer[10:], ^uint16(sum))
+	inner := frame[outerOff+ipv4Len:]
+	inner[0], inner[7] = 0x60, 64
+	a := vip.As16()
+	copy(inner[inner6DstOff:], a[:])
+
+	out := make([]byte, len(frame)+64)
+	if _, err := coll.Programs[ProgramName].Run(&ebpf.RunOptions{Data: frame, DataOut: out}); err != nil {
+		return false, fmt.Errorf("probe the kernel: %w", err)
+	}
+	return binary.BigEndian.Uint16(out[ethTypeOff:]) == ethTypeIPv6 && out[outerOff]>>4 == 6, nil
+}
+
 // newCollection loads the decapsulator, with the maps in repl instead of new
 // ones. Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK, whose usual
 // 64 KiB does not hold the maps; rlimit.RemoveMemlock lifts it there and
@@ -165,6 +214,7 @@ type attached struct {
 	prog   *ebpf.Program
 	tag    string
 	vips   *ebpf.Map
+	vips6  *ebpf.Map // nil for a program older than IPv6 VIPs
 	stats  *ebpf.Map
 	filter *netlink.BpfFilter // HookTC: the filter that holds it
 }
@@ -173,6 +223,7 @@ type attached struct {
 func (a *attached) close() {
 	a.prog.Close()
 	a.vips.Close()
+	a.vips6.Close()
 	a.stats.Close()
 }
 
@@ -281,6 +332,8 @@ func openAttached(ifname string, ifindex int, id ebpf.ProgramID) (*attached, err
 		switch {
 		case err == nil && mi.Name == VIPMapName && a.vips == nil:
 			a.vips = m
+		case err == nil && mi.Name == VIP6MapName && a.vips6 == nil:
+			a.vips6 = m
 		case err == nil && mi.Name == StatsMapName && a.stats == nil:
 			a.stats = m
 		default:
@@ -291,7 +344,7 @@ func openAttached(ifname string, ifindex int, id ebpf.ProgramID) (*attached, err
 		a.close()
 		return nil, nil
 	}
-	if a.VIPs, err = readVIPs(a.vips); err != nil {
+	if a.VIPs, err = readVIPs(a.vips, a.vips6); err != nil {
 		a.close()
 		return nil, fmt.Errorf("%s: %w", ifname, err)
 	}
@@ -302,17 +355,37 @@ func openAttached(ifname string, ifindex int, id ebpf.ProgramID) (*attached, err
 	return a, nil
 }
 
-func readVIPs(m *ebpf.Map) (map[netip.Addr]Mode, error) {
+// readVIPs returns the VIPs of the IPv4 map and of the IPv6 map (nil: none).
+func readVIPs(v4, v6 *ebpf.Map) (map[netip.Addr]Mode, error) {
 	out := map[netip.Addr]Mode{}
 	var k, v uint32
-	it := m.Iterate()
+	it := v4.Iterate()
 	for it.Next(&k, &v) {
 		out[netip.AddrFrom4(keyVIP(k))] = Mode(v)
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("read VIP map: %w", err)
 	}
+	if v6 == nil {
+		return out, nil
+	}
+	var k6 [16]byte
+	it = v6.Iterate()
+	for it.Next(&k6, &v) {
+		out[netip.AddrFrom16(k6)] = Mode(v)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read IPv6 VIP map: %w", err)
+	}
 	return out, nil
+}
+
+// putVIP sets the modes of vip in the VIP map of its family.
+func putVIP(v4, v6 *ebpf.Map, vip netip.Addr, mode Mode) error {
+	if vip.Is4() {
+		return v4.Put(vipKey(vip.As4()), uint32(mode))
+	}
+	return v6.Put(vip6Key(vip), uint32(mode))
 }
 
 // Attach makes sure interface ifname (index ifindex) decapsulates mode for
@@ -324,8 +397,8 @@ func readVIPs(m *ebpf.Map) (map[netip.Addr]Mode, error) {
 // so that no packet meets an interface without a decapsulator.
 func (m Manager) Attach(ifname string, ifindex int, vip netip.Addr, mode Mode, hook Hook) (AttachResult, error) {
 	var res AttachResult
-	if !vip.Is4() {
-		return res, fmt.Errorf("vip %s: only IPv4 VIPs can be decapsulated", vip)
+	if !vip.IsValid() || vip.Is4In6() || vip.Zone() != "" {
+		return res, fmt.Errorf("vip %s: not an IPv4 or IPv6 VIP", vip)
 	}
 	if mode&^(IPIP|GRE) != 0 || mode == 0 {
 		return res, fmt.Errorf("invalid decapsulation mode %d", mode)
@@ -370,6 +443,9 @@ func (m Manager) Attach(ifname string, ifindex int, vip netip.Addr, mode Mode, h
 	cur := map[netip.Addr]Mode{}
 	if base != nil {
 		repl = map[string]*ebpf.Map{VIPMapName: base.vips, StatsMapName: base.stats}
+		if base.vips6 != nil {
+			repl[VIP6MapName] = base.vips6
+		}
 		cur = base.VIPs
 	}
 	coll, err := newCollection(repl)
@@ -386,7 +462,7 @@ func (m Manager) Attach(ifname string, ifindex int, vip netip.Addr, mode Mode, h
 	// The VIPs first, then the attachment, so the first packet already
 	// matches. VIPs of another attachment with maps of its own (an
 	// interrupted move) join the shared map before it goes.
-	vips := coll.Maps[VIPMapName]
+	vips, vips6 := coll.Maps[VIPMapName], coll.Maps[VIP6MapName]
 	want := map[netip.Addr]Mode{vip: mode}
 	for _, a := range existing {
 		if a == base {
@@ -400,7 +476,7 @@ func (m Manager) Attach(ifname string, ifindex int, vip netip.Addr, mode Mode, h
 		if cur[v]&md == md {
 			continue
 		}
-		if err := vips.Put(vipKey(v.As4()), uint32(cur[v]|md)); err != nil {
+		if err := putVIP(vips, vips6, v, cur[v]|md); err != nil {
 			return res, fmt.Errorf("add %s to the VIP map of %s: %w", v, ifname, err)
 		}
 		if v == vip {
@@ -630,7 +706,7 @@ func (m Manager) Detach(ifname string, vip netip.Addr, mode Mode) (DetachResult,
 			continue
 		}
 		done[id] = true
-		removed, left, err := removeVIP(a.vips, vip, mode)
+		removed, left, err := removeVIP(a.vips, a.vips6, vip, mode)
 		if err != nil {
 			return res, fmt.Errorf("VIP map of %s: %w", ifname, err)
 		}
@@ -664,11 +740,18 @@ func (m Manager) Detach(ifname string, vip netip.Addr, mode Mode) (DetachResult,
 	return res, nil
 }
 
-// removeVIP clears mode for vip in a VIP map. It reports whether it removed
-// anything and whether any VIP is left.
-func removeVIP(m *ebpf.Map, vip netip.Addr, mode Mode) (removed, left bool, err error) {
+// removeVIP clears mode for vip in the VIP maps (v6 nil: an older program
+// without one). It reports whether it removed anything and whether any VIP
+// of either family is left.
+func removeVIP(v4, v6 *ebpf.Map, vip netip.Addr, mode Mode) (removed, left bool, err error) {
+	var m *ebpf.Map
+	var key any
 	if vip.Is4() {
-		key := vipKey(vip.As4())
+		m, key = v4, vipKey(vip.As4())
+	} else {
+		m, key = v6, vip6Key(vip)
+	}
+	if m != nil {
 		var cur uint32
 		err := m.Lookup(key, &cur)
 		switch {
@@ -686,12 +769,17 @@ func removeVIP(m *ebpf.Map, vip netip.Addr, mode Mode) (removed, left bool, err 
 			return false, true, err
 		}
 	}
-	var k uint32
-	err = m.NextKey(nil, &k)
-	if errors.Is(err, ebpf.ErrKeyNotExist) {
-		return removed, false, nil
+	for _, m := range []*ebpf.Map{v4, v6} {
+		if m == nil {
+			continue
+		}
+		err = m.NextKey(nil, make([]byte, m.KeySize()))
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			continue
+		}
+		return removed, true, err
 	}
-	return removed, true, err
+	return removed, false, nil
 }
 
 // List returns the decapsulators of this network namespace: those on its

@@ -124,6 +124,7 @@ func onHook(h Hook) hookState {
 
 func TestManagerAttachDetach(t *testing.T) {
 	vip1, vip2 := netip.MustParseAddr("10.251.0.10"), netip.MustParseAddr("10.251.0.11")
+	vip6 := netip.MustParseAddr("2001:db8:100::10")
 	for _, hook := range []Hook{HookTCX, HookTC} {
 		t.Run(string(hook), func(t *testing.T) {
 			inFreshNetns(t, func() error {
@@ -143,6 +144,8 @@ func TestManagerAttachDetach(t *testing.T) {
 					{"same again is a no-op", vip1, IPIP, hook, AttachResult{Hook: hook}},
 					{"auto keeps the hook", vip1, GRE, HookAuto, AttachResult{Hook: hook, Added: true}},
 					{"second vip shares the program", vip2, IPIP, hook, AttachResult{Hook: hook, Added: true}},
+					{"an IPv6 vip shares the program", vip6, GRE, hook, AttachResult{Hook: hook, Added: true}},
+					{"the IPv6 vip again is a no-op", vip6, GRE, hook, AttachResult{Hook: hook}},
 				}
 				var prog uint32
 				for _, st := range steps {
@@ -170,7 +173,7 @@ func TestManagerAttachDetach(t *testing.T) {
 				}
 				if len(list) != 1 || list[0].Ifname != "dsrveth0" || list[0].Ifindex != idx || list[0].Hook != hook ||
 					list[0].ProgID != prog || list[0].LinkID != 0 || list[0].Stale() ||
-					list[0].VIPs[vip1] != IPIP|GRE || list[0].VIPs[vip2] != IPIP {
+					list[0].VIPs[vip1] != IPIP|GRE || list[0].VIPs[vip2] != IPIP || list[0].VIPs[vip6] != GRE || len(list[0].VIPs) != 3 {
 					return fmt.Errorf("got list %+v", list)
 				}
 
@@ -183,8 +186,10 @@ func TestManagerAttachDetach(t *testing.T) {
 					{"one mode of vip1", vip1, IPIP, DetachResult{Removed: true}},
 					{"same again", vip1, IPIP, DetachResult{}},
 					{"rest of vip1", vip1, GRE, DetachResult{Removed: true}},
-					{"last vip detaches", vip2, IPIP, DetachResult{Removed: true, Detached: true}},
-					{"nothing left", vip2, IPIP, DetachResult{}},
+					{"last IPv4 vip, an IPv6 one is left", vip2, IPIP, DetachResult{Removed: true}},
+					{"IPv6 vip in another mode", vip6, IPIP, DetachResult{}},
+					{"last vip detaches", vip6, GRE, DetachResult{Removed: true, Detached: true}},
+					{"nothing left", vip6, GRE, DetachResult{}},
 				}
 				for _, st := range detach {
 					got, err := m.Detach("dsrveth0", st.vip, st.mode)
@@ -258,14 +263,27 @@ func TestManagerMovesHooks(t *testing.T) {
 	})
 }
 
+// olderSpec is the decapsulator as dsrctl had it before IPv6 VIPs: the same
+// names, the IPv4 VIP map and the stats map, no dsr_vips6. Its program only
+// references the maps (it decapsulates nothing); what matters is that a
+// newer dsrctl recognises it and takes over its maps.
+func olderSpec() *ebpf.CollectionSpec {
+	spec := CollectionSpec()
+	delete(spec.Maps, VIP6MapName)
+	spec.Programs[ProgramName].Instructions = asm.Instructions{
+		asm.LoadMapPtr(asm.R1, 0).WithReference(VIPMapName),
+		asm.LoadMapPtr(asm.R1, 0).WithReference(StatsMapName),
+		asm.Mov.Imm(asm.R0, TCXNext),
+		asm.Return(),
+	}
+	return spec
+}
+
 // olderProgram attaches, on hook, a program that differs from the current
-// one (as an older dsrctl's would) with VIP map entries vips, as a
+// one (an older dsrctl's, without IPv6 VIPs) with VIP map entries vips, as a
 // standalone attachment with maps of its own.
 func olderProgram(ifindex int, hook Hook, vips map[netip.Addr]Mode) error {
-	spec := CollectionSpec()
-	p := spec.Programs[ProgramName]
-	p.Instructions = append(asm.Instructions{asm.Mov.Imm(asm.R0, 0)}, p.Instructions...)
-	coll, err := ebpf.NewCollection(spec)
+	coll, err := ebpf.NewCollection(olderSpec())
 	if err != nil {
 		return err
 	}
@@ -283,9 +301,10 @@ func olderProgram(ifindex int, hook Hook, vips map[netip.Addr]Mode) error {
 }
 
 // TestManagerUpgrades: a newer program takes over the VIPs of an older one
-// on the same hook and the older one goes.
+// (without an IPv6 VIP map) on the same hook, the older one goes, and an
+// IPv6 VIP joins.
 func TestManagerUpgrades(t *testing.T) {
-	vip1, vip2 := netip.MustParseAddr("10.251.0.10"), netip.MustParseAddr("10.251.0.11")
+	vip1, vip2 := netip.MustParseAddr("10.251.0.10"), netip.MustParseAddr("2001:db8:100::10")
 	for _, hook := range []Hook{HookTCX, HookTC} {
 		t.Run(string(hook), func(t *testing.T) {
 			inFreshNetns(t, func() error {
@@ -359,6 +378,28 @@ func TestCheck(t *testing.T) {
 	}
 	if err := Check(HookTCX); err != nil && !errors.Is(err, ErrNoTCX) {
 		t.Errorf("Check(tcx): %v", err)
+	}
+}
+
+// TestChangesFamily: the probe says what the kernel's version says: Linux
+// 6.3 or later changes the family.
+func TestChangesFamily(t *testing.T) {
+	requireBPF(t)
+	ok, err := ChangesFamily()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var u unix.Utsname
+	unix.Uname(&u)
+	release := unix.ByteSliceToString(u.Release[:])
+	var major, minor int
+	if _, err := fmt.Sscanf(release, "%d.%d", &major, &minor); err != nil {
+		t.Fatalf("kernel release %q: %v", release, err)
+	}
+	want := major > 6 || major == 6 && minor >= 3
+	t.Logf("kernel %s: changes family: %v", release, ok)
+	if ok != want {
+		t.Errorf("got %v on Linux %s, want %v", ok, release, want)
 	}
 }
 

@@ -1,15 +1,21 @@
 // Package decap is the eBPF IP-in-IP / GRE decapsulator that dsrctl attaches
-// to a DSR backend whose kernel cannot terminate the tunnels itself (no ipip
-// or ip_gre module).
+// to a DSR backend whose kernel cannot terminate the tunnels itself (no ipip,
+// ip_gre, sit, ip6_tunnel or ip6_gre module), and to every backend of an
+// IPv6 VIP.
 //
 // The load balancer sends a backend the client's packet unchanged inside an
-// outer IPv4 header (RFC 2003, protocol 4) or an outer IPv4 header plus a
-// 4-byte GRE header (RFC 2784, protocol 47, GRE protocol 0x0800). On the
-// backend a SchedCLS program on the ingress of the receiving interface strips
-// the envelope with bpf_skb_adjust_room when the inner destination is one of
-// the VIPs in its map, so the kernel then delivers the inner packet to the VIP
+// outer header whose family follows the backend's address: IPv4 with
+// protocol 4 (RFC 2003) or 41 (an IPv6 packet, 6in4, RFC 4213), IPv6 with
+// next header 4 or 41 (RFC 2473), or either with protocol 47 and a 4-byte
+// GRE header (RFC 2784) carrying 0x0800 or 0x86DD. On the backend a SchedCLS
+// program on the ingress of the receiving interface strips the envelope with
+// bpf_skb_adjust_room when the inner destination is one of the VIPs in the
+// map of its family, so the kernel then delivers the inner packet to the VIP
 // configured on lo exactly as an L2 DSR packet. Everything else passes
-// untouched.
+// untouched. When the outer and inner families differ, the program tells
+// the kernel (BPF_F_ADJ_ROOM_DECAP_L3_IPV4/IPV6, Linux 6.3 or later; older
+// kernels refuse the flag and such packets count as adjust errors) and
+// rewrites the frame's Ethernet type.
 //
 // The program is assembled in Go with cilium/ebpf's asm package: building
 // dsrctl needs no clang and no committed object file.
@@ -28,8 +34,13 @@
 //
 // The program's maps hold the state shared by separate dsrctl processes:
 //
-//	dsr_vips   hash map VIP (4 bytes, network order) -> Mode bits
-//	dsr_stats  per-CPU array of Counters
+//	dsr_vips   hash map IPv4 VIP (4 bytes, network order) -> Mode bits
+//	dsr_vips6  hash map IPv6 VIP (16 bytes, network order) -> Mode bits
+//	dsr_stats  per-CPU array of Counters (either family)
+//
+// dsr_vips6 came later: a program attached by an older dsrctl has only the
+// other two, and the newer program that replaces it takes those over and
+// starts an empty dsr_vips6.
 //
 // A later dsrctl finds them through the interface: the programs attached to
 // its TCX or tc ingress, the one named dsr_decap, and that program's maps
@@ -47,13 +58,16 @@
 //     checksum (the program checks it, since the kernel never sees the
 //     outer header); the load balancer sends DF envelopes and answers
 //     oversize packets with ICMP "fragmentation needed";
+//   - outer IPv6 without extension headers (the tunnel's next header right
+//     in the fixed header; a fragment header is one), as the load balancer
+//     sends them;
 //   - GRE: only the 4-byte base header (no checksum, key or sequence
-//     number) carrying IPv4;
+//     number) carrying IPv4 or IPv6;
 //   - only frames addressed to this host's MAC (PACKET_HOST).
 //
-// The envelope costs 20 (IPIP) or 24 (GRE) bytes: the path from the load
-// balancer needs an MTU that much larger than the backends' MTU, or TCP MSS
-// clamping. The program returns TCX_NEXT (TC_ACT_UNSPEC for tc), so other
+// The envelope costs 20 (IPIP) or 24 (GRE) bytes with an IPv4 outer header,
+// 40 or 44 with an IPv6 one: the path from the load balancer needs an MTU
+// that much larger than the backends' MTU, or TCP MSS clamping. The program returns TCX_NEXT (TC_ACT_UNSPEC for tc), so other
 // programs or filters on the interface still run, after it, on the inner
 // packet. It passes
 // BPF_F_ADJ_ROOM_FIXED_GSO so that a GRO-merged packet keeps its MSS.

@@ -152,7 +152,7 @@ func (s *Store) Detach(ifname string, vip netip.Addr, mode Mode) (DetachResult, 
 		return res, fmt.Errorf("load VIP map of %s: %w", ifname, err)
 	}
 	defer vips.Close()
-	removed, left, err := removeVIP(vips, vip, mode)
+	removed, left, err := removeVIP(vips, nil, vip, mode)
 	res.Removed = removed
 	if err != nil || left {
 		return res, err
@@ -275,7 +275,7 @@ func readAttachment(ifname, dir string) (Attachment, error) {
 		return a, fmt.Errorf("load VIP map of %s: %w", ifname, err)
 	}
 	defer vips.Close()
-	if a.VIPs, err = readVIPs(vips); err != nil {
+	if a.VIPs, err = readVIPs(vips, nil); err != nil {
 		return a, fmt.Errorf("%s: %w", ifname, err)
 	}
 	stats, err := ebpf.LoadPinnedMap(filepath.Join(dir, StatsMapName), nil)

@@ -42,7 +42,7 @@ func pinLegacy(bpffs, ifname string, ifindex int, vips map[netip.Addr]Mode) (str
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
-	spec := CollectionSpec()
+	spec := olderSpec()
 	for _, m := range spec.Maps {
 		m.Pinning = ebpf.PinByName
 	}

@@ -57,6 +57,7 @@ type Appliance struct {
 	board   *control.AnnounceBoard
 	srv     *api.Server
 	listen  string
+	history *control.History // the console's rates
 	// published signals every snapshot the store publishes (announce).
 	published <-chan struct{}
 	lastGen   uint64
@@ -144,7 +145,8 @@ func (a *Appliance) start(deps Deps) error {
 		a.neigh.Want(t.NextHops())
 	})
 
-	a.monitors = health.New(health.Options{Log: a.log, OnChange: a.store.Recompile, OnTransition: a.healthEvent,
+	// Passive detection publishes its holds and releases (kind "passive").
+	a.monitors = health.New(health.Options{Log: a.log, OnChange: a.store.Recompile, OnTransition: a.healthEvent, Events: a.events,
 		ProbeSource: a.probeSource, ProbeDialer: a.probeDial})
 	a.store.SetHealth(a.monitors)
 	a.store.Subscribe(func(t *control.Typed) { a.monitors.Update(t.HealthTargets()) })
@@ -159,8 +161,11 @@ func (a *Appliance) start(deps Deps) error {
 	if deps.APIToken != "" {
 		token = deps.APIToken
 	}
+	a.history = control.NewHistory(control.HistoryOptions{Source: func() (*pipeline.Snapshot, []pipeline.Counters) {
+		return a.store.Snapshots().Load(), a.dp.Counters()
+	}})
 	opts := api.Options{Store: a.store, Token: token, Stats: a.dp, Health: a.monitors, Neighbors: a.neigh, Log: a.log,
-		Events: a.events}
+		Events: a.events, History: a.history}
 	if a.speaker != nil {
 		opts.BGP = bgpPeers{a.speaker}
 		opts.Announcer = a.board
@@ -251,8 +256,10 @@ func vipAddrs(t *control.Typed) []netip.Addr {
 	return addrs
 }
 
-// Run watches the kernel's neighbours, serves the REST API and announces
-// the healthy VIPs, re-deciding on every snapshot the store publishes,
+// Run watches the kernel's neighbours, feeds passive detection the data
+// plane's unanswered flows, samples the console's rates (History), serves
+// the REST API and announces the healthy
+// VIPs, re-deciding on every snapshot the store publishes,
 // until ctx ends; then it withdraws every VIP and waits bgp.drain
 // (shutdown) and returns nil, leaving forwarding to Close. It returns
 // early with the API's error if the API stops.
@@ -262,6 +269,9 @@ func (a *Appliance) Run(ctx context.Context) error {
 			a.log.Error().Err(err).Str("event", "neighbors_failed").Msg("neighbour watch stopped")
 		}
 	}()
+	feed := &control.PassiveFeed{Snapshots: a.store.Snapshots(), Counters: a.dp.Counters, Monitors: a.monitors}
+	go feed.Run(ctx)
+	go a.history.Run(ctx)
 	apiErr := make(chan error, 1)
 	go func() { apiErr <- a.srv.Run(ctx, a.listen) }()
 	a.log.Info().Str("event", "started").Str("api", a.listen).Msg("dsrlb running")
