@@ -228,9 +228,9 @@ func TestHealthViaVIPL2(t *testing.T) {
 	be := l.Backends[0]
 	vip := nsbed.L2VIP.String() + "/32"
 	checkViaFault(ctx, t, l.Appliance, l.Client, l.Client, l.URL("/"), "web", "echo", l.Backends, be, viaFault{
-		name:   "VIP removed from lo",
-		apply:  func() error { _, err := be.NS.Run("ip", "addr", "del", vip, "dev", "lo"); return err },
-		undo:   func() error { _, err := be.NS.Run("ip", "addr", "add", vip, "dev", "lo"); return err },
+		name:    "VIP removed from lo",
+		apply:   func() error { _, err := be.NS.Run("ip", "addr", "del", vip, "dev", "lo"); return err },
+		undo:    func() error { _, err := be.NS.Run("ip", "addr", "add", vip, "dev", "lo"); return err },
 		reason:  fmt.Sprintf("no answer from the VIP %s:80 through l2", nsbed.L2VIP),
 		missing: fmt.Sprintf("VIP %s/32 on lo", nsbed.L2VIP),
 	})
