@@ -52,6 +52,15 @@ type fakeHealth map[netip.Addr]bool
 
 func (h fakeHealth) Healthy(_ string, ip netip.Addr) bool { return h[ip] }
 
+// LastProbe: healthy backends passed their last probe, the others timed
+// out through the VIP.
+func (h fakeHealth) LastProbe(_ string, ip netip.Addr) (string, string, bool) {
+	if h[ip] {
+		return "ok", "", true
+	}
+	return "timeout after 1s", "no answer from the VIP through l2: check " + ip.String(), true
+}
+
 type fakeAnnouncer struct{}
 
 func (fakeAnnouncer) Status(vip netip.Addr) (bool, string) {
@@ -452,9 +461,12 @@ func TestStatus(t *testing.T) {
 			Announced: true, Reason: "2 healthy backends >= min_healthy 1",
 			Backends: []v1.BackendStatus{
 				{IP: "192.0.2.21", Weight: 1, State: "enabled", Forwarding: "active", Health: "healthy",
-					NextHop: "192.0.2.21", NextHopMAC: "02:00:00:00:00:21", NewFlows: 14},
+					NextHop: "192.0.2.21", NextHopMAC: "02:00:00:00:00:21", NewFlows: 14,
+					Probe: &v1.BackendProbe{Type: "tcp", Via: "vip", Target: "198.51.100.1:80 through l2 to 192.0.2.21", LastResult: "ok"}},
 				// No MAC for .22 yet: the snapshot takes it down.
-				{IP: "192.0.2.22", Weight: 2, State: "enabled", Forwarding: "down", Health: "unhealthy", NextHop: "192.0.2.22"},
+				{IP: "192.0.2.22", Weight: 2, State: "enabled", Forwarding: "down", Health: "unhealthy", NextHop: "192.0.2.22",
+					Probe:        &v1.BackendProbe{Type: "tcp", Via: "vip", Target: "198.51.100.1:80 through l2 to 192.0.2.22", LastResult: "timeout after 1s"},
+					HealthReason: "no answer from the VIP through l2: check 192.0.2.22"},
 			}},
 		{Name: "dns", VIP: "198.51.100.2", Protocol: "udp", Port: 53, Mode: "ipip", MinHealthy: 1, Usable: 1,
 			Reason: "bgp session down",

@@ -186,6 +186,7 @@ func (s *Server) status(c *gin.Context) {
 		for _, tb := range ts.Backends {
 			bs := v1.BackendStatus{IP: tb.IP.String(), Weight: tb.Weight, State: tb.State.String(), Forwarding: "pending",
 				Health: s.health(ts, tb.IP)}
+			s.probe(ts, tb.IP, &bs)
 			if hop, mac := t.NextHopMAC(tb, s.opts.Neighbors); hop.IsValid() {
 				bs.NextHop = hop.String()
 				if !mac.IsZero() {
@@ -230,6 +231,33 @@ func (s *Server) health(ts *control.TypedService, ip netip.Addr) string {
 		return "healthy"
 	}
 	return "unhealthy"
+}
+
+// probe fills in how the backend at ip of ts is probed and, while it is
+// unhealthy, why.
+func (s *Server) probe(ts *control.TypedService, ip netip.Addr, bs *v1.BackendStatus) {
+	if ts.Health == nil {
+		return
+	}
+	bs.Probe = &v1.BackendProbe{Type: ts.Health.Type.String(), Via: ts.Health.ProbesVia().String(), Target: ts.Health.Target(ip)}
+	pr, ok := s.opts.Health.(ProbeResults)
+	if !ok {
+		return
+	}
+	result, reason, ok := pr.LastProbe(ts.Name, ip)
+	if !ok {
+		return
+	}
+	bs.Probe.LastResult = result
+	if bs.Health == "unhealthy" {
+		bs.HealthReason = reason
+		if reason == "" && result != "" {
+			bs.HealthReason = "no verdict yet: last probe " + result
+		}
+		if result == "" {
+			bs.HealthReason = "no probe yet"
+		}
+	}
 }
 
 func (s *Server) stats(c *gin.Context) {

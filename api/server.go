@@ -60,6 +60,13 @@ type HealthStatus interface {
 	Healthy(service string, backend netip.Addr) bool
 }
 
+// ProbeResults, when Options.Health has it (health.Monitors does), gives a
+// backend's last probe result and, while probes fail, why in words an
+// operator can act on.
+type ProbeResults interface {
+	LastProbe(service string, backend netip.Addr) (result, reason string, ok bool)
+}
+
 // Announcer tells whether BGP announces a VIP, and why (not).
 type Announcer interface {
 	Status(vip netip.Addr) (announced bool, reason string)

@@ -65,11 +65,40 @@ type IDs struct {
 	backends map[BackendKey]uint32
 	nextS    uint32
 	nextB    uint32
+	// probes holds the probe block (0..pipeline.MaxProbeTargets-1) of
+	// every backend probed through the VIP; nextP is where the search
+	// for a free one starts.
+	probes map[BackendKey]int
+	usedP  map[int]bool
+	nextP  int
 }
 
 // NewIDs returns an empty allocator.
 func NewIDs() *IDs {
-	return &IDs{services: map[string]uint32{}, backends: map[BackendKey]uint32{}}
+	return &IDs{services: map[string]uint32{}, backends: map[BackendKey]uint32{},
+		probes: map[BackendKey]int{}, usedP: map[int]bool{}}
+}
+
+// ProbePort returns the first source port of the probes through the VIP
+// of backend k, allocating a block if new; 0 when every block is taken. A
+// block stays with its backend while it is probed through the VIP; a freed
+// one is handed out again only after every other (the search goes round),
+// so that a late packet of a removed backend's probe finds no new owner
+// (the data plane drops it).
+func (ids *IDs) ProbePort(k BackendKey) uint16 {
+	if b, ok := ids.probes[k]; ok {
+		return uint16(pipeline.ProbePortBase + b*pipeline.ProbePortsPerTarget)
+	}
+	for range pipeline.MaxProbeTargets {
+		b := ids.nextP
+		ids.nextP = (ids.nextP + 1) % pipeline.MaxProbeTargets
+		if !ids.usedP[b] {
+			ids.usedP[b] = true
+			ids.probes[k] = b
+			return uint16(pipeline.ProbePortBase + b*pipeline.ProbePortsPerTarget)
+		}
+	}
+	return 0
 }
 
 // Service returns the ID of service name, allocating one if new.
@@ -128,6 +157,20 @@ func (ids *IDs) retain(t *Typed) {
 			delete(ids.backends, k)
 		}
 	}
+	viaVIP := map[BackendKey]bool{}
+	for _, s := range t.Services {
+		if s.Health != nil && s.Health.ProbesVia() == health.ViaVIP {
+			for _, b := range s.Backends {
+				viaVIP[BackendKey{s.Name, b.IP}] = true
+			}
+		}
+	}
+	for k, b := range ids.probes {
+		if !viaVIP[k] {
+			delete(ids.probes, k)
+			delete(ids.usedP, b)
+		}
+	}
 }
 
 // NextHop returns the address whose MAC a packet to backend ip is sent to,
@@ -178,12 +221,16 @@ func Compile(gen uint64, t *Typed, ids *IDs, portMACs []pipeline.MAC, nb Neighbo
 	}
 	for _, s := range t.Services {
 		ss := pipeline.ServiceSpec{ID: ids.Service(s.Name), Name: s.Name, VIP: s.VIP, Proto: s.Proto, Port: s.Port, Mode: s.Mode}
+		viaVIP := s.Health != nil && s.Health.ProbesVia() == health.ViaVIP
 		if s.Health != nil && s.Health.Passive.On() {
 			ss.SynRetries = uint8(s.Health.Passive.SynRetries)
 		}
 		for _, b := range s.Backends {
 			hop, port := t.NextHop(b.IP)
 			bs := pipeline.BackendSpec{ID: ids.Backend(BackendKey{s.Name, b.IP}), IP: b.IP, Weight: b.Weight, Port: port}
+			if viaVIP {
+				bs.ProbePort = ids.ProbePort(BackendKey{s.Name, b.IP})
+			}
 			bs.NextHop = t.resolve(b, hop, nb)
 			switch {
 			case b.State == AdminDisabled:

@@ -68,6 +68,10 @@ var TotalCounters = []Counter[pipeline.Counters, v1.Stats]{
 		func(c *pipeline.Counters) uint64 { return c.GSOSegments }, func(s *v1.Stats) *uint64 { return &s.Totals.GSOSegments }},
 	{"packet_too_big_sent_total", "ICMPv6 Packet Too Big replies generated.", KindCounter,
 		func(c *pipeline.Counters) uint64 { return c.PacketTooBigSent }, func(s *v1.Stats) *uint64 { return &s.Totals.PacketTooBigSent }},
+	{"probes_sent_total", "Health probes through the VIP sent to a backend.", KindCounter,
+		func(c *pipeline.Counters) uint64 { return c.ProbesSent }, func(s *v1.Stats) *uint64 { return &s.Totals.ProbesSent }},
+	{"probe_replies_total", "Backends' answers to health probes through the VIP handed to the probes.", KindCounter,
+		func(c *pipeline.Counters) uint64 { return c.ProbeReplies }, func(s *v1.Stats) *uint64 { return &s.Totals.ProbeReplies }},
 	{"flow_entries", "Flow table entries in use.", KindGauge,
 		func(c *pipeline.Counters) uint64 { return c.FlowEntries }, func(s *v1.Stats) *uint64 { return &s.Flows.Entries }},
 	{"flow_hits_total", "Flow table hits.", KindCounter,
@@ -122,6 +126,8 @@ var BackendCounters = []Counter[pipeline.BackendCounters, v1.BackendStats]{
 		func(c *pipeline.BackendCounters) uint64 { return c.SynRetransmits }, func(b *v1.BackendStats) *uint64 { return &b.SynRetransmits }},
 	{"backend_unanswered_flows_total", "New flows of the backend whose client sent the SYN again syn_retries times with no ACK (passive detection).", KindCounter,
 		func(c *pipeline.BackendCounters) uint64 { return c.UnansweredFlows }, func(b *v1.BackendStats) *uint64 { return &b.UnansweredFlows }},
+	{"backend_probes_total", "Health probes through the VIP sent to the backend.", KindCounter,
+		func(c *pipeline.BackendCounters) uint64 { return c.Probes }, func(b *v1.BackendStats) *uint64 { return &b.Probes }},
 }
 
 // fill writes every row's value from c into j.

@@ -443,6 +443,16 @@ func (t *Typed) validateServices(svcs []Service, own map[netip.Addr]string, l *e
 		}
 		t.Services = append(t.Services, *ts)
 	}
+	probed := 0
+	for _, ts := range t.Services {
+		if ts.Health != nil && ts.Health.ProbesVia() == health.ViaVIP {
+			probed += len(ts.Backends)
+		}
+	}
+	if probed > pipeline.MaxProbeTargets {
+		l.add(sf, "%d backends are probed through the VIP (health.via: vip, the default), at most %d: probe some via: backend",
+			probed, pipeline.MaxProbeTargets)
+	}
 }
 
 // validateService checks service s at f. keyOK tells whether its VIP,
@@ -509,6 +519,16 @@ func (t *Typed) validateService(s *Service, f fieldPath, own map[netip.Addr]stri
 	}
 	if s.Health != nil {
 		ts.Health = validateHealth(s.Health, f.key("health"), s.Port, portOK, l)
+		ts.Health.VIP, ts.Health.Mode = ts.VIP, s.Mode
+		if ts.VIP.Is6() && ts.Health.Via == health.ViaVIP {
+			// The probe path (its namespace and the data plane's
+			// steering) is IPv4 for now: an IPv6 VIP's backends are
+			// probed at their own addresses unless told otherwise.
+			if s.Health.Via != "" {
+				l.add(f.key("health").key("via"), "vip: probes through an IPv6 VIP are not supported yet; use via: backend")
+			}
+			ts.Health.Via = health.ViaBackend
+		}
 		if s.Health.Passive != nil {
 			ts.Health.Passive = validatePassive(s.Health.Passive, f.key("health").key("passive"), s.Protocol, l)
 		}
@@ -641,6 +661,18 @@ func validateHealth(h *Health, f fieldPath, svcPort int, svcPortOK bool, l *errL
 		if (th.Port < 1 || th.Port > 65535) && (h.Port != 0 || svcPortOK) {
 			l.add(f.key("port"), "must be 1..65535 (the service has no single port)")
 		}
+	}
+	switch via, ok := health.ParseVia(h.Via); {
+	case h.Via == "" && typ == health.TypeICMP:
+		th.Via = health.ViaBackend
+	case h.Via == "":
+		th.Via = health.ViaVIP
+	case !ok:
+		l.add(f.key("via"), "must be vip or backend, got %q", h.Via)
+	case via == health.ViaVIP && typ == health.TypeICMP:
+		l.add(f.key("via"), "icmp monitors probe the backend's own address: use via: backend, or a tcp, http or udp monitor")
+	default:
+		th.Via = via
 	}
 	if typ == health.TypeHTTP {
 		if th.Path == "" {

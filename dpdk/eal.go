@@ -161,6 +161,34 @@ func onMain(fn func()) error {
 	return nil
 }
 
+// OnMainIn runs fn on the main lcore thread while that thread is in
+// another network namespace: enter switches it there and returns the
+// function that switches it back. A net_tap device creates its kernel
+// interface, its queues and its control socket in the namespace of the
+// thread that probes and configures it, and every DPDK call runs on the
+// main lcore thread: AttachPort, Configure and Start in fn create the
+// device in that namespace. fn runs with the EAL's lock held for reading:
+// it must not call Cleanup. If switching back fails, the error says so and
+// the main lcore thread is left in the other namespace: the caller must
+// stop.
+func OnMainIn(enter func() (leave func() error, err error), fn func() error) error {
+	var err error
+	if e := onMain(func() {
+		leave, eerr := enter()
+		if eerr != nil {
+			err = eerr
+			return
+		}
+		err = fn()
+		if lerr := leave(); lerr != nil {
+			err = errors.Join(err, lerr)
+		}
+	}); e != nil {
+		return e
+	}
+	return err
+}
+
 // Cleanup releases the EAL's resources (rte_eal_cleanup) on the main lcore
 // thread. Worker lcores MUST have returned (WaitAll) and ports should be
 // closed first. No function of this package may be called afterwards.

@@ -18,6 +18,9 @@ type BackendCounters struct {
 	// client did so ServiceSpec.SynRetries times: the evidence of passive
 	// failure detection, which control sums and judges.
 	SynRetransmits, UnansweredFlows uint64
+	// Probes counts health probes through the VIP sent to this backend
+	// (not in Packets and Bytes, which are the clients').
+	Probes uint64
 }
 
 // Counters are one worker's counters. Only the owning worker writes them;
@@ -48,6 +51,9 @@ type Counters struct {
 	// dropped as gso_superframe: control logs it once per port, naming
 	// the peer setting to change. Not a count: Add ORs it.
 	SuperframePorts uint64
+	// ProbesSent counts health probes through the VIP sent to a backend;
+	// ProbeReplies the backends' answers handed to the probe port.
+	ProbesSent, ProbeReplies uint64
 
 	Drops [NumDropReasons]uint64
 
@@ -131,6 +137,8 @@ func (c *Counters) Add(o *Counters) {
 	c.GSOSegmented += o.GSOSegmented
 	c.GSOSegments += o.GSOSegments
 	c.SuperframePorts |= o.SuperframePorts
+	c.ProbesSent += o.ProbesSent
+	c.ProbeReplies += o.ProbeReplies
 	for i := range c.Drops {
 		c.Drops[i] += o.Drops[i]
 	}
@@ -160,5 +168,6 @@ func (c *Counters) Add(o *Counters) {
 		c.Backends[i].NewFlows += b.NewFlows
 		c.Backends[i].SynRetransmits += b.SynRetransmits
 		c.Backends[i].UnansweredFlows += b.UnansweredFlows
+		c.Backends[i].Probes += b.Probes
 	}
 }

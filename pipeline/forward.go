@@ -281,6 +281,10 @@ func (f *Forwarder) process(s *Snapshot, p *packet.Packet, rxPort int, hash uint
 			if partial {
 				f.completeL4(ip, ihl) // the kernel checks it
 			}
+			if len(s.probes) != 0 && s.probeReply(ip, ihl) {
+				f.C.ProbeReplies++
+				return VerdictProbe, 0, DropNone
+			}
 			return VerdictKernel, 0, DropNone
 		}
 	}
@@ -395,6 +399,9 @@ func (f *Forwarder) toService(s *Snapshot, svc *Service, p *packet.Packet, l3 in
 	e := f.Flows.Lookup(key, h, f.Now)
 	bi, reused := f.established(svc, e, tcpFlags)
 	if bi < 0 {
+		if len(s.probes) != 0 && s.fromPort(key.Src) {
+			return VerdictDrop, 0, DropProbeLooped
+		}
 		// Maglev places new flows by the flow hash, the same on every
 		// appliance (h only places the flow in this worker's table).
 		if bi = f.maglevPick(svc, keyHash(key, f.Seed)); bi < 0 {
@@ -525,6 +532,19 @@ func (f *Forwarder) synAgain(svc *Service, e *flowEntry, b *Backend) bool {
 // MACs are written: the EtherType and an 802.1Q tag (TPID, PCP, DEI, VID)
 // stay as received, so the packet stays on its VLAN.
 func (f *Forwarder) rewrite(svc *Service, b *Backend, p *packet.Packet, start, l3, tot int, tos uint8, df uint16, hash uint32) {
+	f.writeHeaders(b, p, start, l3, tot, tos, df, hash)
+	sc := &f.C.Services[svc.ID]
+	sc.Packets++
+	sc.Bytes += uint64(tot)
+	bc := &f.C.Backends[b.ID]
+	bc.Packets++
+	bc.Bytes += uint64(tot)
+}
+
+// writeHeaders is rewrite without the counting: the headers of b in front
+// of the packet, for client packets (rewrite) and health probes (toProbed)
+// alike.
+func (f *Forwarder) writeHeaders(b *Backend, p *packet.Packet, start, l3, tot int, tos uint8, df uint16, hash uint32) {
 	end := p.Off + l3 + tot // Ethernet padding dropped
 	// The headers are written through array pointers: constant offsets,
 	// no bounds check per field, fixed-size copies inlined as moves.
@@ -551,12 +571,6 @@ func (f *Forwarder) rewrite(svc *Service, b *Backend, p *packet.Packet, start, l
 	}
 	p.Off = start
 	p.Len = end - start
-	sc := &f.C.Services[svc.ID]
-	sc.Packets++
-	sc.Bytes += uint64(tot)
-	bc := &f.C.Backends[b.ID]
-	bc.Packets++
-	bc.Bytes += uint64(tot)
 }
 
 // fillOuter writes the per-packet fields of an outer IPv4 header whose

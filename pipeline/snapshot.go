@@ -114,6 +114,10 @@ type BackendSpec struct {
 	NextHop MAC
 	// Port is the index (into SnapshotSpec.Ports) of the egress port.
 	Port int
+	// ProbePort, when not 0, is the first source port of the block of
+	// ProbePortsPerTarget ports whose health probes through the VIP go to
+	// this backend (see probe.go): ProbePortBase + k*ProbePortsPerTarget.
+	ProbePort uint16
 }
 
 // ServiceSpec describes one virtual service to NewSnapshot.
@@ -178,6 +182,9 @@ type Snapshot struct {
 	svcByID []int32
 	// partialPorts has bit i set when Ports[i].PartialChecksums.
 	partialPorts uint64
+	// probes maps a probe source port (less ProbePortBase) to the backend
+	// it probes through the VIP; empty when no backend is (probe.go).
+	probes []probeDest
 
 	// MaxServiceID and MaxBackendID bound the IDs, for counter arrays.
 	MaxServiceID uint32
@@ -257,6 +264,10 @@ type Backend struct {
 	// length zero, then GRE (snapshot6.go). hdrLen is then its length.
 	// Nil otherwise.
 	hdr6 *[EthernetMinSize + IPv6HeaderSize + greSize]byte
+	// probePort is BackendSpec.ProbePort; resolved tells whether its next
+	// hop's MAC is known (the templates hold it).
+	probePort uint16
+	resolved  bool
 }
 
 // partialChecksums reports whether port pi receives partial checksums
@@ -391,6 +402,9 @@ func NewSnapshot(spec SnapshotSpec) (*Snapshot, error) {
 		s.svcByID[svc.ID] = int32(i)
 		svc.owns = !svc.IPv6 && (svc.Port != 0 || s.singlePorts(svc.VIP, svc.Proto) == 0)
 	}
+	if err := s.indexProbes(); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -447,12 +461,14 @@ func (s *Snapshot) compileService(ss ServiceSpec, size, seed uint32) (Service, e
 		if bsp.Port < 0 || bsp.Port >= len(s.Ports) {
 			return Service{}, fmt.Errorf("backend %v: port index %d out of range", bsp.IP, bsp.Port)
 		}
-		b := Backend{ID: bsp.ID, Addr: bsp.IP, Weight: bsp.Weight, State: bsp.State, Port: bsp.Port}
+		b := Backend{ID: bsp.ID, Addr: bsp.IP, Weight: bsp.Weight, State: bsp.State, Port: bsp.Port,
+			probePort: bsp.ProbePort}
 		if bsp.IP.Is4() {
 			b.IP = addrU32(bsp.IP)
 			svc.n4++
 		}
-		if bsp.NextHop.IsZero() {
+		b.resolved = !bsp.NextHop.IsZero()
+		if !b.resolved {
 			b.State = BackendDown
 		}
 		if err := b.buildTemplate(ss.Mode, svc.IPv6, bsp.NextHop, s.Ports[bsp.Port]); err != nil {

@@ -10,6 +10,9 @@ const (
 	VerdictTx
 	// VerdictKernel hands the packet unchanged to the kernel (tap port).
 	VerdictKernel
+	// VerdictProbe hands the packet to the probe port: a backend's answer
+	// to a health probe through the VIP (see probe.go).
+	VerdictProbe
 )
 
 // DropReason says why a packet was dropped. Every drop is counted under
@@ -32,12 +35,11 @@ const (
 	DropNoService
 	DropNoBackend
 	DropTooBig
-	// DropNoRoute is never produced: config validation rejects a backend
-	// no port reaches, and NewSnapshot marks one whose next hop is not
-	// resolved down (backend_up 0), so a chosen backend always has a
-	// route. The reason stays because its name is API: every name is a
-	// key of the JSON drops and a label of dsrlb_drops_total, always
-	// present, and scripts rely on the keys.
+	// DropNoRoute is produced for health probes only: config validation
+	// rejects a backend no port reaches, and NewSnapshot marks one whose
+	// next hop is not resolved down (backend_up 0), so a client's chosen
+	// backend always has a route; a probe goes to its backend whatever its
+	// state, and is dropped while that backend's next hop is unresolved.
 	DropNoRoute
 	DropTxFull
 	// DropMultiSegment is never produced: ports enable no rx offload, so
@@ -49,13 +51,18 @@ const (
 	DropSuperframe
 	DropNoBuffer
 	DropExtHeader
+	// DropProbeUnmatched: a packet from the probe port that is no probe
+	// of a backend of its VIP (see probe.go).
+	DropProbeUnmatched
+	// DropProbeLooped: a new flow to a VIP from a port address (probe.go).
+	DropProbeLooped
 	NumDropReasons
 )
 
 // verdictSegment is process's answer for a TCP super-frame it leaves to
 // the worker to cut into segments (Forwarder.seg says how); it never
 // leaves the package.
-const verdictSegment Verdict = VerdictKernel + 1
+const verdictSegment Verdict = VerdictProbe + 1
 
 var dropReasonNames = [NumDropReasons]string{
 	DropNone:          "none",
@@ -86,6 +93,13 @@ var dropReasonNames = [NumDropReasons]string{
 	// forward: a routing header with segments left, a header cut short,
 	// or a chain of more than eight.
 	DropExtHeader: "ipv6_ext_header",
+	// A packet from the health probes' namespace whose source port names
+	// no backend probed through its destination VIP: never sent anywhere.
+	DropProbeUnmatched: "probe_unmatched",
+	// A new flow to a VIP from the appliance's own port address: a health
+	// probe the backend it was for sent back (a backend without the VIP
+	// that forwards what it does not own), never handed to a backend.
+	DropProbeLooped: "probe_looped",
 }
 
 // String returns the stable name of r.

@@ -39,6 +39,13 @@ type Worker struct {
 	// on a live appliance.
 	IOOnly bool
 
+	// probe is the port of the health probes through the VIP and the
+	// queue this worker owns there (SetProbe); nil without one.
+	probe      packet.Port
+	probeQueue uint16
+	probeMAC   MAC
+	probeOut   [packet.BurstSize]packet.Packet
+
 	rx   [packet.BurstSize]packet.Packet   // tap bursts
 	tx   [][packet.BurstSize]packet.Packet // per egress port
 	txN  []int
@@ -137,6 +144,9 @@ func (w *Worker) Poll() int {
 	}
 	w.clockTick--
 	total := 0
+	if w.probe != nil && w.clockTick == 0 {
+		total += w.pollProbe(s)
+	}
 	for pi := range w.ports {
 		wp := &w.ports[pi]
 		nb := &w.nic[pi]
@@ -310,6 +320,8 @@ func (w *Worker) release(wp *WorkerPort, pkts []packet.Packet, lo, hi int, taken
 		case VerdictKernel:
 			w.kern[nk] = *p
 			nk++
+		case VerdictProbe:
+			w.toProbe(wp, p)
 		default:
 			w.drop[nd] = *p
 			nd++
@@ -376,6 +388,9 @@ func (w *Worker) segment(s *Snapshot, wp *WorkerPort, pi int, p *packet.Packet) 
 			w.kern[nk] = *q
 			nk++
 			continue
+		case VerdictProbe:
+			w.toProbe(wp, q)
+			continue
 		case verdictSegment: // a segment is never longer than the MTU
 			r = DropSuperframe
 		}
@@ -427,6 +442,62 @@ func (w *Worker) toKernel(wp *WorkerPort, n int) {
 		w.C.ToKernel -= uint64(n - sent)
 		w.C.Drops[DropNoKernel] += uint64(n - sent)
 		wp.Tap.Free(w.kern[sent:n])
+	}
+}
+
+// SetProbe gives the worker the port of the health probes through the
+// VIP (probe.go), its queue there and the port's MAC, which the answers it
+// hands over get as destination. Call it before Run.
+func (w *Worker) SetProbe(p packet.Port, queue uint16, mac MAC) {
+	w.probe, w.probeQueue, w.probeMAC = p, queue, mac
+}
+
+// pollProbe receives one burst from the probe port and sends each probe
+// to its backend (toProbed). It returns how many packets it received.
+func (w *Worker) pollProbe(s *Snapshot) int {
+	n := w.probe.RxBurst(w.probeQueue, w.rx[:])
+	nd := 0
+	for i := range w.rx[:n] {
+		p := &w.rx[i]
+		v, out, r := w.toProbed(s, p)
+		if v == VerdictTx {
+			if w.txN[out] == packet.BurstSize {
+				w.flushTx(out)
+			}
+			w.tx[out][w.txN[out]] = *p
+			w.txN[out]++
+			continue
+		}
+		w.C.Drops[r]++
+		w.drop[nd] = *p
+		nd++
+	}
+	for o := range w.ports {
+		w.flushTx(o)
+	}
+	if nd > 0 {
+		w.probe.Free(w.drop[:nd])
+	}
+	return n
+}
+
+// toProbe sends p, a backend's answer to a probe received on wp, to the
+// probe port addressed to its MAC; without a probe port it is dropped as
+// no_kernel_port. One packet at a time: answers to probes are few.
+func (w *Worker) toProbe(wp *WorkerPort, p *packet.Packet) {
+	if w.probe == nil {
+		w.C.Drops[DropNoKernel]++
+		w.probeOut[0] = *p
+		wp.NIC.Free(w.probeOut[:1])
+		return
+	}
+	if p.Off >= 0 && p.Off+6 <= len(p.Buf) {
+		copy(p.Buf[p.Off:p.Off+6], w.probeMAC[:])
+	}
+	w.probeOut[0] = *p
+	if w.probe.TxBurst(w.probeQueue, w.probeOut[:1]) == 0 {
+		w.C.Drops[DropNoKernel]++
+		w.probe.Free(w.probeOut[:1])
 	}
 }
 

@@ -120,4 +120,23 @@ type BackendStatus struct {
 	// time.
 	Passive   string     `json:"passive,omitempty"`
 	HeldUntil *time.Time `json:"held_until,omitempty"`
+	// Probe says how the health monitor probes the backend; absent when
+	// the service has none.
+	Probe *BackendProbe `json:"probe,omitempty"`
+	// HealthReason says, while the backend is unhealthy, why, in words an
+	// operator can act on.
+	HealthReason string `json:"health_reason,omitempty"`
+}
+
+// BackendProbe is how a backend's health monitor probes it.
+type BackendProbe struct {
+	Type string `json:"type"` // tcp, http, udp, icmp
+	// Via is vip (through the DSR path) or backend (its own address).
+	Via string `json:"via"`
+	// Target is what a probe is addressed to and how it gets there:
+	// "192.0.2.1:80 through ipip to 10.1.2.3", "10.1.2.3:80".
+	Target string `json:"target"`
+	// LastResult is "ok" or the last probe's failure, as an operator
+	// reads it; empty before the first probe.
+	LastResult string `json:"last_result,omitempty"`
 }

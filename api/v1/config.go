@@ -95,6 +95,11 @@ type Health struct {
 	Timeout  Duration `yaml:"timeout,omitempty" json:"timeout,omitempty"`
 	Rise     int      `yaml:"rise,omitempty" json:"rise,omitempty"`
 	Fall     int      `yaml:"fall,omitempty" json:"fall,omitempty"`
+	// Via is how tcp, http and udp monitors reach the backend: vip (the
+	// default) through the DSR path, addressed to the VIP and handed to
+	// that one backend as a client's packet; backend to its own address.
+	// icmp monitors always probe the backend's own address.
+	Via string `yaml:"via,omitempty" json:"via,omitempty"`
 	// Passive, when set, turns on passive failure detection for the
 	// service (tcp services only).
 	Passive *Passive `yaml:"passive,omitempty" json:"passive,omitempty"`

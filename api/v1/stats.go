@@ -39,6 +39,10 @@ type Totals struct {
 	GSOSegments  uint64 `json:"gso_segments"`
 	// PacketTooBigSent counts ICMPv6 Packet Too Big replies generated.
 	PacketTooBigSent uint64 `json:"packet_too_big_sent"`
+	// ProbesSent counts health probes through the VIP sent to a backend;
+	// ProbeReplies the backends' answers handed back to the probes.
+	ProbesSent   uint64 `json:"probes_sent"`
+	ProbeReplies uint64 `json:"probe_replies"`
 }
 
 // FlowStats are flow table counters, summed over workers.
@@ -72,6 +76,8 @@ type BackendStats struct {
 	// evidence.
 	SynRetransmits  uint64 `json:"syn_retransmits"`
 	UnansweredFlows uint64 `json:"unanswered_flows"`
+	// Probes counts health probes through the VIP sent to the backend.
+	Probes uint64 `json:"probes"`
 }
 
 // WorkerStats are one worker lcore's counters.

@@ -370,7 +370,36 @@ func (c *apiCmd) status() error {
 				}
 			}
 		}
+		probes(w, st.Services)
 	})
+}
+
+// probes prints how each monitored backend is probed and, for those
+// unhealthy, why.
+func probes(w io.Writer, svcs []v1.ServiceStatus) {
+	head := false
+	var why []string
+	for _, s := range svcs {
+		for _, b := range s.Backends {
+			if b.Probe == nil {
+				continue
+			}
+			if !head {
+				fmt.Fprintln(w, "\nSERVICE\tBACKEND\tPROBE\tVIA\tTARGET\tLAST-RESULT")
+				head = true
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, b.IP, b.Probe.Type, b.Probe.Via, b.Probe.Target, firstOf(b.Probe.LastResult, "-"))
+			if b.HealthReason != "" {
+				why = append(why, fmt.Sprintf("%s %s: %s", s.Name, b.IP, b.HealthReason))
+			}
+		}
+	}
+	if len(why) > 0 {
+		fmt.Fprintln(w, "\nUNHEALTHY")
+		for _, l := range why {
+			fmt.Fprintln(w, l)
+		}
+	}
 }
 
 func (c *apiCmd) stats() error {

@@ -316,3 +316,29 @@ func TestApplyEveryError(t *testing.T) {
 		})
 	}
 }
+
+// TestStatusProbes: `get status` prints how each monitored backend is
+// probed and why the unhealthy ones are down.
+func TestStatusProbes(t *testing.T) {
+	var b strings.Builder
+	probes(&b, []v1.ServiceStatus{{Name: "web", Backends: []v1.BackendStatus{
+		{IP: "10.1.2.3", Health: "unhealthy", Probe: &v1.BackendProbe{Type: "http", Via: "vip", Target: "192.0.2.1:80 through ipip to 10.1.2.3", LastResult: "timeout after 500ms"},
+			HealthReason: "no answer from the VIP 192.0.2.1:80 through ipip within 500ms: check the VIP on lo and the decapsulator on 10.1.2.3"},
+		{IP: "10.1.2.4", Health: "healthy", Probe: &v1.BackendProbe{Type: "http", Via: "vip", Target: "192.0.2.1:80 through ipip to 10.1.2.4", LastResult: "ok"}},
+		{IP: "10.1.2.5", Health: "unchecked"},
+	}}})
+	out := b.String()
+	for _, w := range []string{
+		"SERVICE\tBACKEND\tPROBE\tVIA\tTARGET\tLAST-RESULT",
+		"web\t10.1.2.3\thttp\tvip\t192.0.2.1:80 through ipip to 10.1.2.3\ttimeout after 500ms",
+		"web\t10.1.2.4\thttp\tvip\t192.0.2.1:80 through ipip to 10.1.2.4\tok",
+		"UNHEALTHY\nweb 10.1.2.3: no answer from the VIP 192.0.2.1:80 through ipip within 500ms: check the VIP on lo and the decapsulator on 10.1.2.3",
+	} {
+		if !strings.Contains(out, w) {
+			t.Errorf("output lacks %q:\n%s", w, out)
+		}
+	}
+	if strings.Contains(out, "10.1.2.5") {
+		t.Errorf("a backend without a monitor is listed:\n%s", out)
+	}
+}

@@ -7,6 +7,7 @@ package main
 //	backend teardown --vip V --mode l2|ipip|gre [--dev IFACE] [--bpffs DIR]
 //	backend status   [--bpffs DIR] [-o table|json]
 //	backend script   --vip V --mode l2|ipip|gre [--os linux|windows] [--dev IFACE]
+//	backend check    --vip V --mode l2|ipip|gre [--port P] [--proto tcp|udp] [--dev IFACE]
 //
 // A DSR backend must accept packets for the VIP without ever claiming the VIP
 // on the network: the VIP goes on lo (or on the tunnel device that
@@ -56,6 +57,8 @@ type backendConfig struct {
 	Hook   string // setup: decapsulator hook, "auto", "tcx" or "tc"
 	BPFFS  string // BPF filesystem where an older dsrctl pinned decapsulators ("" = /sys/fs/bpf)
 	Output string // status only: "table" or "json"
+	Port   int    // check only: the service port whose listener is checked; 0 = none
+	Proto  string // check only: "tcp" or "udp"
 }
 
 // backendUsageError marks bad command lines: exit code 2.
@@ -95,6 +98,13 @@ const backendUsage = `usage: dsrctl backend <subcommand> [flags]
   script   --vip V --mode l2|ipip|gre [--os linux|windows] [--dev IFACE]
            print the equivalent commands for a host with kernel tunnels
            (Linux) or a Windows backend (l2 and IPv4 only)
+  check    --vip V --mode l2|ipip|gre [--port P] [--proto tcp|udp] [--dev IFACE]
+           list what this host lacks to serve the VIP by DSR (what a health
+           check through the VIP finds and one of the host's own address
+           does not): the VIP on lo, arp_ignore/arp_announce, rp_filter and
+           the decapsulator for ipip/gre, a listener on VIP:P (tcp unless
+           --proto udp); changes nothing; exit code 1 when something is
+           missing
 
 Exit codes: 0 success, 1 the operation failed, 2 bad usage.`
 
@@ -113,6 +123,8 @@ func runBackend(args []string, stdout, stderr io.Writer) int {
 		run = backendTeardown
 	case "status":
 		run = backendStatus
+	case "check":
+		run = backendCheck
 	case "script":
 		run = func(cfg backendConfig, w io.Writer) error {
 			s, err := backendScript(cfg)
@@ -169,6 +181,8 @@ func parseBackendFlags(sub string, args []string, stderr io.Writer) (backendConf
 	hook := fs.String("hook", "auto", "setup: decapsulator hook, auto, tcx or tc")
 	bpffs := fs.String("bpffs", "", "BPF filesystem where an older dsrctl pinned decapsulators (default /sys/fs/bpf)")
 	output := fs.String("o", "table", "status: output format, table or json")
+	port := fs.Int("port", 0, "check: the service port whose listener on the VIP is checked")
+	proto := fs.String("proto", "tcp", "check: the service protocol, tcp or udp")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return backendConfig{}, err
@@ -185,6 +199,7 @@ func parseBackendFlags(sub string, args []string, stderr io.Writer) (backendConf
 		"teardown": {"vip", "mode", "dev", "bpffs"},
 		"status":   {"bpffs", "o"},
 		"script":   {"vip", "mode", "dev", "os"},
+		"check":    {"vip", "mode", "dev", "port", "proto", "bpffs"},
 	}[sub]
 	for name := range set {
 		if !slices.Contains(allowed, name) {
@@ -192,7 +207,13 @@ func parseBackendFlags(sub string, args []string, stderr io.Writer) (backendConf
 		}
 	}
 
-	cfg := backendConfig{Dev: *dev, OS: *osName, Hook: *hook, BPFFS: *bpffs, Output: *output}
+	cfg := backendConfig{Dev: *dev, OS: *osName, Hook: *hook, BPFFS: *bpffs, Output: *output, Port: *port, Proto: *proto}
+	if cfg.Port < 0 || cfg.Port > 65535 {
+		return cfg, backendUsagef("--port must be 1..65535, not %d", cfg.Port)
+	}
+	if cfg.Proto != "tcp" && cfg.Proto != "udp" {
+		return cfg, backendUsagef("--proto must be tcp or udp, not %q", cfg.Proto)
+	}
 	switch cfg.Hook {
 	case "auto", "tcx", "tc":
 	default:

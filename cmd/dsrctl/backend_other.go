@@ -7,9 +7,10 @@ import (
 	"io"
 )
 
-var errBackendNotLinux = errors.New("backend setup, teardown and status configure a Linux host; " +
+var errBackendNotLinux = errors.New("backend setup, teardown, status and check configure a Linux host; " +
 	"use `dsrctl backend script --os windows` for Windows backends")
 
 func backendSetup(backendConfig, io.Writer) error    { return errBackendNotLinux }
 func backendTeardown(backendConfig, io.Writer) error { return errBackendNotLinux }
 func backendStatus(backendConfig, io.Writer) error   { return errBackendNotLinux }
+func backendCheck(backendConfig, io.Writer) error    { return errBackendNotLinux }

@@ -15,15 +15,12 @@
 // The package imports nothing of dsrlb: the control package turns its typed
 // config into Targets and Configs and reads the verdicts through Healthy.
 //
-// DSR note: the probes are ordinary sockets of the control process, so they
-// leave through the appliance's kernel (the tap port) from the appliance's
-// own address to the backend's real IP, never to the VIP. The backend
-// answers them like any client of its real address; they say nothing about
-// whether the backend accepts traffic for the VIP (its loopback/VIP setup,
-// arp_ignore, decapsulation). Checking health through the VIP (the tcp or
-// http monitor's destination is the VIP, the packet steered to one backend
-// by its MAC or envelope) is a possible future extension: it needs probes
-// injected into the data plane with a forced backend, not a kernel socket.
+// DSR note: a probe of the backend's own address (Via ViaBackend, and every
+// icmp monitor) leaves through the appliance's kernel (the tap port) to the
+// backend's real IP; it says nothing about whether the backend accepts
+// traffic for the VIP (the VIP on lo, arp_ignore, decapsulation). Probes
+// through the VIP (ViaVIP, the default for tcp, http and udp) do: see
+// reason.go.
 package health
 
 import (
@@ -31,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"os"
 	"sort"
@@ -59,7 +57,8 @@ type Options struct {
 	// OnTransition, if set, is told of every state transition (before
 	// OnChange, from the monitor's goroutine, never under a lock of
 	// Monitors): the backend, the monitor's type, the states and the last
-	// probe's result ("ok" or its error).
+	// probe's result: "ok", or its failure in words an operator can act
+	// on (explain).
 	OnTransition func(t Target, typ Type, from, to State, result string)
 	// ICMPNetwork is ICMPRaw, ICMPUnprivileged or "" to try the raw socket
 	// first and fall back to the unprivileged one.
@@ -72,6 +71,16 @@ type Options struct {
 	// UDPChecker, ICMPChecker). Tests pass fakes. It is called under the
 	// lock of Monitors and must not call back into it.
 	Checker func(target Target, cfg Config) Checker
+	// ProbeSource returns the source address and port of probe number n
+	// of target through the VIP: the data plane maps the port to that
+	// one backend. nil, or false, leaves probes through the VIP failing
+	// (errNoProbePath).
+	ProbeSource func(target Target, n uint32) (netip.AddrPort, bool)
+	// ProbeDialer opens the connections of probes through the VIP from
+	// local to addr where the VIPs are not local addresses (the
+	// appliance's probe namespace); nil dials in the process's own
+	// namespace (DialFrom), for tests.
+	ProbeDialer func(ctx context.Context, network string, local, addr netip.AddrPort) (net.Conn, error)
 	// Events, when set, receives passive detection's holds and releases
 	// (kind "passive").
 	Events Publisher
@@ -92,6 +101,13 @@ type Status struct {
 	Successes int    `json:"successes"`
 	Failures  int    `json:"failures"`
 	Checks    uint64 `json:"checks"`
+	// Via is how the probes reach the backend; Target what they are
+	// addressed to and how (Config.Target).
+	Via    Via    `json:"via"`
+	Target string `json:"target"`
+	// Reason is the last failure in words an operator can act on
+	// (explain); "" after a success.
+	Reason string `json:"reason,omitempty"`
 }
 
 // Monitors runs the health monitors of the live config and tells which
@@ -122,6 +138,7 @@ type monitor struct {
 
 	hysteresis
 	last       string
+	reason     string // explain(last), "" when ok
 	lastCheck  time.Time
 	lastChange time.Time
 	checks     uint64
@@ -212,10 +229,13 @@ func (ms *Monitors) startLocked(m *monitor) {
 		timer.Stop()
 	}
 	var c Checker
-	if ms.opts.Checker != nil {
+	switch {
+	case ms.opts.Checker != nil:
 		c = ms.opts.Checker(m.target, m.cfg.clone())
-	} else {
-		c = newChecker(m.target.Backend, &m.cfg, m.icmpID, ms.icmp)
+	case m.cfg.throughVIP():
+		c = newChecker(m.cfg.VIP, &m.cfg, m.icmpID, ms.icmp, ms.vipDialer(m.target))
+	default:
+		c = newChecker(m.target.Backend, &m.cfg, m.icmpID, ms.icmp, nil)
 	}
 	ms.wg.Add(1)
 	ms.running.Add(1)
@@ -243,7 +263,7 @@ func (ms *Monitors) run(ctx context.Context, m *monitor, gen uint64, interval, t
 			return // stopped mid-probe: the result means nothing
 		}
 		if err != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded)) {
-			err = fmt.Errorf("timeout after %v", timeout)
+			err = timeoutError{timeout}
 		}
 		ms.record(m, gen, err)
 		timer.Reset(max(0, interval-ms.clock.Now().Sub(start)))
@@ -262,9 +282,9 @@ func (ms *Monitors) record(m *monitor, gen uint64, err error) {
 	}
 	m.checks++
 	m.lastCheck = now
-	m.last = "ok"
+	m.last, m.reason = "ok", ""
 	if err != nil {
-		m.last = err.Error()
+		m.last, m.reason = err.Error(), explain(&m.cfg, m.target.Backend, err)
 	}
 	from := m.state
 	changed := m.observe(err == nil, m.cfg.Rise, m.cfg.Fall)
@@ -277,21 +297,24 @@ func (ms *Monitors) record(m *monitor, gen uint64, err error) {
 		released = append(released, passiveChange{target: m.target, state: m.passive, cfg: m.cfg.Passive})
 		m.passive.held = false
 	}
-	to, reason, typ := m.state, m.last, m.cfg.Type
+	to, reason, typ, detail, via := m.state, m.last, m.cfg.Type, m.reason, m.cfg.ProbesVia()
 	ms.mu.Unlock()
 	ms.notifyPassive(released)
 	if !changed {
 		return
+	}
+	if detail == "" {
+		detail = reason
 	}
 	ev := ms.opts.Log.Warn()
 	if to == Up {
 		ev = ms.opts.Log.Info()
 	}
 	ev.Str("event", "health_change").Str("service", m.target.Service).Str("backend", m.target.Backend.String()).
-		Str("monitor", typ.String()).Str("from", from.String()).Str("state", to.String()).Str("reason", reason).
-		Msg("backend health changed")
+		Str("monitor", typ.String()).Str("via", via.String()).Str("from", from.String()).Str("state", to.String()).
+		Str("reason", reason).Str("detail", detail).Msg("backend health changed")
 	if ms.opts.OnTransition != nil {
-		ms.opts.OnTransition(m.target, typ, from, to, reason)
+		ms.opts.OnTransition(m.target, typ, from, to, detail)
 	}
 	if ms.opts.OnChange != nil {
 		ms.opts.OnChange()
@@ -308,6 +331,19 @@ func (ms *Monitors) Healthy(service string, backend netip.Addr) bool {
 	return !ok || m.state == Up && !m.passive.held
 }
 
+// LastProbe returns the last probe result of backend of service ("ok",
+// the failure, "" before the first) and, after a failure, its reason in
+// words an operator can act on; false when the backend has no monitor.
+func (ms *Monitors) LastProbe(service string, backend netip.Addr) (result, reason string, ok bool) {
+	ms.mu.RLock()
+	defer ms.mu.RUnlock()
+	m, ok := ms.mons[Target{service, backend}]
+	if !ok {
+		return "", "", false
+	}
+	return m.last, m.reason, true
+}
+
 // Status returns the health of every monitored backend, sorted by service
 // and backend.
 func (ms *Monitors) Status() []Status {
@@ -318,6 +354,7 @@ func (ms *Monitors) Status() []Status {
 			Service: k.Service, Backend: k.Backend, Type: m.cfg.Type, State: m.state,
 			LastResult: m.last, LastCheck: m.lastCheck, LastChange: m.lastChange,
 			Successes: m.succ, Failures: m.fail, Checks: m.checks,
+			Via: m.cfg.ProbesVia(), Target: m.cfg.Target(k.Backend), Reason: m.reason,
 		})
 	}
 	ms.mu.RUnlock()
@@ -346,3 +383,10 @@ func (ms *Monitors) Close() {
 	ms.mu.Unlock()
 	ms.wg.Wait()
 }
+
+// timeoutError is a probe that ran out of time: "timeout after 500ms",
+// still a context.DeadlineExceeded for explain.
+type timeoutError struct{ d time.Duration }
+
+func (e timeoutError) Error() string        { return fmt.Sprintf("timeout after %v", e.d) }
+func (e timeoutError) Is(target error) bool { return target == context.DeadlineExceeded }

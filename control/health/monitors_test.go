@@ -65,6 +65,17 @@ func closedTCPPort(t *testing.T) int {
 	return p
 }
 
+// closedUDPPort returns a loopback UDP port nothing listens on.
+func closedUDPPort(t *testing.T) int {
+	t.Helper()
+	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return portOf(t, c.LocalAddr())
+}
+
 // acceptingTCPPort returns the port of a loopback listener that accepts
 // and closes every connection until the test ends.
 func acceptingTCPPort(t *testing.T) int {
@@ -390,14 +401,7 @@ func TestHealthUDP(t *testing.T) {
 	echo := serve(func(b []byte) []byte { return b })
 	pong := serve(func([]byte) []byte { return []byte("PONG ok") })
 	silent := serve(func([]byte) []byte { return nil })
-	closed := func() int {
-		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return portOf(t, c.LocalAddr())
-	}()
+	closed := closedUDPPort(t)
 	tests := []struct {
 		desc          string
 		port          int

@@ -12,12 +12,17 @@ import (
 // that frequent checks leave no TIME_WAIT sockets on the appliance.
 type TCPChecker struct {
 	Addr netip.AddrPort
+	// Dial, when set, opens the connection (probes through the VIP).
+	Dial DialFunc
 }
 
 // Check connects to c.Addr once.
 func (c TCPChecker) Check(ctx context.Context) error {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, network("tcp", c.Addr.Addr()), c.Addr.String())
+	dial := c.Dial
+	if dial == nil {
+		dial = dialDirect
+	}
+	conn, err := dial(ctx, network("tcp", c.Addr.Addr()), c.Addr)
 	if err != nil {
 		return err
 	}

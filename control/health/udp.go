@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"syscall"
 )
@@ -16,12 +15,17 @@ import (
 type UDPChecker struct {
 	Addr          netip.AddrPort
 	Send, Receive string
+	// Dial, when set, opens the socket (probes through the VIP).
+	Dial DialFunc
 }
 
 // Check sends one request and waits for one reply.
 func (c UDPChecker) Check(ctx context.Context) error {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, network("udp", c.Addr.Addr()), c.Addr.String())
+	dial := c.Dial
+	if dial == nil {
+		dial = dialDirect
+	}
+	conn, err := dial(ctx, network("udp", c.Addr.Addr()), c.Addr)
 	if err != nil {
 		return err
 	}
@@ -34,7 +38,7 @@ func (c UDPChecker) Check(ctx context.Context) error {
 	n, err := conn.Read(buf)
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return fmt.Errorf("udp %s: port unreachable", c.Addr)
+		return fmt.Errorf("udp %s: port unreachable (%w)", c.Addr, syscall.ECONNREFUSED)
 	case ctx.Err() != nil:
 		return ctx.Err()
 	case err != nil:

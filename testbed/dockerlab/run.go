@@ -11,8 +11,11 @@ package dockerlab
 //   - IPC_LOCK: net_af_packet maps its rings locked (MAP_LOCKED), and the
 //     64 KB ring frames dsrlb asks for take 64 MB per queue, far above the
 //     RLIMIT_MEMLOCK containers inherit from dockerd (8 MB here): without
-//     it the port's probe fails (mmap: EAGAIN).
-var ApplianceCaps = []string{"NET_ADMIN", "NET_RAW", "IPC_LOCK"}
+//     it the port's probe fails (mmap: EAGAIN);
+//   - SYS_ADMIN: the private network namespace of the health checks
+//     through the VIP (health.via: vip, the default for tcp, http and udp
+//     monitors): unshare and setns need it.
+var ApplianceCaps = []string{"NET_ADMIN", "NET_RAW", "IPC_LOCK", "SYS_ADMIN"}
 
 // NetSysctls are set when the appliance's network namespace is made
 // (`docker run --sysctl`): /proc/sys is read-only inside a container, so

@@ -276,6 +276,9 @@ type Totals struct {
 	// completed; GSOSegmented the TCP super-frames it cut into
 	// GSOSegments segments.
 	L4ChecksumsCompleted, GSOSegmented, GSOSegments uint64
+	// ProbeReplies counts the backends' answers to the health probes
+	// through the VIP the appliance handed to its probe port.
+	ProbeReplies uint64
 }
 
 // ServiceStats are one service's counters.
@@ -287,6 +290,8 @@ type ServiceStats struct {
 // BackendStats are one backend's counters.
 type BackendStats struct {
 	Packets, NewFlows uint64
+	// Probes counts the health probes through the VIP sent to it.
+	Probes uint64
 }
 
 // UnmarshalJSON decodes a v1.Stats body, or one of the shape before v1.
@@ -312,13 +317,13 @@ func (s *Stats) UnmarshalJSON(b []byte) error {
 	s.Totals = Totals{RxPackets: t.RxPackets, TxPackets: t.TxPackets, ToKernel: t.ToKernel, FromKernel: t.FromKernel,
 		Dropped: t.Dropped, FragNeededSent: t.FragNeededSent, ICMPErrorsForwarded: t.ICMPErrorsForwarded, IPOptions: t.IPOptions,
 		L4ChecksumsCompleted: t.L4ChecksumsCompleted, GSOSegmented: t.GSOSegmented, GSOSegments: t.GSOSegments,
-		PacketTooBigSent: t.PacketTooBigSent}
+		PacketTooBigSent: t.PacketTooBigSent, ProbeReplies: t.ProbeReplies}
 	s.Drops = st.Drops
 	s.Services = map[string]ServiceStats{}
 	for _, sv := range st.Services {
 		ss := ServiceStats{Packets: sv.Packets, NoBackend: sv.NoBackend, Backends: map[string]BackendStats{}}
 		for _, b := range sv.Backends {
-			ss.Backends[b.IP] = BackendStats{Packets: b.Packets, NewFlows: b.NewFlows}
+			ss.Backends[b.IP] = BackendStats{Packets: b.Packets, NewFlows: b.NewFlows, Probes: b.Probes}
 		}
 		s.Services[sv.Name] = ss
 	}
@@ -378,6 +383,7 @@ func (s *Stats) Sub(before *Stats) *Stats {
 			GSOSegments:          s.Totals.GSOSegments - before.Totals.GSOSegments,
 
 			PacketTooBigSent: s.Totals.PacketTooBigSent - before.Totals.PacketTooBigSent,
+			ProbeReplies:     s.Totals.ProbeReplies - before.Totals.ProbeReplies,
 		},
 		Drops:    map[string]uint64{},
 		Services: map[string]ServiceStats{},
@@ -390,11 +396,21 @@ func (s *Stats) Sub(before *Stats) *Stats {
 		ds := ServiceStats{Packets: sv.Packets - bs.Packets, NoBackend: sv.NoBackend - bs.NoBackend, Backends: map[string]BackendStats{}}
 		for ip, b := range sv.Backends {
 			bb := bs.Backends[ip]
-			ds.Backends[ip] = BackendStats{Packets: b.Packets - bb.Packets, NewFlows: b.NewFlows - bb.NewFlows}
+			ds.Backends[ip] = BackendStats{Packets: b.Packets - bb.Packets, NewFlows: b.NewFlows - bb.NewFlows, Probes: b.Probes - bb.Probes}
 		}
 		d.Services[name] = ds
 	}
 	return d
+}
+
+// ServiceProbes is the sum of the health probes through the VIP sent to
+// the backends of service name.
+func (s *Stats) ServiceProbes(name string) uint64 {
+	var n uint64
+	for _, b := range s.Services[name].Backends {
+		n += b.Probes
+	}
+	return n
 }
 
 // ServicePackets is the sum of every service's packets.

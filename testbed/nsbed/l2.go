@@ -251,6 +251,13 @@ type Evidence struct {
 	applMAC    string
 }
 
+// notProbeAnswer is a capture filter that leaves out the backends' answers
+// to the appliance's health probes through the VIP (health.via: vip):
+// they come from the VIP, to the appliance's port address at a probe
+// source port (16384..32767, below the hosts' ephemeral ports), and cross
+// its NIC by design.
+const notProbeAnswer = "not dst portrange 16384-32767"
+
 // StartEvidence starts both captures.
 func (l *L2) StartEvidence() (*Evidence, error) {
 	return StartDSREvidence(l.Host("appl"), l.Client, L2VIP, l.Backends, l.ApplianceMAC)
@@ -267,7 +274,7 @@ func StartDSREvidence(appl, client *NS, vip netip.Addr, bes Backends, applianceM
 	if vip.Is6() {
 		family, syn = "ip6", "(tcp and ip6[53] & 2 != 0)"
 	}
-	a, err := appl.StartCapture("eth0", family+" src host "+vip.String()+" and (tcp or udp)", 96)
+	a, err := appl.StartCapture("eth0", family+" src host "+vip.String()+" and (tcp or udp) and "+notProbeAnswer, 96)
 	if err != nil {
 		return nil, err
 	}
@@ -369,9 +376,9 @@ func CounterProblems(delta *Stats, minServicePackets uint64) []string {
 	t := &delta.Totals
 	svc := delta.ServicePackets()
 	rx := t.RxPackets - t.GSOSegmented + t.GSOSegments
-	if got := svc + t.FragNeededSent + t.PacketTooBigSent + t.ToKernel + t.Dropped; got != rx {
-		p = append(p, fmt.Sprintf("rx %d - super-frames %d + their segments %d != service packets %d + frag-needed %d + packet too big %d + to kernel %d + dropped %d",
-			t.RxPackets, t.GSOSegmented, t.GSOSegments, svc, t.FragNeededSent, t.PacketTooBigSent, t.ToKernel, t.Dropped))
+	if got := svc + t.FragNeededSent + t.PacketTooBigSent + t.ToKernel + t.ProbeReplies + t.Dropped; got != rx {
+		p = append(p, fmt.Sprintf("rx %d - super-frames %d + their segments %d != service packets %d + frag-needed %d + packet too big %d + to kernel %d + probe answers %d + dropped %d",
+			t.RxPackets, t.GSOSegmented, t.GSOSegments, svc, t.FragNeededSent, t.PacketTooBigSent, t.ToKernel, t.ProbeReplies, t.Dropped))
 	}
 	if delta.Totals.Dropped != 0 {
 		drops := delta.NonZeroDrops()

@@ -28,7 +28,7 @@ func (l *L3) StartEvidence() (*L3Evidence, error) {
 	if err != nil {
 		return nil, err
 	}
-	a, err := l.Host("appl").StartCapture("eth0", "ip src "+vips+" and (tcp or udp)", 96)
+	a, err := l.Host("appl").StartCapture("eth0", "ip src "+vips+" and (tcp or udp) and "+notProbeAnswer, 96)
 	if err != nil {
 		return nil, err
 	}
@@ -58,8 +58,12 @@ type L3Report struct {
 	// first ten.
 	BadEnvelopes int
 	Bad          []string
+	// Probes counts the envelopes of the appliance's health probes through
+	// the VIP (inner packet from the appliance's address), checked like
+	// the others but not tallied with the clients'.
+	Probes int
 	// ApplianceFromVIP counts TCP and UDP packets from a VIP on the
-	// appliance's NIC.
+	// appliance's NIC (answers to its probes left out).
 	ApplianceFromVIP int
 	// ClientFromVIP counts SYN-ACKs and UDP answers from a VIP at the
 	// client; FromRouter those of them sent by the router's MAC.
@@ -141,8 +145,9 @@ func (e *L3Evidence) Finish(ctx context.Context) (*L3Report, error) {
 		if df[0] != df[1] {
 			why = append(why, fmt.Sprintf("outer DF %s, inner %s", df[0], df[1]))
 		}
-		if src[1] != L3ClientIP.String() || dst[1] != L3VIP(mode).String() {
-			why = append(why, fmt.Sprintf("inner %s -> %s, want client -> %s VIP %s", src[1], dst[1], mode, L3VIP(mode)))
+		probe := src[1] == L3ApplianceIP.String()
+		if (src[1] != L3ClientIP.String() && !probe) || dst[1] != L3VIP(mode).String() {
+			why = append(why, fmt.Sprintf("inner %s -> %s, want client (or the appliance's probe) -> %s VIP %s", src[1], dst[1], mode, L3VIP(mode)))
 		}
 		t := r.Envelopes[mode]
 		if t == nil {
@@ -150,6 +155,10 @@ func (e *L3Evidence) Finish(ctx context.Context) (*L3Report, error) {
 		}
 		if len(why) > 0 {
 			r.bad("frame %s (%s): %s", frame, mode, strings.Join(why, "; "))
+			continue
+		}
+		if probe {
+			r.Probes++
 			continue
 		}
 		t.Frames++

@@ -39,8 +39,9 @@ var (
 
 // Ports and header names of the tier-2 bed's proxies.
 const (
-	// Tier2MonitorPort is where a proxy answers dsrlb's health check, on
-	// its own address.
+	// Tier2MonitorPort is where a proxy answers dsrlb's health check,
+	// on the VIP (which dsrlb probes through the envelope, health.via:
+	// vip) and on its own address.
 	Tier2MonitorPort = 8404
 	// ProxyHeader names the HAProxy instance that answered (px1, ...);
 	// ClientHeader is the client address and port it accepted the
@@ -103,9 +104,9 @@ func Tier2Topology(proxies, webs int) Topology {
 }
 
 // Tier2Service is the bed's one service: "web", tcp/80 on Tier2VIP, ipip,
-// to proxies px1..px<proxies>, each checked with GET /healthz on its own
-// address, port Tier2MonitorPort (HAProxy's monitor-uri: 200 while the
-// proxy has a web server up).
+// to proxies px1..px<proxies>, each checked with GET /healthz through the
+// VIP, port Tier2MonitorPort (HAProxy's monitor-uri: 200 while the proxy
+// has a web server up).
 func Tier2Service(proxies int) v1.Service {
 	return v1.Service{Name: "web", VIP: Tier2VIP.String(), Protocol: "tcp", Port: HTTPPort, Mode: "ipip",
 		Backends: backendList(proxies, Tier2ProxyIP),
@@ -127,8 +128,8 @@ type HAProxyConfig struct {
 	Name string
 	// VIP is bound on port 80: local on lo (dsrctl backend setup).
 	VIP netip.Addr
-	// Monitor is the proxy's own address, where dsrlb checks its health
-	// (port Tier2MonitorPort).
+	// Monitor is the proxy's own address, where its health check answers
+	// too (port Tier2MonitorPort), besides the VIP.
 	Monitor netip.Addr
 	// Webs are the web servers (port 80), named web1, web2, ...
 	Webs []netip.Addr
@@ -171,9 +172,10 @@ defaults
     timeout server 30s
     timeout http-keep-alive 30s
 
-# dsrlb's health check, on the proxy's own address: 200 while a web
-# server is up, 503 when none is
+# dsrlb's health check, through the VIP (and on the proxy's own
+# address): 200 while a web server is up, 503 when none is
 frontend monitor
+    bind %s:%d
     bind %s:%d
     monitor-uri /healthz
     monitor fail if { nbsrv(web) lt 1 }
@@ -188,7 +190,7 @@ frontend vip
 backend web
     balance roundrobin
     option httpchk GET /
-`, c.Monitor, Tier2MonitorPort, c.VIP, HTTPPort, ProxyHeader, c.Name, ClientHeader)
+`, c.VIP, Tier2MonitorPort, c.Monitor, Tier2MonitorPort, c.VIP, HTTPPort, ProxyHeader, c.Name, ClientHeader)
 	for j, w := range c.Webs {
 		fmt.Fprintf(&b, "    server web%d %s:%d check inter 1s\n", j+1, w, HTTPPort)
 	}

@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"strconv"
 	"time"
@@ -48,11 +49,15 @@ type Appliance struct {
 	vips     *kernel.VIPs
 	dp       *Dataplane
 	monitors *health.Monitors
-	speaker  *bgp.Speaker // nil without a bgp section
-	board    *control.AnnounceBoard
-	srv      *api.Server
-	listen   string
-	history  *control.History // the console's rates
+	// probeNS is the namespace of the health probes through the VIP;
+	// probeOK tells whether their path (namespace, probe port) is up.
+	probeNS *kernel.ProbeNS
+	probeOK bool
+	speaker *bgp.Speaker // nil without a bgp section
+	board   *control.AnnounceBoard
+	srv     *api.Server
+	listen  string
+	history *control.History // the console's rates
 	// published signals every snapshot the store publishes (announce).
 	published <-chan struct{}
 	lastGen   uint64
@@ -105,14 +110,29 @@ func (a *Appliance) start(deps Deps) error {
 	for i, p := range t.Ports {
 		ports[i] = Port{Name: p.Name, Device: p.Device, MTU: p.MTU, MAC: p.MAC, Tap: TapName(p.Name)}
 	}
+	var probe *ProbeOptions
+	var err error
+	if a.probeNS, err = kernel.NewProbeNS(kopts); err != nil {
+		a.log.Error().Err(err).Str("event", "probe_path_unavailable").
+			Msg("no probe namespace (it needs CAP_SYS_ADMIN): health checks through the VIP (health.via: vip, the default for tcp, http and udp) fail; set via: backend to probe the backends' own addresses")
+	} else {
+		probe = &ProbeOptions{Tap: ProbeTapName, Enter: a.probeNS.Enter}
+	}
 	dp, err := StartDataplane(DataplaneOptions{
 		EALArgs: t.EALArgs, Workers: t.Workers, IdleSleep: t.IdleSleep, Ports: ports, Snap: a.store.Snapshots(),
-		FlowCap: t.FlowCap, Timeouts: t.Timeouts, Seed: t.Seed, Log: a.log, Ready: a.store.SetPortMACs,
+		FlowCap: t.FlowCap, Timeouts: t.Timeouts, Seed: t.Seed, Log: a.log, Ready: a.store.SetPortMACs, Probe: probe,
 	})
 	if err != nil {
 		return err
 	}
 	a.dp = dp
+	if dp.HasProbe() {
+		if err := a.probeNS.Configure(ProbeTapName, portAddrs(t), probeMTU(t)); err != nil {
+			a.log.Error().Err(err).Str("event", "probe_path_unavailable").Msg("health checks through the VIP fail")
+		} else {
+			a.probeOK = true
+		}
+	}
 
 	vipTaps, err := a.configureTaps(t)
 	if err != nil {
@@ -126,7 +146,8 @@ func (a *Appliance) start(deps Deps) error {
 	})
 
 	// Passive detection publishes its holds and releases (kind "passive").
-	a.monitors = health.New(health.Options{Log: a.log, OnChange: a.store.Recompile, OnTransition: a.healthEvent, Events: a.events})
+	a.monitors = health.New(health.Options{Log: a.log, OnChange: a.store.Recompile, OnTransition: a.healthEvent, Events: a.events,
+		ProbeSource: a.probeSource, ProbeDialer: a.probeDial})
 	a.store.SetHealth(a.monitors)
 	a.store.Subscribe(func(t *control.Typed) { a.monitors.Update(t.HealthTargets()) })
 
@@ -213,6 +234,51 @@ func (vt vipTaps) set(v *kernel.VIPs, vips []netip.Addr) error {
 		}
 	}
 	return errors.Join(v.Set(vt.v4, v4), v.Set(vt.v6, v6))
+}
+
+// portAddrs returns the ports' addresses: the sources of the probes
+// through the VIP.
+func portAddrs(t *control.Typed) []netip.Addr {
+	var out []netip.Addr
+	for _, p := range t.Ports {
+		out = append(out, p.Addr)
+	}
+	return out
+}
+
+// probeMTU is the probe tap's MTU: the smallest port MTU less the largest
+// envelope (GRE, 24 bytes), so that no probe needs fragmenting.
+func probeMTU(t *control.Typed) int {
+	m := 1 << 16
+	for _, p := range t.Ports {
+		m = min(m, p.MTU)
+	}
+	return m - pipeline.ModeGRE.Overhead()
+}
+
+// probeSource is health.Options.ProbeSource: the source address and port
+// of probe n of target through the VIP, from the published snapshot (the
+// data plane steers by it), the ports of the target's block in turn.
+func (a *Appliance) probeSource(t health.Target, n uint32) (netip.AddrPort, bool) {
+	if !a.probeOK {
+		return netip.AddrPort{}, false
+	}
+	src, ok := a.store.Snapshots().Load().ProbeSource(t.Service, t.Backend)
+	if !ok {
+		return netip.AddrPort{}, false
+	}
+	return netip.AddrPortFrom(src.Addr(), src.Port()+uint16(n%pipeline.ProbePortsPerTarget)), true
+}
+
+// probeDial is health.Options.ProbeDialer: the probe's socket, opened in
+// the probe namespace.
+func (a *Appliance) probeDial(ctx context.Context, network string, local, addr netip.AddrPort) (net.Conn, error) {
+	var conn net.Conn
+	err := a.probeNS.Do(func() (err error) {
+		conn, err = health.DialFrom(ctx, network, local, addr)
+		return err
+	})
+	return conn, err
 }
 
 // vipAddrs returns the VIPs of t's services, each once, in config order.
@@ -364,6 +430,9 @@ func (a *Appliance) Close() {
 	}
 	if a.dp != nil {
 		a.dp.Stop()
+	}
+	if a.probeNS != nil {
+		a.probeNS.Close()
 	}
 	if a.vips != nil {
 		a.vips.Close()

@@ -58,13 +58,34 @@ type DataplaneOptions struct {
 	// Ready, if set, is called with the ports' MACs after the ports start
 	// and before any worker runs (to publish a snapshot that has them).
 	Ready func(macs []pipeline.MAC)
+	// Probe, if set, is where the health probes through the VIP get their
+	// port (see ProbeOptions); nil: no probe port (replay, bench).
+	Probe *ProbeOptions
 }
+
+// ProbeOptions set up the probe port: a tap named Tap (ProbeTapName)
+// created in the probe namespace, which Enter switches the calling (main
+// lcore) thread into (kernel.ProbeNS.Enter).
+type ProbeOptions struct {
+	Tap   string
+	Enter func() (leave func() error, err error)
+}
+
+// ProbeTapName is the probe port's kernel interface in the probe
+// namespace.
+const ProbeTapName = "dsr-probe"
+
+// probeTapMAC is the probe tap's MAC: the probe namespace's only link,
+// private to the appliance; the workers give it to every answer they
+// hand over (pipeline.Worker.SetProbe).
+var probeTapMAC = pipeline.MAC{0x02, 0x64, 0x73, 0x72, 0x00, 0x01}
 
 // Dataplane is the running DPDK side: ports, taps and worker lcores.
 type Dataplane struct {
 	nics    []*dpdk.Port
 	devices []string // device string of each NIC
 	taps    []*dpdk.Port
+	probe   *dpdk.Port // nil without a probe port
 	workers []*pipeline.Worker
 	lcores  []uint
 	pool    *dpdk.Mempool
@@ -255,6 +276,11 @@ func StartDataplane(o DataplaneOptions) (*Dataplane, error) {
 	nq := uint16(o.Workers)
 	if o.PoolMbufs == 0 {
 		o.PoolMbufs = poolMbufs(o.Ports, o.Workers)
+		if o.Probe != nil {
+			// An rx and a tx queue per worker, as a tap's.
+			n := uint32(o.Workers) * (dpdk.DefaultRxDesc + dpdk.DefaultTxDesc + packet.BurstSize)
+			o.PoolMbufs += n + n/4
+		}
 	}
 	if o.DataRoom == 0 {
 		o.DataRoom = dpdk.DefaultDataRoom
@@ -311,6 +337,20 @@ func StartDataplane(o DataplaneOptions) (*Dataplane, error) {
 		}
 		d.taps = append(d.taps, tap)
 	}
+	if o.Probe != nil {
+		dev := fmt.Sprintf("net_tap%d,iface=%s,mac=%s", len(o.Ports), o.Probe.Tap, probeTapMAC.String())
+		err := dpdk.OnMainIn(o.Probe.Enter, func() (err error) {
+			d.probe, err = d.openPort(dev, false, nq, 0, pool)
+			return err
+		})
+		if err != nil {
+			// Forwarding does not depend on it: health probes through
+			// the VIP then fail, saying why (health.via).
+			o.Log.Error().Err(err).Str("event", "probe_port_failed").Str("tap", o.Probe.Tap).
+				Msg("no probe port: health checks through the VIP (health.via: vip) fail until dsrlb restarts with it")
+			d.probe = nil
+		}
+	}
 	for w := 0; w < o.Workers; w++ {
 		var wps []pipeline.WorkerPort
 		for i, nic := range d.nics {
@@ -326,6 +366,9 @@ func StartDataplane(o DataplaneOptions) (*Dataplane, error) {
 		wk := pipeline.NewWorker(wps, o.Snap, o.FlowCap, o.Timeouts, o.Seed)
 		wk.IOOnly = o.IOOnly
 		wk.IdleSleep = o.IdleSleep
+		if d.probe != nil {
+			wk.SetProbe(d.probe, uint16(w), probeTapMAC)
+		}
 		a, err := pool.NewAllocator()
 		if err != nil {
 			d.close()
@@ -462,6 +505,9 @@ func (d *Dataplane) portMACs(ports []Port) []pipeline.MAC {
 	return out
 }
 
+// HasProbe reports whether the probe port is up (DataplaneOptions.Probe).
+func (d *Dataplane) HasProbe() bool { return d.probe != nil }
+
 // Lcores returns the worker lcores, worker i on Lcores()[i].
 func (d *Dataplane) Lcores() []uint { return d.lcores }
 
@@ -525,7 +571,7 @@ func (d *Dataplane) Stop() {
 }
 
 func (d *Dataplane) close() {
-	for _, ps := range [][]*dpdk.Port{d.nics, d.taps} {
+	for _, ps := range [][]*dpdk.Port{d.nics, d.taps, {d.probe}} {
 		for _, p := range ps {
 			if p != nil {
 				_ = p.Stop()

@@ -51,3 +51,36 @@ func Do(ns netns.NsHandle, fn func() error) error {
 	}()
 	return <-errc
 }
+
+// New creates a network namespace and returns its handle, which the caller
+// closes. netns.New switches the calling thread into the new namespace, so
+// it runs on a thread of its own that is switched back afterwards (or, if
+// that fails, discarded, as in Do).
+func New() (netns.NsHandle, error) {
+	type result struct {
+		ns  netns.NsHandle
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			res <- result{netns.None(), fmt.Errorf("current netns: %w", err)}
+			return
+		}
+		defer orig.Close()
+		ns, err := netns.New()
+		if err != nil {
+			res <- result{netns.None(), fmt.Errorf("new netns: %w", err)} // thread state unknown: stay locked
+			return
+		}
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		res <- result{ns, nil}
+	}()
+	r := <-res
+	return r.ns, r.err
+}

@@ -43,23 +43,7 @@ func TestDo(t *testing.T) {
 
 	// Do switched its threads back: no thread of the process but the one
 	// that created ns (which the runtime discards) is left in it.
-	ino, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tasks, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, task := range tasks {
-		in, err := os.Readlink(filepath.Join("/proc/self/task", task.Name(), "ns/net"))
-		if err != nil || task.Name() == strconv.Itoa(creator) {
-			continue // the thread has exited meanwhile, or is the creator
-		}
-		if in == ino {
-			t.Errorf("thread %s is still in the test namespace (%s)", task.Name(), ino)
-		}
-	}
+	checkNoThreadIn(t, ns, creator)
 
 	// Last, as it discards a thread: one that might have been left in ns.
 	if err := Do(netns.None(), func() error { t.Error("fn ran without a namespace"); return nil }); err == nil {
@@ -90,4 +74,50 @@ func newNetNS(t *testing.T) (netns.NsHandle, int) {
 	}
 	t.Cleanup(func() { r.h.Close() })
 	return r.h, r.tid
+}
+
+// TestNew creates a namespace: not the caller's, and no thread of the
+// process is left in it.
+func TestNew(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespaces)")
+	}
+	ns, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	cur, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cur.Close()
+	if ns.Equal(cur) {
+		t.Fatalf("New returned the caller's namespace")
+	}
+	checkNoThreadIn(t, ns, -1)
+}
+
+// checkNoThreadIn fails t if a thread of the process other than except
+// (its task ID; the creator of a namespace, which the runtime discards)
+// is in ns.
+func checkNoThreadIn(t *testing.T, ns netns.NsHandle, except int) {
+	t.Helper()
+	ino, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range tasks {
+		in, err := os.Readlink(filepath.Join("/proc/self/task", task.Name(), "ns/net"))
+		if err != nil || task.Name() == strconv.Itoa(except) {
+			continue // the thread has exited meanwhile, or is the exception
+		}
+		if in == ino {
+			t.Errorf("thread %s is still in the namespace (%s)", task.Name(), ino)
+		}
+	}
 }

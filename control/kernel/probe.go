@@ -1,0 +1,147 @@
+package kernel
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/dsrlb/dsrlb/control/kernel/nsrun"
+)
+
+// ProbeNS is the private network namespace of the health probes through
+// the VIP. The appliance's own namespace holds the VIPs as local addresses
+// (on the first tap, for ARP), so a socket there connects to a VIP
+// locally; in the probe namespace the only interface is the data plane's
+// probe port (a tap the DPDK side creates in it, see Enter), which holds
+// the port addresses as /32s, answers no ARP (NOARP) and routes everything
+// out of it: a connection to a VIP from a port address leaves through the
+// data plane, which hands it to the backend its source port names. The
+// namespace has no name (nothing in /run/netns); it goes away with its
+// last reference, the handle Close releases and the tap the data plane
+// closes.
+type ProbeNS struct {
+	ns   netns.NsHandle
+	nl   nlHandle
+	opts Options
+}
+
+// ProbeLocalPorts is the probe namespace's ephemeral port range: above
+// the data plane's probe source ports (pipeline.ProbePortBase..32767),
+// which probes bind explicitly.
+const ProbeLocalPorts = "32768 60999"
+
+// NewProbeNS creates the probe namespace with its loopback up.
+func NewProbeNS(opts Options) (*ProbeNS, error) {
+	ns, err := nsrun.New()
+	if err != nil {
+		return nil, fmt.Errorf("probe namespace: %w", err)
+	}
+	p := &ProbeNS{ns: ns, nl: openHandle(ns), opts: opts}
+	if p.nl.err != nil {
+		p.Close()
+		return nil, fmt.Errorf("probe namespace: %w", p.nl.err)
+	}
+	// Before the probe tap exists, so that it never sends IPv6 (router
+	// solicitations, MLD) into the data plane (for now the probes are
+	// IPv4).
+	if err := setSysctls(&p.nl, opts.Log, "default", []sysctl{
+		{path: "ipv6/conf/default/disable_ipv6", value: "1", optional: true},
+		{path: "ipv6/conf/all/disable_ipv6", value: "1", optional: true},
+		// The default already; a container's read-only /proc/sys keeps it.
+		{path: "ipv4/ip_local_port_range", value: ProbeLocalPorts, optional: true},
+	}); err != nil {
+		p.Close()
+		return nil, fmt.Errorf("probe namespace: %w", err)
+	}
+	lo, err := p.nl.h.LinkByName("lo")
+	if err == nil {
+		err = p.nl.h.LinkSetUp(lo)
+	}
+	if err != nil {
+		p.Close()
+		return nil, fmt.Errorf("probe namespace: loopback: %w", err)
+	}
+	return p, nil
+}
+
+// Close releases the namespace's handles.
+func (p *ProbeNS) Close() {
+	p.nl.close()
+	if p.ns.IsOpen() {
+		p.ns.Close()
+	}
+}
+
+// Enter switches the calling thread, which must be locked to its goroutine
+// (runtime.LockOSThread), into the probe namespace, and returns the
+// function that switches it back: for the DPDK main lcore thread while it
+// creates and sets up the probe tap (a net_tap device creates its kernel
+// interface, its queues and its control socket in the namespace of the
+// thread that sets it up). If leave fails the thread stays in the probe
+// namespace; the caller must not use it for anything else.
+func (p *ProbeNS) Enter() (leave func() error, err error) {
+	orig, err := netns.Get()
+	if err != nil {
+		return nil, fmt.Errorf("current netns: %w", err)
+	}
+	if err := netns.Set(p.ns); err != nil {
+		orig.Close()
+		return nil, fmt.Errorf("enter the probe namespace: %w", err)
+	}
+	return func() error {
+		defer orig.Close()
+		if err := netns.Set(orig); err != nil {
+			return fmt.Errorf("leave the probe namespace: %w", err)
+		}
+		return nil
+	}, nil
+}
+
+// Do runs fn in the probe namespace (nsrun.Do): what it opens (a probe's
+// socket) stays there.
+func (p *ProbeNS) Do(fn func() error) error { return nsrun.Do(p.ns, fn) }
+
+// Configure prepares tap ifname, the probe port inside the namespace:
+// the port addresses addrs as /32s, MTU mtu, NOARP (it has no neighbours:
+// the data plane reads the frames whatever their destination MAC), up,
+// and a default route out of it. (NewProbeNS turned IPv6 off and set the
+// ephemeral ports above the probe source ports, ProbeLocalPorts.)
+func (p *ProbeNS) Configure(ifname string, addrs []netip.Addr, mtu int) error {
+	h := p.nl.h
+	link, err := h.LinkByName(ifname)
+	if err != nil {
+		return fmt.Errorf("probe tap %s: %w", ifname, err)
+	}
+	if mtu > 0 {
+		if err := h.LinkSetMTU(link, mtu); err != nil {
+			return fmt.Errorf("probe tap %s: set mtu %d: %w", ifname, mtu, err)
+		}
+	}
+	if err := h.LinkSetARPOff(link); err != nil {
+		return fmt.Errorf("probe tap %s: arp off: %w", ifname, err)
+	}
+	for _, a := range addrs {
+		if !a.Is4() {
+			continue
+		}
+		if err := h.AddrReplace(link, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(a, 32))}); err != nil {
+			return fmt.Errorf("probe tap %s: add address %s: %w", ifname, a, err)
+		}
+	}
+	if err := h.LinkSetUp(link); err != nil {
+		return fmt.Errorf("probe tap %s: set up: %w", ifname, err)
+	}
+	r := &netlink.Route{LinkIndex: link.Attrs().Index, Scope: netlink.SCOPE_LINK, Protocol: unix.RTPROT_STATIC,
+		Dst: &net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}}
+	if err := h.RouteReplace(r); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("probe tap %s: default route: %w", ifname, err)
+	}
+	p.opts.Log.Info().Str("event", "probe_tap_configured").Str("tap", ifname).Int("mtu", mtu).
+		Msg("health probes through the VIP leave through the probe tap")
+	return nil
+}
