@@ -49,6 +49,7 @@ const (
 	DropSuperframe
 	DropNoBuffer
 	DropExtHeader
+	DropNewFlowLimit
 	NumDropReasons
 )
 
@@ -86,6 +87,9 @@ var dropReasonNames = [NumDropReasons]string{
 	// forward: a routing header with segments left, a header cut short,
 	// or a chain of more than eight.
 	DropExtHeader: "ipv6_ext_header",
+	// A new flow (a TCP SYN or a UDP packet without a flow entry) to a
+	// service over its limit of new flows per second.
+	DropNewFlowLimit: "new_flow_limit",
 }
 
 // String returns the stable name of r.
