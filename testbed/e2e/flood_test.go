@@ -151,7 +151,7 @@ func TestFloodKeepsEstablished(t *testing.T) {
 				// Health checks share the machine with the flood: slow
 				// answers during it must not take backends down (the
 				// test is about the flow table, not about health).
-				h.Interval, h.Timeout, h.Fall = v1.Duration(time.Second), v1.Duration(2*time.Second), 20
+				h.Interval, h.Timeout, h.Fall = v1.Duration(time.Second), v1.Duration(time.Second), 20
 			}
 		}})
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
