@@ -150,35 +150,6 @@ compare() {
 	} | tee -a "$RESULTS"
 }
 
-log "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
-log "generating captures in $DIR"
-"$BIN" gen --config "$CFG" --out "$DIR/mix64.pcap" --flows 65536 --sizes 64 --log-level warn
-# The same mix to the IPv6 services (IPv6 frames are at least their
-# headers: 66 bytes on the wire for UDP, 78 for TCP), and both families
-# taking turns.
-"$BIN" gen --config "$CFG" --out "$DIR/mix64-v6.pcap" --flows 65536 --sizes 64 --family 6 --log-level warn
-"$BIN" gen --config "$CFG" --out "$DIR/mix64-mixed.pcap" --flows 65536 --sizes 64 --family mixed --log-level warn
-if [ "${BENCH_QUICK:-}" = 1 ]; then
-	ROUNDS=1
-	compare mix64 "$DIR/mix64.pcap"
-	compare mix64-v6 "$DIR/mix64-v6.pcap"
-	exit 0
-fi
-"$BIN" gen --config "$CFG" --out "$DIR/imix.pcap" --flows 65536 --sizes imix --log-level warn
-"$BIN" gen --config "$CFG" --out "$DIR/mix64-1m.pcap" --flows 1048576 --sizes 64 --log-level warn
-
-compare mix64 "$DIR/mix64.pcap"
-compare mix64-v6 "$DIR/mix64-v6.pcap"
-compare mix64-mixed "$DIR/mix64-mixed.pcap"
-compare imix "$DIR/imix.pcap"
-
-# 1M flows, the flow table sized as an operator would (4M entries per
-# worker; the default 1M would run full and evict), 2 rounds.
-ROUNDS_SAVED=$ROUNDS
-ROUNDS=2
-compare mix64-1m "$DIR/mix64-1m.pcap" 4194304
-ROUNDS=$ROUNDS_SAVED
-
 # pair NAME CAPA CAPACITY_A WORKERS_A CAPB CAPACITY_B WORKERS_B: dsrlb on A
 # then on B, ROUNDS times, and the ratio B/A of the medians and the median
 # of the per-round ratios (neighbouring runs: the host's noise moves both
@@ -206,17 +177,55 @@ pair() {
 	} | tee -a "$RESULTS"
 }
 
-# 1M flows against 64k (A: the 64k capture, default table; B: 1M flows,
-# 4M-entry table), one worker, alternated: the ratio the flow table's
-# cache misses cost.
-log "1m-vs-64k: A = 64k flows, B = 1M flows (one worker)"
-pair 1m-vs-64k "$DIR/mix64.pcap" 0 1 "$DIR/mix64-1m.pcap" 4194304 1
+# ratios: 1M flows against 64k (A: the 64k capture, default table; B: 1M
+# flows, 4M-entry table), one worker, alternated: what the flow table's
+# cache misses cost. Then two workers on two rx queues (the capture split
+# by flow) against one, on the 64k capture: on a 2-CPU machine the workers
+# take both CPUs and the main lcore (and everything else on the host)
+# shares them.
+ratios() {
+	log "1m-vs-64k: A = 64k flows, B = 1M flows (one worker)"
+	pair 1m-vs-64k "$DIR/mix64.pcap" 0 1 "$DIR/mix64-1m.pcap" 4194304 1
+	log "2w-vs-1w: A = one worker, B = two workers (64k flows)"
+	pair 2w-vs-1w "$DIR/mix64.pcap" 0 1 "$DIR/mix64.pcap" 0 2
+}
 
-# Two workers on two rx queues (the capture split by flow) against one, on
-# the 64k capture: on a 2-CPU machine the workers take both CPUs and the
-# main lcore (and everything else on the host) shares them.
-log "2w-vs-1w: A = one worker, B = two workers (64k flows)"
-pair 2w-vs-1w "$DIR/mix64.pcap" 0 1 "$DIR/mix64.pcap" 0 2
+log "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
+log "generating captures in $DIR"
+"$BIN" gen --config "$CFG" --out "$DIR/mix64.pcap" --flows 65536 --sizes 64 --log-level warn
+# The same mix to the IPv6 services (IPv6 frames are at least their
+# headers: 66 bytes on the wire for UDP, 78 for TCP), and both families
+# taking turns.
+"$BIN" gen --config "$CFG" --out "$DIR/mix64-v6.pcap" --flows 65536 --sizes 64 --family 6 --log-level warn
+"$BIN" gen --config "$CFG" --out "$DIR/mix64-mixed.pcap" --flows 65536 --sizes 64 --family mixed --log-level warn
+# BENCH_RATIOS=1: only the two ratios (1M/64k flows, 2/1 workers).
+if [ "${BENCH_RATIOS:-}" = 1 ]; then
+	"$BIN" gen --config "$CFG" --out "$DIR/mix64-1m.pcap" --flows 1048576 --sizes 64 --log-level warn
+	ratios
+	exit 0
+fi
+if [ "${BENCH_QUICK:-}" = 1 ]; then
+	ROUNDS=1
+	compare mix64 "$DIR/mix64.pcap"
+	compare mix64-v6 "$DIR/mix64-v6.pcap"
+	exit 0
+fi
+"$BIN" gen --config "$CFG" --out "$DIR/imix.pcap" --flows 65536 --sizes imix --log-level warn
+"$BIN" gen --config "$CFG" --out "$DIR/mix64-1m.pcap" --flows 1048576 --sizes 64 --log-level warn
+
+compare mix64 "$DIR/mix64.pcap"
+compare mix64-v6 "$DIR/mix64-v6.pcap"
+compare mix64-mixed "$DIR/mix64-mixed.pcap"
+compare imix "$DIR/imix.pcap"
+
+# 1M flows, the flow table sized as an operator would (4M entries per
+# worker; the default 1M would run full and evict), 2 rounds.
+ROUNDS_SAVED=$ROUNDS
+ROUNDS=2
+compare mix64-1m "$DIR/mix64-1m.pcap" 4194304
+ROUNDS=$ROUNDS_SAVED
+
+ratios
 
 # Instructions per packet under callgrind: the same comparison without the
 # host's noise (about 4 minutes; BENCH_INSTR=0 skips it).
