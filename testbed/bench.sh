@@ -150,16 +150,16 @@ compare() {
 	} | tee -a "$RESULTS"
 }
 
-# pair NAME CAPA CAPACITY_A WORKERS_A CAPB CAPACITY_B WORKERS_B: dsrlb on A
-# then on B, ROUNDS times, and the ratio B/A of the medians and the median
+# pair NAME CAPA CAPACITY_A WORKERS_A CAPB CAPACITY_B WORKERS_B [EXTRA]: dsrlb
+# on A then on B (both with EXTRA, e.g. --io), ROUNDS times, and the ratio B/A of the medians and the median
 # of the per-round ratios (neighbouring runs: the host's noise moves both
 # alike), wall clock and per CPU-second of the forwarding threads.
 pair() {
-	local name=$1 capa=$2 fca=$3 wa=$4 capb=$5 fcb=$6 wb=$7 r a b
+	local name=$1 capa=$2 fca=$3 wa=$4 capb=$5 fcb=$6 wb=$7 extra=${8:-} r a b
 	local aw=() an=() bw=() bn=() rw=() rn=() sh=()
 	for ((r = 1; r <= ROUNDS; r++)); do
-		a=$(run_dsrlb "$capa" "$wa" "$name-a-$r" "$fca")
-		b=$(run_dsrlb "$capb" "$wb" "$name-b-$r" "$fcb")
+		a=$(run_dsrlb "$capa" "$wa" "$name-a-$r" "$fca" "$extra")
+		b=$(run_dsrlb "$capb" "$wb" "$name-b-$r" "$fcb" "$extra")
 		aw+=("${a% *}"); an+=("${a#* }"); bw+=("${b% *}"); bn+=("${b#* }")
 		rw+=("$(ratio "${b% *}" "${a% *}")"); rn+=("$(ratio "${b#* }" "${a#* }")")
 		sh+=("$(grep -o '"cpu_share":\[[^]]*\]' "$DIR/$name-b-$r.json" | cut -d: -f2)")
@@ -178,14 +178,19 @@ pair() {
 }
 
 # ratios: 1M flows against 64k (A: the 64k capture, default table; B: 1M
-# flows, 4M-entry table), one worker, alternated: what the flow table's
-# cache misses cost. Then two workers on two rx queues (the capture split
+# flows, 4M-entry table), one worker, alternated, with and without the load
+# balancer (--io): what the flow table's cache misses cost beyond the
+# capture's own. Then two workers on two rx queues (the capture split
 # by flow) against one, on the 64k capture: on a 2-CPU machine the workers
 # take both CPUs and the main lcore (and everything else on the host)
 # shares them.
 ratios() {
 	log "1m-vs-64k: A = 64k flows, B = 1M flows (one worker)"
 	pair 1m-vs-64k "$DIR/mix64.pcap" 0 1 "$DIR/mix64-1m.pcap" 4194304 1
+	# The same with --io (no flow table): what replaying a capture of 1M
+	# packets (a 1M-mbuf pool streamed from DRAM) costs by itself.
+	log "1m-vs-64k-io: the same with dsrlb --io"
+	pair 1m-vs-64k-io "$DIR/mix64.pcap" 0 1 "$DIR/mix64-1m.pcap" 4194304 1 --io
 	log "2w-vs-1w: A = one worker, B = two workers (64k flows)"
 	pair 2w-vs-1w "$DIR/mix64.pcap" 0 1 "$DIR/mix64.pcap" 0 2
 }
