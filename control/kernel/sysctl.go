@@ -2,9 +2,11 @@ package kernel
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/rs/zerolog"
 )
@@ -32,7 +34,14 @@ func setSysctls(n *nlHandle, log zerolog.Logger, ifname string, list []sysctl) e
 			if !s.optional {
 				return fmt.Errorf("tap %s: sysctl %s=%s: %w", ifname, s.path, s.value, err)
 			}
-			log.Warn().Err(err).Str("event", "sysctl_failed").Str("tap", ifname).Str("sysctl", s.path).Str("value", s.value).Msg("optional sysctl not set")
+			// A read-only /proc/sys is what a container without
+			// privileges has: expected there, not worth a warning on
+			// every start.
+			ev := log.Warn()
+			if errors.Is(err, syscall.EROFS) {
+				ev = log.Info()
+			}
+			ev.Err(err).Str("event", "sysctl_failed").Str("tap", ifname).Str("sysctl", s.path).Str("value", s.value).Msg("optional sysctl not set")
 		}
 		return nil
 	})
