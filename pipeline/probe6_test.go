@@ -1,0 +1,335 @@
+package pipeline_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"math/rand"
+	"net/netip"
+	"testing"
+
+	. "github.com/dsrlb/dsrlb/pipeline"
+	"github.com/dsrlb/dsrlb/pipeline/packet"
+	"github.com/dsrlb/dsrlb/pipeline/testpkt"
+)
+
+// probeSnapshot6 has IPv6 VIPs probed through the VIP, backend k (in
+// spec order) owning probe block k: l2 with two backends, v6-in-v6 ipip,
+// v6-in-v4 gre, and the IPv4 l2 service of probeSnapshot (block 4) to
+// check that a probe never crosses families.
+func probeSnapshot6(t testing.TB) *Snapshot {
+	t.Helper()
+	k := 0
+	be := func(id uint32, ip string, mac MAC) BackendSpec {
+		b := BackendSpec{ID: id, IP: netip.MustParseAddr(ip), Weight: 1, NextHop: mac,
+			ProbePort: uint16(ProbePortBase + k*ProbePortsPerTarget)}
+		k++
+		return b
+	}
+	s, err := NewSnapshot(SnapshotSpec{
+		Generation: 1,
+		Ports:      []PortSpec{{MAC: portMAC, IP: portIP, IP6: portIP6, MTU: 1500}},
+		Services: []ServiceSpec{
+			{ID: 0, Name: "l2v6", VIP: vip6L2, Proto: ProtoTCP, Port: 80, Mode: ModeL2, Backends: []BackendSpec{
+				be(0, "2001:db8:0:1::21", be1MAC), be(1, "2001:db8:0:1::22", MAC{2, 0, 0, 0, 0, 0x22})}},
+			{ID: 1, Name: "v6inv6", VIP: vip6IP, Proto: ProtoTCP, Port: 443, Mode: ModeIPIP, Backends: []BackendSpec{
+				be(2, "2001:db8:0:2::21", gwMAC)}},
+			{ID: 2, Name: "gre6in4", VIP: vip6GR4, Proto: ProtoUDP, Port: 53, Mode: ModeGRE, Backends: []BackendSpec{
+				be(3, "10.2.0.1", gwMAC)}},
+			{ID: 3, Name: "l2", VIP: vipL2, Proto: ProtoTCP, Port: 80, Mode: ModeL2, Backends: []BackendSpec{
+				be(4, "192.0.2.21", be1MAC)}},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// probe6From is a TCP SYN (UDP for proto 17) the probe namespace sends
+// from the port's IPv6 address and source port sport to vip:port.
+func probe6From(sport uint16, vip netip.Addr, proto uint8, port uint16) testpkt.Packet {
+	return testpkt.Packet{SrcMAC: probeMAC, DstMAC: portMAC, Src: portIP6, Dst: vip, Proto: proto,
+		SrcPort: sport, DstPort: port, TCPFlags: 0x02, TOS: 0x28, FlowLabel: 0xabcde}
+}
+
+// TestProbe6ToOneBackend: a probe to an IPv6 VIP goes to the one backend
+// its source port names, with that backend's headers (l2 MACs, an IPv6
+// envelope for an IPv6 backend, an IPv4 one for an IPv4 backend), checked
+// field by field; the probe inside is unchanged, and the flow table and
+// the clients' counters see nothing of it.
+func TestProbe6ToOneBackend(t *testing.T) {
+	s := probeSnapshot6(t)
+	port := func(k int) uint16 { return uint16(ProbePortBase + k*ProbePortsPerTarget) }
+	for _, tc := range []struct {
+		desc     string
+		in       testpkt.Packet
+		dstMAC   MAC
+		overhead int
+		outerDst string
+		backend  uint32 // ID
+	}{
+		{"l2 second backend", probe6From(port(1)+3, vip6L2, ProtoTCP, 80), MAC{2, 0, 0, 0, 0, 0x22}, 0, "", 1},
+		{"l2 first backend", probe6From(port(0)+1, vip6L2, ProtoTCP, 80), be1MAC, 0, "", 0},
+		{"ipip v6 in v6", probe6From(port(2)+2, vip6IP, ProtoTCP, 443), gwMAC, 40, "2001:db8:0:2::21", 2},
+		{"gre v6 in v4, udp", probe6From(port(3), vip6GR4, ProtoUDP, 53), gwMAC, 24, "10.2.0.1", 3},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			nic := &listPort{r: rand.New(rand.NewSource(1))}
+			probe := &listPort{r: rand.New(rand.NewSource(2)), frames: [][]byte{tc.in.Build()}}
+			c := runProbeWorker(s, WorkerPort{NIC: nic}, probe, probe)
+			if len(nic.sent) != 1 {
+				t.Fatalf("sent %d packets, want 1; drops %v", len(nic.sent), c.Drops)
+			}
+			got := nic.sent[0]
+			inner := tc.in.Build()[14:]
+			if !bytes.Equal(got[0:6], tc.dstMAC[:]) || !bytes.Equal(got[6:12], portMAC[:]) {
+				t.Errorf("MACs %x > %x, want %x > %x", got[6:12], got[0:6], portMAC, tc.dstMAC)
+			}
+			if len(got) != 14+tc.overhead+len(inner) || !bytes.Equal(got[14+tc.overhead:], inner) {
+				t.Errorf("probe changed:\n got %x\nwant %x", got[14+tc.overhead:], inner)
+			}
+			et := binary.BigEndian.Uint16(got[12:])
+			switch tc.overhead {
+			case 0:
+				if et != EtherTypeIPv6 {
+					t.Errorf("ethertype %#x, want IPv6", et)
+				}
+			case 40: // IPv6 envelope, next header 41
+				o := IPv6(got[14:])
+				src, _ := netip.AddrFromSlice(o[8:24])
+				dst, _ := netip.AddrFromSlice(o[24:40])
+				if et != EtherTypeIPv6 || o.Version() != 6 || o.NextHeader() != ProtoIPv6 || src != portIP6 ||
+					dst != netip.MustParseAddr(tc.outerDst) || int(o.PayloadLen()) != len(inner) || o.TrafficClass() != 0x28 || o.HopLimit() != 64 {
+					t.Errorf("envelope %#x: version %d next %d %v > %v payload %d tc %#x hop limit %d; want IPv6 41 %v > %s %d 0x28 64",
+						et, o.Version(), o.NextHeader(), src, dst, o.PayloadLen(), o.TrafficClass(), o.HopLimit(), portIP6, tc.outerDst, len(inner))
+				}
+			case 24: // IPv4 envelope, GRE 0x86dd
+				o := IPv4(got[14:])
+				if g := binary.BigEndian.Uint32(got[34:]); g != EtherTypeIPv6 {
+					t.Errorf("GRE header %#x, want 0x86dd", g)
+				}
+				if et != EtherTypeIPv4 || o.Protocol() != ProtoGRE || netip.AddrFrom4(o.Dst()) != netip.MustParseAddr(tc.outerDst) ||
+					netip.AddrFrom4(o.Src()) != portIP || Checksum(o[:20], 0) != 0 || int(o.TotalLen()) != len(inner)+24 ||
+					o.FlagsFrag()&IPv4FlagDF == 0 || o.TOS() != 0x28 {
+					t.Errorf("outer header %#x proto %d %v > %v len %d checksum %#x flags %#x tos %#x, want IPv4 GRE %v > %s len %d, valid, DF, 0x28",
+						et, o.Protocol(), netip.AddrFrom4(o.Src()), netip.AddrFrom4(o.Dst()), o.TotalLen(), Checksum(o[:20], 0), o.FlagsFrag(), o.TOS(),
+						portIP, tc.outerDst, len(inner)+24)
+				}
+			}
+			if c.ProbesSent != 1 || c.Backend(tc.backend).Probes != 1 {
+				t.Errorf("probes sent %d, to backend %d: %d; want 1 and 1", c.ProbesSent, tc.backend, c.Backend(tc.backend).Probes)
+			}
+			for id := range uint32(5) {
+				if b := c.Backend(id); b.Packets != 0 || b.NewFlows != 0 || (id != tc.backend && b.Probes != 0) {
+					t.Errorf("backend %d counters %+v, want no client packet and no probe", id, b)
+				}
+			}
+			if c.FlowEntries != 0 || c.FlowMisses != 0 || c.RxPackets != 0 {
+				t.Errorf("flow entries %d, misses %d, rx %d: a probe must not touch the flow table or the NIC counters",
+					c.FlowEntries, c.FlowMisses, c.RxPackets)
+			}
+		})
+	}
+}
+
+// TestProbe6Unmatched: what the probe port sends over IPv6 that names no
+// backend of its VIP (neighbour discovery, a router solicitation, another
+// family's block, an ephemeral port) is dropped, never sent anywhere.
+func TestProbe6Unmatched(t *testing.T) {
+	s := probeSnapshot6(t)
+	port := func(k int) uint16 { return uint16(ProbePortBase + k*ProbePortsPerTarget) }
+	nd := func(typ uint8, dst string) []byte {
+		return testpkt.Packet{SrcMAC: probeMAC, DstMAC: portMAC, Src: portIP6, Dst: netip.MustParseAddr(dst), Proto: ProtoICMPv6, ICMPType: typ, TTL: 255}.Build()
+	}
+	for _, tc := range []struct {
+		desc  string
+		frame []byte
+		want  DropReason
+	}{
+		{"source port below the range", probe6From(ProbePortBase-1, vip6L2, ProtoTCP, 80).Build(), DropProbeUnmatched},
+		{"source port of no backend", probe6From(port(5), vip6L2, ProtoTCP, 80).Build(), DropProbeUnmatched},
+		{"another VIP's backend", probe6From(port(2), vip6L2, ProtoTCP, 80).Build(), DropProbeUnmatched},
+		{"an IPv4 VIP's backend to an IPv6 VIP", probe6From(port(4), vip6L2, ProtoTCP, 80).Build(), DropProbeUnmatched},
+		{"an IPv6 VIP's backend to an IPv4 VIP", probeFrom(port(0), vipL2, 80).Build(), DropProbeUnmatched},
+		{"ephemeral port", probe6From(40000, vip6IP, ProtoTCP, 443).Build(), DropProbeUnmatched},
+		{"neighbour solicitation", nd(135, "ff02::1:ff00:21"), DropProbeUnmatched},
+		{"router solicitation", nd(133, "ff02::2"), DropProbeUnmatched},
+		{"payload length beyond the frame", func() []byte {
+			b := probe6From(port(0), vip6L2, ProtoTCP, 80).Build()
+			binary.BigEndian.PutUint16(b[14+4:], 200)
+			return b
+		}(), DropBadTotalLen},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			nic := &listPort{r: rand.New(rand.NewSource(1))}
+			probe := &listPort{r: rand.New(rand.NewSource(2)), frames: [][]byte{tc.frame}}
+			c := runProbeWorker(s, WorkerPort{NIC: nic}, probe, probe)
+			if len(nic.sent) != 0 || c.Drops[tc.want] != 1 || probe.freed != 1 || c.ProbesSent != 0 {
+				t.Errorf("sent %d, %s drops %d, freed %d, probes sent %d; want 0, 1, 1, 0; drops %v",
+					len(nic.sent), tc.want, c.Drops[tc.want], probe.freed, c.ProbesSent, c.Drops)
+			}
+		})
+	}
+	t.Run("next hop unresolved", func(t *testing.T) {
+		s, err := NewSnapshot(SnapshotSpec{Ports: []PortSpec{{MAC: portMAC, IP: portIP, IP6: portIP6, MTU: 1500}},
+			Services: []ServiceSpec{{Name: "l2v6", VIP: vip6L2, Proto: ProtoTCP, Port: 80, Mode: ModeL2, Backends: []BackendSpec{
+				{ID: 0, IP: netip.MustParseAddr("2001:db8:0:1::21"), Weight: 1, ProbePort: ProbePortBase}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nic := &listPort{r: rand.New(rand.NewSource(1))}
+		probe := &listPort{r: rand.New(rand.NewSource(2)), frames: [][]byte{probe6From(ProbePortBase, vip6L2, ProtoTCP, 80).Build()}}
+		c := runProbeWorker(s, WorkerPort{NIC: nic}, probe, probe)
+		if len(nic.sent) != 0 || c.Drops[DropNoRoute] != 1 {
+			t.Errorf("sent %d, no_route %d; want 0, 1", len(nic.sent), c.Drops[DropNoRoute])
+		}
+	})
+}
+
+// TestProbe6Replies: a backend's answer to a probe of an IPv6 VIP (from
+// the VIP to the port's IPv6 address at a probe port, or an ICMPv6 error
+// from the VIP) goes to the probe port, addressed to its MAC; neighbour
+// discovery and echo from a VIP, and everything else to the port's
+// address, still go to the kernel, and without probes nothing changes.
+func TestProbe6Replies(t *testing.T) {
+	reply := func(src netip.Addr, proto uint8, dport uint16) testpkt.Packet {
+		return testpkt.Packet{SrcMAC: be1MAC, DstMAC: portMAC, Src: src, Dst: portIP6, Proto: proto, SrcPort: 80, DstPort: dport, TCPFlags: 0x12}
+	}
+	icmp := func(typ uint8) testpkt.Packet {
+		return testpkt.Packet{SrcMAC: be1MAC, DstMAC: portMAC, Src: vip6L2, Dst: portIP6, Proto: ProtoICMPv6, ICMPType: typ, ICMPCode: 4, TTL: 255,
+			Payload: probe6From(ProbePortBase, vip6L2, ProtoUDP, 80).Build()[14 : 14+48]}
+	}
+	for _, tc := range []struct {
+		desc   string
+		snap   *Snapshot
+		in     testpkt.Packet
+		toProb bool
+	}{
+		{"syn-ack from the VIP to a probe port", probeSnapshot6(t), reply(vip6L2, ProtoTCP, ProbePortBase+1), true},
+		{"udp from a VIP to the last probe port", probeSnapshot6(t), reply(vip6GR4, ProtoUDP, ProbePortBase+MaxProbeTargets*ProbePortsPerTarget-1), true},
+		{"port unreachable from the VIP", probeSnapshot6(t), icmp(ICMPv6DestUnreachable), true},
+		{"neighbour solicitation from the VIP", probeSnapshot6(t), icmp(135), false},
+		{"echo request from the VIP", probeSnapshot6(t), icmp(ICMPv6EchoRequest), false},
+		{"from the VIP to a port above the range", probeSnapshot6(t), reply(vip6L2, ProtoTCP, ProbePortBase+MaxProbeTargets*ProbePortsPerTarget), false},
+		{"from the backend's own address", probeSnapshot6(t), reply(netip.MustParseAddr("2001:db8:0:1::21"), ProtoTCP, ProbePortBase+1), false},
+		{"no probes in the snapshot", testSnapshot6(t), reply(vip6L2, ProtoTCP, ProbePortBase+1), false},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			in := tc.in.Build()
+			nic := &listPort{r: rand.New(rand.NewSource(1)), frames: [][]byte{in}}
+			tap := &listPort{r: rand.New(rand.NewSource(3))}
+			probe := &listPort{r: rand.New(rand.NewSource(2))}
+			c := runProbeWorker(tc.snap, WorkerPort{NIC: nic, Tap: tap}, probe, nic)
+			if !tc.toProb {
+				if len(tap.sent) != 1 || len(probe.sent) != 0 || c.ProbeReplies != 0 {
+					t.Errorf("to the kernel %d, to the probe port %d, probe replies %d; want 1, 0, 0", len(tap.sent), len(probe.sent), c.ProbeReplies)
+				}
+				return
+			}
+			if len(probe.sent) != 1 || len(tap.sent) != 0 || c.ProbeReplies != 1 {
+				t.Fatalf("to the probe port %d, to the kernel %d, probe replies %d; want 1, 0, 1", len(probe.sent), len(tap.sent), c.ProbeReplies)
+			}
+			got := probe.sent[0]
+			if !bytes.Equal(got[0:6], probeMAC[:]) || !bytes.Equal(got[6:], in[6:]) {
+				t.Errorf("handed over %x, want %x with destination MAC %x", got, in, probeMAC)
+			}
+		})
+	}
+}
+
+// TestProbe6Looped: a probe an IPv6 backend without the VIP sends back (a
+// new flow from the port's IPv6 address to the VIP) is dropped, never
+// balanced to another backend; a snapshot without probes forwards it.
+func TestProbe6Looped(t *testing.T) {
+	looped := probe6From(ProbePortBase+1, vip6L2, ProtoTCP, 80)
+	looped.SrcMAC = be1MAC
+	for _, tc := range []struct {
+		desc string
+		snap *Snapshot
+		want Verdict
+	}{
+		{"with probes", probeSnapshot6(t), VerdictDrop},
+		{"without probes", testSnapshot6(t), VerdictTx},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			f, _, v, _ := process1(t, tc.snap, looped.Build())
+			if v != tc.want {
+				t.Fatalf("verdict %v, want %v (drops %v)", v, tc.want, f.C.Drops)
+			}
+			if tc.want == VerdictDrop && (f.C.Drops[DropProbeLooped] != 1 || f.Flows.Entries != 0 || f.C.Backends[0].NewFlows+f.C.Backends[1].NewFlows != 0) {
+				t.Errorf("probe_looped %d, flow entries %d, new flows %d/%d; want 1, 0, 0", f.C.Drops[DropProbeLooped], f.Flows.Entries,
+					f.C.Backends[0].NewFlows, f.C.Backends[1].NewFlows)
+			}
+		})
+	}
+}
+
+// TestProbeSource6: an IPv6 VIP's probes come from the egress port's IPv6
+// address, an IPv4 VIP's from its IPv4 address whatever the backend's
+// family; without an address of the VIP's family there is no source.
+func TestProbeSource6(t *testing.T) {
+	s := probeSnapshot6(t)
+	for _, tc := range []struct {
+		svc, backend string
+		want         netip.AddrPort
+	}{
+		{"l2v6", "2001:db8:0:1::22", netip.AddrPortFrom(portIP6, ProbePortBase+ProbePortsPerTarget)},
+		{"gre6in4", "10.2.0.1", netip.AddrPortFrom(portIP6, ProbePortBase+3*ProbePortsPerTarget)},
+		{"l2", "192.0.2.21", netip.AddrPortFrom(portIP, ProbePortBase+4*ProbePortsPerTarget)},
+	} {
+		if got, ok := s.ProbeSource(tc.svc, netip.MustParseAddr(tc.backend)); !ok || got != tc.want {
+			t.Errorf("%s %s: source %v %v, want %v", tc.svc, tc.backend, got, ok, tc.want)
+		}
+	}
+	v4in6, err := NewSnapshot(SnapshotSpec{Ports: []PortSpec{{MAC: portMAC, IP: portIP, IP6: portIP6, MTU: 1500}},
+		Services: []ServiceSpec{{Name: "v4inv6", VIP: vip4IP6, Proto: ProtoTCP, Port: 80, Mode: ModeIPIP,
+			Backends: []BackendSpec{{ID: 0, IP: netip.MustParseAddr("2001:db8:0:2::25"), Weight: 1, NextHop: gwMAC, ProbePort: ProbePortBase}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := v4in6.ProbeSource("v4inv6", netip.MustParseAddr("2001:db8:0:2::25")); !ok || got != netip.AddrPortFrom(portIP, ProbePortBase) {
+		t.Errorf("IPv4 VIP, IPv6 backend: source %v %v, want %v", got, ok, netip.AddrPortFrom(portIP, ProbePortBase))
+	}
+	no6, err := NewSnapshot(SnapshotSpec{Ports: []PortSpec{{MAC: portMAC, IP: portIP, MTU: 1500}},
+		Services: []ServiceSpec{{Name: "gre6in4", VIP: vip6GR4, Proto: ProtoTCP, Port: 80, Mode: ModeGRE,
+			Backends: []BackendSpec{{ID: 0, IP: netip.MustParseAddr("10.2.0.1"), Weight: 1, NextHop: gwMAC, ProbePort: ProbePortBase}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := no6.ProbeSource("gre6in4", netip.MustParseAddr("10.2.0.1")); ok {
+		t.Errorf("port without ip6: source %v, want none", got)
+	}
+}
+
+// TestProbeZeroAllocs6: the probe paths of IPv6 (an answer to the probe
+// port, a looped probe, a client's flow beside probes) allocate nothing.
+func TestProbeZeroAllocs6(t *testing.T) {
+	s := probeSnapshot6(t)
+	f := NewForwarder(1024, DefaultFlowTimeouts, 0)
+	f.Use(s)
+	looped := probe6From(ProbePortBase+1, vip6L2, ProtoTCP, 80)
+	looped.SrcMAC = be1MAC
+	frames := [][]byte{
+		testpkt.Packet{SrcMAC: be1MAC, DstMAC: portMAC, Src: vip6L2, Dst: portIP6, Proto: ProtoTCP, SrcPort: 80, DstPort: ProbePortBase, TCPFlags: 0x12}.Build(),
+		looped.Build(),
+		tcp6To(vip6IP, 443, 1).Build(),
+	}
+	want := []Verdict{VerdictProbe, VerdictDrop, VerdictTx}
+	pkts := make([]*packet.Packet, len(frames))
+	for i, fr := range frames {
+		pkts[i] = newPacket(fr)
+	}
+	allocs := testing.AllocsPerRun(200, func() {
+		for i, fr := range frames {
+			p := pkts[i]
+			copy(p.Buf[headroom:], fr)
+			p.Off, p.Len = headroom, len(fr)
+			if v, _ := f.Process(s, p, 0); v != want[i] {
+				t.Fatalf("frame %d: verdict %v, want %v", i, v, want[i])
+			}
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per run, want 0", allocs)
+	}
+}
