@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -117,5 +118,95 @@ func TestExplainUDPRefused(t *testing.T) {
 	want := "connection refused by the VIP: nothing listens on 192.0.2.1:53 on 10.1.2.3"
 	if got := explain(&cfg, netip.MustParseAddr("10.1.2.3"), err); got != want {
 		t.Errorf("explain(%v) = %q, want %q", err, got, want)
+	}
+}
+
+// TestHealthViaVIP6: tcp and udp monitors through an IPv6 VIP (::1 here,
+// loopback only; the backend 127.0.0.1 only names the target) dial tcp6
+// and udp6 from the IPv6 source ProbeSource gives, through ProbeDialer:
+// the backend sees the probe source ports.
+func TestHealthViaVIP6(t *testing.T) {
+	loopback6 := netip.MustParseAddr("::1")
+	l, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	t.Cleanup(func() { l.Close() })
+	var mu sync.Mutex
+	var froms []netip.AddrPort
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			froms = append(froms, netip.MustParseAddrPort(c.RemoteAddr().String()))
+			mu.Unlock()
+			c.Close()
+		}
+	}()
+	udp, err := net.ListenPacket("udp6", "[::1]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { udp.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := udp.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			froms = append(froms, netip.MustParseAddrPort(from.String()))
+			mu.Unlock()
+			udp.WriteTo(buf[:n], from)
+		}
+	}()
+	base := uint16(closedTCPPort(t))
+	var networks []string
+	opts := Options{
+		ProbeSource: func(tg Target, n uint32) (netip.AddrPort, bool) {
+			if tg.Service == "udp" {
+				return netip.AddrPortFrom(loopback6, base+2), true
+			}
+			return netip.AddrPortFrom(loopback6, base), true
+		},
+		ProbeDialer: func(ctx context.Context, network string, local, addr netip.AddrPort) (net.Conn, error) {
+			mu.Lock()
+			networks = append(networks, network)
+			mu.Unlock()
+			return DialFrom(ctx, network, local, addr)
+		},
+	}
+	via := func(typ Type, p int) Config {
+		c := fast(typ, p, 1, 1)
+		c.Via, c.VIP, c.Mode = ViaVIP, loopback6, "l2"
+		return *c
+	}
+	u := via(TypeUDP, portOf(t, udp.LocalAddr()))
+	u.Send, u.Receive = "PING", "PING"
+	ms, clk := newMonitors(t, opts)
+	ms.Update(map[Target]Config{{Service: "tcp", Backend: loopback}: via(TypeTCP, portOf(t, l.Addr())), {Service: "udp", Backend: loopback}: u})
+	probeRound(t, clk, 2)
+	for _, svc := range []string{"tcp", "udp"} {
+		if st := wantState(t, ms, svc, Up); st.Via != ViaVIP {
+			t.Errorf("%s: via %v", svc, st.Via)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	slices.Sort(networks)
+	if !slices.Equal(networks, []string{"tcp6", "udp6"}) {
+		t.Errorf("dialed %v, want tcp6 and udp6", networks)
+	}
+	for _, f := range froms {
+		if f.Addr() != loopback6 || f.Port() != base && f.Port() != base+2 {
+			t.Errorf("probe from %v, want [::1]:%d or :%d", f, base, base+2)
+		}
+	}
+	if len(froms) < 2 {
+		t.Errorf("the backends saw %d probes, want 2", len(froms))
 	}
 }
