@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -105,6 +106,29 @@ func TestExplain(t *testing.T) {
 			"no answer from 10.1.2.3 within 1s: is the host up?"},
 	} {
 		if got := explain(&tc.cfg, be, tc.err); got != tc.want {
+			t.Errorf("explain(%+v, %v):\n got %q\nwant %q", tc.cfg, tc.err, got, tc.want)
+		}
+	}
+}
+
+// TestExplain6: the reasons of probes through an IPv6 VIP bracket the
+// VIP with its port and name the backend, of either family.
+func TestExplain6(t *testing.T) {
+	vip := netip.MustParseAddr("2001:db8:100::1")
+	for _, tc := range []struct {
+		cfg  Config
+		be   string
+		err  error
+		want string
+	}{
+		{Config{Type: TypeHTTP, Port: 80, Via: ViaVIP, VIP: vip, Mode: "l2", Timeout: 500e6}, "2001:db8:0:1::21", context.DeadlineExceeded,
+			"no answer from the VIP [2001:db8:100::1]:80 through l2 within 500ms: check the VIP on lo of 2001:db8:0:1::21 (and that it answers from it)"},
+		{Config{Type: TypeTCP, Port: 443, Via: ViaVIP, VIP: vip, Mode: "gre", Timeout: 1e9}, "10.2.0.1", context.DeadlineExceeded,
+			"no answer from the VIP [2001:db8:100::1]:443 through gre within 1s: check the VIP on lo and the decapsulator on 10.2.0.1"},
+		{Config{Type: TypeUDP, Port: 53, Via: ViaVIP, VIP: vip, Mode: "ipip"}, "2001:db8:0:2::21", syscall.ECONNREFUSED,
+			"connection refused by the VIP: nothing listens on [2001:db8:100::1]:53 on 2001:db8:0:2::21"},
+	} {
+		if got := explain(&tc.cfg, netip.MustParseAddr(tc.be), tc.err); got != tc.want {
 			t.Errorf("explain(%+v, %v):\n got %q\nwant %q", tc.cfg, tc.err, got, tc.want)
 		}
 	}
