@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	. "github.com/dsrlb/dsrlb/pipeline"
-	"github.com/dsrlb/dsrlb/pipeline/packet"
 	"github.com/dsrlb/dsrlb/pipeline/testpkt"
 )
 
@@ -116,18 +115,7 @@ func TestProbe6ToOneBackend(t *testing.T) {
 						portIP, tc.outerDst, len(inner)+24)
 				}
 			}
-			if c.ProbesSent != 1 || c.Backend(tc.backend).Probes != 1 {
-				t.Errorf("probes sent %d, to backend %d: %d; want 1 and 1", c.ProbesSent, tc.backend, c.Backend(tc.backend).Probes)
-			}
-			for id := range uint32(5) {
-				if b := c.Backend(id); b.Packets != 0 || b.NewFlows != 0 || (id != tc.backend && b.Probes != 0) {
-					t.Errorf("backend %d counters %+v, want no client packet and no probe", id, b)
-				}
-			}
-			if c.FlowEntries != 0 || c.FlowMisses != 0 || c.RxPackets != 0 {
-				t.Errorf("flow entries %d, misses %d, rx %d: a probe must not touch the flow table or the NIC counters",
-					c.FlowEntries, c.FlowMisses, c.RxPackets)
-			}
+			checkOneProbe(t, c, tc.backend, 5)
 		})
 	}
 }
@@ -161,13 +149,7 @@ func TestProbe6Unmatched(t *testing.T) {
 		}(), DropBadTotalLen},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			nic := &listPort{r: rand.New(rand.NewSource(1))}
-			probe := &listPort{r: rand.New(rand.NewSource(2)), frames: [][]byte{tc.frame}}
-			c := runProbeWorker(s, WorkerPort{NIC: nic}, probe, probe)
-			if len(nic.sent) != 0 || c.Drops[tc.want] != 1 || probe.freed != 1 || c.ProbesSent != 0 {
-				t.Errorf("sent %d, %s drops %d, freed %d, probes sent %d; want 0, 1, 1, 0; drops %v",
-					len(nic.sent), tc.want, c.Drops[tc.want], probe.freed, c.ProbesSent, c.Drops)
-			}
+			checkProbeDropped(t, s, tc.frame, tc.want)
 		})
 	}
 	t.Run("next hop unresolved", func(t *testing.T) {
@@ -177,12 +159,7 @@ func TestProbe6Unmatched(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		nic := &listPort{r: rand.New(rand.NewSource(1))}
-		probe := &listPort{r: rand.New(rand.NewSource(2)), frames: [][]byte{probe6From(ProbePortBase, vip6L2, ProtoTCP, 80).Build()}}
-		c := runProbeWorker(s, WorkerPort{NIC: nic}, probe, probe)
-		if len(nic.sent) != 0 || c.Drops[DropNoRoute] != 1 {
-			t.Errorf("sent %d, no_route %d; want 0, 1", len(nic.sent), c.Drops[DropNoRoute])
-		}
+		checkProbeDropped(t, s, probe6From(ProbePortBase, vip6L2, ProtoTCP, 80).Build(), DropNoRoute)
 	})
 }
 
@@ -215,24 +192,7 @@ func TestProbe6Replies(t *testing.T) {
 		{"no probes in the snapshot", testSnapshot6(t), reply(vip6L2, ProtoTCP, ProbePortBase+1), false},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			in := tc.in.Build()
-			nic := &listPort{r: rand.New(rand.NewSource(1)), frames: [][]byte{in}}
-			tap := &listPort{r: rand.New(rand.NewSource(3))}
-			probe := &listPort{r: rand.New(rand.NewSource(2))}
-			c := runProbeWorker(tc.snap, WorkerPort{NIC: nic, Tap: tap}, probe, nic)
-			if !tc.toProb {
-				if len(tap.sent) != 1 || len(probe.sent) != 0 || c.ProbeReplies != 0 {
-					t.Errorf("to the kernel %d, to the probe port %d, probe replies %d; want 1, 0, 0", len(tap.sent), len(probe.sent), c.ProbeReplies)
-				}
-				return
-			}
-			if len(probe.sent) != 1 || len(tap.sent) != 0 || c.ProbeReplies != 1 {
-				t.Fatalf("to the probe port %d, to the kernel %d, probe replies %d; want 1, 0, 1", len(probe.sent), len(tap.sent), c.ProbeReplies)
-			}
-			got := probe.sent[0]
-			if !bytes.Equal(got[0:6], probeMAC[:]) || !bytes.Equal(got[6:], in[6:]) {
-				t.Errorf("handed over %x, want %x with destination MAC %x", got, in, probeMAC)
-			}
+			checkHandedOver(t, tc.snap, tc.in.Build(), tc.toProb)
 		})
 	}
 }
@@ -252,14 +212,7 @@ func TestProbe6Looped(t *testing.T) {
 		{"without probes", testSnapshot6(t), VerdictTx},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			f, _, v, _ := process1(t, tc.snap, looped.Build())
-			if v != tc.want {
-				t.Fatalf("verdict %v, want %v (drops %v)", v, tc.want, f.C.Drops)
-			}
-			if tc.want == VerdictDrop && (f.C.Drops[DropProbeLooped] != 1 || f.Flows.Entries != 0 || f.C.Backends[0].NewFlows+f.C.Backends[1].NewFlows != 0) {
-				t.Errorf("probe_looped %d, flow entries %d, new flows %d/%d; want 1, 0, 0", f.C.Drops[DropProbeLooped], f.Flows.Entries,
-					f.C.Backends[0].NewFlows, f.C.Backends[1].NewFlows)
-			}
+			checkLooped(t, tc.snap, looped.Build(), tc.want)
 		})
 	}
 }
@@ -314,22 +267,5 @@ func TestProbeZeroAllocs6(t *testing.T) {
 		looped.Build(),
 		tcp6To(vip6IP, 443, 1).Build(),
 	}
-	want := []Verdict{VerdictProbe, VerdictDrop, VerdictTx}
-	pkts := make([]*packet.Packet, len(frames))
-	for i, fr := range frames {
-		pkts[i] = newPacket(fr)
-	}
-	allocs := testing.AllocsPerRun(200, func() {
-		for i, fr := range frames {
-			p := pkts[i]
-			copy(p.Buf[headroom:], fr)
-			p.Off, p.Len = headroom, len(fr)
-			if v, _ := f.Process(s, p, 0); v != want[i] {
-				t.Fatalf("frame %d: verdict %v, want %v", i, v, want[i])
-			}
-		}
-	})
-	if allocs != 0 {
-		t.Errorf("%v allocations per run, want 0", allocs)
-	}
+	checkZeroAllocs(t, f, s, frames, []Verdict{VerdictProbe, VerdictDrop, VerdictTx})
 }

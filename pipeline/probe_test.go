@@ -85,6 +85,79 @@ func pollAll(w *Worker, ports ...*listPort) {
 	}
 }
 
+// checkOneProbe checks c after one probe to backend (ID) of a snapshot
+// of n backends: counted as a probe of that backend only, and no client
+// packet, flow table entry or NIC packet.
+func checkOneProbe(t *testing.T, c Counters, backend uint32, n int) {
+	t.Helper()
+	if c.ProbesSent != 1 || c.Backend(backend).Probes != 1 {
+		t.Errorf("probes sent %d, to backend %d: %d; want 1 and 1", c.ProbesSent, backend, c.Backend(backend).Probes)
+	}
+	for id := range uint32(n) {
+		if b := c.Backend(id); b.Packets != 0 || b.NewFlows != 0 || (id != backend && b.Probes != 0) {
+			t.Errorf("backend %d counters %+v, want no client packet and no probe", id, b)
+		}
+	}
+	if c.FlowEntries != 0 || c.FlowMisses != 0 || c.RxPackets != 0 {
+		t.Errorf("flow entries %d, misses %d, rx %d: a probe must not touch the flow table or the NIC counters",
+			c.FlowEntries, c.FlowMisses, c.RxPackets)
+	}
+}
+
+// checkProbeDropped sends frame from the probe port and checks that it
+// is dropped for want, freed, and nothing is sent.
+func checkProbeDropped(t *testing.T, s *Snapshot, frame []byte, want DropReason) {
+	t.Helper()
+	nic := &listPort{r: rand.New(rand.NewSource(1))}
+	probe := &listPort{r: rand.New(rand.NewSource(2)), frames: [][]byte{frame}}
+	c := runProbeWorker(s, WorkerPort{NIC: nic}, probe, probe)
+	if len(nic.sent) != 0 || c.Drops[want] != 1 || probe.freed != 1 || c.ProbesSent != 0 {
+		t.Errorf("sent %d, %s drops %d, freed %d, probes sent %d; want 0, 1, 1, 0; drops %v",
+			len(nic.sent), want, c.Drops[want], probe.freed, c.ProbesSent, c.Drops)
+	}
+}
+
+// checkHandedOver receives in on the NIC and checks where it goes: to the
+// probe port, addressed to its MAC and counted as a probe reply, when
+// toProbe, else to the kernel.
+func checkHandedOver(t *testing.T, s *Snapshot, in []byte, toProbe bool) {
+	t.Helper()
+	nic := &listPort{r: rand.New(rand.NewSource(1)), frames: [][]byte{in}}
+	tap := &listPort{r: rand.New(rand.NewSource(3))}
+	probe := &listPort{r: rand.New(rand.NewSource(2))}
+	c := runProbeWorker(s, WorkerPort{NIC: nic, Tap: tap}, probe, nic)
+	if !toProbe {
+		if len(tap.sent) != 1 || len(probe.sent) != 0 || c.ProbeReplies != 0 {
+			t.Errorf("to the kernel %d, to the probe port %d, probe replies %d; want 1, 0, 0", len(tap.sent), len(probe.sent), c.ProbeReplies)
+		}
+		return
+	}
+	if len(probe.sent) != 1 || len(tap.sent) != 0 || c.ProbeReplies != 1 {
+		t.Fatalf("to the probe port %d, to the kernel %d, probe replies %d; want 1, 0, 1", len(probe.sent), len(tap.sent), c.ProbeReplies)
+	}
+	got := probe.sent[0]
+	if !bytes.Equal(got[0:6], probeMAC[:]) || !bytes.Equal(got[6:], in[6:]) {
+		t.Errorf("handed over %x, want %x with destination MAC %x", got, in, probeMAC)
+	}
+}
+
+// checkLooped processes frame, a probe that came back from a backend, on
+// s: want VerdictDrop (probe_looped, no flow, no new flow on backends 0
+// and 1) with probes in s, VerdictTx without.
+func checkLooped(t *testing.T, s *Snapshot, frame []byte, want Verdict) {
+	t.Helper()
+	f := NewForwarder(1024, DefaultFlowTimeouts, 0)
+	f.Use(s)
+	v, _ := f.Process(s, newPacket(frame), 0)
+	if v != want {
+		t.Fatalf("verdict %v, want %v (drops %v)", v, want, f.C.Drops)
+	}
+	if want == VerdictDrop && (f.C.Drops[DropProbeLooped] != 1 || f.Flows.Entries != 0 || f.C.Backends[0].NewFlows+f.C.Backends[1].NewFlows != 0) {
+		t.Errorf("probe_looped %d, flow entries %d, new flows %d/%d; want 1, 0, 0", f.C.Drops[DropProbeLooped], f.Flows.Entries,
+			f.C.Backends[0].NewFlows, f.C.Backends[1].NewFlows)
+	}
+}
+
 // TestProbeToOneBackend: a probe from the probe port goes to the one
 // backend its source port names, with that backend's headers (l2 MACs,
 // ipip or gre envelope), whatever the backend's health; the flow table,
@@ -136,18 +209,7 @@ func TestProbeToOneBackend(t *testing.T) {
 						proto, portIP, tc.outerDst, len(inner)+tc.overhead)
 				}
 			}
-			if c.ProbesSent != 1 || c.Backend(tc.backend).Probes != 1 {
-				t.Errorf("probes sent %d, to backend %d: %d; want 1 and 1", c.ProbesSent, tc.backend, c.Backend(tc.backend).Probes)
-			}
-			for id := range uint32(5) {
-				if b := c.Backend(id); b.Packets != 0 || b.NewFlows != 0 || (id != tc.backend && b.Probes != 0) {
-					t.Errorf("backend %d counters %+v, want no client packet and no probe", id, b)
-				}
-			}
-			if c.FlowEntries != 0 || c.FlowMisses != 0 || c.RxPackets != 0 {
-				t.Errorf("flow entries %d, misses %d, rx %d: a probe must not touch the flow table or the NIC counters",
-					c.FlowEntries, c.FlowMisses, c.RxPackets)
-			}
+			checkOneProbe(t, c, tc.backend, 5)
 		})
 	}
 }
@@ -171,12 +233,7 @@ func TestProbeUnmatched(t *testing.T) {
 		{"next hop unresolved", probeFrom(ProbePortBase+2*ProbePortsPerTarget, vipIPIP, 53).Build(), DropNoRoute},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			nic := &listPort{r: rand.New(rand.NewSource(1))}
-			probe := &listPort{r: rand.New(rand.NewSource(2)), frames: [][]byte{tc.frame}}
-			c := runProbeWorker(s, WorkerPort{NIC: nic}, probe, probe)
-			if len(nic.sent) != 0 || c.Drops[tc.want] != 1 || probe.freed != 1 || c.ProbesSent != 0 {
-				t.Errorf("sent %d, %s drops %d, freed %d, probes sent %d; want 0, 1, 1, 0", len(nic.sent), tc.want, c.Drops[tc.want], probe.freed, c.ProbesSent)
-			}
+			checkProbeDropped(t, s, tc.frame, tc.want)
 		})
 	}
 }
@@ -202,24 +259,7 @@ func TestProbeReplies(t *testing.T) {
 		{"no probes in the snapshot", testSnapshot(t), replyTo(vipL2, ProbePortBase+1), false},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			in := tc.in.Build()
-			nic := &listPort{r: rand.New(rand.NewSource(1)), frames: [][]byte{in}}
-			tap := &listPort{r: rand.New(rand.NewSource(3))}
-			probe := &listPort{r: rand.New(rand.NewSource(2))}
-			c := runProbeWorker(tc.snap, WorkerPort{NIC: nic, Tap: tap}, probe, nic)
-			if !tc.toProb {
-				if len(tap.sent) != 1 || len(probe.sent) != 0 || c.ProbeReplies != 0 {
-					t.Errorf("to the kernel %d, to the probe port %d, probe replies %d; want 1, 0, 0", len(tap.sent), len(probe.sent), c.ProbeReplies)
-				}
-				return
-			}
-			if len(probe.sent) != 1 || len(tap.sent) != 0 || c.ProbeReplies != 1 {
-				t.Fatalf("to the probe port %d, to the kernel %d, probe replies %d; want 1, 0, 1", len(probe.sent), len(tap.sent), c.ProbeReplies)
-			}
-			got := probe.sent[0]
-			if !bytes.Equal(got[0:6], probeMAC[:]) || !bytes.Equal(got[6:], in[6:]) {
-				t.Errorf("handed over %x, want %x with destination MAC %x", got, in, probeMAC)
-			}
+			checkHandedOver(t, tc.snap, tc.in.Build(), tc.toProb)
 		})
 	}
 }
@@ -266,16 +306,7 @@ func TestProbeLooped(t *testing.T) {
 		{"without probes", testSnapshot(t), VerdictTx},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			f := NewForwarder(1024, DefaultFlowTimeouts, 0)
-			f.Use(tc.snap)
-			v, _ := f.Process(tc.snap, newPacket(looped.Build()), 0)
-			if v != tc.want {
-				t.Fatalf("verdict %v, want %v", v, tc.want)
-			}
-			if tc.want == VerdictDrop && (f.C.Drops[DropProbeLooped] != 1 || f.Flows.Entries != 0 || f.C.Backends[0].NewFlows+f.C.Backends[1].NewFlows != 0) {
-				t.Errorf("probe_looped %d, flow entries %d, new flows %d/%d; want 1, 0, 0", f.C.Drops[DropProbeLooped], f.Flows.Entries,
-					f.C.Backends[0].NewFlows, f.C.Backends[1].NewFlows)
-			}
+			checkLooped(t, tc.snap, looped.Build(), tc.want)
 		})
 	}
 }

@@ -170,24 +170,12 @@ func TestHealthViaVIP6(t *testing.T) {
 			c.Close()
 		}
 	}()
-	udp, err := net.ListenPacket("udp6", "[::1]:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { udp.Close() })
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := udp.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			froms = append(froms, netip.MustParseAddrPort(from.String()))
-			mu.Unlock()
-			udp.WriteTo(buf[:n], from)
-		}
-	}()
+	udp := serveUDP(t, "udp6", "[::1]:0", func(b []byte, from net.Addr) []byte {
+		mu.Lock()
+		froms = append(froms, netip.MustParseAddrPort(from.String()))
+		mu.Unlock()
+		return b
+	})
 	base := uint16(closedTCPPort(t))
 	var networks []string
 	opts := Options{
