@@ -1,9 +1,7 @@
 package pipeline_test
 
 import (
-	"bytes"
 	"encoding/binary"
-	"math/rand"
 	"net/netip"
 	"testing"
 
@@ -73,20 +71,7 @@ func TestProbe6ToOneBackend(t *testing.T) {
 		{"gre v6 in v4, udp", probe6From(port(3), vip6GR4, ProtoUDP, 53), gwMAC, 24, "10.2.0.1", 3},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			nic := &listPort{r: rand.New(rand.NewSource(1))}
-			probe := &listPort{r: rand.New(rand.NewSource(2)), frames: [][]byte{tc.in.Build()}}
-			c := runProbeWorker(s, WorkerPort{NIC: nic}, probe, probe)
-			if len(nic.sent) != 1 {
-				t.Fatalf("sent %d packets, want 1; drops %v", len(nic.sent), c.Drops)
-			}
-			got := nic.sent[0]
-			inner := tc.in.Build()[14:]
-			if !bytes.Equal(got[0:6], tc.dstMAC[:]) || !bytes.Equal(got[6:12], portMAC[:]) {
-				t.Errorf("MACs %x > %x, want %x > %x", got[6:12], got[0:6], portMAC, tc.dstMAC)
-			}
-			if len(got) != 14+tc.overhead+len(inner) || !bytes.Equal(got[14+tc.overhead:], inner) {
-				t.Errorf("probe changed:\n got %x\nwant %x", got[14+tc.overhead:], inner)
-			}
+			got, inner, c := sendOneProbe(t, s, tc.in, tc.dstMAC, tc.overhead)
 			et := binary.BigEndian.Uint16(got[12:])
 			switch tc.overhead {
 			case 0:
@@ -193,26 +178,6 @@ func TestProbe6Replies(t *testing.T) {
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			checkHandedOver(t, tc.snap, tc.in.Build(), tc.toProb)
-		})
-	}
-}
-
-// TestProbe6Looped: a probe an IPv6 backend without the VIP sends back (a
-// new flow from the port's IPv6 address to the VIP) is dropped, never
-// balanced to another backend; a snapshot without probes forwards it.
-func TestProbe6Looped(t *testing.T) {
-	looped := probe6From(ProbePortBase+1, vip6L2, ProtoTCP, 80)
-	looped.SrcMAC = be1MAC
-	for _, tc := range []struct {
-		desc string
-		snap *Snapshot
-		want Verdict
-	}{
-		{"with probes", probeSnapshot6(t), VerdictDrop},
-		{"without probes", testSnapshot6(t), VerdictTx},
-	} {
-		t.Run(tc.desc, func(t *testing.T) {
-			checkLooped(t, tc.snap, looped.Build(), tc.want)
 		})
 	}
 }

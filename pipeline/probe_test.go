@@ -85,6 +85,28 @@ func pollAll(w *Worker, ports ...*listPort) {
 	}
 }
 
+// sendOneProbe sends in from the probe port on s and checks that one
+// frame leaves, from the port's MAC to dstMAC, with the probe unchanged
+// behind overhead bytes of envelope; it returns that frame, the probe's
+// IP packet and the worker's counters.
+func sendOneProbe(t *testing.T, s *Snapshot, in testpkt.Packet, dstMAC MAC, overhead int) (got, inner []byte, c Counters) {
+	t.Helper()
+	nic := &listPort{r: rand.New(rand.NewSource(1))}
+	probe := &listPort{r: rand.New(rand.NewSource(2)), frames: [][]byte{in.Build()}}
+	c = runProbeWorker(s, WorkerPort{NIC: nic}, probe, probe)
+	if len(nic.sent) != 1 {
+		t.Fatalf("sent %d packets, want 1; drops %v", len(nic.sent), c.Drops)
+	}
+	got, inner = nic.sent[0], in.Build()[14:]
+	if !bytes.Equal(got[0:6], dstMAC[:]) || !bytes.Equal(got[6:12], portMAC[:]) {
+		t.Errorf("MACs %x > %x, want %x > %x", got[6:12], got[0:6], portMAC, dstMAC)
+	}
+	if len(got) != 14+overhead+len(inner) || !bytes.Equal(got[14+overhead:], inner) {
+		t.Errorf("probe changed:\n got %x\nwant %x", got[min(14+overhead, len(got)):], inner)
+	}
+	return got, inner, c
+}
+
 // checkOneProbe checks c after one probe to backend (ID) of a snapshot
 // of n backends: counted as a probe of that backend only, and no client
 // packet, flow table entry or NIC packet.
@@ -179,20 +201,7 @@ func TestProbeToOneBackend(t *testing.T) {
 		{"gre", probeFrom(port(4)+2, vipGRE, 8443), gwMAC, 24, "10.2.0.1", 4},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			nic := &listPort{r: rand.New(rand.NewSource(1))}
-			probe := &listPort{r: rand.New(rand.NewSource(2)), frames: [][]byte{tc.in.Build()}}
-			c := runProbeWorker(s, WorkerPort{NIC: nic}, probe, probe)
-			if len(nic.sent) != 1 {
-				t.Fatalf("sent %d packets, want 1; drops %v", len(nic.sent), c.Drops)
-			}
-			got := nic.sent[0]
-			inner := tc.in.Build()[14:]
-			if !bytes.Equal(got[0:6], tc.dstMAC[:]) || !bytes.Equal(got[6:12], portMAC[:]) {
-				t.Errorf("MACs %x > %x, want %x > %x", got[6:12], got[0:6], portMAC, tc.dstMAC)
-			}
-			if !bytes.Equal(got[14+tc.overhead:], inner) {
-				t.Errorf("probe changed:\n got %x\nwant %x", got[14+tc.overhead:], inner)
-			}
+			got, inner, c := sendOneProbe(t, s, tc.in, tc.dstMAC, tc.overhead)
 			if tc.overhead > 0 {
 				o := IPv4(got[14:])
 				proto := uint8(ProtoIPIP)
@@ -293,20 +302,26 @@ func TestProbeSnapshotErrors(t *testing.T) {
 // TestProbeLooped: a probe a backend without the VIP sends back to the
 // appliance (it forwards what it does not own: a new flow from the port
 // address to the VIP) is dropped, never balanced to another backend; a
-// snapshot without probes forwards it as before.
+// snapshot without probes forwards it as before. The same over IPv6 (from
+// the port's IPv6 address to an IPv6 VIP).
 func TestProbeLooped(t *testing.T) {
 	looped := probeFrom(ProbePortBase+1, vipL2, 80)
 	looped.SrcMAC = be1MAC
+	looped6 := probe6From(ProbePortBase+1, vip6L2, ProtoTCP, 80)
+	looped6.SrcMAC = be1MAC
 	for _, tc := range []struct {
 		desc string
 		snap *Snapshot
+		in   testpkt.Packet
 		want Verdict
 	}{
-		{"with probes", probeSnapshot(t), VerdictDrop},
-		{"without probes", testSnapshot(t), VerdictTx},
+		{"with probes", probeSnapshot(t), looped, VerdictDrop},
+		{"without probes", testSnapshot(t), looped, VerdictTx},
+		{"IPv6 with probes", probeSnapshot6(t), looped6, VerdictDrop},
+		{"IPv6 without probes", testSnapshot6(t), looped6, VerdictTx},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			checkLooped(t, tc.snap, looped.Build(), tc.want)
+			checkLooped(t, tc.snap, tc.in.Build(), tc.want)
 		})
 	}
 }

@@ -219,6 +219,23 @@ func checkProbeSources(ctx context.Context, t *testing.T, w *nsbed.ProbeWatch, a
 	}
 }
 
+// vipOffLoL2 is the fault of an L2 bed's VIP vip (either family) removed
+// from lo on backend be, which the services know by its address of vip's
+// family.
+func vipOffLoL2(be *nsbed.Backend, vip netip.Addr) viaFault {
+	pfx := netip.PrefixFrom(vip, vip.BitLen()).String()
+	lo := func(op string) func() error {
+		return func() error { _, err := be.NS.Run("ip", "addr", op, pfx, "dev", "lo"); return err }
+	}
+	f := viaFault{name: "VIP removed from lo", apply: lo("del"), undo: lo("add"),
+		reason:  fmt.Sprintf("no answer from the VIP %s through l2", netip.AddrPortFrom(vip, 80)),
+		missing: fmt.Sprintf("VIP %s on lo", pfx)}
+	if vip.Is6() {
+		f.name, f.ip = "IPv6 VIP removed from lo", be.IP6
+	}
+	return f
+}
+
 // TestHealthViaVIPL2: in L2 DSR a backend without the VIP on lo (its own
 // address still answers) is taken down by the monitor through the VIP
 // and not by the one of its own address.
@@ -232,14 +249,7 @@ func TestHealthViaVIPL2(t *testing.T) {
 		t.Fatal(err)
 	}
 	be := l.Backends[0]
-	vip := nsbed.L2VIP.String() + "/32"
-	checkViaFault(ctx, t, l.Appliance, l.Client, l.Client, l.URL("/"), "web", "echo", l.Backends, be, viaFault{
-		name:    "VIP removed from lo",
-		apply:   func() error { _, err := be.NS.Run("ip", "addr", "del", vip, "dev", "lo"); return err },
-		undo:    func() error { _, err := be.NS.Run("ip", "addr", "add", vip, "dev", "lo"); return err },
-		reason:  fmt.Sprintf("no answer from the VIP %s:80 through l2", nsbed.L2VIP),
-		missing: fmt.Sprintf("VIP %s/32 on lo", nsbed.L2VIP),
-	})
+	checkViaFault(ctx, t, l.Appliance, l.Client, l.Client, l.URL("/"), "web", "echo", l.Backends, be, vipOffLoL2(be, nsbed.L2VIP))
 	checkProbeSources(ctx, t, w, l.Appliance, nsbed.L2VIP)
 }
 
@@ -262,15 +272,7 @@ func TestHealthViaVIPL2IPv6(t *testing.T) {
 		t.Fatal(err)
 	}
 	be := l.Backends[0]
-	vip := nsbed.L2VIP6.String() + "/128"
-	checkViaFault(ctx, t, l.Appliance, l.Client, l.Client, l.URL6("/"), "web6", "echo6", l.Backends, be, viaFault{
-		name:    "IPv6 VIP removed from lo",
-		ip:      be.IP6,
-		apply:   func() error { _, err := be.NS.Run("ip", "-6", "addr", "del", vip, "dev", "lo"); return err },
-		undo:    func() error { _, err := be.NS.Run("ip", "-6", "addr", "add", vip, "dev", "lo"); return err },
-		reason:  fmt.Sprintf("no answer from the VIP %s through l2", netip.AddrPortFrom(nsbed.L2VIP6, 80)),
-		missing: fmt.Sprintf("VIP %s on lo", vip),
-	})
+	checkViaFault(ctx, t, l.Appliance, l.Client, l.Client, l.URL6("/"), "web6", "echo6", l.Backends, be, vipOffLoL2(be, nsbed.L2VIP6))
 	checkProbeSources(ctx, t, w6, l.Appliance, nsbed.L2VIP6)
 	checkProbeSources(ctx, t, w4, l.Appliance, nsbed.L2VIP)
 }
