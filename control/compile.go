@@ -211,7 +211,7 @@ func (t *Typed) NextHops() []netip.Addr {
 // config state and health. portMACs are the ports' actual MACs.
 func Compile(gen uint64, t *Typed, ids *IDs, portMACs []pipeline.MAC, nb Neighbors, hv HealthView) pipeline.SnapshotSpec {
 	ids.retain(t)
-	spec := pipeline.SnapshotSpec{Generation: gen, MaglevSize: t.MaglevSz, MaglevSeed: t.Seed}
+	spec := pipeline.SnapshotSpec{Generation: gen, MaglevSize: t.MaglevSz, MaglevSeed: t.Seed, NewFlowsPerSecond: t.FlowRate}
 	for i, p := range t.Ports {
 		mac := p.MAC
 		if mac.IsZero() && i < len(portMACs) {
@@ -224,6 +224,10 @@ func Compile(gen uint64, t *Typed, ids *IDs, portMACs []pipeline.MAC, nb Neighbo
 		viaVIP := s.Health != nil && s.Health.ProbesVia() == health.ViaVIP
 		if s.Health != nil && s.Health.Passive.On() {
 			ss.SynRetries = uint8(s.Health.Passive.SynRetries)
+		}
+		if s.NewFlowLimit > 0 { // split over the workers, rounded up
+			w := uint32(max(t.Workers, 1))
+			ss.NewFlowsPerSecond = (s.NewFlowLimit + w - 1) / w
 		}
 		for _, b := range s.Backends {
 			hop, port := t.NextHop(b.IP)

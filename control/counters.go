@@ -84,6 +84,10 @@ var TotalCounters = []Counter[pipeline.Counters, v1.Stats]{
 		func(c *pipeline.Counters) uint64 { return c.FlowExpired }, func(s *v1.Stats) *uint64 { return &s.Flows.Expired }},
 	{"flow_remapped_total", "Flows moved because their backend went down or left.", KindCounter,
 		func(c *pipeline.Counters) uint64 { return c.FlowRemapped }, func(s *v1.Stats) *uint64 { return &s.Flows.Remapped }},
+	{"flow_stateless_total", "Packets of new flows forwarded by Maglev without a flow entry (over flows.new_flows_per_second, or the table full).", KindCounter,
+		func(c *pipeline.Counters) uint64 { return c.FlowStateless }, func(s *v1.Stats) *uint64 { return &s.Flows.Stateless }},
+	{"flow_table_full_total", "New flows that found every way of their bucket held by an established flow (never evicted).", KindCounter,
+		func(c *pipeline.Counters) uint64 { return c.FlowTableFull }, func(s *v1.Stats) *uint64 { return &s.Flows.TableFull }},
 }
 
 // WorkerCounters are one worker's counters, labelled "worker" in metrics.
@@ -111,6 +115,8 @@ var ServiceCounters = []Counter[pipeline.ServiceCounters, v1.ServiceStats]{
 		func(c *pipeline.ServiceCounters) uint64 { return c.Bytes }, func(s *v1.ServiceStats) *uint64 { return &s.Bytes }},
 	{"service_no_backend_drops_total", "Packets of the service dropped because no backend took new flows.", KindCounter,
 		func(c *pipeline.ServiceCounters) uint64 { return c.NoBackend }, func(s *v1.ServiceStats) *uint64 { return &s.NoBackend }},
+	{"service_new_flow_limit_drops_total", "New flows of the service dropped over limits.new_flows_per_second.", KindCounter,
+		func(c *pipeline.ServiceCounters) uint64 { return c.NewFlowLimited }, func(s *v1.ServiceStats) *uint64 { return &s.NewFlowLimited }},
 }
 
 // BackendCounters are one backend's counters, labelled "service" and

@@ -23,6 +23,8 @@ type Typed struct {
 	Services  []TypedService
 	FlowCap   int
 	Timeouts  pipeline.FlowTimeouts
+	// FlowRate is flows.new_flows_per_second (per worker), 0 for none.
+	FlowRate  uint32
 	MaglevSz  uint32
 	Seed      uint32
 	APIListen string
@@ -85,6 +87,9 @@ type TypedService struct {
 	Backends   []TypedBackend
 	MinHealthy int
 	Health     *health.Config // nil: not monitored
+	// NewFlowLimit is limits.new_flows_per_second, for the whole
+	// appliance; 0 for none.
+	NewFlowLimit uint32
 }
 
 // TypedBackend is a validated backend.
@@ -517,6 +522,9 @@ func (t *Typed) validateService(s *Service, f fieldPath, own map[netip.Addr]stri
 	if ts.MinHealthy == 0 {
 		ts.MinHealthy = 1
 	}
+	if s.Limits != nil {
+		ts.NewFlowLimit = validateRate(s.Limits.NewFlowsPerSecond, f.key("limits").key("new_flows_per_second"), l)
+	}
 	if s.Health != nil {
 		ts.Health = validateHealth(s.Health, f.key("health"), s.Port, portOK, l)
 		ts.Health.VIP, ts.Health.Mode = ts.VIP, s.Mode
@@ -607,6 +615,7 @@ func (t *Typed) validateFlows(fl *Flows, l *errList) {
 	if t.FlowCap < 1024 || t.FlowCap > 1<<26 {
 		l.add(f.key("capacity"), "must be 1024..%d, got %d", 1<<26, fl.Capacity)
 	}
+	t.FlowRate = validateRate(fl.NewFlowsPerSecond, f.key("new_flows_per_second"), l)
 	t.Timeouts = pipeline.DefaultFlowTimeouts
 	for _, d := range []struct {
 		name string
@@ -625,6 +634,19 @@ func (t *Typed) validateFlows(fl *Flows, l *errList) {
 			*d.out = time.Duration(d.in)
 		}
 	}
+}
+
+// MaxNewFlowsPerSecond bounds the new-flow rates of the config: far above
+// what a worker handles, low enough that a typo of extra digits shows.
+const MaxNewFlowsPerSecond = 100_000_000
+
+// validateRate checks a rate of new flows per second (0: no limit).
+func validateRate(r int, p fieldPath, l *errList) uint32 {
+	if r < 0 || r > MaxNewFlowsPerSecond {
+		l.add(p, "must be 0 (no limit)..%d, got %d", MaxNewFlowsPerSecond, r)
+		return 0
+	}
+	return uint32(r)
 }
 
 // portFor returns the index of the port that reaches ip: on-link first

@@ -66,6 +66,9 @@ func TestValidateErrors(t *testing.T) {
 		{"bad state", "{ip: 192.0.2.21}", "{ip: 192.0.2.21, state: sleeping}", "services[web].backends[192.0.2.21].state"},
 		{"idle sleep too long", "dataplane:\n", "dataplane:\n  idle_sleep: 1s\n", "dataplane.idle_sleep"},
 		{"too many ports", "  ports:\n", "  ports:\n" + manyPorts(64), "dataplane.ports"},
+		{"negative new-flow rate", "services:\n", "flows: {new_flows_per_second: -1}\nservices:\n", "flows.new_flows_per_second"},
+		{"service new-flow limit too high", "mode: ipip\n", "mode: ipip\n    limits: {new_flows_per_second: 1000000000}\n",
+			"services[web].limits.new_flows_per_second"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			y := strings.Replace(baseYAML, tc.from, tc.to, 1)
@@ -508,4 +511,28 @@ func manyPorts(n int) string {
 		fmt.Fprintf(&b, "    - {name: p%d, device: net_null%d, ip: 10.%d.%d.1/24}\n", i, i+1, i/256, i%256)
 	}
 	return b.String()
+}
+
+// TestFloodConfig: flows.new_flows_per_second reaches every worker as it
+// is; a service's limits.new_flows_per_second is the appliance's, split
+// over the workers (rounded up).
+func TestFloodConfig(t *testing.T) {
+	y := strings.Replace(baseYAML, "dataplane:\n", "dataplane:\n  workers: 2\n", 1)
+	y = strings.Replace(y, "services:\n", "flows: {capacity: 1024, new_flows_per_second: 5000}\nservices:\n", 1)
+	y = strings.Replace(y, "mode: ipip\n", "mode: ipip\n    limits: {new_flows_per_second: 1001}\n", 1)
+	c, err := ParseYAML([]byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := c.Validate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := Compile(1, tc, NewIDs(), nil, nil, nil)
+	if spec.NewFlowsPerSecond != 5000 {
+		t.Errorf("worker new-flow rate %d, want 5000", spec.NewFlowsPerSecond)
+	}
+	if got := spec.Services[0].NewFlowsPerSecond; got != 501 {
+		t.Errorf("service new-flow limit per worker %d, want 501 (1001 over 2 workers)", got)
+	}
 }

@@ -5,6 +5,9 @@ type ServiceCounters struct {
 	Packets, Bytes uint64
 	// NoBackend counts packets dropped because no backend took new flows.
 	NoBackend uint64
+	// NewFlowLimited counts the new flows dropped over the service's
+	// limit of new flows per second (drop reason new_flow_limit).
+	NewFlowLimited uint64
 }
 
 // BackendCounters count one backend's traffic on one worker.
@@ -61,6 +64,11 @@ type Counters struct {
 	// FlowRemapped counts flows moved because their backend went down or
 	// left the service.
 	FlowRemapped uint64
+	// FlowStateless counts the packets of new flows forwarded by Maglev
+	// without a flow table entry: over the new-flow rate
+	// (SnapshotSpec.NewFlowsPerSecond) or with no way to take in the
+	// flow's bucket. FlowTableFull counts the latter (FlowTable.Full).
+	FlowStateless, FlowTableFull uint64
 
 	// Polls and BusyPolls give the worker busy ratio; IdleSleeps counts
 	// the sleeps of an idle worker (Worker.IdleSleep).
@@ -148,6 +156,8 @@ func (c *Counters) Add(o *Counters) {
 	c.FlowEvictions += o.FlowEvictions
 	c.FlowExpired += o.FlowExpired
 	c.FlowRemapped += o.FlowRemapped
+	c.FlowStateless += o.FlowStateless
+	c.FlowTableFull += o.FlowTableFull
 	c.Polls += o.Polls
 	c.BusyPolls += o.BusyPolls
 	c.IdleSleeps += o.IdleSleeps
@@ -158,6 +168,7 @@ func (c *Counters) Add(o *Counters) {
 		c.Services[i].Packets += s.Packets
 		c.Services[i].Bytes += s.Bytes
 		c.Services[i].NoBackend += s.NoBackend
+		c.Services[i].NewFlowLimited += s.NewFlowLimited
 	}
 	if len(o.Backends) > len(c.Backends) {
 		c.Backends = append(c.Backends, make([]BackendCounters, len(o.Backends)-len(c.Backends))...)

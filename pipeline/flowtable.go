@@ -114,7 +114,9 @@ func (e *flowEntry) setBackendHint(i int) {
 // FlowTable maps flows to the backend they were given. It belongs to one
 // worker: no locks, no allocation after NewFlowTable. It is set-associative
 // (4 ways per bucket, the bucket chosen by the flow hash); when a bucket is
-// full the least recently used of its entries is evicted.
+// full the least recently used of its evictable entries (SYN-only or
+// closing TCP flows) is evicted, and when none is, nothing: established
+// flows keep their entries under a flood.
 type FlowTable struct {
 	buckets [][flowWays]flowEntry
 	// buckets6 holds the IPv6 flows (flowtable6.go), nil until enable6.
@@ -124,8 +126,9 @@ type FlowTable struct {
 
 	// Entries is the number of live (possibly expired, not yet reused)
 	// entries; Hits, Misses, Evictions and Expired count lookups and
-	// replacements.
-	Entries, Hits, Misses, Evictions, Expired uint64
+	// replacements; Full counts the inserts that found no way to take
+	// (victim).
+	Entries, Hits, Misses, Evictions, Expired, Full uint64
 }
 
 // NewFlowTable returns a table holding at least capacity flows (rounded up
@@ -217,12 +220,16 @@ func (ft *FlowTable) Lookup(k *FlowKey, hash uint32, now uint32) *flowEntry {
 	return nil
 }
 
-// Insert records k as going to backend of service and returns the entry.
-// It reuses a free or expired way, else evicts the bucket's least recently
-// used entry.
+// Insert records k as going to backend of service and returns the entry,
+// or nil when the bucket has no way a new flow may take (victim): the
+// caller then forwards the flow without an entry.
 func (ft *FlowTable) Insert(k *FlowKey, hash uint32, now uint32, service, backend uint32) *flowEntry {
 	b := &ft.buckets[hash&ft.mask]
-	e := &b[ft.victim(&[flowWays]*flowEntry{&b[0], &b[1], &b[2], &b[3]}, now)]
+	v := ft.victim(&[flowWays]*flowEntry{&b[0], &b[1], &b[2], &b[3]}, now)
+	if v < 0 {
+		return nil
+	}
+	e := &b[v]
 	addrs, tag := k.words()
 	*e = flowEntry{addrs: addrs, tag: tag, service: service, backend: backend, expires: now + ft.tmo[0]}
 	ft.Entries++
@@ -230,8 +237,10 @@ func (ft *FlowTable) Insert(k *FlowKey, hash uint32, now uint32, service, backen
 }
 
 // victim returns the way of a bucket (its entries, of either family) a
-// new entry takes: a free or expired one, else the least recently used,
-// which it evicts. It counts what it replaces.
+// new entry takes: a free or expired one, else the least recently used
+// of the evictable ones (evictable), which it evicts; -1 when every way
+// holds a live flow that MUST NOT be evicted (counted as Full). It counts
+// what it replaces.
 func (ft *FlowTable) victim(ways *[flowWays]*flowEntry, now uint32) int {
 	for i, e := range ways {
 		if !e.used() {
@@ -244,15 +253,30 @@ func (ft *FlowTable) victim(ways *[flowWays]*flowEntry, now uint32) int {
 			return i
 		}
 	}
-	v := 0
-	for i := 1; i < flowWays; i++ {
-		if int32(ft.lastUsed(ways[i])-ft.lastUsed(ways[v])) < 0 {
+	v := -1
+	for i, e := range ways {
+		if evictable(e) && (v < 0 || int32(ft.lastUsed(e)-ft.lastUsed(ways[v])) < 0) {
 			v = i
 		}
+	}
+	if v < 0 {
+		ft.Full++
+		return -1
 	}
 	ft.Evictions++
 	ft.Entries--
 	return v
+}
+
+// evictable reports whether a live entry may make room for a new flow:
+// only one whose client has not shown it is a flow, a TCP flow that saw
+// nothing but SYNs (a SYN flood's entries are all of this kind) or one
+// the client is closing. An established TCP flow or a UDP flow MUST NOT
+// be evicted for a new one: it would lose its backend if the backend set
+// changed meanwhile. A new flow that finds only such ways goes without
+// an entry (Forwarder: flows_stateless, flow_table_full).
+func evictable(e *flowEntry) bool {
+	return e.state != flowStateEstablished && e.state != flowStateUDP
 }
 
 // Touch refreshes e for a packet with the given TCP flags (ignored for UDP).

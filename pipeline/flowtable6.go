@@ -67,11 +67,15 @@ func (ft *FlowTable) Lookup6(k *FlowKey6, hash uint32, now uint32) *flowEntry {
 }
 
 // Insert6 records IPv6 flow k as going to service (its backend set by the
-// caller) and returns the entry, replacing as Insert does. The table must
-// have IPv6 buckets.
+// caller) and returns the entry, replacing as Insert does, or nil as
+// Insert does. The table must have IPv6 buckets.
 func (ft *FlowTable) Insert6(k *FlowKey6, hash uint32, now uint32, service uint32) *flowEntry {
 	b := &ft.buckets6[hash&ft.mask]
-	e := &b[ft.victim(&[flowWays]*flowEntry{&b[0].flowEntry, &b[1].flowEntry, &b[2].flowEntry, &b[3].flowEntry}, now)]
+	v := ft.victim(&[flowWays]*flowEntry{&b[0].flowEntry, &b[1].flowEntry, &b[2].flowEntry, &b[3].flowEntry}, now)
+	if v < 0 {
+		return nil
+	}
+	e := &b[v]
 	*e = flowEntry6{flowEntry: flowEntry{tag: k.tag(), service: service, expires: now + ft.tmo[0]}, src: k.Src, dst: k.Dst}
 	ft.Entries++
 	return &e.flowEntry

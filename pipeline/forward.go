@@ -23,6 +23,11 @@ type Forwarder struct {
 
 	ipID uint16
 	snap *Snapshot // the snapshot the counters were sized for
+	// newFlows meters the flows given entries against
+	// Snapshot.NewFlowsPerSecond; svcFlows, indexed by Service.ID, meter
+	// each service's new flows against its limit.
+	newFlows tokenBucket
+	svcFlows []tokenBucket
 	// sink keeps the loads of classify (without asmPrefetch) alive.
 	sink uint32
 
@@ -43,6 +48,9 @@ func NewForwarder(flowCapacity int, t FlowTimeouts, seed uint32) *Forwarder {
 func (f *Forwarder) Use(s *Snapshot) {
 	if s != f.snap {
 		f.C.grow(s.MaxServiceID, s.MaxBackendID)
+		if int(s.MaxServiceID) >= len(f.svcFlows) {
+			f.svcFlows = append(f.svcFlows, make([]tokenBucket, int(s.MaxServiceID)+1+16-len(f.svcFlows))...)
+		}
 		if s.has6 {
 			f.Flows.enable6()
 		}
@@ -408,7 +416,10 @@ func (f *Forwarder) toService(s *Snapshot, svc *Service, p *packet.Packet, l3 in
 			return VerdictDrop, 0, DropNoBackend
 		}
 		if !icmpErr {
-			if e == nil {
+			if f.overLimit(svc, key.Proto, tcpFlags) {
+				return VerdictDrop, 0, DropNewFlowLimit
+			}
+			if e == nil && f.stateful(s) {
 				e = f.Flows.Insert(key, h, f.Now, svc.ID, 0)
 			}
 			f.assign(svc, e, bi, reused)
@@ -496,14 +507,75 @@ func (f *Forwarder) maglevPick(svc *Service, fh uint32) int {
 
 // assign gives flow entry e (new, or the entry of a flow that moves)
 // backend bi of svc and counts the new flow; reused (established) starts
-// the entry's TCP state over.
+// the entry's TCP state over. A nil e is a flow forwarded without an entry
+// (stateful said no, or the table had no way for it): counted as
+// stateless, its next packet is a new flow again.
 func (f *Forwarder) assign(svc *Service, e *flowEntry, bi int, reused bool) {
+	if e == nil {
+		f.C.FlowStateless++
+		return
+	}
 	if reused {
 		e.state = 0 // Touch starts it over
 	}
 	e.synRetx = 0 // a new backend: its own evidence
 	e.setBackend(svc, bi)
 	f.C.Backends[svc.Backends[bi].ID].NewFlows++
+}
+
+// overLimit reports whether a packet without a live flow of svc, about
+// to be given backend, is a new flow over svc's limit of new flows per
+// second, and counts it for svc. Only a flow's first packet counts (a TCP
+// SYN without ACK, any UDP packet): a TCP segment of a flow that lost its
+// entry, or never had one, is not held to the limit, which MUST NOT break
+// connections it let in.
+func (f *Forwarder) overLimit(svc *Service, proto, tcpFlags uint8) bool {
+	if svc.newFlowLimit == 0 || proto == ProtoTCP && tcpFlags&(TCPFlagSYN|TCPFlagACK) != TCPFlagSYN {
+		return false
+	}
+	if f.svcFlows[svc.ID].take(svc.newFlowLimit, f.Now) {
+		return false
+	}
+	f.C.Services[svc.ID].NewFlowLimited++
+	return true
+}
+
+// stateful reports whether a new flow may have a flow table entry: at
+// most s.NewFlowsPerSecond of them get one; the rest are forwarded by
+// Maglev alone (assign counts them), which keeps a flood of new flows
+// from churning the table and costs the flows it lets through only their
+// stickiness should the backend set change.
+func (f *Forwarder) stateful(s *Snapshot) bool {
+	return s.NewFlowsPerSecond == 0 || f.newFlows.take(s.NewFlowsPerSecond, f.Now)
+}
+
+// tokenBucket meters events against a rate on the worker's clock
+// (milliseconds): it holds up to one second of the rate, in thousandths
+// of an event, refilled as the clock advances. No lock: one worker owns it.
+type tokenBucket struct {
+	milli uint64 // thousandths of an event
+	last  uint32 // the clock at the last take
+}
+
+// take reports whether one more event fits rate events per second and, if
+// so, counts it. A change of rate takes effect at once (the bucket is cut
+// down to one second of the new rate).
+func (b *tokenBucket) take(rate, now uint32) bool {
+	full := uint64(rate) * 1000
+	if dt := now - b.last; dt >= 1000 {
+		b.milli = full
+	} else {
+		b.milli += uint64(dt) * uint64(rate)
+	}
+	b.last = now
+	if b.milli > full {
+		b.milli = full
+	}
+	if b.milli < 1000 {
+		return false
+	}
+	b.milli -= 1000
+	return true
 }
 
 // synAgain counts the SYN the client of flow e sent again, e still in the

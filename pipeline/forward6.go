@@ -174,7 +174,10 @@ func (f *Forwarder) toService6(s *Snapshot, svc *Service, p *packet.Packet, l3 i
 			return VerdictDrop, 0, DropNoBackend
 		}
 		if !icmpErr {
-			if e == nil {
+			if f.overLimit(svc, key.Proto, tcpFlags) {
+				return VerdictDrop, 0, DropNewFlowLimit
+			}
+			if e == nil && f.stateful(s) {
 				e = ft.Insert6(key, h, f.Now, svc.ID)
 			}
 			f.assign(svc, e, bi, reused)

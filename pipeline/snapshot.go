@@ -134,6 +134,10 @@ type ServiceSpec struct {
 	// its backend (BackendCounters.UnansweredFlows); 0 means
 	// DefaultSynRetries.
 	SynRetries uint8
+	// NewFlowsPerSecond limits, per worker, the new flows of the service
+	// (TCP SYNs and UDP packets without a flow entry); the rest are
+	// dropped as new_flow_limit. 0 means no limit.
+	NewFlowsPerSecond uint32
 }
 
 // DefaultSynRetries is ServiceSpec.SynRetries when not set: a Linux
@@ -152,6 +156,10 @@ type SnapshotSpec struct {
 	// MaglevSeed seeds the Maglev permutations. Every appliance behind the
 	// same ECMP group MUST use the same seed.
 	MaglevSeed uint32
+	// NewFlowsPerSecond is the rate, per worker, above which new flows
+	// get no flow table entry: Maglev forwards them statelessly
+	// (Counters.FlowStateless). 0 means no limit.
+	NewFlowsPerSecond uint32
 }
 
 // Snapshot is an immutable, compiled forwarding state. Control builds one
@@ -189,6 +197,9 @@ type Snapshot struct {
 	// MaxServiceID and MaxBackendID bound the IDs, for counter arrays.
 	MaxServiceID uint32
 	MaxBackendID uint32
+
+	// NewFlowsPerSecond is SnapshotSpec.NewFlowsPerSecond.
+	NewFlowsPerSecond uint32
 }
 
 // PortState is a compiled port.
@@ -237,6 +248,8 @@ type Service struct {
 	segMax int
 	// synRetries is ServiceSpec.SynRetries, never 0.
 	synRetries uint8
+	// newFlowLimit is ServiceSpec.NewFlowsPerSecond.
+	newFlowLimit uint32
 }
 
 // Backend is a compiled backend with its prebuilt headers.
@@ -326,7 +339,7 @@ func NewSnapshot(spec SnapshotSpec) (*Snapshot, error) {
 	if size == 0 {
 		size = DefaultMaglevSize
 	}
-	s := &Snapshot{Generation: spec.Generation}
+	s := &Snapshot{Generation: spec.Generation, NewFlowsPerSecond: spec.NewFlowsPerSecond}
 	if len(spec.Ports) > MaxPorts {
 		return nil, fmt.Errorf("%d ports, at most %d", len(spec.Ports), MaxPorts)
 	}
@@ -438,7 +451,7 @@ func (s *Snapshot) compileService(ss ServiceSpec, size, seed uint32) (Service, e
 		return Service{}, fmt.Errorf("mode %d unknown", ss.Mode)
 	}
 	svc := Service{ID: ss.ID, Name: ss.Name, VIPAddr: ss.VIP, IPv6: ss.VIP.Is6(), Proto: ss.Proto, Port: ss.Port, Mode: ss.Mode, segMax: 1 << 16,
-		synRetries: ss.SynRetries}
+		synRetries: ss.SynRetries, newFlowLimit: ss.NewFlowsPerSecond}
 	if svc.synRetries == 0 {
 		svc.synRetries = DefaultSynRetries
 	}

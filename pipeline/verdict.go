@@ -56,6 +56,7 @@ const (
 	DropProbeUnmatched
 	// DropProbeLooped: a new flow to a VIP from a port address (probe.go).
 	DropProbeLooped
+	DropNewFlowLimit
 	NumDropReasons
 )
 
@@ -100,6 +101,9 @@ var dropReasonNames = [NumDropReasons]string{
 	// probe the backend it was for sent back (a backend without the VIP
 	// that forwards what it does not own), never handed to a backend.
 	DropProbeLooped: "probe_looped",
+	// A new flow (a TCP SYN or a UDP packet without a flow entry) to a
+	// service over its limit of new flows per second.
+	DropNewFlowLimit: "new_flow_limit",
 }
 
 // String returns the stable name of r.

@@ -508,6 +508,7 @@ func (w *Worker) syncFlowCounters() {
 	w.C.FlowMisses = ft.Misses
 	w.C.FlowEvictions = ft.Evictions
 	w.C.FlowExpired = ft.Expired
+	w.C.FlowTableFull = ft.Full
 }
 
 // publish copies the private counters for a reader waiting in Counters.

@@ -150,6 +150,51 @@ compare() {
 	} | tee -a "$RESULTS"
 }
 
+# pair NAME CAPA CAPACITY_A WORKERS_A CAPB CAPACITY_B WORKERS_B [EXTRA]: dsrlb
+# on A then on B (both with EXTRA, e.g. --io), ROUNDS times, and the ratio B/A of the medians and the median
+# of the per-round ratios (neighbouring runs: the host's noise moves both
+# alike), wall clock and per CPU-second of the forwarding threads.
+pair() {
+	local name=$1 capa=$2 fca=$3 wa=$4 capb=$5 fcb=$6 wb=$7 extra=${8:-} r a b
+	local aw=() an=() bw=() bn=() rw=() rn=() sh=()
+	for ((r = 1; r <= ROUNDS; r++)); do
+		a=$(run_dsrlb "$capa" "$wa" "$name-a-$r" "$fca" "$extra")
+		b=$(run_dsrlb "$capb" "$wb" "$name-b-$r" "$fcb" "$extra")
+		aw+=("${a% *}"); an+=("${a#* }"); bw+=("${b% *}"); bn+=("${b#* }")
+		rw+=("$(ratio "${b% *}" "${a% *}")"); rn+=("$(ratio "${b#* }" "${a#* }")")
+		sh+=("$(grep -o '"cpu_share":\[[^]]*\]' "$DIR/$name-b-$r.json" | cut -d: -f2)")
+		log "$name round $r (Mpps wall, per CPU-second): A $a | B $b (B's cpu_share ${sh[-1]}, per worker $(grep -o '"mpps_per_worker":\[[^]]*\]' "$DIR/$name-b-$r.json" | cut -d: -f2))"
+	done
+	local ma mb na nb
+	ma=$(printf '%s\n' "${aw[@]}" | median); mb=$(printf '%s\n' "${bw[@]}" | median)
+	na=$(printf '%s\n' "${an[@]}" | median); nb=$(printf '%s\n' "${bn[@]}" | median)
+	{
+		printf '%-9s wall: A %6.2f  B %6.2f Mpps  B/A %s (median of per-round ratios %s)\n' "$name" "$ma" "$mb" \
+			"$(ratio "$mb" "$ma")" "$(printf '%s\n' "${rw[@]}" | median)"
+		printf '%-9s per-CPU: A %6.2f  B %6.2f Mpps  B/A %s (median of per-round ratios %s)\n' "$name" "$na" "$nb" \
+			"$(ratio "$nb" "$na")" "$(printf '%s\n' "${rn[@]}" | median)"
+		printf '%-9s runs (wall): A %s | B %s | B cpu_share %s\n' "$name" "${aw[*]}" "${bw[*]}" "${sh[*]}"
+	} | tee -a "$RESULTS"
+}
+
+# ratios: 1M flows against 64k (A: the 64k capture, default table; B: 1M
+# flows, 4M-entry table), one worker, alternated, with and without the load
+# balancer (--io): what the flow table's cache misses cost beyond the
+# capture's own. Then two workers on two rx queues (the capture split
+# by flow) against one, on the 64k capture: on a 2-CPU machine the workers
+# take both CPUs and the main lcore (and everything else on the host)
+# shares them.
+ratios() {
+	log "1m-vs-64k: A = 64k flows, B = 1M flows (one worker)"
+	pair 1m-vs-64k "$DIR/mix64.pcap" 0 1 "$DIR/mix64-1m.pcap" 4194304 1
+	# The same with --io (no flow table): what replaying a capture of 1M
+	# packets (a 1M-mbuf pool streamed from DRAM) costs by itself.
+	log "1m-vs-64k-io: the same with dsrlb --io"
+	pair 1m-vs-64k-io "$DIR/mix64.pcap" 0 1 "$DIR/mix64-1m.pcap" 4194304 1 --io
+	log "2w-vs-1w: A = one worker, B = two workers (64k flows)"
+	pair 2w-vs-1w "$DIR/mix64.pcap" 0 1 "$DIR/mix64.pcap" 0 2
+}
+
 log "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
 log "generating captures in $DIR"
 "$BIN" gen --config "$CFG" --out "$DIR/mix64.pcap" --flows 65536 --sizes 64 --log-level warn
@@ -158,6 +203,12 @@ log "generating captures in $DIR"
 # taking turns.
 "$BIN" gen --config "$CFG" --out "$DIR/mix64-v6.pcap" --flows 65536 --sizes 64 --family 6 --log-level warn
 "$BIN" gen --config "$CFG" --out "$DIR/mix64-mixed.pcap" --flows 65536 --sizes 64 --family mixed --log-level warn
+# BENCH_RATIOS=1: only the two ratios (1M/64k flows, 2/1 workers).
+if [ "${BENCH_RATIOS:-}" = 1 ]; then
+	"$BIN" gen --config "$CFG" --out "$DIR/mix64-1m.pcap" --flows 1048576 --sizes 64 --log-level warn
+	ratios
+	exit 0
+fi
 if [ "${BENCH_QUICK:-}" = 1 ]; then
 	ROUNDS=1
 	compare mix64 "$DIR/mix64.pcap"
@@ -179,17 +230,8 @@ ROUNDS=2
 compare mix64-1m "$DIR/mix64-1m.pcap" 4194304
 ROUNDS=$ROUNDS_SAVED
 
-# Two workers on two rx queues (the capture split by flow): on a 2-CPU
-# machine the workers take both CPUs and the main lcore shares them.
-w2=()
-n2=()
-for ((r = 1; r <= ROUNDS; r++)); do
-	d=$(run_dsrlb "$DIR/mix64.pcap" 2 "mix64-2w-$r")
-	w2+=("${d% *}"); n2+=("${d#* }")
-	log "mix64 2 workers round $r: $d (per worker: $(grep -o '"mpps_per_worker":\[[^]]*\]' "$DIR/mix64-2w-$r.json"))"
-done
-printf '%-9s dsrlb 2 workers: wall %6.2f Mpps, per CPU-second %6.2f (runs: %s)\n' mix64-2w \
-	"$(printf '%s\n' "${w2[@]}" | median)" "$(printf '%s\n' "${n2[@]}" | median)" "${w2[*]}" | tee -a "$RESULTS"
+ratios
+
 # Instructions per packet under callgrind: the same comparison without the
 # host's noise (about 4 minutes; BENCH_INSTR=0 skips it).
 if [ "${BENCH_INSTR:-1}" = 1 ]; then

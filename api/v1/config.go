@@ -70,6 +70,17 @@ type Service struct {
 	Backends   []Backend `yaml:"backends" json:"backends"`
 	MinHealthy int       `yaml:"min_healthy,omitempty" json:"min_healthy,omitempty"`
 	Health     *Health   `yaml:"health,omitempty" json:"health,omitempty"`
+	// Limits, when set, bound what the service takes (flood protection).
+	Limits *Limits `yaml:"limits,omitempty" json:"limits,omitempty"`
+}
+
+// Limits bound a service's load on the appliance.
+type Limits struct {
+	// NewFlowsPerSecond limits the service's new flows (TCP SYNs, UDP
+	// packets of flows without an entry) for the whole appliance, split
+	// evenly over the workers; the rest are dropped (drop reason
+	// new_flow_limit). 0 means no limit.
+	NewFlowsPerSecond int `yaml:"new_flows_per_second,omitempty" json:"new_flows_per_second,omitempty"`
 }
 
 // Backend is one real server of a service.
@@ -126,6 +137,10 @@ type Flows struct {
 	TCPEstablished Duration `yaml:"tcp_established_timeout,omitempty" json:"tcp_established_timeout,omitempty"`
 	TCPClosing     Duration `yaml:"tcp_closing_timeout,omitempty" json:"tcp_closing_timeout,omitempty"`
 	UDP            Duration `yaml:"udp_timeout,omitempty" json:"udp_timeout,omitempty"`
+	// NewFlowsPerSecond is, per worker like Capacity, the rate of new
+	// flows that get a flow table entry; above it new flows are forwarded
+	// by Maglev without one (flows_stateless). 0 means no limit.
+	NewFlowsPerSecond int `yaml:"new_flows_per_second,omitempty" json:"new_flows_per_second,omitempty"`
 }
 
 // Maglev configures the consistent hash. Every appliance of an ECMP group

@@ -53,6 +53,11 @@ type FlowStats struct {
 	Evictions uint64 `json:"evictions"`
 	Expired   uint64 `json:"expired"`
 	Remapped  uint64 `json:"remapped"`
+	// Stateless counts the packets of new flows forwarded without a flow
+	// entry (over flows.new_flows_per_second, or the table full);
+	// TableFull the new flows that found no way to take.
+	Stateless uint64 `json:"stateless"`
+	TableFull uint64 `json:"table_full"`
 }
 
 // ServiceStats are one service's counters.
@@ -62,6 +67,9 @@ type ServiceStats struct {
 	Bytes     uint64         `json:"bytes"`
 	NoBackend uint64         `json:"no_backend_drops"`
 	Backends  []BackendStats `json:"backends"`
+	// NewFlowLimited counts new flows dropped over the service's
+	// limits.new_flows_per_second.
+	NewFlowLimited uint64 `json:"new_flow_limit_drops"`
 }
 
 // BackendStats are one backend's counters.

@@ -26,7 +26,7 @@ func TestDecodeYAML(t *testing.T) {
 			`f.yaml:2: services[web].health.interval: invalid duration "1x"`,
 			`f.yaml:4: services[web].backends[10.0.0.1].weight: want an integer, got "x"`,
 			`f.yaml:4: services[web].backends[1].weight: want an integer, got "y"`,
-			`f.yaml:6: services[a].x.y[0]: field x.y[0] not found; want one of backends, health, min_healthy, mode, name, port, protocol, vip`}},
+			`f.yaml:6: services[a].x.y[0]: field x.y[0] not found; want one of backends, health, limits, min_healthy, mode, name, port, protocol, vip`}},
 		{"empty file", "", nil},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {

@@ -417,8 +417,8 @@ func (c *apiCmd) stats() error {
 		fmt.Fprintln(w, "RX-PACKETS\tRX-BYTES\tTX-PACKETS\tTX-BYTES\tTO-KERNEL\tFROM-KERNEL\tDROPPED")
 		fmt.Fprintf(w, "%d\t%d\t%d\t%d\t%d\t%d\t%d\n", t.RxPackets, t.RxBytes, t.TxPackets, t.TxBytes, t.ToKernel, t.FromKernel, t.Dropped)
 		f := st.Flows
-		fmt.Fprintln(w, "\nFLOWS\tHITS\tMISSES\tEVICTIONS\tEXPIRED\tREMAPPED")
-		fmt.Fprintf(w, "%d\t%d\t%d\t%d\t%d\t%d\n", f.Entries, f.Hits, f.Misses, f.Evictions, f.Expired, f.Remapped)
+		fmt.Fprintln(w, "\nFLOWS\tHITS\tMISSES\tEVICTIONS\tEXPIRED\tREMAPPED\tSTATELESS\tTABLE-FULL")
+		fmt.Fprintf(w, "%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", f.Entries, f.Hits, f.Misses, f.Evictions, f.Expired, f.Remapped, f.Stateless, f.TableFull)
 		reasons := make([]string, 0, len(st.Drops))
 		for r, n := range st.Drops {
 			if n > 0 {

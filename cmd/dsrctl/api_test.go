@@ -298,7 +298,7 @@ func TestApplyEveryError(t *testing.T) {
 		{"one error, as before, and where", "services:\n  - {name: web, vip: 198.51.100.1, protocol: tcp, port: 80, mode: nat, backends: []}\n",
 			"dsrctl apply: apply: nothing changed: 400 validation_failed: must be l2, ipip or gre, got \"nat\" (field services[web].mode) at F:2\n"},
 		{"the file's own errors", "services:\n  - name: web\n    vips: 198.51.100.1\n    port: eighty\n  - name: web\n",
-			"dsrctl apply: F:3: services[web].vips: field vips not found; want one of backends, health, min_healthy, mode, name, port, protocol, vip\n" +
+			"dsrctl apply: F:3: services[web].vips: field vips not found; want one of backends, health, limits, min_healthy, mode, name, port, protocol, vip\n" +
 				"F:4: services[web].port: want an integer, got \"eighty\"\n"},
 		{"a name twice", "services:\n  - name: web\n  - name: dns\n  - name: web\n",
 			"dsrctl apply: F:4: services[web].name: service \"web\" appears twice\n"},

@@ -682,6 +682,8 @@ func liveStayProblems(before, after [][]liveLeg, n int, skip string) []string {
 // flowCounters are the flows counters of GET /api/v1/stats.
 type flowCounters struct {
 	Entries, Hits, Misses, Evictions, Expired, Remapped uint64
+	Stateless                                           uint64
+	TableFull                                           uint64 `json:"table_full"`
 }
 
 // statsSample is one reading of GET /api/v1/stats.

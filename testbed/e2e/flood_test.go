@@ -1,0 +1,211 @@
+package e2e
+
+import (
+	"context"
+	"math/rand"
+	"net"
+	"net/http"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "github.com/dsrlb/dsrlb/api/v1"
+	"github.com/dsrlb/dsrlb/pipeline"
+	"github.com/dsrlb/dsrlb/pipeline/pcap"
+	"github.com/dsrlb/dsrlb/pipeline/testpkt"
+	"github.com/dsrlb/dsrlb/testbed/nsbed"
+)
+
+const (
+	floodConns    = 16   // long-lived connections through the appliance
+	floodFlows    = 8192 // fake flows in the capture: eight times the table
+	floodCapacity = 1024 // the smallest flow table config allows
+	floodRate     = 2000 // flows.new_flows_per_second
+	floodFor      = 6 * time.Second
+)
+
+// floodCapture writes the flood the test replays: for each of floodFlows
+// flows from random sources (10.99.0.200-.250 on the client's segment,
+// random ports), a SYN and then an ACK to the web VIP, as a botnet that
+// completes handshakes would send them, so that the flood's entries are
+// established ones that fill the table (a SYN-only flood's entries replace
+// one another). Frames go to the appliance's MAC from a locally
+// administered one; the backends' answers go to addresses nobody on the
+// segment has.
+func floodCapture(t *testing.T, applMAC string) string {
+	t.Helper()
+	hw, err := net.ParseMAC(applMAC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := [6]byte(hw)
+	rng := rand.New(rand.NewSource(18))
+	var frames [][]byte
+	for i := 0; i < floodFlows; i++ {
+		src := netip.AddrFrom4([4]byte{10, 99, 0, byte(200 + rng.Intn(51))})
+		p := testpkt.Packet{SrcMAC: [6]byte{0x02, 0xf1, 0x00, 0, byte(i >> 8), byte(i)}, DstMAC: dst, Src: src, Dst: nsbed.L2VIP,
+			Proto: pipeline.ProtoTCP, SrcPort: uint16(1024 + rng.Intn(60000)), DstPort: nsbed.HTTPPort, TCPFlags: pipeline.TCPFlagSYN}
+		frames = append(frames, p.Build())
+		p.TCPFlags = pipeline.TCPFlagACK
+		frames = append(frames, p.Build())
+	}
+	path := filepath.Join(t.TempDir(), "flood.pcap")
+	if err := pcap.WriteFile(path, frames); err != nil {
+		t.Fatal(err)
+	}
+	checkFloodCapture(t, path, applMAC)
+	return path
+}
+
+// checkFloodCapture has tshark read the capture: every frame a TCP segment
+// to the web VIP's port at the appliance's MAC, from 10.99.0.200-.250, a
+// SYN and an ACK for each flow.
+func checkFloodCapture(t *testing.T, path, applMAC string) {
+	t.Helper()
+	if _, err := exec.LookPath("tshark"); err != nil {
+		t.Fatal("tshark not installed: it checks the flood capture")
+	}
+	out, err := exec.Command("tshark", "-n", "-r", path, "-T", "fields", "-E", "separator=|",
+		"-e", "eth.dst", "-e", "ip.src", "-e", "ip.dst", "-e", "tcp.dstport", "-e", "tcp.flags.syn", "-e", "tcp.flags.ack").Output()
+	if err != nil {
+		t.Fatalf("tshark: %v", err)
+	}
+	syn, ack := 0, 0
+	for i, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Split(line, "|")
+		if len(f) != 6 {
+			t.Fatalf("tshark line %d: %q", i, line)
+		}
+		src, err := netip.ParseAddr(f[1])
+		if err != nil || !strings.EqualFold(f[0], applMAC) || f[2] != nsbed.L2VIP.String() || f[3] != strconv.Itoa(nsbed.HTTPPort) ||
+			!src.Is4() || src.As4()[3] < 200 || src.As4()[3] > 250 || netip.PrefixFrom(src, 24).Masked() != nsbed.L2Subnet {
+			t.Fatalf("tshark frame %d: %q, want a segment %s -> %s:%d from 10.99.0.200-250", i, line, applMAC, nsbed.L2VIP, nsbed.HTTPPort)
+		}
+		switch f[4] + f[5] {
+		case "10", "TrueFalse":
+			syn++
+		case "01", "FalseTrue":
+			ack++
+		default:
+			t.Fatalf("tshark frame %d: flags syn %s ack %s", i, f[4], f[5])
+		}
+	}
+	if syn != floodFlows || ack != floodFlows {
+		t.Errorf("tshark: %d SYNs, %d ACKs in the capture, want %d each", syn, ack, floodFlows)
+	}
+}
+
+// replay sends the capture's frames from the client's interface in a loop
+// as fast as the socket takes them until stop is closed, and returns how
+// many it sent.
+func replay(t *testing.T, ns *nsbed.NS, path string, stop <-chan struct{}) <-chan int {
+	t.Helper()
+	frames, err := pcap.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock, err := ns.OpenPacketSocket("eth0", nsbed.PacketSocketOptions{IgnoreOutgoing: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := make(chan int, 1)
+	go func() {
+		defer sock.Close()
+		n := 0
+		for {
+			for _, f := range frames {
+				select {
+				case <-stop:
+					sent <- n
+					return
+				default:
+				}
+				if sock.Send(f) == nil {
+					n++
+				}
+			}
+		}
+	}()
+	return sent
+}
+
+// TestFloodKeepsEstablished: while 16 long-lived connections run through
+// the appliance, a flood of new flows from random sources (a capture the
+// test writes, replayed into the appliance's segment) fills its flow
+// table; a backend is added over the API meanwhile. No connection breaks
+// or changes backend, and the counters show the flood: flows forwarded
+// without an entry, over the rate and with the table full.
+func TestFloodKeepsEstablished(t *testing.T) {
+	token := newAPIToken(t)
+	l := startL2(t, nsbed.L2Options{Backends: 4,
+		Config: func(c *v1.Config) {
+			c.API.Token = token
+			c.Flows.Capacity, c.Flows.NewFlowsPerSecond = floodCapacity, floodRate
+			for i := range c.Services {
+				c.Services[i].Backends = c.Services[i].Backends[:3]
+				h := c.Services[i].Health
+				// Health checks share the machine with the flood: slow
+				// answers during it must not take backends down (the
+				// test is about the flow table, not about health).
+				h.Interval, h.Timeout, h.Fall = v1.Duration(time.Second), v1.Duration(time.Second), 20
+			}
+		}})
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	a := l.Appliance
+	be4 := l.Backends[3].IP.String()
+
+	capture := floodCapture(t, l.ApplianceMAC)
+	pool := startLivePool(ctx, l.Client, net.JoinHostPort(nsbed.L2VIP.String(), strconv.Itoa(nsbed.HTTPPort)), floodConns, 100*time.Millisecond)
+	defer pool.stop()
+	base := pool.waitProgress(ctx, nil, 3, flowsWait)
+	if p := liveStayProblems(nil, base, 3, ""); len(p) != 0 {
+		t.Fatalf("long-lived connections before the flood: %s", strings.Join(p, "; "))
+	}
+	t.Logf("%d long-lived connections: %s", floodConns, liveSpread(liveByBackend(base)))
+	c0 := mustStatsSample(ctx, t, a)
+
+	stop := make(chan struct{})
+	sent := replay(t, l.Client, capture, stop)
+	start := time.Now()
+	time.Sleep(floodFor / 2) // the flood runs; nothing to wait for
+	var added struct{ IP string }
+	if err := a.Change(ctx, http.MethodPost, "/api/v1/services/web/backends", map[string]string{"ip": be4}, &added); err != nil {
+		close(stop)
+		t.Fatal(err)
+	}
+	if _, err := waitForwarding(ctx, a, "web", be4, "active", flowsWait); err != nil {
+		close(stop)
+		t.Fatal(err)
+	}
+	t.Logf("be4 added and active %v into the flood", time.Since(start).Round(10*time.Millisecond))
+	if d := floodFor - time.Since(start); d > 0 {
+		time.Sleep(d)
+	}
+	close(stop)
+	n := <-sent
+	t.Logf("flood: %d frames in %v (%.0f/s)", n, time.Since(start).Round(time.Millisecond), float64(n)/time.Since(start).Seconds())
+
+	_, c1 := waitLiveStay(ctx, t, pool, a, base, 10)
+	f0, f1 := c0.flows, c1.flows
+	t.Logf("flows: entries %d, misses +%d, evictions +%d, stateless +%d, table full +%d",
+		f1.Entries, f1.Misses-f0.Misses, f1.Evictions-f0.Evictions, f1.Stateless-f0.Stateless, f1.TableFull-f0.TableFull)
+	if f1.Entries < floodCapacity*9/10 {
+		t.Errorf("flows.entries %d, want the table (%d) nearly full", f1.Entries, floodCapacity)
+	}
+	if f1.Stateless == f0.Stateless || f1.TableFull == f0.TableFull {
+		t.Errorf("flows.stateless +%d, flows.table_full +%d: want both to grow under the flood",
+			f1.Stateless-f0.Stateless, f1.TableFull-f0.TableFull)
+	}
+	if f1.Stateless-f0.Stateless <= f1.TableFull-f0.TableFull {
+		t.Errorf("flows.stateless +%d not above flows.table_full +%d: want flows over the rate too",
+			f1.Stateless-f0.Stateless, f1.TableFull-f0.TableFull)
+	}
+	if d := f1.Remapped - f0.Remapped; d != 0 {
+		t.Errorf("flows.remapped grew by %d, want 0 (no backend went away)", d)
+	}
+}
