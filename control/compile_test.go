@@ -166,9 +166,11 @@ func TestValidateHealthType(t *testing.T) {
 	}
 }
 
-// TestHealthViaIPv6: an IPv6 VIP's monitors probe the backends' own
-// addresses (the probe path is IPv4 for now) and refuse via: vip; an IPv4
-// VIP with an IPv6 backend is probed through the VIP and gets a probe port.
+// TestHealthViaIPv6: an IPv6 VIP's tcp and http monitors probe through
+// the VIP by default, as an IPv4 VIP's, and its backends get probe ports;
+// an IPv4 VIP with an IPv6 backend too. Without an ip6 on the backends'
+// port an IPv6 VIP's monitors fall back to via: backend, and an explicit
+// via: vip is refused.
 func TestHealthViaIPv6(t *testing.T) {
 	y := strings.Replace(dualYAML, "    mode: ipip\n", "    mode: ipip\n    health: {type: tcp}\n", 1)
 	y = strings.Replace(y, "    mode: gre\n", "    mode: gre\n    health: {type: http}\n", 1)
@@ -180,23 +182,45 @@ func TestHealthViaIPv6(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v := typed.Services[0].Health.Via; v != health.ViaBackend {
-		t.Errorf("web6 (IPv6 VIP): via %v, want backend", v)
+	if v := typed.Services[0].Health.Via; v != health.ViaVIP {
+		t.Errorf("web6 (IPv6 VIP): via %v, want vip", v)
 	}
 	if v := typed.Services[1].Health.Via; v != health.ViaVIP {
 		t.Errorf("web4 (IPv4 VIP, IPv6 backend): via %v, want vip", v)
 	}
 	spec := Compile(1, typed, NewIDs(), nil, nil, nil)
-	if p := spec.Services[1].Backends[0].ProbePort; p != 16384 {
-		t.Errorf("web4's IPv6 backend: probe port %d, want 16384", p)
-	}
-	for _, b := range spec.Services[0].Backends {
-		if b.ProbePort != 0 {
-			t.Errorf("web6 backend %v: probe port %d, want none", b.IP, b.ProbePort)
+	seen := map[uint16]bool{}
+	for _, s := range spec.Services {
+		for _, b := range s.Backends {
+			if b.ProbePort < 16384 || b.ProbePort%4 != 0 || seen[b.ProbePort] {
+				t.Errorf("%s backend %v: probe port %d, want its own block", s.Name, b.IP, b.ProbePort)
+			}
+			seen[b.ProbePort] = true
 		}
 	}
-	bad := strings.Replace(dualYAML, "    mode: ipip\n", "    mode: ipip\n    health: {type: tcp, via: vip}\n", 1)
-	if _, err := ParseYAML([]byte(bad)); err == nil || !strings.Contains(err.Error(), "services[web6].health.via") {
-		t.Errorf("via: vip on an IPv6 VIP: got %v, want an error on services[web6].health.via", err)
+	if len(seen) != 4 {
+		t.Errorf("%d probe blocks, want 4 (every backend)", len(seen))
+	}
+	explicit := strings.Replace(dualYAML, "    mode: ipip\n", "    mode: ipip\n    health: {type: tcp, via: vip}\n", 1)
+	if _, err := ParseYAML([]byte(explicit)); err != nil {
+		t.Errorf("via: vip on an IPv6 VIP: %v", err)
+	}
+
+	// A second port without ip6 carries the IPv4 backend.
+	no6 := strings.Replace(dualYAML, "      gateway6: 2001:db8:0:1::1\n", "      gateway6: 2001:db8:0:1::1\n    - {name: eth1, device: net_null1, ip: 198.51.100.10/24}\n", 1)
+	no6 = strings.Replace(no6, "      - {ip: 192.0.2.23}\n", "      - {ip: 198.51.100.23}\n", 1)
+	c, err = ParseYAML([]byte(strings.Replace(no6, "    mode: ipip\n", "    mode: ipip\n    health: {type: tcp}\n", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if typed, err = c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if v := typed.Services[0].Health.Via; v != health.ViaBackend {
+		t.Errorf("web6, a backend's port without ip6: via %v, want backend", v)
+	}
+	bad := strings.Replace(no6, "    mode: ipip\n", "    mode: ipip\n    health: {type: tcp, via: vip}\n", 1)
+	if _, err := ParseYAML([]byte(bad)); err == nil || !strings.Contains(err.Error(), "services[web6].health.via") || !strings.Contains(err.Error(), "eth1") {
+		t.Errorf("via: vip, a backend's port without ip6: got %v, want an error on services[web6].health.via naming eth1", err)
 	}
 }

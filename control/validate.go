@@ -528,14 +528,20 @@ func (t *Typed) validateService(s *Service, f fieldPath, own map[netip.Addr]stri
 	if s.Health != nil {
 		ts.Health = validateHealth(s.Health, f.key("health"), s.Port, portOK, l)
 		ts.Health.VIP, ts.Health.Mode = ts.VIP, s.Mode
-		if ts.VIP.Is6() && ts.Health.Via == health.ViaVIP {
-			// The probe path (its namespace and the data plane's
-			// steering) is IPv4 for now: an IPv6 VIP's backends are
-			// probed at their own addresses unless told otherwise.
-			if s.Health.Via != "" {
-				l.add(f.key("health").key("via"), "vip: probes through an IPv6 VIP are not supported yet; use via: backend")
+		if ts.VIP.Is6() && ts.Health.ProbesVia() == health.ViaVIP {
+			// A probe through an IPv6 VIP comes from the IPv6 address
+			// of its backend's egress port, where the backend answers
+			// from the VIP.
+			for _, b := range ts.Backends {
+				if i := t.portFor(b.IP, true); i >= 0 && !t.Ports[i].IP6.IsValid() {
+					if s.Health.Via != "" {
+						l.add(f.key("health").key("via"), "vip: backend %v leaves through port %s, which has no ip6 for the probes through the IPv6 VIP to come from: give it one, or use via: backend",
+							b.IP, t.Ports[i].Name)
+					}
+					ts.Health.Via = health.ViaBackend // the default falls back
+					break
+				}
 			}
-			ts.Health.Via = health.ViaBackend
 		}
 		if s.Health.Passive != nil {
 			ts.Health.Passive = validatePassive(s.Health.Passive, f.key("health").key("passive"), s.Protocol, l)

@@ -16,15 +16,18 @@ import (
 //   - to the kernel: multicast (neighbour discovery, router
 //     advertisements, MLD), link-local unicast, anything to a port's own
 //     IPv6 address, and ICMPv6 to a VIP other than an error (echo, a
-//     unicast neighbour solicitation);
+//     unicast neighbour solicitation), except a backend's answer to a
+//     health probe through an IPv6 VIP, which goes to the probe port
+//     (probe.go);
 //   - to a backend: TCP and UDP to an IPv6 service (after the extension
 //     headers upperLayer6 passes over), and ICMPv6 errors quoting a
 //     service's flow, to the backend that owns it;
 //   - dropped and counted: truncated headers (truncated), a payload length
 //     beyond the frame (bad_total_length), fragments to a VIP (fragment),
 //     extension headers it does not forward (ipv6_ext_header), hop limit 1
-//     in L3 modes (ttl_exceeded), anything else to a VIP (no_service) or
-//     to an address that is not ours (no_service).
+//     in L3 modes (ttl_exceeded), a probe looped back to a VIP
+//     (probe_looped), anything else to a VIP (no_service) or to an
+//     address that is not ours (no_service).
 
 // process6 decides the IPv6 packet at l3 in frame (p's bytes), received
 // on rxPort.
@@ -54,7 +57,12 @@ func (f *Forwarder) process6(s *Snapshot, p *packet.Packet, frame []byte, l3, rx
 	}
 	for i := range s.Ports {
 		if s.Ports[i].IP6 == *dst && *dst != ([16]byte{}) {
-			return f.toKernel6(ip, l3, mtu, partial, rxPort)
+			v, out, r := f.toKernel6(ip, l3, mtu, partial, rxPort)
+			if v == VerdictKernel && len(s.probes) != 0 && s.probeReply6(ip) {
+				f.C.ProbeReplies++
+				return VerdictProbe, 0, DropNone
+			}
+			return v, out, r
 		}
 	}
 	if !s.IsVIP6(dst) {
@@ -159,6 +167,9 @@ func (f *Forwarder) toService6(s *Snapshot, svc *Service, p *packet.Packet, l3 i
 	e := ft.Lookup6(key, h, f.Now)
 	bi, reused := f.established(svc, e, tcpFlags)
 	if bi < 0 {
+		if len(s.probes) != 0 && s.fromPort6(&key.Src) {
+			return VerdictDrop, 0, DropProbeLooped
+		}
 		if bi = f.maglevPick(svc, keyHash6(key, f.Seed)); bi < 0 {
 			return VerdictDrop, 0, DropNoBackend
 		}

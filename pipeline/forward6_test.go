@@ -449,6 +449,14 @@ func TestZeroAllocs6(t *testing.T) {
 	f.Use(s)
 	frames := [][]byte{tcp6To(vip6IP, 443, 1).Build(), tcp6To(vip6GR4, 443, 2).Build(), tcpTo(vip4IP6, 80, 3).Build(),
 		func() []byte { p := tcp6To(vip6IP, 443, 4); p.Payload = make([]byte, 1430); return p.Build() }()} // the last: Packet Too Big
+	checkZeroAllocs(t, f, s, frames, []Verdict{VerdictTx, VerdictTx, VerdictTx, VerdictTx})
+}
+
+// checkZeroAllocs processes frames on f and s over and over, each frame
+// afresh, and checks that each gets its verdict of want and that nothing
+// is allocated.
+func checkZeroAllocs(t *testing.T, f *Forwarder, s *Snapshot, frames [][]byte, want []Verdict) {
+	t.Helper()
 	pkts := make([]*packet.Packet, len(frames))
 	for i, fr := range frames {
 		pkts[i] = newPacket(fr)
@@ -458,8 +466,8 @@ func TestZeroAllocs6(t *testing.T) {
 			p := pkts[i]
 			copy(p.Buf[headroom:], fr)
 			p.Off, p.Len = headroom, len(fr)
-			if v, _ := f.Process(s, p, 0); v != VerdictTx {
-				t.Fatalf("frame %d: verdict %v", i, v)
+			if v, _ := f.Process(s, p, 0); v != want[i] {
+				t.Fatalf("frame %d: verdict %v, want %v", i, v, want[i])
 			}
 		}
 	})

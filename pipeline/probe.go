@@ -35,6 +35,15 @@ import (
 // new flow to the VIP (a backend without the VIP forwards it) is dropped
 // (fromPort), never balanced to another backend.
 //
+// IPv6 VIPs take the same path: the probe namespace holds the ports' IPv6
+// addresses, a probe's source port names its backend as for IPv4
+// (toProbed6), the answers from an IPv6 VIP to a port's IPv6 address at a
+// probe port, and ICMPv6 errors from a VIP, go to the probe port
+// (probeReply6), and a new flow from a port's IPv6 address to a VIP is a
+// probe looped back (fromPort6). An IPv6 VIP's probes come from its
+// backend's egress port's IPv6 address; a probe of one family never
+// reaches a VIP of the other.
+//
 // Cost for other packets: the burst loop tests one pointer per poll (and
 // polls the probe port every clockEvery polls); process tests one slice
 // length on packets to a port address and on new flows to a VIP; release
@@ -130,6 +139,28 @@ func (s *Snapshot) probeReply(ip IPv4, ihl int) bool {
 	return false
 }
 
+// probeReply6 is probeReply for ip, an IPv6 packet to a port's IPv6
+// address (validated, trimmed to its payload length): from a VIP, and TCP
+// or UDP to a port of the probe range, or an ICMPv6 error. Other ICMPv6
+// from a VIP (neighbour discovery, echo) stays the kernel's.
+func (s *Snapshot) probeReply6(ip IPv6) bool {
+	if !s.IsVIP6((*[16]byte)(ip[ipv6Src:])) {
+		return false
+	}
+	proto, off, r := upperLayer6(ip)
+	if r != DropNone || off+4 > len(ip) {
+		return false
+	}
+	switch proto {
+	case ProtoICMPv6:
+		return isICMPv6Error(ip[off])
+	case ProtoTCP, ProtoUDP:
+		k := int(Ports(ip[off:]).Dst()) - ProbePortBase
+		return k >= 0 && k < MaxProbeTargets*ProbePortsPerTarget
+	}
+	return false
+}
+
 // fromPort reports whether src is a port address. A new flow from one to a
 // VIP is a probe looped back: a backend without the VIP that forwards what
 // it does not own sends the probe on to its route to the VIP, the
@@ -139,6 +170,17 @@ func (s *Snapshot) probeReply(ip IPv4, ihl int) bool {
 func (s *Snapshot) fromPort(src uint32) bool {
 	for i := range s.Ports {
 		if s.Ports[i].IP == src {
+			return true
+		}
+	}
+	return false
+}
+
+// fromPort6 is fromPort for an IPv6 source: a new flow from a port's
+// IPv6 address to an IPv6 VIP is a probe looped back (toService6).
+func (s *Snapshot) fromPort6(src *[16]byte) bool {
+	for i := range s.Ports {
+		if s.Ports[i].IP6 == *src {
 			return true
 		}
 	}
@@ -158,8 +200,12 @@ func (f *Forwarder) toProbed(s *Snapshot, p *packet.Packet) (Verdict, int, DropR
 	if len(frame) < l3+IPv4MinSize {
 		return VerdictDrop, 0, DropTruncated
 	}
-	if et := uint16(frame[12])<<8 | uint16(frame[13]); et != EtherTypeIPv4 {
-		return VerdictDrop, 0, DropProbeUnmatched // ARP, IPv6: the probe namespace has nothing to say on the wire
+	switch et := uint16(frame[12])<<8 | uint16(frame[13]); et {
+	case EtherTypeIPv4:
+	case EtherTypeIPv6:
+		return f.toProbed6(s, p, frame)
+	default:
+		return VerdictDrop, 0, DropProbeUnmatched // ARP: the probe namespace has nothing to say on the wire
 	}
 	ip := IPv4(frame[l3:])
 	ihl := ip.HeaderLen()
@@ -180,10 +226,53 @@ func (f *Forwarder) toProbed(s *Snapshot, p *packet.Packet) (Verdict, int, DropR
 		return VerdictDrop, 0, DropProbeUnmatched
 	}
 	svc := &s.Services[d.svc]
-	if ip.DstU32() != svc.VIP {
+	if svc.IPv6 || ip.DstU32() != svc.VIP {
 		return VerdictDrop, 0, DropProbeUnmatched
 	}
-	b := &svc.Backends[d.backend]
+	return f.sendProbe(s, &svc.Backends[d.backend], p, l3, tot, ip[ipv4TOS], ip.FlagsFrag()&IPv4FlagDF)
+}
+
+// toProbed6 is toProbed for an IPv6 frame from the probe port: a probe to
+// an IPv6 VIP. What else the probe namespace's kernel might send (it is
+// set up to send no neighbour discovery, router solicitation or MLD:
+// kernel.ProbeNS) is dropped as probe_unmatched.
+func (f *Forwarder) toProbed6(s *Snapshot, p *packet.Packet, frame []byte) (Verdict, int, DropReason) {
+	const l3 = EthernetMinSize
+	if len(frame) < l3+IPv6HeaderSize {
+		return VerdictDrop, 0, DropTruncated
+	}
+	ip := IPv6(frame[l3:])
+	if ip.Version() != 6 {
+		return VerdictDrop, 0, DropBadVersion
+	}
+	tot := IPv6HeaderSize + int(ip.PayloadLen())
+	if tot > len(ip) {
+		return VerdictDrop, 0, DropBadTotalLen
+	}
+	ip = ip[:tot]
+	proto, off, r := upperLayer6(ip)
+	if r != DropNone {
+		return VerdictDrop, 0, r
+	}
+	if proto != ProtoTCP && proto != ProtoUDP || off+4 > tot {
+		return VerdictDrop, 0, DropProbeUnmatched
+	}
+	d, ok := s.probeDest(Ports(ip[off:]).Src())
+	if !ok {
+		return VerdictDrop, 0, DropProbeUnmatched
+	}
+	svc := &s.Services[d.svc]
+	if !svc.IPv6 || svc.VIP6 != *(*[16]byte)(ip[ipv6Dst:]) {
+		return VerdictDrop, 0, DropProbeUnmatched
+	}
+	// DF as for an IPv6 client's packet in an IPv4 envelope (toService6).
+	return f.sendProbe(s, &svc.Backends[d.backend], p, l3, tot, ip.TrafficClass(), IPv4FlagDF)
+}
+
+// sendProbe puts b's headers in front of p, a probe of tot bytes at l3
+// (TOS or traffic class tos, DF flag df for an IPv4 envelope), and
+// counts it.
+func (f *Forwarder) sendProbe(s *Snapshot, b *Backend, p *packet.Packet, l3, tot int, tos uint8, df uint16) (Verdict, int, DropReason) {
 	if !b.resolved {
 		return VerdictDrop, 0, DropNoRoute // next hop not resolved
 	}
@@ -194,26 +283,35 @@ func (f *Forwarder) toProbed(s *Snapshot, p *packet.Packet) (Verdict, int, DropR
 	if start < 0 {
 		return VerdictDrop, 0, DropTruncated
 	}
-	f.writeHeaders(b, p, start, l3, tot, ip[ipv4TOS], ip.FlagsFrag()&IPv4FlagDF, 0)
+	f.writeHeaders(b, p, start, l3, tot, tos, df, 0)
 	f.C.ProbesSent++
 	f.C.Backends[b.ID].Probes++
 	return VerdictTx, b.Port, DropNone
 }
 
 // ProbeSource returns where the probes through the VIP of backend (of
-// service) come from: the address of the backend's egress port and the
-// first port of its block; false when it is not probed through the VIP.
+// service) come from: the address of the VIP's family on the backend's
+// egress port (IP or IP6) and the first port of its block; false when it
+// is not probed through the VIP, or that port has no address of the VIP's
+// family.
 func (s *Snapshot) ProbeSource(service string, backend netip.Addr) (netip.AddrPort, bool) {
 	svc := s.FindService(service)
-	if svc == nil || !backend.Is4() {
+	if svc == nil {
 		return netip.AddrPort{}, false
 	}
-	i := svc.BackendIndex(addrU32(backend))
+	i := svc.BackendByAddr(backend)
 	if i < 0 || svc.Backends[i].probePort == 0 {
 		return netip.AddrPort{}, false
 	}
 	b := &svc.Backends[i]
+	port := &s.Ports[b.Port]
+	if svc.IPv6 {
+		if port.IP6 == ([16]byte{}) {
+			return netip.AddrPort{}, false
+		}
+		return netip.AddrPortFrom(netip.AddrFrom16(port.IP6), b.probePort), true
+	}
 	var ip [4]byte
-	binary.BigEndian.PutUint32(ip[:], s.Ports[b.Port].IP)
+	binary.BigEndian.PutUint32(ip[:], port.IP)
 	return netip.AddrPortFrom(netip.AddrFrom4(ip), b.probePort), true
 }

@@ -85,6 +85,101 @@ func pollAll(w *Worker, ports ...*listPort) {
 	}
 }
 
+// sendOneProbe sends in from the probe port on s and checks that one
+// frame leaves, from the port's MAC to dstMAC, with the probe unchanged
+// behind overhead bytes of envelope; it returns that frame, the probe's
+// IP packet and the worker's counters.
+func sendOneProbe(t *testing.T, s *Snapshot, in testpkt.Packet, dstMAC MAC, overhead int) (got, inner []byte, c Counters) {
+	t.Helper()
+	nic := &listPort{r: rand.New(rand.NewSource(1))}
+	probe := &listPort{r: rand.New(rand.NewSource(2)), frames: [][]byte{in.Build()}}
+	c = runProbeWorker(s, WorkerPort{NIC: nic}, probe, probe)
+	if len(nic.sent) != 1 {
+		t.Fatalf("sent %d packets, want 1; drops %v", len(nic.sent), c.Drops)
+	}
+	got, inner = nic.sent[0], in.Build()[14:]
+	if !bytes.Equal(got[0:6], dstMAC[:]) || !bytes.Equal(got[6:12], portMAC[:]) {
+		t.Errorf("MACs %x > %x, want %x > %x", got[6:12], got[0:6], portMAC, dstMAC)
+	}
+	if len(got) != 14+overhead+len(inner) || !bytes.Equal(got[14+overhead:], inner) {
+		t.Errorf("probe changed:\n got %x\nwant %x", got[min(14+overhead, len(got)):], inner)
+	}
+	return got, inner, c
+}
+
+// checkOneProbe checks c after one probe to backend (ID) of a snapshot
+// of n backends: counted as a probe of that backend only, and no client
+// packet, flow table entry or NIC packet.
+func checkOneProbe(t *testing.T, c Counters, backend uint32, n int) {
+	t.Helper()
+	if c.ProbesSent != 1 || c.Backend(backend).Probes != 1 {
+		t.Errorf("probes sent %d, to backend %d: %d; want 1 and 1", c.ProbesSent, backend, c.Backend(backend).Probes)
+	}
+	for id := range uint32(n) {
+		if b := c.Backend(id); b.Packets != 0 || b.NewFlows != 0 || (id != backend && b.Probes != 0) {
+			t.Errorf("backend %d counters %+v, want no client packet and no probe", id, b)
+		}
+	}
+	if c.FlowEntries != 0 || c.FlowMisses != 0 || c.RxPackets != 0 {
+		t.Errorf("flow entries %d, misses %d, rx %d: a probe must not touch the flow table or the NIC counters",
+			c.FlowEntries, c.FlowMisses, c.RxPackets)
+	}
+}
+
+// checkProbeDropped sends frame from the probe port and checks that it
+// is dropped for want, freed, and nothing is sent.
+func checkProbeDropped(t *testing.T, s *Snapshot, frame []byte, want DropReason) {
+	t.Helper()
+	nic := &listPort{r: rand.New(rand.NewSource(1))}
+	probe := &listPort{r: rand.New(rand.NewSource(2)), frames: [][]byte{frame}}
+	c := runProbeWorker(s, WorkerPort{NIC: nic}, probe, probe)
+	if len(nic.sent) != 0 || c.Drops[want] != 1 || probe.freed != 1 || c.ProbesSent != 0 {
+		t.Errorf("sent %d, %s drops %d, freed %d, probes sent %d; want 0, 1, 1, 0; drops %v",
+			len(nic.sent), want, c.Drops[want], probe.freed, c.ProbesSent, c.Drops)
+	}
+}
+
+// checkHandedOver receives in on the NIC and checks where it goes: to the
+// probe port, addressed to its MAC and counted as a probe reply, when
+// toProbe, else to the kernel.
+func checkHandedOver(t *testing.T, s *Snapshot, in []byte, toProbe bool) {
+	t.Helper()
+	nic := &listPort{r: rand.New(rand.NewSource(1)), frames: [][]byte{in}}
+	tap := &listPort{r: rand.New(rand.NewSource(3))}
+	probe := &listPort{r: rand.New(rand.NewSource(2))}
+	c := runProbeWorker(s, WorkerPort{NIC: nic, Tap: tap}, probe, nic)
+	if !toProbe {
+		if len(tap.sent) != 1 || len(probe.sent) != 0 || c.ProbeReplies != 0 {
+			t.Errorf("to the kernel %d, to the probe port %d, probe replies %d; want 1, 0, 0", len(tap.sent), len(probe.sent), c.ProbeReplies)
+		}
+		return
+	}
+	if len(probe.sent) != 1 || len(tap.sent) != 0 || c.ProbeReplies != 1 {
+		t.Fatalf("to the probe port %d, to the kernel %d, probe replies %d; want 1, 0, 1", len(probe.sent), len(tap.sent), c.ProbeReplies)
+	}
+	got := probe.sent[0]
+	if !bytes.Equal(got[0:6], probeMAC[:]) || !bytes.Equal(got[6:], in[6:]) {
+		t.Errorf("handed over %x, want %x with destination MAC %x", got, in, probeMAC)
+	}
+}
+
+// checkLooped processes frame, a probe that came back from a backend, on
+// s: want VerdictDrop (probe_looped, no flow, no new flow on backends 0
+// and 1) with probes in s, VerdictTx without.
+func checkLooped(t *testing.T, s *Snapshot, frame []byte, want Verdict) {
+	t.Helper()
+	f := NewForwarder(1024, DefaultFlowTimeouts, 0)
+	f.Use(s)
+	v, _ := f.Process(s, newPacket(frame), 0)
+	if v != want {
+		t.Fatalf("verdict %v, want %v (drops %v)", v, want, f.C.Drops)
+	}
+	if want == VerdictDrop && (f.C.Drops[DropProbeLooped] != 1 || f.Flows.Entries != 0 || f.C.Backends[0].NewFlows+f.C.Backends[1].NewFlows != 0) {
+		t.Errorf("probe_looped %d, flow entries %d, new flows %d/%d; want 1, 0, 0", f.C.Drops[DropProbeLooped], f.Flows.Entries,
+			f.C.Backends[0].NewFlows, f.C.Backends[1].NewFlows)
+	}
+}
+
 // TestProbeToOneBackend: a probe from the probe port goes to the one
 // backend its source port names, with that backend's headers (l2 MACs,
 // ipip or gre envelope), whatever the backend's health; the flow table,
@@ -106,20 +201,7 @@ func TestProbeToOneBackend(t *testing.T) {
 		{"gre", probeFrom(port(4)+2, vipGRE, 8443), gwMAC, 24, "10.2.0.1", 4},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			nic := &listPort{r: rand.New(rand.NewSource(1))}
-			probe := &listPort{r: rand.New(rand.NewSource(2)), frames: [][]byte{tc.in.Build()}}
-			c := runProbeWorker(s, WorkerPort{NIC: nic}, probe, probe)
-			if len(nic.sent) != 1 {
-				t.Fatalf("sent %d packets, want 1; drops %v", len(nic.sent), c.Drops)
-			}
-			got := nic.sent[0]
-			inner := tc.in.Build()[14:]
-			if !bytes.Equal(got[0:6], tc.dstMAC[:]) || !bytes.Equal(got[6:12], portMAC[:]) {
-				t.Errorf("MACs %x > %x, want %x > %x", got[6:12], got[0:6], portMAC, tc.dstMAC)
-			}
-			if !bytes.Equal(got[14+tc.overhead:], inner) {
-				t.Errorf("probe changed:\n got %x\nwant %x", got[14+tc.overhead:], inner)
-			}
+			got, inner, c := sendOneProbe(t, s, tc.in, tc.dstMAC, tc.overhead)
 			if tc.overhead > 0 {
 				o := IPv4(got[14:])
 				proto := uint8(ProtoIPIP)
@@ -136,18 +218,7 @@ func TestProbeToOneBackend(t *testing.T) {
 						proto, portIP, tc.outerDst, len(inner)+tc.overhead)
 				}
 			}
-			if c.ProbesSent != 1 || c.Backend(tc.backend).Probes != 1 {
-				t.Errorf("probes sent %d, to backend %d: %d; want 1 and 1", c.ProbesSent, tc.backend, c.Backend(tc.backend).Probes)
-			}
-			for id := range uint32(5) {
-				if b := c.Backend(id); b.Packets != 0 || b.NewFlows != 0 || (id != tc.backend && b.Probes != 0) {
-					t.Errorf("backend %d counters %+v, want no client packet and no probe", id, b)
-				}
-			}
-			if c.FlowEntries != 0 || c.FlowMisses != 0 || c.RxPackets != 0 {
-				t.Errorf("flow entries %d, misses %d, rx %d: a probe must not touch the flow table or the NIC counters",
-					c.FlowEntries, c.FlowMisses, c.RxPackets)
-			}
+			checkOneProbe(t, c, tc.backend, 5)
 		})
 	}
 }
@@ -171,12 +242,7 @@ func TestProbeUnmatched(t *testing.T) {
 		{"next hop unresolved", probeFrom(ProbePortBase+2*ProbePortsPerTarget, vipIPIP, 53).Build(), DropNoRoute},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			nic := &listPort{r: rand.New(rand.NewSource(1))}
-			probe := &listPort{r: rand.New(rand.NewSource(2)), frames: [][]byte{tc.frame}}
-			c := runProbeWorker(s, WorkerPort{NIC: nic}, probe, probe)
-			if len(nic.sent) != 0 || c.Drops[tc.want] != 1 || probe.freed != 1 || c.ProbesSent != 0 {
-				t.Errorf("sent %d, %s drops %d, freed %d, probes sent %d; want 0, 1, 1, 0", len(nic.sent), tc.want, c.Drops[tc.want], probe.freed, c.ProbesSent)
-			}
+			checkProbeDropped(t, s, tc.frame, tc.want)
 		})
 	}
 }
@@ -202,24 +268,7 @@ func TestProbeReplies(t *testing.T) {
 		{"no probes in the snapshot", testSnapshot(t), replyTo(vipL2, ProbePortBase+1), false},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			in := tc.in.Build()
-			nic := &listPort{r: rand.New(rand.NewSource(1)), frames: [][]byte{in}}
-			tap := &listPort{r: rand.New(rand.NewSource(3))}
-			probe := &listPort{r: rand.New(rand.NewSource(2))}
-			c := runProbeWorker(tc.snap, WorkerPort{NIC: nic, Tap: tap}, probe, nic)
-			if !tc.toProb {
-				if len(tap.sent) != 1 || len(probe.sent) != 0 || c.ProbeReplies != 0 {
-					t.Errorf("to the kernel %d, to the probe port %d, probe replies %d; want 1, 0, 0", len(tap.sent), len(probe.sent), c.ProbeReplies)
-				}
-				return
-			}
-			if len(probe.sent) != 1 || len(tap.sent) != 0 || c.ProbeReplies != 1 {
-				t.Fatalf("to the probe port %d, to the kernel %d, probe replies %d; want 1, 0, 1", len(probe.sent), len(tap.sent), c.ProbeReplies)
-			}
-			got := probe.sent[0]
-			if !bytes.Equal(got[0:6], probeMAC[:]) || !bytes.Equal(got[6:], in[6:]) {
-				t.Errorf("handed over %x, want %x with destination MAC %x", got, in, probeMAC)
-			}
+			checkHandedOver(t, tc.snap, tc.in.Build(), tc.toProb)
 		})
 	}
 }
@@ -253,29 +302,26 @@ func TestProbeSnapshotErrors(t *testing.T) {
 // TestProbeLooped: a probe a backend without the VIP sends back to the
 // appliance (it forwards what it does not own: a new flow from the port
 // address to the VIP) is dropped, never balanced to another backend; a
-// snapshot without probes forwards it as before.
+// snapshot without probes forwards it as before. The same over IPv6 (from
+// the port's IPv6 address to an IPv6 VIP).
 func TestProbeLooped(t *testing.T) {
 	looped := probeFrom(ProbePortBase+1, vipL2, 80)
 	looped.SrcMAC = be1MAC
+	looped6 := probe6From(ProbePortBase+1, vip6L2, ProtoTCP, 80)
+	looped6.SrcMAC = be1MAC
 	for _, tc := range []struct {
 		desc string
 		snap *Snapshot
+		in   testpkt.Packet
 		want Verdict
 	}{
-		{"with probes", probeSnapshot(t), VerdictDrop},
-		{"without probes", testSnapshot(t), VerdictTx},
+		{"with probes", probeSnapshot(t), looped, VerdictDrop},
+		{"without probes", testSnapshot(t), looped, VerdictTx},
+		{"IPv6 with probes", probeSnapshot6(t), looped6, VerdictDrop},
+		{"IPv6 without probes", testSnapshot6(t), looped6, VerdictTx},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			f := NewForwarder(1024, DefaultFlowTimeouts, 0)
-			f.Use(tc.snap)
-			v, _ := f.Process(tc.snap, newPacket(looped.Build()), 0)
-			if v != tc.want {
-				t.Fatalf("verdict %v, want %v", v, tc.want)
-			}
-			if tc.want == VerdictDrop && (f.C.Drops[DropProbeLooped] != 1 || f.Flows.Entries != 0 || f.C.Backends[0].NewFlows+f.C.Backends[1].NewFlows != 0) {
-				t.Errorf("probe_looped %d, flow entries %d, new flows %d/%d; want 1, 0, 0", f.C.Drops[DropProbeLooped], f.Flows.Entries,
-					f.C.Backends[0].NewFlows, f.C.Backends[1].NewFlows)
-			}
+			checkLooped(t, tc.snap, tc.in.Build(), tc.want)
 		})
 	}
 }

@@ -377,25 +377,34 @@ func TestHealthRiseFall(t *testing.T) {
 	}
 }
 
+// serveUDP listens on addr (network udp4 or udp6) until the test ends and
+// answers each datagram b from from with reply(b, from), or nothing when
+// that is nil.
+func serveUDP(t *testing.T, network, addr string, reply func(b []byte, from net.Addr) []byte) net.PacketConn {
+	t.Helper()
+	c, err := net.ListenPacket(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := c.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if r := reply(buf[:n], from); r != nil {
+				c.WriteTo(r, from)
+			}
+		}
+	}()
+	return c
+}
+
 func TestHealthUDP(t *testing.T) {
 	serve := func(reply func([]byte) []byte) int {
-		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		go func() {
-			buf := make([]byte, 1500)
-			for {
-				n, from, err := c.ReadFrom(buf)
-				if err != nil {
-					return
-				}
-				if r := reply(buf[:n]); r != nil {
-					c.WriteTo(r, from)
-				}
-			}
-		}()
+		c := serveUDP(t, "udp4", "127.0.0.1:0", func(b []byte, _ net.Addr) []byte { return reply(b) })
 		return portOf(t, c.LocalAddr())
 	}
 	echo := serve(func(b []byte) []byte { return b })
@@ -674,21 +683,7 @@ func TestHealthIPv6(t *testing.T) {
 	go srv.Serve(httpL)
 	t.Cleanup(func() { srv.Close() })
 
-	udp, err := net.ListenPacket("udp6", "[::1]:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { udp.Close() })
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := udp.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			udp.WriteTo(append([]byte("PONG "), buf[:n]...), from)
-		}
-	}()
+	udp := serveUDP(t, "udp6", "[::1]:0", func(b []byte, _ net.Addr) []byte { return append([]byte("PONG "), b...) })
 	udpClosed, err := net.ListenPacket("udp6", "[::1]:0")
 	if err != nil {
 		t.Fatal(err)

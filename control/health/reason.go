@@ -62,9 +62,9 @@ func DialFrom(ctx context.Context, network string, local, addr netip.AddrPort) (
 		return serr
 	}}
 	switch network {
-	case "tcp4", "tcp":
+	case "tcp4", "tcp6", "tcp":
 		d.LocalAddr = net.TCPAddrFromAddrPort(local)
-	case "udp4", "udp":
+	case "udp4", "udp6", "udp":
 		d.LocalAddr = net.UDPAddrFromAddrPort(local)
 	}
 	return d.DialContext(ctx, network, addr.String())

@@ -46,13 +46,35 @@ func NewProbeNS(opts Options) (*ProbeNS, error) {
 		p.Close()
 		return nil, fmt.Errorf("probe namespace: %w", p.nl.err)
 	}
-	// Before the probe tap exists, so that it never sends IPv6 (router
-	// solicitations, MLD) into the data plane (for now the probes are
-	// IPv4).
+	// Before the probe tap exists, so that it never sends IPv6 into the
+	// data plane: no link-local address (addr_gen_mode 1), so no router
+	// solicitation; no duplicate address detection; no router
+	// advertisements taken. (With NOARP, which Configure sets, it joins no
+	// solicited-node group, so it sends no MLD report, and resolves no
+	// neighbour.) The ports' IPv6 addresses, the sources of the probes
+	// through IPv6 VIPs, go on with IFA_F_NODAD. Where these cannot be set
+	// (a read-only /proc/sys) IPv6 stays off there: probes through IPv6
+	// VIPs fail (no route), the IPv4 ones work.
+	quiet6 := []sysctl{
+		{path: "ipv6/conf/default/addr_gen_mode", value: "1"},
+		{path: "ipv6/conf/default/accept_dad", value: "0"},
+		{path: "ipv6/conf/default/dad_transmits", value: "0"},
+		{path: "ipv6/conf/default/accept_ra", value: "0"},
+		{path: "ipv6/conf/default/router_solicitations", value: "0"},
+	}
+	if err := setSysctls(&p.nl, opts.Log, "default", quiet6); err != nil {
+		opts.Log.Warn().Err(err).Str("event", "probe_ipv6_off").
+			Msg("IPv6 off in the probe namespace: health checks through IPv6 VIPs (health.via: vip) fail")
+		if err := setSysctls(&p.nl, opts.Log, "default", []sysctl{
+			{path: "ipv6/conf/default/disable_ipv6", value: "1", optional: true},
+			{path: "ipv6/conf/all/disable_ipv6", value: "1", optional: true},
+		}); err != nil {
+			p.Close()
+			return nil, fmt.Errorf("probe namespace: %w", err)
+		}
+	}
+	// The default already; a container's read-only /proc/sys keeps it.
 	if err := setSysctls(&p.nl, opts.Log, "default", []sysctl{
-		{path: "ipv6/conf/default/disable_ipv6", value: "1", optional: true},
-		{path: "ipv6/conf/all/disable_ipv6", value: "1", optional: true},
-		// The default already; a container's read-only /proc/sys keeps it.
 		{path: "ipv4/ip_local_port_range", value: ProbeLocalPorts, optional: true},
 	}); err != nil {
 		p.Close()
@@ -107,9 +129,11 @@ func (p *ProbeNS) Enter() (leave func() error, err error) {
 func (p *ProbeNS) Do(fn func() error) error { return nsrun.Do(p.ns, fn) }
 
 // Configure prepares tap ifname, the probe port inside the namespace:
-// the port addresses addrs as /32s, MTU mtu, NOARP (it has no neighbours:
-// the data plane reads the frames whatever their destination MAC), up,
-// and a default route out of it. (NewProbeNS turned IPv6 off and set the
+// the port addresses addrs as /32s and /128s (IPv6 without duplicate
+// address detection), MTU mtu, NOARP (it has no neighbours: the data
+// plane reads the frames whatever their destination MAC; for IPv6 it also
+// means no neighbour discovery and no MLD), up, and default routes of both
+// families out of it. (NewProbeNS kept IPv6 quiet there and set the
 // ephemeral ports above the probe source ports, ProbeLocalPorts.)
 func (p *ProbeNS) Configure(ifname string, addrs []netip.Addr, mtu int) error {
 	h := p.nl.h
@@ -125,11 +149,13 @@ func (p *ProbeNS) Configure(ifname string, addrs []netip.Addr, mtu int) error {
 	if err := h.LinkSetARPOff(link); err != nil {
 		return fmt.Errorf("probe tap %s: arp off: %w", ifname, err)
 	}
+	has6 := false
 	for _, a := range addrs {
-		if !a.Is4() {
-			continue
+		na := &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(a, a.BitLen()))}
+		if a.Is6() {
+			na.Flags, has6 = unix.IFA_F_NODAD, true
 		}
-		if err := h.AddrReplace(link, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(a, 32))}); err != nil {
+		if err := h.AddrReplace(link, na); err != nil {
 			return fmt.Errorf("probe tap %s: add address %s: %w", ifname, a, err)
 		}
 	}
@@ -140,6 +166,13 @@ func (p *ProbeNS) Configure(ifname string, addrs []netip.Addr, mtu int) error {
 		Dst: &net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}}
 	if err := h.RouteReplace(r); err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("probe tap %s: default route: %w", ifname, err)
+	}
+	if has6 {
+		r6 := &netlink.Route{LinkIndex: link.Attrs().Index, Protocol: unix.RTPROT_STATIC,
+			Dst: &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}}
+		if err := h.RouteReplace(r6); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("probe tap %s: IPv6 default route: %w", ifname, err)
+		}
 	}
 	p.opts.Log.Info().Str("event", "probe_tap_configured").Str("tap", ifname).Int("mtu", mtu).
 		Msg("health probes through the VIP leave through the probe tap")

@@ -54,6 +54,8 @@ type viaFault struct {
 	// missing is what `dsrctl backend check` on the backend must name
 	// first while the fault lasts.
 	missing string
+	// ip is the backend's address in the services: be.IP when unset.
+	ip netip.Addr
 }
 
 // backendStatus finds backend ip of service svc in st.
@@ -112,13 +114,17 @@ func checkViaFault(ctx context.Context, t *testing.T, appl *nsbed.Appliance, cli
 			_ = fault.undo()
 		}
 	}()
-	took, st := waitHealth(ctx, t, appl, web, be.IP, "unhealthy", 10*time.Second)
+	ip := fault.ip
+	if !ip.IsValid() {
+		ip = be.IP
+	}
+	took, st := waitHealth(ctx, t, appl, web, ip, "unhealthy", 10*time.Second)
 	bound := viaFall*viaInterval + time.Second
 	t.Logf("%s on %s: %s down after %v (bound %v)", fault.name, be.Name, web, took.Round(10*time.Millisecond), bound)
 	if took > bound {
 		t.Errorf("%s/%s went down after %v, want at most fall x interval + 1s = %v", web, be.Name, took, bound)
 	}
-	svc, b := backendStatus(st, web, be.IP)
+	svc, b := backendStatus(st, web, ip)
 	t.Logf("status of %s/%s: probe %+v, reason %q", web, be.Name, *b.Probe, b.HealthReason)
 	if b.Probe == nil || b.Probe.Via != "vip" || !strings.Contains(b.HealthReason, fault.reason) {
 		t.Errorf("%s/%s: probe %+v, reason %q; want via vip and a reason containing %q", web, be.Name, b.Probe, b.HealthReason, fault.reason)
@@ -128,7 +134,7 @@ func checkViaFault(ctx context.Context, t *testing.T, appl *nsbed.Appliance, cli
 	if err := appl.Get(ctx, "/api/v1/events", &evs); err != nil {
 		t.Fatal(err)
 	}
-	object := "service " + web + "/backend " + be.IP.String()
+	object := "service " + web + "/backend " + ip.String()
 	found := false
 	for _, e := range evs.Events {
 		if e.Kind == v1.EventHealth && e.Object == object && e.Data["state"] == "down" && strings.Contains(e.Reason, fault.reason) {
@@ -149,11 +155,11 @@ func checkViaFault(ctx context.Context, t *testing.T, appl *nsbed.Appliance, cli
 		t.Errorf("VIP %s withdrawn with 2 of 3 backends up (min_healthy 2): %s", svc.VIP, svc.Reason)
 	}
 	// via: backend does not see the fault.
-	if _, e := backendStatus(st, echo, be.IP); e == nil || e.Health != "healthy" || e.Forwarding != "active" || e.Probe == nil || e.Probe.Via != "backend" {
+	if _, e := backendStatus(st, echo, ip); e == nil || e.Health != "healthy" || e.Forwarding != "active" || e.Probe == nil || e.Probe.Via != "backend" {
 		t.Errorf("%s/%s (via: backend): %+v, want healthy and active: the fault is invisible to it", echo, be.Name, e)
 	}
 	// Its own address still answers (asked from a host on its subnet).
-	own, err := nsbed.CurlMany(ctx, neighbour, "http://"+be.IP.String()+"/", 1)
+	own, err := nsbed.CurlMany(ctx, neighbour, "http://"+netip.AddrPortFrom(ip, 80).String()+"/", 1)
 	if err != nil || own.OK != 1 || own.PerBackend[be.Name] != 1 {
 		t.Errorf("%s's own address: %+v %v, want it to answer", be.Name, own, err)
 	}
@@ -176,7 +182,7 @@ func checkViaFault(ctx context.Context, t *testing.T, appl *nsbed.Appliance, cli
 	if err := fault.undo(); err != nil {
 		t.Fatalf("undo %s: %v", fault.name, err)
 	}
-	took, _ = waitHealth(ctx, t, appl, web, be.IP, "healthy", 10*time.Second)
+	took, _ = waitHealth(ctx, t, appl, web, ip, "healthy", 10*time.Second)
 	t.Logf("%s undone: %s/%s up after %v", fault.name, web, be.Name, took.Round(10*time.Millisecond))
 }
 
@@ -213,6 +219,23 @@ func checkProbeSources(ctx context.Context, t *testing.T, w *nsbed.ProbeWatch, a
 	}
 }
 
+// vipOffLoL2 is the fault of an L2 bed's VIP vip (either family) removed
+// from lo on backend be, which the services know by its address of vip's
+// family.
+func vipOffLoL2(be *nsbed.Backend, vip netip.Addr) viaFault {
+	pfx := netip.PrefixFrom(vip, vip.BitLen()).String()
+	lo := func(op string) func() error {
+		return func() error { _, err := be.NS.Run("ip", "addr", op, pfx, "dev", "lo"); return err }
+	}
+	f := viaFault{name: "VIP removed from lo", apply: lo("del"), undo: lo("add"),
+		reason:  fmt.Sprintf("no answer from the VIP %s through l2", netip.AddrPortFrom(vip, 80)),
+		missing: fmt.Sprintf("VIP %s on lo", pfx)}
+	if vip.Is6() {
+		f.name, f.ip = "IPv6 VIP removed from lo", be.IP6
+	}
+	return f
+}
+
 // TestHealthViaVIPL2: in L2 DSR a backend without the VIP on lo (its own
 // address still answers) is taken down by the monitor through the VIP
 // and not by the one of its own address.
@@ -226,15 +249,32 @@ func TestHealthViaVIPL2(t *testing.T) {
 		t.Fatal(err)
 	}
 	be := l.Backends[0]
-	vip := nsbed.L2VIP.String() + "/32"
-	checkViaFault(ctx, t, l.Appliance, l.Client, l.Client, l.URL("/"), "web", "echo", l.Backends, be, viaFault{
-		name:    "VIP removed from lo",
-		apply:   func() error { _, err := be.NS.Run("ip", "addr", "del", vip, "dev", "lo"); return err },
-		undo:    func() error { _, err := be.NS.Run("ip", "addr", "add", vip, "dev", "lo"); return err },
-		reason:  fmt.Sprintf("no answer from the VIP %s:80 through l2", nsbed.L2VIP),
-		missing: fmt.Sprintf("VIP %s/32 on lo", nsbed.L2VIP),
-	})
+	checkViaFault(ctx, t, l.Appliance, l.Client, l.Client, l.URL("/"), "web", "echo", l.Backends, be, vipOffLoL2(be, nsbed.L2VIP))
 	checkProbeSources(ctx, t, w, l.Appliance, nsbed.L2VIP)
+}
+
+// TestHealthViaVIPL2IPv6: the same over IPv6 in the dual-stack L2 bed: a
+// backend without the IPv6 VIP on lo (its own IPv6 address, and the IPv4
+// VIP, still answer) is taken down in web6, probed through the IPv6 VIP
+// from the port's ip6, and not in echo6 (via: backend); the probes reach
+// the one backend each is for, over both families.
+func TestHealthViaVIPL2IPv6(t *testing.T) {
+	peer := netip.MustParseAddr("10.99.0.254")
+	l := startL2(t, nsbed.L2Options{IPv6: true, Config: viaConfig(nsbed.L2ApplianceIP, peer)})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	w6, err := nsbed.WatchProbes6(l.Backends, nsbed.L2ApplianceIP6, nsbed.L2VIP6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w4, err := nsbed.WatchProbes(l.Backends, nsbed.L2ApplianceIP, nsbed.L2VIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := l.Backends[0]
+	checkViaFault(ctx, t, l.Appliance, l.Client, l.Client, l.URL6("/"), "web6", "echo6", l.Backends, be, vipOffLoL2(be, nsbed.L2VIP6))
+	checkProbeSources(ctx, t, w6, l.Appliance, nsbed.L2VIP6)
+	checkProbeSources(ctx, t, w4, l.Appliance, nsbed.L2VIP)
 }
 
 // TestHealthViaVIPL3: in IPIP and GRE DSR a backend without the VIP on lo,

@@ -24,28 +24,43 @@ const (
 // the probe range, read after the inner packet is decapsulated (prerouting).
 type ProbeWatch struct {
 	bes Backends
+	fam string // nftables family: ip or ip6
 }
 
 // probeTable is the nftables table of ProbeWatch on each backend.
 const probeTable = "dsrlb_probes"
 
 // WatchProbes installs the recording on every backend of bes, for probes
-// from appl to vips.
+// from appl to vips, all of appl's family (WatchProbes6 for IPv6).
 func WatchProbes(bes Backends, appl netip.Addr, vips ...netip.Addr) (*ProbeWatch, error) {
+	return watchProbes(bes, "ip", appl, vips)
+}
+
+// WatchProbes6 is WatchProbes for IPv6: probes from the appliance's IPv6
+// address appl to IPv6 VIPs (a table of family ip6 beside the ip one).
+func WatchProbes6(bes Backends, appl netip.Addr, vips ...netip.Addr) (*ProbeWatch, error) {
+	return watchProbes(bes, "ip6", appl, vips)
+}
+
+func watchProbes(bes Backends, fam string, appl netip.Addr, vips []netip.Addr) (*ProbeWatch, error) {
 	var vs []string
 	for _, v := range vips {
 		vs = append(vs, v.String())
 	}
-	rules := fmt.Sprintf(`table ip %s {
-	set seen { type ipv4_addr . inet_service; flags dynamic; }
+	typ := "ipv4_addr"
+	if fam == "ip6" {
+		typ = "ipv6_addr"
+	}
+	rules := fmt.Sprintf(`table %[1]s %[2]s {
+	set seen { type %[3]s . inet_service; flags dynamic; }
 	chain pre {
 		type filter hook prerouting priority -300; policy accept;
-		ip saddr %s ip daddr { %s } tcp sport %d-%d add @seen { ip daddr . tcp sport } counter
+		%[1]s saddr %[4]s %[1]s daddr { %[5]s } tcp sport %[6]d-%[7]d add @seen { %[1]s daddr . tcp sport } counter
 	}
 }
-`, probeTable, appl, strings.Join(vs, ", "), ProbePortBase, probePortLast)
+`, fam, probeTable, typ, appl, strings.Join(vs, ", "), ProbePortBase, probePortLast)
 	for _, b := range bes {
-		path := b.NS.bed.Path(b.Name + "-probes.nft")
+		path := b.NS.bed.Path(b.Name + "-probes-" + fam + ".nft")
 		if err := os.WriteFile(path, []byte(rules), 0o644); err != nil {
 			return nil, err
 		}
@@ -53,7 +68,7 @@ func WatchProbes(bes Backends, appl netip.Addr, vips ...netip.Addr) (*ProbeWatch
 			return nil, err
 		}
 	}
-	return &ProbeWatch{bes: bes}, nil
+	return &ProbeWatch{bes: bes, fam: fam}, nil
 }
 
 // Seen returns, per backend name and VIP, the sorted source ports of the
@@ -61,7 +76,7 @@ func WatchProbes(bes Backends, appl netip.Addr, vips ...netip.Addr) (*ProbeWatch
 func (w *ProbeWatch) Seen() (map[string]map[netip.Addr][]int, error) {
 	out := map[string]map[netip.Addr][]int{}
 	for _, b := range w.bes {
-		j, err := b.NS.Run("nft", "-j", "list", "set", "ip", probeTable, "seen")
+		j, err := b.NS.Run("nft", "-j", "list", "set", w.fam, probeTable, "seen")
 		if err != nil {
 			return nil, err
 		}

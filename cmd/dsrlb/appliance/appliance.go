@@ -236,12 +236,15 @@ func (vt vipTaps) set(v *kernel.VIPs, vips []netip.Addr) error {
 	return errors.Join(v.Set(vt.v4, v4), v.Set(vt.v6, v6))
 }
 
-// portAddrs returns the ports' addresses: the sources of the probes
-// through the VIP.
+// portAddrs returns the ports' addresses, IPv4 and IPv6: the sources of
+// the probes through the VIP.
 func portAddrs(t *control.Typed) []netip.Addr {
 	var out []netip.Addr
 	for _, p := range t.Ports {
 		out = append(out, p.Addr)
+		if p.IP6.IsValid() {
+			out = append(out, p.IP6.Addr())
+		}
 	}
 	return out
 }
