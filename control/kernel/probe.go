@@ -7,6 +7,7 @@ import (
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
@@ -52,26 +53,20 @@ func NewProbeNS(opts Options) (*ProbeNS, error) {
 	// advertisements taken. (With NOARP, which Configure sets, it joins no
 	// solicited-node group, so it sends no MLD report, and resolves no
 	// neighbour.) The ports' IPv6 addresses, the sources of the probes
-	// through IPv6 VIPs, go on with IFA_F_NODAD. Where these cannot be set
-	// (a read-only /proc/sys) IPv6 stays off there: probes through IPv6
-	// VIPs fail (no route), the IPv4 ones work.
-	quiet6 := []sysctl{
-		{path: "ipv6/conf/default/addr_gen_mode", value: "1"},
-		{path: "ipv6/conf/default/accept_dad", value: "0"},
-		{path: "ipv6/conf/default/dad_transmits", value: "0"},
-		{path: "ipv6/conf/default/accept_ra", value: "0"},
-		{path: "ipv6/conf/default/router_solicitations", value: "0"},
-	}
-	if err := setSysctls(&p.nl, opts.Log, "default", quiet6); err != nil {
-		opts.Log.Warn().Err(err).Str("event", "probe_ipv6_off").
-			Msg("IPv6 off in the probe namespace: health checks through IPv6 VIPs (health.via: vip) fail")
-		if err := setSysctls(&p.nl, opts.Log, "default", []sysctl{
-			{path: "ipv6/conf/default/disable_ipv6", value: "1", optional: true},
-			{path: "ipv6/conf/all/disable_ipv6", value: "1", optional: true},
-		}); err != nil {
-			p.Close()
-			return nil, fmt.Errorf("probe namespace: %w", err)
-		}
+	// through IPv6 VIPs, go on with IFA_F_NODAD. A read-only /proc/sys (a
+	// container) keeps the defaults: Configure then sets the tap's
+	// address generation mode over netlink, which is what matters (no
+	// link-local address, so nothing sent of its own), and NOARP skips
+	// duplicate address detection.
+	if err := setSysctls(&p.nl, opts.Log, "default", []sysctl{
+		{path: "ipv6/conf/default/addr_gen_mode", value: "1", optional: true},
+		{path: "ipv6/conf/default/accept_dad", value: "0", optional: true},
+		{path: "ipv6/conf/default/dad_transmits", value: "0", optional: true},
+		{path: "ipv6/conf/default/accept_ra", value: "0", optional: true},
+		{path: "ipv6/conf/default/router_solicitations", value: "0", optional: true},
+	}); err != nil {
+		p.Close()
+		return nil, fmt.Errorf("probe namespace: %w", err)
 	}
 	// The default already; a container's read-only /proc/sys keeps it.
 	if err := setSysctls(&p.nl, opts.Log, "default", []sysctl{
@@ -146,6 +141,9 @@ func (p *ProbeNS) Configure(ifname string, addrs []netip.Addr, mtu int) error {
 			return fmt.Errorf("probe tap %s: set mtu %d: %w", ifname, mtu, err)
 		}
 	}
+	if err := p.quiet6(link); err != nil {
+		return fmt.Errorf("probe tap %s: %w", ifname, err)
+	}
 	if err := h.LinkSetARPOff(link); err != nil {
 		return fmt.Errorf("probe tap %s: arp off: %w", ifname, err)
 	}
@@ -177,4 +175,40 @@ func (p *ProbeNS) Configure(ifname string, addrs []netip.Addr, mtu int) error {
 	p.opts.Log.Info().Str("event", "probe_tap_configured").Str("tap", ifname).Int("mtu", mtu).
 		Msg("health probes through the VIP leave through the probe tap")
 	return nil
+}
+
+// in6AddrGenModeNone is IN6_ADDR_GEN_MODE_NONE (linux/if_link.h): the
+// kernel generates no IPv6 link-local address for the link.
+const in6AddrGenModeNone = 1
+
+// quiet6 makes sure the probe tap sends nothing of its own over IPv6,
+// whatever the sysctls NewProbeNS could set: its address generation mode
+// none, set over netlink (which a container's read-only /proc/sys does
+// not stop), so it has no link-local address and sends no router
+// solicitation. The data plane starts the tap (up) before Configure: a
+// link-local address it already got, and the solicitations that come
+// with it, go with a down and up (Configure sets it up again).
+func (p *ProbeNS) quiet6(link netlink.Link) error {
+	if link.Attrs().Flags&net.FlagUp != 0 {
+		if err := p.nl.h.LinkSetDown(link); err != nil {
+			return fmt.Errorf("set down: %w", err)
+		}
+	}
+	return p.Do(func() error {
+		req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
+		msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+		msg.Index = int32(link.Attrs().Index)
+		req.AddData(msg)
+		spec := nl.NewRtAttr(unix.IFLA_AF_SPEC, nil)
+		spec.AddRtAttr(unix.AF_INET6, nil).AddRtAttr(unix.IFLA_INET6_ADDR_GEN_MODE, []byte{in6AddrGenModeNone})
+		req.AddData(spec)
+		_, err := req.Execute(unix.NETLINK_ROUTE, 0)
+		if errors.Is(err, unix.EAFNOSUPPORT) {
+			return nil // no IPv6 in this kernel: nothing to quiet
+		}
+		if err != nil {
+			return fmt.Errorf("IPv6 address generation mode none: %w", err)
+		}
+		return nil
+	})
 }
