@@ -201,11 +201,16 @@ func backendListener(h backendCheckHost, cfg backendConfig) []backendFinding {
 		return []backendFinding{{ok: true, what: "listener: not checked (no --port)"}}
 	}
 	ok, err := h.Listening(cfg.Proto, cfg.VIP, cfg.Port)
-	what := fmt.Sprintf("%s listener on %s:%d (or on the wildcard address)", cfg.Proto, cfg.VIP, cfg.Port)
+	addr := netip.AddrPortFrom(cfg.VIP, uint16(cfg.Port)) // [v6]:port
+	any := "0.0.0.0"
+	if cfg.VIP.Is6() {
+		any = "[::]"
+	}
+	what := fmt.Sprintf("%s listener on %s (or on the wildcard address)", cfg.Proto, addr)
 	if err != nil {
 		return []backendFinding{{false, what + ": " + err.Error(), "check /proc/net/" + cfg.Proto}}
 	}
-	return []backendFinding{{ok, what, fmt.Sprintf("start the service on %s:%d or 0.0.0.0:%d: a service bound to the host's own address only never sees the VIP's traffic", cfg.VIP, cfg.Port, cfg.Port)}}
+	return []backendFinding{{ok, what, fmt.Sprintf("start the service on %s or %s:%d: a service bound to the host's own address only never sees the VIP's traffic", addr, any, cfg.Port)}}
 }
 
 // backendEffectiveSysctl is the larger of net.ipv4.conf.{all,dev}.key, as

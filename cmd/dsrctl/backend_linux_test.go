@@ -577,3 +577,25 @@ func TestBackendSetupIPv6OffOnSome(t *testing.T) {
 		t.Errorf("setup did not put the VIP on lo")
 	}
 }
+
+// listenHost answers Listening only: what backendListener asks.
+type listenHost struct {
+	backendCheckHost
+	listening bool
+}
+
+func (l listenHost) Listening(string, netip.Addr, int) (bool, error) { return l.listening, nil }
+
+// TestBackendListenerAddresses: an IPv6 VIP's listener is named as
+// [addr]:port and its wildcard as [::], an IPv4 one as addr:port.
+func TestBackendListenerAddresses(t *testing.T) {
+	for _, c := range []struct{ vip, what, fix string }{
+		{"10.96.0.10", "tcp listener on 10.96.0.10:80 ", "start the service on 10.96.0.10:80 or 0.0.0.0:80:"},
+		{"2001:db8::10", "tcp listener on [2001:db8::10]:80 ", "start the service on [2001:db8::10]:80 or [::]:80:"},
+	} {
+		f := backendListener(listenHost{}, backendConfig{VIP: netip.MustParseAddr(c.vip), Port: 80, Proto: "tcp"})
+		if len(f) != 1 || f[0].ok || !strings.Contains(f[0].what, c.what) || !strings.Contains(f[0].fix, c.fix) {
+			t.Errorf("VIP %s: %+v, want %q and %q", c.vip, f, c.what, c.fix)
+		}
+	}
+}
