@@ -68,6 +68,7 @@ test: build vet docker-deps console-check
 	@set -o pipefail; $(GO) test -v $(GOTEST_FLAGS) ./... 2>&1 | tee $(TESTLOG) | $(TESTFILTER); \
 	rc=$$?; echo "race: go test -race $(RACEPKGS)"; \
 	$(GO) test -race -v $(GOTEST_FLAGS) $(RACEPKGS) 2>&1 | tee -a $(TESTLOG) | $(TESTFILTER) || rc=1; \
+	if [ $$rc -ne 0 ]; then echo "why (testbed/failures.sh: what each failed test logged last):"; bash testbed/failures.sh $(TESTLOG); fi; \
 	echo "full test log: $(TESTLOG)"; exit $$rc
 
 demo: build

@@ -32,9 +32,12 @@ const (
 	DefaultCaptureSnapLen  = 256
 	// MaxCaptureBytes bounds count × snaplen: the pcap is kept in memory.
 	MaxCaptureBytes = 64 << 20
-	// captureRingBytes bounds each worker's ring.
-	captureRingBytes = 8 << 20
-	captureRingSlots = 4096
+	// captureRingBytes bounds each worker's ring, captureRingSlots its
+	// records: at the defaults 65536 records of 256 bytes each way, 32 MiB
+	// per worker for the capture's length, seconds of a busy VIP's packets
+	// should the drain be held up (a loaded control plane core).
+	captureRingBytes = 32 << 20
+	captureRingSlots = 65536
 	// captureDrainEvery is how often control empties the rings.
 	captureDrainEvery = 5 * time.Millisecond
 	// captureIdleWait bounds the wait for a worker to let go of its ring.
@@ -230,10 +233,16 @@ func (c *Capture) drain(w *pcap.NGWriter) bool {
 			}
 			c.st.Packets++
 			n := c.st.Packets
-			verdict := map[pipeline.Verdict]string{pipeline.VerdictTx: "forwarded", pipeline.VerdictKernel: "to the kernel",
-				pipeline.VerdictDrop: "dropped"}[rec.Verdict]
-			if rec.Segmented {
+			verdict := ""
+			switch {
+			case rec.Segmented:
 				verdict = "super-frame, segmented"
+			case rec.Verdict == pipeline.VerdictTx:
+				verdict = "forwarded"
+			case rec.Verdict == pipeline.VerdictKernel:
+				verdict = "to the kernel"
+			case rec.Verdict == pipeline.VerdictDrop:
+				verdict = "dropped"
 			}
 			// Writes to a bytes.Buffer do not fail.
 			_ = w.Write(0, rec.Time, rec.In, rec.InLen, pcap.Inbound, fmt.Sprintf("pair %d received: %s", n, verdict))
