@@ -27,7 +27,7 @@ var (
 	mWorkerRatio    = desc("worker_busy_ratio", "Busy polls / polls of the worker since it started.", "worker")
 	mGeneration     = desc("snapshot_generation", "Generation of the published forwarding snapshot.")
 	mChanges        = desc("config_changes_total", "Config changes by result (accepted, rejected).", "result")
-	mBackendUp      = desc("backend_up", "1 while the backend takes flows in the published snapshot (enabled, healthy, next hop resolved).", "service", "backend")
+	mBackendUp      = desc("backend_up", "1 unless the backend is down in the published snapshot (disabled, failed its health check, next hop unresolved): a draining backend, or one passive detection holds (dsrlb_backend_passive_held), keeps its established flows and counts as up.", "service", "backend")
 	mVIPAnnounced   = desc("vip_announced", "1 while the VIP is to be announced over BGP.", "vip")
 	mBGPEstablished = desc("bgp_session_established", "1 while the BGP session with the peer is established.", "peer")
 	mBackendHeld    = desc("backend_passive_held", "1 while passive detection holds the backend down (no new flows, established ones kept).", "service", "backend")
