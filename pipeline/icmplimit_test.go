@@ -215,3 +215,20 @@ func TestICMPErrorLimitZeroAllocs(t *testing.T) {
 	}
 	checkZeroAllocs(t, f, one, frames, []Verdict{VerdictDrop, VerdictDrop})
 }
+
+// TestICMPErrorLimitTrace: a trace shows what an oversized packet draws
+// whatever the workers' buckets hold: it meters nothing.
+func TestICMPErrorLimitTrace(t *testing.T) {
+	s := icmpLimitSnapshot(t, 1)
+	for i := range 3 {
+		for _, v6 := range []bool{false, true} {
+			tr := s.Trace(oversized(v6, 1), 0, 0, FlowProbe{})
+			ptb := len(tr.Frame) > 14+IPv6HeaderSize && IPv6(tr.Frame[14:]).NextHeader() == ProtoICMPv6 &&
+				tr.Frame[14+IPv6HeaderSize] == ICMPv6PacketTooBig
+			if tr.Verdict != VerdictTx || tr.FragNeeded == v6 || ptb != v6 {
+				t.Errorf("trace %d (IPv6 %v): verdict %v, fragmentation needed %v, Packet Too Big %v; want tx and the ICMP error",
+					i, v6, tr.Verdict, tr.FragNeeded, ptb)
+			}
+		}
+	}
+}
