@@ -212,6 +212,7 @@ func (t *Typed) NextHops() []netip.Addr {
 func Compile(gen uint64, t *Typed, ids *IDs, portMACs []pipeline.MAC, nb Neighbors, hv HealthView) pipeline.SnapshotSpec {
 	ids.retain(t)
 	spec := pipeline.SnapshotSpec{Generation: gen, MaglevSize: t.MaglevSz, MaglevSeed: t.Seed, NewFlowsPerSecond: t.FlowRate}
+	spec.ICMPErrorsPerSecond = t.ICMPErrorRate // per worker, like FlowRate
 	for i, p := range t.Ports {
 		mac := p.MAC
 		if mac.IsZero() && i < len(portMACs) {

@@ -31,6 +31,10 @@ type Typed struct {
 	APIToken  string
 	BGP       *TypedBGP // nil: no BGP speaker
 	BGPDrain  time.Duration
+
+	// ICMPErrorRate is dataplane.icmp_errors_per_second (per worker):
+	// pipeline.DefaultICMPErrorsPerSecond when omitted, 0 for none.
+	ICMPErrorRate uint32
 }
 
 // TypedPort is a validated dataplane port.
@@ -228,6 +232,10 @@ func (c *Config) Validate() (*Typed, error) {
 	t.IdleSleep = time.Duration(c.Dataplane.IdleSleep)
 	if t.IdleSleep < 0 || t.IdleSleep > 10*time.Millisecond {
 		l.add(dp.key("idle_sleep"), "must be 0..10ms, got %v", t.IdleSleep)
+	}
+	t.ICMPErrorRate = pipeline.DefaultICMPErrorsPerSecond
+	if r := c.Dataplane.ICMPErrorsPerSecond; r != nil {
+		t.ICMPErrorRate = validateRate(*r, dp.key("icmp_errors_per_second"), &l)
 	}
 	own := t.validatePorts(c.Dataplane.Ports, &l)
 	t.validateNeighbors(c.Neighbors, &l)
@@ -636,11 +644,13 @@ func (t *Typed) validateFlows(fl *Flows, l *errList) {
 	}
 }
 
-// MaxNewFlowsPerSecond bounds the new-flow rates of the config: far above
-// what a worker handles, low enough that a typo of extra digits shows.
+// MaxNewFlowsPerSecond bounds the rates of the config (new flows, ICMP
+// errors): far above what a worker handles, low enough that a typo of
+// extra digits shows.
 const MaxNewFlowsPerSecond = 100_000_000
 
-// validateRate checks a rate of new flows per second (0: no limit).
+// validateRate checks a rate per second (new flows, ICMP errors; 0: no
+// limit).
 func validateRate(r int, p fieldPath, l *errList) uint32 {
 	if r < 0 || r > MaxNewFlowsPerSecond {
 		l.add(p, "must be 0 (no limit)..%d, got %d", MaxNewFlowsPerSecond, r)

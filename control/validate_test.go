@@ -1,6 +1,7 @@
 package control
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -65,6 +66,8 @@ func TestValidateErrors(t *testing.T) {
 		{"bad name", "name: web", "name: 'we b'", "services[we b].name"},
 		{"bad state", "{ip: 192.0.2.21}", "{ip: 192.0.2.21, state: sleeping}", "services[web].backends[192.0.2.21].state"},
 		{"idle sleep too long", "dataplane:\n", "dataplane:\n  idle_sleep: 1s\n", "dataplane.idle_sleep"},
+		{"negative icmp error rate", "dataplane:\n", "dataplane:\n  icmp_errors_per_second: -1\n", "dataplane.icmp_errors_per_second"},
+		{"icmp error rate too high", "dataplane:\n", "dataplane:\n  icmp_errors_per_second: 1000000000\n", "dataplane.icmp_errors_per_second"},
 		{"too many ports", "  ports:\n", "  ports:\n" + manyPorts(64), "dataplane.ports"},
 		{"negative new-flow rate", "services:\n", "flows: {new_flows_per_second: -1}\nservices:\n", "flows.new_flows_per_second"},
 		{"service new-flow limit too high", "mode: ipip\n", "mode: ipip\n    limits: {new_flows_per_second: 1000000000}\n",
@@ -534,5 +537,53 @@ func TestFloodConfig(t *testing.T) {
 	}
 	if got := spec.Services[0].NewFlowsPerSecond; got != 501 {
 		t.Errorf("service new-flow limit per worker %d, want 501 (1001 over 2 workers)", got)
+	}
+}
+
+// TestICMPErrorRateConfig: dataplane.icmp_errors_per_second reaches every
+// worker as it is (not split): 1000 when omitted, 0 (no limit) when set
+// to 0, which survives a clone and a JSON round trip (the persisted state).
+func TestICMPErrorRateConfig(t *testing.T) {
+	for _, tc := range []struct {
+		desc, line string
+		want       uint32
+	}{
+		{"omitted", "", pipeline.DefaultICMPErrorsPerSecond},
+		{"no limit", "  icmp_errors_per_second: 0\n", 0},
+		{"per worker", "  icmp_errors_per_second: 250\n", 250},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			y := strings.Replace(baseYAML, "dataplane:\n", "dataplane:\n  workers: 2\n"+tc.line, 1)
+			c, err := ParseYAML([]byte(y))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := json.Marshal(c.Clone())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var again Config
+			if err := json.Unmarshal(b, &again); err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range []*Config{c, &again} {
+				tc2, err := c.Validate()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := Compile(1, tc2, NewIDs(), nil, nil, nil).ICMPErrorsPerSecond; got != tc.want {
+					t.Errorf("ICMP errors per second per worker %d, want %d (json %s)", got, tc.want, b)
+				}
+			}
+		})
+	}
+	c, err := ParseYAML([]byte(strings.Replace(baseYAML, "dataplane:\n", "dataplane:\n  icmp_errors_per_second: 5\n", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := c.Clone()
+	*n.Dataplane.ICMPErrorsPerSecond = 7
+	if *c.Dataplane.ICMPErrorsPerSecond != 5 {
+		t.Errorf("a clone's icmp_errors_per_second changed the original's to %d", *c.Dataplane.ICMPErrorsPerSecond)
 	}
 }

@@ -28,6 +28,9 @@ type Forwarder struct {
 	// each service's new flows against its limit.
 	newFlows tokenBucket
 	svcFlows []tokenBucket
+	// icmpErrs meters the ICMP errors fragNeeded and packetTooBig write
+	// against Snapshot.ICMPErrorsPerSecond (icmplimit.go).
+	icmpErrs errorLimit
 	// sink keeps the loads of classify (without asmPrefetch) alive.
 	sink uint32
 
@@ -810,7 +813,8 @@ func (f *Forwarder) fastPath(s *Snapshot, pkts []packet.Packet, fp *[packet.Burs
 // next-hop MTU the client can use through this service (port MTU minus the
 // encapsulation overhead). It goes back out of the receiving port to the
 // MAC the packet came from, on the packet's VLAN: an 802.1Q tag (l3 = 18)
-// is copied as received.
+// is copied as received. Over the worker's rate of ICMP errors the packet
+// is dropped instead (icmp_error_limit).
 func (f *Forwarder) fragNeeded(s *Snapshot, p *packet.Packet, l3 int, ip IPv4, port *PortState, over, rxPort int) (Verdict, int, DropReason) {
 	quote := ip.HeaderLen() + 8
 	if quote > len(ip) {
@@ -821,6 +825,9 @@ func (f *Forwarder) fragNeeded(s *Snapshot, p *packet.Packet, l3 int, ip IPv4, p
 	start := p.Off - (IPv4MinSize + ICMPSize)
 	if start < 0 {
 		return VerdictDrop, 0, DropTooBig
+	}
+	if !f.icmpErrorAllowed(s) {
+		return VerdictDrop, 0, DropICMPErrorLimit
 	}
 	frame := p.Buf[p.Off:]
 	var srcMAC MAC

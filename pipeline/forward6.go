@@ -225,13 +225,18 @@ func fillOuter6(o *[IPv6HeaderSize]byte, tc uint8, hash uint32, n int) {
 // quote stays where it is; the new headers go in front, in the headroom.
 // It goes back out of the receiving port to the MAC the packet came from,
 // on the packet's VLAN (l3 = 18: the tag is copied as received), from the
-// port's IPv6 address, or the VIP on a port without one.
+// port's IPv6 address, or the VIP on a port without one. Over the
+// worker's rate of ICMP errors, shared with fragNeeded, the packet is
+// dropped instead (icmp_error_limit).
 func (f *Forwarder) packetTooBig(s *Snapshot, p *packet.Packet, l3 int, ip IPv6, mtu, rxPort int) (Verdict, int, DropReason) {
 	const hdrs = IPv6HeaderSize + ICMPSize
 	quote := min(len(ip), IPv6MinMTU-hdrs)
 	start := p.Off - hdrs
 	if start < 0 || rxPort >= len(s.Ports) {
 		return VerdictDrop, 0, DropTooBig
+	}
+	if !f.icmpErrorAllowed(s) {
+		return VerdictDrop, 0, DropICMPErrorLimit
 	}
 	frame := p.Buf[p.Off:]
 	var srcMAC MAC

@@ -160,6 +160,11 @@ type SnapshotSpec struct {
 	// get no flow table entry: Maglev forwards them statelessly
 	// (Counters.FlowStateless). 0 means no limit.
 	NewFlowsPerSecond uint32
+	// ICMPErrorsPerSecond is the rate, per worker, of the ICMP errors
+	// the data plane writes (fragmentation needed, Packet Too Big, one
+	// bucket for both); above it the packets that would draw one are
+	// dropped (icmp_error_limit). 0 means no limit.
+	ICMPErrorsPerSecond uint32
 }
 
 // Snapshot is an immutable, compiled forwarding state. Control builds one
@@ -200,6 +205,8 @@ type Snapshot struct {
 
 	// NewFlowsPerSecond is SnapshotSpec.NewFlowsPerSecond.
 	NewFlowsPerSecond uint32
+	// ICMPErrorsPerSecond is SnapshotSpec.ICMPErrorsPerSecond.
+	ICMPErrorsPerSecond uint32
 }
 
 // PortState is a compiled port.
@@ -340,6 +347,7 @@ func NewSnapshot(spec SnapshotSpec) (*Snapshot, error) {
 		size = DefaultMaglevSize
 	}
 	s := &Snapshot{Generation: spec.Generation, NewFlowsPerSecond: spec.NewFlowsPerSecond}
+	s.ICMPErrorsPerSecond = spec.ICMPErrorsPerSecond
 	if len(spec.Ports) > MaxPorts {
 		return nil, fmt.Errorf("%d ports, at most %d", len(spec.Ports), MaxPorts)
 	}

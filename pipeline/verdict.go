@@ -57,6 +57,10 @@ const (
 	// DropProbeLooped: a new flow to a VIP from a port address (probe.go).
 	DropProbeLooped
 	DropNewFlowLimit
+	// DropICMPErrorLimit: an oversized packet that would have drawn a
+	// fragmentation needed or Packet Too Big over the worker's rate of
+	// ICMP errors (icmplimit.go).
+	DropICMPErrorLimit
 	NumDropReasons
 )
 
@@ -104,6 +108,9 @@ var dropReasonNames = [NumDropReasons]string{
 	// A new flow (a TCP SYN or a UDP packet without a flow entry) to a
 	// service over its limit of new flows per second.
 	DropNewFlowLimit: "new_flow_limit",
+	// An oversized packet to a VIP left unanswered: the worker sent its
+	// Snapshot.ICMPErrorsPerSecond of ICMP errors this second.
+	DropICMPErrorLimit: "icmp_error_limit",
 }
 
 // String returns the stable name of r.

@@ -35,6 +35,12 @@ type Dataplane struct {
 	// worker at 100 % all the time.
 	IdleSleep Duration `yaml:"idle_sleep,omitempty" json:"idle_sleep,omitempty"`
 	Ports     []Port   `yaml:"ports" json:"ports"`
+	// ICMPErrorsPerSecond limits, per worker, the ICMP errors the data
+	// plane sends (fragmentation needed, ICMPv6 Packet Too Big); above it
+	// the oversized packets that would draw one are dropped
+	// (icmp_error_limit). Omitted: 1000, as Linux limits its own; 0: no
+	// limit.
+	ICMPErrorsPerSecond *int `yaml:"icmp_errors_per_second,omitempty" json:"icmp_errors_per_second,omitempty"`
 }
 
 // Port is one DPDK port of the appliance.
@@ -216,6 +222,10 @@ func (c *Config) Clone() *Config {
 	n := *c
 	n.Dataplane.EALArgs = append([]string(nil), c.Dataplane.EALArgs...)
 	n.Dataplane.Ports = append([]Port(nil), c.Dataplane.Ports...)
+	if c.Dataplane.ICMPErrorsPerSecond != nil {
+		r := *c.Dataplane.ICMPErrorsPerSecond
+		n.Dataplane.ICMPErrorsPerSecond = &r
+	}
 	n.Neighbors = append([]Neighbor(nil), c.Neighbors...)
 	n.Services = make([]Service, len(c.Services))
 	for i := range c.Services {
