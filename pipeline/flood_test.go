@@ -277,3 +277,32 @@ func TestFloodZeroAllocs(t *testing.T) {
 		}
 	}
 }
+
+// TestFloodLimitsFromStart: a worker's clock starts at 0, and its first
+// second gets the whole of each rate (the buckets start full), not none.
+func TestFloodLimitsFromStart(t *testing.T) {
+	f := NewForwarder(1<<12, DefaultFlowTimeouts, 0)
+	s := floodSnap(t, 1, 4, 100, 5)
+	var tx, limited int
+	for i := 0; i < 150; i++ {
+		switch v, r, _ := send(t, f, s, floodPkt(false, i, TCPFlagSYN)); {
+		case v == VerdictTx:
+			tx++
+		case r == DropNewFlowLimit:
+			limited++
+		default:
+			t.Fatalf("flow %d: %v %v", i, v, r)
+		}
+	}
+	if tx != 5 || limited != 145 || f.Flows.Entries != 5 {
+		t.Errorf("at clock %d: %d forwarded (%d entries), %d over the service's limit; want 5 (5), 145", f.Now, tx, f.Flows.Entries, limited)
+	}
+	f2 := NewForwarder(1<<12, DefaultFlowTimeouts, 0)
+	s2 := floodSnap(t, 1, 4, 100, 0)
+	for i := 0; i < 150; i++ {
+		send(t, f2, s2, floodPkt(false, i, TCPFlagSYN))
+	}
+	if f2.Flows.Entries != 100 || f2.C.FlowStateless != 50 {
+		t.Errorf("at clock %d: entries %d, stateless %d; want 100, 50", f2.Now, f2.Flows.Entries, f2.C.FlowStateless)
+	}
+}

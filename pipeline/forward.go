@@ -554,10 +554,13 @@ func (f *Forwarder) stateful(s *Snapshot) bool {
 
 // tokenBucket meters events against a rate on the worker's clock
 // (milliseconds): it holds up to one second of the rate, in thousandths
-// of an event, refilled as the clock advances. No lock: one worker owns it.
+// of an event, refilled as the clock advances, and starts full, so a
+// worker's first second (its clock starts at 0) gets the whole rate. No
+// lock: one worker owns it.
 type tokenBucket struct {
-	milli uint64 // thousandths of an event
-	last  uint32 // the clock at the last take
+	milli   uint64 // thousandths of an event
+	last    uint32 // the clock at the last take
+	started bool
 }
 
 // take reports whether one more event fits rate events per second and, if
@@ -565,6 +568,9 @@ type tokenBucket struct {
 // down to one second of the new rate).
 func (b *tokenBucket) take(rate, now uint32) bool {
 	full := uint64(rate) * 1000
+	if !b.started {
+		b.started, b.milli, b.last = true, full, now
+	}
 	if dt := now - b.last; dt >= 1000 {
 		b.milli = full
 	} else {

@@ -11,12 +11,9 @@ const DefaultICMPErrorsPerSecond = 1000
 // client's with a packet to its source address, which the client may have
 // spoofed: without a limit a flood of large packets to a VIP would make
 // the appliance reflect as many ICMP errors at a victim. It holds one
-// second of the rate and starts full, so the first oversized packets after
-// a start (or after a rate is set) are answered at once.
-type errorLimit struct {
-	b       tokenBucket
-	started bool
-}
+// second of the rate and starts full (tokenBucket), so the first oversized
+// packets after a start are answered at once.
+type errorLimit struct{ b tokenBucket }
 
 // allow reports whether one more ICMP error fits rate errors per second
 // (0: no limit) at now, the worker's clock in milliseconds, and if so
@@ -24,10 +21,6 @@ type errorLimit struct {
 func (l *errorLimit) allow(rate, now uint32) bool {
 	if rate == 0 {
 		return true
-	}
-	if !l.started {
-		l.started = true
-		l.b = tokenBucket{milli: uint64(rate) * 1000, last: now}
 	}
 	return l.b.take(rate, now)
 }
