@@ -1,12 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -26,6 +30,8 @@ func TestHTTP(t *testing.T) {
 		{"upload hashes the body", "POST", "/upload", body, 200, "backend=be7 bytes=100000 sha256=" + hex.EncodeToString(sum[:]) + "\n"},
 		{"slow answers after the delay", "GET", "/slow?ms=20", "", 200, "backend=be7 slept=20ms"},
 		{"slow wants a number", "GET", "/slow?ms=x", "", 400, "ms must be"},
+		{"stream wants a size", "GET", "/stream?bytes=x", "", 400, "bytes must be"},
+		{"stream wants a rate of at least 0", "GET", "/stream?bytes=10&rate=-1", "", 400, "bytes must be"},
 		{"unknown path", "GET", "/nope", "", 404, "404"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
@@ -42,6 +48,57 @@ func TestHTTP(t *testing.T) {
 			}
 			if strings.HasPrefix(tc.path, "/slow?ms=20") && time.Since(start) < 20*time.Millisecond {
 				t.Errorf("answered after %v, want at least 20ms", time.Since(start))
+			}
+		})
+	}
+}
+
+// TestStream reads GET /stream unpaced and paced: exactly the bytes asked
+// for, in 100-byte lines naming the backend, the client and the line's
+// number, the last one cut short; the paced one takes as long as its rate
+// says.
+func TestStream(t *testing.T) {
+	srv := httptest.NewServer(newHandler("be7"))
+	defer srv.Close()
+	for _, tc := range []struct {
+		desc        string
+		bytes, rate int64
+		atLeast     time.Duration
+	}{
+		{"unpaced", 1<<20 + 42, 0, 0},
+		{"paced", 50000, 200000, 240 * time.Millisecond},
+		{"empty", 0, 0, 0},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			start := time.Now()
+			resp, err := http.Get(fmt.Sprintf("%s/stream?bytes=%d&rate=%d", srv.URL, tc.bytes, tc.rate))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != http.StatusOK || resp.ContentLength != tc.bytes {
+				t.Fatalf("got %s, Content-Length %d, %v; want 200, %d", resp.Status, resp.ContentLength, err, tc.bytes)
+			}
+			if int64(len(b)) != tc.bytes {
+				t.Fatalf("got %d bytes, want %d", len(b), tc.bytes)
+			}
+			if d := time.Since(start); d < tc.atLeast {
+				t.Errorf("took %v, want at least %v at %d bytes/s", d, tc.atLeast, tc.rate)
+			}
+			re := regexp.MustCompile(`^backend=be7 client=127\.0\.0\.1:\d+ line=(\d+)\.*\n$`)
+			for k := 0; k*streamLineLen < len(b); k++ {
+				l := b[k*streamLineLen : min(len(b), (k+1)*streamLineLen)]
+				if len(l) < streamLineLen {
+					if full := b[(k-1)*streamLineLen : k*streamLineLen]; !bytes.HasPrefix(full, l[:min(len(l), 10)]) {
+						t.Errorf("last line %q, want the start of a line like %q", l, full)
+					}
+					break
+				}
+				m := re.FindSubmatch(l)
+				if m == nil || string(m[1]) != strconv.Itoa(k) {
+					t.Fatalf("line %d: %q", k, l)
+				}
 			}
 		})
 	}
