@@ -26,6 +26,13 @@ const (
 	floodCapacity = 1024 // the smallest flow table config allows
 	floodRate     = 2000 // flows.new_flows_per_second
 	floodFor      = 6 * time.Second
+
+	floodTransfers    = 16 // long downloads through the appliance
+	floodTransferRate = 256 << 10
+	// floodTransferSize lasts 12 s at floodTransferRate: the transfers
+	// start before the flood and end after it (not a multiple of the
+	// stream's 100-byte lines: the last is cut).
+	floodTransferSize = 12 * floodTransferRate
 )
 
 // floodCapture writes the flood the test replays: for each of floodFlows
@@ -133,11 +140,13 @@ func replay(t *testing.T, ns *nsbed.NS, path string, stop <-chan struct{}) <-cha
 	return sent
 }
 
-// TestFloodKeepsEstablished: while 16 long-lived connections run through
-// the appliance, a flood of new flows from random sources (a capture the
-// test writes, replayed into the appliance's segment) fills its flow
-// table; a backend is added over the API meanwhile. No connection breaks
-// or changes backend, and the counters show the flood: flows forwarded
+// TestFloodKeepsEstablished: while 16 long-lived connections and 16 long
+// transfers (downloads of 3 MiB at 256 KiB/s, 12 s each) run through the
+// appliance, a flood of new flows from random sources (a capture the test
+// writes, replayed into the appliance's segment) fills its flow table; a
+// backend is added over the API meanwhile. No connection breaks or changes
+// backend, every transfer reads more in every second until its last byte,
+// all from one backend, and the counters show the flood: flows forwarded
 // without an entry, over the rate and with the table full.
 func TestFloodKeepsEstablished(t *testing.T) {
 	token := newAPIToken(t)
@@ -160,13 +169,21 @@ func TestFloodKeepsEstablished(t *testing.T) {
 	be4 := l.Backends[3].IP.String()
 
 	capture := floodCapture(t, l.ApplianceMAC)
-	pool := startLivePool(ctx, l.Client, net.JoinHostPort(nsbed.L2VIP.String(), strconv.Itoa(nsbed.HTTPPort)), floodConns, 100*time.Millisecond)
+	web := net.JoinHostPort(nsbed.L2VIP.String(), strconv.Itoa(nsbed.HTTPPort))
+	transfers := startTransfers(ctx, l.Client, web, floodTransfers, floodTransferSize, floodTransferRate)
+	defer transfers.stop()
+	pool := startLivePool(ctx, l.Client, web, floodConns, 100*time.Millisecond)
 	defer pool.stop()
 	base := pool.waitProgress(ctx, nil, 3, flowsWait)
 	if p := liveStayProblems(nil, base, 3, ""); len(p) != 0 {
 		t.Fatalf("long-lived connections before the flood: %s", strings.Join(p, "; "))
 	}
-	t.Logf("%d long-lived connections: %s", floodConns, liveSpread(liveByBackend(base)))
+	if !transfers.started(ctx, flowsWait) {
+		_, samples := transfers.wait(0)
+		t.Fatalf("transfers before the flood: %s", strings.Join(transferProblems(transfers.states(), samples, floodTransferSize), "; "))
+	}
+	t.Logf("%d long-lived connections: %s; %d transfers: %s", floodConns, liveSpread(liveByBackend(base)),
+		floodTransfers, transferSpread(transfers.states()))
 	c0 := mustStatsSample(ctx, t, a)
 
 	stop := make(chan struct{})
@@ -182,17 +199,18 @@ func TestFloodKeepsEstablished(t *testing.T) {
 		close(stop)
 		t.Fatal(err)
 	}
-	t.Logf("be4 added and active %v into the flood", time.Since(start).Round(10*time.Millisecond))
+	atAdd := transfers.states()
+	t.Logf("TIMING be4 added and active %v into the flood", time.Since(start).Round(10*time.Millisecond))
 	if d := floodFor - time.Since(start); d > 0 {
 		time.Sleep(d)
 	}
 	close(stop)
 	n := <-sent
-	t.Logf("flood: %d frames in %v (%.0f/s)", n, time.Since(start).Round(time.Millisecond), float64(n)/time.Since(start).Seconds())
+	t.Logf("RESULT flood: %d frames in %v (%.0f/s)", n, time.Since(start).Round(time.Millisecond), float64(n)/time.Since(start).Seconds())
 
 	_, c1 := waitLiveStay(ctx, t, pool, a, base, 10)
 	f0, f1 := c0.flows, c1.flows
-	t.Logf("flows: entries %d, misses +%d, evictions +%d, stateless +%d, table full +%d",
+	t.Logf("RESULT flows: entries %d, misses +%d, evictions +%d, stateless +%d, table full +%d",
 		f1.Entries, f1.Misses-f0.Misses, f1.Evictions-f0.Evictions, f1.Stateless-f0.Stateless, f1.TableFull-f0.TableFull)
 	if f1.Entries < floodCapacity*9/10 {
 		t.Errorf("flows.entries %d, want the table (%d) nearly full", f1.Entries, floodCapacity)
@@ -208,4 +226,23 @@ func TestFloodKeepsEstablished(t *testing.T) {
 	if d := f1.Remapped - f0.Remapped; d != 0 {
 		t.Errorf("flows.remapped grew by %d, want 0 (no backend went away)", d)
 	}
+
+	states, samples := transfers.wait(floodTransferSize/floodTransferRate*time.Second + flowsWait)
+	for _, p := range transferProblems(states, samples, floodTransferSize) {
+		t.Error(p)
+	}
+	var stall time.Duration
+	after := int64(floodTransferSize)
+	for i, s := range states {
+		stall = max(stall, s.Stall)
+		after = min(after, s.Got-atAdd[i].Got)
+		if s.Backend != atAdd[i].Backend {
+			t.Errorf("transfer %d: on %s when be4 was added, now on %s", i, atAdd[i].Backend, s.Backend)
+		}
+	}
+	if after <= 0 {
+		t.Errorf("a transfer read %d bytes after be4 was added, want more", after)
+	}
+	t.Logf("RESULT transfers: %d of %d bytes each (%s), at least %d read after be4 was added, %d samples %v apart, longest wait for data %v",
+		floodTransfers, floodTransferSize, transferSpread(states), after, len(samples), transferEvery, stall.Round(time.Millisecond))
 }
