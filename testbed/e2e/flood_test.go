@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -245,4 +246,144 @@ func TestFloodKeepsEstablished(t *testing.T) {
 	}
 	t.Logf("RESULT transfers: %d of %d bytes each (%s), at least %d read after be4 was added, %d samples %v apart, longest wait for data %v",
 		floodTransfers, floodTransferSize, transferSpread(states), after, len(samples), transferEvery, stall.Round(time.Millisecond))
+}
+
+const (
+	limitRate  = 20  // services[web].limits.new_flows_per_second
+	limitBurst = 200 // new connections to web at once
+	limitUDP   = 100 // new UDP flows to echo meanwhile
+	// limitDial bounds each new connection's dial: long enough for one
+	// SYN sent again (after 1 s), so that the limit lets some in late.
+	limitDial = 1500 * time.Millisecond
+)
+
+// TestServiceNewFlowLimit: web limited to 20 new flows per second (one
+// worker). 200 new connections to web at once get in no faster than the
+// limit's token bucket allows, the SYNs over it dropped and counted
+// (new_flow_limit, per reason and per service); meanwhile 100 new UDP
+// flows to echo, a service without a limit on the same VIP, all get
+// their answer, and 4 keep-alive connections to web opened before go on
+// answering on their one connection.
+func TestServiceNewFlowLimit(t *testing.T) {
+	l := startL2(t, nsbed.L2Options{Backends: 3,
+		Config: func(c *v1.Config) {
+			for i := range c.Services {
+				if c.Services[i].Name == "web" {
+					c.Services[i].Limits = &v1.Limits{NewFlowsPerSecond: limitRate}
+				}
+			}
+		}})
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	a := l.Appliance
+	web := net.JoinHostPort(nsbed.L2VIP.String(), strconv.Itoa(nsbed.HTTPPort))
+
+	pool := startLivePool(ctx, l.Client, web, 4, 100*time.Millisecond)
+	defer pool.stop()
+	base := pool.waitProgress(ctx, nil, 3, flowsWait)
+	if p := liveStayProblems(nil, base, 3, ""); len(p) != 0 {
+		t.Fatalf("keep-alive connections before the burst: %s", strings.Join(p, "; "))
+	}
+	s0 := limitStats(ctx, t, a)
+
+	udp := make(chan *nsbed.UDPTally, 1)
+	go func() {
+		u, err := nsbed.UDPFlows(ctx, l.Client, l.UDPAddr(), limitUDP, 1)
+		if err != nil {
+			u = &nsbed.UDPTally{Errors: []string{err.Error()}}
+		}
+		udp <- u
+	}()
+	start := time.Now()
+	connected := limitBurstDial(ctx, l.Client, web)
+	took := time.Since(start)
+	u := <-udp
+	after := pool.waitProgress(ctx, base, 10, flowsWait)
+	s1 := limitStats(ctx, t, a)
+
+	drops := s1.Drops["new_flow_limit"] - s0.Drops["new_flow_limit"]
+	webDrops := limitService(s1, "web").NewFlowLimited - limitService(s0, "web").NewFlowLimited
+	echoDrops := limitService(s1, "echo").NewFlowLimited - limitService(s0, "echo").NewFlowLimited
+	webNew := limitNewFlows(s1, "web") - limitNewFlows(s0, "web")
+	echoNew := limitNewFlows(s1, "echo") - limitNewFlows(s0, "echo")
+	t.Logf("RESULT burst: %d of %d connections in within %v (%v), %d new web flows; %d SYNs dropped over the limit (web %d, echo %d); echo: %d of %d UDP flows answered, %d new flows (%s)",
+		connected, limitBurst, limitDial, took.Round(time.Millisecond), webNew, drops, webDrops, echoDrops, u.Received, limitUDP, echoNew, u.Spread())
+
+	// The bucket holds one second of the rate and refills at the rate:
+	// in took, at most limitRate*(1+took) new flows get in.
+	most := int(float64(limitRate) * (1 + took.Seconds()))
+	if connected < limitRate/2 || connected > most {
+		t.Errorf("%d of %d new connections got in, want %d..%d (a second of the rate, plus the rate over %v)",
+			connected, limitBurst, limitRate/2, most, took.Round(time.Millisecond))
+	}
+	if webNew < uint64(connected) || webNew > uint64(most) {
+		t.Errorf("web's new flows +%d, want %d (connected)..%d", webNew, connected, most)
+	}
+	if drops == 0 || drops != webDrops || echoDrops != 0 {
+		t.Errorf("drops.new_flow_limit +%d, web's new_flow_limit_drops +%d, echo's +%d: want web's, as many as the reason's and above 0, echo's 0",
+			drops, webDrops, echoDrops)
+	}
+	if drops < uint64(limitBurst-connected) {
+		t.Errorf("drops.new_flow_limit +%d, want at least the %d connections that did not get in", drops, limitBurst-connected)
+	}
+	if u.Received != limitUDP || len(u.Errors) != 0 || echoNew < limitUDP {
+		t.Errorf("echo: %d of %d UDP flows answered, %d new flows, errors %v: want every one", u.Received, limitUDP, echoNew, u.Errors)
+	}
+	for _, p := range liveStayProblems(base, after, 10, "") {
+		t.Errorf("keep-alive connection through the burst: %s", p)
+	}
+}
+
+// limitBurstDial opens limitBurst TCP connections to addr from ns at once,
+// each given limitDial, and returns how many connected.
+func limitBurstDial(ctx context.Context, ns *nsbed.NS, addr string) int {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	for i := 0; i < limitBurst; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dctx, cancel := context.WithTimeout(ctx, limitDial)
+			defer cancel()
+			if c, err := ns.DialContext(dctx, "tcp", addr); err == nil {
+				mu.Lock()
+				conns = append(conns, c)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	for _, c := range conns {
+		c.Close()
+	}
+	return len(conns)
+}
+
+func limitStats(ctx context.Context, t *testing.T, a *nsbed.Appliance) *v1.Stats {
+	t.Helper()
+	var s v1.Stats
+	if err := a.Get(ctx, "/api/v1/stats", &s); err != nil {
+		t.Fatal(err)
+	}
+	return &s
+}
+
+// limitService returns the counters of service name in s (zero if absent).
+func limitService(s *v1.Stats, name string) v1.ServiceStats {
+	for _, sv := range s.Services {
+		if sv.Name == name {
+			return sv
+		}
+	}
+	return v1.ServiceStats{}
+}
+
+// limitNewFlows sums the new flows of service name's backends.
+func limitNewFlows(s *v1.Stats, name string) uint64 {
+	var n uint64
+	for _, b := range limitService(s, name).Backends {
+		n += b.NewFlows
+	}
+	return n
 }
