@@ -232,10 +232,12 @@ func TestFloodKeepsEstablished(t *testing.T) {
 	for _, p := range transferProblems(states, samples, floodTransferSize) {
 		t.Error(p)
 	}
-	var stall time.Duration
+	var slowest transferState
 	after := int64(floodTransferSize)
 	for i, s := range states {
-		stall = max(stall, s.Stall)
+		if s.Stall > slowest.Stall {
+			slowest = s
+		}
 		after = min(after, s.Got-atAdd[i].Got)
 		if s.Backend != atAdd[i].Backend {
 			t.Errorf("transfer %d: on %s when be4 was added, now on %s", i, atAdd[i].Backend, s.Backend)
@@ -244,8 +246,9 @@ func TestFloodKeepsEstablished(t *testing.T) {
 	if after <= 0 {
 		t.Errorf("a transfer read %d bytes after be4 was added, want more", after)
 	}
-	t.Logf("RESULT transfers: %d of %d bytes each (%s), at least %d read after be4 was added, %d samples %v apart, longest wait for data %v",
-		floodTransfers, floodTransferSize, transferSpread(states), after, len(samples), transferEvery, stall.Round(time.Millisecond))
+	t.Logf("RESULT transfers: %d of %d bytes each (%s), at least %d read after be4 was added, %d samples %v apart, longest wait for data %v (%s, ended %v after the flood began)",
+		floodTransfers, floodTransferSize, transferSpread(states), after, len(samples), transferEvery,
+		slowest.Stall.Round(time.Millisecond), slowest.Local, slowest.StallEnd.Sub(start).Round(10*time.Millisecond))
 }
 
 const (

@@ -34,10 +34,12 @@ type transfer struct {
 	local   string // client address
 	backend string // backend named by the first line
 	got     int64  // body bytes read and checked
-	// stall is the longest wait for data once the body began.
-	stall time.Duration
-	err   string // why it ended early
-	done  bool   // the whole body read, then the end of the stream
+	// stall is the longest wait for data once the body began, ended at
+	// stallEnd.
+	stall    time.Duration
+	stallEnd time.Time
+	err      string // why it ended early
+	done     bool   // the whole body read, then the end of the stream
 }
 
 // transferState is a copy of a transfer's progress.
@@ -45,13 +47,14 @@ type transferState struct {
 	Local, Backend, Err string
 	Got                 int64
 	Stall               time.Duration
+	StallEnd            time.Time
 	Done                bool
 }
 
 func (tr *transfer) state() transferState {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	return transferState{Local: tr.local, Backend: tr.backend, Err: tr.err, Got: tr.got, Stall: tr.stall, Done: tr.done}
+	return transferState{Local: tr.local, Backend: tr.backend, Err: tr.err, Got: tr.got, Stall: tr.stall, StallEnd: tr.stallEnd, Done: tr.done}
 }
 
 func (tr *transfer) fail(err error) {
@@ -145,8 +148,8 @@ func (tr *transfer) check(b []byte, k int64, local string, waited time.Duration)
 		return fmt.Errorf("last line %d: %q, want the start of %q...", k, b, want)
 	}
 	tr.got += int64(len(b))
-	if k > 0 {
-		tr.stall = max(tr.stall, waited)
+	if k > 0 && waited > tr.stall {
+		tr.stall, tr.stallEnd = waited, time.Now()
 	}
 	return nil
 }
