@@ -180,8 +180,8 @@ func TestFloodKeepsEstablished(t *testing.T) {
 		t.Fatalf("long-lived connections before the flood: %s", strings.Join(p, "; "))
 	}
 	if !transfers.started(ctx, flowsWait) {
-		_, samples := transfers.wait(0)
-		t.Fatalf("transfers before the flood: %s", strings.Join(transferProblems(transfers.states(), samples, floodTransferSize), "; "))
+		states, samples := transfers.wait(0)
+		t.Fatalf("transfers before the flood: %s", strings.Join(transferProblems(states, samples, floodTransferSize), "; "))
 	}
 	t.Logf("%d long-lived connections: %s; %d transfers: %s", floodConns, liveSpread(liveByBackend(base)),
 		floodTransfers, transferSpread(transfers.states()))
@@ -287,7 +287,10 @@ func TestServiceNewFlowLimit(t *testing.T) {
 	if p := liveStayProblems(nil, base, 3, ""); len(p) != 0 {
 		t.Fatalf("keep-alive connections before the burst: %s", strings.Join(p, "; "))
 	}
-	s0 := limitStats(ctx, t, a)
+	s0, err := a.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	udp := make(chan *nsbed.UDPTally, 1)
 	go func() {
@@ -302,13 +305,13 @@ func TestServiceNewFlowLimit(t *testing.T) {
 	took := time.Since(start)
 	u := <-udp
 	after := pool.waitProgress(ctx, base, 10, flowsWait)
-	s1 := limitStats(ctx, t, a)
-
-	drops := s1.Drops["new_flow_limit"] - s0.Drops["new_flow_limit"]
-	webDrops := limitService(s1, "web").NewFlowLimited - limitService(s0, "web").NewFlowLimited
-	echoDrops := limitService(s1, "echo").NewFlowLimited - limitService(s0, "echo").NewFlowLimited
-	webNew := limitNewFlows(s1, "web") - limitNewFlows(s0, "web")
-	echoNew := limitNewFlows(s1, "echo") - limitNewFlows(s0, "echo")
+	s1, err := a.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := s1.Sub(s0)
+	drops, webDrops, echoDrops := d.Drops["new_flow_limit"], d.Services["web"].NewFlowLimited, d.Services["echo"].NewFlowLimited
+	webNew, echoNew := d.NewFlows("web"), d.NewFlows("echo")
 	t.Logf("RESULT burst: %d of %d connections in within %v (%v), %d new web flows; %d SYNs dropped over the limit (web %d, echo %d); echo: %d of %d UDP flows answered, %d new flows (%s)",
 		connected, limitBurst, limitDial, took.Round(time.Millisecond), webNew, drops, webDrops, echoDrops, u.Received, limitUDP, echoNew, u.Spread())
 
@@ -361,32 +364,4 @@ func limitBurstDial(ctx context.Context, ns *nsbed.NS, addr string) int {
 		c.Close()
 	}
 	return len(conns)
-}
-
-func limitStats(ctx context.Context, t *testing.T, a *nsbed.Appliance) *v1.Stats {
-	t.Helper()
-	var s v1.Stats
-	if err := a.Get(ctx, "/api/v1/stats", &s); err != nil {
-		t.Fatal(err)
-	}
-	return &s
-}
-
-// limitService returns the counters of service name in s (zero if absent).
-func limitService(s *v1.Stats, name string) v1.ServiceStats {
-	for _, sv := range s.Services {
-		if sv.Name == name {
-			return sv
-		}
-	}
-	return v1.ServiceStats{}
-}
-
-// limitNewFlows sums the new flows of service name's backends.
-func limitNewFlows(s *v1.Stats, name string) uint64 {
-	var n uint64
-	for _, b := range limitService(s, name).Backends {
-		n += b.NewFlows
-	}
-	return n
 }

@@ -178,19 +178,9 @@ func startTransfers(ctx context.Context, ns *nsbed.NS, addr string, n int, size,
 	ctx, cancel := context.WithCancel(ctx)
 	p := &transferPool{size: size, ctx: ctx, cancel: cancel}
 	for i := 0; i < n; i++ {
-		tr := &transfer{}
-		p.transfers = append(p.transfers, tr)
-		p.wg.Add(1)
-		go func(i int) {
-			defer p.wg.Done()
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(100 * time.Millisecond * time.Duration(i) / time.Duration(n)):
-			}
-			tr.run(ctx, ns, addr, size, rate)
-		}(i)
+		p.transfers = append(p.transfers, &transfer{})
 	}
+	staggered(ctx, &p.wg, n, 100*time.Millisecond, func(i int) { p.transfers[i].run(ctx, ns, addr, size, rate) })
 	return p
 }
 
