@@ -206,6 +206,11 @@ func TestFloodKeepsEstablished(t *testing.T) {
 		time.Sleep(d)
 	}
 	close(stop)
+	for i, s := range transfers.states() {
+		if s.Done { // an error is reported with the transfers below
+			t.Errorf("transfer %d read its %d bytes before the flood ended, want it to run through", i, s.Got)
+		}
+	}
 	n := <-sent
 	t.Logf("RESULT flood: %d frames in %v (%.0f/s)", n, time.Since(start).Round(time.Millisecond), float64(n)/time.Since(start).Seconds())
 

@@ -30,36 +30,32 @@ var streamLineRE = regexp.MustCompile(`^backend=(\S+) client=(\S+) line=(\d+)\.*
 // order. Nothing retries: a reset, a stall longer than
 // flowsRequestTimeout or a wrong line ends it with an error.
 type transfer struct {
-	mu      sync.Mutex
-	local   string // client address
-	backend string // backend named by the first line
-	got     int64  // body bytes read and checked
-	// stall is the longest wait for data once the body began, ended at
-	// stallEnd.
-	stall    time.Duration
-	stallEnd time.Time
-	err      string // why it ended early
-	done     bool   // the whole body read, then the end of the stream
+	mu sync.Mutex
+	st transferState
 }
 
-// transferState is a copy of a transfer's progress.
+// transferState is a transfer's progress.
 type transferState struct {
-	Local, Backend, Err string
-	Got                 int64
-	Stall               time.Duration
-	StallEnd            time.Time
-	Done                bool
+	Local   string // client address
+	Backend string // backend named by the first line
+	Got     int64  // body bytes read and checked
+	// Stall is the longest wait for data once the body began, ended at
+	// StallEnd.
+	Stall    time.Duration
+	StallEnd time.Time
+	Err      string // why it ended early
+	Done     bool   // the whole body read, then the end of the stream
 }
 
 func (tr *transfer) state() transferState {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	return transferState{Local: tr.local, Backend: tr.backend, Err: tr.err, Got: tr.got, Stall: tr.stall, StallEnd: tr.stallEnd, Done: tr.done}
+	return tr.st
 }
 
 func (tr *transfer) fail(err error) {
 	tr.mu.Lock()
-	tr.err = err.Error()
+	tr.st.Err = err.Error()
 	tr.mu.Unlock()
 }
 
@@ -78,7 +74,7 @@ func (tr *transfer) run(ctx context.Context, ns *nsbed.NS, addr string, size, ra
 	defer stop()
 	local := conn.LocalAddr().String()
 	tr.mu.Lock()
-	tr.local = local
+	tr.st.Local = local
 	tr.mu.Unlock()
 	if err := tr.read(conn, local, size, rate); err != nil && ctx.Err() == nil {
 		tr.fail(err)
@@ -113,7 +109,7 @@ func (tr *transfer) read(conn net.Conn, local string, size, rate int64) error {
 				return fmt.Errorf("after the %d bytes: %d more (%v), want the end", size, n, err)
 			}
 			tr.mu.Lock()
-			tr.done = true
+			tr.st.Done = true
 			tr.mu.Unlock()
 			return nil
 		}
@@ -139,17 +135,17 @@ func (tr *transfer) check(b []byte, k int64, local string, waited time.Duration)
 			return fmt.Errorf("line %d: %q", k, b)
 		case string(m[2]) != local || string(m[3]) != strconv.FormatInt(k, 10):
 			return fmt.Errorf("line %d: %q, want client %s line %d", k, b, local, k)
-		case tr.backend == "":
-			tr.backend = string(m[1])
-		case string(m[1]) != tr.backend:
-			return fmt.Errorf("line %d from %s, the lines before from %s", k, m[1], tr.backend)
+		case tr.st.Backend == "":
+			tr.st.Backend = string(m[1])
+		case string(m[1]) != tr.st.Backend:
+			return fmt.Errorf("line %d from %s, the lines before from %s", k, m[1], tr.st.Backend)
 		}
-	} else if want := fmt.Sprintf("backend=%s client=%s line=%d", tr.backend, local, k); !strings.HasPrefix(want+strings.Repeat(".", streamLineLen), string(b)) {
+	} else if want := fmt.Sprintf("backend=%s client=%s line=%d", tr.st.Backend, local, k); !strings.HasPrefix(want+strings.Repeat(".", streamLineLen), string(b)) {
 		return fmt.Errorf("last line %d: %q, want the start of %q...", k, b, want)
 	}
-	tr.got += int64(len(b))
-	if k > 0 && waited > tr.stall {
-		tr.stall, tr.stallEnd = waited, time.Now()
+	tr.st.Got += int64(len(b))
+	if k > 0 && waited > tr.st.Stall {
+		tr.st.Stall, tr.st.StallEnd = waited, time.Now()
 	}
 	return nil
 }
@@ -157,7 +153,6 @@ func (tr *transfer) check(b []byte, k int64, local string, waited time.Duration)
 // A transferPool runs transfers and samples how many bytes each has read
 // every transferEvery.
 type transferPool struct {
-	size      int64
 	transfers []*transfer
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -176,7 +171,7 @@ const transferEvery = time.Second
 // in ns against addr, their starts spread over 100 ms.
 func startTransfers(ctx context.Context, ns *nsbed.NS, addr string, n int, size, rate int64) *transferPool {
 	ctx, cancel := context.WithCancel(ctx)
-	p := &transferPool{size: size, ctx: ctx, cancel: cancel}
+	p := &transferPool{ctx: ctx, cancel: cancel}
 	for i := 0; i < n; i++ {
 		p.transfers = append(p.transfers, &transfer{})
 	}
