@@ -132,8 +132,14 @@ func newHandler(name string) http.Handler {
 			http.Error(w, "bytes must be 0..1073741824, rate at least 0", http.StatusBadRequest)
 			return
 		}
+		line := streamLine(name, r.RemoteAddr)
+		var last [streamLineLen]byte
+		if !line(last[:], n/streamLineLen) {
+			http.Error(w, "backend name and client address too long for the stream's lines", http.StatusBadRequest)
+			return
+		}
 		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
-		stream(r.Context(), w, streamLine(name, r.RemoteAddr), n, rate)
+		stream(r.Context(), w, line, n, rate)
 	})
 	return mux
 }
@@ -142,14 +148,18 @@ func newHandler(name string) http.Handler {
 const streamLineLen = 100
 
 // streamLine returns the function that writes line k of GET /stream from
-// backend name to client into b (streamLineLen bytes).
-func streamLine(name, client string) func(b []byte, k int64) {
-	return func(b []byte, k int64) {
-		s := fmt.Appendf(b[:0], "backend=%s client=%s line=%d", name, client, k)
-		for i := len(s); i < streamLineLen-1; i++ {
+// backend name to client into b (streamLineLen bytes); false if the
+// line's text does not fit (it is cut then).
+func streamLine(name, client string) func(b []byte, k int64) bool {
+	return func(b []byte, k int64) bool {
+		var text [2 * streamLineLen]byte
+		s := fmt.Appendf(text[:0], "backend=%s client=%s line=%d", name, client, k)
+		n := copy(b[:streamLineLen-1], s)
+		for i := n; i < streamLineLen-1; i++ {
 			b[i] = '.'
 		}
 		b[streamLineLen-1] = '\n'
+		return len(s) < streamLineLen
 	}
 }
 
@@ -158,7 +168,7 @@ const streamTick = 10 * time.Millisecond
 
 // stream writes n bytes of lines to w, rate bytes per second at most (0:
 // no limit), flushing each write, until done or ctx ends.
-func stream(ctx context.Context, w http.ResponseWriter, line func([]byte, int64), n, rate int64) {
+func stream(ctx context.Context, w http.ResponseWriter, line func([]byte, int64) bool, n, rate int64) {
 	rc := http.NewResponseController(w)
 	buf := make([]byte, 64*streamLineLen)
 	start := time.Now()

@@ -32,6 +32,7 @@ func TestHTTP(t *testing.T) {
 		{"slow wants a number", "GET", "/slow?ms=x", "", 400, "ms must be"},
 		{"stream wants a size", "GET", "/stream?bytes=x", "", 400, "bytes must be"},
 		{"stream wants a rate of at least 0", "GET", "/stream?bytes=10&rate=-1", "", 400, "bytes must be"},
+		{"stream wants at most 1 GiB", "GET", "/stream?bytes=1073741825", "", 400, "bytes must be"},
 		{"unknown path", "GET", "/nope", "", 404, "404"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
@@ -86,21 +87,40 @@ func TestStream(t *testing.T) {
 			if d := time.Since(start); d < tc.atLeast {
 				t.Errorf("took %v, want at least %v at %d bytes/s", d, tc.atLeast, tc.rate)
 			}
-			re := regexp.MustCompile(`^backend=be7 client=127\.0\.0\.1:\d+ line=(\d+)\.*\n$`)
+			re := regexp.MustCompile(`^backend=be7 client=(127\.0\.0\.1:\d+) line=(\d+)\.*\n$`)
+			client := ""
 			for k := 0; k*streamLineLen < len(b); k++ {
 				l := b[k*streamLineLen : min(len(b), (k+1)*streamLineLen)]
-				if len(l) < streamLineLen {
-					if full := b[(k-1)*streamLineLen : k*streamLineLen]; !bytes.HasPrefix(full, l[:min(len(l), 10)]) {
-						t.Errorf("last line %q, want the start of a line like %q", l, full)
+				if len(l) < streamLineLen { // the last, cut short
+					want := fmt.Sprintf("backend=be7 client=%s line=%d", client, k)
+					if !bytes.HasPrefix([]byte(want+strings.Repeat(".", streamLineLen)), l) {
+						t.Errorf("last line %q, want the start of %q...", l, want)
 					}
 					break
 				}
 				m := re.FindSubmatch(l)
-				if m == nil || string(m[1]) != strconv.Itoa(k) {
+				if m == nil || string(m[2]) != strconv.Itoa(k) || client != "" && string(m[1]) != client {
 					t.Fatalf("line %d: %q", k, l)
 				}
+				client = string(m[1])
 			}
 		})
+	}
+}
+
+// TestStreamRefusesLongLines: a backend name too long for the stream's
+// 100-byte lines gets 400, not lines cut short.
+func TestStreamRefusesLongLines(t *testing.T) {
+	srv := httptest.NewServer(newHandler(strings.Repeat("b", 80)))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/stream?bytes=1000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "too long") {
+		t.Errorf("got %s %q, want 400 ... too long", resp.Status, b)
 	}
 }
 
