@@ -150,66 +150,32 @@ func (tr *transfer) check(b []byte, k int64, local string, waited time.Duration)
 	return nil
 }
 
-// A transferPool runs transfers and samples how many bytes each has read
-// every transferEvery.
+// A transferPool runs transfers.
 type transferPool struct {
 	transfers []*transfer
-	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
-
-	mu       sync.Mutex
-	samples  [][]int64 // bytes read by each transfer, one row per sample
-	sampling sync.WaitGroup
 }
 
-// transferEvery is the interval in which every running transfer must read
-// more.
-const transferEvery = time.Second
+// transferStallMax is the longest a transfer may wait for data. TCP
+// resends a lost segment after a timeout that doubles each time (200 ms,
+// 400 ms, ...): when the loaded machine drops packets under the flood (the
+// appliance's single worker falls behind its port), four losses in a row
+// of one segment hold a transfer for 3 s; five would hold it 6.2 s. A
+// transfer that broke (reset, or moved to a backend without its
+// connection) never resumes, which the errors and the whole body tell.
+const transferStallMax = 5 * time.Second
 
 // startTransfers starts n transfers of size bytes at rate bytes per second
 // in ns against addr, their starts spread over 100 ms.
 func startTransfers(ctx context.Context, ns *nsbed.NS, addr string, n int, size, rate int64) *transferPool {
 	ctx, cancel := context.WithCancel(ctx)
-	p := &transferPool{ctx: ctx, cancel: cancel}
+	p := &transferPool{cancel: cancel}
 	for i := 0; i < n; i++ {
 		p.transfers = append(p.transfers, &transfer{})
 	}
 	staggered(ctx, &p.wg, n, 100*time.Millisecond, func(i int) { p.transfers[i].run(ctx, ns, addr, size, rate) })
 	return p
-}
-
-// sample records every transfer's bytes now and each transferEvery
-// until all have ended.
-func (p *transferPool) sample() {
-	defer p.sampling.Done()
-	tick := time.NewTicker(transferEvery)
-	defer tick.Stop()
-	for {
-		row, ended := p.row()
-		p.mu.Lock()
-		p.samples = append(p.samples, row)
-		p.mu.Unlock()
-		if ended {
-			return
-		}
-		select {
-		case <-p.ctx.Done():
-			return
-		case <-tick.C:
-		}
-	}
-}
-
-// row returns the bytes every transfer has read, and whether all ended.
-func (p *transferPool) row() ([]int64, bool) {
-	row := make([]int64, len(p.transfers))
-	ended := true
-	for i, s := range p.states() {
-		row[i] = s.Got
-		ended = ended && (s.Done || s.Err != "")
-	}
-	return row, ended
 }
 
 func (p *transferPool) states() []transferState {
@@ -221,7 +187,7 @@ func (p *transferPool) states() []transferState {
 }
 
 // started waits, timeout at most, until every transfer has read a line,
-// then starts sampling, and reports whether they all have.
+// and reports whether they all have.
 func (p *transferPool) started(ctx context.Context, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
 	for {
@@ -230,8 +196,6 @@ func (p *transferPool) started(ctx context.Context, timeout time.Duration) bool 
 			ok = ok && s.Got > 0
 		}
 		if ok || time.Now().After(deadline) || ctx.Err() != nil {
-			p.sampling.Add(1)
-			go p.sample()
 			return ok
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -239,8 +203,8 @@ func (p *transferPool) started(ctx context.Context, timeout time.Duration) bool 
 }
 
 // wait waits, timeout at most, until every transfer has ended, then stops
-// those still running and returns their states and the samples.
-func (p *transferPool) wait(timeout time.Duration) ([]transferState, [][]int64) {
+// those still running and returns the states they had.
+func (p *transferPool) wait(timeout time.Duration) []transferState {
 	done := make(chan struct{})
 	go func() { p.wg.Wait(); close(done) }()
 	select {
@@ -249,36 +213,29 @@ func (p *transferPool) wait(timeout time.Duration) ([]transferState, [][]int64) 
 	}
 	states := p.states()
 	p.stop()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return states, p.samples
+	return states
 }
 
-// stop ends every transfer and the sampling and waits for them.
+// stop ends every transfer and waits for them.
 func (p *transferPool) stop() {
 	p.cancel()
 	p.wg.Wait()
-	p.sampling.Wait()
 }
 
 // transferProblems lists the transfers that did not read all size bytes
-// from one backend without error, or read nothing more in an interval
-// between two samples while they had bytes to read.
-func transferProblems(states []transferState, samples [][]int64, size int64) []string {
+// from one backend without error, or waited for data transferStallMax or
+// longer.
+func transferProblems(states []transferState, size int64) []string {
 	var p []string
 	for i, s := range states {
 		switch {
 		case s.Err != "":
 			p = append(p, fmt.Sprintf("transfer %d (%s on %s): %d of %d bytes, then: %s", i, s.Local, s.Backend, s.Got, size, s.Err))
-			continue
 		case !s.Done || s.Got != size:
 			p = append(p, fmt.Sprintf("transfer %d (%s on %s): %d of %d bytes, not ended", i, s.Local, s.Backend, s.Got, size))
-			continue
-		}
-		for k := 1; k < len(samples); k++ {
-			if a, b := samples[k-1][i], samples[k][i]; a < size && b == a {
-				p = append(p, fmt.Sprintf("transfer %d (%s on %s): stalled at %d bytes in interval %d of %v", i, s.Local, s.Backend, a, k, transferEvery))
-			}
+		case s.Stall >= transferStallMax:
+			p = append(p, fmt.Sprintf("transfer %d (%s on %s): waited %v for data, want less than %v", i, s.Local, s.Backend,
+				s.Stall.Round(time.Millisecond), transferStallMax))
 		}
 	}
 	return p
