@@ -81,10 +81,21 @@ func queryLabels(expr, legend string) []string {
 	return out
 }
 
+// onDashboard are the metrics the dashboard must show: the flood
+// protection's (docs/flood.md), which an operator under a flood looks for.
+var onDashboard = []string{
+	"dsrlb_flow_stateless_total",
+	"dsrlb_flow_table_full_total",
+	"dsrlb_flow_evictions_total",
+	"dsrlb_service_new_flow_limit_drops_total",
+}
+
 // TestGrafanaDashboard: docs/grafana-dashboard.json is a dashboard whose
 // every query (panel targets and template variables) names only metrics
-// that /metrics exports, and only labels those metrics have. dsrlb metrics on no panel are logged (a metric
-// added since the dashboard was last edited), not failed.
+// that /metrics exports, and only labels those metrics have; its panels
+// have distinct ids and do not overlap on the grid; the metrics of
+// onDashboard are on a panel. Other dsrlb metrics on no panel are logged
+// (a metric added since the dashboard was last edited), not failed.
 func TestGrafanaDashboard(t *testing.T) {
 	raw, err := os.ReadFile("../docs/grafana-dashboard.json")
 	if err != nil {
@@ -94,8 +105,12 @@ func TestGrafanaDashboard(t *testing.T) {
 		Title  string `json:"title"`
 		UID    string `json:"uid"`
 		Panels []struct {
+			ID      int    `json:"id"`
 			Title   string `json:"title"`
 			Type    string `json:"type"`
+			GridPos struct {
+				X, Y, W, H int
+			} `json:"gridPos"`
 			Targets []struct {
 				Expr   string `json:"expr"`
 				Legend string `json:"legendFormat"`
@@ -141,6 +156,23 @@ func TestGrafanaDashboard(t *testing.T) {
 			}
 		}
 	}
+	ids := map[int]string{}
+	for i, p := range dash.Panels {
+		g := p.GridPos
+		if g.W <= 0 || g.H <= 0 || g.X < 0 || g.X+g.W > 24 {
+			t.Errorf("panel %q: gridPos %+v, want inside the 24 columns", p.Title, g)
+		}
+		if other, dup := ids[p.ID]; dup {
+			t.Errorf("panels %q and %q share id %d", other, p.Title, p.ID)
+		}
+		ids[p.ID] = p.Title
+		for _, q := range dash.Panels[:i] {
+			o := q.GridPos
+			if g.X < o.X+o.W && o.X < g.X+g.W && g.Y < o.Y+o.H && o.Y < g.Y+g.H {
+				t.Errorf("panels %q %+v and %q %+v overlap", q.Title, o, p.Title, g)
+			}
+		}
+	}
 	queries := 0
 	for _, p := range dash.Panels {
 		if p.Type == "row" {
@@ -158,6 +190,11 @@ func TestGrafanaDashboard(t *testing.T) {
 		if v.Type == "query" {
 			check("variable "+v.Name, v.Definition, "")
 			queries++
+		}
+	}
+	for _, m := range onDashboard {
+		if known[m] == nil || !used[m] {
+			t.Errorf("%s is on no panel of the dashboard (or not exported)", m)
 		}
 	}
 	var unused []string

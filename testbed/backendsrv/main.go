@@ -10,6 +10,11 @@
 //	GET  /             backend=be1 client=10.99.0.10:40312
 //	POST /upload       backend=be1 bytes=1048576 sha256=<hex of the body>
 //	GET  /slow?ms=N    answers after N milliseconds (at most 60 s)
+//	GET  /stream?bytes=N&rate=R
+//	                   N bytes (at most 1 GiB) of 100-byte lines
+//	                   "backend=be1 client=10.99.0.10:40312 line=K" padded
+//	                   with '.' and ended by '\n' (the last one cut at N),
+//	                   sent at R bytes per second (0: as fast as it goes)
 //
 // UDP: every datagram is answered with "backend=be1 " followed by the
 // datagram's payload, from the address it was sent to (the VIP for DSR).
@@ -17,6 +22,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -118,7 +124,87 @@ func newHandler(name string) http.Handler {
 		}
 		fmt.Fprintf(w, "backend=%s slept=%dms client=%s\n", name, ms, r.RemoteAddr)
 	})
+	mux.HandleFunc("GET /stream", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		n, err1 := strconv.ParseInt(q.Get("bytes"), 10, 64)
+		rate, err2 := strconv.ParseInt(cmp.Or(q.Get("rate"), "0"), 10, 64)
+		if err1 != nil || err2 != nil || n < 0 || n > 1<<30 || rate < 0 {
+			http.Error(w, "bytes must be 0..1073741824, rate at least 0", http.StatusBadRequest)
+			return
+		}
+		line := streamLine(name, r.RemoteAddr)
+		var last [streamLineLen]byte
+		if !line(last[:], n/streamLineLen) {
+			http.Error(w, "backend name and client address too long for the stream's lines", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		stream(r.Context(), w, line, n, rate)
+	})
 	return mux
+}
+
+// streamLineLen is the length of a line of GET /stream, '\n' included.
+const streamLineLen = 100
+
+// streamLine returns the function that writes line k of GET /stream from
+// backend name to client into b (streamLineLen bytes); false if the
+// line's text does not fit (it is cut then).
+func streamLine(name, client string) func(b []byte, k int64) bool {
+	return func(b []byte, k int64) bool {
+		var text [2 * streamLineLen]byte
+		s := fmt.Appendf(text[:0], "backend=%s client=%s line=%d", name, client, k)
+		n := copy(b[:streamLineLen-1], s)
+		for i := n; i < streamLineLen-1; i++ {
+			b[i] = '.'
+		}
+		b[streamLineLen-1] = '\n'
+		return len(s) < streamLineLen
+	}
+}
+
+// streamTick is how often a paced stream writes.
+const streamTick = 10 * time.Millisecond
+
+// stream writes n bytes of lines to w, rate bytes per second at most (0:
+// no limit), flushing each write, until done or ctx ends.
+func stream(ctx context.Context, w http.ResponseWriter, line func([]byte, int64) bool, n, rate int64) {
+	rc := http.NewResponseController(w)
+	buf := make([]byte, 64*streamLineLen)
+	start := time.Now()
+	var sent int64
+	for sent < n {
+		want := n
+		if rate > 0 {
+			want = min(n, rate*time.Since(start).Milliseconds()/1000)
+			if want < n { // whole lines until the last
+				want -= want % streamLineLen
+			}
+			if want <= sent {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(streamTick):
+				}
+				continue
+			}
+		}
+		chunk := buf[:min(int64(len(buf)), want-sent)]
+		for off := int64(0); off < int64(len(chunk)); off += streamLineLen {
+			// sent is a multiple of streamLineLen: only the
+			// last write ends inside a line.
+			var l [streamLineLen]byte
+			line(l[:], (sent+off)/streamLineLen)
+			copy(chunk[off:], l[:])
+		}
+		if _, err := w.Write(chunk); err != nil {
+			return
+		}
+		if err := rc.Flush(); err != nil {
+			return
+		}
+		sent += int64(len(chunk))
+	}
 }
 
 // echoConn is a UDP socket that tells each datagram's destination address

@@ -1,12 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -26,6 +30,9 @@ func TestHTTP(t *testing.T) {
 		{"upload hashes the body", "POST", "/upload", body, 200, "backend=be7 bytes=100000 sha256=" + hex.EncodeToString(sum[:]) + "\n"},
 		{"slow answers after the delay", "GET", "/slow?ms=20", "", 200, "backend=be7 slept=20ms"},
 		{"slow wants a number", "GET", "/slow?ms=x", "", 400, "ms must be"},
+		{"stream wants a size", "GET", "/stream?bytes=x", "", 400, "bytes must be"},
+		{"stream wants a rate of at least 0", "GET", "/stream?bytes=10&rate=-1", "", 400, "bytes must be"},
+		{"stream wants at most 1 GiB", "GET", "/stream?bytes=1073741825", "", 400, "bytes must be"},
 		{"unknown path", "GET", "/nope", "", 404, "404"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
@@ -44,6 +51,76 @@ func TestHTTP(t *testing.T) {
 				t.Errorf("answered after %v, want at least 20ms", time.Since(start))
 			}
 		})
+	}
+}
+
+// TestStream reads GET /stream unpaced and paced: exactly the bytes asked
+// for, in 100-byte lines naming the backend, the client and the line's
+// number, the last one cut short; the paced one takes as long as its rate
+// says.
+func TestStream(t *testing.T) {
+	srv := httptest.NewServer(newHandler("be7"))
+	defer srv.Close()
+	for _, tc := range []struct {
+		desc        string
+		bytes, rate int64
+		atLeast     time.Duration
+	}{
+		{"unpaced", 1<<20 + 42, 0, 0},
+		{"paced", 50000, 200000, 240 * time.Millisecond},
+		{"empty", 0, 0, 0},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			start := time.Now()
+			resp, err := http.Get(fmt.Sprintf("%s/stream?bytes=%d&rate=%d", srv.URL, tc.bytes, tc.rate))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != http.StatusOK || resp.ContentLength != tc.bytes {
+				t.Fatalf("got %s, Content-Length %d, %v; want 200, %d", resp.Status, resp.ContentLength, err, tc.bytes)
+			}
+			if int64(len(b)) != tc.bytes {
+				t.Fatalf("got %d bytes, want %d", len(b), tc.bytes)
+			}
+			if d := time.Since(start); d < tc.atLeast {
+				t.Errorf("took %v, want at least %v at %d bytes/s", d, tc.atLeast, tc.rate)
+			}
+			re := regexp.MustCompile(`^backend=be7 client=(127\.0\.0\.1:\d+) line=(\d+)\.*\n$`)
+			client := ""
+			for k := 0; k*streamLineLen < len(b); k++ {
+				l := b[k*streamLineLen : min(len(b), (k+1)*streamLineLen)]
+				if len(l) < streamLineLen { // the last, cut short
+					want := fmt.Sprintf("backend=be7 client=%s line=%d", client, k)
+					if !bytes.HasPrefix([]byte(want+strings.Repeat(".", streamLineLen)), l) {
+						t.Errorf("last line %q, want the start of %q...", l, want)
+					}
+					break
+				}
+				m := re.FindSubmatch(l)
+				if m == nil || string(m[2]) != strconv.Itoa(k) || client != "" && string(m[1]) != client {
+					t.Fatalf("line %d: %q", k, l)
+				}
+				client = string(m[1])
+			}
+		})
+	}
+}
+
+// TestStreamRefusesLongLines: a backend name too long for the stream's
+// 100-byte lines gets 400, not lines cut short.
+func TestStreamRefusesLongLines(t *testing.T) {
+	srv := httptest.NewServer(newHandler(strings.Repeat("b", 80)))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/stream?bytes=1000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "too long") {
+		t.Errorf("got %s %q, want 400 ... too long", resp.Status, b)
 	}
 }
 

@@ -110,7 +110,7 @@ func TestECMP(t *testing.T) {
 			for i, a := range e.Appliances {
 				d := after[i].Sub(before[i])
 				web[i] = d.Services["web"].Packets
-				f := ecmpNewFlows(d, "web")
+				f := d.NewFlows("web")
 				flows += f
 				r.Logf("RESULT traffic split: %s rx %d packets (web %d packets, %d new flows; to kernel %d, dropped %d)",
 					a.Name, d.Totals.RxPackets, web[i], f, d.Totals.ToKernel, d.Totals.Dropped)
@@ -177,7 +177,7 @@ func TestECMP(t *testing.T) {
 				}
 				// The test route really pinned the flows to appliance i.
 				for j, o := range e.Appliances {
-					got := ecmpNewFlows(after[j].Sub(before[j]), "web")
+					got := after[j].Sub(before[j]).NewFlows("web")
 					want := uint64(0)
 					if j == i {
 						want = count
@@ -330,7 +330,7 @@ func TestECMP(t *testing.T) {
 			if !ok {
 				return
 			}
-			onA, onB := ecmpNewFlows(mid[0].Sub(before[0]), "web"), ecmpNewFlows(mid[1].Sub(before[1]), "web")
+			onA, onB := mid[0].Sub(before[0]).NewFlows("web"), mid[1].Sub(before[1]).NewFlows("web")
 			lastA := mid[0].Sub(early[0]).Services["web"].Packets
 			r.Logf("RESULT %d keep-alive connections (GET every 100 ms): %d flows via %s, %d via %s; %s carried %d web packets in the last 300 ms",
 				conns, onA, A.Name, onB, B.Name, A.Name, lastA)
@@ -378,7 +378,7 @@ func TestECMP(t *testing.T) {
 			}
 			reports := run.Stop()
 			sum := nsbed.SummarizeConns(reports)
-			took := ecmpNewFlows(after[1].Sub(mid[1]), "web")
+			took := after[1].Sub(mid[1]).NewFlows("web")
 			r.Logf("RESULT across the SIGTERM: %d connections, %d requests, %d answered, %d errors, %d redials, %d changed backend; max gap between answers %v, slowest answer %v; %s took over %d flows mid-stream; connections per backend %s",
 				sum.Conns, sum.Requests, sum.OK, sum.Errors, sum.Redials, sum.Moved, sum.MaxGap.Round(time.Millisecond), sum.MaxRTT.Round(time.Millisecond), B.Name, took, nsbed.Spread(sum.PerBackend))
 			if sum.Errors != 0 || sum.Redials != 0 {
@@ -520,7 +520,7 @@ func TestECMP(t *testing.T) {
 					return
 				}
 				sum := nsbed.SummarizeConns(run.Stop())
-				took := ecmpNewFlows(end[1].Sub(mid[1]), "web")
+				took := end[1].Sub(mid[1]).NewFlows("web")
 				r.Logf("TIMING standby %s took over %v after SIGTERM of %s (which exited after %v)", B.Name, takeover.Round(time.Millisecond), A.Name, exited.Round(time.Millisecond))
 				r.Logf("RESULT failover to standby: %d connections, %d answered, %d errors, %d redials, %d changed backend, max gap %v; %s took over %d flows mid-stream",
 					sum.Conns, sum.OK, sum.Errors, sum.Redials, sum.Moved, sum.MaxGap.Round(time.Millisecond), B.Name, took)
@@ -696,14 +696,6 @@ func ecmpEAL() [2][]string {
 		return [2][]string{{"-l", "0,1"}, {"-l", "0,1"}}
 	}
 	return [2][]string{{"--lcores", "0@0,1@1"}, {"--lcores", "0@1,1@0"}}
-}
-
-func ecmpNewFlows(s *nsbed.Stats, service string) uint64 {
-	var n uint64
-	for _, b := range s.Services[service].Backends {
-		n += b.NewFlows
-	}
-	return n
 }
 
 func ecmpPct(part, total uint64) float64 {

@@ -511,20 +511,27 @@ func startLivePool(ctx context.Context, ns *nsbed.NS, addr string, n int, every 
 	ctx, cancel := context.WithCancel(ctx)
 	p := &livePool{cancel: cancel}
 	for i := 0; i < n; i++ {
-		c := &liveConn{}
-		p.conns = append(p.conns, c)
-		p.wg.Add(1)
-		go func(i int) {
-			defer p.wg.Done()
+		p.conns = append(p.conns, &liveConn{})
+	}
+	staggered(ctx, &p.wg, n, every, func(i int) { p.conns[i].run(ctx, ns, addr, i, every) })
+	return p
+}
+
+// staggered calls run(0) .. run(n-1), each in a goroutine counted in wg,
+// their starts spread evenly over spread; none starts after ctx ended.
+func staggered(ctx context.Context, wg *sync.WaitGroup, n int, spread time.Duration, run func(i int)) {
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(every * time.Duration(i) / time.Duration(n)):
+			case <-time.After(spread * time.Duration(i) / time.Duration(n)):
 			}
-			c.run(ctx, ns, addr, i, every)
-		}(i)
+			run(i)
+		}()
 	}
-	return p
 }
 
 // stop ends every client and waits for them.

@@ -284,7 +284,10 @@ type Totals struct {
 // ServiceStats are one service's counters.
 type ServiceStats struct {
 	Packets, NoBackend uint64
-	Backends           map[string]BackendStats // by backend IP
+	// NewFlowLimited counts new flows dropped over the service's
+	// limits.new_flows_per_second.
+	NewFlowLimited uint64
+	Backends       map[string]BackendStats // by backend IP
 }
 
 // BackendStats are one backend's counters.
@@ -321,7 +324,7 @@ func (s *Stats) UnmarshalJSON(b []byte) error {
 	s.Drops = st.Drops
 	s.Services = map[string]ServiceStats{}
 	for _, sv := range st.Services {
-		ss := ServiceStats{Packets: sv.Packets, NoBackend: sv.NoBackend, Backends: map[string]BackendStats{}}
+		ss := ServiceStats{Packets: sv.Packets, NoBackend: sv.NoBackend, NewFlowLimited: sv.NewFlowLimited, Backends: map[string]BackendStats{}}
 		for _, b := range sv.Backends {
 			ss.Backends[b.IP] = BackendStats{Packets: b.Packets, NewFlows: b.NewFlows, Probes: b.Probes}
 		}
@@ -393,7 +396,8 @@ func (s *Stats) Sub(before *Stats) *Stats {
 	}
 	for name, sv := range s.Services {
 		bs := before.Services[name]
-		ds := ServiceStats{Packets: sv.Packets - bs.Packets, NoBackend: sv.NoBackend - bs.NoBackend, Backends: map[string]BackendStats{}}
+		ds := ServiceStats{Packets: sv.Packets - bs.Packets, NoBackend: sv.NoBackend - bs.NoBackend,
+			NewFlowLimited: sv.NewFlowLimited - bs.NewFlowLimited, Backends: map[string]BackendStats{}}
 		for ip, b := range sv.Backends {
 			bb := bs.Backends[ip]
 			ds.Backends[ip] = BackendStats{Packets: b.Packets - bb.Packets, NewFlows: b.NewFlows - bb.NewFlows, Probes: b.Probes - bb.Probes}
@@ -409,6 +413,15 @@ func (s *Stats) ServiceProbes(name string) uint64 {
 	var n uint64
 	for _, b := range s.Services[name].Backends {
 		n += b.Probes
+	}
+	return n
+}
+
+// NewFlows is the sum of the new flows of service name's backends.
+func (s *Stats) NewFlows(name string) uint64 {
+	var n uint64
+	for _, b := range s.Services[name].Backends {
+		n += b.NewFlows
 	}
 	return n
 }

@@ -9,7 +9,7 @@ import (
 // apiStats is GET /api/v1/stats as v1.Stats writes it.
 const apiStats = `{"generation":8,"totals":{"rx_packets":122,"rx_bytes":11352,"tx_packets":162,"tx_bytes":12090,
 "to_kernel_packets":92,"from_kernel_packets":132,"dropped_packets":0},"drops":{"no_backend":0,"not_ip":0},
-"flows":{"entries":30},"services":[{"name":"web","packets":30,"bytes":1800,"no_backend_drops":0,"backends":[
+"flows":{"entries":30},"services":[{"name":"web","packets":30,"bytes":1800,"no_backend_drops":0,"new_flow_limit_drops":4,"backends":[
 {"ip":"10.99.0.11","packets":12,"bytes":720,"new_flows":12},{"ip":"10.99.0.12","packets":18,"bytes":900,"new_flows":15}]}]}`
 
 // controlStats is the same in the shape before v1.
@@ -18,7 +18,10 @@ const controlStats = `{"generation":8,"totals":{"rx_packets":122,"tx_packets":16
 "10.99.0.11":{"packets":12,"new_flows":12,"state":"active"},"10.99.0.12":{"packets":18,"new_flows":15,"state":"active"}}}}}`
 
 func TestStatsDecodesBothShapes(t *testing.T) {
-	for _, tc := range []struct{ desc, body string }{{"v1", apiStats}, {"before v1", controlStats}} {
+	for _, tc := range []struct {
+		desc, body string
+		limited    uint64 // web's new_flow_limit_drops (not in the shape before v1)
+	}{{"v1", apiStats, 4}, {"before v1", controlStats, 0}} {
 		t.Run(tc.desc, func(t *testing.T) {
 			var s Stats
 			if err := json.Unmarshal([]byte(tc.body), &s); err != nil {
@@ -31,6 +34,9 @@ func TestStatsDecodesBothShapes(t *testing.T) {
 			web := s.Services["web"]
 			if web.Packets != 30 || web.Backends["10.99.0.12"] != (BackendStats{Packets: 18, NewFlows: 15}) {
 				t.Errorf("got web %+v", web)
+			}
+			if web.NewFlowLimited != tc.limited || s.NewFlows("web") != 27 {
+				t.Errorf("got web's new flow limit drops %d, new flows %d; want %d, 27", web.NewFlowLimited, s.NewFlows("web"), tc.limited)
 			}
 		})
 	}
