@@ -675,21 +675,22 @@ func fillOuter(o *[IPv4MinSize]byte, sum uint32, tos uint8, df uint16, n int, id
 // Everything is in one loop, without calls: this is the per-packet cost
 // of the appliance.
 func (f *Forwarder) fastPath(s *Snapshot, pkts []packet.Packet, fp *[packet.BurstSize]fastPkt, hinted uint32, out *[packet.BurstSize]uint16, from int) (taken uint32, next int) {
-	ft := f.Flows
-	buckets, bmask, now := ft.buckets, ft.mask, f.Now
-	svcs, byID := s.Services, s.svcByID
-	sc, bc := f.C.Services, f.C.Backends
-	var rxBytes uint64
-	var ipID uint16
 	if len(pkts) > packet.BurstSize {
 		pkts = pkts[:packet.BurstSize]
 	}
-	next = len(pkts)
-	for i := from; i < len(pkts); i++ {
-		next = i
-		if hinted&(1<<uint(i)) == 0 {
-			break
-		}
+	if from >= len(pkts) {
+		return 0, len(pkts)
+	}
+	// The run of hashed packets from packet from: the loop needs no test
+	// of its own per packet, and what it took is the run it went through.
+	end := min(len(pkts), from+bits.TrailingZeros32(^(hinted>>uint(from))))
+	ft := f.Flows
+	now, ipID := f.Now, f.ipID
+	var rxBytes uint64
+	i := from
+	// Few values live across the loop (the rest is read through f, s and
+	// the packet), so that the compiler keeps them in registers.
+	for ; i < end; i++ {
 		q := &fp[i&(packet.BurstSize-1)]
 		p := &pkts[i]
 		off, n := p.Off, p.Len
@@ -706,7 +707,8 @@ func (f *Forwarder) fastPath(s *Snapshot, pkts []packet.Packet, fp *[packet.Burs
 			binary.BigEndian.Uint16(h[ip+ipv4FlagsFrag:])&(IPv4FlagMF|IPv4FragOffMask) != 0 {
 			break
 		}
-		proto := uint8(q.tag >> 8)
+		addrs, tag := q.addrs, q.tag
+		proto := uint8(tag >> 8)
 		var flags uint8
 		if proto == ProtoTCP {
 			if do := int(h[ip+IPv4MinSize+12]>>4) * 4; tot < IPv4MinSize+TCPMinSize || do < TCPMinSize || do > tot-IPv4MinSize {
@@ -714,14 +716,19 @@ func (f *Forwarder) fastPath(s *Snapshot, pkts []packet.Packet, fp *[packet.Burs
 			}
 			flags = h[ip+IPv4MinSize+13]
 		}
-		// The flow table: a live entry.
-		bk := &buckets[q.hash&bmask]
+		// The flow table: a live entry. The ways unrolled, the second
+		// word compared only when the first matches.
+		bk := ft.bucket(q.hash)
 		var e *flowEntry
-		for w := range bk {
-			if bk[w].addrs == q.addrs && bk[w].tag == q.tag {
-				e = &bk[w]
-				break
-			}
+		switch {
+		case bk[0].addrs == addrs && bk[0].tag == tag:
+			e = &bk[0]
+		case bk[1].addrs == addrs && bk[1].tag == tag:
+			e = &bk[1]
+		case bk[2].addrs == addrs && bk[2].tag == tag:
+			e = &bk[2]
+		case bk[3].addrs == addrs && bk[3].tag == tag:
+			e = &bk[3]
 		}
 		// A SYN on an entry not established is left to process: on a
 		// closing one maybe a new connection on an ended one's 4-tuple,
@@ -732,23 +739,15 @@ func (f *Forwarder) fastPath(s *Snapshot, pkts []packet.Packet, fp *[packet.Burs
 		}
 		// Its service, if it is still the one LookupService gives the
 		// packet: the service with the entry's ID, if it owns the
-		// packet's VIP, protocol and port (Service.owns); otherwise
-		// Process decides.
-		if uint(e.service) >= uint(len(byID)) {
+		// packet's VIP, protocol and port (Service.owns) and its VIP is
+		// no port's own address (process sends those to the kernel
+		// first): Snapshot.fastByID; otherwise Process decides.
+		if uint(e.service) >= uint(len(s.fastByID)) {
 			break
 		}
-		si := int(byID[e.service])
-		if uint(si) >= uint(len(svcs)) {
-			break
-		}
-		svc := &svcs[si]
-		if port := uint16(q.tag >> 32); svc.VIP != uint32(q.addrs) || svc.Proto != proto || !svc.owns ||
-			(svc.Port != port && svc.Port != 0) {
-			break
-		}
-		// Packets to a port's own address go to the kernel (process
-		// checks that before the service); only a VIP can be one here.
-		if svc.vipIsPortIP || (svc.Mode != ModeL2 && h[ip+ipv4TTL] <= 1) {
+		svc := s.fastByID[e.service]
+		if port := uint16(tag >> 32); svc == nil || svc.VIP != uint32(addrs) || svc.Proto != proto ||
+			(svc.Port != port && svc.Port != 0) || (svc.Mode != ModeL2 && h[ip+ipv4TTL] <= 1) {
 			break
 		}
 		bi := int(e.bhint)
@@ -783,26 +782,25 @@ func (f *Forwarder) fastPath(s *Snapshot, pkts []packet.Packet, fp *[packet.Burs
 			le.PutUint64(o[last&31:], le.Uint64(t[last&31:]))
 			ipID++
 			fillOuter((*[IPv4MinSize]byte)(o[ip:]), b.outerSum, h[ip+ipv4TOS], binary.BigEndian.Uint16(h[ip+ipv4FlagsFrag:])&IPv4FlagDF,
-				b.hdrLen-EthernetMinSize+tot, f.ipID+ipID)
+				b.hdrLen-EthernetMinSize+tot, ipID)
 		}
 		p.Off = start
 		p.Len = b.hdrLen + tot
-		c := &sc[svc.ID]
+		c := &f.C.Services[svc.ID]
 		c.Packets++
 		c.Bytes += uint64(tot)
-		d := &bc[b.ID]
+		d := &f.C.Backends[b.ID]
 		d.Packets++
 		d.Bytes += uint64(tot)
-		taken |= 1 << uint(i)
 		out[i&(packet.BurstSize-1)] = uint16(b.Port)
-		next = i + 1
 	}
-	f.ipID += ipID
-	hits := uint64(bits.OnesCount32(taken))
+	f.ipID = ipID
+	hits := uint64(i - from)
 	ft.Hits += hits
 	f.C.RxPackets += hits
 	f.C.RxBytes += rxBytes
-	return taken, next
+	// Bits from..i-1 (1<<32 is 0 in uint32: i = 32 gives all bits).
+	return (uint32(1)<<uint(i) - 1) &^ (uint32(1)<<uint(from) - 1), i
 }
 
 // fragNeeded turns p into an ICMP "fragmentation needed" (RFC 792, RFC 1191)

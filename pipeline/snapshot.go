@@ -188,6 +188,10 @@ type Snapshot struct {
 
 	// svcByID maps a Service.ID to its index in Services, -1 for none.
 	svcByID []int32
+	// fastByID maps a Service.ID to the service if the fast path may
+	// confirm a flow's service by comparing (owns, and the VIP is no
+	// port's own address), nil otherwise: one load per packet.
+	fastByID []*Service
 	// partialPorts has bit i set when Ports[i].PartialChecksums.
 	partialPorts uint64
 	// probes maps a probe source port (less ProbePortBase) to the backend
@@ -414,6 +418,12 @@ func NewSnapshot(spec SnapshotSpec) (*Snapshot, error) {
 		}
 		s.svcByID[svc.ID] = int32(i)
 		svc.owns = !svc.IPv6 && (svc.Port != 0 || s.singlePorts(svc.VIP, svc.Proto) == 0)
+	}
+	s.fastByID = make([]*Service, len(s.svcByID))
+	for i := range s.Services {
+		if svc := &s.Services[i]; svc.owns && !svc.vipIsPortIP {
+			s.fastByID[svc.ID] = svc
+		}
 	}
 	if err := s.indexProbes(); err != nil {
 		return nil, err
