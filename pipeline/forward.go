@@ -114,7 +114,7 @@ const (
 // misses overlap instead of queueing one per packet. It reads only the
 // packets and changes nothing; nothing it records depends on the snapshot.
 func (f *Forwarder) classify(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt) uint32 {
-	var mask, acc uint32
+	var mask, acc, v6 uint32
 	var addrs [2 * packet.BurstSize]uintptr
 	na := 0
 	ft := f.Flows
@@ -142,12 +142,11 @@ func (f *Forwarder) classify(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt
 		proto := h[ip+ipv4Protocol]
 		if binary.LittleEndian.Uint32(h[12:])&0xffffff != 0x450008 || (proto != ProtoTCP && proto != ProtoUDP) {
 			// Not IPv4 (or tagged), IPv4 options, not TCP or UDP. An
-			// IPv6 flow's bucket is prefetched too (Process takes it).
-			if h[12] == 0x86 && h[13] == 0xdd && ft.buckets6 != nil && n >= EthernetMinSize+IPv6HeaderSize+4 {
-				if a, ok := f.bucket6Addr(p.Buf[off : off+n]); ok {
-					addrs[na&(2*packet.BurstSize-1)] = a
-					na++
-				}
+			// IPv6 flow's bucket is prefetched too (Process takes it),
+			// after the loop: a call in the loop would make the compiler
+			// keep the loop's values on the stack.
+			if h[12] == 0x86 && h[13] == 0xdd && n >= EthernetMinSize+IPv6HeaderSize+4 {
+				v6 |= 1 << (uint(i) & (packet.BurstSize - 1))
 			}
 			continue
 		}
@@ -156,7 +155,7 @@ func (f *Forwarder) classify(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt
 		q.tag = flowTag(binary.BigEndian.Uint32(h[ip+IPv4MinSize:]), proto)
 		hash := slotHash(q.addrs, q.tag, seed)
 		q.hash = hash
-		mask |= 1 << uint(i)
+		mask |= 1 << (uint(i) & (packet.BurstSize - 1))
 		if asmPrefetch {
 			b := &buckets[hash&bmask]
 			addrs[na&(2*packet.BurstSize-1)] = uintptr(unsafe.Pointer(&b[0]))
@@ -164,6 +163,15 @@ func (f *Forwarder) classify(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt
 			na += step
 		} else {
 			acc += ft.load(hash)
+		}
+	}
+	if ft.buckets6 != nil {
+		for ; v6 != 0; v6 &= v6 - 1 {
+			p := &pkts[bits.TrailingZeros32(v6)]
+			if a, ok := f.bucket6Addr(p.Buf[p.Off : p.Off+p.Len]); ok {
+				addrs[na&(2*packet.BurstSize-1)] = a
+				na++
+			}
 		}
 	}
 	if na > 0 {
