@@ -692,15 +692,16 @@ func (f *Forwarder) fastPath(s *Snapshot, pkts []packet.Packet, fp *[packet.Burs
 	// The run of hashed packets from packet from: the loop needs no test
 	// of its own per packet, and what it took is the run it went through.
 	end := min(len(pkts), from+bits.TrailingZeros32(^(hinted>>uint(from))))
-	ft := f.Flows
-	now, ipID := f.Now, f.ipID
-	var rxBytes uint64
+	// In bounds: i < end <= len(pkts).
+	pa := (*[packet.BurstSize]packet.Packet)(unsafe.Pointer(unsafe.SliceData(pkts)))
 	i := from
-	// Few values live across the loop (the rest is read through f, s and
-	// the packet), so that the compiler keeps them in registers.
+	// Few values live across the loop: the table, the clock and the
+	// counters are read and written through f, so that the compiler keeps
+	// the values of one packet in registers instead of spilling them.
 	for ; i < end; i++ {
 		q := &fp[i&(packet.BurstSize-1)]
-		p := &pkts[i]
+		p := &pa[i&(packet.BurstSize-1)]
+		ft := f.Flows
 		off, n := p.Off, p.Len
 		if off < 0 || n < fastFrame || off+n > len(p.Buf) {
 			break
@@ -741,7 +742,7 @@ func (f *Forwarder) fastPath(s *Snapshot, pkts []packet.Packet, fp *[packet.Burs
 		// A SYN on an entry not established is left to process: on a
 		// closing one maybe a new connection on an ended one's 4-tuple,
 		// on a SYN-state one the client sending it again (synAgain).
-		if e == nil || int32(e.expires-now) <= 0 ||
+		if e == nil || int32(e.expires-f.Now) <= 0 ||
 			(flags&TCPFlagSYN != 0 && e.state != flowStateEstablished) {
 			break
 		}
@@ -770,8 +771,8 @@ func (f *Forwarder) fastPath(s *Snapshot, pkts []packet.Packet, fp *[packet.Burs
 		}
 
 		// Taken: from here on, what process does.
-		rxBytes += uint64(n)
-		ft.Touch(e, flags, now)
+		f.C.RxBytes += uint64(n)
+		ft.Touch(e, flags, f.Now)
 		if b.hdrLen == EthernetMinSize {
 			*(*[EthernetMinSize]byte)(h[:]) = *(*[EthernetMinSize]byte)(b.hdr[:])
 		} else {
@@ -788,9 +789,9 @@ func (f *Forwarder) fastPath(s *Snapshot, pkts []packet.Packet, fp *[packet.Burs
 			le.PutUint64(o[16:], le.Uint64(t[16:]))
 			le.PutUint64(o[24:], le.Uint64(t[24:]))
 			le.PutUint64(o[last&31:], le.Uint64(t[last&31:]))
-			ipID++
+			f.ipID++
 			fillOuter((*[IPv4MinSize]byte)(o[ip:]), b.outerSum, h[ip+ipv4TOS], binary.BigEndian.Uint16(h[ip+ipv4FlagsFrag:])&IPv4FlagDF,
-				b.hdrLen-EthernetMinSize+tot, ipID)
+				b.hdrLen-EthernetMinSize+tot, f.ipID)
 		}
 		p.Off = start
 		p.Len = b.hdrLen + tot
@@ -802,11 +803,9 @@ func (f *Forwarder) fastPath(s *Snapshot, pkts []packet.Packet, fp *[packet.Burs
 		d.Bytes += uint64(tot)
 		out[i&(packet.BurstSize-1)] = uint16(b.Port)
 	}
-	f.ipID = ipID
 	hits := uint64(i - from)
-	ft.Hits += hits
+	f.Flows.Hits += hits
 	f.C.RxPackets += hits
-	f.C.RxBytes += rxBytes
 	// Bits from..i-1 (1<<32 is 0 in uint32: i = 32 gives all bits).
 	return (uint32(1)<<uint(i) - 1) &^ (uint32(1)<<uint(from) - 1), i
 }
