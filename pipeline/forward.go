@@ -755,8 +755,7 @@ func (f *Forwarder) fastPath(s *Snapshot, pkts []packet.Packet, fp *[packet.Burs
 			break
 		}
 		svc := s.fastByID[e.service]
-		if port := uint16(tag >> 32); svc == nil || svc.VIP != uint32(addrs) || svc.Proto != proto ||
-			(svc.Port != port && svc.Port != 0) || (svc.Mode != ModeL2 && h[ip+ipv4TTL] <= 1) {
+		if svc == nil || svc.VIP != uint32(addrs) || tag&svc.fastMask != svc.fastTag || h[ip+ipv4TTL] < svc.fastTTL {
 			break
 		}
 		bi := int(e.bhint)

@@ -247,6 +247,12 @@ type Service struct {
 	// protocol). The fast path then confirms a flow's service by
 	// comparing instead of looking it up.
 	owns bool
+	// fastMask and fastTag: a flow's tag word (flowTag) is one of this
+	// service's when tag&fastMask == fastTag (protocol, and port unless
+	// the service takes all ports); fastTTL is the lowest TTL it
+	// forwards (2 when it routes, 0 in L2 mode). For the fast path.
+	fastMask, fastTag uint64
+	fastTTL           uint8
 	// segMax is the longest IP packet every backend's egress port carries
 	// once encapsulated: the worker cuts TCP super-frames to it.
 	segMax int
@@ -423,6 +429,14 @@ func NewSnapshot(spec SnapshotSpec) (*Snapshot, error) {
 	for i := range s.Services {
 		if svc := &s.Services[i]; svc.owns && !svc.vipIsPortIP {
 			s.fastByID[svc.ID] = svc
+			svc.fastMask, svc.fastTag = 0xff00, uint64(svc.Proto)<<8
+			if svc.Port != 0 {
+				svc.fastMask |= 0xffff << 32
+				svc.fastTag |= uint64(svc.Port) << 32
+			}
+			if svc.Mode != ModeL2 {
+				svc.fastTTL = 2
+			}
 		}
 	}
 	if err := s.indexProbes(); err != nil {
