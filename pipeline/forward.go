@@ -118,7 +118,7 @@ func (f *Forwarder) classify(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt
 	var addrs [2 * packet.BurstSize]uintptr
 	na := 0
 	ft := f.Flows
-	buckets, bmask, seed := ft.buckets, ft.mask, f.Seed
+	nb, seed := uint64(len(ft.buckets)), f.Seed
 	if len(pkts) > packet.BurstSize {
 		pkts = pkts[:packet.BurstSize]
 	}
@@ -126,7 +126,7 @@ func (f *Forwarder) classify(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt
 	// holds fewer flows than buckets, entries sit almost always in the
 	// first line: prefetch it alone and halve the misses in flight.
 	step := 1
-	if ft.Entries >= uint64(len(buckets)) {
+	if ft.Entries >= nb {
 		step = 2
 	}
 	for i := range pkts {
@@ -157,7 +157,7 @@ func (f *Forwarder) classify(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt
 		q.hash = hash
 		mask |= 1 << (uint(i) & (packet.BurstSize - 1))
 		if asmPrefetch {
-			b := &buckets[hash&bmask]
+			b := ft.bucketFast(hash)
 			addrs[na&(2*packet.BurstSize-1)] = uintptr(unsafe.Pointer(&b[0]))
 			addrs[(na+1)&(2*packet.BurstSize-1)] = uintptr(unsafe.Pointer(&b[flowWays-1]))
 			na += step
@@ -727,7 +727,7 @@ func (f *Forwarder) fastPath(s *Snapshot, pkts []packet.Packet, fp *[packet.Burs
 		}
 		// The flow table: a live entry. The ways unrolled, the second
 		// word compared only when the first matches.
-		bk := ft.bucket(q.hash)
+		bk := ft.bucketFast(q.hash)
 		var e *flowEntry
 		switch {
 		case bk[0].addrs == addrs && bk[0].tag == tag:

@@ -273,11 +273,11 @@ func (w *Worker) burst(s *Snapshot, wp *WorkerPort, pi int, b *rxBurst) {
 	}
 	if n > 0 && taken == uint32(1<<uint(n)-1) {
 		one := w.egress[0]
-		same := true
+		var diff uint16
 		for _, o := range w.egress[1:n] {
-			same = same && o == one
+			diff |= o ^ one
 		}
-		if same {
+		if diff == 0 {
 			op := &w.ports[one]
 			if w.capRing != nil {
 				w.captureOut(pkts, 0, n, taken)
@@ -426,10 +426,12 @@ func (w *Worker) flushTx(o int) {
 }
 
 func (w *Worker) countTx(pkts []packet.Packet) {
-	w.C.TxPackets += uint64(len(pkts))
+	var bytes int
 	for i := range pkts {
-		w.C.TxBytes += uint64(pkts[i].Len)
+		bytes += pkts[i].Len
 	}
+	w.C.TxPackets += uint64(len(pkts))
+	w.C.TxBytes += uint64(bytes)
 }
 
 func (w *Worker) toKernel(wp *WorkerPort, n int) {
