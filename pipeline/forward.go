@@ -711,7 +711,9 @@ func (f *Forwarder) fastPath(s *Snapshot, pkts []packet.Packet, fp *[packet.Burs
 		const ip = EthernetMinSize
 		// The checks of process, in its order of precedence.
 		tot := int(binary.BigEndian.Uint16(h[ip+ipv4TotalLen:]))
-		if tot < IPv4MinSize+UDPSize || tot > n-EthernetMinSize ||
+		// tot < IPv4MinSize+UDPSize || tot > n-EthernetMinSize as one
+		// unsigned compare (n >= fastFrame).
+		if uint(tot-(IPv4MinSize+UDPSize)) > uint(n-(EthernetMinSize+IPv4MinSize+UDPSize)) ||
 			!headerSumOK(h[ip:ip+IPv4MinSize]) ||
 			binary.BigEndian.Uint16(h[ip+ipv4FlagsFrag:])&(IPv4FlagMF|IPv4FragOffMask) != 0 {
 			break
@@ -720,7 +722,10 @@ func (f *Forwarder) fastPath(s *Snapshot, pkts []packet.Packet, fp *[packet.Burs
 		proto := uint8(tag >> 8)
 		var flags uint8
 		if proto == ProtoTCP {
-			if do := int(h[ip+IPv4MinSize+12]>>4) * 4; tot < IPv4MinSize+TCPMinSize || do < TCPMinSize || do > tot-IPv4MinSize {
+			// The data offset in bytes. tot < IPv4MinSize+TCPMinSize,
+			// which process also drops, needs no test of its own: it
+			// makes do > tot-IPv4MinSize whenever do >= TCPMinSize.
+			if do := int(h[ip+IPv4MinSize+12]>>2) &^ 3; do < TCPMinSize || do > tot-IPv4MinSize {
 				break
 			}
 			flags = h[ip+IPv4MinSize+13]
@@ -754,8 +759,8 @@ func (f *Forwarder) fastPath(s *Snapshot, pkts []packet.Packet, fp *[packet.Burs
 		if uint(e.service) >= uint(len(s.fastByID)) {
 			break
 		}
-		svc := s.fastByID[e.service]
-		if svc == nil || svc.VIP != uint32(addrs) || tag&svc.fastMask != svc.fastTag || h[ip+ipv4TTL] < svc.fastTTL {
+		svc := s.fastByID[e.service] // noFastService matches no tag
+		if svc.VIP != uint32(addrs) || tag&svc.fastMask != svc.fastTag || h[ip+ipv4TTL] < svc.fastTTL {
 			break
 		}
 		bi := int(e.bhint)

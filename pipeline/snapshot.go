@@ -190,7 +190,8 @@ type Snapshot struct {
 	svcByID []int32
 	// fastByID maps a Service.ID to the service if the fast path may
 	// confirm a flow's service by comparing (owns, and the VIP is no
-	// port's own address), nil otherwise: one load per packet.
+	// port's own address), to noFastService otherwise: one load per
+	// packet, no nil test.
 	fastByID []*Service
 	// partialPorts has bit i set when Ports[i].PartialChecksums.
 	partialPorts uint64
@@ -426,6 +427,9 @@ func NewSnapshot(spec SnapshotSpec) (*Snapshot, error) {
 		svc.owns = !svc.IPv6 && (svc.Port != 0 || s.singlePorts(svc.VIP, svc.Proto) == 0)
 	}
 	s.fastByID = make([]*Service, len(s.svcByID))
+	for i := range s.fastByID {
+		s.fastByID[i] = &noFastService
+	}
 	for i := range s.Services {
 		if svc := &s.Services[i]; svc.owns && !svc.vipIsPortIP {
 			s.fastByID[svc.ID] = svc
@@ -444,6 +448,11 @@ func NewSnapshot(spec SnapshotSpec) (*Snapshot, error) {
 	}
 	return s, nil
 }
+
+// noFastService is the entry of Snapshot.fastByID of a service the fast
+// path leaves to Process: no flow's tag (bit 0 set) matches fastTag 0
+// under fastMask 1.
+var noFastService = Service{fastMask: 1}
 
 // noteIDs raises MaxServiceID and MaxBackendID to svc's IDs.
 func (s *Snapshot) noteIDs(svc *Service) {
