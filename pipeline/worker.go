@@ -257,10 +257,14 @@ func (w *Worker) burst(s *Snapshot, wp *WorkerPort, pi int, b *rxBurst) {
 	var taken uint32
 	done := 0 // packets before done are sent (segment)
 	for i := 0; i < n; {
-		t, next := w.fastPath(s, pkts, &b.fp, fast, &w.egress, i)
-		taken |= t
-		if next >= n {
-			break
+		next := i
+		if fast&(1<<(uint(i)&(packet.BurstSize-1))) != 0 { // else fastPath would stop at i
+			var t uint32
+			t, next = w.fastPath(s, pkts, &b.fp, fast, &w.egress, i)
+			taken |= t
+			if next >= n {
+				break
+			}
 		}
 		v, out := w.processHinted(s, &pkts[next], pi, b.fp[next].hash, b.hinted&(1<<uint(next)) != 0)
 		w.verdict[next], w.egress[next] = v, uint16(out)
