@@ -186,14 +186,17 @@ func (f *Forwarder) classify(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt
 // upper layer, right after the fixed header, is TCP or UDP: the flow
 // Process will look up (slotHash6 of the same key). For classify.
 func (f *Forwarder) bucket6Addr(frame []byte) (uintptr, bool) {
-	ip := IPv6(frame[EthernetMinSize:])
-	if nh := ip.NextHeader(); nh != ProtoTCP && nh != ProtoUDP {
+	// The hash from the header's bytes, without building a FlowKey6.
+	const ip, l4 = EthernetMinSize, EthernetMinSize + IPv6HeaderSize
+	h := (*[l4 + 4]byte)(frame)
+	nh := h[ip+ipv6NextHeader]
+	if nh != ProtoTCP && nh != ProtoUDP {
 		return 0, false
 	}
-	l4 := Ports(ip[IPv6HeaderSize:])
-	k := FlowKey6{Src: ip.Src(), Dst: ip.Dst(), SrcPort: l4.Src(), DstPort: l4.Dst(), Proto: ip.NextHeader()}
+	hash := slotHash(addrWord6((*[16]byte)(h[ip+ipv6Src:]), (*[16]byte)(h[ip+ipv6Dst:])),
+		flowTag(binary.BigEndian.Uint32(h[l4:]), nh), f.Seed)
 	ft := f.Flows
-	b := &ft.buckets6[slotHash6(&k, f.Seed)&ft.mask]
+	b := &ft.buckets6[hash&ft.mask]
 	if !asmPrefetch {
 		f.sink += b[0].expires
 		return 0, false
