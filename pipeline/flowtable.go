@@ -1,6 +1,9 @@
 package pipeline
 
-import "time"
+import (
+	"time"
+	"unsafe"
+)
 
 // FlowTimeouts are the idle timeouts of flow table entries. DSR sees only
 // the client half of a TCP connection, so "established" means the client
@@ -179,6 +182,14 @@ func slotHashKey(k *FlowKey, seed uint32) uint32 {
 // bucket returns the bucket of hash.
 func (ft *FlowTable) bucket(hash uint32) *[flowWays]flowEntry {
 	return &ft.buckets[hash&ft.mask]
+}
+
+// bucketFast is bucket without the bounds check, for the per-packet loops
+// (classify, fastPath): len(ft.buckets) is mask+1 (NewFlowTable), so
+// hash&mask is always an index of the table.
+func (ft *FlowTable) bucketFast(hash uint32) *[flowWays]flowEntry {
+	return (*[flowWays]flowEntry)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(ft.buckets)),
+		uintptr(hash&ft.mask)*unsafe.Sizeof([flowWays]flowEntry{})))
 }
 
 // load reads the bucket of hash, both of its cache lines, and returns a

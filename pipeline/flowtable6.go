@@ -28,10 +28,15 @@ func (k *FlowKey6) tag() uint64 {
 // into one word by multiplies, then slotHash. Local to the worker, like
 // slotHash.
 func slotHash6(k *FlowKey6, seed uint32) uint32 {
+	return slotHash(addrWord6(&k.Src, &k.Dst), k.tag(), seed)
+}
+
+// addrWord6 is the word slotHash6 folds an IPv6 flow's addresses into,
+// from the key or straight from a packet's header (classify).
+func addrWord6(src, dst *[16]byte) uint64 {
 	le := binary.LittleEndian
-	a := le.Uint64(k.Src[0:]) ^ le.Uint64(k.Src[8:])*0x9e3779b97f4a7c15
-	a ^= (le.Uint64(k.Dst[0:]) ^ le.Uint64(k.Dst[8:])*0xc2b2ae3d27d4eb4f) * 0x165667b19e3779f9
-	return slotHash(a, k.tag(), seed)
+	a := le.Uint64(src[0:]) ^ le.Uint64(src[8:])*0x9e3779b97f4a7c15
+	return a ^ (le.Uint64(dst[0:])^le.Uint64(dst[8:])*0xc2b2ae3d27d4eb4f)*0x165667b19e3779f9
 }
 
 // enable6 allocates the IPv6 buckets, as many as the IPv4 ones, once.

@@ -117,11 +117,11 @@ const (
 // misses overlap instead of queueing one per packet. It reads only the
 // packets and changes nothing; nothing it records depends on the snapshot.
 func (f *Forwarder) classify(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt) uint32 {
-	var mask, acc uint32
+	var mask, acc, v6 uint32
 	var addrs [2 * packet.BurstSize]uintptr
 	na := 0
 	ft := f.Flows
-	buckets, bmask, seed := ft.buckets, ft.mask, f.Seed
+	nb, seed := uint64(len(ft.buckets)), f.Seed
 	if len(pkts) > packet.BurstSize {
 		pkts = pkts[:packet.BurstSize]
 	}
@@ -129,7 +129,7 @@ func (f *Forwarder) classify(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt
 	// holds fewer flows than buckets, entries sit almost always in the
 	// first line: prefetch it alone and halve the misses in flight.
 	step := 1
-	if ft.Entries >= uint64(len(buckets)) {
+	if ft.Entries >= nb {
 		step = 2
 	}
 	for i := range pkts {
@@ -145,12 +145,11 @@ func (f *Forwarder) classify(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt
 		proto := h[ip+ipv4Protocol]
 		if binary.LittleEndian.Uint32(h[12:])&0xffffff != 0x450008 || (proto != ProtoTCP && proto != ProtoUDP) {
 			// Not IPv4 (or tagged), IPv4 options, not TCP or UDP. An
-			// IPv6 flow's bucket is prefetched too (Process takes it).
-			if h[12] == 0x86 && h[13] == 0xdd && ft.buckets6 != nil && n >= EthernetMinSize+IPv6HeaderSize+4 {
-				if a, ok := f.bucket6Addr(p.Buf[off : off+n]); ok {
-					addrs[na&(2*packet.BurstSize-1)] = a
-					na++
-				}
+			// IPv6 flow's bucket is prefetched too (Process takes it),
+			// after the loop: a call in the loop would make the compiler
+			// keep the loop's values on the stack.
+			if h[12] == 0x86 && h[13] == 0xdd && n >= EthernetMinSize+IPv6HeaderSize+4 {
+				v6 |= 1 << (uint(i) & (packet.BurstSize - 1))
 			}
 			continue
 		}
@@ -159,14 +158,23 @@ func (f *Forwarder) classify(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt
 		q.tag = flowTag(binary.BigEndian.Uint32(h[ip+IPv4MinSize:]), proto)
 		hash := slotHash(q.addrs, q.tag, seed)
 		q.hash = hash
-		mask |= 1 << uint(i)
+		mask |= 1 << (uint(i) & (packet.BurstSize - 1))
 		if asmPrefetch {
-			b := &buckets[hash&bmask]
+			b := ft.bucketFast(hash)
 			addrs[na&(2*packet.BurstSize-1)] = uintptr(unsafe.Pointer(&b[0]))
 			addrs[(na+1)&(2*packet.BurstSize-1)] = uintptr(unsafe.Pointer(&b[flowWays-1]))
 			na += step
 		} else {
 			acc += ft.load(hash)
+		}
+	}
+	if ft.buckets6 != nil {
+		for ; v6 != 0; v6 &= v6 - 1 {
+			p := &pkts[bits.TrailingZeros32(v6)]
+			if a, ok := f.bucket6Addr(p.Buf[p.Off : p.Off+p.Len]); ok {
+				addrs[na&(2*packet.BurstSize-1)] = a
+				na++
+			}
 		}
 	}
 	if na > 0 {
@@ -181,14 +189,17 @@ func (f *Forwarder) classify(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt
 // upper layer, right after the fixed header, is TCP or UDP: the flow
 // Process will look up (slotHash6 of the same key). For classify.
 func (f *Forwarder) bucket6Addr(frame []byte) (uintptr, bool) {
-	ip := IPv6(frame[EthernetMinSize:])
-	if nh := ip.NextHeader(); nh != ProtoTCP && nh != ProtoUDP {
+	// The hash from the header's bytes, without building a FlowKey6.
+	const ip, l4 = EthernetMinSize, EthernetMinSize + IPv6HeaderSize
+	h := (*[l4 + 4]byte)(frame)
+	nh := h[ip+ipv6NextHeader]
+	if nh != ProtoTCP && nh != ProtoUDP {
 		return 0, false
 	}
-	l4 := Ports(ip[IPv6HeaderSize:])
-	k := FlowKey6{Src: ip.Src(), Dst: ip.Dst(), SrcPort: l4.Src(), DstPort: l4.Dst(), Proto: ip.NextHeader()}
+	hash := slotHash(addrWord6((*[16]byte)(h[ip+ipv6Src:]), (*[16]byte)(h[ip+ipv6Dst:])),
+		flowTag(binary.BigEndian.Uint32(h[l4:]), nh), f.Seed)
 	ft := f.Flows
-	b := &ft.buckets6[slotHash6(&k, f.Seed)&ft.mask]
+	b := &ft.buckets6[hash&ft.mask]
 	if !asmPrefetch {
 		f.sink += b[0].expires
 		return 0, false
@@ -684,23 +695,25 @@ func fillOuter(o *[IPv4MinSize]byte, sum uint32, tos uint8, df uint16, n int, id
 // Everything is in one loop, without calls: this is the per-packet cost
 // of the appliance.
 func (f *Forwarder) fastPath(s *Snapshot, pkts []packet.Packet, fp *[packet.BurstSize]fastPkt, hinted uint32, out *[packet.BurstSize]uint16, from int) (taken uint32, next int) {
-	ft := f.Flows
-	buckets, bmask, now := ft.buckets, ft.mask, f.Now
-	svcs, byID := s.Services, s.svcByID
-	sc, bc := f.C.Services, f.C.Backends
-	var rxBytes uint64
-	var ipID uint16
 	if len(pkts) > packet.BurstSize {
 		pkts = pkts[:packet.BurstSize]
 	}
-	next = len(pkts)
-	for i := from; i < len(pkts); i++ {
-		next = i
-		if hinted&(1<<uint(i)) == 0 {
-			break
-		}
+	if from >= len(pkts) {
+		return 0, len(pkts)
+	}
+	// The run of hashed packets from packet from: the loop needs no test
+	// of its own per packet, and what it took is the run it went through.
+	end := min(len(pkts), from+bits.TrailingZeros32(^(hinted>>uint(from))))
+	// In bounds: i < end <= len(pkts).
+	pa := (*[packet.BurstSize]packet.Packet)(unsafe.Pointer(unsafe.SliceData(pkts)))
+	i := from
+	// Few values live across the loop: the table, the clock and the
+	// counters are read and written through f, so that the compiler keeps
+	// the values of one packet in registers instead of spilling them.
+	for ; i < end; i++ {
 		q := &fp[i&(packet.BurstSize-1)]
-		p := &pkts[i]
+		p := &pa[i&(packet.BurstSize-1)]
+		ft := f.Flows
 		off, n := p.Off, p.Len
 		if off < 0 || n < fastFrame || off+n > len(p.Buf) {
 			break
@@ -710,54 +723,56 @@ func (f *Forwarder) fastPath(s *Snapshot, pkts []packet.Packet, fp *[packet.Burs
 		const ip = EthernetMinSize
 		// The checks of process, in its order of precedence.
 		tot := int(binary.BigEndian.Uint16(h[ip+ipv4TotalLen:]))
-		if tot < IPv4MinSize+UDPSize || tot > n-EthernetMinSize ||
+		// tot < IPv4MinSize+UDPSize || tot > n-EthernetMinSize as one
+		// unsigned compare (n >= fastFrame).
+		if uint(tot-(IPv4MinSize+UDPSize)) > uint(n-(EthernetMinSize+IPv4MinSize+UDPSize)) ||
 			!headerSumOK(h[ip:ip+IPv4MinSize]) ||
 			binary.BigEndian.Uint16(h[ip+ipv4FlagsFrag:])&(IPv4FlagMF|IPv4FragOffMask) != 0 {
 			break
 		}
-		proto := uint8(q.tag >> 8)
+		addrs, tag := q.addrs, q.tag
+		proto := uint8(tag >> 8)
 		var flags uint8
 		if proto == ProtoTCP {
-			if do := int(h[ip+IPv4MinSize+12]>>4) * 4; tot < IPv4MinSize+TCPMinSize || do < TCPMinSize || do > tot-IPv4MinSize {
+			// The data offset in bytes. tot < IPv4MinSize+TCPMinSize,
+			// which process also drops, needs no test of its own: it
+			// makes do > tot-IPv4MinSize whenever do >= TCPMinSize.
+			if do := int(h[ip+IPv4MinSize+12]>>2) &^ 3; do < TCPMinSize || do > tot-IPv4MinSize {
 				break
 			}
 			flags = h[ip+IPv4MinSize+13]
 		}
-		// The flow table: a live entry.
-		bk := &buckets[q.hash&bmask]
+		// The flow table: a live entry. The ways unrolled, the second
+		// word compared only when the first matches.
+		bk := ft.bucketFast(q.hash)
 		var e *flowEntry
-		for w := range bk {
-			if bk[w].addrs == q.addrs && bk[w].tag == q.tag {
-				e = &bk[w]
-				break
-			}
+		switch {
+		case bk[0].addrs == addrs && bk[0].tag == tag:
+			e = &bk[0]
+		case bk[1].addrs == addrs && bk[1].tag == tag:
+			e = &bk[1]
+		case bk[2].addrs == addrs && bk[2].tag == tag:
+			e = &bk[2]
+		case bk[3].addrs == addrs && bk[3].tag == tag:
+			e = &bk[3]
 		}
 		// A SYN on an entry not established is left to process: on a
 		// closing one maybe a new connection on an ended one's 4-tuple,
 		// on a SYN-state one the client sending it again (synAgain).
-		if e == nil || int32(e.expires-now) <= 0 ||
+		if e == nil || int32(e.expires-f.Now) <= 0 ||
 			(flags&TCPFlagSYN != 0 && e.state != flowStateEstablished) {
 			break
 		}
 		// Its service, if it is still the one LookupService gives the
 		// packet: the service with the entry's ID, if it owns the
-		// packet's VIP, protocol and port (Service.owns); otherwise
-		// Process decides.
-		if uint(e.service) >= uint(len(byID)) {
+		// packet's VIP, protocol and port (Service.owns) and its VIP is
+		// no port's own address (process sends those to the kernel
+		// first): Snapshot.fastByID; otherwise Process decides.
+		if uint(e.service) >= uint(len(s.fastByID)) {
 			break
 		}
-		si := int(byID[e.service])
-		if uint(si) >= uint(len(svcs)) {
-			break
-		}
-		svc := &svcs[si]
-		if port := uint16(q.tag >> 32); svc.VIP != uint32(q.addrs) || svc.Proto != proto || !svc.owns ||
-			(svc.Port != port && svc.Port != 0) {
-			break
-		}
-		// Packets to a port's own address go to the kernel (process
-		// checks that before the service); only a VIP can be one here.
-		if svc.vipIsPortIP || (svc.Mode != ModeL2 && h[ip+ipv4TTL] <= 1) {
+		svc := s.fastByID[e.service] // noFastService matches no tag
+		if svc.VIP != uint32(addrs) || tag&svc.fastMask != svc.fastTag || h[ip+ipv4TTL] < svc.fastTTL {
 			break
 		}
 		bi := int(e.bhint)
@@ -772,8 +787,8 @@ func (f *Forwarder) fastPath(s *Snapshot, pkts []packet.Packet, fp *[packet.Burs
 		}
 
 		// Taken: from here on, what process does.
-		rxBytes += uint64(n)
-		ft.Touch(e, flags, now)
+		f.C.RxBytes += uint64(n)
+		ft.Touch(e, flags, f.Now)
 		if b.hdrLen == EthernetMinSize {
 			*(*[EthernetMinSize]byte)(h[:]) = *(*[EthernetMinSize]byte)(b.hdr[:])
 		} else {
@@ -790,28 +805,25 @@ func (f *Forwarder) fastPath(s *Snapshot, pkts []packet.Packet, fp *[packet.Burs
 			le.PutUint64(o[16:], le.Uint64(t[16:]))
 			le.PutUint64(o[24:], le.Uint64(t[24:]))
 			le.PutUint64(o[last&31:], le.Uint64(t[last&31:]))
-			ipID++
+			f.ipID++
 			fillOuter((*[IPv4MinSize]byte)(o[ip:]), b.outerSum, h[ip+ipv4TOS], binary.BigEndian.Uint16(h[ip+ipv4FlagsFrag:])&IPv4FlagDF,
-				b.hdrLen-EthernetMinSize+tot, f.ipID+ipID)
+				b.hdrLen-EthernetMinSize+tot, f.ipID)
 		}
 		p.Off = start
 		p.Len = b.hdrLen + tot
-		c := &sc[svc.ID]
+		c := &f.C.Services[svc.ID]
 		c.Packets++
 		c.Bytes += uint64(tot)
-		d := &bc[b.ID]
+		d := &f.C.Backends[b.ID]
 		d.Packets++
 		d.Bytes += uint64(tot)
-		taken |= 1 << uint(i)
 		out[i&(packet.BurstSize-1)] = uint16(b.Port)
-		next = i + 1
 	}
-	f.ipID += ipID
-	hits := uint64(bits.OnesCount32(taken))
-	ft.Hits += hits
+	hits := uint64(i - from)
+	f.Flows.Hits += hits
 	f.C.RxPackets += hits
-	f.C.RxBytes += rxBytes
-	return taken, next
+	// Bits from..i-1 (1<<32 is 0 in uint32: i = 32 gives all bits).
+	return (uint32(1)<<uint(i) - 1) &^ (uint32(1)<<uint(from) - 1), i
 }
 
 // fragNeeded turns p into an ICMP "fragmentation needed" (RFC 792, RFC 1191)

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"testing"
+	"unsafe"
 
 	"github.com/dsrlb/dsrlb/pipeline/packet"
 	"github.com/dsrlb/dsrlb/pipeline/testpkt"
@@ -82,6 +83,37 @@ func TestFlowHashMatchesKeyHash(t *testing.T) {
 			if m := f.classify([]packet.Packet{{Buf: fr, Len: len(fr)}}, &fp); m != 1 || fp[0].hash != want {
 				t.Fatalf("classify slot hash of %+v = %#x (mask %b), want %#x", k, fp[0].hash, m, want)
 			}
+		}
+	}
+}
+
+// TestBucket6AddrMatchesSlotHash6: the bucket classify prefetches for an
+// IPv6 frame is the one toService6 looks the flow up in.
+func TestBucket6AddrMatchesSlotHash6(t *testing.T) {
+	if !asmPrefetch {
+		t.Skip("no prefetch on this architecture")
+	}
+	r := rand.New(rand.NewSource(4))
+	f := &Forwarder{Flows: NewFlowTable(1<<12, DefaultFlowTimeouts)}
+	f.Flows.enable6()
+	for i := 0; i < 20000; i++ {
+		var k FlowKey6
+		r.Read(k.Src[:])
+		r.Read(k.Dst[:])
+		k.SrcPort, k.DstPort, k.Proto = uint16(r.Uint32()), uint16(r.Uint32()), []uint8{ProtoTCP, ProtoUDP}[i%2]
+		f.Seed = r.Uint32()
+		fr := make([]byte, EthernetMinSize+IPv6HeaderSize+4)
+		binary.BigEndian.PutUint16(fr[12:], EtherTypeIPv6)
+		fr[EthernetMinSize] = 0x60
+		fr[EthernetMinSize+ipv6NextHeader] = k.Proto
+		copy(fr[EthernetMinSize+ipv6Src:], k.Src[:])
+		copy(fr[EthernetMinSize+ipv6Dst:], k.Dst[:])
+		binary.BigEndian.PutUint16(fr[EthernetMinSize+IPv6HeaderSize:], k.SrcPort)
+		binary.BigEndian.PutUint16(fr[EthernetMinSize+IPv6HeaderSize+2:], k.DstPort)
+		a, ok := f.bucket6Addr(fr)
+		want := uintptr(unsafe.Pointer(&f.Flows.buckets6[slotHash6(&k, f.Seed)&f.Flows.mask][0]))
+		if !ok || a != want {
+			t.Fatalf("bucket6Addr of %+v = %#x, %v; want the bucket of slotHash6, %#x", k, a, ok, want)
 		}
 	}
 }

@@ -193,6 +193,11 @@ type Snapshot struct {
 
 	// svcByID maps a Service.ID to its index in Services, -1 for none.
 	svcByID []int32
+	// fastByID maps a Service.ID to the service if the fast path may
+	// confirm a flow's service by comparing (owns, and the VIP is no
+	// port's own address), to noFastService otherwise: one load per
+	// packet, no nil test.
+	fastByID []*Service
 	// partialPorts has bit i set when Ports[i].PartialChecksums.
 	partialPorts uint64
 	// probes maps a probe source port (less ProbePortBase) to the backend
@@ -250,6 +255,12 @@ type Service struct {
 	// protocol). The fast path then confirms a flow's service by
 	// comparing instead of looking it up.
 	owns bool
+	// fastMask and fastTag: a flow's tag word (flowTag) is one of this
+	// service's when tag&fastMask == fastTag (protocol, and port unless
+	// the service takes all ports); fastTTL is the lowest TTL it
+	// forwards (2 when it routes, 0 in L2 mode). For the fast path.
+	fastMask, fastTag uint64
+	fastTTL           uint8
 	// segMax is the longest IP packet every backend's egress port carries
 	// once encapsulated: the worker cuts TCP super-frames to it.
 	segMax int
@@ -423,11 +434,33 @@ func NewSnapshot(spec SnapshotSpec) (*Snapshot, error) {
 		s.svcByID[svc.ID] = int32(i)
 		svc.owns = !svc.IPv6 && (svc.Port != 0 || s.singlePorts(svc.VIP, svc.Proto) == 0)
 	}
+	s.fastByID = make([]*Service, len(s.svcByID))
+	for i := range s.fastByID {
+		s.fastByID[i] = &noFastService
+	}
+	for i := range s.Services {
+		if svc := &s.Services[i]; svc.owns && !svc.vipIsPortIP {
+			s.fastByID[svc.ID] = svc
+			svc.fastMask, svc.fastTag = 0xff00, uint64(svc.Proto)<<8
+			if svc.Port != 0 {
+				svc.fastMask |= 0xffff << 32
+				svc.fastTag |= uint64(svc.Port) << 32
+			}
+			if svc.Mode != ModeL2 {
+				svc.fastTTL = 2
+			}
+		}
+	}
 	if err := s.indexProbes(); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
+
+// noFastService is the entry of Snapshot.fastByID of a service the fast
+// path leaves to Process: no flow's tag (bit 0 set) matches fastTag 0
+// under fastMask 1.
+var noFastService = Service{fastMask: 1}
 
 // noteIDs raises MaxServiceID and MaxBackendID to svc's IDs.
 func (s *Snapshot) noteIDs(svc *Service) {

@@ -257,10 +257,14 @@ func (w *Worker) burst(s *Snapshot, wp *WorkerPort, pi int, b *rxBurst) {
 	var taken uint32
 	done := 0 // packets before done are sent (segment)
 	for i := 0; i < n; {
-		t, next := w.fastPath(s, pkts, &b.fp, fast, &w.egress, i)
-		taken |= t
-		if next >= n {
-			break
+		next := i
+		if fast&(1<<(uint(i)&(packet.BurstSize-1))) != 0 { // else fastPath would stop at i
+			var t uint32
+			t, next = w.fastPath(s, pkts, &b.fp, fast, &w.egress, i)
+			taken |= t
+			if next >= n {
+				break
+			}
 		}
 		v, out := w.processHinted(s, &pkts[next], pi, b.fp[next].hash, b.hinted&(1<<uint(next)) != 0)
 		w.verdict[next], w.egress[next] = v, uint16(out)
@@ -273,11 +277,11 @@ func (w *Worker) burst(s *Snapshot, wp *WorkerPort, pi int, b *rxBurst) {
 	}
 	if n > 0 && taken == uint32(1<<uint(n)-1) {
 		one := w.egress[0]
-		same := true
+		var diff uint16
 		for _, o := range w.egress[1:n] {
-			same = same && o == one
+			diff |= o ^ one
 		}
-		if same {
+		if diff == 0 {
 			op := &w.ports[one]
 			if w.capRing != nil {
 				w.captureOut(pkts, 0, n, taken)
@@ -426,10 +430,12 @@ func (w *Worker) flushTx(o int) {
 }
 
 func (w *Worker) countTx(pkts []packet.Packet) {
-	w.C.TxPackets += uint64(len(pkts))
+	var bytes int
 	for i := range pkts {
-		w.C.TxBytes += uint64(pkts[i].Len)
+		bytes += pkts[i].Len
 	}
+	w.C.TxPackets += uint64(len(pkts))
+	w.C.TxBytes += uint64(bytes)
 }
 
 func (w *Worker) toKernel(wp *WorkerPort, n int) {
