@@ -18,6 +18,7 @@ import (
 	"github.com/dsrlb/dsrlb/control"
 	"github.com/dsrlb/dsrlb/dpdk"
 	"github.com/dsrlb/dsrlb/pipeline"
+	"github.com/dsrlb/dsrlb/pipeline/packet"
 	"github.com/dsrlb/dsrlb/pipeline/pcap"
 )
 
@@ -73,6 +74,11 @@ type benchCapture struct {
 	MaxFrame int    `json:"max_frame"`
 	// QueuePackets is how the capture was split over the rx queues.
 	QueuePackets []int `json:"queue_packets"`
+	// Cycle is --cycle: every pass over the capture moved the client
+	// ports by the pass number modulo Cycle (flowCycler), so that
+	// Flows times Cycle distinct flows were seen (CycledFlows).
+	Cycle       int `json:"cycle,omitempty"`
+	CycledFlows int `json:"cycled_flows,omitempty"`
 }
 
 // cmdBench runs the full data plane (appliance.StartDataplane) over a capture replayed
@@ -93,14 +99,15 @@ func cmdBench(args []string) int {
 	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile of the measurement window to this file (go tool pprof; also usable for PGO)")
 	flowCap := fs.Int("flow-capacity", 0, "flow table entries per worker (0: the config's flows.capacity)")
 	ioOnly := fs.Bool("io", false, "forward every packet back out unchanged, without the load balancer (the cost of dsrlb's burst loop and DPDK binding alone, as dpdk-testpmd's io mode)")
+	cycle := fs.Int("cycle", 0, "rewrite each replayed packet's client port by the number of its pass over the capture modulo N, so that the capture's flows are seen as N times as many (1: the same rewrite, the capture's own flows; 0: no rewrite)")
 	lcores := fs.String("lcores", "", "EAL --lcores mapping (default: -l 0..N, or a shared mapping when lcores outnumber CPUs)")
 	newLog := logFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	log := newLog()
-	if *cfgPath == "" || *capPath == "" || *seconds <= 0 || *warmup < 0 {
-		fmt.Fprintln(os.Stderr, "dsrlb bench: --config and --pcap are required, --seconds > 0")
+	if *cfgPath == "" || *capPath == "" || *seconds <= 0 || *warmup < 0 || *cycle < 0 || *cycle > 65535 {
+		fmt.Fprintln(os.Stderr, "dsrlb bench: --config and --pcap are required, --seconds > 0, --cycle 0 to 65535")
 		return 2
 	}
 	cfg, err := control.LoadFile(*cfgPath)
@@ -127,7 +134,10 @@ func cmdBench(args []string) int {
 	if len(pkts) == 0 {
 		return fail(log, errors.New("bench: empty capture"))
 	}
-	capInfo := benchCapture{Path: *capPath, Packets: len(pkts), Flows: countFlows(pkts)}
+	capInfo := benchCapture{Path: *capPath, Packets: len(pkts), Flows: countFlows(pkts), Cycle: *cycle}
+	if *cycle > 0 {
+		capInfo.CycledFlows = cycledFlows(pkts, uint16(*cycle))
+	}
 	for _, p := range pkts {
 		capInfo.Bytes += int64(len(p))
 		capInfo.MaxFrame = max(capInfo.MaxFrame, len(p))
@@ -171,11 +181,21 @@ func cmdBench(args []string) int {
 	}
 	ports[0].Device = dev
 
+	var wrapRx func(pi, w int, nic packet.Port) packet.Port
+	if *cycle > 0 {
+		wrapRx = func(pi, w int, nic packet.Port) packet.Port {
+			if pi != 0 { // only the first port replays the capture
+				return nic
+			}
+			return newFlowCycler(nic, capInfo.QueuePackets[w], uint16(*cycle))
+		}
+	}
 	eal := appliance.BenchEALArgs(t.EALArgs, *lcores, nw, poolN, room, capInfo.QueuePackets)
 	dp, err := appliance.StartDataplane(appliance.DataplaneOptions{
 		EALArgs: eal, Workers: nw, Ports: ports, Snap: store.Snapshots(),
 		FlowCap: flows, Timeouts: t.Timeouts, Seed: t.Seed,
 		PoolMbufs: poolN, DataRoom: uint16(room), Log: log, Ready: store.SetPortMACs, IOOnly: *ioOnly,
+		WrapRx: wrapRx,
 	})
 	if err != nil {
 		return fail(log, err)
