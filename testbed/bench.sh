@@ -166,7 +166,7 @@ pair() {
 		aw+=("${a% *}"); an+=("${a#* }"); bw+=("${b% *}"); bn+=("${b#* }")
 		rw+=("$(ratio "${b% *}" "${a% *}")"); rn+=("$(ratio "${b#* }" "${a#* }")")
 		sh+=("$(grep -o '"cpu_share":\[[^]]*\]' "$DIR/$name-b-$r.json" | cut -d: -f2)")
-		log "$name round $r (Mpps wall, per CPU-second): A $a | B $b (B's cpu_share ${sh[-1]}, per worker $(grep -o '"mpps_per_worker":\[[^]]*\]' "$DIR/$name-b-$r.json" | cut -d: -f2))"
+		log "$name round $r (Mpps wall, per CPU-second): A $a | B $b (B's cpu_share ${sh[-1]}, per worker $(grep -o '"mpps_per_worker":\[[^]]*\]' "$DIR/$name-b-$r.json" | cut -d: -f2), dsrlb's other threads $(json_num other_threads_cpu <"$DIR/$name-b-$r.json") CPU, rest of the host $(json_num host_other_cpu <"$DIR/$name-b-$r.json") CPU)"
 	done
 	local ma mb na nb
 	ma=$(printf '%s\n' "${aw[@]}" | median); mb=$(printf '%s\n' "${bw[@]}" | median)

@@ -58,6 +58,13 @@ type benchResult struct {
 	// shared machine. Both are empty when the threads cannot be found.
 	CPUShare         []float64 `json:"cpu_share,omitempty"`
 	MppsPerCPUSecond []float64 `json:"mpps_per_cpu_second,omitempty"`
+	// OtherThreadsCPU is the CPU time of dsrlb's threads other than the
+	// workers (the main lcore, the Go runtime, this sampling loop) per
+	// second of the window; HostOtherCPU that of everything else on the
+	// host (all CPUs' busy time in /proc/stat less dsrlb's own). With
+	// the CPUs, they say who took what the workers did not get.
+	OtherThreadsCPU float64 `json:"other_threads_cpu"`
+	HostOtherCPU    float64 `json:"host_other_cpu"`
 	// PortRxNoMbuf counts rx bursts that failed for want of mbufs: it must
 	// stay 0, or the pool was too small and the numbers are meaningless.
 	PortRxNoMbuf uint64   `json:"port_rx_nombuf"`
@@ -214,7 +221,7 @@ func cmdBench(args []string) int {
 			return fail(log, err)
 		}
 	}
-	run0 := threadRunTimes(threads)
+	run0, proc0, host0 := threadRunTimes(threads), processRunTime(), hostBusyTime()
 	c0, t0 := dp.Counters(), time.Now()
 	var samples []float64
 	prev, tprev := c0, t0
@@ -235,7 +242,7 @@ func cmdBench(args []string) int {
 		}
 	}
 	c1, t1 := prev, tprev
-	run1 := threadRunTimes(threads)
+	run1, proc1, host1 := threadRunTimes(threads), processRunTime(), hostBusyTime()
 	if *cpuProfile != "" {
 		pprof.StopCPUProfile()
 	}
@@ -269,6 +276,18 @@ func cmdBench(args []string) int {
 		for r := pipeline.DropReason(1); r < pipeline.NumDropReasons; r++ {
 			res.Drops[r.String()] += c1[i].Drops[r] - c0[i].Drops[r]
 		}
+	}
+	var workersCPU uint64
+	for i := range run1 {
+		if i < len(run0) && run1[i] > run0[i] {
+			workersCPU += run1[i] - run0[i]
+		}
+	}
+	if proc1 > proc0+workersCPU {
+		res.OtherThreadsCPU = round3(float64(proc1-proc0-workersCPU) / 1e9 / win)
+	}
+	if host1 > host0+(proc1-proc0) {
+		res.HostOtherCPU = round3(float64(host1-host0-(proc1-proc0)) / 1e9 / win)
 	}
 	res.MppsTotal = round3(float64(rx) / win / 1e6)
 	res.TxMpps = round3(float64(tx) / win / 1e6)
@@ -420,4 +439,46 @@ func threadRunTimes(tids []int) []uint64 {
 		}
 	}
 	return out
+}
+
+// processRunTime returns the time on a CPU so far of all of this
+// process's threads, in nanoseconds (threadRunTimes of every task).
+func processRunTime() uint64 {
+	tasks, _ := filepath.Glob("/proc/self/task/*")
+	tids := make([]int, 0, len(tasks))
+	for _, t := range tasks {
+		var tid int
+		if _, err := fmt.Sscan(filepath.Base(t), &tid); err == nil {
+			tids = append(tids, tid)
+		}
+	}
+	var sum uint64
+	for _, r := range threadRunTimes(tids) {
+		sum += r
+	}
+	return sum
+}
+
+// hostBusyTime returns the time all CPUs spent busy so far (the first line
+// of /proc/stat less idle and iowait, steal included: a hypervisor's
+// other guests), in nanoseconds; 0 if unreadable.
+func hostBusyTime() uint64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0
+	}
+	var busy uint64
+	for i, v := range f[1:9] { // user nice system idle iowait irq softirq steal
+		var n uint64
+		fmt.Sscan(v, &n)
+		if i != 3 && i != 4 {
+			busy += n
+		}
+	}
+	return busy * 1e9 / 100 // USER_HZ
 }
