@@ -214,7 +214,7 @@ log "generating captures in $DIR"
 # taking turns.
 "$BIN" gen --config "$CFG" --out "$DIR/mix64-v6.pcap" --flows 65536 --sizes 64 --family 6 --log-level warn
 "$BIN" gen --config "$CFG" --out "$DIR/mix64-mixed.pcap" --flows 65536 --sizes 64 --family mixed --log-level warn
-# BENCH_RATIOS=1: only the two ratios (1M/64k flows, 2/1 workers).
+# BENCH_RATIOS=1: only the ratios (1M/64k flows: cycled, 1M capture, --io; 2/1 workers).
 if [ "${BENCH_RATIOS:-}" = 1 ]; then
 	"$BIN" gen --config "$CFG" --out "$DIR/mix64-1m.pcap" --flows 1048576 --sizes 64 --log-level warn
 	ratios
