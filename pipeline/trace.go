@@ -118,10 +118,7 @@ func (w *Worker) LookupFlow(k TraceKey) (FlowProbe, bool) {
 	}
 	r := &flowRequest{key: k}
 	w.flowReq.Store(r)
-	deadline := time.Now().Add(publishWait)
-	for !r.done.Load() && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Microsecond)
-	}
+	awaitWorker(r.done.Load)
 	if !r.done.Load() {
 		// Withdrawn unless the worker took it (then it answers into r,
 		// which nobody reads any more).

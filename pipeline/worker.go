@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -219,6 +218,19 @@ const clockEvery = 16
 // before it returns the last copy: a round lasts microseconds, so only a
 // worker stuck in a driver call misses it.
 const publishWait = time.Second
+
+// awaitWorker waits until done reports true or publishWait passed,
+// sleeping between looks: a reader that spun instead
+// (runtime.Gosched returns at once when no other goroutine waits) would
+// hold a CPU that a worker needs to answer, on a machine with no CPU to
+// spare (workers sharing CPUs with the main lcore) for a whole scheduler
+// time slice.
+func awaitWorker(done func() bool) {
+	deadline := time.Now().Add(publishWait)
+	for !done() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Microsecond)
+	}
+}
 
 // flush processes the bursts still waiting (see Poll).
 func (w *Worker) flush() {
@@ -581,10 +593,7 @@ func (w *Worker) Counters() Counters {
 		return c
 	}
 	req := w.pubReq.Add(1)
-	deadline := time.Now().Add(publishWait)
-	for w.pubSeq.Load() < req && time.Now().Before(deadline) {
-		runtime.Gosched()
-	}
+	awaitWorker(func() bool { return w.pubSeq.Load() >= req })
 	if w.pubSeq.Load() >= req {
 		w.pub.CopyTo(&w.last)
 	}

@@ -61,11 +61,12 @@ json_num() { grep -o "\"$1\":[0-9.e+-]*" | head -1 | cut -d: -f2; }
 # shared one the second still compares like with like.
 
 # run_dsrlb CAPTURE WORKERS TAG [FLOWCAP [EXTRA]]: one `dsrlb bench`; keeps
-# the JSON. EXTRA is --io for dsrlb's own loop without the load balancer.
+# the JSON. EXTRA are more flags, split on spaces: --io for dsrlb's own
+# loop without the load balancer, --cycle N for N times the capture's flows.
 run_dsrlb() {
 	local cap=$1 workers=$2 tag=$3 flowcap=${4:-0} extra=${5:-} out
 	quiet
-	# shellcheck disable=SC2086 # extra is one flag or none
+	# shellcheck disable=SC2086 # extra is flags separated by spaces
 	out=$("$BIN" bench --config "$CFG" --pcap "$cap" --seconds "$SECS" --warmup "$WARMUP" \
 		--workers "$workers" --flow-capacity "$flowcap" --log-level warn $extra 2>>"$DIR/dsrlb.log" | tail -1)
 	echo "$out" >"$DIR/$tag.json"
@@ -150,20 +151,22 @@ compare() {
 	} | tee -a "$RESULTS"
 }
 
-# pair NAME CAPA CAPACITY_A WORKERS_A CAPB CAPACITY_B WORKERS_B [EXTRA]: dsrlb
-# on A then on B (both with EXTRA, e.g. --io), ROUNDS times, and the ratio B/A of the medians and the median
-# of the per-round ratios (neighbouring runs: the host's noise moves both
-# alike), wall clock and per CPU-second of the forwarding threads.
+# pair NAME CAPA CAPACITY_A WORKERS_A CAPB CAPACITY_B WORKERS_B [EXTRA
+# [EXTRA_B]]: dsrlb on A (with EXTRA, e.g. --io) then on B (with EXTRA_B,
+# default EXTRA), ROUNDS times, and the ratio B/A of the medians and the
+# median of the per-round ratios (neighbouring runs: the host's noise moves
+# both alike), wall clock and per CPU-second of the forwarding threads.
 pair() {
 	local name=$1 capa=$2 fca=$3 wa=$4 capb=$5 fcb=$6 wb=$7 extra=${8:-} r a b
+	local extrab=${9-$extra}
 	local aw=() an=() bw=() bn=() rw=() rn=() sh=()
 	for ((r = 1; r <= ROUNDS; r++)); do
 		a=$(run_dsrlb "$capa" "$wa" "$name-a-$r" "$fca" "$extra")
-		b=$(run_dsrlb "$capb" "$wb" "$name-b-$r" "$fcb" "$extra")
+		b=$(run_dsrlb "$capb" "$wb" "$name-b-$r" "$fcb" "$extrab")
 		aw+=("${a% *}"); an+=("${a#* }"); bw+=("${b% *}"); bn+=("${b#* }")
 		rw+=("$(ratio "${b% *}" "${a% *}")"); rn+=("$(ratio "${b#* }" "${a#* }")")
 		sh+=("$(grep -o '"cpu_share":\[[^]]*\]' "$DIR/$name-b-$r.json" | cut -d: -f2)")
-		log "$name round $r (Mpps wall, per CPU-second): A $a | B $b (B's cpu_share ${sh[-1]}, per worker $(grep -o '"mpps_per_worker":\[[^]]*\]' "$DIR/$name-b-$r.json" | cut -d: -f2))"
+		log "$name round $r (Mpps wall, per CPU-second): A $a | B $b (B's cpu_share ${sh[-1]}, per worker $(grep -o '"mpps_per_worker":\[[^]]*\]' "$DIR/$name-b-$r.json" | cut -d: -f2), dsrlb's other threads $(json_num other_threads_cpu <"$DIR/$name-b-$r.json") CPU, rest of the host $(json_num host_other_cpu <"$DIR/$name-b-$r.json") CPU)"
 	done
 	local ma mb na nb
 	ma=$(printf '%s\n' "${aw[@]}" | median); mb=$(printf '%s\n' "${bw[@]}" | median)
@@ -177,14 +180,22 @@ pair() {
 	} | tee -a "$RESULTS"
 }
 
-# ratios: 1M flows against 64k (A: the 64k capture, default table; B: 1M
-# flows, 4M-entry table), one worker, alternated, with and without the load
-# balancer (--io): what the flow table's cache misses cost beyond the
-# capture's own. Then two workers on two rx queues (the capture split
-# by flow) against one, on the 64k capture: on a 2-CPU machine the workers
-# take both CPUs and the main lcore (and everything else on the host)
-# shares them.
+# ratios: 1M flows against 64k, one worker, alternated. First the flow
+# table alone (1m-vs-64k-cycled): both runs replay the 64k capture into a
+# 4M-entry table and rewrite every packet's client port per pass over it
+# (dsrlb bench --cycle), A with 1 pass (the capture's 64k flows), B with 16
+# (1M flows): the same capture, pool and per-packet work, only the number
+# of distinct flows differs. Then the 1M-packet capture against the 64k
+# one (A: default table; B: 4M entries), with and without the load
+# balancer (--io): that ratio also carries the cost of replaying a
+# 1M-packet capture (a 1M-mbuf pool streamed from DRAM and copied by
+# net_pcap), which a NIC's small ring of recycled mbufs does not have.
+# Then two workers on two rx queues (the capture split by flow) against
+# one, on the 64k capture: on a 2-CPU machine the workers take both CPUs
+# and the main lcore (and everything else on the host) shares them.
 ratios() {
+	log "1m-vs-64k-cycled: the 64k capture, 4M-entry table, A = --cycle 1 (64k flows), B = --cycle 16 (1M flows)"
+	pair 1m-vs-64k-cycled "$DIR/mix64.pcap" 4194304 1 "$DIR/mix64.pcap" 4194304 1 "--cycle 1" "--cycle 16"
 	log "1m-vs-64k: A = 64k flows, B = 1M flows (one worker)"
 	pair 1m-vs-64k "$DIR/mix64.pcap" 0 1 "$DIR/mix64-1m.pcap" 4194304 1
 	# The same with --io (no flow table): what replaying a capture of 1M
@@ -203,7 +214,7 @@ log "generating captures in $DIR"
 # taking turns.
 "$BIN" gen --config "$CFG" --out "$DIR/mix64-v6.pcap" --flows 65536 --sizes 64 --family 6 --log-level warn
 "$BIN" gen --config "$CFG" --out "$DIR/mix64-mixed.pcap" --flows 65536 --sizes 64 --family mixed --log-level warn
-# BENCH_RATIOS=1: only the two ratios (1M/64k flows, 2/1 workers).
+# BENCH_RATIOS=1: only the ratios (1M/64k flows: cycled, 1M capture, --io; 2/1 workers).
 if [ "${BENCH_RATIOS:-}" = 1 ]; then
 	"$BIN" gen --config "$CFG" --out "$DIR/mix64-1m.pcap" --flows 1048576 --sizes 64 --log-level warn
 	ratios

@@ -18,6 +18,7 @@ import (
 	"github.com/dsrlb/dsrlb/control"
 	"github.com/dsrlb/dsrlb/dpdk"
 	"github.com/dsrlb/dsrlb/pipeline"
+	"github.com/dsrlb/dsrlb/pipeline/packet"
 	"github.com/dsrlb/dsrlb/pipeline/pcap"
 )
 
@@ -57,6 +58,13 @@ type benchResult struct {
 	// shared machine. Both are empty when the threads cannot be found.
 	CPUShare         []float64 `json:"cpu_share,omitempty"`
 	MppsPerCPUSecond []float64 `json:"mpps_per_cpu_second,omitempty"`
+	// OtherThreadsCPU is the CPU time of dsrlb's threads other than the
+	// workers (the main lcore, the Go runtime, this sampling loop) per
+	// second of the window; HostOtherCPU that of everything else on the
+	// host (all CPUs' busy time in /proc/stat less dsrlb's own). With
+	// the CPUs, they say who took what the workers did not get.
+	OtherThreadsCPU float64 `json:"other_threads_cpu"`
+	HostOtherCPU    float64 `json:"host_other_cpu"`
 	// PortRxNoMbuf counts rx bursts that failed for want of mbufs: it must
 	// stay 0, or the pool was too small and the numbers are meaningless.
 	PortRxNoMbuf uint64   `json:"port_rx_nombuf"`
@@ -73,6 +81,11 @@ type benchCapture struct {
 	MaxFrame int    `json:"max_frame"`
 	// QueuePackets is how the capture was split over the rx queues.
 	QueuePackets []int `json:"queue_packets"`
+	// Cycle is --cycle: every pass over the capture moved the client
+	// ports by the pass number modulo Cycle (flowCycler), so that
+	// Flows times Cycle distinct flows were seen (CycledFlows).
+	Cycle       int `json:"cycle,omitempty"`
+	CycledFlows int `json:"cycled_flows,omitempty"`
 }
 
 // cmdBench runs the full data plane (appliance.StartDataplane) over a capture replayed
@@ -93,14 +106,15 @@ func cmdBench(args []string) int {
 	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile of the measurement window to this file (go tool pprof; also usable for PGO)")
 	flowCap := fs.Int("flow-capacity", 0, "flow table entries per worker (0: the config's flows.capacity)")
 	ioOnly := fs.Bool("io", false, "forward every packet back out unchanged, without the load balancer (the cost of dsrlb's burst loop and DPDK binding alone, as dpdk-testpmd's io mode)")
+	cycle := fs.Int("cycle", 0, "rewrite each replayed packet's client port by the number of its pass over the capture modulo N, so that the capture's flows are seen as N times as many (1: the same rewrite, the capture's own flows; 0: no rewrite)")
 	lcores := fs.String("lcores", "", "EAL --lcores mapping (default: -l 0..N, or a shared mapping when lcores outnumber CPUs)")
 	newLog := logFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	log := newLog()
-	if *cfgPath == "" || *capPath == "" || *seconds <= 0 || *warmup < 0 {
-		fmt.Fprintln(os.Stderr, "dsrlb bench: --config and --pcap are required, --seconds > 0")
+	if *cfgPath == "" || *capPath == "" || *seconds <= 0 || *warmup < 0 || *cycle < 0 || *cycle > 65535 {
+		fmt.Fprintln(os.Stderr, "dsrlb bench: --config and --pcap are required, --seconds > 0, --cycle 0 to 65535")
 		return 2
 	}
 	cfg, err := control.LoadFile(*cfgPath)
@@ -127,7 +141,10 @@ func cmdBench(args []string) int {
 	if len(pkts) == 0 {
 		return fail(log, errors.New("bench: empty capture"))
 	}
-	capInfo := benchCapture{Path: *capPath, Packets: len(pkts), Flows: countFlows(pkts)}
+	capInfo := benchCapture{Path: *capPath, Packets: len(pkts), Flows: countFlows(pkts), Cycle: *cycle}
+	if *cycle > 0 {
+		capInfo.CycledFlows = cycledFlows(pkts, uint16(*cycle))
+	}
 	for _, p := range pkts {
 		capInfo.Bytes += int64(len(p))
 		capInfo.MaxFrame = max(capInfo.MaxFrame, len(p))
@@ -171,11 +188,21 @@ func cmdBench(args []string) int {
 	}
 	ports[0].Device = dev
 
+	var wrapRx func(pi, w int, nic packet.Port) packet.Port
+	if *cycle > 0 {
+		wrapRx = func(pi, w int, nic packet.Port) packet.Port {
+			if pi != 0 { // only the first port replays the capture
+				return nic
+			}
+			return newFlowCycler(nic, capInfo.QueuePackets[w], uint16(*cycle))
+		}
+	}
 	eal := appliance.BenchEALArgs(t.EALArgs, *lcores, nw, poolN, room, capInfo.QueuePackets)
 	dp, err := appliance.StartDataplane(appliance.DataplaneOptions{
 		EALArgs: eal, Workers: nw, Ports: ports, Snap: store.Snapshots(),
 		FlowCap: flows, Timeouts: t.Timeouts, Seed: t.Seed,
 		PoolMbufs: poolN, DataRoom: uint16(room), Log: log, Ready: store.SetPortMACs, IOOnly: *ioOnly,
+		WrapRx: wrapRx,
 	})
 	if err != nil {
 		return fail(log, err)
@@ -194,7 +221,7 @@ func cmdBench(args []string) int {
 			return fail(log, err)
 		}
 	}
-	run0 := threadRunTimes(threads)
+	run0, proc0, host0 := threadRunTimes(threads), processRunTime(), hostBusyTime()
 	c0, t0 := dp.Counters(), time.Now()
 	var samples []float64
 	prev, tprev := c0, t0
@@ -215,7 +242,7 @@ func cmdBench(args []string) int {
 		}
 	}
 	c1, t1 := prev, tprev
-	run1 := threadRunTimes(threads)
+	run1, proc1, host1 := threadRunTimes(threads), processRunTime(), hostBusyTime()
 	if *cpuProfile != "" {
 		pprof.StopCPUProfile()
 	}
@@ -249,6 +276,18 @@ func cmdBench(args []string) int {
 		for r := pipeline.DropReason(1); r < pipeline.NumDropReasons; r++ {
 			res.Drops[r.String()] += c1[i].Drops[r] - c0[i].Drops[r]
 		}
+	}
+	var workersCPU uint64
+	for i := range run1 {
+		if i < len(run0) && run1[i] > run0[i] {
+			workersCPU += run1[i] - run0[i]
+		}
+	}
+	if proc1 > proc0+workersCPU {
+		res.OtherThreadsCPU = round3(float64(proc1-proc0-workersCPU) / 1e9 / win)
+	}
+	if host1 > host0+(proc1-proc0) {
+		res.HostOtherCPU = round3(float64(host1-host0-(proc1-proc0)) / 1e9 / win)
 	}
 	res.MppsTotal = round3(float64(rx) / win / 1e6)
 	res.TxMpps = round3(float64(tx) / win / 1e6)
@@ -400,4 +439,46 @@ func threadRunTimes(tids []int) []uint64 {
 		}
 	}
 	return out
+}
+
+// processRunTime returns the time on a CPU so far of all of this
+// process's threads, in nanoseconds (threadRunTimes of every task).
+func processRunTime() uint64 {
+	tasks, _ := filepath.Glob("/proc/self/task/*")
+	tids := make([]int, 0, len(tasks))
+	for _, t := range tasks {
+		var tid int
+		if _, err := fmt.Sscan(filepath.Base(t), &tid); err == nil {
+			tids = append(tids, tid)
+		}
+	}
+	var sum uint64
+	for _, r := range threadRunTimes(tids) {
+		sum += r
+	}
+	return sum
+}
+
+// hostBusyTime returns the time all CPUs spent busy so far (the first line
+// of /proc/stat less idle and iowait, steal included: a hypervisor's
+// other guests), in nanoseconds; 0 if unreadable.
+func hostBusyTime() uint64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0
+	}
+	var busy uint64
+	for i, v := range f[1:9] { // user nice system idle iowait irq softirq steal
+		var n uint64
+		fmt.Sscan(v, &n)
+		if i != 3 && i != 4 {
+			busy += n
+		}
+	}
+	return busy * 1e9 / 100 // USER_HZ
 }

@@ -55,6 +55,10 @@ type DataplaneOptions struct {
 	// IOOnly makes the workers plain forwarders (pipeline.Worker.IOOnly):
 	// `dsrlb bench --io` only.
 	IOOnly bool
+	// WrapRx, if set, wraps what worker w receives from port pi (its
+	// queue w there): `dsrlb bench --cycle` only, which rewrites every
+	// received packet before the worker sees it.
+	WrapRx func(pi, w int, nic packet.Port) packet.Port
 	// Ready, if set, is called with the ports' MACs after the ports start
 	// and before any worker runs (to publish a snapshot that has them).
 	Ready func(macs []pipeline.MAC)
@@ -357,6 +361,8 @@ func StartDataplane(o DataplaneOptions) (*Dataplane, error) {
 			wp := pipeline.WorkerPort{NIC: nic, Queue: uint16(w)}
 			if o.Ports[i].TxOnly {
 				wp.NIC = txOnly{nic}
+			} else if o.WrapRx != nil {
+				wp.NIC = o.WrapRx(i, w, nic)
 			}
 			if d.taps[i] != nil {
 				wp.Tap, wp.TapQueue = d.taps[i], uint16(w)
