@@ -126,10 +126,14 @@ func (f *Forwarder) classify(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt
 		pkts = pkts[:packet.BurstSize]
 	}
 	// A bucket is two cache lines, ways 0-1 and 2-3. While the table
-	// holds fewer flows than buckets, entries sit almost always in the
-	// first line: prefetch it alone and halve the misses in flight.
+	// holds fewer flows than half its buckets, entries sit almost always
+	// in the first line (a bucket with three or more: 1.4 % at half a
+	// flow per bucket, 8 % at one): prefetch it alone and halve the
+	// misses in flight. From half on, both (1M flows in the 4M-entry
+	// table is just under one per bucket: a tenth of its lookups missed
+	// in the second line).
 	step := 1
-	if ft.Entries >= nb {
+	if ft.Entries >= nb/2 {
 		step = 2
 	}
 	for i := range pkts {
