@@ -204,6 +204,11 @@ ratios() {
 	pair 1m-vs-64k-io "$DIR/mix64.pcap" 0 1 "$DIR/mix64-1m.pcap" 4194304 1 --io
 	log "2w-vs-1w: A = one worker, B = two workers (64k flows)"
 	pair 2w-vs-1w "$DIR/mix64.pcap" 0 1 "$DIR/mix64.pcap" 0 2
+	# The same with --io: how two workers scale with no load balancing at
+	# all (the PMD's replay, the mempool, the machine), the ceiling of the
+	# pair above.
+	log "2w-vs-1w-io: the same with dsrlb --io"
+	pair 2w-vs-1w-io "$DIR/mix64.pcap" 0 1 "$DIR/mix64.pcap" 0 2 --io
 }
 
 log "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
