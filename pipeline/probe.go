@@ -315,3 +315,15 @@ func (s *Snapshot) ProbeSource(service string, backend netip.Addr) (netip.AddrPo
 	binary.BigEndian.PutUint32(ip[:], port.IP)
 	return netip.AddrPortFrom(netip.AddrFrom4(ip), b.probePort), true
 }
+
+// ProbeResolved tells whether the next hop of backend (of service) is
+// resolved in s: while it is not, the data plane drops its probes
+// (no_route), so the health checker sends none.
+func (s *Snapshot) ProbeResolved(service string, backend netip.Addr) bool {
+	svc := s.FindService(service)
+	if svc == nil {
+		return false
+	}
+	i := svc.BackendByAddr(backend)
+	return i >= 0 && svc.Backends[i].resolved
+}

@@ -365,3 +365,25 @@ func TestProbeToIPv6Backend(t *testing.T) {
 		})
 	}
 }
+
+// TestProbeResolved: a backend is probed through the VIP only while its
+// next hop is resolved (the data plane drops a probe to an unresolved one,
+// no_route), whatever its health; unknown services and backends are not.
+func TestProbeResolved(t *testing.T) {
+	s := probeSnapshot(t)
+	for _, tc := range []struct {
+		svc, backend string
+		want         bool
+	}{
+		{"l2", "192.0.2.21", true},
+		{"ipip", "10.1.0.1", false}, // next hop unresolved
+		{"ipip", "10.1.0.2", true},  // down, but resolved: probes find it back up
+		{"gre", "10.2.0.1", true},
+		{"gre", "10.2.0.9", false},
+		{"nosuch", "10.2.0.1", false},
+	} {
+		if got := s.ProbeResolved(tc.svc, netip.MustParseAddr(tc.backend)); got != tc.want {
+			t.Errorf("%s %s: resolved %v, want %v", tc.svc, tc.backend, got, tc.want)
+		}
+	}
+}

@@ -73,9 +73,10 @@ type Options struct {
 	Checker func(target Target, cfg Config) Checker
 	// ProbeSource returns the source address and port of probe number n
 	// of target through the VIP: the data plane maps the port to that
-	// one backend. nil, or false, leaves probes through the VIP failing
-	// (errNoProbePath).
-	ProbeSource func(target Target, n uint32) (netip.AddrPort, bool)
+	// one backend. nil leaves probes through the VIP failing with
+	// ErrNoProbePath; an error (ErrNoProbePath, ErrNextHopUnresolved)
+	// fails that probe with it.
+	ProbeSource func(target Target, n uint32) (netip.AddrPort, error)
 	// ProbeDialer opens the connections of probes through the VIP from
 	// local to addr where the VIPs are not local addresses (the
 	// appliance's probe namespace); nil dials in the process's own

@@ -21,9 +21,14 @@ import (
 // on the backend's own address only. The failure's reason (explain) says
 // what to check on which host.
 
-// errNoProbePath is the error of a probe through the VIP when the
+// ErrNoProbePath is the error of a probe through the VIP when the
 // appliance has no way to send one.
-var errNoProbePath = errors.New("no probe path through the data plane")
+var ErrNoProbePath = errors.New("no probe path through the data plane")
+
+// ErrNextHopUnresolved is the error of a probe through the VIP while the
+// data plane has no MAC for the probed backend's next hop: it would drop
+// the probe (no_route), so none is sent.
+var ErrNextHopUnresolved = errors.New("next hop not resolved")
 
 // vipDialer returns the DialFunc of the probes of target through the VIP:
 // from the source the data plane maps to target for probe number n
@@ -33,12 +38,12 @@ func (ms *Monitors) vipDialer(target Target) DialFunc {
 	var n uint32
 	return func(ctx context.Context, network string, addr netip.AddrPort) (net.Conn, error) {
 		if ms.opts.ProbeSource == nil {
-			return nil, errNoProbePath
+			return nil, ErrNoProbePath
 		}
-		src, ok := ms.opts.ProbeSource(target, n)
+		src, err := ms.opts.ProbeSource(target, n)
 		n++
-		if !ok {
-			return nil, errNoProbePath
+		if err != nil {
+			return nil, err
 		}
 		if ms.opts.ProbeDialer != nil {
 			return ms.opts.ProbeDialer(ctx, network, src, addr)
@@ -119,8 +124,10 @@ func explain(cfg *Config, backend netip.Addr, err error) string {
 	}
 	vip := netip.AddrPortFrom(cfg.VIP, uint16(cfg.Port))
 	switch {
-	case errors.Is(err, errNoProbePath):
+	case errors.Is(err, ErrNoProbePath):
 		return fmt.Sprintf("cannot probe through the VIP %s: the appliance has no probe path (see its log); set health.via: backend to probe %s directly", vip, backend)
+	case errors.Is(err, ErrNextHopUnresolved):
+		return fmt.Sprintf("not probed through the VIP %s: the next hop to %s is not resolved (no ARP or ND answer on the appliance's port)", vip, backend)
 	case timeout && cfg.Mode == "l2":
 		return fmt.Sprintf("no answer from the VIP %s through l2 within %v: check the VIP on lo of %s (and that it answers from it)", vip, cfg.Timeout, backend)
 	case timeout:

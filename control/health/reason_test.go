@@ -37,11 +37,14 @@ func TestHealthViaVIP(t *testing.T) {
 	base := closedTCPPort(t) // a free local port; its neighbours, likely too
 	var dials []netip.AddrPort
 	opts := Options{
-		ProbeSource: func(tg Target, n uint32) (netip.AddrPort, bool) {
-			if tg.Service == "unmapped" {
-				return netip.AddrPort{}, false
+		ProbeSource: func(tg Target, n uint32) (netip.AddrPort, error) {
+			switch tg.Service {
+			case "unmapped":
+				return netip.AddrPort{}, ErrNoProbePath
+			case "unresolved":
+				return netip.AddrPort{}, ErrNextHopUnresolved
 			}
-			return netip.AddrPortFrom(loopback, uint16(base)+uint16(n%2)), true
+			return netip.AddrPortFrom(loopback, uint16(base)+uint16(n%2)), nil
 		},
 		ProbeDialer: func(ctx context.Context, network string, local, addr netip.AddrPort) (net.Conn, error) {
 			mu.Lock()
@@ -56,7 +59,7 @@ func TestHealthViaVIP(t *testing.T) {
 		return c
 	}
 	ms, clk := newMonitors(t, opts)
-	mons := map[string]*Config{"web": via(TypeHTTP, port), "refused": via(TypeTCP, closedTCPPort(t)), "unmapped": via(TypeTCP, port)}
+	mons := map[string]*Config{"web": via(TypeHTTP, port), "refused": via(TypeTCP, closedTCPPort(t)), "unmapped": via(TypeTCP, port), "unresolved": via(TypeTCP, port)}
 	mons["web"].Path, mons["web"].Expect = "/", []int{200}
 	ms.Update(hcTargets(mons))
 	probeRound(t, clk, len(mons))
@@ -77,8 +80,9 @@ func TestHealthViaVIP(t *testing.T) {
 	}
 	mu.Unlock()
 	for name, want := range map[string]string{
-		"refused":  "connection refused by the VIP: nothing listens on 127.0.0.1:",
-		"unmapped": "cannot probe through the VIP 127.0.0.1:" + strconv.Itoa(port) + ": the appliance has no probe path",
+		"refused":    "connection refused by the VIP: nothing listens on 127.0.0.1:",
+		"unmapped":   "cannot probe through the VIP 127.0.0.1:" + strconv.Itoa(port) + ": the appliance has no probe path",
+		"unresolved": "not probed through the VIP 127.0.0.1:" + strconv.Itoa(port) + ": the next hop to 127.0.0.1 is not resolved",
 	} {
 		st := wantState(t, ms, name, Down)
 		if !strings.HasPrefix(st.Reason, want) || !strings.HasSuffix(st.Reason, "127.0.0.1") && name == "refused" {
@@ -179,11 +183,11 @@ func TestHealthViaVIP6(t *testing.T) {
 	base := uint16(closedTCPPort(t))
 	var networks []string
 	opts := Options{
-		ProbeSource: func(tg Target, n uint32) (netip.AddrPort, bool) {
+		ProbeSource: func(tg Target, n uint32) (netip.AddrPort, error) {
 			if tg.Service == "udp" {
-				return netip.AddrPortFrom(loopback6, base+2), true
+				return netip.AddrPortFrom(loopback6, base+2), nil
 			}
-			return netip.AddrPortFrom(loopback6, base), true
+			return netip.AddrPortFrom(loopback6, base), nil
 		},
 		ProbeDialer: func(ctx context.Context, network string, local, addr netip.AddrPort) (net.Conn, error) {
 			mu.Lock()

@@ -261,16 +261,22 @@ func probeMTU(t *control.Typed) int {
 
 // probeSource is health.Options.ProbeSource: the source address and port
 // of probe n of target through the VIP, from the published snapshot (the
-// data plane steers by it), the ports of the target's block in turn.
-func (a *Appliance) probeSource(t health.Target, n uint32) (netip.AddrPort, bool) {
+// data plane steers by it), the ports of the target's block in turn; none
+// while the target's next hop is unresolved there (the data plane would
+// drop the probe).
+func (a *Appliance) probeSource(t health.Target, n uint32) (netip.AddrPort, error) {
 	if !a.probeOK {
-		return netip.AddrPort{}, false
+		return netip.AddrPort{}, health.ErrNoProbePath
 	}
-	src, ok := a.store.Snapshots().Load().ProbeSource(t.Service, t.Backend)
+	snap := a.store.Snapshots().Load()
+	src, ok := snap.ProbeSource(t.Service, t.Backend)
 	if !ok {
-		return netip.AddrPort{}, false
+		return netip.AddrPort{}, health.ErrNoProbePath
 	}
-	return netip.AddrPortFrom(src.Addr(), src.Port()+uint16(n%pipeline.ProbePortsPerTarget)), true
+	if !snap.ProbeResolved(t.Service, t.Backend) {
+		return netip.AddrPort{}, health.ErrNextHopUnresolved
+	}
+	return netip.AddrPortFrom(src.Addr(), src.Port()+uint16(n%pipeline.ProbePortsPerTarget)), nil
 }
 
 // probeDial is health.Options.ProbeDialer: the probe's socket, opened in
