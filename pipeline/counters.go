@@ -110,12 +110,12 @@ func (c *Counters) Backend(id uint32) BackendCounters {
 // allocates only when a snapshot brings larger IDs, never per packet.
 func (c *Counters) grow(maxService, maxBackend uint32) {
 	if int(maxService) >= len(c.Services) {
-		s := make([]ServiceCounters, maxService+1+16)
+		s := isolatedSlice[ServiceCounters](int(maxService) + 1 + 16)
 		copy(s, c.Services)
 		c.Services = s
 	}
 	if int(maxBackend) >= len(c.Backends) {
-		b := make([]BackendCounters, maxBackend+1+64)
+		b := isolatedSlice[BackendCounters](int(maxBackend) + 1 + 64)
 		copy(b, c.Backends)
 		c.Backends = b
 	}

@@ -145,7 +145,8 @@ func NewFlowTable(capacity int, t FlowTimeouts) *FlowTable {
 	for nb*flowWays < capacity {
 		nb <<= 1
 	}
-	ft := &FlowTable{mask: uint32(nb - 1)}
+	ft := isolated[FlowTable]() // its counters are written per burst
+	ft.mask = uint32(nb - 1)
 	ft.buckets = allocBuckets[[flowWays]flowEntry](nb, ft)
 	ms := func(d time.Duration) uint32 { return uint32(d / time.Millisecond) }
 	ft.tmo[0] = ms(t.TCPSyn) // a new entry, until Touch

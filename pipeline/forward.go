@@ -52,7 +52,9 @@ func (f *Forwarder) Use(s *Snapshot) {
 	if s != f.snap {
 		f.C.grow(s.MaxServiceID, s.MaxBackendID)
 		if int(s.MaxServiceID) >= len(f.svcFlows) {
-			f.svcFlows = append(f.svcFlows, make([]tokenBucket, int(s.MaxServiceID)+1+16-len(f.svcFlows))...)
+			b := isolatedSlice[tokenBucket](int(s.MaxServiceID) + 1 + 16)
+			copy(b, f.svcFlows)
+			f.svcFlows = b
 		}
 		if s.has6 {
 			f.Flows.enable6()

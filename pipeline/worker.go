@@ -111,7 +111,7 @@ func NewWorker(ports []WorkerPort, snap *atomic.Pointer[Snapshot], flowCapacity 
 		snap:      snap,
 		start:     time.Now(),
 		tx:        make([][packet.BurstSize]packet.Packet, len(ports)),
-		txN:       make([]int, len(ports)),
+		txN:       isolatedSlice[int](len(ports)), // written per packet
 		nic:       make([]nicBursts, len(ports)),
 	}
 }

@@ -20,11 +20,15 @@ import (
 // client address or their client ports are at least passes apart (`dsrlb
 // gen` captures of up to 2^17 flows all use port 1024).
 type flowCycler struct {
+	// The pads keep each worker's cycler, written per packet, off the
+	// cache lines of the others (allocated side by side).
+	_ [64]byte
 	packet.Port
 	period int    // the capture's packets on this queue
 	left   int    // packets left in the current pass
 	pass   uint16 // the current pass, 0 to passes-1
 	passes uint16
+	_      [64]byte
 }
 
 // newFlowCycler wraps port's queue whose capture holds period packets.
