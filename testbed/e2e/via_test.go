@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"os/exec"
 	"strings"
@@ -241,7 +242,11 @@ func vipOffLoL2(be *nsbed.Backend, vip netip.Addr) viaFault {
 // and not by the one of its own address.
 func TestHealthViaVIPL2(t *testing.T) {
 	peer := netip.MustParseAddr("10.99.0.254")
-	l := startL2(t, nsbed.L2Options{Config: viaConfig(nsbed.L2ApplianceIP, peer)})
+	token := newAPIToken(t) // checkUnresolvedNotProbed adds a backend
+	l := startL2(t, nsbed.L2Options{Config: func(c *v1.Config) {
+		viaConfig(nsbed.L2ApplianceIP, peer)(c)
+		c.API.Token = token
+	}})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	w, err := nsbed.WatchProbes(l.Backends, nsbed.L2ApplianceIP, nsbed.L2VIP)
@@ -251,6 +256,44 @@ func TestHealthViaVIPL2(t *testing.T) {
 	be := l.Backends[0]
 	checkViaFault(ctx, t, l.Appliance, l.Client, l.Client, l.URL("/"), "web", "echo", l.Backends, be, vipOffLoL2(be, nsbed.L2VIP))
 	checkProbeSources(ctx, t, w, l.Appliance, nsbed.L2VIP)
+	checkUnresolvedNotProbed(ctx, t, l.Appliance, "web", netip.MustParseAddr("10.99.0.253"))
+}
+
+// checkUnresolvedNotProbed adds ghost, an address of the bed no host has,
+// to service svc (probed through the VIP): it stays down with the reason
+// that its next hop is not resolved, and the appliance sends it no probe
+// and drops none as no_route (it did at start, before the fix, for the
+// backends whose ARP answer had not come yet).
+func checkUnresolvedNotProbed(ctx context.Context, t *testing.T, appl *nsbed.Appliance, svc string, ghost netip.Addr) {
+	t.Helper()
+	if err := appl.Change(ctx, http.MethodPost, "/api/v1/services/"+svc+"/backends", map[string]string{"ip": ghost.String()}, nil); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(viaFall*viaInterval + time.Second) // probe rounds that would have reached it
+	st, err := appl.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, b := backendStatus(st, svc, ghost)
+	if b == nil || b.Health == "healthy" || !strings.Contains(b.HealthReason, "the next hop to "+ghost.String()+" is not resolved") {
+		t.Errorf("%s/%s (no such host): %+v, want down, its next hop not resolved", svc, ghost, b)
+	} else {
+		t.Logf("%s/%s (no such host): health %s, reason %q", svc, ghost, b.Health, b.HealthReason)
+	}
+	var stats v1.Stats
+	if err := appl.Get(ctx, "/api/v1/stats", &stats); err != nil {
+		t.Fatal(err)
+	}
+	if n := stats.Drops["no_route"]; n != 0 {
+		t.Errorf("%d probes dropped as no_route since the start, want none", n)
+	}
+	for _, s := range stats.Services {
+		for _, sb := range s.Backends {
+			if s.Name == svc && sb.IP == ghost.String() && sb.Probes != 0 {
+				t.Errorf("%s/%s: %d probes sent to a next hop not resolved", svc, ghost, sb.Probes)
+			}
+		}
+	}
 }
 
 // TestHealthViaVIPL2IPv6: the same over IPv6 in the dual-stack L2 bed: a
