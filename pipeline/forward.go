@@ -696,6 +696,10 @@ func fillOuter(o *[IPv4MinSize]byte, sum uint32, tos uint8, df uint16, n int, id
 // table) exactly as by Process alone. FuzzFastPath, TestFastPathFlows and
 // TestWorkerMatchesProcess hold the two to the same result.
 //
+// hinted MUST be (a subset of) the mask classify returned for pkts and fp,
+// with no packet changed since: fastPath relies on classify's bounds check
+// of each hashed packet (Off and Len within Buf) and makes none of its own.
+//
 // Everything is in one loop, without calls: this is the per-packet cost
 // of the appliance.
 func (f *Forwarder) fastPath(s *Snapshot, pkts []packet.Packet, fp *[packet.BurstSize]fastPkt, hinted uint32, out *[packet.BurstSize]uint16, from int) (taken uint32, next int) {
@@ -719,10 +723,11 @@ func (f *Forwarder) fastPath(s *Snapshot, pkts []packet.Packet, fp *[packet.Burs
 		p := &pa[i&(packet.BurstSize-1)]
 		ft := f.Flows
 		off, n := p.Off, p.Len
-		if off < 0 || n < fastFrame || off+n > len(p.Buf) {
+		if n < fastFrame {
 			break
 		}
-		// In bounds by the check above: Buf[off : off+fastFrame].
+		// In bounds: classify found 0 <= off and off+n <= len(Buf), and
+		// n >= fastFrame: Buf[off : off+fastFrame].
 		h := (*[fastFrame]byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(p.Buf)), off))
 		const ip = EthernetMinSize
 		// The checks of process, in its order of precedence.
