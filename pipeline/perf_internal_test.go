@@ -22,32 +22,30 @@ import (
 // fast path took the packet; when it did not, nothing has changed and the
 // caller runs Process.
 func (f *Forwarder) fastPathOne(s *Snapshot, p *packet.Packet) (int, bool) {
-	var fp [packet.BurstSize]fastPkt
-	var out [packet.BurstSize]uint16
-	pkts := []packet.Packet{*p}
-	hinted := f.classify(pkts, &fp)
-	taken, _ := f.fastPath(s, pkts, &fp, hinted, &out, 0)
-	*p = pkts[0]
-	return int(out[0]), taken != 0
+	var b rxBurst
+	b.pkts[0] = *p
+	hinted := f.classify(b.pkts[:1], &b.fp)
+	taken, _ := f.fastPath(s, &b, 1, hinted, 0)
+	*p = b.pkts[0]
+	return int(b.egress[0]), taken != 0
 }
 
 // burstOne is Worker.burst for one packet: the fast path, else Process
 // with the flow hash classify computed.
 func (f *Forwarder) burstOne(s *Snapshot, p *packet.Packet, rxPort int) (Verdict, int, bool) {
-	var fp [packet.BurstSize]fastPkt
-	var out [packet.BurstSize]uint16
-	pkts := []packet.Packet{*p}
-	hinted := f.classify(pkts, &fp)
+	var b rxBurst
+	b.pkts[0] = *p
+	hinted := f.classify(b.pkts[:1], &b.fp)
 	fast := hinted
 	if s.partialChecksums(rxPort) {
-		fast &^= offloaded(pkts, hinted, s.Ports[rxPort].MTU)
+		fast &^= offloaded(b.pkts[:1], hinted, s.Ports[rxPort].MTU)
 	}
-	taken, _ := f.fastPath(s, pkts, &fp, fast, &out, 0)
-	*p = pkts[0]
+	taken, _ := f.fastPath(s, &b, 1, fast, 0)
+	*p = b.pkts[0]
 	if taken != 0 {
-		return VerdictTx, int(out[0]), true
+		return VerdictTx, int(b.egress[0]), true
 	}
-	v, o := f.processHinted(s, p, rxPort, fp[0].hash, hinted&1 != 0)
+	v, o := f.processHinted(s, p, rxPort, b.fp[0].hash, hinted&1 != 0)
 	return v, o, false
 }
 

@@ -55,9 +55,9 @@ type Worker struct {
 
 	// nic holds two rx bursts per NIC port (see Poll).
 	nic []nicBursts
-	// Per burst being processed: each packet's verdict and egress port.
+	// Per burst being processed: each packet's verdict (its egress port
+	// is in the burst, rxBurst.egress).
 	verdict [packet.BurstSize]Verdict
-	egress  [packet.BurstSize]uint16
 	// clockTick counts polls between clock reads.
 	clockTick uint32
 
@@ -88,10 +88,13 @@ type Worker struct {
 	capPending uint64
 }
 
-// rxBurst is one received NIC burst and what classify learnt of it.
+// rxBurst is one received NIC burst, what classify learnt of it and,
+// once processed, each packet's egress port. One struct, so that fastPath
+// reaches all three from one pointer.
 type rxBurst struct {
 	pkts   [packet.BurstSize]packet.Packet
 	fp     [packet.BurstSize]fastPkt
+	egress [packet.BurstSize]uint16
 	n      int
 	hinted uint32
 }
@@ -272,25 +275,25 @@ func (w *Worker) burst(s *Snapshot, wp *WorkerPort, pi int, b *rxBurst) {
 		next := i
 		if fast&(1<<(uint(i)&(packet.BurstSize-1))) != 0 { // else fastPath would stop at i
 			var t uint32
-			t, next = w.fastPath(s, pkts, &b.fp, fast, &w.egress, i)
+			t, next = w.fastPath(s, b, n, fast, i)
 			taken |= t
 			if next >= n {
 				break
 			}
 		}
 		v, out := w.processHinted(s, &pkts[next], pi, b.fp[next].hash, b.hinted&(1<<uint(next)) != 0)
-		w.verdict[next], w.egress[next] = v, uint16(out)
+		w.verdict[next], b.egress[next] = v, uint16(out)
 		if v == verdictSegment {
-			w.release(wp, pkts, done, next, taken)
+			w.release(wp, pkts, &b.egress, done, next, taken)
 			w.segment(s, wp, pi, &pkts[next])
 			done = next + 1
 		}
 		i = next + 1
 	}
 	if n > 0 && taken == uint32(1<<uint(n)-1) {
-		one := w.egress[0]
+		one := b.egress[0]
 		var diff uint16
-		for _, o := range w.egress[1:n] {
+		for _, o := range b.egress[1:n] {
 			diff |= o ^ one
 		}
 		if diff == 0 {
@@ -308,7 +311,7 @@ func (w *Worker) burst(s *Snapshot, wp *WorkerPort, pi int, b *rxBurst) {
 			return
 		}
 	}
-	w.release(wp, pkts, done, n, taken)
+	w.release(wp, pkts, &b.egress, done, n, taken)
 	if w.capRing != nil {
 		w.capturePublish()
 	}
@@ -317,7 +320,7 @@ func (w *Worker) burst(s *Snapshot, wp *WorkerPort, pi int, b *rxBurst) {
 // release sends packets lo..hi-1 of a burst by their verdict (taken: the
 // fast path's, VerdictTx): in order into one tx burst per egress port, one
 // to the kernel and one free of the drops.
-func (w *Worker) release(wp *WorkerPort, pkts []packet.Packet, lo, hi int, taken uint32) {
+func (w *Worker) release(wp *WorkerPort, pkts []packet.Packet, egress *[packet.BurstSize]uint16, lo, hi int, taken uint32) {
 	if w.capRing != nil {
 		w.captureOut(pkts, lo, hi, taken)
 	}
@@ -330,7 +333,7 @@ func (w *Worker) release(wp *WorkerPort, pkts []packet.Packet, lo, hi int, taken
 		}
 		switch v {
 		case VerdictTx:
-			out := int(w.egress[i])
+			out := int(egress[i])
 			w.tx[out][w.txN[out]] = *p
 			w.txN[out]++
 		case VerdictKernel:
