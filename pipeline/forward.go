@@ -121,22 +121,9 @@ func (f *Forwarder) classify(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt
 	var addrs [2 * packet.BurstSize]uintptr
 	na := 0
 	ft := f.Flows
-	nb, seed := uint64(len(ft.buckets)), f.Seed
-	if len(pkts) > packet.BurstSize {
-		pkts = pkts[:packet.BurstSize]
-	}
-	// A bucket is two cache lines, ways 0-1 and 2-3. While the table
-	// holds fewer flows than half its buckets, entries sit almost always
-	// in the first line (a bucket with three or more: 1.4 % at half a
-	// flow per bucket, 8 % at one): prefetch it alone and halve the
-	// misses in flight. From half on, both (1M flows in the 4M-entry
-	// table is just under one per bucket: a tenth of its lookups missed
-	// in the second line).
-	step := 1
-	if ft.Entries >= nb/2 {
-		step = 2
-	}
-	for i := range pkts {
+	seed := f.Seed
+	np := min(len(pkts), packet.BurstSize)
+	for i := 0; i < np; i++ {
 		p := &pkts[i]
 		off, n := p.Off, p.Len
 		if off < 0 || n < minFastFrame || off+n > len(p.Buf) {
@@ -153,24 +140,37 @@ func (f *Forwarder) classify(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt
 			// after the loop: a call in the loop would make the compiler
 			// keep the loop's values on the stack.
 			if h[12] == 0x86 && h[13] == 0xdd && n >= EthernetMinSize+IPv6HeaderSize+4 {
-				v6 |= 1 << (uint(i) & (packet.BurstSize - 1))
+				v6 |= 1 << uint(i)
 			}
 			continue
 		}
-		q := &fp[i&(packet.BurstSize-1)]
+		q := &fp[i]
 		q.addrs = flowAddrs(binary.BigEndian.Uint32(h[ip+ipv4Src:]), binary.BigEndian.Uint32(h[ip+ipv4Dst:]))
 		q.tag = flowTag(binary.BigEndian.Uint32(h[ip+IPv4MinSize:]), proto)
 		hash := slotHash(q.addrs, q.tag, seed)
 		q.hash = hash
-		mask |= 1 << (uint(i) & (packet.BurstSize - 1))
+		mask |= 1 << uint(i)
 		if asmPrefetch {
-			b := ft.bucketFast(hash)
-			addrs[na&(2*packet.BurstSize-1)] = uintptr(unsafe.Pointer(&b[0]))
-			addrs[(na+1)&(2*packet.BurstSize-1)] = uintptr(unsafe.Pointer(&b[flowWays-1]))
-			na += step
+			addrs[na&(2*packet.BurstSize-1)] = uintptr(unsafe.Pointer(ft.bucketFast(hash)))
+			na++
 		} else {
 			acc += ft.load(hash)
 		}
+	}
+	// A bucket is two cache lines, ways 0-1 and 2-3. While the table
+	// holds fewer flows than half its buckets, entries sit almost always
+	// in the first line (a bucket with three or more: 1.4 % at half a
+	// flow per bucket, 8 % at one): the loop prefetches it alone and
+	// halves the misses in flight. From half on, both (1M flows in the
+	// 4M-entry table is just under one per bucket: a tenth of its lookups
+	// missed in the second line): the second lines of the same buckets
+	// are added here, out of the loop, which then holds fewer values.
+	if ft.Entries >= uint64(len(ft.buckets))/2 {
+		const second = unsafe.Sizeof(flowEntry{}) * (flowWays - 1)
+		for k := range na {
+			addrs[(na+k)&(2*packet.BurstSize-1)] = addrs[k&(2*packet.BurstSize-1)] + second
+		}
+		na *= 2
 	}
 	if ft.buckets6 != nil {
 		for ; v6 != 0; v6 &= v6 - 1 {
