@@ -498,3 +498,34 @@ func TestFastPathSingleServiceAdded(t *testing.T) {
 		t.Errorf("the flow, now on service dns, did not take the fast path")
 	}
 }
+
+// TestSameEgress: sameEgress, which compares four ports at a time, agrees
+// with comparing them one by one, for every burst length, with a
+// different port at every position and past the end.
+func TestSameEgress(t *testing.T) {
+	fill := func(b *rxBurst) {
+		for i := range b.egress {
+			b.egress[i] = 3
+		}
+	}
+	for n := 1; n <= packet.BurstSize; n++ {
+		var b rxBurst
+		fill(&b)
+		if !sameEgress(&b.egress, n) {
+			t.Errorf("n=%d, all ports 3: got false, want true", n)
+		}
+		if n < packet.BurstSize {
+			b.egress[packet.BurstSize-1] = 9
+			if !sameEgress(&b.egress, n) {
+				t.Errorf("n=%d, only a port past n differs: got false, want true", n)
+			}
+		}
+		for d := 0; d < n; d++ {
+			fill(&b)
+			b.egress[d] = 4
+			if got, want := sameEgress(&b.egress, n), n == 1; got != want {
+				t.Errorf("n=%d, port %d differs: got %v, want %v", n, d, got, want)
+			}
+		}
+	}
+}

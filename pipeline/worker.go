@@ -4,6 +4,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/dsrlb/dsrlb/pipeline/packet"
 )
@@ -92,8 +93,9 @@ type Worker struct {
 // once processed, each packet's egress port. One struct, so that fastPath
 // reaches all three from one pointer.
 type rxBurst struct {
-	pkts   [packet.BurstSize]packet.Packet
-	fp     [packet.BurstSize]fastPkt
+	pkts [packet.BurstSize]packet.Packet
+	fp   [packet.BurstSize]fastPkt
+	// egress is 8-byte aligned (fastPkt is), as sameEgress needs.
 	egress [packet.BurstSize]uint16
 	n      int
 	hinted uint32
@@ -291,12 +293,7 @@ func (w *Worker) burst(s *Snapshot, wp *WorkerPort, pi int, b *rxBurst) {
 		i = next + 1
 	}
 	if n > 0 && taken == uint32(1<<uint(n)-1) {
-		one := b.egress[0]
-		var diff uint16
-		for _, o := range b.egress[1:n] {
-			diff |= o ^ one
-		}
-		if diff == 0 {
+		if one := b.egress[0]; sameEgress(&b.egress, n) {
 			op := &w.ports[one]
 			if w.capRing != nil {
 				w.captureOut(pkts, 0, n, taken)
@@ -315,6 +312,25 @@ func (w *Worker) burst(s *Snapshot, wp *WorkerPort, pi int, b *rxBurst) {
 	if w.capRing != nil {
 		w.capturePublish()
 	}
+}
+
+// sameEgress reports whether the first n ports of egress (n <= 32,
+// 8-byte aligned) are all the same, comparing four at a time: the first
+// port repeated in the four 16-bit lanes of a word is the same whatever
+// the byte order.
+func sameEgress(egress *[packet.BurstSize]uint16, n int) bool {
+	n = min(n, packet.BurstSize)
+	rep := uint64(egress[0]) * 0x0001_0001_0001_0001
+	words := (*[packet.BurstSize / 4]uint64)(unsafe.Pointer(egress))
+	var diff uint64
+	i := 0
+	for ; i+4 <= n; i += 4 {
+		diff |= words[i/4] ^ rep
+	}
+	for ; i < n; i++ {
+		diff |= uint64(egress[i]) ^ rep&0xffff
+	}
+	return diff == 0
 }
 
 // release sends packets lo..hi-1 of a burst by their verdict (taken: the
