@@ -462,10 +462,17 @@ func (w *Worker) flushTx(o int) {
 
 func (w *Worker) countTx(pkts []packet.Packet) {
 	var bytes int
-	for i := range pkts {
-		bytes += pkts[i].Len
-	}
 	w.C.TxPackets += uint64(len(pkts))
+	for rest := pkts; len(rest) > 0; {
+		if len(rest) >= 4 { // four per round: fewer loop instructions
+			q := (*[4]packet.Packet)(rest)
+			bytes += q[0].Len + q[1].Len + q[2].Len + q[3].Len
+			rest = rest[4:]
+			continue
+		}
+		bytes += rest[0].Len
+		rest = rest[1:]
+	}
 	w.C.TxBytes += uint64(bytes)
 }
 
