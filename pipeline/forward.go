@@ -123,22 +123,9 @@ func (f *Forwarder) classify(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt
 	var addrs [2 * packet.BurstSize]uintptr
 	na := 0
 	ft := f.Flows
-	nb, seed := uint64(len(ft.buckets)), f.Seed
-	if len(pkts) > packet.BurstSize {
-		pkts = pkts[:packet.BurstSize]
-	}
-	// A bucket is two cache lines, ways 0-1 and 2-3. While the table
-	// holds fewer flows than half its buckets, entries sit almost always
-	// in the first line (a bucket with three or more: 1.4 % at half a
-	// flow per bucket, 8 % at one): prefetch it alone and halve the
-	// misses in flight. From half on, both (1M flows in the 4M-entry
-	// table is just under one per bucket: a tenth of its lookups missed
-	// in the second line).
-	step := 1
-	if ft.Entries >= nb/2 {
-		step = 2
-	}
-	for i := range pkts {
+	seed := f.Seed
+	np := min(len(pkts), packet.BurstSize)
+	for i := 0; i < np; i++ {
 		p := &pkts[i]
 		off, n := p.Off, p.Len
 		if off < 0 || n < minFastFrame || off+n > len(p.Buf) {
@@ -155,24 +142,37 @@ func (f *Forwarder) classify(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt
 			// after the loop: a call in the loop would make the compiler
 			// keep the loop's values on the stack.
 			if h[12] == 0x86 && h[13] == 0xdd && n >= EthernetMinSize+IPv6HeaderSize+4 {
-				v6 |= 1 << (uint(i) & (packet.BurstSize - 1))
+				v6 |= 1 << uint(i)
 			}
 			continue
 		}
-		q := &fp[i&(packet.BurstSize-1)]
+		q := &fp[i]
 		q.addrs = flowAddrs(binary.BigEndian.Uint32(h[ip+ipv4Src:]), binary.BigEndian.Uint32(h[ip+ipv4Dst:]))
 		q.tag = flowTag(binary.BigEndian.Uint32(h[ip+IPv4MinSize:]), proto)
 		hash := slotHash(q.addrs, q.tag, seed)
 		q.hash = hash
-		mask |= 1 << (uint(i) & (packet.BurstSize - 1))
+		mask |= 1 << uint(i)
 		if asmPrefetch {
-			b := ft.bucketFast(hash)
-			addrs[na&(2*packet.BurstSize-1)] = uintptr(unsafe.Pointer(&b[0]))
-			addrs[(na+1)&(2*packet.BurstSize-1)] = uintptr(unsafe.Pointer(&b[flowWays-1]))
-			na += step
+			addrs[na&(2*packet.BurstSize-1)] = uintptr(unsafe.Pointer(ft.bucketFast(hash)))
+			na++
 		} else {
 			acc += ft.load(hash)
 		}
+	}
+	// A bucket is two cache lines, ways 0-1 and 2-3. While the table
+	// holds fewer flows than half its buckets, entries sit almost always
+	// in the first line (a bucket with three or more: 1.4 % at half a
+	// flow per bucket, 8 % at one): the loop prefetches it alone and
+	// halves the misses in flight. From half on, both (1M flows in the
+	// 4M-entry table is just under one per bucket: a tenth of its lookups
+	// missed in the second line): the second lines of the same buckets
+	// are added here, out of the loop, which then holds fewer values.
+	if ft.Entries >= uint64(len(ft.buckets))/2 {
+		const second = unsafe.Sizeof(flowEntry{}) * (flowWays - 1)
+		for k := range na {
+			addrs[(na+k)&(2*packet.BurstSize-1)] = addrs[k&(2*packet.BurstSize-1)] + second
+		}
+		na *= 2
 	}
 	if ft.buckets6 != nil {
 		for ; v6 != 0; v6 &= v6 - 1 {
@@ -689,42 +689,44 @@ func fillOuter(o *[IPv4MinSize]byte, sum uint32, tos uint8, df uint16, n int, id
 // is still usable, fitting the egress MTU. For such a packet it does
 // exactly what process would do: count the packet and the hit, refresh the
 // entry, rewrite, count for service and backend; it sets the packet's bit
-// in the returned mask and its egress port in out.
+// in the returned mask and its egress port in b.egress.
 //
-// It starts at packet from and stops at the first packet it cannot take,
-// which it leaves untouched and returns as next (len(pkts) when it took
-// them all): the caller runs Process on that one and calls again from
+// The burst is b.pkts[:npkts]. fastPath starts at packet from and stops
+// at the first packet it cannot take, which it leaves untouched and
+// returns as next (npkts when it took them all): the caller runs Process on that one and calls again from
 // the one after, so that packets are handled in order (IP IDs, flow
 // table) exactly as by Process alone. FuzzFastPath, TestFastPathFlows and
 // TestWorkerMatchesProcess hold the two to the same result.
 //
+// hinted MUST be (a subset of) the mask classify returned for
+// b.pkts[:npkts] and b.fp, with no packet changed since: fastPath relies
+// on classify's bounds check of each hashed packet (Off and Len within
+// Buf) and makes none of its own.
+//
 // Everything is in one loop, without calls: this is the per-packet cost
 // of the appliance.
-func (f *Forwarder) fastPath(s *Snapshot, pkts []packet.Packet, fp *[packet.BurstSize]fastPkt, hinted uint32, out *[packet.BurstSize]uint16, from int) (taken uint32, next int) {
-	if len(pkts) > packet.BurstSize {
-		pkts = pkts[:packet.BurstSize]
-	}
-	if from >= len(pkts) {
-		return 0, len(pkts)
+func (f *Forwarder) fastPath(s *Snapshot, b *rxBurst, npkts int, hinted uint32, from int) (taken uint32, next int) {
+	npkts = min(npkts, packet.BurstSize)
+	if from >= npkts || from < 0 {
+		return 0, npkts
 	}
 	// The run of hashed packets from packet from: the loop needs no test
 	// of its own per packet, and what it took is the run it went through.
-	end := min(len(pkts), from+bits.TrailingZeros32(^(hinted>>uint(from))))
-	// In bounds: i < end <= len(pkts).
-	pa := (*[packet.BurstSize]packet.Packet)(unsafe.Pointer(unsafe.SliceData(pkts)))
+	end := min(npkts, from+bits.TrailingZeros32(^(hinted>>uint(from))))
 	i := from
 	// Few values live across the loop: the table, the clock and the
 	// counters are read and written through f, so that the compiler keeps
 	// the values of one packet in registers instead of spilling them.
 	for ; i < end; i++ {
-		q := &fp[i&(packet.BurstSize-1)]
-		p := &pa[i&(packet.BurstSize-1)]
+		q := &b.fp[i]
+		p := &b.pkts[i]
 		ft := f.Flows
 		off, n := p.Off, p.Len
-		if off < 0 || n < fastFrame || off+n > len(p.Buf) {
+		if n < fastFrame {
 			break
 		}
-		// In bounds by the check above: Buf[off : off+fastFrame].
+		// In bounds: classify found 0 <= off and off+n <= len(Buf), and
+		// n >= fastFrame: Buf[off : off+fastFrame].
 		h := (*[fastFrame]byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(p.Buf)), off))
 		const ip = EthernetMinSize
 		// The checks of process, in its order of precedence.
@@ -785,45 +787,45 @@ func (f *Forwarder) fastPath(s *Snapshot, pkts []packet.Packet, fp *[packet.Burs
 		if bi >= len(svc.Backends) {
 			break
 		}
-		b := &svc.Backends[bi]
-		start := off + EthernetMinSize - b.hdrLen
+		be := &svc.Backends[bi]
+		start := off + EthernetMinSize - be.hdrLen
 		// An entry of an IPv6 backend (b6) holds its ID, not its address.
-		if b.IP != e.backend || e.b6 || tot > b.maxTot || start < 0 { // maxTot < 0: down
+		if be.IP != e.backend || e.b6 || tot > be.maxTot || start < 0 { // maxTot < 0: down
 			break
 		}
 
 		// Taken: from here on, what process does.
 		f.C.RxBytes += uint64(n)
 		ft.Touch(e, flags, f.Now)
-		if b.hdrLen == EthernetMinSize {
-			*(*[EthernetMinSize]byte)(h[:]) = *(*[EthernetMinSize]byte)(b.hdr[:])
+		if be.hdrLen == EthernetMinSize {
+			*(*[EthernetMinSize]byte)(h[:]) = *(*[EthernetMinSize]byte)(be.hdr[:])
 		} else {
 			// The template (34 or 38 bytes) as five 8-byte moves, the
 			// last overlapping (an array copy calls memmove), then the
 			// per-packet fields of the outer IPv4 header (fillOuter).
-			// In bounds: start >= 0 and start+len(b.hdr) <= off+fastFrame.
-			o := (*[len(b.hdr)]byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(p.Buf)), start))
-			t := &b.hdr
+			// In bounds: start >= 0 and start+len(be.hdr) <= off+fastFrame.
+			o := (*[len(be.hdr)]byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(p.Buf)), start))
+			t := &be.hdr
 			le := binary.LittleEndian
-			last := b.hdrLen - 8
+			last := be.hdrLen - 8
 			le.PutUint64(o[0:], le.Uint64(t[0:]))
 			le.PutUint64(o[8:], le.Uint64(t[8:]))
 			le.PutUint64(o[16:], le.Uint64(t[16:]))
 			le.PutUint64(o[24:], le.Uint64(t[24:]))
 			le.PutUint64(o[last&31:], le.Uint64(t[last&31:]))
 			f.ipID++
-			fillOuter((*[IPv4MinSize]byte)(o[ip:]), b.outerSum, h[ip+ipv4TOS], binary.BigEndian.Uint16(h[ip+ipv4FlagsFrag:])&IPv4FlagDF,
-				b.hdrLen-EthernetMinSize+tot, f.ipID)
+			fillOuter((*[IPv4MinSize]byte)(o[ip:]), be.outerSum, h[ip+ipv4TOS], binary.BigEndian.Uint16(h[ip+ipv4FlagsFrag:])&IPv4FlagDF,
+				be.hdrLen-EthernetMinSize+tot, f.ipID)
 		}
 		p.Off = start
-		p.Len = b.hdrLen + tot
+		p.Len = be.hdrLen + tot
 		c := &f.C.Services[svc.ID]
 		c.Packets++
 		c.Bytes += uint64(tot)
-		d := &f.C.Backends[b.ID]
+		d := &f.C.Backends[be.ID]
 		d.Packets++
 		d.Bytes += uint64(tot)
-		out[i&(packet.BurstSize-1)] = uint16(b.Port)
+		b.egress[i] = uint16(be.Port)
 	}
 	hits := uint64(i - from)
 	f.Flows.Hits += hits

@@ -22,32 +22,30 @@ import (
 // fast path took the packet; when it did not, nothing has changed and the
 // caller runs Process.
 func (f *Forwarder) fastPathOne(s *Snapshot, p *packet.Packet) (int, bool) {
-	var fp [packet.BurstSize]fastPkt
-	var out [packet.BurstSize]uint16
-	pkts := []packet.Packet{*p}
-	hinted := f.classify(pkts, &fp)
-	taken, _ := f.fastPath(s, pkts, &fp, hinted, &out, 0)
-	*p = pkts[0]
-	return int(out[0]), taken != 0
+	var b rxBurst
+	b.pkts[0] = *p
+	hinted := f.classify(b.pkts[:1], &b.fp)
+	taken, _ := f.fastPath(s, &b, 1, hinted, 0)
+	*p = b.pkts[0]
+	return int(b.egress[0]), taken != 0
 }
 
 // burstOne is Worker.burst for one packet: the fast path, else Process
 // with the flow hash classify computed.
 func (f *Forwarder) burstOne(s *Snapshot, p *packet.Packet, rxPort int) (Verdict, int, bool) {
-	var fp [packet.BurstSize]fastPkt
-	var out [packet.BurstSize]uint16
-	pkts := []packet.Packet{*p}
-	hinted := f.classify(pkts, &fp)
+	var b rxBurst
+	b.pkts[0] = *p
+	hinted := f.classify(b.pkts[:1], &b.fp)
 	fast := hinted
 	if s.partialChecksums(rxPort) {
-		fast &^= offloaded(pkts, hinted, s.Ports[rxPort].MTU)
+		fast &^= offloaded(b.pkts[:1], hinted, s.Ports[rxPort].MTU)
 	}
-	taken, _ := f.fastPath(s, pkts, &fp, fast, &out, 0)
-	*p = pkts[0]
+	taken, _ := f.fastPath(s, &b, 1, fast, 0)
+	*p = b.pkts[0]
 	if taken != 0 {
-		return VerdictTx, int(out[0]), true
+		return VerdictTx, int(b.egress[0]), true
 	}
-	v, o := f.processHinted(s, p, rxPort, fp[0].hash, hinted&1 != 0)
+	v, o := f.processHinted(s, p, rxPort, b.fp[0].hash, hinted&1 != 0)
 	return v, o, false
 }
 
@@ -498,5 +496,36 @@ func TestFastPathSingleServiceAdded(t *testing.T) {
 	}
 	if !runBoth(t, s2, a, b, frame) {
 		t.Errorf("the flow, now on service dns, did not take the fast path")
+	}
+}
+
+// TestSameEgress: sameEgress, which compares four ports at a time, agrees
+// with comparing them one by one, for every burst length, with a
+// different port at every position and past the end.
+func TestSameEgress(t *testing.T) {
+	fill := func(b *rxBurst) {
+		for i := range b.egress {
+			b.egress[i] = 3
+		}
+	}
+	for n := 1; n <= packet.BurstSize; n++ {
+		var b rxBurst
+		fill(&b)
+		if !sameEgress(&b.egress, n) {
+			t.Errorf("n=%d, all ports 3: got false, want true", n)
+		}
+		if n < packet.BurstSize {
+			b.egress[packet.BurstSize-1] = 9
+			if !sameEgress(&b.egress, n) {
+				t.Errorf("n=%d, only a port past n differs: got false, want true", n)
+			}
+		}
+		for d := 0; d < n; d++ {
+			fill(&b)
+			b.egress[d] = 4
+			if got, want := sameEgress(&b.egress, n), n == 1; got != want {
+				t.Errorf("n=%d, port %d differs: got %v, want %v", n, d, got, want)
+			}
+		}
 	}
 }
