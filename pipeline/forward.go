@@ -229,16 +229,22 @@ func keyHash(k *FlowKey, seed uint32) uint32 {
 
 // headerSumOK reports whether the IPv4 header ip (IHL 5, len(ip) >= 20) has
 // a valid checksum: Checksum(ip[:20], 0) == 0, that is, the one's
-// complement sum of its 16-bit words folds to 0xffff. It adds five 32-bit
-// words read little-endian instead: since 2^16 = 1 (mod 0xffff), the
-// folded sum is 0xffff exactly when the plain sum is a non-zero multiple of
-// 0xffff, whatever the word size, and a byte swap multiplies the sum by 256,
-// which is prime to 0xffff (RFC 1071, section 2). Small enough to inline.
+// complement sum of its 16-bit words folds to 0xffff. It adds two 64-bit
+// words and a 32-bit one read little-endian instead, with end-around
+// carry (a sum modulo 2^64-1, of which 0xffff is a divisor): since
+// 2^16 = 1 (mod 0xffff), the folded sum is 0xffff exactly when the plain
+// sum is a non-zero multiple of 0xffff, whatever the word size, and a byte
+// swap multiplies the sum by 256, which is prime to 0xffff (RFC 1071,
+// section 2). The end-around sum is 0 only for an all-zero header, and
+// its last carry is always 0: after a carry out of the first add the sum
+// is at most 2^64-2, and the second add then leaves at most 2^32-2.
+// Small enough to inline.
 func headerSumOK(ip []byte) bool {
 	h := (*[IPv4MinSize]byte)(ip)
-	s := uint64(binary.LittleEndian.Uint32(h[0:])) + uint64(binary.LittleEndian.Uint32(h[4:])) +
-		uint64(binary.LittleEndian.Uint32(h[8:])) + uint64(binary.LittleEndian.Uint32(h[12:])) +
-		uint64(binary.LittleEndian.Uint32(h[16:]))
+	le := binary.LittleEndian
+	s, c := bits.Add64(le.Uint64(h[0:]), le.Uint64(h[8:]), 0)
+	s, c = bits.Add64(s, uint64(le.Uint32(h[16:])), c)
+	s, _ = bits.Add64(s, 0, c)
 	return s != 0 && s%0xffff == 0
 }
 
