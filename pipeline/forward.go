@@ -683,8 +683,7 @@ func (f *Forwarder) writeHeaders(b *Backend, p *packet.Packet, start, l3, tot in
 func fillOuter(o *[IPv4MinSize]byte, sum uint32, tos uint8, df uint16, n int, id uint16) {
 	o[ipv4TOS] = tos
 	binary.BigEndian.PutUint16(o[ipv4TotalLen:], uint16(n))
-	binary.BigEndian.PutUint16(o[ipv4ID:], id)
-	binary.BigEndian.PutUint16(o[ipv4FlagsFrag:], df)
+	binary.BigEndian.PutUint32(o[ipv4ID:], uint32(id)<<16|uint32(df)) // ID, then flags and offset
 	binary.BigEndian.PutUint16(o[ipv4Checksum:], ^fold(sum+uint32(tos)+uint32(n)+uint32(id)+uint32(df)))
 }
 
