@@ -785,7 +785,12 @@ func (f *Forwarder) fastPath(s *Snapshot, b *rxBurst, npkts int, hinted uint32, 
 			break
 		}
 		svc := s.fastByID[e.service] // noFastService matches no tag
-		if svc.VIP != uint32(addrs) || tag&svc.fastMask != svc.fastTag || h[ip+ipv4TTL] < svc.fastTTL {
+		// svc.VIP != uint32(addrs) || tag&svc.fastMask != svc.fastTag ||
+		// TTL < svc.fastTTL with one branch: the differences and the
+		// sign of TTL-fastTTL ORed (each branch of a chain costs the
+		// assembler's jump padding too).
+		if uint64(svc.VIP^uint32(addrs))|(tag&svc.fastMask^svc.fastTag)|
+			uint64(int(h[ip+ipv4TTL])-int(svc.fastTTL))>>63 != 0 {
 			break
 		}
 		bi := int(e.bhint)
