@@ -229,16 +229,22 @@ func keyHash(k *FlowKey, seed uint32) uint32 {
 
 // headerSumOK reports whether the IPv4 header ip (IHL 5, len(ip) >= 20) has
 // a valid checksum: Checksum(ip[:20], 0) == 0, that is, the one's
-// complement sum of its 16-bit words folds to 0xffff. It adds five 32-bit
-// words read little-endian instead: since 2^16 = 1 (mod 0xffff), the
-// folded sum is 0xffff exactly when the plain sum is a non-zero multiple of
-// 0xffff, whatever the word size, and a byte swap multiplies the sum by 256,
-// which is prime to 0xffff (RFC 1071, section 2). Small enough to inline.
+// complement sum of its 16-bit words folds to 0xffff. It adds two 64-bit
+// words and a 32-bit one read little-endian instead, with end-around
+// carry (a sum modulo 2^64-1, of which 0xffff is a divisor): since
+// 2^16 = 1 (mod 0xffff), the folded sum is 0xffff exactly when the plain
+// sum is a non-zero multiple of 0xffff, whatever the word size, and a byte
+// swap multiplies the sum by 256, which is prime to 0xffff (RFC 1071,
+// section 2). The end-around sum is 0 only for an all-zero header, and
+// its last carry is always 0: after a carry out of the first add the sum
+// is at most 2^64-2, and the second add then leaves at most 2^32-2.
+// Small enough to inline.
 func headerSumOK(ip []byte) bool {
 	h := (*[IPv4MinSize]byte)(ip)
-	s := uint64(binary.LittleEndian.Uint32(h[0:])) + uint64(binary.LittleEndian.Uint32(h[4:])) +
-		uint64(binary.LittleEndian.Uint32(h[8:])) + uint64(binary.LittleEndian.Uint32(h[12:])) +
-		uint64(binary.LittleEndian.Uint32(h[16:]))
+	le := binary.LittleEndian
+	s, c := bits.Add64(le.Uint64(h[0:]), le.Uint64(h[8:]), 0)
+	s, c = bits.Add64(s, uint64(le.Uint32(h[16:])), c)
+	s, _ = bits.Add64(s, 0, c)
 	return s != 0 && s%0xffff == 0
 }
 
@@ -677,8 +683,7 @@ func (f *Forwarder) writeHeaders(b *Backend, p *packet.Packet, start, l3, tot in
 func fillOuter(o *[IPv4MinSize]byte, sum uint32, tos uint8, df uint16, n int, id uint16) {
 	o[ipv4TOS] = tos
 	binary.BigEndian.PutUint16(o[ipv4TotalLen:], uint16(n))
-	binary.BigEndian.PutUint16(o[ipv4ID:], id)
-	binary.BigEndian.PutUint16(o[ipv4FlagsFrag:], df)
+	binary.BigEndian.PutUint32(o[ipv4ID:], uint32(id)<<16|uint32(df)) // ID, then flags and offset
 	binary.BigEndian.PutUint16(o[ipv4Checksum:], ^fold(sum+uint32(tos)+uint32(n)+uint32(id)+uint32(df)))
 }
 
@@ -780,7 +785,12 @@ func (f *Forwarder) fastPath(s *Snapshot, b *rxBurst, npkts int, hinted uint32, 
 			break
 		}
 		svc := s.fastByID[e.service] // noFastService matches no tag
-		if svc.VIP != uint32(addrs) || tag&svc.fastMask != svc.fastTag || h[ip+ipv4TTL] < svc.fastTTL {
+		// svc.VIP != uint32(addrs) || tag&svc.fastMask != svc.fastTag ||
+		// TTL < svc.fastTTL with one branch: the differences and the
+		// sign of TTL-fastTTL ORed (each branch of a chain costs the
+		// assembler's jump padding too).
+		if uint64(svc.VIP^uint32(addrs))|(tag&svc.fastMask^svc.fastTag)|
+			uint64(int(h[ip+ipv4TTL])-int(svc.fastTTL))>>63 != 0 {
 			break
 		}
 		bi := int(e.bhint)
@@ -800,18 +810,20 @@ func (f *Forwarder) fastPath(s *Snapshot, b *rxBurst, npkts int, hinted uint32, 
 		if be.hdrLen == EthernetMinSize {
 			*(*[EthernetMinSize]byte)(h[:]) = *(*[EthernetMinSize]byte)(be.hdr[:])
 		} else {
-			// The template (34 or 38 bytes) as five 8-byte moves, the
-			// last overlapping (an array copy calls memmove), then the
-			// per-packet fields of the outer IPv4 header (fillOuter).
+			// The template (34 or 38 bytes) as two 16-byte array copies
+			// and one 8-byte move overlapping them, then the per-packet
+			// fields of the outer IPv4 header (fillOuter). A larger
+			// array copy calls memmove (source and destination may
+			// overlap, as far as the compiler knows); binary's Uint64
+			// and PutUint64 would leave a NOP per inlined call (an
+			// inlining mark) in the loop.
 			// In bounds: start >= 0 and start+len(be.hdr) <= off+fastFrame.
 			o := (*[len(be.hdr)]byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(p.Buf)), start))
 			t := &be.hdr
-			le := binary.LittleEndian
 			last := be.hdrLen - 8
-			le.PutUint64(o[0:], le.Uint64(t[0:]))
-			le.PutUint64(o[8:], le.Uint64(t[8:]))
-			le.PutUint64(o[16:], le.Uint64(t[16:]))
-			le.PutUint64(o[24:], le.Uint64(t[24:]))
+			*(*[16]byte)(o[0:]) = *(*[16]byte)(t[0:])
+			*(*[16]byte)(o[16:]) = *(*[16]byte)(t[16:])
+			le := binary.LittleEndian
 			le.PutUint64(o[last&31:], le.Uint64(t[last&31:]))
 			f.ipID++
 			fillOuter((*[IPv4MinSize]byte)(o[ip:]), be.outerSum, h[ip+ipv4TOS], binary.BigEndian.Uint16(h[ip+ipv4FlagsFrag:])&IPv4FlagDF,
