@@ -26,6 +26,8 @@ RESULTS="$DIR/results.txt"
 log() { echo "bench: $*" >&2; }
 need() { command -v "$1" >/dev/null || { log "$1 not found (make deps installs it)"; exit 1; }; }
 need "$TESTPMD"
+need editcap
+need capinfos
 [ -x "$BIN" ] || { log "$BIN missing: run make build"; exit 1; }
 
 # busy_pct prints the share of CPU time (all CPUs) not idle over 0.5 s.
@@ -75,29 +77,40 @@ run_dsrlb() {
 	echo "$(echo "$out" | json_num median_sample_mpps) $norm"
 }
 
-# run_testpmd MODE CAPTURE DATAROOM MBUFS: dpdk-testpmd with one forwarding
-# core (lcore 1, the worker lcore of dsrlb) over the same port.
+# run_testpmd MODE CAPTURE DATAROOM MBUFS [CORES]: dpdk-testpmd with one
+# forwarding core (lcore 1, the worker lcore of dsrlb) over the same port;
+# with CORES=2, two forwarding cores on two rx queues, each replaying half
+# of the capture (dsrlb --workers 2 splits it by flow; to io and macswap
+# the packets' flows do not matter), placed on the CPUs as dsrlb places
+# its two workers (lcore 1 on CPU 1, lcore 2 on CPU 0, the main lcore on
+# either). Prints the median Mpps (wall) and the rate per CPU-second of
+# the forwarding threads.
 run_testpmd() {
-	local mode=$1 cap=$2 room=$3 mbufs=$4 mem log pid tid r0 r1 t0 t1 l0 l1 i
+	local mode=$1 cap=$2 room=$3 mbufs=$4 cores=${5:-1} mem log pid r0 r1 t0 t1 l0 l1 i t tids=() vdev lc
 	mem=$(( mbufs * (room + 192) / 1048576 + 512 ))
-	log="$DIR/testpmd-$mode.log"
+	log="$DIR/testpmd-$mode-$cores.log"
+	vdev="net_pcap0,rx_pcap=$cap,infinite_rx=1"
+	lc=(-l 0,1)
+	if [ "$cores" = 2 ]; then
+		halves "$cap"
+		vdev="net_pcap0,rx_pcap=$cap.half0,rx_pcap=$cap.half1,infinite_rx=1"
+		lc=(--lcores '0@(0-1),1@1,2@0')
+	fi
 	quiet
 	"$TESTPMD" --no-huge --no-pci -m "$mem" --file-prefix "dsrlb-tp$$" \
-		-l 0,1 --log-level '*:warning' --vdev "net_pcap0,rx_pcap=$cap,infinite_rx=1" -- \
-		--forward-mode="$mode" --nb-cores=1 --burst=32 --total-num-mbufs="$mbufs" --mbuf-size="$room" \
+		"${lc[@]}" --log-level '*:warning' --vdev "$vdev" -- \
+		--forward-mode="$mode" --nb-cores="$cores" --rxq="$cores" --txq="$cores" --burst=32 --total-num-mbufs="$mbufs" --mbuf-size="$room" \
 		--stats-period 1 --no-mlockall </dev/null >"$log" 2>&1 &
 	pid=$!
 	for ((i = 0; i < 300; i++)); do grep -q 'Rx-pps' "$log" 2>/dev/null && break; sleep 0.1; done
 	sleep "$WARMUP"
-	tid=""
 	for t in /proc/$pid/task/*; do
-		[ "$(cat "$t/comm" 2>/dev/null)" = rte-worker-1 ] && tid=${t##*/}
+		case "$(cat "$t/comm" 2>/dev/null)" in rte-worker-*) tids+=("${t##*/}") ;; esac
 	done
-	l0=$(grep -c 'Rx-pps' "$log"); t0=$(date +%s%N)
-	r0=$(awk '{print $1}' "/proc/$pid/task/$tid/schedstat" 2>/dev/null || echo 0)
+	cpu_ns() { local s=0 x; for x in "${tids[@]}"; do s=$((s + $(awk '{print $1}' "/proc/$pid/task/$x/schedstat" 2>/dev/null || echo 0))); done; echo "$s"; }
+	l0=$(grep -c 'Rx-pps' "$log"); t0=$(date +%s%N); r0=$(cpu_ns)
 	sleep "$SECS"
-	l1=$(grep -c 'Rx-pps' "$log"); t1=$(date +%s%N)
-	r1=$(awk '{print $1}' "/proc/$pid/task/$tid/schedstat" 2>/dev/null || echo 0)
+	l1=$(grep -c 'Rx-pps' "$log"); t1=$(date +%s%N); r1=$(cpu_ns)
 	kill -INT "$pid" 2>/dev/null || true
 	wait "$pid" 2>/dev/null || true
 	rm -rf "/var/run/dpdk/dsrlb-tp$$" # the EAL leaves its runtime directory behind
@@ -105,8 +118,21 @@ run_testpmd() {
 	local med mean
 	med=$(median <"$log.rates")
 	mean=$(awk '{s+=$1} END {if (NR) print s/NR; else print 0}' "$log.rates")
-	awk -v med="$med" -v mean="$mean" -v r=$((r1 - r0)) -v t=$((t1 - t0)) \
-		'BEGIN { share = (t > 0) ? r / t : 0; printf "%s %s\n", med, (share > 0.05) ? mean / share : 0 }'
+	# Per CPU-second: the port's rate over the forwarding threads' mean
+	# share of a CPU.
+	awk -v med="$med" -v mean="$mean" -v r=$((r1 - r0)) -v t=$((t1 - t0)) -v n="${#tids[@]}" \
+		'BEGIN { share = (t > 0 && n > 0) ? r / t / n : 0; printf "%s %s\n", med, (share > 0.05) ? mean / share : 0 }'
+}
+
+# halves CAPTURE: CAPTURE.half0 and CAPTURE.half1, its first and second
+# half of the packets (editcap, from tshark's wireshark-common), made once.
+halves() {
+	local cap=$1 n h
+	[ -s "$cap.half1" ] && [ "$cap.half1" -nt "$cap" ] && return
+	n=$(capinfos -c -M "$cap" | awk '/Number of packets/ {print $NF}')
+	h=$((n / 2))
+	editcap -F pcap -r "$cap" "$cap.half0" "1-$h"
+	editcap -F pcap -r "$cap" "$cap.half1" "$((h + 1))-$n"
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a/b; else print "n/a" }'; }
@@ -180,6 +206,32 @@ pair() {
 	} | tee -a "$RESULTS"
 }
 
+# tpair NAME MODE CAPTURE ROOM MBUFS: dpdk-testpmd MODE with one forwarding
+# core (A) then two (B), ROUNDS times, printed as pair prints: how the
+# reference forwarder itself scales on this PMD and machine, the ceiling
+# of dsrlb's two workers measured in the same run.
+tpair() {
+	local name=$1 mode=$2 cap=$3 room=$4 mbufs=$5 r a b
+	local aw=() an=() bw=() bn=() rw=() rn=()
+	for ((r = 1; r <= ROUNDS; r++)); do
+		a=$(run_testpmd "$mode" "$cap" "$room" "$mbufs" 1)
+		b=$(run_testpmd "$mode" "$cap" "$room" "$mbufs" 2)
+		aw+=("${a% *}"); an+=("${a#* }"); bw+=("${b% *}"); bn+=("${b#* }")
+		rw+=("$(ratio "${b% *}" "${a% *}")"); rn+=("$(ratio "${b#* }" "${a#* }")")
+		log "$name round $r (Mpps wall, per CPU-second): A $a | B $b"
+	done
+	local ma mb na nb
+	ma=$(printf '%s\n' "${aw[@]}" | median); mb=$(printf '%s\n' "${bw[@]}" | median)
+	na=$(printf '%s\n' "${an[@]}" | median); nb=$(printf '%s\n' "${bn[@]}" | median)
+	{
+		printf '%-9s wall: A %6.2f  B %6.2f Mpps  B/A %s (median of per-round ratios %s)\n' "$name" "$ma" "$mb" \
+			"$(ratio "$mb" "$ma")" "$(printf '%s\n' "${rw[@]}" | median)"
+		printf '%-9s per-CPU: A %6.2f  B %6.2f Mpps  B/A %s (median of per-round ratios %s)\n' "$name" "$na" "$nb" \
+			"$(ratio "$nb" "$na")" "$(printf '%s\n' "${rn[@]}" | median)"
+		printf '%-9s runs (wall): A %s | B %s\n' "$name" "${aw[*]}" "${bw[*]}"
+	} | tee -a "$RESULTS"
+}
+
 # ratios: 1M flows against 64k, one worker, alternated. First the flow
 # table alone (1m-vs-64k-cycled): both runs replay the 64k capture into a
 # 4M-entry table and rewrite every packet's client port per pass over it
@@ -209,6 +261,16 @@ ratios() {
 	# pair above.
 	log "2w-vs-1w-io: the same with dsrlb --io"
 	pair 2w-vs-1w-io "$DIR/mix64.pcap" 0 1 "$DIR/mix64.pcap" 0 2 --io
+	# And the reference: testpmd io and macswap with one forwarding core
+	# against two on two rx queues (each half of the capture), with the
+	# data room and pool of dsrlb's two-worker run.
+	local room mbufs
+	room=$(json_num data_room <"$DIR/2w-vs-1w-b-1.json")
+	mbufs=$(json_num pool_mbufs <"$DIR/2w-vs-1w-b-1.json")
+	log "2w-vs-1w-testpmd-io: dpdk-testpmd io, A = one forwarding core, B = two"
+	tpair 2w-vs-1w-testpmd-io io "$DIR/mix64.pcap" "$room" "$mbufs"
+	log "2w-vs-1w-testpmd-macswap: dpdk-testpmd macswap, A = one forwarding core, B = two"
+	tpair 2w-vs-1w-testpmd-macswap macswap "$DIR/mix64.pcap" "$room" "$mbufs"
 }
 
 log "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
