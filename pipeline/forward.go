@@ -715,6 +715,12 @@ func (f *Forwarder) fastPath(s *Snapshot, b *rxBurst, npkts int, hinted uint32, 
 	if from >= npkts || from < 0 {
 		return 0, npkts
 	}
+	// The counters hold every ID of s (Use(s) grew them): the loop then
+	// indexes them without bounds checks. Not so (Use not called), every
+	// packet is left to process.
+	if len(f.C.Services) <= int(s.MaxServiceID) || len(f.C.Backends) <= int(s.MaxBackendID) {
+		return 0, from
+	}
 	// The run of hashed packets from packet from: the loop needs no test
 	// of its own per packet, and what it took is the run it went through.
 	end := min(npkts, from+bits.TrailingZeros32(^(hinted>>uint(from))))
@@ -806,7 +812,20 @@ func (f *Forwarder) fastPath(s *Snapshot, b *rxBurst, npkts int, hinted uint32, 
 
 		// Taken: from here on, what process does.
 		f.C.RxBytes += uint64(n)
-		ft.Touch(e, flags, f.Now)
+		// ft.Touch(e, flags, f.Now), which writes nothing on the common
+		// hit: an established entry and a TCP packet without SYN, FIN or
+		// RST (a SYN there leaves it established too, but is rare), or a
+		// UDP entry and packet, each within the state's touch step of its
+		// last write. That case is tested first with constant indexes (no
+		// bounds checks); the rest is Touch's.
+		if proto == ProtoTCP {
+			if flags&(TCPFlagSYN|TCPFlagFIN|TCPFlagRST) != 0 || e.state != flowStateEstablished ||
+				f.Now+ft.tmo[flowStateEstablished]-e.expires >= ft.step[flowStateEstablished] {
+				ft.Touch(e, flags, f.Now)
+			}
+		} else if e.state != flowStateUDP || f.Now+ft.tmo[flowStateUDP]-e.expires >= ft.step[flowStateUDP] {
+			ft.Touch(e, flags, f.Now)
+		}
 		if be.hdrLen == EthernetMinSize {
 			*(*[EthernetMinSize]byte)(h[:]) = *(*[EthernetMinSize]byte)(be.hdr[:])
 		} else {
@@ -831,10 +850,12 @@ func (f *Forwarder) fastPath(s *Snapshot, b *rxBurst, npkts int, hinted uint32, 
 		}
 		p.Off = start
 		p.Len = be.hdrLen + tot
-		c := &f.C.Services[svc.ID]
+		// In bounds: svc and be are of s, so svc.ID <= s.MaxServiceID
+		// and be.ID <= s.MaxBackendID, both checked above.
+		c := (*ServiceCounters)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(f.C.Services)), uintptr(svc.ID)*unsafe.Sizeof(ServiceCounters{})))
 		c.Packets++
 		c.Bytes += uint64(tot)
-		d := &f.C.Backends[be.ID]
+		d := (*BackendCounters)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(f.C.Backends)), uintptr(be.ID)*unsafe.Sizeof(BackendCounters{})))
 		d.Packets++
 		d.Bytes += uint64(tot)
 		b.egress[i] = uint16(be.Port)
