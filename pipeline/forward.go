@@ -715,10 +715,11 @@ func (f *Forwarder) fastPath(s *Snapshot, b *rxBurst, npkts int, hinted uint32, 
 	if from >= npkts || from < 0 {
 		return 0, npkts
 	}
-	// The counters hold every ID of s (Use(s) grew them): the loop then
-	// indexes them without bounds checks. Not so (Use not called), every
-	// packet is left to process.
-	if len(f.C.Services) <= int(s.MaxServiceID) || len(f.C.Backends) <= int(s.MaxBackendID) {
+	// s is the snapshot of Use, so the counters hold its every ID (Use
+	// grew them): the loop indexes them without bounds checks. Not so,
+	// every packet is left to process. The loop reads s through f.snap:
+	// one register less across it.
+	if s != f.snap {
 		return 0, from
 	}
 	// The run of hashed packets from packet from: the loop needs no test
@@ -787,6 +788,7 @@ func (f *Forwarder) fastPath(s *Snapshot, b *rxBurst, npkts int, hinted uint32, 
 		// packet's VIP, protocol and port (Service.owns) and its VIP is
 		// no port's own address (process sends those to the kernel
 		// first): Snapshot.fastByID; otherwise Process decides.
+		s := f.snap
 		if uint(e.service) >= uint(len(s.fastByID)) {
 			break
 		}
@@ -851,7 +853,8 @@ func (f *Forwarder) fastPath(s *Snapshot, b *rxBurst, npkts int, hinted uint32, 
 		p.Off = start
 		p.Len = be.hdrLen + tot
 		// In bounds: svc and be are of s, so svc.ID <= s.MaxServiceID
-		// and be.ID <= s.MaxBackendID, both checked above.
+		// and be.ID <= s.MaxBackendID, and the counters were grown to
+		// those (s is f.snap, checked above).
 		c := (*ServiceCounters)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(f.C.Services)), uintptr(svc.ID)*unsafe.Sizeof(ServiceCounters{})))
 		c.Packets++
 		c.Bytes += uint64(tot)
