@@ -793,12 +793,12 @@ func (f *Forwarder) fastPath(s *Snapshot, b *rxBurst, npkts int, hinted uint32, 
 			break
 		}
 		svc := s.fastByID[e.service] // noFastService matches no tag
-		// svc.VIP != uint32(addrs) || tag&svc.fastMask != svc.fastTag ||
-		// TTL < svc.fastTTL with one branch: the differences and the
-		// sign of TTL-fastTTL ORed (each branch of a chain costs the
+		// svc.VIP != uint32(addrs) || the tag not the service's || TTL <
+		// svc.fastTTL with one branch: the differences (Service.fastKey)
+		// and the sign of TTL-fastTTL ORed (each branch of a chain costs the
 		// assembler's jump padding too).
-		if uint64(svc.VIP^uint32(addrs))|(tag&svc.fastMask^svc.fastTag)|
-			uint64(int(h[ip+ipv4TTL])-int(svc.fastTTL))>>63 != 0 {
+		if (tag^uint64(uint32(addrs)))&svc.fastMask^svc.fastKey|
+			uint64(int(h[ip+ipv4TTL])-svc.fastTTL)>>63 != 0 {
 			break
 		}
 		bi := int(e.bhint)
@@ -838,16 +838,21 @@ func (f *Forwarder) fastPath(s *Snapshot, b *rxBurst, npkts int, hinted uint32, 
 			// overlap, as far as the compiler knows); binary's Uint64
 			// and PutUint64 would leave a NOP per inlined call (an
 			// inlining mark) in the loop.
-			// In bounds: start >= 0 and start+len(be.hdr) <= off+fastFrame.
-			o := (*[len(be.hdr)]byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(p.Buf)), start))
-			t := &be.hdr
-			last := be.hdrLen - 8
-			*(*[16]byte)(o[0:]) = *(*[16]byte)(t[0:])
-			*(*[16]byte)(o[16:]) = *(*[16]byte)(t[16:])
-			le := binary.LittleEndian
-			le.PutUint64(o[last&31:], le.Uint64(t[last&31:]))
+			// In bounds: start >= 0 and start+len(be.hdr) <= off+fastFrame;
+			// last, 26 or 30 (an IPv4 envelope: maxTot < 0 for the
+			// others), is within both arrays. Through pointers with
+			// constant offsets: no bounds checks, no address arithmetic
+			// per move.
+			o := unsafe.Add(unsafe.Pointer(unsafe.SliceData(p.Buf)), start)
+			t := unsafe.Pointer(&be.hdr)
+			last := uintptr(be.hdrLen - 8)
+			*(*uint64)(o) = *(*uint64)(t)
+			*(*uint64)(unsafe.Add(o, 8)) = *(*uint64)(unsafe.Add(t, 8))
+			*(*uint64)(unsafe.Add(o, 16)) = *(*uint64)(unsafe.Add(t, 16))
+			*(*uint64)(unsafe.Add(o, 24)) = *(*uint64)(unsafe.Add(t, 24))
+			*(*uint64)(unsafe.Add(o, last)) = *(*uint64)(unsafe.Add(t, last))
 			f.ipID++
-			fillOuter((*[IPv4MinSize]byte)(o[ip:]), be.outerSum, h[ip+ipv4TOS], binary.BigEndian.Uint16(h[ip+ipv4FlagsFrag:])&IPv4FlagDF,
+			fillOuter((*[IPv4MinSize]byte)(unsafe.Add(o, ip)), be.outerSum, h[ip+ipv4TOS], binary.BigEndian.Uint16(h[ip+ipv4FlagsFrag:])&IPv4FlagDF,
 				be.hdrLen-EthernetMinSize+tot, f.ipID)
 		}
 		p.Off = start

@@ -255,12 +255,15 @@ type Service struct {
 	// protocol). The fast path then confirms a flow's service by
 	// comparing instead of looking it up.
 	owns bool
-	// fastMask and fastTag: a flow's tag word (flowTag) is one of this
-	// service's when tag&fastMask == fastTag (protocol, and port unless
-	// the service takes all ports); fastTTL is the lowest TTL it
-	// forwards (2 when it routes, 0 in L2 mode). For the fast path.
-	fastMask, fastTag uint64
-	fastTTL           uint8
+	// fastMask and fastKey: a flow (flowAddrs, flowTag) is one of this
+	// service's when (tag^uint64(uint32(addrs)))&fastMask == fastKey:
+	// its destination address in the low half, where the tag has only
+	// the protocol and bit 0, is the VIP, and the tag's protocol (and
+	// port, unless the service takes all ports) are the service's.
+	// fastTTL is the lowest TTL it forwards (2 when it routes, 0 in L2
+	// mode). For the fast path.
+	fastMask, fastKey uint64
+	fastTTL           int
 	// segMax is the longest IP packet every backend's egress port carries
 	// once encapsulated: the worker cuts TCP super-frames to it.
 	segMax int
@@ -441,10 +444,10 @@ func NewSnapshot(spec SnapshotSpec) (*Snapshot, error) {
 	for i := range s.Services {
 		if svc := &s.Services[i]; svc.owns && !svc.vipIsPortIP {
 			s.fastByID[svc.ID] = svc
-			svc.fastMask, svc.fastTag = 0xff00, uint64(svc.Proto)<<8
+			svc.fastMask, svc.fastKey = 0xffff_ffff, uint64(svc.VIP^(uint32(svc.Proto)<<8|1))
 			if svc.Port != 0 {
 				svc.fastMask |= 0xffff << 32
-				svc.fastTag |= uint64(svc.Port) << 32
+				svc.fastKey |= uint64(svc.Port) << 32
 			}
 			if svc.Mode != ModeL2 {
 				svc.fastTTL = 2
@@ -458,9 +461,8 @@ func NewSnapshot(spec SnapshotSpec) (*Snapshot, error) {
 }
 
 // noFastService is the entry of Snapshot.fastByID of a service the fast
-// path leaves to Process: no flow's tag (bit 0 set) matches fastTag 0
-// under fastMask 1.
-var noFastService = Service{fastMask: 1}
+// path leaves to Process: no flow matches fastKey 1 under fastMask 0.
+var noFastService = Service{fastKey: 1}
 
 // noteIDs raises MaxServiceID and MaxBackendID to svc's IDs.
 func (s *Snapshot) noteIDs(svc *Service) {
