@@ -857,13 +857,14 @@ func (f *Forwarder) fastPath(s *Snapshot, b *rxBurst, npkts int, hinted uint32, 
 		}
 		p.Off = start
 		p.Len = be.hdrLen + tot
+		// The counters of svc and be (Backend.svcCounters, counters).
 		// In bounds: svc and be are of s, so svc.ID <= s.MaxServiceID
 		// and be.ID <= s.MaxBackendID, and the counters were grown to
 		// those (s is f.snap, checked above).
-		c := (*ServiceCounters)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(f.C.Services)), uintptr(svc.ID)*unsafe.Sizeof(ServiceCounters{})))
+		c := (*ServiceCounters)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(f.C.Services)), be.svcCounters))
 		c.Packets++
 		c.Bytes += uint64(tot)
-		d := (*BackendCounters)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(f.C.Backends)), uintptr(be.ID)*unsafe.Sizeof(BackendCounters{})))
+		d := (*BackendCounters)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(f.C.Backends)), be.counters))
 		d.Packets++
 		d.Bytes += uint64(tot)
 		b.egress[i] = uint16(be.Port)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"unsafe"
 )
 
 // Mode is how a service hands packets to its backends.
@@ -302,6 +303,11 @@ type Backend struct {
 	// hop's MAC is known (the templates hold it).
 	probePort uint16
 	resolved  bool
+	// svcCounters and counters are the byte offsets of its service's
+	// and its own counters in a worker's Counters.Services and
+	// Counters.Backends (ID times the size): the fast path adds them to
+	// the arrays' addresses, needing neither the service nor a multiply.
+	svcCounters, counters uintptr
 }
 
 // partialChecksums reports whether port pi receives partial checksums
@@ -519,6 +525,8 @@ func (s *Snapshot) compileService(ss ServiceSpec, size, seed uint32) (Service, e
 		}
 		b := Backend{ID: bsp.ID, Addr: bsp.IP, Weight: bsp.Weight, State: bsp.State, Port: bsp.Port,
 			probePort: bsp.ProbePort}
+		b.svcCounters = uintptr(ss.ID) * unsafe.Sizeof(ServiceCounters{})
+		b.counters = uintptr(bsp.ID) * unsafe.Sizeof(BackendCounters{})
 		if bsp.IP.Is4() {
 			b.IP = addrU32(bsp.IP)
 			svc.n4++
