@@ -729,6 +729,7 @@ func (f *Forwarder) fastPath(s *Snapshot, b *rxBurst, npkts int, hinted uint32, 
 	// Few values live across the loop: the table, the clock and the
 	// counters are read and written through f, so that the compiler keeps
 	// the values of one packet in registers instead of spilling them.
+loop:
 	for ; i < end; i++ {
 		q := &b.fp[i]
 		p := &b.pkts[i]
@@ -775,13 +776,8 @@ func (f *Forwarder) fastPath(s *Snapshot, b *rxBurst, npkts int, hinted uint32, 
 			e = &bk[2]
 		case bk[3].addrs == addrs && bk[3].tag == tag:
 			e = &bk[3]
-		}
-		// A SYN on an entry not established is left to process: on a
-		// closing one maybe a new connection on an ended one's 4-tuple,
-		// on a SYN-state one the client sending it again (synAgain).
-		if e == nil || int32(e.expires-f.Now) <= 0 ||
-			(flags&TCPFlagSYN != 0 && e.state != flowStateEstablished) {
-			break
+		default:
+			break loop
 		}
 		// Its service, if it is still the one LookupService gives the
 		// packet: the service with the entry's ID, if it owns the
@@ -808,26 +804,41 @@ func (f *Forwarder) fastPath(s *Snapshot, b *rxBurst, npkts int, hinted uint32, 
 		be := &svc.Backends[bi]
 		start := off + EthernetMinSize - be.hdrLen
 		// An entry of an IPv6 backend (b6) holds its ID, not its address.
-		if be.IP != e.backend || e.b6 || tot > be.maxTot || start < 0 { // maxTot < 0: down
+		// tot > be.maxTot (maxTot < 0: down) || start < 0 as one sign.
+		if be.IP != e.backend || e.b6 || (be.maxTot-tot)|start < 0 {
 			break
 		}
 
-		// Taken: from here on, what process does.
-		f.C.RxBytes += uint64(n)
-		// ft.Touch(e, flags, f.Now), which writes nothing on the common
-		// hit: an established entry and a TCP packet without SYN, FIN or
-		// RST (a SYN there leaves it established too, but is rare), or a
-		// UDP entry and packet, each within the state's touch step of its
-		// last write. That case is tested first with constant indexes (no
-		// bounds checks); the rest is Touch's.
+		// The entry's last checks, then ft.Touch(e, flags, f.Now), which
+		// writes nothing on the common hit: an established entry and a
+		// TCP packet without SYN, FIN or RST, or a UDP entry and packet,
+		// each within the state's touch step of its last write. That
+		// case is tested first, with constant indexes (no bounds
+		// checks), and it needs no other: an entry within the step of
+		// its timeout expires in more than timeout - step >= 0 ms, so it
+		// is live (timeouts under 2^31 ms, as the table's clock needs:
+		// control allows 24 h). Otherwise the entry must be live, and a SYN on an
+		// entry not established is left to process (on a closing one
+		// maybe a new connection on an ended one's 4-tuple, on a
+		// SYN-state one the client sending it again: synAgain); then
+		// Touch, the packet taken.
 		if proto == ProtoTCP {
 			if flags&(TCPFlagSYN|TCPFlagFIN|TCPFlagRST) != 0 || e.state != flowStateEstablished ||
 				f.Now+ft.tmo[flowStateEstablished]-e.expires >= ft.step[flowStateEstablished] {
+				if int32(e.expires-f.Now) <= 0 || flags&TCPFlagSYN != 0 && e.state != flowStateEstablished {
+					break
+				}
 				ft.Touch(e, flags, f.Now)
 			}
 		} else if e.state != flowStateUDP || f.Now+ft.tmo[flowStateUDP]-e.expires >= ft.step[flowStateUDP] {
+			if int32(e.expires-f.Now) <= 0 {
+				break
+			}
 			ft.Touch(e, flags, f.Now)
 		}
+
+		// Taken: from here on (and Touch above), what process does.
+		f.C.RxBytes += uint64(n)
 		if be.hdrLen == EthernetMinSize {
 			*(*[EthernetMinSize]byte)(h[:]) = *(*[EthernetMinSize]byte)(be.hdr[:])
 		} else {
