@@ -109,6 +109,11 @@ const (
 	fastFrame    = EthernetMinSize + IPv4MinSize + TCPMinSize
 )
 
+// maxFastHeader is the most fastPath writes in front of a received frame:
+// the IPv4 and GRE headers of a GRE envelope (an L2 rewrite writes over
+// the Ethernet header, IPIP 20 bytes in front of it).
+const maxFastHeader = IPv4MinSize + greSize
+
 // classify is the first pass over a burst, one poll before the burst is
 // processed. For every untagged IPv4 frame without options carrying TCP or
 // UDP it records the flow and the flow table slot hash (slotHash) that
@@ -735,7 +740,10 @@ loop:
 		p := &b.pkts[i]
 		ft := f.Flows
 		off, n := p.Off, p.Len
-		if n < fastFrame {
+		// With less headroom than the largest envelope (maxFastHeader)
+		// the packet is left to process whatever its backend: then
+		// start >= 0 below needs no test.
+		if n < fastFrame || off < maxFastHeader {
 			break
 		}
 		// In bounds: classify found 0 <= off and off+n <= len(Buf), and
@@ -804,8 +812,9 @@ loop:
 		be := &svc.Backends[bi]
 		start := off + EthernetMinSize - be.hdrLen
 		// An entry of an IPv6 backend (b6) holds its ID, not its address.
-		// tot > be.maxTot (maxTot < 0: down) || start < 0 as one sign.
-		if be.IP != e.backend || e.b6 || (be.maxTot-tot)|start < 0 {
+		// Past this start >= 0: be writes an IPv4 envelope (maxTot < 0
+		// for the others), hdrLen <= EthernetMinSize+maxFastHeader.
+		if be.IP != e.backend || e.b6 || tot > be.maxTot { // maxTot < 0: down
 			break
 		}
 
@@ -849,7 +858,8 @@ loop:
 			// overlap, as far as the compiler knows); binary's Uint64
 			// and PutUint64 would leave a NOP per inlined call (an
 			// inlining mark) in the loop.
-			// In bounds: start >= 0 and start+len(be.hdr) <= off+fastFrame;
+			// In bounds: start >= 0 (off >= maxFastHeader) and
+			// start+len(be.hdr) <= off+fastFrame;
 			// last, 26 or 30 (an IPv4 envelope: maxTot < 0 for the
 			// others), is within both arrays. Through pointers with
 			// constant offsets: no bounds checks, no address arithmetic
