@@ -761,7 +761,6 @@ loop:
 		}
 		addrs, tag := q.addrs, q.tag
 		proto := uint8(tag >> 8)
-		var flags uint8
 		if proto == ProtoTCP {
 			// The data offset in bytes. tot < IPv4MinSize+TCPMinSize,
 			// which process also drops, needs no test of its own: it
@@ -769,7 +768,6 @@ loop:
 			if do := int(h[ip+IPv4MinSize+12]>>2) &^ 3; do < TCPMinSize || do > tot-IPv4MinSize {
 				break
 			}
-			flags = h[ip+IPv4MinSize+13]
 		}
 		// The flow table: a live entry. The ways unrolled, the second
 		// word compared only when the first matches.
@@ -832,6 +830,8 @@ loop:
 		// SYN-state one the client sending it again: synAgain); then
 		// Touch, the packet taken.
 		if proto == ProtoTCP {
+			// The TCP flags, read here rather than kept from the checks.
+			flags := h[ip+IPv4MinSize+13]
 			if flags&(TCPFlagSYN|TCPFlagFIN|TCPFlagRST) != 0 || e.state != flowStateEstablished ||
 				f.Now+ft.tmo[flowStateEstablished]-e.expires >= ft.step[flowStateEstablished] {
 				if int32(e.expires-f.Now) <= 0 || flags&TCPFlagSYN != 0 && e.state != flowStateEstablished {
@@ -843,7 +843,7 @@ loop:
 			if int32(e.expires-f.Now) <= 0 {
 				break
 			}
-			ft.Touch(e, flags, f.Now)
+			ft.Touch(e, 0, f.Now) // no flags: UDP
 		}
 
 		// Taken: from here on (and Touch above), what process does.
