@@ -882,10 +882,10 @@ loop:
 		// In bounds: svc and be are of s, so svc.ID <= s.MaxServiceID
 		// and be.ID <= s.MaxBackendID, and the counters were grown to
 		// those (s is f.snap, checked above).
-		c := (*ServiceCounters)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(f.C.Services)), be.svcCounters))
+		c := (*ServiceCounters)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(f.C.Services)), uintptr(be.svcCounters)))
 		c.Packets++
 		c.Bytes += uint64(tot)
-		d := (*BackendCounters)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(f.C.Backends)), be.counters))
+		d := (*BackendCounters)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(f.C.Backends)), uintptr(be.counters)))
 		d.Packets++
 		d.Bytes += uint64(tot)
 		b.egress[i] = uint16(be.Port)

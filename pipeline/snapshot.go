@@ -3,6 +3,7 @@ package pipeline
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"net/netip"
 	"sort"
 	"unsafe"
@@ -294,6 +295,14 @@ type Backend struct {
 	maxTot int
 	// outerSum is the unfolded checksum of the outer IPv4 template.
 	outerSum uint32
+	// svcCounters and counters are the byte offsets of its service's
+	// and its own counters in a worker's Counters.Services and
+	// Counters.Backends (ID times the size): the fast path adds them to
+	// the arrays' addresses, needing neither the service nor a multiply.
+	// 32 bits, in what was padding, so that a Backend stays 128 bytes
+	// (an index is a shift); a backend whose offsets do not fit is left
+	// to process (maxTot -1).
+	svcCounters uint32
 	// hdr6, for an IPv6 backend in an L3 mode, replaces hdr: Ethernet,
 	// the outer IPv6 header with traffic class, flow label and payload
 	// length zero, then GRE (snapshot6.go). hdrLen is then its length.
@@ -303,11 +312,7 @@ type Backend struct {
 	// hop's MAC is known (the templates hold it).
 	probePort uint16
 	resolved  bool
-	// svcCounters and counters are the byte offsets of its service's
-	// and its own counters in a worker's Counters.Services and
-	// Counters.Backends (ID times the size): the fast path adds them to
-	// the arrays' addresses, needing neither the service nor a multiply.
-	svcCounters, counters uintptr
+	counters  uint32 // see svcCounters
 }
 
 // partialChecksums reports whether port pi receives partial checksums
@@ -525,8 +530,9 @@ func (s *Snapshot) compileService(ss ServiceSpec, size, seed uint32) (Service, e
 		}
 		b := Backend{ID: bsp.ID, Addr: bsp.IP, Weight: bsp.Weight, State: bsp.State, Port: bsp.Port,
 			probePort: bsp.ProbePort}
-		b.svcCounters = uintptr(ss.ID) * unsafe.Sizeof(ServiceCounters{})
-		b.counters = uintptr(bsp.ID) * unsafe.Sizeof(BackendCounters{})
+		svcOff := uint64(ss.ID) * uint64(unsafe.Sizeof(ServiceCounters{}))
+		off := uint64(bsp.ID) * uint64(unsafe.Sizeof(BackendCounters{}))
+		b.svcCounters, b.counters = uint32(svcOff), uint32(off)
 		if bsp.IP.Is4() {
 			b.IP = addrU32(bsp.IP)
 			svc.n4++
@@ -542,7 +548,7 @@ func (s *Snapshot) compileService(ss ServiceSpec, size, seed uint32) (Service, e
 		b.maxTot = min(b.maxTot, minMTU)
 		// The burst loop's fast path (fastPath) writes IPv4 envelopes
 		// only: an IPv6 one is Process's, as for a backend that is down.
-		if b.State == BackendDown || b.hdr6 != nil {
+		if b.State == BackendDown || b.hdr6 != nil || svcOff > math.MaxUint32 || off > math.MaxUint32 {
 			b.maxTot = -1
 		}
 		svc.Backends = append(svc.Backends, b)
