@@ -109,6 +109,11 @@ const (
 	fastFrame    = EthernetMinSize + IPv4MinSize + TCPMinSize
 )
 
+// maxFastHeader is the most fastPath writes in front of a received frame:
+// the IPv4 and GRE headers of a GRE envelope (an L2 rewrite writes over
+// the Ethernet header, IPIP 20 bytes in front of it).
+const maxFastHeader = IPv4MinSize + greSize
+
 // classify is the first pass over a burst, one poll before the burst is
 // processed. For every untagged IPv4 frame without options carrying TCP or
 // UDP it records the flow and the flow table slot hash (slotHash) that
@@ -715,6 +720,13 @@ func (f *Forwarder) fastPath(s *Snapshot, b *rxBurst, npkts int, hinted uint32, 
 	if from >= npkts || from < 0 {
 		return 0, npkts
 	}
+	// s is the snapshot of Use, so the counters hold its every ID (Use
+	// grew them): the loop indexes them without bounds checks. Not so,
+	// every packet is left to process. The loop reads s through f.snap:
+	// one register less across it.
+	if s != f.snap {
+		return 0, from
+	}
 	// The run of hashed packets from packet from: the loop needs no test
 	// of its own per packet, and what it took is the run it went through.
 	end := min(npkts, from+bits.TrailingZeros32(^(hinted>>uint(from))))
@@ -722,12 +734,16 @@ func (f *Forwarder) fastPath(s *Snapshot, b *rxBurst, npkts int, hinted uint32, 
 	// Few values live across the loop: the table, the clock and the
 	// counters are read and written through f, so that the compiler keeps
 	// the values of one packet in registers instead of spilling them.
+loop:
 	for ; i < end; i++ {
 		q := &b.fp[i]
 		p := &b.pkts[i]
 		ft := f.Flows
 		off, n := p.Off, p.Len
-		if n < fastFrame {
+		// With less headroom than the largest envelope (maxFastHeader)
+		// the packet is left to process whatever its backend: then
+		// start >= 0 below needs no test.
+		if n < fastFrame || off < maxFastHeader {
 			break
 		}
 		// In bounds: classify found 0 <= off and off+n <= len(Buf), and
@@ -745,7 +761,6 @@ func (f *Forwarder) fastPath(s *Snapshot, b *rxBurst, npkts int, hinted uint32, 
 		}
 		addrs, tag := q.addrs, q.tag
 		proto := uint8(tag >> 8)
-		var flags uint8
 		if proto == ProtoTCP {
 			// The data offset in bytes. tot < IPv4MinSize+TCPMinSize,
 			// which process also drops, needs no test of its own: it
@@ -753,7 +768,6 @@ func (f *Forwarder) fastPath(s *Snapshot, b *rxBurst, npkts int, hinted uint32, 
 			if do := int(h[ip+IPv4MinSize+12]>>2) &^ 3; do < TCPMinSize || do > tot-IPv4MinSize {
 				break
 			}
-			flags = h[ip+IPv4MinSize+13]
 		}
 		// The flow table: a live entry. The ways unrolled, the second
 		// word compared only when the first matches.
@@ -768,29 +782,25 @@ func (f *Forwarder) fastPath(s *Snapshot, b *rxBurst, npkts int, hinted uint32, 
 			e = &bk[2]
 		case bk[3].addrs == addrs && bk[3].tag == tag:
 			e = &bk[3]
-		}
-		// A SYN on an entry not established is left to process: on a
-		// closing one maybe a new connection on an ended one's 4-tuple,
-		// on a SYN-state one the client sending it again (synAgain).
-		if e == nil || int32(e.expires-f.Now) <= 0 ||
-			(flags&TCPFlagSYN != 0 && e.state != flowStateEstablished) {
-			break
+		default:
+			break loop
 		}
 		// Its service, if it is still the one LookupService gives the
 		// packet: the service with the entry's ID, if it owns the
 		// packet's VIP, protocol and port (Service.owns) and its VIP is
 		// no port's own address (process sends those to the kernel
 		// first): Snapshot.fastByID; otherwise Process decides.
+		s := f.snap
 		if uint(e.service) >= uint(len(s.fastByID)) {
 			break
 		}
 		svc := s.fastByID[e.service] // noFastService matches no tag
-		// svc.VIP != uint32(addrs) || tag&svc.fastMask != svc.fastTag ||
-		// TTL < svc.fastTTL with one branch: the differences and the
-		// sign of TTL-fastTTL ORed (each branch of a chain costs the
+		// svc.VIP != uint32(addrs) || the tag not the service's || TTL <
+		// svc.fastTTL with one branch: the differences (Service.fastKey)
+		// and the sign of TTL-fastTTL ORed (each branch of a chain costs the
 		// assembler's jump padding too).
-		if uint64(svc.VIP^uint32(addrs))|(tag&svc.fastMask^svc.fastTag)|
-			uint64(int(h[ip+ipv4TTL])-int(svc.fastTTL))>>63 != 0 {
+		if (tag^uint64(uint32(addrs)))&svc.fastMask^svc.fastKey|
+			uint64(int(h[ip+ipv4TTL])-svc.fastTTL)>>63 != 0 {
 			break
 		}
 		bi := int(e.bhint)
@@ -800,13 +810,44 @@ func (f *Forwarder) fastPath(s *Snapshot, b *rxBurst, npkts int, hinted uint32, 
 		be := &svc.Backends[bi]
 		start := off + EthernetMinSize - be.hdrLen
 		// An entry of an IPv6 backend (b6) holds its ID, not its address.
-		if be.IP != e.backend || e.b6 || tot > be.maxTot || start < 0 { // maxTot < 0: down
+		// Past this start >= 0: be writes an IPv4 envelope (maxTot < 0
+		// for the others), hdrLen <= EthernetMinSize+maxFastHeader.
+		if be.IP != e.backend || e.b6 || tot > be.maxTot { // maxTot < 0: down
 			break
 		}
 
-		// Taken: from here on, what process does.
+		// The entry's last checks, then ft.Touch(e, flags, f.Now), which
+		// writes nothing on the common hit: an established entry and a
+		// TCP packet without SYN, FIN or RST, or a UDP entry and packet,
+		// each within the state's touch step of its last write. That
+		// case is tested first, with constant indexes (no bounds
+		// checks), and it needs no other: an entry within the step of
+		// its timeout expires in more than timeout - step >= 0 ms, so it
+		// is live (timeouts under 2^31 ms, as the table's clock needs:
+		// control allows 24 h). Otherwise the entry must be live, and a SYN on an
+		// entry not established is left to process (on a closing one
+		// maybe a new connection on an ended one's 4-tuple, on a
+		// SYN-state one the client sending it again: synAgain); then
+		// Touch, the packet taken.
+		if proto == ProtoTCP {
+			// The TCP flags, read here rather than kept from the checks.
+			flags := h[ip+IPv4MinSize+13]
+			if flags&(TCPFlagSYN|TCPFlagFIN|TCPFlagRST) != 0 || e.state != flowStateEstablished ||
+				f.Now+ft.tmo[flowStateEstablished]-e.expires >= ft.step[flowStateEstablished] {
+				if int32(e.expires-f.Now) <= 0 || flags&TCPFlagSYN != 0 && e.state != flowStateEstablished {
+					break
+				}
+				ft.Touch(e, flags, f.Now)
+			}
+		} else if e.state != flowStateUDP || f.Now+ft.tmo[flowStateUDP]-e.expires >= ft.step[flowStateUDP] {
+			if int32(e.expires-f.Now) <= 0 {
+				break
+			}
+			ft.Touch(e, 0, f.Now) // no flags: UDP
+		}
+
+		// Taken: from here on (and Touch above), what process does.
 		f.C.RxBytes += uint64(n)
-		ft.Touch(e, flags, f.Now)
 		if be.hdrLen == EthernetMinSize {
 			*(*[EthernetMinSize]byte)(h[:]) = *(*[EthernetMinSize]byte)(be.hdr[:])
 		} else {
@@ -817,24 +858,34 @@ func (f *Forwarder) fastPath(s *Snapshot, b *rxBurst, npkts int, hinted uint32, 
 			// overlap, as far as the compiler knows); binary's Uint64
 			// and PutUint64 would leave a NOP per inlined call (an
 			// inlining mark) in the loop.
-			// In bounds: start >= 0 and start+len(be.hdr) <= off+fastFrame.
-			o := (*[len(be.hdr)]byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(p.Buf)), start))
-			t := &be.hdr
-			last := be.hdrLen - 8
-			*(*[16]byte)(o[0:]) = *(*[16]byte)(t[0:])
-			*(*[16]byte)(o[16:]) = *(*[16]byte)(t[16:])
-			le := binary.LittleEndian
-			le.PutUint64(o[last&31:], le.Uint64(t[last&31:]))
+			// In bounds: start >= 0 (off >= maxFastHeader) and
+			// start+len(be.hdr) <= off+fastFrame;
+			// last, 26 or 30 (an IPv4 envelope: maxTot < 0 for the
+			// others), is within both arrays. Through pointers with
+			// constant offsets: no bounds checks, no address arithmetic
+			// per move.
+			o := unsafe.Add(unsafe.Pointer(unsafe.SliceData(p.Buf)), start)
+			t := unsafe.Pointer(&be.hdr)
+			last := uintptr(be.hdrLen - 8)
+			*(*uint64)(o) = *(*uint64)(t)
+			*(*uint64)(unsafe.Add(o, 8)) = *(*uint64)(unsafe.Add(t, 8))
+			*(*uint64)(unsafe.Add(o, 16)) = *(*uint64)(unsafe.Add(t, 16))
+			*(*uint64)(unsafe.Add(o, 24)) = *(*uint64)(unsafe.Add(t, 24))
+			*(*uint64)(unsafe.Add(o, last)) = *(*uint64)(unsafe.Add(t, last))
 			f.ipID++
-			fillOuter((*[IPv4MinSize]byte)(o[ip:]), be.outerSum, h[ip+ipv4TOS], binary.BigEndian.Uint16(h[ip+ipv4FlagsFrag:])&IPv4FlagDF,
+			fillOuter((*[IPv4MinSize]byte)(unsafe.Add(o, ip)), be.outerSum, h[ip+ipv4TOS], binary.BigEndian.Uint16(h[ip+ipv4FlagsFrag:])&IPv4FlagDF,
 				be.hdrLen-EthernetMinSize+tot, f.ipID)
 		}
 		p.Off = start
 		p.Len = be.hdrLen + tot
-		c := &f.C.Services[svc.ID]
+		// The counters of svc and be (Backend.svcCounters, counters).
+		// In bounds: svc and be are of s, so svc.ID <= s.MaxServiceID
+		// and be.ID <= s.MaxBackendID, and the counters were grown to
+		// those (s is f.snap, checked above).
+		c := (*ServiceCounters)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(f.C.Services)), uintptr(be.svcCounters)))
 		c.Packets++
 		c.Bytes += uint64(tot)
-		d := &f.C.Backends[be.ID]
+		d := (*BackendCounters)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(f.C.Backends)), uintptr(be.counters)))
 		d.Packets++
 		d.Bytes += uint64(tot)
 		b.egress[i] = uint16(be.Port)

@@ -3,8 +3,10 @@ package pipeline
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"net/netip"
 	"sort"
+	"unsafe"
 )
 
 // Mode is how a service hands packets to its backends.
@@ -255,12 +257,15 @@ type Service struct {
 	// protocol). The fast path then confirms a flow's service by
 	// comparing instead of looking it up.
 	owns bool
-	// fastMask and fastTag: a flow's tag word (flowTag) is one of this
-	// service's when tag&fastMask == fastTag (protocol, and port unless
-	// the service takes all ports); fastTTL is the lowest TTL it
-	// forwards (2 when it routes, 0 in L2 mode). For the fast path.
-	fastMask, fastTag uint64
-	fastTTL           uint8
+	// fastMask and fastKey: a flow (flowAddrs, flowTag) is one of this
+	// service's when (tag^uint64(uint32(addrs)))&fastMask == fastKey:
+	// its destination address in the low half, where the tag has only
+	// the protocol and bit 0, is the VIP, and the tag's protocol (and
+	// port, unless the service takes all ports) are the service's.
+	// fastTTL is the lowest TTL it forwards (2 when it routes, 0 in L2
+	// mode). For the fast path.
+	fastMask, fastKey uint64
+	fastTTL           int
 	// segMax is the longest IP packet every backend's egress port carries
 	// once encapsulated: the worker cuts TCP super-frames to it.
 	segMax int
@@ -290,6 +295,14 @@ type Backend struct {
 	maxTot int
 	// outerSum is the unfolded checksum of the outer IPv4 template.
 	outerSum uint32
+	// svcCounters and counters are the byte offsets of its service's
+	// and its own counters in a worker's Counters.Services and
+	// Counters.Backends (ID times the size): the fast path adds them to
+	// the arrays' addresses, needing neither the service nor a multiply.
+	// 32 bits, in what was padding, so that a Backend stays 128 bytes
+	// (an index is a shift); a backend whose offsets do not fit is left
+	// to process (maxTot -1).
+	svcCounters uint32
 	// hdr6, for an IPv6 backend in an L3 mode, replaces hdr: Ethernet,
 	// the outer IPv6 header with traffic class, flow label and payload
 	// length zero, then GRE (snapshot6.go). hdrLen is then its length.
@@ -299,6 +312,7 @@ type Backend struct {
 	// hop's MAC is known (the templates hold it).
 	probePort uint16
 	resolved  bool
+	counters  uint32 // see svcCounters
 }
 
 // partialChecksums reports whether port pi receives partial checksums
@@ -441,10 +455,10 @@ func NewSnapshot(spec SnapshotSpec) (*Snapshot, error) {
 	for i := range s.Services {
 		if svc := &s.Services[i]; svc.owns && !svc.vipIsPortIP {
 			s.fastByID[svc.ID] = svc
-			svc.fastMask, svc.fastTag = 0xff00, uint64(svc.Proto)<<8
+			svc.fastMask, svc.fastKey = 0xffff_ffff, uint64(svc.VIP^(uint32(svc.Proto)<<8|1))
 			if svc.Port != 0 {
 				svc.fastMask |= 0xffff << 32
-				svc.fastTag |= uint64(svc.Port) << 32
+				svc.fastKey |= uint64(svc.Port) << 32
 			}
 			if svc.Mode != ModeL2 {
 				svc.fastTTL = 2
@@ -458,9 +472,8 @@ func NewSnapshot(spec SnapshotSpec) (*Snapshot, error) {
 }
 
 // noFastService is the entry of Snapshot.fastByID of a service the fast
-// path leaves to Process: no flow's tag (bit 0 set) matches fastTag 0
-// under fastMask 1.
-var noFastService = Service{fastMask: 1}
+// path leaves to Process: no flow matches fastKey 1 under fastMask 0.
+var noFastService = Service{fastKey: 1}
 
 // noteIDs raises MaxServiceID and MaxBackendID to svc's IDs.
 func (s *Snapshot) noteIDs(svc *Service) {
@@ -517,6 +530,9 @@ func (s *Snapshot) compileService(ss ServiceSpec, size, seed uint32) (Service, e
 		}
 		b := Backend{ID: bsp.ID, Addr: bsp.IP, Weight: bsp.Weight, State: bsp.State, Port: bsp.Port,
 			probePort: bsp.ProbePort}
+		svcOff := uint64(ss.ID) * uint64(unsafe.Sizeof(ServiceCounters{}))
+		off := uint64(bsp.ID) * uint64(unsafe.Sizeof(BackendCounters{}))
+		b.svcCounters, b.counters = uint32(svcOff), uint32(off)
 		if bsp.IP.Is4() {
 			b.IP = addrU32(bsp.IP)
 			svc.n4++
@@ -532,7 +548,7 @@ func (s *Snapshot) compileService(ss ServiceSpec, size, seed uint32) (Service, e
 		b.maxTot = min(b.maxTot, minMTU)
 		// The burst loop's fast path (fastPath) writes IPv4 envelopes
 		// only: an IPv6 one is Process's, as for a backend that is down.
-		if b.State == BackendDown || b.hdr6 != nil {
+		if b.State == BackendDown || b.hdr6 != nil || svcOff > math.MaxUint32 || off > math.MaxUint32 {
 			b.maxTot = -1
 		}
 		svc.Backends = append(svc.Backends, b)
