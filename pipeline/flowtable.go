@@ -169,7 +169,16 @@ func NewFlowTable(capacity int, t FlowTimeouts) *FlowTable {
 // the flow takes some thirty on its dependency chain). A hit, the common
 // case, needs no other hash.
 func slotHash(addrs, tag uint64, seed uint32) uint32 {
-	x := addrs ^ (tag^uint64(seed)<<40)*0x9e3779b97f4a7c15
+	return slotHashKeyed(addrs, tag, slotKey(seed))
+}
+
+// slotKey is the seed as slotHash mixes it into the tag: per table, so
+// that the per-packet loops compute it once (slotHashKeyed).
+func slotKey(seed uint32) uint64 { return uint64(seed) << 40 }
+
+// slotHashKeyed is slotHash given slotKey(seed).
+func slotHashKeyed(addrs, tag, key uint64) uint32 {
+	x := addrs ^ (tag^key)*0x9e3779b97f4a7c15
 	x ^= x >> 33
 	x *= 0xff51afd7ed558ccd
 	x ^= x >> 33
