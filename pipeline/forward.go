@@ -147,7 +147,10 @@ func (f *Forwarder) classify(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt
 		na := 0
 		for ; v6 != 0; v6 &= v6 - 1 {
 			p := &pkts[bits.TrailingZeros32(v6)]
-			if a, ok := f.bucket6Addr(p.Buf[p.Off : p.Off+p.Len]); ok {
+			// In bounds: hashFlows set the packet's bit only for
+			// 0 <= Off and Off+Len <= len(Buf).
+			frame := unsafe.Slice((*byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(p.Buf)), p.Off)), p.Len)
+			if a, ok := f.bucket6Addr(frame); ok {
 				addrs[na&(packet.BurstSize-1)] = a
 				na++
 			}
@@ -204,7 +207,8 @@ func hashFlows(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt, key uint64) 
 // bucket6Addr returns the address of the first line of the flow table
 // bucket of frame, an untagged IPv6 frame of at least 58 bytes, if its
 // upper layer, right after the fixed header, is TCP or UDP: the flow
-// Process will look up (slotHash6 of the same key). For classify.
+// Process will look up (slotHash6 of the same key). For classify, once
+// the IPv6 buckets exist (buckets6 not nil).
 func (f *Forwarder) bucket6Addr(frame []byte) (uintptr, bool) {
 	// The hash from the header's bytes, without building a FlowKey6.
 	const ip, l4 = EthernetMinSize, EthernetMinSize + IPv6HeaderSize
@@ -216,7 +220,10 @@ func (f *Forwarder) bucket6Addr(frame []byte) (uintptr, bool) {
 	hash := slotHash(addrWord6((*[16]byte)(h[ip+ipv6Src:]), (*[16]byte)(h[ip+ipv6Dst:])),
 		flowTag(binary.BigEndian.Uint32(h[l4:]), nh), f.Seed)
 	ft := f.Flows
-	b := &ft.buckets6[hash&ft.mask]
+	// In bounds: buckets6 has as many buckets as buckets (enable6),
+	// mask+1 (NewFlowTable), and the caller checked it is not nil.
+	b := (*[flowWays]flowEntry6)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(ft.buckets6)),
+		uintptr(hash&ft.mask)*unsafe.Sizeof([flowWays]flowEntry6{})))
 	if !asmPrefetch {
 		f.sink += b[0].expires
 		return 0, false
