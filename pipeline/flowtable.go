@@ -168,6 +168,14 @@ func NewFlowTable(capacity int, t FlowTimeouts) *FlowTable {
 // MurmurHash3's fmix64 (about a dozen cycles where the 32-bit murmur3 of
 // the flow takes some thirty on its dependency chain). A hit, the common
 // case, needs no other hash.
+//
+// It is not free of outside users, though: its low 20 bits are also the
+// flow label of an IPv6 envelope (rewrite, fillOuter6), which the replay
+// golden files pin (TestReplayGolden6). A cheaper slot hash MUST leave the
+// label as it is (compute it apart, for IPv6 envelopes only), and must
+// spread correlated flows (client address and port counting together,
+// TestSynRetransmitsCounted) as well as this one: a single 64x64->128-bit
+// multiply of the two words (wyhash's mum) did not.
 func slotHash(addrs, tag uint64, seed uint32) uint32 {
 	return slotHashKeyed(addrs, tag, slotKey(seed))
 }
