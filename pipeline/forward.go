@@ -171,7 +171,9 @@ func (f *Forwarder) classify(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt
 func hashFlows(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt, key uint64) uint64 {
 	var found uint64
 	pkts = pkts[:min(len(pkts), packet.BurstSize)]
-	for i := range pkts {
+	// From the last packet down: the loop then compares i with 0, not
+	// with len(pkts), which frees a register.
+	for i := len(pkts) - 1; i >= 0; i-- {
 		p := &pkts[i]
 		off, n := p.Off, p.Len
 		if off < 0 || n < minFastFrame || off+n > len(p.Buf) {
@@ -196,7 +198,7 @@ func hashFlows(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt, key uint64) 
 		// flowAddrs(src, dst) in one load: the destination follows the
 		// source in the header.
 		addrs := binary.BigEndian.Uint64(h[ip+ipv4Src:])
-		tag := flowTag(binary.BigEndian.Uint32(h[ip+IPv4MinSize:]), proto)
+		tag := uint64(binary.BigEndian.Uint32(h[ip+IPv4MinSize:]))<<32 | uint64(proto)<<8 | 1 // flowTag
 		q.addrs, q.tag = addrs, tag
 		q.hash = slotHashKeyed(addrs, tag, key)
 		found |= 1 << uint(i)
