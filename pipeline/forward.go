@@ -124,13 +124,61 @@ const maxFastHeader = IPv4MinSize + greSize
 // misses overlap instead of queueing one per packet. It reads only the
 // packets and changes nothing; nothing it records depends on the snapshot.
 func (f *Forwarder) classify(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt) uint32 {
-	var mask, acc, v6 uint32
-	var addrs [2 * packet.BurstSize]uintptr
-	na := 0
+	pkts = pkts[:min(len(pkts), packet.BurstSize)]
+	found := hashFlows(pkts, fp, slotKey(f.Seed))
+	mask := uint32(found)
+	// A bucket is two cache lines, ways 0-1 and 2-3. While the table
+	// holds fewer flows than half its buckets, entries sit almost always
+	// in the first line (a bucket with three or more: 1.4 % at half a
+	// flow per bucket, 8 % at one): only it is prefetched, which halves
+	// the misses in flight. From half on, both (1M flows in the 4M-entry
+	// table is just under one per bucket: a tenth of its lookups missed
+	// in the second line).
 	ft := f.Flows
-	seed := f.Seed
-	np := min(len(pkts), packet.BurstSize)
-	for i := 0; i < np; i++ {
+	both := ft.Entries >= uint64(len(ft.buckets))/2
+	if mask != 0 {
+		if asmPrefetch {
+			prefetchBuckets(fp, mask, unsafe.Pointer(unsafe.SliceData(ft.buckets)), ft.mask, both)
+		} else {
+			var acc uint32
+			for m := mask; m != 0; m &= m - 1 {
+				acc += ft.load(fp[bits.TrailingZeros32(m)].hash)
+			}
+			f.sink += acc
+		}
+	}
+	if v6 := uint32(found >> 32); v6 != 0 && ft.buckets6 != nil {
+		var addrs [packet.BurstSize]uintptr
+		na := 0
+		for ; v6 != 0; v6 &= v6 - 1 {
+			p := &pkts[bits.TrailingZeros32(v6)]
+			// In bounds: hashFlows set the packet's bit only for
+			// 0 <= Off and Off+Len <= len(Buf).
+			frame := unsafe.Slice((*byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(p.Buf)), p.Off)), p.Len)
+			if a, ok := f.bucket6Addr(frame); ok {
+				addrs[na&(packet.BurstSize-1)] = a
+				na++
+			}
+		}
+		if na > 0 {
+			prefetchLines(&addrs[0], na)
+		}
+	}
+	return mask
+}
+
+// hashFlows is classify's loop over the packets (the first 32): it records
+// the flow and slot hash of each untagged IPv4 frame without options
+// carrying TCP or UDP in fp and sets bit i of the result for it, and bit
+// 32+i for an untagged IPv6 frame long enough for its ports. A function of
+// its own, with one word of results, so that the loop holds few values:
+// each one the registers cannot hold costs a store and a load per packet.
+func hashFlows(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt, key uint64) uint64 {
+	var found uint64
+	pkts = pkts[:min(len(pkts), packet.BurstSize)]
+	// From the last packet down: the loop then compares i with 0, not
+	// with len(pkts), which frees a register.
+	for i := len(pkts) - 1; i >= 0; i-- {
 		p := &pkts[i]
 		off, n := p.Off, p.Len
 		if off < 0 || n < minFastFrame || off+n > len(p.Buf) {
@@ -147,58 +195,27 @@ func (f *Forwarder) classify(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt
 			// after the loop: a call in the loop would make the compiler
 			// keep the loop's values on the stack.
 			if h[12] == 0x86 && h[13] == 0xdd && n >= EthernetMinSize+IPv6HeaderSize+4 {
-				v6 |= 1 << uint(i)
+				found |= 1 << (32 + uint(i))
 			}
 			continue
 		}
 		q := &fp[i]
-		q.addrs = flowAddrs(binary.BigEndian.Uint32(h[ip+ipv4Src:]), binary.BigEndian.Uint32(h[ip+ipv4Dst:]))
-		q.tag = flowTag(binary.BigEndian.Uint32(h[ip+IPv4MinSize:]), proto)
-		hash := slotHash(q.addrs, q.tag, seed)
-		q.hash = hash
-		mask |= 1 << uint(i)
-		if asmPrefetch {
-			addrs[na&(2*packet.BurstSize-1)] = uintptr(unsafe.Pointer(ft.bucketFast(hash)))
-			na++
-		} else {
-			acc += ft.load(hash)
-		}
+		// flowAddrs(src, dst) in one load: the destination follows the
+		// source in the header.
+		addrs := binary.BigEndian.Uint64(h[ip+ipv4Src:])
+		tag := uint64(binary.BigEndian.Uint32(h[ip+IPv4MinSize:]))<<32 | uint64(proto)<<8 | 1 // flowTag
+		q.addrs, q.tag = addrs, tag
+		q.hash = slotHashKeyed(addrs, tag, key)
+		found |= 1 << uint(i)
 	}
-	// A bucket is two cache lines, ways 0-1 and 2-3. While the table
-	// holds fewer flows than half its buckets, entries sit almost always
-	// in the first line (a bucket with three or more: 1.4 % at half a
-	// flow per bucket, 8 % at one): the loop prefetches it alone and
-	// halves the misses in flight. From half on, both (1M flows in the
-	// 4M-entry table is just under one per bucket: a tenth of its lookups
-	// missed in the second line): the second lines of the same buckets
-	// are added here, out of the loop, which then holds fewer values.
-	if ft.Entries >= uint64(len(ft.buckets))/2 {
-		const second = unsafe.Sizeof(flowEntry{}) * (flowWays - 1)
-		for k := range na {
-			addrs[(na+k)&(2*packet.BurstSize-1)] = addrs[k&(2*packet.BurstSize-1)] + second
-		}
-		na *= 2
-	}
-	if ft.buckets6 != nil {
-		for ; v6 != 0; v6 &= v6 - 1 {
-			p := &pkts[bits.TrailingZeros32(v6)]
-			if a, ok := f.bucket6Addr(p.Buf[p.Off : p.Off+p.Len]); ok {
-				addrs[na&(2*packet.BurstSize-1)] = a
-				na++
-			}
-		}
-	}
-	if na > 0 {
-		prefetchLines(&addrs[0], na)
-	}
-	f.sink += acc
-	return mask
+	return found
 }
 
 // bucket6Addr returns the address of the first line of the flow table
 // bucket of frame, an untagged IPv6 frame of at least 58 bytes, if its
 // upper layer, right after the fixed header, is TCP or UDP: the flow
-// Process will look up (slotHash6 of the same key). For classify.
+// Process will look up (slotHash6 of the same key). For classify, once
+// the IPv6 buckets exist (buckets6 not nil).
 func (f *Forwarder) bucket6Addr(frame []byte) (uintptr, bool) {
 	// The hash from the header's bytes, without building a FlowKey6.
 	const ip, l4 = EthernetMinSize, EthernetMinSize + IPv6HeaderSize
@@ -210,7 +227,10 @@ func (f *Forwarder) bucket6Addr(frame []byte) (uintptr, bool) {
 	hash := slotHash(addrWord6((*[16]byte)(h[ip+ipv6Src:]), (*[16]byte)(h[ip+ipv6Dst:])),
 		flowTag(binary.BigEndian.Uint32(h[l4:]), nh), f.Seed)
 	ft := f.Flows
-	b := &ft.buckets6[hash&ft.mask]
+	// In bounds: buckets6 has as many buckets as buckets (enable6),
+	// mask+1 (NewFlowTable), and the caller checked it is not nil.
+	b := (*[flowWays]flowEntry6)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(ft.buckets6)),
+		uintptr(hash&ft.mask)*unsafe.Sizeof([flowWays]flowEntry6{})))
 	if !asmPrefetch {
 		f.sink += b[0].expires
 		return 0, false

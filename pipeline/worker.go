@@ -322,6 +322,10 @@ func sameEgress(egress *[packet.BurstSize]uint16, n int) bool {
 	n = min(n, packet.BurstSize)
 	rep := uint64(egress[0]) * 0x0001_0001_0001_0001
 	words := (*[packet.BurstSize / 4]uint64)(unsafe.Pointer(egress))
+	if n == packet.BurstSize { // a full burst, the common case under load: no loop
+		return (words[0]^rep)|(words[1]^rep)|(words[2]^rep)|(words[3]^rep)|
+			(words[4]^rep)|(words[5]^rep)|(words[6]^rep)|(words[7]^rep) == 0
+	}
 	var diff uint64
 	i := 0
 	for ; i+4 <= n; i += 4 {
@@ -463,15 +467,17 @@ func (w *Worker) flushTx(o int) {
 func (w *Worker) countTx(pkts []packet.Packet) {
 	var bytes int
 	w.C.TxPackets += uint64(len(pkts))
-	for rest := pkts; len(rest) > 0; {
-		if len(rest) >= 4 { // four per round: fewer loop instructions
-			q := (*[4]packet.Packet)(rest)
-			bytes += q[0].Len + q[1].Len + q[2].Len + q[3].Len
-			rest = rest[4:]
-			continue
-		}
-		bytes += rest[0].Len
-		rest = rest[1:]
+	// Eight per round through a pointer, so that a round costs one add
+	// and one branch besides the eight loads. In bounds: round r reads
+	// pkts[8r : 8r+8] and there are len(pkts)/8 rounds.
+	p := unsafe.Pointer(unsafe.SliceData(pkts))
+	for r := len(pkts) / 8; r > 0; r-- {
+		q := (*[8]packet.Packet)(p)
+		bytes += q[0].Len + q[1].Len + q[2].Len + q[3].Len + q[4].Len + q[5].Len + q[6].Len + q[7].Len
+		p = unsafe.Add(p, unsafe.Sizeof(*q))
+	}
+	for i := len(pkts) &^ 7; i < len(pkts); i++ {
+		bytes += pkts[i].Len
 	}
 	w.C.TxBytes += uint64(bytes)
 }
