@@ -101,13 +101,10 @@ type fastPkt struct {
 	hash       uint32 // slot hash (slotHash)
 }
 
-// minFastFrame is the shortest frame classify hashes: Ethernet, IPv4 and a
-// UDP header. fastFrame is the shortest frame fastPath forwards: Ethernet,
-// IPv4 and a TCP header (every Ethernet frame is at least 60 bytes).
-const (
-	minFastFrame = EthernetMinSize + IPv4MinSize + UDPSize
-	fastFrame    = EthernetMinSize + IPv4MinSize + TCPMinSize
-)
+// fastFrame is the shortest frame classify hashes and fastPath forwards:
+// Ethernet, IPv4 and a TCP header (every Ethernet frame is at least 60
+// bytes).
+const fastFrame = EthernetMinSize + IPv4MinSize + TCPMinSize
 
 // maxFastHeader is the most fastPath writes in front of a received frame:
 // the IPv4 and GRE headers of a GRE envelope (an L2 rewrite writes over
@@ -169,8 +166,9 @@ func (f *Forwarder) classify(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt
 
 // hashFlows is classify's loop over the packets (the first 32): it records
 // the flow and slot hash of each untagged IPv4 frame without options
-// carrying TCP or UDP in fp and sets bit i of the result for it, and bit
-// 32+i for an untagged IPv6 frame long enough for its ports. A function of
+// carrying TCP or UDP, of at least fastFrame bytes behind at least
+// maxFastHeader of headroom, in fp and sets bit i of the result for it,
+// and bit 32+i for such an untagged IPv6 frame long enough for its ports. A function of
 // its own, with one word of results, so that the loop holds few values:
 // each one the registers cannot hold costs a store and a load per packet.
 func hashFlows(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt, key uint64) uint64 {
@@ -181,12 +179,17 @@ func hashFlows(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt, key uint64) 
 	for i := len(pkts) - 1; i >= 0; i-- {
 		p := &pkts[i]
 		off, n := p.Off, p.Len
-		if off < 0 || n < minFastFrame || off+n > len(p.Buf) {
+		// Only what fastPath may take is hashed: at least fastFrame
+		// bytes, and the headroom of the largest envelope (maxFastHeader)
+		// in front, so that fastPath needs no test of its own. Process
+		// hashes the rest itself (a frame from a kernel may be shorter
+		// than Ethernet's 60 bytes); they only miss the prefetch.
+		if off < maxFastHeader || n < fastFrame || off+n > len(p.Buf) {
 			continue
 		}
-		// In bounds by the check above: Buf[off : off+minFastFrame].
+		// In bounds by the check above: Buf[off : off+fastFrame].
 		// Constant offsets into h need no further check.
-		h := (*[minFastFrame]byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(p.Buf)), off))
+		h := (*[fastFrame]byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(p.Buf)), off))
 		const ip = EthernetMinSize
 		proto := h[ip+ipv4Protocol]
 		if binary.LittleEndian.Uint32(h[12:])&0xffffff != 0x450008 || (proto != ProtoTCP && proto != ProtoUDP) {
@@ -730,8 +733,8 @@ func fillOuter(o *[IPv4MinSize]byte, sum uint32, tos uint8, df uint16, n int, id
 //
 // hinted MUST be (a subset of) the mask classify returned for
 // b.pkts[:npkts] and b.fp, with no packet changed since: fastPath relies
-// on classify's bounds check of each hashed packet (Off and Len within
-// Buf) and makes none of its own.
+// on classify's checks of each hashed packet (Off and Len within Buf,
+// Len >= fastFrame, Off >= maxFastHeader) and makes none of its own.
 //
 // Everything is in one loop, without calls: this is the per-packet cost
 // of the appliance.
@@ -760,14 +763,10 @@ loop:
 		p := &b.pkts[i]
 		ft := f.Flows
 		off, n := p.Off, p.Len
-		// With less headroom than the largest envelope (maxFastHeader)
-		// the packet is left to process whatever its backend: then
-		// start >= 0 below needs no test.
-		if n < fastFrame || off < maxFastHeader {
-			break
-		}
-		// In bounds: classify found 0 <= off and off+n <= len(Buf), and
-		// n >= fastFrame: Buf[off : off+fastFrame].
+		// In bounds: classify (hashFlows) hashed the packet, so
+		// maxFastHeader <= off, fastFrame <= n and off+n <= len(Buf):
+		// Buf[off : off+fastFrame]; and start >= 0 below needs no test
+		// whatever the backend's envelope.
 		h := (*[fastFrame]byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(p.Buf)), off))
 		const ip = EthernetMinSize
 		// The checks of process, in its order of precedence.

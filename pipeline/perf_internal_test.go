@@ -70,7 +70,10 @@ func TestFlowHashMatchesKeyHash(t *testing.T) {
 		}
 		// The slot hash as classify computes it from a frame.
 		if k.Proto == ProtoTCP || k.Proto == ProtoUDP {
-			fr := make([]byte, minFastFrame)
+			// A frame classify hashes: fastFrame bytes behind the
+			// headroom of the largest envelope.
+			buf := make([]byte, maxFastHeader+fastFrame)
+			fr := buf[maxFastHeader:]
 			binary.BigEndian.PutUint16(fr[12:], EtherTypeIPv4)
 			fr[14] = 0x45
 			fr[14+9] = k.Proto
@@ -78,7 +81,7 @@ func TestFlowHashMatchesKeyHash(t *testing.T) {
 			f := &Forwarder{Flows: NewFlowTable(16, DefaultFlowTimeouts), Seed: seed}
 			var fp [packet.BurstSize]fastPkt
 			want := slotHashKey(&k, seed)
-			if m := f.classify([]packet.Packet{{Buf: fr, Len: len(fr)}}, &fp); m != 1 || fp[0].hash != want {
+			if m := f.classify([]packet.Packet{{Buf: buf, Off: maxFastHeader, Len: len(fr)}}, &fp); m != 1 || fp[0].hash != want {
 				t.Fatalf("classify slot hash of %+v = %#x (mask %b), want %#x", k, fp[0].hash, m, want)
 			}
 		}
