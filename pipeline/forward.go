@@ -814,11 +814,13 @@ loop:
 			break
 		}
 		svc := s.fastByID[e.service] // noFastService matches no tag
-		// svc.VIP != uint32(addrs) || the tag not the service's || TTL <
-		// svc.fastTTL with one branch: the differences (Service.fastKey)
-		// and the sign of TTL-fastTTL ORed (each branch of a chain costs the
-		// assembler's jump padding too).
-		if (tag^uint64(uint32(addrs)))&svc.fastMask^svc.fastKey|
+		// svc.VIP != uint32(addrs) || tag&svc.fastMask != svc.fastTag ||
+		// TTL < svc.fastTTL with one branch: the differences and the
+		// sign of TTL-fastTTL ORed (each branch of a chain costs the
+		// assembler's jump padding too). The address is compared on its
+		// own: XORed into the tag's low half, where the protocol is, an
+		// address and a protocol that both differ could cancel out.
+		if uint64(svc.VIP^uint32(addrs))|(tag&svc.fastMask^svc.fastTag)|
 			uint64(int(h[ip+ipv4TTL])-svc.fastTTL)>>63 != 0 {
 			break
 		}

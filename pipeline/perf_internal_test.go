@@ -532,3 +532,44 @@ func TestSameEgress(t *testing.T) {
 		}
 	}
 }
+
+// TestFastPathServiceMovedVIPAndProto: a service keeps its ID when it is
+// edited. Moved to a VIP that differs from the old one exactly where a
+// flow's tag holds the protocol, and to the other protocol, its old flows
+// must go to Process (which finds no service for them), not stay on the
+// fast path: the fast path compares the address apart from the tag.
+func TestFastPathServiceMovedVIPAndProto(t *testing.T) {
+	mac := MAC{2, 0, 0, 0, 0, 1}
+	vip := netip.MustParseAddr("203.0.113.2")
+	b4 := vip.As4()
+	b4[2] ^= ProtoTCP ^ ProtoUDP // bits 8..15 of the address, as the protocol in a tag
+	moved := netip.AddrFrom4(b4)
+	snap := func(gen uint64, vip netip.Addr, proto uint8) *Snapshot {
+		s, err := NewSnapshot(SnapshotSpec{Generation: gen,
+			Ports: []PortSpec{{MAC: MAC{2, 0, 0, 0, 0, 0x10}, IP: netip.MustParseAddr("192.0.2.10"), MTU: 1500}},
+			Services: []ServiceSpec{{ID: 0, Name: "svc", VIP: vip, Proto: proto, Port: 80, Mode: ModeL2,
+				Backends: []BackendSpec{{ID: 1, IP: netip.MustParseAddr("192.0.2.21"), Weight: 1, NextHop: mac}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s1, s2 := snap(1, vip, ProtoTCP), snap(2, moved, ProtoUDP)
+	frame := func(flags uint8) []byte {
+		return testpkt.Packet{Src: netip.MustParseAddr("198.51.100.8"), Dst: vip, Proto: ProtoTCP,
+			SrcPort: 40000, DstPort: 80, TCPFlags: flags}.Build()
+	}
+	a := NewForwarder(64, DefaultFlowTimeouts, 0)
+	b := NewForwarder(64, DefaultFlowTimeouts, 0)
+	a.Use(s1)
+	b.Use(s1)
+	runBoth(t, s1, a, b, frame(TCPFlagSYN))
+	if !runBoth(t, s1, a, b, frame(TCPFlagACK)) {
+		t.Fatalf("the established flow did not take the fast path")
+	}
+	a.Use(s2)
+	b.Use(s2)
+	if runBoth(t, s2, a, b, frame(TCPFlagACK)) {
+		t.Errorf("the fast path kept a flow of %v/tcp on service svc after it moved to %v/udp", vip, moved)
+	}
+}

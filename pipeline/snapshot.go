@@ -257,14 +257,11 @@ type Service struct {
 	// protocol). The fast path then confirms a flow's service by
 	// comparing instead of looking it up.
 	owns bool
-	// fastMask and fastKey: a flow (flowAddrs, flowTag) is one of this
-	// service's when (tag^uint64(uint32(addrs)))&fastMask == fastKey:
-	// its destination address in the low half, where the tag has only
-	// the protocol and bit 0, is the VIP, and the tag's protocol (and
-	// port, unless the service takes all ports) are the service's.
-	// fastTTL is the lowest TTL it forwards (2 when it routes, 0 in L2
-	// mode). For the fast path.
-	fastMask, fastKey uint64
+	// fastMask and fastTag: a flow's tag word (flowTag) is one of this
+	// service's when tag&fastMask == fastTag (protocol, and port unless
+	// the service takes all ports); fastTTL is the lowest TTL it
+	// forwards (2 when it routes, 0 in L2 mode). For the fast path.
+	fastMask, fastTag uint64
 	fastTTL           int
 	// segMax is the longest IP packet every backend's egress port carries
 	// once encapsulated: the worker cuts TCP super-frames to it.
@@ -455,10 +452,10 @@ func NewSnapshot(spec SnapshotSpec) (*Snapshot, error) {
 	for i := range s.Services {
 		if svc := &s.Services[i]; svc.owns && !svc.vipIsPortIP {
 			s.fastByID[svc.ID] = svc
-			svc.fastMask, svc.fastKey = 0xffff_ffff, uint64(svc.VIP^(uint32(svc.Proto)<<8|1))
+			svc.fastMask, svc.fastTag = 0xff00, uint64(svc.Proto)<<8
 			if svc.Port != 0 {
 				svc.fastMask |= 0xffff << 32
-				svc.fastKey |= uint64(svc.Port) << 32
+				svc.fastTag |= uint64(svc.Port) << 32
 			}
 			if svc.Mode != ModeL2 {
 				svc.fastTTL = 2
@@ -472,8 +469,9 @@ func NewSnapshot(spec SnapshotSpec) (*Snapshot, error) {
 }
 
 // noFastService is the entry of Snapshot.fastByID of a service the fast
-// path leaves to Process: no flow matches fastKey 1 under fastMask 0.
-var noFastService = Service{fastKey: 1}
+// path leaves to Process: no flow's tag (bit 0 set) matches fastTag 0
+// under fastMask 1.
+var noFastService = Service{fastMask: 1}
 
 // noteIDs raises MaxServiceID and MaxBackendID to svc's IDs.
 func (s *Snapshot) noteIDs(svc *Service) {
