@@ -177,22 +177,26 @@ compare() {
 	} | tee -a "$RESULTS"
 }
 
-# pair NAME CAPA CAPACITY_A WORKERS_A CAPB CAPACITY_B WORKERS_B [EXTRA
-# [EXTRA_B]]: dsrlb on A (with EXTRA, e.g. --io) then on B (with EXTRA_B,
-# default EXTRA), ROUNDS times, and the ratio B/A of the medians and the
-# median of the per-round ratios (neighbouring runs: the host's noise moves
-# both alike), wall clock and per CPU-second of the forwarding threads.
-pair() {
-	local name=$1 capa=$2 fca=$3 wa=$4 capb=$5 fcb=$6 wb=$7 extra=${8:-} r a b
-	local extrab=${9-$extra}
+# rounds NAME RUN_A RUN_B [SHARE DETAIL]: ROUNDS rounds of RUN_A then RUN_B
+# (functions given the round, printing Mpps wall and per CPU-second of the
+# forwarding threads), and the ratio B/A of the medians and the median of
+# the per-round ratios (neighbouring runs: the host's noise moves both
+# alike). SHARE and DETAIL, given the round, print B's cpu_share (for the
+# runs line) and more of B for the round's log line.
+rounds() {
+	local name=$1 runa=$2 runb=$3 share=${4:-} detail=${5:-} r a b
 	local aw=() an=() bw=() bn=() rw=() rn=() sh=()
 	for ((r = 1; r <= ROUNDS; r++)); do
-		a=$(run_dsrlb "$capa" "$wa" "$name-a-$r" "$fca" "$extra")
-		b=$(run_dsrlb "$capb" "$wb" "$name-b-$r" "$fcb" "$extrab")
+		a=$("$runa" "$r")
+		b=$("$runb" "$r")
 		aw+=("${a% *}"); an+=("${a#* }"); bw+=("${b% *}"); bn+=("${b#* }")
 		rw+=("$(ratio "${b% *}" "${a% *}")"); rn+=("$(ratio "${b#* }" "${a#* }")")
-		sh+=("$(grep -o '"cpu_share":\[[^]]*\]' "$DIR/$name-b-$r.json" | cut -d: -f2)")
-		log "$name round $r (Mpps wall, per CPU-second): A $a | B $b (B's cpu_share ${sh[-1]}, per worker $(grep -o '"mpps_per_worker":\[[^]]*\]' "$DIR/$name-b-$r.json" | cut -d: -f2), dsrlb's other threads $(json_num other_threads_cpu <"$DIR/$name-b-$r.json") CPU, rest of the host $(json_num host_other_cpu <"$DIR/$name-b-$r.json") CPU)"
+		if [ -n "$share" ]; then
+			sh+=("$("$share" "$r")")
+			log "$name round $r (Mpps wall, per CPU-second): A $a | B $b ($("$detail" "$r"))"
+		else
+			log "$name round $r (Mpps wall, per CPU-second): A $a | B $b"
+		fi
 	done
 	local ma mb na nb
 	ma=$(printf '%s\n' "${aw[@]}" | median); mb=$(printf '%s\n' "${bw[@]}" | median)
@@ -202,35 +206,37 @@ pair() {
 			"$(ratio "$mb" "$ma")" "$(printf '%s\n' "${rw[@]}" | median)"
 		printf '%-9s per-CPU: A %6.2f  B %6.2f Mpps  B/A %s (median of per-round ratios %s)\n' "$name" "$na" "$nb" \
 			"$(ratio "$nb" "$na")" "$(printf '%s\n' "${rn[@]}" | median)"
-		printf '%-9s runs (wall): A %s | B %s | B cpu_share %s\n' "$name" "${aw[*]}" "${bw[*]}" "${sh[*]}"
+		printf '%-9s runs (wall): A %s | B %s%s\n' "$name" "${aw[*]}" "${bw[*]}" "${share:+ | B cpu_share ${sh[*]}}"
 	} | tee -a "$RESULTS"
 }
 
-# tpair NAME MODE CAPTURE ROOM MBUFS: dpdk-testpmd MODE with one forwarding
-# core (A) then two (B), ROUNDS times, printed as pair prints: how the
-# reference forwarder itself scales on this PMD and machine, the ceiling
-# of dsrlb's two workers measured in the same run.
-tpair() {
-	local name=$1 mode=$2 cap=$3 room=$4 mbufs=$5 r a b
-	local aw=() an=() bw=() bn=() rw=() rn=()
-	for ((r = 1; r <= ROUNDS; r++)); do
-		a=$(run_testpmd "$mode" "$cap" "$room" "$mbufs" 1)
-		b=$(run_testpmd "$mode" "$cap" "$room" "$mbufs" 2)
-		aw+=("${a% *}"); an+=("${a#* }"); bw+=("${b% *}"); bn+=("${b#* }")
-		rw+=("$(ratio "${b% *}" "${a% *}")"); rn+=("$(ratio "${b#* }" "${a#* }")")
-		log "$name round $r (Mpps wall, per CPU-second): A $a | B $b"
-	done
-	local ma mb na nb
-	ma=$(printf '%s\n' "${aw[@]}" | median); mb=$(printf '%s\n' "${bw[@]}" | median)
-	na=$(printf '%s\n' "${an[@]}" | median); nb=$(printf '%s\n' "${bn[@]}" | median)
-	{
-		printf '%-9s wall: A %6.2f  B %6.2f Mpps  B/A %s (median of per-round ratios %s)\n' "$name" "$ma" "$mb" \
-			"$(ratio "$mb" "$ma")" "$(printf '%s\n' "${rw[@]}" | median)"
-		printf '%-9s per-CPU: A %6.2f  B %6.2f Mpps  B/A %s (median of per-round ratios %s)\n' "$name" "$na" "$nb" \
-			"$(ratio "$nb" "$na")" "$(printf '%s\n' "${rn[@]}" | median)"
-		printf '%-9s runs (wall): A %s | B %s\n' "$name" "${aw[*]}" "${bw[*]}"
-	} | tee -a "$RESULTS"
+# pair NAME CAPA CAPACITY_A WORKERS_A CAPB CAPACITY_B WORKERS_B [EXTRA
+# [EXTRA_B]]: rounds of dsrlb on A (with EXTRA, e.g. --io) and on B (with
+# EXTRA_B, default EXTRA). The helpers below read pair's locals (bash
+# scopes dynamically).
+pair() {
+	local name=$1 capa=$2 fca=$3 wa=$4 capb=$5 fcb=$6 wb=$7 extra=${8:-}
+	local extrab=${9-$extra}
+	rounds "$name" pair_a pair_b pair_share pair_detail
 }
+pair_a() { run_dsrlb "$capa" "$wa" "$name-a-$1" "$fca" "$extra"; }
+pair_b() { run_dsrlb "$capb" "$wb" "$name-b-$1" "$fcb" "$extrab"; }
+pair_share() { grep -o '"cpu_share":\[[^]]*\]' "$DIR/$name-b-$1.json" | cut -d: -f2; }
+pair_detail() {
+	local j=$DIR/$name-b-$1.json
+	echo "B's cpu_share $(pair_share "$1"), per worker $(grep -o '"mpps_per_worker":\[[^]]*\]' "$j" | cut -d: -f2), dsrlb's other threads $(json_num other_threads_cpu <"$j") CPU, rest of the host $(json_num host_other_cpu <"$j") CPU"
+}
+
+# tpair NAME MODE CAPTURE ROOM MBUFS: rounds of dpdk-testpmd MODE with one
+# forwarding core (A) and two (B): how the reference forwarder itself
+# scales on this PMD and machine, beside dsrlb's two workers in the same
+# run.
+tpair() {
+	local name=$1 mode=$2 cap=$3 room=$4 mbufs=$5
+	rounds "$name" tpair_a tpair_b
+}
+tpair_a() { run_testpmd "$mode" "$cap" "$room" "$mbufs" 1; }
+tpair_b() { run_testpmd "$mode" "$cap" "$room" "$mbufs" 2; }
 
 # ratios: 1M flows against 64k, one worker, alternated. First the flow
 # table alone (1m-vs-64k-cycled): both runs replay the 64k capture into a
