@@ -113,7 +113,9 @@ const maxFastHeader = IPv4MinSize + greSize
 
 // classify is the first pass over a burst, one poll before the burst is
 // processed. For every untagged IPv4 frame without options carrying TCP or
-// UDP it records the flow and the flow table slot hash (slotHash) that
+// UDP, of at least fastFrame bytes behind at least maxFastHeader bytes of
+// headroom (what fastPath may take; Process hashes any other packet
+// itself), it records the flow and the flow table slot hash (slotHash) that
 // process would compute (same bytes, same function), sets bit i of the
 // returned mask and issues a prefetch of the packet's flow table bucket:
 // the buckets of a burst are spread over a large table, so each is a cache
@@ -150,7 +152,7 @@ func (f *Forwarder) classify(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt
 		for ; v6 != 0; v6 &= v6 - 1 {
 			p := &pkts[bits.TrailingZeros32(v6)]
 			// In bounds: hashFlows set the packet's bit only for
-			// 0 <= Off and Off+Len <= len(Buf).
+			// maxFastHeader <= Off and Off+Len <= len(Buf).
 			frame := unsafe.Slice((*byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(p.Buf)), p.Off)), p.Len)
 			if a, ok := f.bucket6Addr(frame); ok {
 				addrs[na&(packet.BurstSize-1)] = a
@@ -168,9 +170,10 @@ func (f *Forwarder) classify(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt
 // the flow and slot hash of each untagged IPv4 frame without options
 // carrying TCP or UDP, of at least fastFrame bytes behind at least
 // maxFastHeader of headroom, in fp and sets bit i of the result for it,
-// and bit 32+i for such an untagged IPv6 frame long enough for its ports. A function of
-// its own, with one word of results, so that the loop holds few values:
-// each one the registers cannot hold costs a store and a load per packet.
+// and bit 32+i for such an untagged IPv6 frame long enough for its ports.
+// A function of its own, with one word of results, so that the loop holds
+// few values: each one the registers cannot hold costs a store and a load
+// per packet.
 func hashFlows(pkts []packet.Packet, fp *[packet.BurstSize]fastPkt, key uint64) uint64 {
 	var found uint64
 	pkts = pkts[:min(len(pkts), packet.BurstSize)]
@@ -845,11 +848,11 @@ loop:
 		// checks), and it needs no other: an entry within the step of
 		// its timeout expires in more than timeout - step >= 0 ms, so it
 		// is live (timeouts under 2^31 ms, as the table's clock needs:
-		// control allows 24 h). Otherwise the entry must be live, and a SYN on an
-		// entry not established is left to process (on a closing one
-		// maybe a new connection on an ended one's 4-tuple, on a
-		// SYN-state one the client sending it again: synAgain); then
-		// Touch, the packet taken.
+		// control allows 24 h). Otherwise the entry must be live, and a
+		// SYN on an entry not established is left to process (on a
+		// closing one maybe a new connection on an ended one's 4-tuple,
+		// on a SYN-state one the client sending it again: synAgain);
+		// then Touch, the packet taken.
 		if proto == ProtoTCP {
 			// The TCP flags, read here rather than kept from the checks.
 			flags := h[ip+IPv4MinSize+13]
