@@ -641,3 +641,51 @@ func TestAllocator(t *testing.T) {
 	}
 	checkNoLeak(t)
 }
+
+// TestPoolPerQueue: with PortConfig.Pools, rx queue q takes its mbufs from
+// Pools[q % len(Pools)] and from no other pool (one pool per worker).
+func TestPoolPerQueue(t *testing.T) {
+	var pools []*Mempool
+	for i := range 2 {
+		mp, err := NewPktMbufPool(fmt.Sprintf("perq%d", i), 1023, 0, DefaultDataRoom, SocketAny)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pools = append(pools, mp)
+	}
+	id, err := AttachPort("net_null3,size=64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := Configure(id, 2, 2, PortConfig{Pools: pools, RxDesc: 128, TxDesc: 128})
+	if err != nil {
+		id.Close()
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pkts := make([]packet.Packet, packet.BurstSize)
+	for q := range uint16(2) {
+		before := []uint32{pools[0].Avail(), pools[1].Avail()}
+		n := p.RxBurst(q, pkts)
+		if n == 0 {
+			t.Fatalf("queue %d: no packets", q)
+		}
+		after := []uint32{pools[0].Avail(), pools[1].Avail()}
+		for i := range pools {
+			want := before[i]
+			if i == int(q) {
+				want -= uint32(n)
+			}
+			if after[i] != want {
+				t.Errorf("queue %d received %d: pool %d has %d free, want %d (was %d)", q, n, i, after[i], want, before[i])
+			}
+		}
+		p.Free(pkts[:n])
+	}
+	if _, err := Configure(id, 1, 1, PortConfig{Pools: []*Mempool{nil}}); err == nil {
+		t.Error("Configure with a nil pool in Pools: got nil error")
+	}
+}

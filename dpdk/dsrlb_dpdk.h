@@ -181,9 +181,12 @@ static inline int dsrlb_port_configure(uint16_t port, uint16_t nb_rx, uint16_t n
 	return rte_eth_dev_configure(port, nb_rx, nb_tx, &conf);
 }
 
-/* Sets up all queues with *rxd / *txd descriptors (adjusted to the device limits). */
+/*
+ * Sets up all queues with *rxd / *txd descriptors (adjusted to the device
+ * limits); rx queue q takes its mbufs from pools[q % npools].
+ */
 static inline int dsrlb_queues_setup(uint16_t port, uint16_t nb_rx, uint16_t nb_tx,
-	uint16_t *rxd, uint16_t *txd, struct rte_mempool *pool)
+	uint16_t *rxd, uint16_t *txd, struct rte_mempool **pools, unsigned int npools)
 {
 	int socket = rte_eth_dev_socket_id(port);
 	int rc;
@@ -195,7 +198,7 @@ static inline int dsrlb_queues_setup(uint16_t port, uint16_t nb_rx, uint16_t nb_
 	if (rc != 0)
 		return rc;
 	for (q = 0; q < nb_rx; q++) {
-		rc = rte_eth_rx_queue_setup(port, q, *rxd, socket, NULL, pool);
+		rc = rte_eth_rx_queue_setup(port, q, *rxd, socket, NULL, pools[q % npools]);
 		if (rc != 0)
 			return rc;
 	}

@@ -20,8 +20,13 @@ const (
 
 // PortConfig are the settings of Configure.
 type PortConfig struct {
-	// Pool supplies the mbufs of every rx queue; required when nbRx > 0.
+	// Pool supplies the mbufs of every rx queue; required when nbRx > 0
+	// unless Pools is given.
 	Pool *Mempool
+	// Pools, if not empty, replaces Pool: rx queue q takes its mbufs from
+	// Pools[q % len(Pools)], e.g. one pool per worker lcore, so that the
+	// mbufs of one queue are only ever touched by the lcore that polls it.
+	Pools []*Mempool
 	// RxDesc and TxDesc are descriptors per queue (0: DefaultRxDesc,
 	// DefaultTxDesc), adjusted to the device's limits.
 	RxDesc, TxDesc uint16
@@ -55,14 +60,27 @@ type Port struct {
 var _ packet.Port = (*Port)(nil)
 
 // Configure configures port id with nbRx receive and nbTx transmit queues
-// (rte_eth_dev_configure), sets every queue up (rx from cfg.Pool) and
+// (rte_eth_dev_configure), sets every queue up (rx from cfg.Pools or Pool) and
 // allocates the burst arrays. With nbRx > 1 it enables RSS over cfg.RSSHash
 // restricted to what the device supports; if the device supports none of it
 // the queues are left to the driver's own distribution (RSSHash reports 0).
 // The port is left stopped: call Start. Configure a port once; the Port
 // owns the queues and its Close releases the device.
 func Configure(id PortID, nbRx, nbTx uint16, cfg PortConfig) (*Port, error) {
-	if nbRx > 0 && (cfg.Pool == nil || cfg.Pool.mp == nil) {
+	pools := cfg.Pools
+	if len(pools) == 0 && cfg.Pool != nil {
+		pools = []*Mempool{cfg.Pool}
+	}
+	// C pointers only (no Go pointers): the array may be passed to C.
+	cpools := make([]*C.struct_rte_mempool, max(len(pools), 1))
+	for i, mp := range pools {
+		if mp == nil || mp.mp == nil {
+			pools = nil
+			break
+		}
+		cpools[i] = mp.mp
+	}
+	if nbRx > 0 && len(pools) == 0 {
 		return nil, fmt.Errorf("dpdk: Configure(port %d): %d rx queues need a mempool", id, nbRx)
 	}
 	rxd, txd := C.uint16_t(cfg.RxDesc), C.uint16_t(cfg.TxDesc)
@@ -71,10 +89,6 @@ func Configure(id PortID, nbRx, nbTx uint16, cfg PortConfig) (*Port, error) {
 	}
 	if txd == 0 {
 		txd = DefaultTxDesc
-	}
-	var pool *C.struct_rte_mempool
-	if cfg.Pool != nil {
-		pool = cfg.Pool.mp
 	}
 	p := &Port{PortID: id}
 	var rss C.uint64_t
@@ -88,7 +102,8 @@ func Configure(id PortID, nbRx, nbTx uint16, cfg PortConfig) (*Port, error) {
 			return
 		}
 		op = "queue setup"
-		rc = C.dsrlb_queues_setup(C.uint16_t(id), C.uint16_t(nbRx), C.uint16_t(nbTx), &rxd, &txd, pool)
+		rc = C.dsrlb_queues_setup(C.uint16_t(id), C.uint16_t(nbRx), C.uint16_t(nbTx), &rxd, &txd,
+			&cpools[0], C.uint(max(len(pools), 1)))
 		if rc != 0 {
 			return
 		}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -49,8 +50,11 @@ type benchResult struct {
 	FlowCapacity int          `json:"flow_capacity"`
 	Capture      benchCapture `json:"capture"`
 	DataRoom     int          `json:"data_room"`
-	PoolMbufs    uint32       `json:"pool_mbufs"`
-	BusyRatio    []float64    `json:"busy_ratio"`
+	// PoolMbufs is the mbufs of all the workers' pools together, each
+	// worker's pool PoolMbufsPerWorker.
+	PoolMbufs          uint32    `json:"pool_mbufs"`
+	PoolMbufsPerWorker uint32    `json:"pool_mbufs_per_worker"`
+	BusyRatio          []float64 `json:"busy_ratio"`
 	// CPUShare is, per worker, the share of the window its lcore thread
 	// was on a CPU (Linux schedstat): below 1 when other processes took
 	// the CPU. MppsPerCPUSecond divides each worker's packets by its own
@@ -173,9 +177,11 @@ func cmdBench(args []string) int {
 			room, capInfo.MaxFrame, dpdk.Headroom))
 	}
 	pkts = nil // the PMD keeps its own copy in mbufs
-	// infinite_rx holds the whole capture in mbufs; every queue also needs
-	// bursts in flight and per-lcore mempool caches.
-	poolN := uint32(capInfo.Packets) + uint32(nw)*4096 + 8192
+	// infinite_rx holds each queue's part of the capture in mbufs of the
+	// pool of the worker polling it (every worker has its own, the same
+	// size: the largest part); every pool also needs bursts in flight and
+	// per-lcore mempool caches.
+	poolN := uint32(slices.Max(capInfo.QueuePackets)) + 4096 + 8192
 
 	dev := "net_pcap_bench0"
 	for _, f := range files {
@@ -254,7 +260,7 @@ func cmdBench(args []string) int {
 
 	win := t1.Sub(t0).Seconds()
 	res := benchResult{WindowSeconds: win, WarmupSeconds: *warmup, Workers: nw, IOOnly: *ioOnly, FlowCapacity: flows, Capture: capInfo,
-		DataRoom: room, PoolMbufs: poolN, PortRxNoMbuf: nombuf, EALArgs: eal, SamplesMpps: samples,
+		DataRoom: room, PoolMbufs: poolN * uint32(nw), PoolMbufsPerWorker: poolN, PortRxNoMbuf: nombuf, EALArgs: eal, SamplesMpps: samples,
 		Drops: map[string]uint64{}}
 	var rx, tx, bytes uint64
 	for i := range c1 {
