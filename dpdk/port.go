@@ -68,20 +68,19 @@ var _ packet.Port = (*Port)(nil)
 // owns the queues and its Close releases the device.
 func Configure(id PortID, nbRx, nbTx uint16, cfg PortConfig) (*Port, error) {
 	pools := cfg.Pools
-	if len(pools) == 0 && cfg.Pool != nil {
+	if len(pools) == 0 {
 		pools = []*Mempool{cfg.Pool}
 	}
-	// C pointers only (no Go pointers): the array may be passed to C.
-	cpools := make([]*C.struct_rte_mempool, max(len(pools), 1))
+	// The rx queues' pools as C pointers (no Go pointers: the array may
+	// be passed to C); one nil entry when there are no rx queues.
+	cpools := make([]*C.struct_rte_mempool, len(pools))
 	for i, mp := range pools {
-		if mp == nil || mp.mp == nil {
-			pools = nil
-			break
+		if nbRx > 0 && (mp == nil || mp.mp == nil) {
+			return nil, fmt.Errorf("dpdk: Configure(port %d): %d rx queues need a mempool", id, nbRx)
 		}
-		cpools[i] = mp.mp
-	}
-	if nbRx > 0 && len(pools) == 0 {
-		return nil, fmt.Errorf("dpdk: Configure(port %d): %d rx queues need a mempool", id, nbRx)
+		if mp != nil {
+			cpools[i] = mp.mp
+		}
 	}
 	rxd, txd := C.uint16_t(cfg.RxDesc), C.uint16_t(cfg.TxDesc)
 	if rxd == 0 {
@@ -103,7 +102,7 @@ func Configure(id PortID, nbRx, nbTx uint16, cfg PortConfig) (*Port, error) {
 		}
 		op = "queue setup"
 		rc = C.dsrlb_queues_setup(C.uint16_t(id), C.uint16_t(nbRx), C.uint16_t(nbTx), &rxd, &txd,
-			&cpools[0], C.uint(max(len(pools), 1)))
+			&cpools[0], C.uint(len(cpools)))
 		if rc != 0 {
 			return
 		}
