@@ -49,7 +49,7 @@ type DataplaneOptions struct {
 	// has a pool of its own, which its rx queues (of the NICs, the taps
 	// and the probe port) and its allocator take mbufs from: a worker's
 	// mbufs are written by that worker only. Two workers sharing one pool
-	// forwarded 10-25 % less than with a pool each (docs/performance.md).
+	// forwarded 10-20 % less than with a pool each (docs/performance.md).
 	PoolMbufs uint32
 	// DataRoom is the mbuf data room; 0 means 2048 + headroom.
 	DataRoom uint16
