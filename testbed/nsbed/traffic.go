@@ -303,7 +303,9 @@ func (u *UDPTally) Spread() string { return Spread(u.PerBackend) }
 
 // UDPFlows sends perFlow datagrams on each of flows UDP flows (one socket,
 // so one source port, per flow) from ns to addr (IPv4 or IPv6) and waits for each echo,
-// recording which backend answered and from which address.
+// recording which backend answered and from which address. Every socket
+// stays open until it returns: a closed one's port could be handed to a
+// later flow, which would then be the same 5-tuple, not a new flow.
 func UDPFlows(ctx context.Context, ns *NS, addr string, flows, perFlow int) (*UDPTally, error) {
 	dst, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
@@ -315,11 +317,18 @@ func UDPFlows(ctx context.Context, ns *NS, addr string, flows, perFlow int) (*UD
 	}
 	u := &UDPTally{Flows: flows, PerBackend: map[string]int{}, Sources: map[string]int{}}
 	buf := make([]byte, 2048)
+	var open []net.PacketConn
+	defer func() {
+		for _, pc := range open {
+			pc.Close()
+		}
+	}()
 	for f := 0; f < flows; f++ {
 		pc, err := ns.ListenPacket(network, ":0")
 		if err != nil {
 			return nil, err
 		}
+		open = append(open, pc)
 		seen := map[string]bool{}
 		for s := 0; s < perFlow; s++ {
 			msg := fmt.Sprintf("flow=%d seq=%d", f, s)
@@ -343,7 +352,6 @@ func UDPFlows(ctx context.Context, ns *NS, addr string, flows, perFlow int) (*UD
 			u.Received++
 			seen[name] = true
 		}
-		pc.Close()
 		for name := range seen {
 			u.PerBackend[name]++
 		}
