@@ -7,7 +7,8 @@
 #
 # Knobs (environment): BENCH_DIR (work dir, default /tmp/dsrlb-bench),
 # BENCH_SECONDS (measurement window per run, 4), BENCH_ROUNDS (3),
-# BENCH_QUICK=1 (one round, 64-byte mix only), BENCH_INSTR=0 (skip the
+# BENCH_QUICK=1 (one round, 64-byte mix only), BENCH_ALT_PHASE and
+# BENCH_ALT_SECONDS (--alternate phase and window: 0.5, 12), BENCH_INSTR=0 (skip the
 # instruction counts of testbed/bench-instr.sh), BIN (bin/dsrlb).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -251,6 +252,33 @@ each_cpu_a() {
 }
 each_cpu_b() { run_dsrlb "$DIR/mix64.pcap" 2 "2w-vs-1w-each-cpu-b-$1"; }
 
+# alternated NAME [EXTRA]: ROUNDS runs of `dsrlb bench --workers 2
+# --alternate PHASE` (with EXTRA, e.g. --io) on the 64k capture: in one
+# process, both workers together, then worker 0 alone, together, worker 1
+# alone, PHASE seconds each, over a window of ALT_SECONDS. Separate runs of
+# one worker and of two compare CPUs whose speed has moved in between;
+# these phases compare the same CPUs within a second. Prints the median of
+# the runs' ratios (each the median of its per-cycle ratios: both workers
+# over one alone on a CPU of average speed, 2 at best) and each run's.
+ALT_PHASE=${BENCH_ALT_PHASE:-0.5}
+ALT_SECONDS=${BENCH_ALT_SECONDS:-12}
+alternated() {
+	local name=$1 extra=${2:-} r out rs=() alls=() alone=()
+	for ((r = 1; r <= ROUNDS; r++)); do
+		quiet
+		# shellcheck disable=SC2086 # extra is flags separated by spaces
+		out=$("$BIN" bench --config "$CFG" --pcap "$DIR/mix64.pcap" --seconds "$ALT_SECONDS" --warmup "$WARMUP" \
+			--workers 2 --alternate "$ALT_PHASE" --log-level warn $extra 2>>"$DIR/dsrlb.log" | tail -1)
+		echo "$out" >"$DIR/$name-$r.json"
+		rs+=("$(echo "$out" | grep -o '"ratio":[0-9.]*' | cut -d: -f2)")
+		alls+=("$(echo "$out" | grep -o '"all_mpps":\[[^]]*\]' | grep -o '[0-9.]*' | median)")
+		alone+=("$(echo "$out" | grep -o '"alone_mpps":\[\[[^]]*\],\[[^]]*\]\]' | sed 's/"alone_mpps"://')")
+		log "$name run $r: ratio ${rs[-1]}, both workers (median of phases) ${alls[-1]} Mpps, alone $(echo "${alone[-1]}")"
+	done
+	printf '%-9s two workers / one, phases of %s s in one process: %s (median of %d runs: %s; both together, median Mpps: %s)\n' \
+		"$name" "$ALT_PHASE" "$(printf '%s\n' "${rs[@]}" | median)" "$ROUNDS" "${rs[*]}" "${alls[*]}" | tee -a "$RESULTS"
+}
+
 # ratios: 1M flows against 64k, one worker, alternated. First the flow
 # table alone (1m-vs-64k-cycled): both runs replay the 64k capture into a
 # 4M-entry table and rewrite every packet's client port per pass over it
@@ -284,6 +312,10 @@ ratios() {
 	# a CPU of average speed).
 	log "2w-vs-1w-each-cpu: A = one worker on the pair's first CPU plus one on its second (two runs), B = two workers"
 	rounds 2w-vs-1w-each-cpu each_cpu_a each_cpu_b
+	log "2w-vs-1w-alternated: two workers against one in one process, phases of $ALT_PHASE s"
+	alternated 2w-vs-1w-alternated
+	log "2w-vs-1w-alternated-io: the same with dsrlb --io"
+	alternated 2w-vs-1w-alternated-io --io
 	# The same with --io: how two workers scale with no load balancing at
 	# all (the PMD's replay, the mempool, the machine), the ceiling of the
 	# pair above.

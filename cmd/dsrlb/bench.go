@@ -73,6 +73,9 @@ type benchResult struct {
 	// stay 0, or the pool was too small and the numbers are meaningless.
 	PortRxNoMbuf uint64   `json:"port_rx_nombuf"`
 	EALArgs      []string `json:"eal_args"`
+	// Alternate is what --alternate measured (the rates above are then
+	// those of the whole window, its phases mixed).
+	Alternate *benchAlternate `json:"alternate,omitempty"`
 	// Stats are the counters of the whole run (control.BuildStats).
 	Stats v1.Stats `json:"stats"`
 }
@@ -111,14 +114,15 @@ func cmdBench(args []string) int {
 	flowCap := fs.Int("flow-capacity", 0, "flow table entries per worker (0: the config's flows.capacity)")
 	ioOnly := fs.Bool("io", false, "forward every packet back out unchanged, without the load balancer (the cost of dsrlb's burst loop and DPDK binding alone, as dpdk-testpmd's io mode)")
 	cycle := fs.Int("cycle", 0, "rewrite each replayed packet's client port by the number of its pass over the capture modulo N, so that the capture's flows are seen as N times as many (1: the same rewrite, the capture's own flows; 0: no rewrite)")
+	alternate := fs.Float64("alternate", 0, "with 2 or more workers: seconds per phase of all the workers together, then worker 0 alone, together, worker 1 alone... over the window; reports one worker against all (0: off)")
 	lcores := fs.String("lcores", "", "EAL --lcores mapping (default: -l 0..N, or a shared mapping when lcores outnumber CPUs)")
 	newLog := logFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	log := newLog()
-	if *cfgPath == "" || *capPath == "" || *seconds <= 0 || *warmup < 0 || *cycle < 0 || *cycle > 65535 {
-		fmt.Fprintln(os.Stderr, "dsrlb bench: --config and --pcap are required, --seconds > 0, --cycle 0 to 65535")
+	if *cfgPath == "" || *capPath == "" || *seconds <= 0 || *warmup < 0 || *cycle < 0 || *cycle > 65535 || *alternate < 0 {
+		fmt.Fprintln(os.Stderr, "dsrlb bench: --config and --pcap are required, --seconds > 0, --cycle 0 to 65535, --alternate >= 0")
 		return 2
 	}
 	cfg, err := control.LoadFile(*cfgPath)
@@ -137,6 +141,10 @@ func cmdBench(args []string) int {
 	nw := *workers
 	if nw == 0 {
 		nw = max(t.Workers, 1)
+	}
+	if *alternate > 0 && (nw < 2 || *alternate*float64(2*nw) > *seconds) {
+		fmt.Fprintln(os.Stderr, "dsrlb bench: --alternate needs 2 or more workers and a window of at least one cycle (2 x workers x phase seconds)")
+		return 2
 	}
 	pkts, err := pcap.ReadFile(*capPath)
 	if err != nil {
@@ -203,12 +211,33 @@ func cmdBench(args []string) int {
 			return newFlowCycler(nic, capInfo.QueuePackets[w], uint16(*cycle))
 		}
 	}
+	// --alternate holds a worker by its queue of the replaying port.
+	var hold []*pausableRx
+	var idleSleep time.Duration
+	if *alternate > 0 {
+		hold = make([]*pausableRx, nw)
+		for w := range hold {
+			hold[w] = &pausableRx{}
+		}
+		idleSleep = time.Millisecond // a held worker sleeps
+		inner := wrapRx
+		wrapRx = func(pi, w int, nic packet.Port) packet.Port {
+			if inner != nil {
+				nic = inner(pi, w, nic)
+			}
+			if pi != 0 {
+				return nic
+			}
+			hold[w].Port = nic
+			return hold[w]
+		}
+	}
 	eal := appliance.BenchEALArgs(t.EALArgs, *lcores, nw, poolN, room, capInfo.QueuePackets)
 	dp, err := appliance.StartDataplane(appliance.DataplaneOptions{
 		EALArgs: eal, Workers: nw, Ports: ports, Snap: store.Snapshots(),
 		FlowCap: flows, Timeouts: t.Timeouts, Seed: t.Seed,
 		PoolMbufs: poolN, DataRoom: uint16(room), Log: log, Ready: store.SetPortMACs, IOOnly: *ioOnly,
-		WrapRx: wrapRx,
+		WrapRx: wrapRx, IdleSleep: idleSleep,
 	})
 	if err != nil {
 		return fail(log, err)
@@ -232,7 +261,13 @@ func cmdBench(args []string) int {
 	var samples []float64
 	prev, tprev := c0, t0
 	end := t0.Add(time.Duration(*seconds * float64(time.Second)))
-	for {
+	var alt *benchAlternate
+	if *alternate > 0 {
+		a := runAlternate(dp.Counters, hold, time.Duration(*alternate*float64(time.Second)), end.Sub(t0))
+		alt = &a
+		prev, tprev = dp.Counters(), time.Now()
+	}
+	for alt == nil {
 		next := tprev.Add(time.Second)
 		if next.After(end) {
 			next = end
@@ -261,7 +296,7 @@ func cmdBench(args []string) int {
 	win := t1.Sub(t0).Seconds()
 	res := benchResult{WindowSeconds: win, WarmupSeconds: *warmup, Workers: nw, IOOnly: *ioOnly, FlowCapacity: flows, Capture: capInfo,
 		DataRoom: room, PoolMbufs: poolN * uint32(nw), PoolMbufsPerWorker: poolN, PortRxNoMbuf: nombuf, EALArgs: eal, SamplesMpps: samples,
-		Drops: map[string]uint64{}}
+		Drops: map[string]uint64{}, Alternate: alt}
 	var rx, tx, bytes uint64
 	for i := range c1 {
 		r := c1[i].RxPackets - c0[i].RxPackets
