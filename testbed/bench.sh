@@ -250,7 +250,7 @@ each_cpu_a() {
 	b=$(run_dsrlb "$DIR/mix64.pcap" 1 "2w-vs-1w-each-cpu-a2-$1" 0 "--lcores 0@$main,1@$second")
 	awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%s %s\n", x[1] + y[1], x[2] + y[2] }'
 }
-each_cpu_b() { run_dsrlb "$DIR/mix64.pcap" 2 "2w-vs-1w-each-cpu-b-$1"; }
+each_cpu_b() { run_dsrlb "$DIR/mix64.pcap" 2 "2w-vs-1w-each-cpu-b-$1" 0 "$STRIDE"; }
 
 # alternated NAME [EXTRA]: ROUNDS runs of `dsrlb bench --workers 2
 # --alternate PHASE` (with EXTRA, e.g. --io) on the 64k capture: in one
@@ -260,6 +260,7 @@ each_cpu_b() { run_dsrlb "$DIR/mix64.pcap" 2 "2w-vs-1w-each-cpu-b-$1"; }
 # these phases compare the same CPUs within a second. Prints the median of
 # the runs' ratios (each the median of its per-cycle ratios: both workers
 # over one alone on a CPU of average speed, 2 at best) and each run's.
+STRIDE="--queue-stride 2"
 ALT_PHASE=${BENCH_ALT_PHASE:-0.5}
 ALT_SECONDS=${BENCH_ALT_SECONDS:-12}
 alternated() {
@@ -268,7 +269,7 @@ alternated() {
 		quiet
 		# shellcheck disable=SC2086 # extra is flags separated by spaces
 		out=$("$BIN" bench --config "$CFG" --pcap "$DIR/mix64.pcap" --seconds "$ALT_SECONDS" --warmup "$WARMUP" \
-			--workers 2 --alternate "$ALT_PHASE" --log-level warn $extra 2>>"$DIR/dsrlb.log" | tail -1)
+			--workers 2 --alternate "$ALT_PHASE" $STRIDE --log-level warn $extra 2>>"$DIR/dsrlb.log" | tail -1)
 		echo "$out" >"$DIR/$name-$r.json"
 		rs+=("$(echo "$out" | grep -o '"ratio":[0-9.]*' | cut -d: -f2)")
 		alls+=("$(echo "$out" | grep -o '"all_mpps":\[[^]]*\]' | grep -o '[0-9.]*' | median)")
@@ -301,8 +302,15 @@ ratios() {
 	# packets (a 1M-mbuf pool streamed from DRAM) costs by itself.
 	log "1m-vs-64k-io: the same with dsrlb --io"
 	pair 1m-vs-64k-io "$DIR/mix64.pcap" 0 1 "$DIR/mix64-1m.pcap" 4194304 1 --io
-	log "2w-vs-1w: A = one worker, B = two workers (64k flows)"
-	pair 2w-vs-1w "$DIR/mix64.pcap" 0 1 "$DIR/mix64.pcap" 0 2
+	# Two workers poll rx queues 0 and 2 of the net_pcap port (queue 1
+	# replays one packet and is never polled): net_pcap's adjacent rx
+	# queues share a cache line between one's packet counters and the
+	# next one's ring pointer (appliance.DataplaneOptions.QueueStride).
+	# 2w-vs-1w-adjacent keeps the pair on queues 0 and 1, as before.
+	log "2w-vs-1w: A = one worker, B = two workers on rx queues 0 and 2 (64k flows)"
+	pair 2w-vs-1w "$DIR/mix64.pcap" 0 1 "$DIR/mix64.pcap" 0 2 "" "$STRIDE"
+	log "2w-vs-1w-adjacent: the same, B on rx queues 0 and 1"
+	pair 2w-vs-1w-adjacent "$DIR/mix64.pcap" 0 1 "$DIR/mix64.pcap" 0 2
 	# The two CPUs of a VM need not be equal, and their speeds drift with
 	# the host (by up to half, minutes apart, on the machine of
 	# docs/performance.md): against one worker on the CPU of 2w-vs-1w's A
@@ -320,10 +328,12 @@ ratios() {
 	# all (the PMD's replay, the mempool, the machine), the ceiling of the
 	# pair above.
 	log "2w-vs-1w-io: the same with dsrlb --io"
-	pair 2w-vs-1w-io "$DIR/mix64.pcap" 0 1 "$DIR/mix64.pcap" 0 2 --io
+	pair 2w-vs-1w-io "$DIR/mix64.pcap" 0 1 "$DIR/mix64.pcap" 0 2 --io "--io $STRIDE"
 	# And the reference: testpmd io and macswap with one forwarding core
 	# against two on two rx queues (each half of the capture), with the
-	# data room and pool of dsrlb's two-worker run.
+	# data room and pool of dsrlb's two-worker run. testpmd gives its
+	# cores adjacent queues, 0 and 1: the false sharing that
+	# 2w-vs-1w-adjacent has.
 	local room mbufs
 	room=$(json_num data_room <"$DIR/2w-vs-1w-b-1.json")
 	mbufs=$(json_num pool_mbufs <"$DIR/2w-vs-1w-b-1.json")

@@ -86,8 +86,11 @@ type benchCapture struct {
 	Bytes    int64  `json:"bytes"`
 	Flows    int    `json:"flows"`
 	MaxFrame int    `json:"max_frame"`
-	// QueuePackets is how the capture was split over the rx queues.
+	// QueuePackets is how the capture was split over the workers' rx
+	// queues; with QueueStride worker w polls queue w*QueueStride and
+	// the queues in between replay one packet, never polled.
 	QueuePackets []int `json:"queue_packets"`
+	QueueStride  int   `json:"queue_stride,omitempty"`
 	// Cycle is --cycle: every pass over the capture moved the client
 	// ports by the pass number modulo Cycle (flowCycler), so that
 	// Flows times Cycle distinct flows were seen (CycledFlows).
@@ -115,14 +118,15 @@ func cmdBench(args []string) int {
 	ioOnly := fs.Bool("io", false, "forward every packet back out unchanged, without the load balancer (the cost of dsrlb's burst loop and DPDK binding alone, as dpdk-testpmd's io mode)")
 	cycle := fs.Int("cycle", 0, "rewrite each replayed packet's client port by the number of its pass over the capture modulo N, so that the capture's flows are seen as N times as many (1: the same rewrite, the capture's own flows; 0: no rewrite)")
 	alternate := fs.Float64("alternate", 0, "with 2 or more workers: seconds per phase of all the workers together, then worker 0 alone, together, worker 1 alone... over the window; reports one worker against all (0: off)")
+	queueStride := fs.Int("queue-stride", 1, "with 2 or more workers: worker w polls rx queue w*N, the queues in between replay one packet and are never polled (net_pcap's adjacent queues share cache lines: see appliance.DataplaneOptions.QueueStride)")
 	lcores := fs.String("lcores", "", "EAL --lcores mapping (default: -l 0..N, or a shared mapping when lcores outnumber CPUs)")
 	newLog := logFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	log := newLog()
-	if *cfgPath == "" || *capPath == "" || *seconds <= 0 || *warmup < 0 || *cycle < 0 || *cycle > 65535 || *alternate < 0 {
-		fmt.Fprintln(os.Stderr, "dsrlb bench: --config and --pcap are required, --seconds > 0, --cycle 0 to 65535, --alternate >= 0")
+	if *cfgPath == "" || *capPath == "" || *seconds <= 0 || *warmup < 0 || *cycle < 0 || *cycle > 65535 || *alternate < 0 || *queueStride < 1 || *queueStride > 8 {
+		fmt.Fprintln(os.Stderr, "dsrlb bench: --config and --pcap are required, --seconds > 0, --cycle 0 to 65535, --alternate >= 0, --queue-stride 1 to 8")
 		return 2
 	}
 	cfg, err := control.LoadFile(*cfgPath)
@@ -174,6 +178,21 @@ func cmdBench(args []string) int {
 		files, capInfo.QueuePackets, err = splitByFlow(pkts, nw, dir)
 		if err != nil {
 			return fail(log, err)
+		}
+		if *queueStride > 1 {
+			files, err = spaceQueues(files, *queueStride, pkts[0], dir)
+			if err != nil {
+				return fail(log, err)
+			}
+			capInfo.QueueStride = *queueStride
+		}
+	}
+	// What net_pcap keeps in rings, one per queue (spacers: one packet).
+	ringPackets := capInfo.QueuePackets
+	if capInfo.QueueStride > 1 {
+		ringPackets = slices.Repeat([]int{1}, len(files))
+		for w, n := range capInfo.QueuePackets {
+			ringPackets[w*capInfo.QueueStride] = n
 		}
 	}
 	room := *dataRoom
@@ -232,12 +251,12 @@ func cmdBench(args []string) int {
 			return hold[w]
 		}
 	}
-	eal := appliance.BenchEALArgs(t.EALArgs, *lcores, nw, poolN, room, capInfo.QueuePackets)
+	eal := appliance.BenchEALArgs(t.EALArgs, *lcores, nw, poolN, room, ringPackets)
 	dp, err := appliance.StartDataplane(appliance.DataplaneOptions{
 		EALArgs: eal, Workers: nw, Ports: ports, Snap: store.Snapshots(),
 		FlowCap: flows, Timeouts: t.Timeouts, Seed: t.Seed,
 		PoolMbufs: poolN, DataRoom: uint16(room), Log: log, Ready: store.SetPortMACs, IOOnly: *ioOnly,
-		WrapRx: wrapRx, IdleSleep: idleSleep,
+		WrapRx: wrapRx, IdleSleep: idleSleep, QueueStride: capInfo.QueueStride,
 	})
 	if err != nil {
 		return fail(log, err)
@@ -427,6 +446,23 @@ func splitByFlow(pkts [][]byte, n int, dir string) ([]string, []int, error) {
 		}
 	}
 	return files, counts, nil
+}
+
+// spaceQueues returns files with stride-1 spacer queues after each but
+// the last: a capture of the one frame spacer, written once in dir.
+func spaceQueues(files []string, stride int, spacer []byte, dir string) ([]string, error) {
+	path := filepath.Join(dir, "spacer.pcap")
+	if err := pcap.WriteFile(path, [][]byte{spacer}); err != nil {
+		return nil, err
+	}
+	var out []string
+	for i, f := range files {
+		out = append(out, f)
+		if i < len(files)-1 {
+			out = append(out, slices.Repeat([]string{path}, stride-1)...)
+		}
+	}
+	return out, nil
 }
 
 // median returns the median of xs (0 for none).

@@ -63,6 +63,16 @@ type DataplaneOptions struct {
 	// queue w there): `dsrlb bench --cycle` only, which rewrites every
 	// received packet before the worker sees it.
 	WrapRx func(pi, w int, nic packet.Port) packet.Port
+	// QueueStride, when above 1, makes worker w poll queue w*QueueStride
+	// of every port, tap and the probe port; the queues in between are
+	// configured (their rx taking mbufs from the pool of the worker
+	// before them) and never polled. `dsrlb bench --queue-stride` only:
+	// net_pcap keeps its rx queues' state in one array of 4,240-byte
+	// structs, so that the packet counters of queue w+1, written every
+	// burst, share a cache line with the ring pointer of queue w, read
+	// every packet; two workers on adjacent queues then slow each other
+	// down, as two workers on a real NIC's queues do not.
+	QueueStride int
 	// Ready, if set, is called with the ports' MACs after the ports start
 	// and before any worker runs (to publish a snapshot that has them).
 	Ready func(macs []pipeline.MAC)
@@ -271,7 +281,8 @@ func ealMemoryArgs(args []string, poolMB uint64) []string {
 
 // StartDataplane initialises the EAL, attaches and starts every port (and
 // its tap), and launches one worker per worker lcore. Worker w polls rx
-// queue w of every port and of every tap.
+// queue w of every port and of every tap (queue w*QueueStride with a
+// stride).
 func StartDataplane(o DataplaneOptions) (*Dataplane, error) {
 	if o.Workers < 1 {
 		o.Workers = 1
@@ -281,7 +292,8 @@ func StartDataplane(o DataplaneOptions) (*Dataplane, error) {
 	if runtime.GOMAXPROCS(0) < o.Workers+2 {
 		runtime.GOMAXPROCS(o.Workers + 2)
 	}
-	nq := uint16(o.Workers)
+	stride := max(o.QueueStride, 1)
+	nq := uint16((o.Workers-1)*stride + 1)
 	if o.PoolMbufs == 0 {
 		o.PoolMbufs = poolMbufs(o.Ports, 1)
 		if o.Probe != nil {
@@ -312,10 +324,19 @@ func StartDataplane(o DataplaneOptions) (*Dataplane, error) {
 		}
 		d.pools = append(d.pools, pool)
 	}
+	// Rx queue q takes mbufs from queuePools[q % len]: worker w's pool
+	// for its queue and those after it (QueueStride).
+	queuePools := d.pools
+	if stride > 1 {
+		queuePools = make([]*dpdk.Mempool, nq)
+		for q := range queuePools {
+			queuePools[q] = d.pools[q/stride]
+		}
+	}
 	d.newKernelRxPool(o.Ports, nq)
 	for i, p := range o.Ports {
 		dev, room := p.rxDevice()
-		rxPools := d.pools
+		rxPools := queuePools
 		switch {
 		case room == 0 || p.TxOnly:
 		case d.kernelRx != nil:
@@ -339,7 +360,7 @@ func StartDataplane(o DataplaneOptions) (*Dataplane, error) {
 				return nil, err
 			}
 			dev := fmt.Sprintf("net_tap%d,iface=%s,mac=%s", i, p.Tap, mac.String())
-			tap, err = d.openPort(dev, false, nq, p.MTU, d.pools)
+			tap, err = d.openPort(dev, false, nq, p.MTU, queuePools)
 			if err != nil {
 				d.close()
 				return nil, fmt.Errorf("port %s: tap %s: %w", p.Name, p.Tap, err)
@@ -350,7 +371,7 @@ func StartDataplane(o DataplaneOptions) (*Dataplane, error) {
 	if o.Probe != nil {
 		dev := fmt.Sprintf("net_tap%d,iface=%s,mac=%s", len(o.Ports), o.Probe.Tap, probeTapMAC.String())
 		err := dpdk.OnMainIn(o.Probe.Enter, func() (err error) {
-			d.probe, err = d.openPort(dev, false, nq, 0, d.pools)
+			d.probe, err = d.openPort(dev, false, nq, 0, queuePools)
 			return err
 		})
 		if err != nil {
@@ -362,16 +383,17 @@ func StartDataplane(o DataplaneOptions) (*Dataplane, error) {
 		}
 	}
 	for w := 0; w < o.Workers; w++ {
+		q := uint16(w * stride)
 		var wps []pipeline.WorkerPort
 		for i, nic := range d.nics {
-			wp := pipeline.WorkerPort{NIC: nic, Queue: uint16(w)}
+			wp := pipeline.WorkerPort{NIC: nic, Queue: q}
 			if o.Ports[i].TxOnly {
 				wp.NIC = txOnly{nic}
 			} else if o.WrapRx != nil {
 				wp.NIC = o.WrapRx(i, w, nic)
 			}
 			if d.taps[i] != nil {
-				wp.Tap, wp.TapQueue = d.taps[i], uint16(w)
+				wp.Tap, wp.TapQueue = d.taps[i], q
 			}
 			wps = append(wps, wp)
 		}
@@ -379,7 +401,7 @@ func StartDataplane(o DataplaneOptions) (*Dataplane, error) {
 		wk.IOOnly = o.IOOnly
 		wk.IdleSleep = o.IdleSleep
 		if d.probe != nil {
-			wk.SetProbe(d.probe, uint16(w), probeTapMAC)
+			wk.SetProbe(d.probe, q, probeTapMAC)
 		}
 		a, err := d.pools[w].NewAllocator()
 		if err != nil {
