@@ -1,8 +1,8 @@
 package main
 
 import (
+	"fmt"
 	"math"
-	"sync"
 	"testing"
 	"time"
 
@@ -34,7 +34,6 @@ func TestPausableRx(t *testing.T) {
 // fakeWorkers counts packets as workers would that forward alone[w] Mpps
 // when the others are held and together[w] Mpps when none is.
 type fakeWorkers struct {
-	mu              sync.Mutex
 	rx              []*pausableRx
 	alone, together []float64
 	packets         []float64
@@ -42,8 +41,6 @@ type fakeWorkers struct {
 }
 
 func (f *fakeWorkers) counters() []pipeline.Counters {
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	now := time.Now()
 	d := now.Sub(f.last).Seconds()
 	f.last = now
@@ -90,11 +87,11 @@ func TestRunAlternate(t *testing.T) {
 		}
 	}
 	for i, x := range res.AllMpps {
-		near("all phase "+string(rune('0'+i)), x, 14.4)
+		near(fmt.Sprintf("both, phase %d", i), x, 14.4)
 	}
 	for w, want := range f.alone {
 		for _, x := range res.AloneMpps[w] {
-			near("worker "+string(rune('0'+w))+" alone", x, want)
+			near(fmt.Sprintf("worker %d alone", w), x, want)
 		}
 	}
 	near("ratio", res.Ratio, 1.8)
